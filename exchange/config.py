@@ -1,0 +1,174 @@
+"""Reading a node's configuration (node.toml) and the federation manifest.
+
+Relative paths in node.toml are resolved against the folder that holds it, so
+a configuration can be moved with its data. Every problem is a ConfigError
+naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exchange.core.identity import AGENCY_RE, HANDLE_RE, Role
+from exchange.core.manifest import Manifest, parse_manifest
+from exchange.core.marking import classification_level
+from exchange.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a node accepts and serves; every one is configuration."""
+
+    max_message_bytes: int = 4 * 1024 * 1024  # bytes, one gRPC message either way
+    max_record_bytes: int = 256 * 1024  # bytes, one serialised record payload
+    max_observables: int = 10_000  # observables in one record
+    max_related: int = 1_000  # related-record links in one record
+    default_page_size: int = 50  # search results per page when the caller names none
+    max_page_size: int = 500  # search results per page at most
+    pull_batch_entries: int = 500  # log entries per pull batch at most
+
+
+@dataclass(frozen=True)
+class UserEntry:
+    handle: str
+    role: Role
+    clearance: str
+
+
+@dataclass(frozen=True)
+class PeerEntry:
+    agency: str
+    interval_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    agency: str
+    listen: str
+    data_dir: Path
+    database_url: str
+    pki_dir: Path
+    users: dict[str, UserEntry]
+    peers: tuple[PeerEntry, ...]
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.pki_dir / "manifest.toml"
+
+    @property
+    def agency_dir(self) -> Path:
+        return self.pki_dir / self.agency
+
+    def load_manifest(self) -> Manifest:
+        return load_manifest(self.manifest_path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_manifest(path: Path) -> Manifest:
+    data = read_toml(path)
+    try:
+        return parse_manifest(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _limits(data: object, where: str) -> Limits:
+    if data is None:
+        return Limits()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    defaults = Limits()
+    values: dict[str, int] = {}
+    for name, value in data.items():
+        if not hasattr(defaults, name):
+            raise ConfigError(f"{where}.{name}: unknown limit")
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{where}.{name}: expected a positive integer, got {value!r}")
+        values[name] = value
+    return Limits(**values)
+
+
+def _users(data: object, where: str) -> dict[str, UserEntry]:
+    if not isinstance(data, list):
+        raise ConfigError(f"{where}: expected a list of [[users]] tables")
+    users: dict[str, UserEntry] = {}
+    for i, entry in enumerate(data):
+        at = f"{where}[{i}]"
+        handle = entry.get("handle") if isinstance(entry, dict) else None
+        if not isinstance(handle, str) or not HANDLE_RE.match(handle):
+            raise ConfigError(f"{at}.handle: expected a lower-case handle, got {handle!r}")
+        try:
+            role = Role(entry.get("role"))
+        except ValueError:
+            raise ConfigError(f"{at}.role: expected analyst or liaison, got {entry.get('role')!r}") from None
+        if role is Role.NODE:
+            raise ConfigError(f"{at}.role: a user cannot have the node role")
+        clearance = entry.get("clearance")
+        if not isinstance(clearance, str) or classification_level(clearance) is None:
+            raise ConfigError(f"{at}.clearance: unknown classification {clearance!r}")
+        if handle in users:
+            raise ConfigError(f"{at}.handle: {handle} is listed twice")
+        users[handle] = UserEntry(handle, role, clearance)
+    return users
+
+
+def _peers(data: object, where: str) -> tuple[PeerEntry, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ConfigError(f"{where}: expected a list of [[peers]] tables")
+    peers = []
+    for i, entry in enumerate(data):
+        at = f"{where}[{i}]"
+        agency = entry.get("agency") if isinstance(entry, dict) else None
+        if not isinstance(agency, str) or not AGENCY_RE.match(agency):
+            raise ConfigError(f"{at}.agency: malformed agency code {agency!r}")
+        interval = entry.get("interval_seconds", 30.0)
+        if not isinstance(interval, int | float) or interval <= 0:
+            raise ConfigError(f"{at}.interval_seconds: expected a positive number")
+        peers.append(PeerEntry(agency, float(interval)))
+    return tuple(peers)
+
+
+def load_node_config(
+    path: Path, *, pki_dir: Path | None = None, data_dir: Path | None = None
+) -> NodeConfig:
+    """Read node.toml; ``pki_dir`` and ``data_dir`` override the file's values."""
+    data = read_toml(path)
+    base = path.resolve().parent
+    where = str(path)
+    agency = data.get("agency")
+    if not isinstance(agency, str) or not AGENCY_RE.match(agency):
+        raise ConfigError(f"{where}: agency: malformed agency code {agency!r}")
+    listen = data.get("listen")
+    if not isinstance(listen, str) or ":" not in listen:
+        raise ConfigError(f"{where}: listen: expected host:port, got {listen!r}")
+    resolved_pki = pki_dir or base / str(data.get("pki_dir", "../../certs/out"))
+    resolved_data = data_dir or base / str(data.get("data_dir", "data"))
+    database_url = data.get("database_url") or f"sqlite:///{resolved_data / 'node.db'}"
+    if not isinstance(database_url, str):
+        raise ConfigError(f"{where}: database_url: expected a string")
+    return NodeConfig(
+        path=path,
+        agency=agency,
+        listen=listen,
+        data_dir=resolved_data,
+        database_url=database_url,
+        pki_dir=resolved_pki,
+        users=_users(data.get("users", []), f"{where}: users"),
+        peers=_peers(data.get("peers"), f"{where}: peers"),
+        limits=_limits(data.get("limits"), f"{where}: limits"),
+    )

@@ -1,0 +1,153 @@
+"""The federation manifest: partners, their CAs, accreditations and signing keys.
+
+Each node holds its own copy as its trust root. This module only models and
+validates it; reading the file is ``exchange.config``'s job.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exchange.core.identity import AGENCY_RE
+from exchange.core.marking import classification_level
+from exchange.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    public_key: bytes  # raw Ed25519 public key, 32 bytes
+    not_before: dt.datetime
+    not_after: dt.datetime
+    # A compromised key invalidates every signature it ever made: a thief can
+    # backdate, so no timestamp inside a payload is trusted to say otherwise.
+    compromised_since: dt.datetime | None = None
+
+    @property
+    def compromised(self) -> bool:
+        return self.compromised_since is not None
+
+
+@dataclass(frozen=True)
+class Partner:
+    code: str
+    name: str
+    country: str
+    address: str  # host:port of the agency's node
+    accreditation: str  # highest classification its node may hold
+    ca_cert_pem: str
+    keys: tuple[SigningKey, ...]
+
+    @property
+    def server_name(self) -> str:
+        """The DNS name in the node's certificate, checked by TLS clients."""
+        return node_dns_name(self.code)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    partners: Mapping[str, Partner]
+
+    @property
+    def agencies(self) -> frozenset[str]:
+        return frozenset(self.partners)
+
+    def partner(self, code: str) -> Partner:
+        try:
+            return self.partners[code]
+        except KeyError:
+            raise ConfigError(f"agency {code!r} is not in the federation manifest") from None
+
+    def signing_key(self, originator: str, key_id: str) -> SigningKey | None:
+        """The key ``key_id`` if it belongs to ``originator``; None otherwise."""
+        partner = self.partners.get(originator)
+        if partner is None:
+            return None
+        return next((k for k in partner.keys if k.key_id == key_id), None)
+
+
+def node_dns_name(agency: str) -> str:
+    return f"{agency.lower()}.node.exchange"
+
+
+def _field(table: Mapping[str, Any], name: str, where: str, kind: type) -> Any:
+    value = table.get(name)
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}.{name}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _time(value: object, where: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        result = value
+    elif isinstance(value, str):
+        try:
+            result = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{where}: not an ISO 8601 time: {value!r}") from None
+    else:
+        raise ConfigError(f"{where}: expected a time, got {value!r}")
+    if result.tzinfo is None:
+        raise ConfigError(f"{where}: time without a timezone: {value!r}")
+    return result
+
+
+def parse_key(table: Mapping[str, Any], where: str) -> SigningKey:
+    raw = _field(table, "public_key", where, str)
+    try:
+        public_key = base64.b64decode(raw, validate=True)
+    except ValueError:
+        raise ConfigError(f"{where}.public_key: not base64") from None
+    if len(public_key) != 32:
+        raise ConfigError(f"{where}.public_key: an Ed25519 key is 32 bytes, got {len(public_key)}")
+    compromised = table.get("compromised_since")
+    return SigningKey(
+        key_id=_field(table, "key_id", where, str),
+        public_key=public_key,
+        not_before=_time(table.get("not_before"), f"{where}.not_before"),
+        not_after=_time(table.get("not_after"), f"{where}.not_after"),
+        compromised_since=None if compromised is None else _time(compromised, f"{where}.compromised_since"),
+    )
+
+
+def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Manifest:
+    """Build a Manifest from parsed TOML; ConfigError names the bad field."""
+    version = _field(data, "version", "manifest", int)
+    tables = data.get("partners")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError("manifest.partners: expected a non-empty list of [[partners]]")
+    partners: dict[str, Partner] = {}
+    for i, table in enumerate(tables):
+        where = f"partners[{i}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: expected a table")
+        code = _field(table, "code", where, str)
+        if not AGENCY_RE.match(code):
+            raise ConfigError(f"{where}.code: malformed agency code {code!r}")
+        if code in partners:
+            raise ConfigError(f"{where}.code: {code} is listed twice")
+        accreditation = _field(table, "accreditation", where, str)
+        if classification_level(accreditation) is None:
+            raise ConfigError(f"{where}.accreditation: unknown classification {accreditation!r}")
+        keys_data = table.get("keys", [])
+        if not isinstance(keys_data, list):
+            raise ConfigError(f"{where}.keys: expected a list of tables")
+        keys = tuple(parse_key(k, f"{where}.keys[{j}]") for j, k in enumerate(keys_data))
+        ca_pem = table.get("ca_cert", "")
+        if require_keys and (not keys or not isinstance(ca_pem, str) or "BEGIN CERTIFICATE" not in ca_pem):
+            raise ConfigError(f"{where}: no CA certificate or signing keys (run `exchange pki init`)")
+        partners[code] = Partner(
+            code=code,
+            name=_field(table, "name", where, str),
+            country=_field(table, "country", where, str),
+            address=_field(table, "address", where, str),
+            accreditation=accreditation,
+            ca_cert_pem=ca_pem if isinstance(ca_pem, str) else "",
+            keys=keys,
+        )
+    return Manifest(version=version, partners=partners)

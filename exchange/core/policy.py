@@ -1,0 +1,114 @@
+"""The disclosure decision: the one place that says who may see what.
+
+Every read path (get, search, pull, digest, export) and the acceptance check
+on received records call :func:`decide`; nothing re-implements it. The rules
+are DESIGN.md's, numbered the same way. Deny is the default: a decision is
+``allowed`` only when every rule has passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exchange.core.identity import Identity, Principal, Role
+from exchange.core.marking import Marking, classification_level
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str  # for audit and security events; never shown to the caller
+
+
+ALLOW = Decision(True, "allowed")
+
+
+def decide(
+    *,
+    holder: str,
+    principal: Principal,
+    originator: str,
+    marking: Marking,
+    known_agencies: frozenset[str],
+) -> Decision:
+    """May node ``holder`` disclose a record of ``originator`` to ``principal``?
+
+    ``marking`` must be the marking of the record's *current* version: an older
+    version is never disclosed under rules its successor has narrowed.
+    """
+    # 5. Every marking value is known (and so is the caller's clearance).
+    unknown = marking.unknown_values(known_agencies)
+    if unknown:
+        return Decision(False, "unknown marking value: " + ", ".join(unknown))
+    if originator not in known_agencies:
+        return Decision(False, f"unknown originator {originator!r}")
+    clearance = classification_level(principal.clearance)
+    if clearance is None:
+        return Decision(False, f"unknown clearance {principal.clearance!r}")
+
+    # 4. A user is only ever served by their own agency's node.
+    if principal.role is not Role.NODE and principal.agency != holder:
+        return Decision(False, "users are served only by their own agency's node")
+
+    # 1. The caller's agency is the originator or is in releasable_to.
+    if principal.agency not in marking.audience(originator):
+        return Decision(False, f"not releasable to {principal.agency}")
+
+    # 2. The caller's clearance (or a node's accreditation) covers the classification.
+    level = classification_level(marking.classification)
+    assert level is not None  # checked by rule 5 above
+    if clearance < level:
+        return Decision(False, f"{marking.classification} above {principal.clearance}")
+
+    # 3. Another agency's node, served by a node that is not the originator: a relay.
+    if principal.is_node and principal.agency != holder and holder != originator:
+        if not marking.relay_allowed:
+            return Decision(False, "marking forbids relay (ORCON, TLP:RED or TLP:AMBER+STRICT)")
+
+    return ALLOW
+
+
+def may_hold(
+    *,
+    agency: str,
+    accreditation: str,
+    originator: str,
+    marking: Marking,
+    known_agencies: frozenset[str],
+) -> Decision:
+    """May ``agency``'s node hold this record at all (the acceptance check)?
+
+    Asked as "could the originator disclose it to that node": rules 1, 2 and 5.
+    """
+    node = Principal(Identity(agency, None), Role.NODE, accreditation)
+    return decide(
+        holder=originator,
+        principal=node,
+        originator=originator,
+        marking=marking,
+        known_agencies=known_agencies,
+    )
+
+
+def link_allowed(
+    *,
+    originator: str,
+    marking: Marking,
+    target_originator: str,
+    target_marking: Marking,
+) -> bool:
+    """May a record link to a target without revealing the target exists?
+
+    The target must be at least as widely releasable: everyone who may receive
+    the linking record may receive the target (same or wider audience, same or
+    lower classification), and the target must not be more restricted in relay.
+    """
+    level = classification_level(marking.classification)
+    target_level = classification_level(target_marking.classification)
+    if level is None or target_level is None:
+        return False
+    if not marking.audience(originator) <= target_marking.audience(target_originator):
+        return False
+    if target_level > level:
+        return False
+    return target_marking.relay_allowed or not marking.relay_allowed

@@ -1,0 +1,91 @@
+"""The one exception tree of Exchange.
+
+    ExchangeError
+    ├── RefusedError              untrusted input refused: the caller or the data is wrong
+    │   ├── InvalidInput          a malformed request or record (names the field)
+    │   ├── TooLarge              over a configured bound
+    │   ├── VerificationError     bad signature, unknown or foreign key, wrong payload type
+    │   ├── IdentityError         a certificate that does not establish who the caller is
+    │   ├── PermissionDenied      the caller's role may not do this
+    │   ├── NotFound              not held, or not the caller's to see (never distinguished)
+    │   ├── Conflict              optimistic concurrency lost (a newer version exists)
+    │   └── StaleCursor           a sync cursor the server no longer recognises
+    ├── ConfigError               configuration, manifest or key material is unusable
+    └── TransportError            could not reach or talk to a node
+
+The gRPC layer maps each refusal to one status code (``exchange.node.rpc``); the
+command line turns every ExchangeError into one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Conflict",
+    "ConfigError",
+    "ExchangeError",
+    "IdentityError",
+    "InvalidInput",
+    "NotFound",
+    "PermissionDenied",
+    "RefusedError",
+    "StaleCursor",
+    "TooLarge",
+    "TransportError",
+    "VerificationError",
+]
+
+
+class ExchangeError(Exception):
+    """Base of every error Exchange raises on purpose."""
+
+
+class RefusedError(ExchangeError):
+    """Untrusted input (a request, a record, a certificate) was refused."""
+
+
+class InvalidInput(RefusedError):
+    """A request or record is malformed; the message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+
+
+class TooLarge(RefusedError):
+    """Input over a configured bound (bytes, entries, observables)."""
+
+
+class VerificationError(RefusedError):
+    """An envelope's signature does not verify for the record's originator."""
+
+
+class IdentityError(RefusedError):
+    """A peer certificate does not establish a federation identity."""
+
+
+class PermissionDenied(RefusedError):
+    """The authenticated caller may not perform this operation."""
+
+
+class NotFound(RefusedError):
+    """Not held here, or not the caller's to see; the two are never told apart."""
+
+    def __init__(self, what: str = "record") -> None:
+        super().__init__(f"{what} not found")
+
+
+class Conflict(RefusedError):
+    """An optimistic update lost: the version it named is no longer current."""
+
+
+class StaleCursor(RefusedError):
+    """A sync cursor refers to a log state this server no longer has."""
+
+
+class ConfigError(ExchangeError):
+    """Configuration, manifest or key material is missing or unusable."""
+
+
+class TransportError(ExchangeError):
+    """A node could not be reached or the call failed in transit."""

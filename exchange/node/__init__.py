@@ -1,0 +1,1 @@
+"""The gRPC node: authentication, the services, and the server that hosts them."""

@@ -1,0 +1,105 @@
+"""Who is calling: identity from the verified client certificate, and nothing else.
+
+TLS has already checked that the certificate chains to one of the federation's
+CAs and is within its validity. Here: exactly one SAN URI names the holder;
+the agency it claims must be the agency whose CA issued it (an agency vouches
+only for itself); users are served only by their own agency's node, with the
+role and clearance this node's configuration grants; partner nodes get their
+accreditation from the manifest. No field of a request takes part.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from exchange.config import UserEntry
+from exchange.core.identity import Identity, Principal, Role, parse_identity_uri
+from exchange.core.manifest import Manifest
+from exchange.errors import IdentityError, PermissionDenied
+
+_CACHE_SIZE = 1024
+
+
+def certificate_identity(cert: x509.Certificate) -> Identity:
+    """The identity in a certificate's single SAN URI."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise IdentityError("certificate has no subject alternative name") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        raise IdentityError(f"certificate must name exactly one identity URI, found {len(uris)}")
+    return parse_identity_uri(uris[0])
+
+
+class Authenticator:
+    def __init__(self, *, agency: str, manifest: Manifest, users: Mapping[str, UserEntry]) -> None:
+        self._agency = agency
+        self._manifest = manifest
+        self._users = users
+        self._cas = {
+            code: x509.load_pem_x509_certificate(p.ca_cert_pem.encode("ascii"))
+            for code, p in manifest.partners.items()
+        }
+        # certificate bytes -> (identity, not_before, not_after)
+        self._identities: OrderedDict[bytes, tuple[Identity, dt.datetime, dt.datetime]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def identity(self, cert_pem: bytes) -> Identity:
+        """Parse and check a certificate once; remember the answer by its bytes."""
+        with self._lock:
+            cached = self._identities.get(cert_pem)
+            if cached is not None:
+                self._identities.move_to_end(cert_pem)
+        if cached is None:
+            cached = self._check(cert_pem)
+            with self._lock:
+                self._identities[cert_pem] = cached
+                if len(self._identities) > _CACHE_SIZE:
+                    self._identities.popitem(last=False)
+        identity, not_before, not_after = cached
+        # TLS checked validity at the handshake; a long-lived connection may outlive it.
+        if not not_before <= dt.datetime.now(dt.UTC) <= not_after:
+            raise IdentityError("client certificate is not valid now")
+        return identity
+
+    def _check(self, cert_pem: bytes) -> tuple[Identity, dt.datetime, dt.datetime]:
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError:
+            raise IdentityError("unreadable client certificate") from None
+        identity = certificate_identity(cert)
+        ca = self._cas.get(identity.agency)
+        if ca is None:
+            raise IdentityError(f"{identity.agency} is not a federation agency")
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise IdentityError(
+                f"certificate claims {identity.agency} but was not issued by {identity.agency}'s CA"
+            ) from None
+        return identity, cert.not_valid_before_utc, cert.not_valid_after_utc
+
+    def principal(self, cert_pem: bytes | None) -> Principal:
+        if not cert_pem:
+            raise IdentityError("no client certificate")
+        identity = self.identity(cert_pem)
+        if identity.is_node:
+            if identity.agency == self._agency:
+                raise PermissionDenied("a node does not call itself")
+            partner = self._manifest.partner(identity.agency)
+            return Principal(identity, Role.NODE, partner.accreditation)
+        if identity.agency != self._agency:
+            # Rule 4: users talk only to their own agency's node.
+            raise PermissionDenied(f"{identity.agency} users are served only by {identity.agency}'s node")
+        assert identity.handle is not None
+        user = self._users.get(identity.handle)
+        if user is None:
+            raise PermissionDenied(f"user {identity.handle} is not registered on this node")
+        return Principal(identity, user.role, user.clearance)

@@ -1,0 +1,145 @@
+"""Query service: the node's own users read what it holds, through the decision.
+
+Every record returned has passed :func:`exchange.core.policy.decide`; page
+tokens are made after the decision from the last record shown, so neither a
+page nor a token says anything about records the caller may not see. Each
+answer is written to the audit log as a disclosure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.config import Limits
+from exchange.core.identity import AGENCY_RE, Principal
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide
+from exchange.errors import InvalidInput, NotFound
+from exchange.node.rpc import Method
+from exchange.node.tokens import PageTokens
+from exchange.records import textindex
+from exchange.records.normalize import normalize, normalize_any
+from exchange.records.validate import validate_ref
+from exchange.store import SearchFilter, Store, StoredRecord
+from exchange.store.store import kind_name, timestamp_us
+from exchange.v1 import query_pb2, records_pb2
+
+
+def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
+    received = Timestamp()
+    received.FromMicroseconds(record.received_at)
+    return records_pb2.HeldRecord(
+        envelope=records_pb2.Envelope.FromString(record.envelope),
+        received_from=record.received_from,
+        received_at=received,
+        equivocated=record.equivocated,
+    )
+
+
+@dataclass
+class QueryService:
+    agency: str
+    store: Store
+    manifest: Manifest
+    limits: Limits
+    tokens: PageTokens
+
+    def methods(self) -> list[Method]:
+        return [
+            Method("Get", query_pb2.GetRequest, self.get),
+            Method("Search", query_pb2.SearchRequest, self.search),
+        ]
+
+    def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
+        return decide(
+            holder=self.agency, principal=caller, originator=record.originator,
+            marking=record.marking, known_agencies=self.manifest.agencies,
+        ).allowed
+
+    def get(self, request: query_pb2.GetRequest, caller: Principal) -> records_pb2.HeldRecord:
+        validate_ref(request.ref, "ref")
+        record = self.store.current(request.ref.originator, request.ref.record_id)
+        if record is None or not self._allowed(record, caller):
+            raise NotFound()  # the same answer whether absent or not releasable
+        self._disclose(caller, "get", [record])
+        return held_record(record)
+
+    def search(self, request: query_pb2.SearchRequest, caller: Principal) -> query_pb2.SearchResponse:
+        criteria = self._criteria(request)
+        page_size = request.page_size or self.limits.default_page_size
+        if page_size > self.limits.max_page_size:
+            raise InvalidInput("page_size", f"at most {self.limits.max_page_size}")
+        context = self._token_context(request, caller)
+        after = self.tokens.decode(request.page_token, context) if request.page_token else None
+        page: list[StoredRecord] = []
+        more = False
+        for record in self.store.search(criteria, after=after):
+            if not self._allowed(record, caller):
+                continue
+            if len(page) == page_size:
+                more = True  # one more visible record exists: there is a next page
+                break
+            page.append(record)
+        self._disclose(caller, "search", page)
+        return query_pb2.SearchResponse(
+            records=[held_record(r) for r in page],
+            next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
+        )
+
+    def _criteria(self, request: query_pb2.SearchRequest) -> SearchFilter:
+        kinds = []
+        for i, kind in enumerate(request.kinds):
+            if kind not in (records_pb2.KIND_ACTOR, records_pb2.KIND_TECHNIQUE, records_pb2.KIND_OBSERVABLE_SET):
+                raise InvalidInput(f"kinds[{i}]", "expected actor, technique or observable_set")
+            kinds.append(kind_name(kind))
+        for i, code in enumerate(request.originators):
+            if not AGENCY_RE.match(code):
+                raise InvalidInput(f"originators[{i}]", f"malformed agency code {code[:32]!r}")
+        observables: tuple[tuple[str, str], ...] = ()
+        if request.HasField("observable"):
+            obs = request.observable
+            if obs.type:
+                observables = ((obs.type, normalize(obs.type, obs.value, field="observable")),)
+            else:
+                observables = tuple(normalize_any(obs.value).items())
+                if not observables:
+                    raise InvalidInput("observable.value", "not a valid value of any observable type")
+        text = request.text.strip()
+        after = timestamp_us(request.issued_after) if request.HasField("issued_after") else None
+        before = timestamp_us(request.issued_before) if request.HasField("issued_before") else None
+        if after is not None and before is not None and before <= after:
+            raise InvalidInput("issued_before", "must be later than issued_after")
+        return SearchFilter(
+            kinds=tuple(kinds),
+            originators=tuple(request.originators),
+            countries=tuple(c.upper() for c in request.countries),
+            sectors=tuple(s.lower() for s in request.sectors),
+            observables=observables,
+            text=text,
+            text_terms=tuple(textindex.query_terms(text)) if text else (),
+            issued_after=after,
+            issued_before=before,
+            include_retracted=request.include_retracted,
+        )
+
+    @staticmethod
+    def _token_context(request: query_pb2.SearchRequest, caller: Principal) -> bytes:
+        # A token is valid only for the caller and the query it was issued for.
+        query = query_pb2.SearchRequest()
+        query.CopyFrom(request)
+        query.ClearField("page_token")
+        query.ClearField("page_size")
+        digest = hashlib.sha256(query.SerializeToString(deterministic=True)).digest()
+        return caller.identity.uri.encode("utf-8") + b"\x00" + digest
+
+    def _disclose(self, caller: Principal, action: str, shown: list[StoredRecord]) -> None:
+        if not shown:
+            return
+        self.store.audit(
+            actor=caller.identity.uri,
+            action=action,
+            detail={"records": [[r.originator, r.record_id, r.version] for r in shown]},
+        )

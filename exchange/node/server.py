@@ -1,0 +1,134 @@
+"""Hosting a node: load configuration and keys, open the store, serve over mutual TLS."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from exchange.config import NodeConfig
+from exchange.core.manifest import Manifest
+from exchange.errors import ConfigError
+from exchange.node.auth import Authenticator
+from exchange.node.health import Health
+from exchange.node.query import QueryService
+from exchange.node.rpc import Guard, service_handler
+from exchange.node.submission import SubmissionService
+from exchange.node.sync import SyncService
+from exchange.node.tokens import PageTokens
+from exchange.pki import load_private_key
+from exchange.records.envelope import Signer
+from exchange.store import Store
+
+log = logging.getLogger("exchange.node")
+
+WORKERS = 16
+
+
+def load_signer(agency: str, key_path: Path, manifest: Manifest) -> Signer:
+    """The agency's signing key, with the key id the manifest publishes for it."""
+    key = load_private_key(key_path)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{key_path}: a record-signing key must be Ed25519")
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    for published in manifest.partner(agency).keys:
+        if published.public_key == public:
+            if published.compromised:
+                raise ConfigError(f"{key_path}: key {published.key_id} is marked compromised in the manifest")
+            return Signer(agency, published.key_id, key)
+    raise ConfigError(f"{key_path}: this key is not among {agency}'s signing keys in the manifest")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+
+
+class Node:
+    """One agency's node. ``start()`` binds and serves; ``stop()`` drains and closes."""
+
+    def __init__(self, config: NodeConfig, *, manifest: Manifest | None = None) -> None:
+        self.config = config
+        self.manifest = manifest or config.load_manifest()
+        if config.agency not in self.manifest.partners:
+            raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
+        agency_dir = config.agency_dir
+        self.signer = load_signer(config.agency, agency_dir / "signing.key", self.manifest)
+        self._server_key = _read(agency_dir / "node.key")
+        self._server_cert = _read(agency_dir / "node.crt")
+        if config.database_url.startswith("sqlite:///"):
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store.open(config.database_url, agency=config.agency)
+        limits = config.limits
+        self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync"])
+        guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users))
+        submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
+        query = QueryService(config.agency, self.store, self.manifest, limits, PageTokens(self.store.token_key()))
+        sync = SyncService(config.agency, self.store, self.manifest, limits)
+        self._handlers = [
+            service_handler(guard, "exchange.v1.Sync", sync.methods()),
+            service_handler(guard, "exchange.v1.Submission", submission.methods()),
+            service_handler(guard, "exchange.v1.Query", query.methods()),
+            service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
+        ]
+        self._server: grpc.Server | None = None
+        self.port = 0
+
+    def credentials(self) -> grpc.ServerCredentials:
+        # Clients must present a certificate from one of the federation's CAs:
+        # the own CA for users, partner CAs for partner nodes.
+        roots = "".join(p.ca_cert_pem for p in self.manifest.partners.values()).encode("ascii")
+        return grpc.ssl_server_credentials(
+            [(self._server_key, self._server_cert)], root_certificates=roots, require_client_auth=True
+        )
+
+    def start(self, listen: str | None = None) -> int:
+        limits = self.config.limits
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"{self.config.agency}-rpc"),
+            handlers=self._handlers,
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        address = listen or self.config.listen
+        try:
+            self.port = server.add_secure_port(address, self.credentials())
+        except RuntimeError:
+            raise ConfigError(f"cannot listen on {address}") from None
+        if self.port == 0:
+            raise ConfigError(f"cannot listen on {address}")
+        server.start()
+        self._server = server
+        log.info("node %s serving on %s", self.config.agency, address)
+        return self.port
+
+    def stop(self, grace: float = 5.0) -> None:
+        self.health.stop()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            self._server = None
+        self.store.close()
+
+
+def run_node(config: NodeConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and close the store."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    node = Node(config)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    node.start()
+    print(f"{config.agency} node listening on {config.listen}", flush=True)
+    stop.wait()
+    node.stop()

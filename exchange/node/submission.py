@@ -1,0 +1,191 @@
+"""Submission service: analysts of the node's agency submit, revise and retract.
+
+The node, not the analyst, gives a record its identity, version, timestamps
+and originator; it serialises the record once, signs those bytes, and stores
+the envelope verbatim.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.config import Limits
+from exchange.core.identity import Principal
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide, link_allowed
+from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from exchange.node.rpc import Method
+from exchange.records.envelope import RECORD_TYPE, Signer, content_hash
+from exchange.records.validate import validate_draft, validate_ref, validate_reference
+from exchange.store import Store, StoredRecord
+from exchange.store.store import marking_of, now_us
+from exchange.v1 import records_pb2, submission_pb2
+
+
+def _timestamp(micros: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromMicroseconds(micros)
+    return ts
+
+
+@dataclass
+class SubmissionService:
+    agency: str
+    store: Store
+    signer: Signer
+    manifest: Manifest
+    limits: Limits
+
+    def methods(self) -> list[Method]:
+        return [
+            Method("Submit", submission_pb2.SubmitRequest, self.submit),
+            Method("Revise", submission_pb2.ReviseRequest, self.revise),
+            Method("Retract", submission_pb2.RetractRequest, self.retract),
+        ]
+
+    # --- the three operations -------------------------------------------------------------
+
+    def submit(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.Receipt:
+        validate_reference(request.reference)
+        handle = caller.identity.handle or ""
+        if request.reference:
+            existing = self.store.find_reference(handle, request.reference)
+            if existing is not None:
+                return self._existing(existing)
+        if not request.HasField("draft"):
+            raise InvalidInput("draft", "missing")
+        self._check_draft(request.draft, caller)
+        now = now_us()
+        record = records_pb2.Record(
+            ref=records_pb2.RecordRef(originator=self.agency, record_id=str(uuid.uuid4())),
+            version=1,
+            status=records_pb2.STATUS_ACTIVE,
+            created_at=_timestamp(now),
+            issued_at=_timestamp(now),
+            content=request.draft,
+        )
+        envelope = self._sign(record)
+        existing = self.store.put_local(
+            record, envelope, actor=caller.identity.uri, action="submit",
+            submitter=handle, reference=request.reference,
+        )
+        if existing is not None:  # the same reference won a concurrent race
+            return self._existing(existing)
+        return self._receipt(record, envelope, created=True)
+
+    def revise(self, request: submission_pb2.ReviseRequest, caller: Principal) -> submission_pb2.Receipt:
+        current = self._own_current(request.ref, request.base_version, caller)
+        if not request.HasField("draft"):
+            raise InvalidInput("draft", "missing")
+        self._check_draft(request.draft, caller, own=request.ref)
+        record = self._next_version(current, records_pb2.STATUS_ACTIVE, request.draft)
+        envelope = self._sign(record)
+        self.store.put_local(
+            record, envelope, actor=caller.identity.uri, action="revise", base_version=request.base_version
+        )
+        return self._receipt(record, envelope, created=True)
+
+    def retract(self, request: submission_pb2.RetractRequest, caller: Principal) -> submission_pb2.Receipt:
+        current = self._own_current(request.ref, request.base_version, caller)
+        if len(request.reason) > 2000:
+            raise InvalidInput("reason", "over 2000 characters")
+        previous = records_pb2.Record.FromString(
+            records_pb2.Envelope.FromString(current.envelope).payload
+        )
+        # A retraction carries no content, only what routing needs: the kind and
+        # the marking, so it reaches exactly the audience of the last version.
+        content = records_pb2.RecordDraft(kind=previous.content.kind, marking=previous.content.marking)
+        record = self._next_version(current, records_pb2.STATUS_RETRACTED, content)
+        record.retraction_reason = request.reason
+        envelope = self._sign(record)
+        self.store.put_local(
+            record, envelope, actor=caller.identity.uri, action="retract", base_version=request.base_version
+        )
+        return self._receipt(record, envelope, created=True)
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _own_current(self, ref: records_pb2.RecordRef, base_version: int, caller: Principal) -> StoredRecord:
+        validate_ref(ref, "ref")
+        if base_version < 1:
+            raise InvalidInput("base_version", "name the version being revised (1 or more)")
+        current = self.store.current(ref.originator, ref.record_id)
+        if current is None or not self._visible(current, caller):
+            raise NotFound()  # identical whether absent or not the caller's to see
+        if current.originator != self.agency:
+            raise PermissionDenied(f"only {current.originator}'s analysts can change its records")
+        if current.status != "active":
+            raise Conflict(f"{ref.originator}/{ref.record_id} is retracted")
+        if current.version != base_version:
+            raise Conflict(f"version {base_version} is not current (the current version is {current.version})")
+        return current
+
+    def _visible(self, record: StoredRecord, caller: Principal) -> bool:
+        return decide(
+            holder=self.agency, principal=caller, originator=record.originator,
+            marking=record.marking, known_agencies=self.manifest.agencies,
+        ).allowed
+
+    def _check_draft(
+        self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None
+    ) -> None:
+        validate_draft(draft, partners=self.manifest.agencies, limits=self.limits)
+        marking = marking_of(draft.marking)
+        for i, ref in enumerate(draft.related):
+            field = f"draft.related[{i}]"
+            if own is not None and (ref.originator, ref.record_id) == (own.originator, own.record_id):
+                raise InvalidInput(field, "a record cannot link to itself")
+            target = self.store.current(ref.originator, ref.record_id)
+            if target is None or not self._visible(target, caller):
+                raise InvalidInput(field, f"no record {ref.originator}/{ref.record_id}")
+            if not link_allowed(
+                originator=self.agency, marking=marking,
+                target_originator=target.originator, target_marking=target.marking,
+            ):
+                raise InvalidInput(
+                    field,
+                    "links to a record less widely releasable than this one; the link would "
+                    "reveal it to partners that may not see it",
+                )
+
+    def _next_version(
+        self, current: StoredRecord, status: records_pb2.Status.ValueType, content: records_pb2.RecordDraft
+    ) -> records_pb2.Record:
+        previous = records_pb2.Record.FromString(records_pb2.Envelope.FromString(current.envelope).payload)
+        return records_pb2.Record(
+            ref=previous.ref,
+            version=current.version + 1,
+            status=status,
+            created_at=previous.created_at,
+            issued_at=_timestamp(max(now_us(), current.issued_at + 1)),
+            content=content,
+        )
+
+    def _sign(self, record: records_pb2.Record) -> records_pb2.Envelope:
+        payload = record.SerializeToString()  # serialised once: these bytes are the record
+        if len(payload) > self.limits.max_record_bytes:
+            raise InvalidInput(
+                "draft", f"record is {len(payload)} bytes, over the limit of {self.limits.max_record_bytes}"
+            )
+        return self.signer.seal(RECORD_TYPE, payload)
+
+    def _receipt(
+        self, record: records_pb2.Record, envelope: records_pb2.Envelope, *, created: bool
+    ) -> submission_pb2.Receipt:
+        return submission_pb2.Receipt(
+            ref=record.ref, version=record.version, content_hash=content_hash(envelope.payload), created=created
+        )
+
+    def _existing(self, record_id: str) -> submission_pb2.Receipt:
+        current = self.store.current(self.agency, record_id)
+        assert current is not None  # a reference always names a stored record
+        envelope = records_pb2.Envelope.FromString(current.envelope)
+        return submission_pb2.Receipt(
+            ref=records_pb2.RecordRef(originator=self.agency, record_id=record_id),
+            version=current.version,
+            content_hash=content_hash(envelope.payload),
+            created=False,
+        )

@@ -1,0 +1,129 @@
+"""Sync service, serving side: partner nodes pull what the decision releases to them.
+
+The cursor is opaque to the puller: it is sealed by this node and holds the
+log's epoch, the last *scanned* sequence number and a fingerprint of that
+entry, so its movement says nothing about entries the puller cannot see, and
+a cursor from before the log went backwards (a restored backup) is recognised
+and refused with FAILED_PRECONDITION.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from exchange.config import Limits
+from exchange.core.identity import Principal
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide
+from exchange.errors import InvalidInput, StaleCursor
+from exchange.node.rpc import Method
+from exchange.node.tokens import Sealer
+from exchange.store import Store
+from exchange.store.store import LogEntry
+from exchange.v1 import records_pb2, sync_pb2
+
+_CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's content hash
+
+
+@dataclass
+class SyncService:
+    agency: str
+    store: Store
+    manifest: Manifest
+    limits: Limits
+
+    def __post_init__(self) -> None:
+        self._sealer = Sealer(self.store.token_key(), b"exchange pull cursor v1")
+        self._epoch = self.store.log_epoch()
+
+    def methods(self) -> list[Method]:
+        return [
+            Method("Pull", sync_pb2.PullRequest, self.pull, streaming=True),
+            Method("Digest", sync_pb2.DigestRequest, self.digest),
+        ]
+
+    def _releasable(self, entry: LogEntry, caller: Principal) -> bool:
+        # Only the current version's marking counts (DESIGN.md), so an older
+        # version is never served under rules its successor narrowed.
+        return decide(
+            holder=self.agency, principal=caller, originator=entry.originator,
+            marking=entry.current_marking, known_agencies=self.manifest.agencies,
+        ).allowed
+
+    # --- cursors ----------------------------------------------------------------------------
+
+    def _cursor(self, caller: Principal, seq: int, fingerprint: bytes) -> bytes:
+        plain = struct.pack(_CURSOR, self._epoch, seq, fingerprint)
+        return self._sealer.seal(plain, caller.identity.uri.encode())
+
+    def _position(self, cursor: bytes, caller: Principal) -> int:
+        if not cursor:
+            return 0
+        plain = self._sealer.open(cursor, caller.identity.uri.encode())
+        if plain is None or len(plain) != struct.calcsize(_CURSOR):
+            raise InvalidInput("cursor", "not a cursor issued by this node to this partner")
+        epoch, seq, fingerprint = struct.unpack(_CURSOR, plain)
+        if epoch != self._epoch or self.store.log_fingerprint(seq) != fingerprint:
+            raise StaleCursor("cursor refers to log entries this node no longer has; repair with a digest")
+        return int(seq)
+
+    # --- Pull -------------------------------------------------------------------------------
+
+    def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[sync_pb2.PullBatch]:
+        after = self._position(request.cursor, caller)
+        limit = min(request.max_entries or self.limits.pull_batch_entries, self.limits.pull_batch_entries)
+        budget = self.limits.max_message_bytes // 2  # leave room for framing and the cursor
+        batch: list[records_pb2.Envelope] = []
+        size = 0
+        last: LogEntry | None = None  # the last entry scanned, released or not
+        for entry in self.store.log_after(after):
+            if self._releasable(entry, caller):
+                if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
+                    assert last is not None
+                    yield self._batch(batch, caller, last)
+                    batch, size = [], 0
+                batch.append(records_pb2.Envelope.FromString(entry.envelope))
+                size += len(entry.envelope)
+            last = entry
+        if last is not None:
+            # Sent even when empty, so the caller's cursor moves past entries it
+            # cannot see and they are not scanned again on its next pull.
+            yield self._batch(batch, caller, last)
+
+    def _batch(self, batch: list[records_pb2.Envelope], caller: Principal, upto: LogEntry) -> sync_pb2.PullBatch:
+        return sync_pb2.PullBatch(entries=batch, cursor=self._cursor(caller, upto.seq, upto.content_hash[:8]))
+
+    # --- Digest -----------------------------------------------------------------------------
+
+    def digest(self, request: sync_pb2.DigestRequest, caller: Principal) -> sync_pb2.DigestResponse:
+        prefix = request.bucket_prefix.lower()
+        if prefix and (len(prefix) > 8 or any(c not in "0123456789abcdef" for c in prefix)):
+            raise InvalidInput("bucket_prefix", "expected up to 8 hex digits")
+        groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
+        for entry in self.store.log_after(0, originator=request.originator or None, id_prefix=prefix):
+            if not self._releasable(entry, caller):
+                continue
+            # Without an originator: one summary per originator; with one: one per
+            # next hex digit under the prefix, so a difference is found by bisection.
+            bucket = entry.record_id[: len(prefix) + 1] if request.originator else ""
+            groups.setdefault((entry.originator, bucket), []).append(
+                (entry.originator, entry.record_id, entry.version, entry.content_hash)
+            )
+        return sync_pb2.DigestResponse(
+            summaries=[
+                sync_pb2.DigestSummary(
+                    originator=originator, bucket_prefix=bucket, count=len(items), hash=summary_hash(items)
+                )
+                for (originator, bucket), items in sorted(groups.items())
+            ]
+        )
+
+
+def summary_hash(items: list[tuple[str, str, int, bytes]]) -> bytes:
+    digest = hashlib.sha256()
+    for originator, record_id, version, content_hash in sorted(items):
+        digest.update(f"{originator}\x00{record_id}\x00{version}\x00".encode() + content_hash)
+    return digest.digest()

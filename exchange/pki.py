@@ -1,0 +1,276 @@
+"""The federation PKI: one CA per agency, node and user certificates, signing keys.
+
+``exchange pki init`` calls :func:`init_federation`. TLS keys are ECDSA P-256
+(fast handshakes); record-signing keys are Ed25519 and never used for TLS.
+Every private key is written with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exchange.core.identity import Identity
+from exchange.core.manifest import node_dns_name
+from exchange.errors import ConfigError
+
+CA_LIFETIME = dt.timedelta(days=3650)
+CERT_LIFETIME = dt.timedelta(days=397)
+SIGNING_KEY_LIFETIME = dt.timedelta(days=730)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A private key with its certificate."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return private_key_pem(self.key)
+
+
+def private_key_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _name(agency: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, agency),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def make_ca(agency: str, *, now: dt.datetime, lifetime: dt.timedelta = CA_LIFETIME) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(agency, f"{agency} Exchange CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Issued(key, cert)
+
+
+def issue(
+    ca: Issued,
+    identity: Identity,
+    *,
+    now: dt.datetime,
+    lifetime: dt.timedelta = CERT_LIFETIME,
+    not_before: dt.datetime | None = None,
+) -> Issued:
+    """Issue a TLS certificate naming ``identity`` in exactly one SAN URI.
+
+    A node certificate also carries the node's DNS name (checked by TLS clients
+    as the server name) and may act as server and client; a user certificate
+    is client-only.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = not_before if not_before is not None else now - dt.timedelta(minutes=5)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if identity.is_node:
+        names.append(x509.DNSName(node_dns_name(identity.agency)))
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    common_name = f"{identity.agency} node" if identity.is_node else f"{identity.handle}"
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(identity.agency, common_name))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + lifetime)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Issued(key, cert)
+
+
+def new_signing_key(agency: str, now: dt.datetime) -> tuple[str, Ed25519PrivateKey]:
+    """A fresh Ed25519 record-signing key and its id ``<AGENCY>/<date>-<random>``."""
+    key_id = f"{agency}/{now:%Y%m%d}-{secrets.token_hex(4)}"
+    return key_id, Ed25519PrivateKey.generate()
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write key material readable by the owner only (created 0600, never wider)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey | Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ConfigError(f"cannot read key {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path} is not a PEM private key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | Ed25519PrivateKey):
+        raise ConfigError(f"{path}: unsupported key type")
+    return key
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read certificate {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{path} is not a PEM certificate") from None
+
+
+# --- `exchange pki init` --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    agency: str
+    handle: str
+
+
+def read_template(nodes_dir: Path) -> tuple[dict[str, object], list[UserSpec]]:
+    """The manifest template and every node's users, from ``nodes/``."""
+    import tomllib
+
+    template_path = nodes_dir / "federation.toml"
+    try:
+        template = tomllib.loads(template_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read manifest template {template_path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{template_path}: {exc}") from None
+    from exchange.core.manifest import parse_manifest
+
+    manifest = parse_manifest(template, require_keys=False)  # validates codes and accreditations
+    users: list[UserSpec] = []
+    for code in manifest.partners:
+        node_toml = nodes_dir / code / "node.toml"
+        if not node_toml.exists():
+            continue
+        try:
+            node = tomllib.loads(node_toml.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{node_toml}: {exc}") from None
+        for entry in node.get("users", []):
+            users.append(UserSpec(code, str(entry.get("handle", ""))))
+    return template, users
+
+
+def init_federation(nodes_dir: Path, out_dir: Path, *, now: dt.datetime | None = None) -> Path:
+    """Make every agency's CA, node certificate, signing key and user certificates.
+
+    Returns the path of the complete manifest written into ``out_dir``.
+    """
+    import tomli_w
+
+    from exchange.core.identity import parse_identity_uri
+
+    now = now or dt.datetime.now(dt.UTC)
+    template, users = read_template(nodes_dir)
+    partners = template["partners"]
+    assert isinstance(partners, list)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    complete: list[dict[str, object]] = []
+    for entry in partners:
+        code = entry["code"]
+        agency_dir = out_dir / code
+        ca = make_ca(code, now=now)
+        write_public(agency_dir / "ca.crt", ca.cert_pem)
+        write_private(agency_dir / "ca.key", ca.key_pem)
+        node = issue(ca, Identity(code, None), now=now)
+        write_public(agency_dir / "node.crt", node.cert_pem)
+        write_private(agency_dir / "node.key", node.key_pem)
+        key_id, signing_key = new_signing_key(code, now)
+        write_private(agency_dir / "signing.key", private_key_pem(signing_key))
+        for user in (u for u in users if u.agency == code):
+            identity = parse_identity_uri(f"urn:exchange:{code}:user:{user.handle}")
+            issued = issue(ca, identity, now=now)
+            write_public(agency_dir / "users" / f"{user.handle}.crt", issued.cert_pem)
+            write_private(agency_dir / "users" / f"{user.handle}.key", issued.key_pem)
+            write_profile(agency_dir / "users" / f"{user.handle}.profile.toml", code, str(entry["address"]), user.handle)
+        complete.append(
+            {
+                **entry,
+                "ca_cert": ca.cert_pem.decode("ascii"),
+                "keys": [
+                    {
+                        "key_id": key_id,
+                        "public_key": public_key_b64(signing_key),
+                        "not_before": now.isoformat(timespec="seconds"),
+                        "not_after": (now + SIGNING_KEY_LIFETIME).isoformat(timespec="seconds"),
+                    }
+                ],
+            }
+        )
+    manifest_path = out_dir / "manifest.toml"
+    manifest = {**template, "partners": complete}
+    write_public(manifest_path, tomli_w.dumps(manifest).encode("utf-8"))
+    return manifest_path
+
+
+def write_profile(path: Path, agency: str, address: str, handle: str) -> None:
+    """A CLI profile for one user; paths are relative to the profile file."""
+    import tomli_w
+
+    profile = {
+        "node": address,
+        "agency": agency,
+        "cert": f"{handle}.crt",
+        "key": f"{handle}.key",
+        "ca": "../ca.crt",
+    }
+    write_public(path, tomli_w.dumps(profile).encode("utf-8"))

@@ -1,0 +1,1 @@
+"""Records and their signatures: envelopes, validation, normalisation."""

@@ -1,0 +1,123 @@
+"""Validation of what analysts submit. Every refusal names the field.
+
+Structure is checked here, before the node signs anything; the rules that
+need the store (links to related records) are checked by the service.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from exchange.config import Limits
+from exchange.core.identity import AGENCY_RE
+from exchange.core.marking import CAVEATS, TLP_LABELS, classification_level
+from exchange.errors import InvalidInput
+from exchange.records.normalize import normalize
+from exchange.v1 import records_pb2
+
+MAX_TITLE_CHARS = 300
+MAX_SUMMARY_CHARS = 20_000
+MAX_TAGS = 64
+MAX_LIST = 64  # countries, sectors
+_COUNTRY_RE = re.compile(r"^[A-Z]{3}$")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+# C0/C1 controls other than tab and newline have no place in text people read.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def validate_ref(ref: records_pb2.RecordRef, field: str) -> None:
+    if not AGENCY_RE.match(ref.originator):
+        raise InvalidInput(f"{field}.originator", f"malformed agency code {ref.originator!r}")
+    validate_record_id(ref.record_id, f"{field}.record_id")
+
+
+def validate_record_id(record_id: str, field: str) -> None:
+    try:
+        parsed = uuid.UUID(record_id)
+    except ValueError:
+        raise InvalidInput(field, f"not a UUID: {record_id[:64]!r}") from None
+    if str(parsed) != record_id:
+        raise InvalidInput(field, "record ids are lower-case hyphenated UUIDs")
+
+
+def _text(value: str, field: str, limit: int, *, required: bool, multiline: bool) -> None:
+    if required and not value.strip():
+        raise InvalidInput(field, "missing")
+    if len(value) > limit:
+        raise InvalidInput(field, f"{len(value)} characters, over the limit of {limit}")
+    check = value.replace("\n", "").replace("\t", "") if multiline else value
+    if _CONTROL_RE.search(check):
+        raise InvalidInput(field, "contains control characters")
+
+
+def validate_marking(marking: records_pb2.Marking, field: str, partners: frozenset[str]) -> None:
+    if not marking.classification:
+        raise InvalidInput(f"{field}.classification", "missing")
+    if classification_level(marking.classification) is None:
+        raise InvalidInput(f"{field}.classification", f"unknown classification {marking.classification!r}")
+    if not marking.tlp:
+        raise InvalidInput(f"{field}.tlp", "missing")
+    if marking.tlp not in TLP_LABELS:
+        raise InvalidInput(f"{field}.tlp", f"unknown TLP label {marking.tlp!r}")
+    for i, caveat in enumerate(marking.caveats):
+        if caveat not in CAVEATS:
+            raise InvalidInput(f"{field}.caveats[{i}]", f"unknown caveat {caveat!r}")
+    seen: set[str] = set()
+    for i, agency in enumerate(marking.releasable_to):
+        if agency not in partners:
+            raise InvalidInput(f"{field}.releasable_to[{i}]", f"{agency!r} is not a partner agency")
+        if agency in seen:
+            raise InvalidInput(f"{field}.releasable_to[{i}]", f"{agency} is listed twice")
+        seen.add(agency)
+
+
+def validate_draft(draft: records_pb2.RecordDraft, *, partners: frozenset[str], limits: Limits) -> None:
+    """Raise InvalidInput naming the first bad field of ``draft``."""
+    if draft.kind not in (
+        records_pb2.KIND_ACTOR,
+        records_pb2.KIND_TECHNIQUE,
+        records_pb2.KIND_OBSERVABLE_SET,
+    ):
+        raise InvalidInput("draft.kind", "expected actor, technique or observable_set")
+    _text(draft.title, "draft.title", MAX_TITLE_CHARS, required=True, multiline=False)
+    _text(draft.summary, "draft.summary", MAX_SUMMARY_CHARS, required=False, multiline=True)
+    if not draft.HasField("marking"):
+        raise InvalidInput("draft.marking", "missing")
+    validate_marking(draft.marking, "draft.marking", partners)
+    for name, values, pattern in (
+        ("countries", draft.countries, _COUNTRY_RE),
+        ("sectors", draft.sectors, _SLUG_RE),
+        ("tags", draft.tags, _SLUG_RE),
+    ):
+        limit = MAX_TAGS if name == "tags" else MAX_LIST
+        if len(values) > limit:
+            raise InvalidInput(f"draft.{name}", f"{len(values)} entries, over the limit of {limit}")
+        for i, value in enumerate(values):
+            if not pattern.match(value):
+                expected = "an ISO 3166-1 alpha-3 code" if name == "countries" else "a lower-case slug"
+                raise InvalidInput(f"draft.{name}[{i}]", f"expected {expected}, got {value[:64]!r}")
+    if len(draft.observables) > limits.max_observables:
+        raise InvalidInput(
+            "draft.observables",
+            f"{len(draft.observables)} observables, over the limit of {limits.max_observables}",
+        )
+    for i, obs in enumerate(draft.observables):
+        normalize(obs.type, obs.value, field=f"draft.observables[{i}]")
+    if len(draft.related) > limits.max_related:
+        raise InvalidInput("draft.related", f"{len(draft.related)} links, over the limit of {limits.max_related}")
+    for i, ref in enumerate(draft.related):
+        validate_ref(ref, f"draft.related[{i}]")
+    if draft.confidence > 100:
+        raise InvalidInput("draft.confidence", f"expected 0..100, got {draft.confidence}")
+    validity = draft.validity
+    if (
+        validity.HasField("not_before")
+        and validity.HasField("not_after")
+        and validity.not_after.ToNanoseconds() <= validity.not_before.ToNanoseconds()
+    ):
+        raise InvalidInput("draft.validity", "not_after must be later than not_before")
+
+
+def validate_reference(reference: str) -> None:
+    _text(reference, "reference", 256, required=False, multiline=False)

@@ -1,0 +1,130 @@
+"""Tables. SQLAlchemy Core, so the SQL each query runs stays visible.
+
+Every key and index on records uses (originator, record_id); the integer
+``rid`` is a local surrogate of that pair for compact side tables.
+Times are integer microseconds since the epoch (UTC).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+# SQLite's rowid alias must be INTEGER exactly; PostgreSQL gets 64 bits.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+# Every record version (and withdrawal) this node holds, its envelope verbatim.
+log = Table(
+    "log",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("originator", String(32), nullable=False),
+    Column("record_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", LargeBinary(32), nullable=False),
+    Column("payload_type", String(64), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("received_from", String(32), nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("originator", "record_id", "version", "content_hash", name="uq_log_version"),
+)
+
+# The current version of each record, with its marking for the decision.
+records = Table(
+    "records",
+    metadata,
+    Column("rid", BigId, primary_key=True, autoincrement=True),
+    Column("originator", String(32), nullable=False),
+    Column("record_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("seq", BigInteger, ForeignKey("log.seq"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("classification", String(32), nullable=False),
+    Column("releasable_to", Text, nullable=False),  # space-separated agency codes
+    Column("tlp", String(16), nullable=False),
+    Column("caveats", Text, nullable=False),  # space-separated
+    Column("title", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("equivocated", Boolean, nullable=False, default=False),
+    UniqueConstraint("originator", "record_id", name="uq_records_ref"),
+)
+Index("ix_records_issued", records.c.issued_at, records.c.rid)
+
+record_countries = Table(
+    "record_countries",
+    metadata,
+    Column("country", String(8), primary_key=True),
+    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+)
+record_sectors = Table(
+    "record_sectors",
+    metadata,
+    Column("sector", String(64), primary_key=True),
+    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+)
+observables = Table(
+    "observables",
+    metadata,
+    Column("type", String(32), primary_key=True),
+    Column("value", String(1024), primary_key=True),  # normalised (exchange.records.normalize)
+    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+)
+terms = Table(
+    "terms",
+    metadata,
+    Column("term", String(64), primary_key=True),  # exchange.records.textindex terms
+    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+)
+Index("ix_terms_rid", terms.c.rid)
+Index("ix_observables_rid", observables.c.rid)
+Index("ix_countries_rid", record_countries.c.rid)
+Index("ix_sectors_rid", record_sectors.c.rid)
+
+# The analyst's own reference, kept locally (never shared with partners).
+references = Table(
+    "analyst_refs",
+    metadata,
+    Column("originator", String(32), primary_key=True),
+    Column("submitter", String(64), primary_key=True),
+    Column("reference", String(256), primary_key=True),
+    Column("record_id", String(36), nullable=False),
+)
+
+# Hash-chained audit log of submissions and disclosures.
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=False),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("detail", Text, nullable=False),  # JSON
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)

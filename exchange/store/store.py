@@ -1,0 +1,511 @@
+"""The node's store: what it holds, and the indexes to find it.
+
+Writes happen in one transaction each: a version, its log entry, its index
+rows and its audit entry land together or not at all. Reads return
+*candidates*; whether a caller may see one is decided by the read path through
+``exchange.core.policy`` and never here.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from exchange.core.marking import Marking
+from exchange.errors import Conflict
+from exchange.records import textindex
+from exchange.records.envelope import content_hash
+from exchange.records.normalize import normalize
+from exchange.store import audit as audit_log
+from exchange.store.engine import WRITE, make_engine
+from exchange.store.schema import (
+    SCHEMA_VERSION,
+    log,
+    meta,
+    metadata,
+    observables,
+    record_countries,
+    record_sectors,
+    records,
+    references,
+    terms,
+)
+from exchange.v1 import records_pb2
+
+SCAN_CHUNK = 200  # candidate rows fetched per round trip while filling a page
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def timestamp_us(ts: Any) -> int:
+    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
+
+
+def kind_name(kind: int) -> str:
+    """``KIND_OBSERVABLE_SET`` -> ``observable_set``; unknown numbers stay visible."""
+    try:
+        return records_pb2.Kind.Name(kind).removeprefix("KIND_").lower()  # type: ignore[arg-type]
+    except ValueError:
+        return f"unknown-{kind}"
+
+
+def marking_of(marking: records_pb2.Marking) -> Marking:
+    return Marking(
+        classification=marking.classification,
+        releasable_to=frozenset(marking.releasable_to),
+        tlp=marking.tlp,
+        caveats=frozenset(marking.caveats),
+    )
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """The current version of a record as held, with what the decision needs."""
+
+    rid: int
+    originator: str
+    record_id: str
+    version: int
+    status: str
+    kind: str
+    marking: Marking
+    title: str
+    summary: str
+    issued_at: int
+    envelope: bytes  # serialised Envelope, verbatim
+    received_from: str
+    received_at: int
+    equivocated: bool
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Sort key of search results (newest first)."""
+        return (self.issued_at, self.rid)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One log entry with the marking of its record's current version."""
+
+    seq: int
+    originator: str
+    record_id: str
+    version: int
+    content_hash: bytes
+    envelope: bytes
+    current_marking: Marking
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Search criteria; values are already validated and normalised."""
+
+    kinds: tuple[str, ...] = ()
+    originators: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    sectors: tuple[str, ...] = ()
+    observables: tuple[tuple[str, str], ...] = ()  # (type, normalised value), any matches
+    text: str = ""
+    text_terms: tuple[str, ...] = field(default=())
+    issued_after: int | None = None  # inclusive, microseconds
+    issued_before: int | None = None  # exclusive
+    include_retracted: bool = False
+
+
+def _split(value: str) -> frozenset[str]:
+    return frozenset(value.split())
+
+
+def _row_to_record(row: Any) -> StoredRecord:
+    return StoredRecord(
+        rid=row.rid,
+        originator=row.originator,
+        record_id=row.record_id,
+        version=row.version,
+        status=row.status,
+        kind=row.kind,
+        marking=Marking(row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats)),
+        title=row.title,
+        summary=row.summary,
+        issued_at=row.issued_at,
+        envelope=row.envelope,
+        received_from=row.received_from,
+        received_at=row.received_at,
+        equivocated=bool(row.equivocated),
+    )
+
+
+def _observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
+    keys: set[tuple[str, str]] = set()
+    for obs in content.observables:
+        try:
+            keys.add((obs.type, normalize(obs.type, obs.value)))
+        except Exception:  # a partner's value our rules reject: still findable, folded
+            keys.add((obs.type, textindex.fold(obs.value)[:1024]))
+    return keys
+
+
+class Store:
+    def __init__(self, engine: Engine, *, agency: str) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**WRITE)
+        self.agency = agency
+
+    @classmethod
+    def open(cls, url: str, *, agency: str) -> Store:
+        store = cls(make_engine(url), agency=agency)
+        store.create()
+        return store
+
+    def create(self) -> None:
+        metadata.create_all(self._engine)
+        with self._writer.begin() as conn:
+            if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
+                conn.execute(
+                    insert(meta),
+                    [
+                        {"key": "schema_version", "value": str(SCHEMA_VERSION).encode()},
+                        # Seals page tokens and cursors; never leaves the node.
+                        {"key": "token_key", "value": secrets.token_bytes(32)},
+                        # Names this log: a cursor from another log (or another
+                        # database) is recognised as not ours.
+                        {"key": "log_epoch", "value": secrets.token_bytes(16)},
+                    ],
+                )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def token_key(self) -> bytes:
+        with self._engine.connect() as conn:
+            value: bytes = conn.execute(select(meta.c.value).where(meta.c.key == "token_key")).scalar_one()
+        return value
+
+    def log_epoch(self) -> bytes:
+        with self._engine.connect() as conn:
+            value: bytes = conn.execute(select(meta.c.value).where(meta.c.key == "log_epoch")).scalar_one()
+        return value
+
+    def log_fingerprint(self, seq: int) -> bytes | None:
+        """The first 8 bytes of the content hash at ``seq`` (None if there is no such entry)."""
+        with self._engine.connect() as conn:
+            value = conn.execute(select(log.c.content_hash).where(log.c.seq == seq)).scalar_one_or_none()
+        return None if value is None else bytes(value[:8])
+
+    def log_after(
+        self, after: int, *, originator: str | None = None, id_prefix: str = "", chunk: int = 1000
+    ) -> Iterator[LogEntry]:
+        """Log entries with seq > ``after`` in order, each with its record's current marking."""
+        query = select(
+            log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash, log.c.envelope,
+            records.c.classification, records.c.releasable_to, records.c.tlp, records.c.caveats,
+        ).join(records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id))
+        if originator is not None:
+            query = query.where(log.c.originator == originator)
+        if id_prefix:
+            query = query.where(log.c.record_id.startswith(id_prefix))
+        position = after
+        while True:
+            page = query.where(log.c.seq > position).order_by(log.c.seq).limit(chunk)
+            with self._engine.connect() as conn:
+                rows = conn.execute(page).all()
+            for row in rows:
+                yield LogEntry(
+                    seq=row.seq, originator=row.originator, record_id=row.record_id, version=row.version,
+                    content_hash=bytes(row.content_hash), envelope=bytes(row.envelope),
+                    current_marking=Marking(
+                        row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats)
+                    ),
+                )
+            if len(rows) < chunk:
+                return
+            position = rows[-1].seq
+
+    def ping(self) -> None:
+        with self._engine.connect() as conn:
+            conn.execute(select(1)).scalar_one()
+
+    # --- writes of the node's own records ------------------------------------------------
+
+    def find_reference(self, submitter: str, reference: str) -> str | None:
+        with self._engine.connect() as conn:
+            return self._reference(conn, submitter, reference)
+
+    def _reference(self, conn: Connection, submitter: str, reference: str) -> str | None:
+        found: str | None = conn.execute(
+            select(references.c.record_id).where(
+                references.c.originator == self.agency,
+                references.c.submitter == submitter,
+                references.c.reference == reference,
+            )
+        ).scalar_one_or_none()
+        return found
+
+    def put_local(
+        self,
+        record: records_pb2.Record,
+        envelope: records_pb2.Envelope,
+        *,
+        actor: str,
+        action: str,
+        submitter: str = "",
+        reference: str = "",
+        base_version: int | None = None,
+    ) -> str | None:
+        """Store a version this node just signed, with its audit entry, atomically.
+
+        A new record (``base_version`` None) whose reference is already known
+        is not stored: the existing record id is returned instead. A revision
+        whose ``base_version`` is no longer current raises Conflict.
+        """
+        envelope_bytes = envelope.SerializeToString()
+        digest = content_hash(envelope.payload)
+        try:
+            with self._writer.begin() as conn:
+                if base_version is None and reference:
+                    existing = self._reference(conn, submitter, reference)
+                    if existing is not None:
+                        return existing
+                seq = self._append_log(conn, record, envelope, envelope_bytes, digest, self.agency)
+                if base_version is None:
+                    rid = self._insert_current(conn, record, seq)
+                    if reference:
+                        conn.execute(
+                            insert(references).values(
+                                originator=self.agency,
+                                submitter=submitter,
+                                reference=reference,
+                                record_id=record.ref.record_id,
+                            )
+                        )
+                else:
+                    rid = self._replace_current(conn, record, seq, base_version)
+                self._index(conn, rid, record)
+                audit_log.append(
+                    conn,
+                    at=now_us(),
+                    actor=actor,
+                    action=action,
+                    detail={
+                        "originator": record.ref.originator,
+                        "record_id": record.ref.record_id,
+                        "version": record.version,
+                        "content_hash": digest.hex(),
+                    },
+                )
+        except IntegrityError:
+            # Lost a race: the same reference or version was written concurrently.
+            if base_version is None and reference:
+                existing = self.find_reference(submitter, reference)
+                if existing is not None:
+                    return existing
+            raise Conflict(f"version {record.version} of the record already exists") from None
+        return None
+
+    def _append_log(
+        self,
+        conn: Connection,
+        record: records_pb2.Record,
+        envelope: records_pb2.Envelope,
+        envelope_bytes: bytes,
+        digest: bytes,
+        received_from: str,
+    ) -> int:
+        result = conn.execute(
+            insert(log).values(
+                originator=record.ref.originator,
+                record_id=record.ref.record_id,
+                version=record.version,
+                content_hash=digest,
+                payload_type=envelope.payload_type,
+                envelope=envelope_bytes,
+                received_from=received_from,
+                received_at=now_us(),
+            )
+        )
+        seq = result.inserted_primary_key
+        assert seq is not None
+        return int(seq[0])
+
+    @staticmethod
+    def _current_values(record: records_pb2.Record, seq: int) -> dict[str, Any]:
+        content = record.content
+        marking = content.marking
+        return {
+            "version": record.version,
+            "seq": seq,
+            "status": records_pb2.Status.Name(record.status).removeprefix("STATUS_").lower(),
+            "kind": kind_name(content.kind),
+            "classification": marking.classification,
+            "releasable_to": " ".join(sorted(marking.releasable_to)),
+            "tlp": marking.tlp,
+            "caveats": " ".join(sorted(marking.caveats)),
+            "title": content.title,
+            "summary": content.summary,
+            "created_at": timestamp_us(record.created_at),
+            "issued_at": timestamp_us(record.issued_at),
+            "equivocated": False,
+        }
+
+    def _insert_current(self, conn: Connection, record: records_pb2.Record, seq: int) -> int:
+        result = conn.execute(
+            insert(records).values(
+                originator=record.ref.originator,
+                record_id=record.ref.record_id,
+                **self._current_values(record, seq),
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def _replace_current(self, conn: Connection, record: records_pb2.Record, seq: int, base: int) -> int:
+        # Compare-and-set on the version: of two revisions of the same base, only
+        # one can match; the other finds zero rows and loses (ABORTED).
+        result = conn.execute(
+            update(records)
+            .where(
+                records.c.originator == record.ref.originator,
+                records.c.record_id == record.ref.record_id,
+                records.c.version == base,
+            )
+            .values(**self._current_values(record, seq))
+            .returning(records.c.rid)
+        )
+        rid = result.scalar_one_or_none()
+        if rid is None:
+            raise Conflict(f"version {base} is no longer the current version")
+        return int(rid)
+
+    def _index(self, conn: Connection, rid: int, record: records_pb2.Record) -> None:
+        for table in (record_countries, record_sectors, observables, terms):
+            conn.execute(delete(table).where(table.c.rid == rid))
+        content = record.content
+        rows: list[tuple[Any, list[dict[str, Any]]]] = [
+            (record_countries, [{"rid": rid, "country": c} for c in set(content.countries)]),
+            (record_sectors, [{"rid": rid, "sector": s} for s in set(content.sectors)]),
+            (observables, [{"rid": rid, "type": t, "value": v} for t, v in _observable_keys(content)]),
+            (
+                terms,
+                [
+                    {"rid": rid, "term": t}
+                    for t in textindex.index_terms(content.title) | textindex.index_terms(content.summary)
+                ],
+            ),
+        ]
+        for table, values in rows:
+            if values:
+                conn.execute(insert(table), values)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _select_current(self) -> Any:
+        return select(
+            records,
+            log.c.envelope,
+            log.c.received_from,
+            log.c.received_at,
+        ).join(log, log.c.seq == records.c.seq)
+
+    def current(self, originator: str, record_id: str) -> StoredRecord | None:
+        query = self._select_current().where(
+            records.c.originator == originator, records.c.record_id == record_id
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _row_to_record(row)
+
+    def search(self, criteria: SearchFilter, *, after: tuple[int, int] | None = None) -> Iterator[StoredRecord]:
+        """Candidates matching ``criteria``, newest first, strictly after ``after``.
+
+        The caller stops iterating when its page is full; rows are fetched in
+        chunks so an early stop costs little.
+        """
+        base = self._select_current().where(*self._conditions(criteria))
+        position = after
+        while True:
+            query = base
+            if position is not None:
+                issued, rid = position
+                query = query.where(
+                    or_(records.c.issued_at < issued, and_(records.c.issued_at == issued, records.c.rid < rid))
+                )
+            query = query.order_by(records.c.issued_at.desc(), records.c.rid.desc()).limit(SCAN_CHUNK)
+            with self._engine.connect() as conn:
+                rows = [_row_to_record(r) for r in conn.execute(query)]
+            for row in rows:
+                if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
+                    continue  # bigrams present but not as the words asked for
+                yield row
+            if len(rows) < SCAN_CHUNK:
+                return
+            position = rows[-1].position
+
+    @staticmethod
+    def _conditions(c: SearchFilter) -> list[Any]:
+        conditions: list[Any] = []
+        if not c.include_retracted:
+            conditions.append(records.c.status == "active")
+        if c.kinds:
+            conditions.append(records.c.kind.in_(c.kinds))
+        if c.originators:
+            conditions.append(records.c.originator.in_(c.originators))
+        if c.issued_after is not None:
+            conditions.append(records.c.issued_at >= c.issued_after)
+        if c.issued_before is not None:
+            conditions.append(records.c.issued_at < c.issued_before)
+        if c.countries:
+            conditions.append(
+                records.c.rid.in_(select(record_countries.c.rid).where(record_countries.c.country.in_(c.countries)))
+            )
+        if c.sectors:
+            conditions.append(
+                records.c.rid.in_(select(record_sectors.c.rid).where(record_sectors.c.sector.in_(c.sectors)))
+            )
+        if c.observables:
+            pairs = [and_(observables.c.type == t, observables.c.value == v) for t, v in c.observables]
+            conditions.append(records.c.rid.in_(select(observables.c.rid).where(or_(*pairs))))
+        if c.text_terms:
+            matching = (
+                select(terms.c.rid)
+                .where(terms.c.term.in_(c.text_terms))
+                .group_by(terms.c.rid)
+                .having(func.count() == len(set(c.text_terms)))
+            )
+            conditions.append(records.c.rid.in_(matching))
+        return conditions
+
+    def log_entries(self, originator: str, record_id: str) -> Sequence[Any]:
+        """Every log entry held for a record, oldest first (for operators and tests)."""
+        with self._engine.connect() as conn:
+            return conn.execute(
+                select(log)
+                .where(log.c.originator == originator, log.c.record_id == record_id)
+                .order_by(log.c.seq)
+            ).all()
+
+    # --- audit -----------------------------------------------------------------------------
+
+    def audit(self, *, actor: str, action: str, detail: dict[str, Any]) -> None:
+        with self._writer.begin() as conn:
+            audit_log.append(conn, at=now_us(), actor=actor, action=action, detail=detail)
+
+    def audit_verify(self) -> list[str]:
+        with self._engine.connect() as conn:
+            return audit_log.verify(conn)
+
+    def audit_entries(self, action: str | None = None) -> list[audit_log.AuditEntry]:
+        with self._engine.connect() as conn:
+            return list(audit_log.entries(conn, action=action))

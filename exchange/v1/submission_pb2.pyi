@@ -1,0 +1,47 @@
+from exchange.v1 import records_pb2 as _records_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("draft", "reference")
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    draft: _records_pb2.RecordDraft
+    reference: str
+    def __init__(self, draft: _Optional[_Union[_records_pb2.RecordDraft, _Mapping]] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class ReviseRequest(_message.Message):
+    __slots__ = ("ref", "base_version", "draft")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    ref: _records_pb2.RecordRef
+    base_version: int
+    draft: _records_pb2.RecordDraft
+    def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., base_version: _Optional[int] = ..., draft: _Optional[_Union[_records_pb2.RecordDraft, _Mapping]] = ...) -> None: ...
+
+class RetractRequest(_message.Message):
+    __slots__ = ("ref", "base_version", "reason")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ref: _records_pb2.RecordRef
+    base_version: int
+    reason: str
+    def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., base_version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Receipt(_message.Message):
+    __slots__ = ("ref", "version", "content_hash", "created")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ref: _records_pb2.RecordRef
+    version: int
+    content_hash: bytes
+    created: bool
+    def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., version: _Optional[int] = ..., content_hash: _Optional[bytes] = ..., created: _Optional[bool] = ...) -> None: ...

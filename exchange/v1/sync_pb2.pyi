@@ -1,0 +1,50 @@
+from exchange.v1 import records_pb2 as _records_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PullRequest(_message.Message):
+    __slots__ = ("cursor", "max_entries")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    cursor: bytes
+    max_entries: int
+    def __init__(self, cursor: _Optional[bytes] = ..., max_entries: _Optional[int] = ...) -> None: ...
+
+class PullBatch(_message.Message):
+    __slots__ = ("entries", "cursor")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_records_pb2.Envelope]
+    cursor: bytes
+    def __init__(self, entries: _Optional[_Iterable[_Union[_records_pb2.Envelope, _Mapping]]] = ..., cursor: _Optional[bytes] = ...) -> None: ...
+
+class DigestRequest(_message.Message):
+    __slots__ = ("originator", "bucket_prefix")
+    ORIGINATOR_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    originator: str
+    bucket_prefix: str
+    def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ...) -> None: ...
+
+class DigestSummary(_message.Message):
+    __slots__ = ("originator", "bucket_prefix", "count", "hash")
+    ORIGINATOR_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    originator: str
+    bucket_prefix: str
+    count: int
+    hash: bytes
+    def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ..., count: _Optional[int] = ..., hash: _Optional[bytes] = ...) -> None: ...
+
+class DigestResponse(_message.Message):
+    __slots__ = ("summaries",)
+    SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    summaries: _containers.RepeatedCompositeFieldContainer[DigestSummary]
+    def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ...) -> None: ...
