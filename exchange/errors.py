@@ -20,8 +20,8 @@ command line turns every ExchangeError into one line and a non-zero exit.
 from __future__ import annotations
 
 __all__ = [
-    "Conflict",
     "ConfigError",
+    "Conflict",
     "ExchangeError",
     "IdentityError",
     "InvalidInput",

@@ -241,7 +241,8 @@ def init_federation(nodes_dir: Path, out_dir: Path, *, now: dt.datetime | None =
             issued = issue(ca, identity, now=now)
             write_public(agency_dir / "users" / f"{user.handle}.crt", issued.cert_pem)
             write_private(agency_dir / "users" / f"{user.handle}.key", issued.key_pem)
-            write_profile(agency_dir / "users" / f"{user.handle}.profile.toml", code, str(entry["address"]), user.handle)
+            profile = agency_dir / "users" / f"{user.handle}.profile.toml"
+            write_profile(profile, code, str(entry["address"]), user.handle)
         complete.append(
             {
                 **entry,

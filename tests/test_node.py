@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, open_record, verify_envelope
 from exchange.errors import VerificationError
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, open_record, verify_envelope
 from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
 

@@ -61,9 +61,9 @@ def decide(
         return Decision(False, f"{marking.classification} above {principal.clearance}")
 
     # 3. Another agency's node, served by a node that is not the originator: a relay.
-    if principal.is_node and principal.agency != holder and holder != originator:
-        if not marking.relay_allowed:
-            return Decision(False, "marking forbids relay (ORCON, TLP:RED or TLP:AMBER+STRICT)")
+    relaying = principal.is_node and principal.agency != holder and holder != originator
+    if relaying and not marking.relay_allowed:
+        return Decision(False, "marking forbids relay (ORCON, TLP:RED or TLP:AMBER+STRICT)")
 
     return ALLOW
 

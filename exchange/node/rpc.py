@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from exchange.core.identity import Principal, Role
@@ -89,7 +89,7 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def find_invalid_utf8(descriptor: Descriptor, data: bytes, prefix: str = "") -> str | None:
+def find_invalid_utf8(descriptor: Any, data: bytes, prefix: str = "") -> str | None:
     """The path of the first string field holding invalid UTF-8, walking the wire format.
 
     protobuf refuses the whole message without saying which field; people need the field.
@@ -111,7 +111,7 @@ def find_invalid_utf8(descriptor: Descriptor, data: bytes, prefix: str = "") -> 
                 field = descriptor.fields_by_number.get(number)
                 if field is None:
                     continue
-                name = prefix + field.name
+                name: str = prefix + field.name
                 if field.type == FieldDescriptor.TYPE_STRING:
                     try:
                         chunk.decode("utf-8")
@@ -143,7 +143,7 @@ def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | _M
 
 def _cert_pem(context: grpc.ServicerContext) -> bytes | None:
     values = context.auth_context().get("x509_pem_cert")
-    return values[0] if values else None
+    return bytes(values[0]) if values else None
 
 
 class Guard:
@@ -207,9 +207,9 @@ class Method:
     streaming: bool = False
 
 
-def service_handler(guard: Guard, service: str, methods: list[Method]) -> grpc.GenericRpcHandler:
+def service_handler(guard: Guard, service: str, methods: list[Method]) -> grpc.GenericRpcHandler[Any, Any]:
     """A generic handler for ``service`` whose every method passes through ``guard``."""
-    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for m in methods:
         full = f"/{service}/{m.name}"
         if full not in ROLES:

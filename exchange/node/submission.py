@@ -152,7 +152,7 @@ class SubmissionService:
                 )
 
     def _next_version(
-        self, current: StoredRecord, status: records_pb2.Status.ValueType, content: records_pb2.RecordDraft
+        self, current: StoredRecord, status: records_pb2.Status, content: records_pb2.RecordDraft
     ) -> records_pb2.Record:
         previous = records_pb2.Record.FromString(records_pb2.Envelope.FromString(current.envelope).payload)
         return records_pb2.Record(

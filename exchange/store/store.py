@@ -52,7 +52,7 @@ def timestamp_us(ts: Any) -> int:
 def kind_name(kind: int) -> str:
     """``KIND_OBSERVABLE_SET`` -> ``observable_set``; unknown numbers stay visible."""
     try:
-        return records_pb2.Kind.Name(kind).removeprefix("KIND_").lower()  # type: ignore[arg-type]
+        return records_pb2.Kind.Name(kind).removeprefix("KIND_").lower()
     except ValueError:
         return f"unknown-{kind}"
 

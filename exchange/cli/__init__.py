@@ -1,0 +1,1 @@
+"""The `exchange` command line (entry point: ``exchange.cli.main:main``)."""

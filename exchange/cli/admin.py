@@ -1,0 +1,118 @@
+"""Administrator and operator commands: ``pki init``, ``node serve``, ``audit verify``, ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from exchange.cli.options import Commands
+from exchange.config import NodeConfig, load_node_config
+from exchange.errors import ConfigError
+
+__all__ = ["register"]
+
+
+def register(commands: Commands) -> None:
+    pki = commands.add_parser("pki", help="make the federation's certificates and keys")
+    pki_commands = pki.add_subparsers(dest="pki_command", metavar="COMMAND", required=True)
+    init = pki_commands.add_parser("init", help="make every agency's CA, node and user certificates")
+    init.add_argument("--out", metavar="DIR", required=True, help="where to write the PKI")
+    init.add_argument("--nodes", metavar="DIR", default="nodes",
+                      help="folder with federation.toml and <AGENCY>/node.toml (default: nodes)")
+    init.set_defaults(handler=run_pki_init)
+
+    node = commands.add_parser("node", help="run an agency's node")
+    node_commands = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
+    serve = node_commands.add_parser("serve", help="serve until SIGTERM or SIGINT")
+    serve.add_argument("config", metavar="CONFIG", help="the node's node.toml")
+    _config_overrides(serve)
+    serve.set_defaults(handler=run_node_serve)
+
+    audit = commands.add_parser("audit", help="the node's audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
+    verify.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    _config_overrides(verify)
+    verify.set_defaults(handler=run_audit_verify)
+
+    demo = commands.add_parser("demo", help="run one agency's node end to end on this machine")
+    demo.add_argument("--nodes", metavar="DIR", help="folder with federation.toml (default: nodes)")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's working folder")
+    demo.set_defaults(handler=run_demo)
+
+
+def _config_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pki-dir", metavar="DIR", help="overrides the config's pki_dir")
+    parser.add_argument("--data-dir", metavar="DIR", help="overrides the config's data_dir")
+
+
+def _node_config(args: argparse.Namespace) -> NodeConfig:
+    return load_node_config(
+        Path(args.config),
+        pki_dir=Path(args.pki_dir) if args.pki_dir else None,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+    )
+
+
+def run_pki_init(args: argparse.Namespace) -> int:
+    from exchange.pki import init_federation
+
+    out = Path(args.out)
+    manifest = init_federation(Path(args.nodes), out)
+    print(f"wrote the federation manifest {manifest}")
+    for agency_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+        print(f"{agency_dir.name}: CA, node certificate and signing key in {agency_dir}")
+        for profile in sorted((agency_dir / "users").glob("*.profile.toml")):
+            print(f"  profile {profile}")
+    print("use a profile with --profile FILE or EXCHANGE_PROFILE=FILE")
+    return 0
+
+
+def run_node_serve(args: argparse.Namespace) -> int:
+    config = _node_config(args)
+    # Imported here: serving pulls in the whole node, which other commands never need.
+    from exchange.node.server import run_node
+
+    run_node(config)
+    return 0
+
+
+def _existing_sqlite(database_url: str) -> None:
+    """Refuse a SQLite file that does not exist: opening it would create an empty log."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError(f"database_url: not a database URL: {database_url!r}") from None
+    database = url.database
+    is_file = url.get_backend_name() == "sqlite" and database and database != ":memory:"
+    if is_file and not Path(str(database)).exists():
+        raise ConfigError(f"no database at {database} (check --data-dir or the config's data_dir)")
+
+
+def run_audit_verify(args: argparse.Namespace) -> int:
+    config = _node_config(args)
+    _existing_sqlite(config.database_url)
+    from exchange.store import Store
+
+    store = Store.open(config.database_url, agency=config.agency)
+    try:
+        problems = store.audit_verify()
+        count = len(store.audit_entries())
+    finally:
+        store.close()
+    if problems:
+        for problem in problems:
+            print(problem)
+        print(f"audit log damaged: {len(problems)} problem(s) in {count} entries")
+        return 1
+    print(f"audit log intact: {count} entries")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from exchange.demo import run_demo as demo
+
+    return demo(args.nodes, args.keep)

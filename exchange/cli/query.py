@@ -1,0 +1,139 @@
+"""Reading commands: ``get`` one record, ``query`` many."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
+
+from exchange.cli.drafts import KINDS, parse_time
+from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
+from exchange.cli.render import NO_RECORDS, Shown, banner, dumps, held_to_json, record_lines, table_lines
+from exchange.errors import InvalidInput, TransportError
+from exchange.v1 import query_pb2, records_pb2
+
+if TYPE_CHECKING:
+    from exchange.client import Client
+
+__all__ = ["fetch", "register", "search_request"]
+
+DEFAULT_LIMIT = 50
+# With a limit, never ask for more records than will be shown: the node audits
+# every record it discloses, shown or not. Without one, the node's default applies.
+_PAGE = 50
+
+
+def register(commands: Commands, connection: Parser) -> None:
+    get = commands.add_parser("get", parents=[connection], help="show one record")
+    get.add_argument("ref", metavar="ORIGINATOR/RECORD_ID")
+    get.add_argument("--json", action="store_true", help="print JSON instead of text")
+    get.set_defaults(handler=run_get)
+
+    query = commands.add_parser(
+        "query", parents=[connection], help="search the records your node holds",
+        description="Filters combine with AND; repeating a filter ORs its values.",
+    )
+    query.add_argument("--kind", action="append", choices=list(KINDS), default=[])
+    query.add_argument("--originator", metavar="CODE", action="append", default=[])
+    query.add_argument("--country", metavar="ISO3", action="append", default=[])
+    query.add_argument("--sector", metavar="S", action="append", default=[])
+    which = query.add_mutually_exclusive_group()
+    which.add_argument("--observable", metavar="TYPE=VALUE", help="an observable of one type")
+    which.add_argument("--value", metavar="VALUE", help="an observable value of any type")
+    query.add_argument("--text", metavar="TEXT", help="words that must all occur in title or summary")
+    query.add_argument("--since", metavar="ISO8601", help="issued at or after (UTC if no zone)")
+    query.add_argument("--until", metavar="ISO8601", help="issued before (UTC if no zone)")
+    query.add_argument("--limit", metavar="N", type=positive_int, default=DEFAULT_LIMIT,
+                       help=f"show at most N records (default {DEFAULT_LIMIT})")
+    query.add_argument("--all", action="store_true", help="show every matching record")
+    query.add_argument("--include-retracted", action="store_true")
+    query.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    query.set_defaults(handler=run_query)
+
+
+def _decode(held: records_pb2.HeldRecord, client: Client) -> Shown:
+    try:
+        return Shown.from_held(held)
+    except DecodeError:
+        raise TransportError(f"node at {client.address} sent a record that does not parse") from None
+
+
+def run_get(args: argparse.Namespace) -> int:
+    request = query_pb2.GetRequest(ref=parse_ref(args.ref))
+    with client_from(args) as client:
+        shown = _decode(client.call(client.get, request), client)
+    if args.json:
+        print(dumps(held_to_json(shown)))
+    else:
+        frame = banner([shown.record])
+        print("\n".join([frame, *record_lines(shown), frame]))
+    return 0
+
+
+def _observable(args: argparse.Namespace) -> query_pb2.ObservableQuery | None:
+    if args.value is not None:
+        return query_pb2.ObservableQuery(type="", value=args.value)
+    if args.observable is None:
+        return None
+    kind, sep, value = args.observable.partition("=")
+    if not sep or not kind or not value:
+        raise InvalidInput("--observable", f"expected TYPE=VALUE, got {args.observable!r}")
+    return query_pb2.ObservableQuery(type=kind, value=value)
+
+
+def search_request(args: argparse.Namespace) -> query_pb2.SearchRequest:
+    request = query_pb2.SearchRequest(
+        kinds=[KINDS[k] for k in args.kind],
+        originators=args.originator,
+        countries=args.country,
+        sectors=args.sector,
+        text=args.text or "",
+        include_retracted=args.include_retracted,
+    )
+    observable = _observable(args)
+    if observable is not None:
+        request.observable.CopyFrom(observable)
+    if args.since:
+        request.issued_after.CopyFrom(parse_time(args.since, "--since", assume_utc=True))
+    if args.until:
+        request.issued_before.CopyFrom(parse_time(args.until, "--until", assume_utc=True))
+    return request
+
+
+def fetch(client: Client, request: query_pb2.SearchRequest, limit: int | None) -> tuple[list[Shown], bool]:
+    """Follow pages until ``limit`` records (None: all); also says whether more matched."""
+    shown: list[Shown] = []
+    while True:
+        remaining = None if limit is None else limit - len(shown)
+        request.page_size = 0 if remaining is None else min(remaining, _PAGE)
+        response = client.call(client.search, request)
+        page = list(response.records)
+        if remaining is not None and len(page) > remaining:
+            shown.extend(_decode(h, client) for h in page[:remaining])
+            return shown, True
+        shown.extend(_decode(h, client) for h in page)
+        if not response.next_page_token:
+            return shown, False
+        if limit is not None and len(shown) >= limit:
+            return shown, True
+        request.page_token = response.next_page_token
+
+
+def run_query(args: argparse.Namespace) -> int:
+    request = search_request(args)
+    with client_from(args) as client:
+        shown, more = fetch(client, request, None if args.all else args.limit)
+    if args.json:
+        print(dumps([held_to_json(s) for s in shown]))
+    elif not shown:
+        print(NO_RECORDS)
+    else:
+        frame = banner([s.record for s in shown])
+        print("\n".join([frame, *table_lines(shown), frame]))
+    if more:
+        # stderr, so the note never mixes with JSON or falls outside the banners.
+        print(f"exchange: showing the first {len(shown)} records; more match (use --limit N or --all)",
+              file=sys.stderr)
+    return 0
