@@ -6,8 +6,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from exchange.cli.main import main
 
+from exchange.cli.main import main
 from exchange.store import Store
 from exchange.v1 import query_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
