@@ -29,6 +29,9 @@ class Limits:
     default_page_size: int = 50  # search results per page when the caller names none
     max_page_size: int = 500  # search results per page at most
     pull_batch_entries: int = 500  # log entries per pull batch at most
+    pull_max_entries: int = 1_000_000  # entries read in one pull; the rest waits for the next
+    pull_deadline_seconds: int = 600  # deadline of one pull call
+    digest_deadline_seconds: int = 60  # deadline of one digest call
 
 
 @dataclass(frozen=True)

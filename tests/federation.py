@@ -7,7 +7,9 @@ SQLite files, and clients connect with certificates the test made.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import socket
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,13 +91,22 @@ class Federation:
             database_url=f"sqlite:///{data_dir / 'node.db'}",
             pki_dir=self.pki_dir,
             users={h: UserEntry(h, role, clearance) for h, (role, clearance) in USERS[agency].items()},
-            peers=tuple(PeerEntry(a) for a in AGENCIES if a != agency),
+            peers=(),
             limits=limits or Limits(),
         )
 
-    def start_node(self, agency: str, data_dir: Path, *, limits: Limits | None = None) -> Node:
+    def start_node(
+        self, agency: str, data_dir: Path, *, limits: Limits | None = None, peers: tuple[str, ...] = (),
+        schedule: bool = False, interval: float = 0.2,
+    ) -> Node:
+        """Start ``agency``'s node on its manifest address; it pulls from ``peers`` if ``schedule``."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        node = Node(self.node_config(agency, data_dir, limits=limits), manifest=self.manifest)
+        config = self.node_config(agency, data_dir, limits=limits)
+        config = dataclasses.replace(
+            config, listen=self.manifest.partner(agency).address,
+            peers=tuple(PeerEntry(p, interval) for p in peers),
+        )
+        node = Node(config, manifest=self.manifest, schedule=schedule)
         node.start()
         self.nodes.append(node)
         return node
@@ -144,10 +155,20 @@ class Federation:
         return issued.key_pem, issued.cert_pem
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def make_federation(root: Path) -> Federation:
+    """A federation whose nodes listen on fixed loopback ports chosen for this session."""
     nodes_dir = root / "nodes"
     nodes_dir.mkdir(parents=True)
-    (nodes_dir / "federation.toml").write_text(TEMPLATE, encoding="utf-8")
+    template = TEMPLATE
+    while 'address = "127.0.0.1:1"' in template:
+        template = template.replace('address = "127.0.0.1:1"', f'address = "127.0.0.1:{_free_port()}"', 1)
+    (nodes_dir / "federation.toml").write_text(template, encoding="utf-8")
     for agency, users in USERS.items():
         (nodes_dir / agency).mkdir()
         body = "".join(

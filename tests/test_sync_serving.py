@@ -10,7 +10,7 @@ import pytest
 
 from exchange.core.manifest import Manifest
 from exchange.node.server import Node
-from exchange.records.envelope import open_record
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, open_record, open_withdrawal
 from exchange.v1 import records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
 
@@ -33,7 +33,7 @@ def _pull(manifest: Manifest, stub: sync_pb2_grpc.SyncStub, cursor: bytes = b"",
     records, batches = [], 0
     for batch in stub.Pull(sync_pb2.PullRequest(cursor=cursor, max_entries=max_entries), timeout=10):
         batches += 1
-        records += [open_record(e, manifest) for e in batch.entries]
+        records += [open_record(e, manifest) for e in batch.entries if e.payload_type == RECORD_TYPE]
         cursor = batch.cursor
     return records, cursor, batches
 
@@ -116,8 +116,14 @@ def test_only_the_current_marking_counts(federation: Federation, jpn: Node) -> N
         draft=draft(marking=_marking("CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"]))))
     analyst.submission.Revise(submission_pb2.ReviseRequest(
         ref=receipt.ref, base_version=1, draft=draft(marking=_marking("CONFIDENTIAL", ["USA-DTSF"]))))
-    kor, _, _ = _pull(federation.manifest, _partner(federation, jpn, "KOR-KNPA"))
+    kor_stub = _partner(federation, jpn, "KOR-KNPA")
+    kor, _, _ = _pull(federation.manifest, kor_stub)
     assert kor == []  # version 1 is not served under the rules version 2 narrowed
+    # What KOR-KNPA gets instead is the signed, content-free withdrawal of the earlier versions.
+    served = [e for batch in kor_stub.Pull(sync_pb2.PullRequest(), timeout=10) for e in batch.entries]
+    assert [e.payload_type for e in served] == [WITHDRAWAL_TYPE]
+    withdrawal = open_withdrawal(served[0], federation.manifest)
+    assert (withdrawal.ref, withdrawal.version) == (receipt.ref, 2)
     usa, _, _ = _pull(federation.manifest, _partner(federation, jpn, "USA-DTSF"))
     assert [r.version for r in usa] == [1, 2]
 

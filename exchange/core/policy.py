@@ -8,6 +8,7 @@ are DESIGN.md's, numbered the same way. Deny is the default: a decision is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exchange.core.identity import Identity, Principal, Role
@@ -112,3 +113,38 @@ def link_allowed(
     if target_level > level:
         return False
     return target_marking.relay_allowed or not marking.relay_allowed
+
+
+def holders(*, originator: str, marking: Marking, accreditations: Mapping[str, str]) -> frozenset[str]:
+    """Every agency whose node may hold a record with this marking (its audience)."""
+    known = frozenset(accreditations)
+    return frozenset(
+        agency
+        for agency, accreditation in accreditations.items()
+        if may_hold(agency=agency, accreditation=accreditation, originator=originator, marking=marking,
+                    known_agencies=known).allowed
+    )
+
+
+def withdrawal_releasable(*, principal: Principal, audience: frozenset[str]) -> Decision:
+    """May a withdrawal be served to ``principal``?
+
+    A withdrawal is content-free: it goes to every agency that was in an earlier
+    audience, relayed whatever the caveats, so every holder purges. It is a
+    node-to-node message; users never receive one.
+    """
+    if not principal.is_node:
+        return Decision(False, "withdrawals are served to partner nodes only")
+    if principal.agency not in audience:
+        return Decision(False, f"{principal.agency} was not in an earlier audience")
+    return ALLOW
+
+
+def narrows(*, before: frozenset[str], after: frozenset[str], relay_before: bool, relay_after: bool) -> bool:
+    """Does a new version drop an audience, so earlier versions must be withdrawn?
+
+    Dropped: an agency that could hold an earlier version and cannot hold this
+    one (removed from releasable_to, or classified above its accreditation), or
+    relay newly forbidden (holders reached through a relay must purge).
+    """
+    return bool(before - after) or (relay_before and not relay_after)

@@ -25,6 +25,8 @@ from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
 from exchange.store import Store
+from exchange.sync.puller import Puller
+from exchange.sync.schedule import Schedule
 
 log = logging.getLogger("exchange.node")
 
@@ -55,7 +57,7 @@ def _read(path: Path) -> bytes:
 class Node:
     """One agency's node. ``start()`` binds and serves; ``stop()`` drains and closes."""
 
-    def __init__(self, config: NodeConfig, *, manifest: Manifest | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, manifest: Manifest | None = None, schedule: bool = True) -> None:
         self.config = config
         self.manifest = manifest or config.load_manifest()
         if config.agency not in self.manifest.partners:
@@ -81,6 +83,9 @@ class Node:
         ]
         self._server: grpc.Server | None = None
         self.port = 0
+        self.puller = Puller(agency=config.agency, manifest=self.manifest, store=self.store,
+                             node_key=self._server_key, node_cert=self._server_cert, limits=limits)
+        self.schedule = Schedule(self.puller, config.peers) if schedule and config.peers else None
 
     def credentials(self) -> grpc.ServerCredentials:
         # Clients must present a certificate from one of the federation's CAs:
@@ -110,11 +115,16 @@ class Node:
             raise ConfigError(f"cannot listen on {address}")
         server.start()
         self._server = server
+        if self.schedule is not None:
+            self.schedule.start()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
 
     def stop(self, grace: float = 5.0) -> None:
         self.health.stop()
+        if self.schedule is not None:
+            self.schedule.stop()
+        self.puller.close()
         if self._server is not None:
             self._server.stop(grace).wait()
             self._server = None

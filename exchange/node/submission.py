@@ -15,13 +15,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
-from exchange.core.policy import decide, link_allowed
+from exchange.core.policy import decide, holders, link_allowed, narrows
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from exchange.node.rpc import Method
-from exchange.records.envelope import RECORD_TYPE, Signer, content_hash
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
-from exchange.store.store import marking_of, now_us
+from exchange.store.store import Withdrawal, marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
 
 
@@ -70,7 +70,7 @@ class SubmissionService:
         envelope = self._sign(record)
         existing = self.store.put_local(
             record, envelope, actor=caller.identity.uri, action="submit",
-            submitter=handle, reference=request.reference,
+            audience=self._audience(record), submitter=handle, reference=request.reference,
         )
         if existing is not None:  # the same reference won a concurrent race
             return self._existing(existing)
@@ -84,7 +84,8 @@ class SubmissionService:
         record = self._next_version(current, records_pb2.STATUS_ACTIVE, request.draft)
         envelope = self._sign(record)
         self.store.put_local(
-            record, envelope, actor=caller.identity.uri, action="revise", base_version=request.base_version
+            record, envelope, actor=caller.identity.uri, action="revise", audience=self._audience(record),
+            base_version=request.base_version, withdrawal=self._withdrawal(record, current),
         )
         return self._receipt(record, envelope, created=True)
 
@@ -102,7 +103,8 @@ class SubmissionService:
         record.retraction_reason = request.reason
         envelope = self._sign(record)
         self.store.put_local(
-            record, envelope, actor=caller.identity.uri, action="retract", base_version=request.base_version
+            record, envelope, actor=caller.identity.uri, action="retract", audience=self._audience(record),
+            base_version=request.base_version, withdrawal=self._withdrawal(record, current),
         )
         return self._receipt(record, envelope, created=True)
 
@@ -163,6 +165,24 @@ class SubmissionService:
             issued_at=_timestamp(max(now_us(), current.issued_at + 1)),
             content=content,
         )
+
+    def _audience(self, record: records_pb2.Record) -> frozenset[str]:
+        accreditations = {code: p.accreditation for code, p in self.manifest.partners.items()}
+        return holders(originator=self.agency, marking=marking_of(record.content.marking),
+                       accreditations=accreditations)
+
+    def _withdrawal(self, record: records_pb2.Record, current: StoredRecord) -> Withdrawal | None:
+        """The signed withdrawal of earlier versions, if this version drops an audience or retracts."""
+        earlier = self.store.earlier_audience(self.agency, record.ref.record_id)
+        retracting = record.status == records_pb2.STATUS_RETRACTED
+        if not retracting and not narrows(
+            before=earlier, after=self._audience(record), relay_before=current.marking.relay_allowed,
+            relay_after=marking_of(record.content.marking).relay_allowed,
+        ):
+            return None
+        message = records_pb2.Withdrawal(ref=record.ref, version=record.version, issued_at=record.issued_at)
+        envelope = self.signer.seal(WITHDRAWAL_TYPE, message.SerializeToString())
+        return Withdrawal(message, envelope, earlier)
 
     def _sign(self, record: records_pb2.Record) -> records_pb2.Envelope:
         payload = record.SerializeToString()  # serialised once: these bytes are the record

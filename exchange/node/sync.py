@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
-from exchange.core.policy import decide
+from exchange.core.policy import decide, withdrawal_releasable
 from exchange.errors import InvalidInput, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
@@ -46,6 +46,10 @@ class SyncService:
         ]
 
     def _releasable(self, entry: LogEntry, caller: Principal) -> bool:
+        if entry.is_withdrawal:
+            return withdrawal_releasable(principal=caller, audience=entry.audience).allowed
+        if entry.current_marking is None:
+            return False  # no current version held: nothing to serve
         # Only the current version's marking counts (DESIGN.md), so an older
         # version is never served under rules its successor narrowed.
         return decide(
@@ -66,7 +70,7 @@ class SyncService:
         if plain is None or len(plain) != struct.calcsize(_CURSOR):
             raise InvalidInput("cursor", "not a cursor issued by this node to this partner")
         epoch, seq, fingerprint = struct.unpack(_CURSOR, plain)
-        if epoch != self._epoch or self.store.log_fingerprint(seq) != fingerprint:
+        if epoch != self._epoch or (self.store.log_fingerprint(seq) or b"\x00" * 8) != fingerprint:
             raise StaleCursor("cursor refers to log entries this node no longer has; repair with a digest")
         return int(seq)
 
@@ -74,13 +78,18 @@ class SyncService:
 
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[sync_pb2.PullBatch]:
         after = self._position(request.cursor, caller)
+        buckets = [(b.originator, _prefix(b.bucket_prefix, f"only[{i}].bucket_prefix"))
+                   for i, b in enumerate(request.only)]
         limit = min(request.max_entries or self.limits.pull_batch_entries, self.limits.pull_batch_entries)
         budget = self.limits.max_message_bytes // 2  # leave room for framing and the cursor
         batch: list[records_pb2.Envelope] = []
         size = 0
         last: LogEntry | None = None  # the last entry scanned, released or not
         for entry in self.store.log_after(after):
-            if self._releasable(entry, caller):
+            wanted = not buckets or any(
+                entry.originator == o and entry.record_id.startswith(p) for o, p in buckets
+            )
+            if wanted and self._releasable(entry, caller):
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
                     assert last is not None
                     yield self._batch(batch, caller, last)
@@ -99,12 +108,12 @@ class SyncService:
     # --- Digest -----------------------------------------------------------------------------
 
     def digest(self, request: sync_pb2.DigestRequest, caller: Principal) -> sync_pb2.DigestResponse:
-        prefix = request.bucket_prefix.lower()
-        if prefix and (len(prefix) > 8 or any(c not in "0123456789abcdef" for c in prefix)):
-            raise InvalidInput("bucket_prefix", "expected up to 8 hex digits")
+        prefix = _prefix(request.bucket_prefix, "bucket_prefix")
+        end = self.store.log_end()  # the digest describes the log up to here
+        fingerprint = self.store.log_fingerprint(end) or b"\x00" * 8
         groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
         for entry in self.store.log_after(0, originator=request.originator or None, id_prefix=prefix):
-            if not self._releasable(entry, caller):
+            if entry.seq > end or not self._releasable(entry, caller):
                 continue
             # Without an originator: one summary per originator; with one: one per
             # next hex digit under the prefix, so a difference is found by bisection.
@@ -118,8 +127,16 @@ class SyncService:
                     originator=originator, bucket_prefix=bucket, count=len(items), hash=summary_hash(items)
                 )
                 for (originator, bucket), items in sorted(groups.items())
-            ]
+            ],
+            cursor=self._cursor(caller, end, fingerprint),
         )
+
+
+def _prefix(value: str, field: str) -> str:
+    prefix = value.lower()
+    if len(prefix) > 8 or any(c not in "0123456789abcdef" for c in prefix):
+        raise InvalidInput(field, "expected up to 8 hex digits")
+    return prefix
 
 
 def summary_hash(items: list[tuple[str, str, int, bytes]]) -> bytes:

@@ -42,8 +42,14 @@ log = Table(
     Column("envelope", LargeBinary, nullable=False),
     Column("received_from", String(32), nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    # The agencies this version's marking released it to (originator included);
+    # kept after a purge, so a withdrawal can be routed to every earlier audience.
+    Column("audience", Text, nullable=False, default=""),
+    # Payload purged after a withdrawal: the row stays so the version is never re-accepted.
+    Column("purged", Boolean, nullable=False, default=False),
     UniqueConstraint("originator", "record_id", "version", "content_hash", name="uq_log_version"),
 )
+Index("ix_log_record", log.c.originator, log.c.record_id, log.c.version)
 
 # The current version of each record, with its marking for the decision.
 records = Table(
@@ -120,6 +126,48 @@ audit = Table(
     Column("detail", Text, nullable=False),  # JSON
     Column("prev_hash", LargeBinary(32), nullable=False),
     Column("hash", LargeBinary(32), nullable=False),
+)
+
+# Records refused on receipt: only the envelope's hash and the reason are kept.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("peer", String(32), nullable=False),
+    Column("content_hash", LargeBinary(32), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+# What an operator watches: refused records, equivocation, identity mismatches.
+security_events = Table(
+    "security_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("peer", String(160), nullable=False),
+    Column("detail", Text, nullable=False),  # JSON
+)
+
+# Where this node is in each partner's log.
+peers = Table(
+    "peers",
+    metadata,
+    Column("agency", String(32), primary_key=True),
+    Column("cursor", LargeBinary, nullable=False),
+    Column("last_success", BigInteger, nullable=True),
+    Column("last_attempt", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+# Records withdrawn below a version: earlier versions arriving late are not accepted.
+withdrawn = Table(
+    "withdrawn",
+    metadata,
+    Column("originator", String(32), primary_key=True),
+    Column("record_id", String(36), primary_key=True),
+    Column("below_version", Integer, nullable=False),
 )
 
 meta = Table(

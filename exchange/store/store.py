@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from exchange.core.marking import Marking
 from exchange.errors import Conflict
 from exchange.records import textindex
-from exchange.records.envelope import content_hash
+from exchange.records.envelope import WITHDRAWAL_TYPE, content_hash
 from exchange.records.normalize import normalize
 from exchange.store import audit as audit_log
 from exchange.store.engine import WRITE, make_engine
@@ -30,10 +30,13 @@ from exchange.store.schema import (
     meta,
     metadata,
     observables,
+    peers,
+    quarantine,
     record_countries,
     record_sectors,
     records,
     references,
+    security_events,
     terms,
 )
 from exchange.v1 import records_pb2
@@ -92,6 +95,15 @@ class StoredRecord:
 
 
 @dataclass(frozen=True)
+class Withdrawal:
+    """A signed withdrawal to append, and the earlier audience it is routed to."""
+
+    message: records_pb2.Withdrawal
+    envelope: records_pb2.Envelope
+    audience: frozenset[str]
+
+
+@dataclass(frozen=True)
 class LogEntry:
     """One log entry with the marking of its record's current version."""
 
@@ -101,7 +113,13 @@ class LogEntry:
     version: int
     content_hash: bytes
     envelope: bytes
-    current_marking: Marking
+    payload_type: str
+    audience: frozenset[str]  # the version's own audience (for a withdrawal: every earlier one)
+    current_marking: Marking | None  # None for a withdrawal, or a record no longer held
+
+    @property
+    def is_withdrawal(self) -> bool:
+        return self.payload_type == WITHDRAWAL_TYPE
 
 
 @dataclass(frozen=True)
@@ -207,11 +225,18 @@ class Store:
     def log_after(
         self, after: int, *, originator: str | None = None, id_prefix: str = "", chunk: int = 1000
     ) -> Iterator[LogEntry]:
-        """Log entries with seq > ``after`` in order, each with its record's current marking."""
-        query = select(
-            log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash, log.c.envelope,
-            records.c.classification, records.c.releasable_to, records.c.tlp, records.c.caveats,
-        ).join(records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id))
+        """Unpurged log entries with seq > ``after`` in order, with their record's current marking."""
+        query = (
+            select(
+                log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash,
+                log.c.envelope, log.c.payload_type, log.c.audience, records.c.classification,
+                records.c.releasable_to, records.c.tlp, records.c.caveats,
+            )
+            .outerjoin(
+                records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id)
+            )
+            .where(log.c.purged.is_(False))
+        )
         if originator is not None:
             query = query.where(log.c.originator == originator)
         if id_prefix:
@@ -222,16 +247,32 @@ class Store:
             with self._engine.connect() as conn:
                 rows = conn.execute(page).all()
             for row in rows:
+                marking = None
+                if row.classification is not None and row.payload_type != WITHDRAWAL_TYPE:
+                    marking = Marking(row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats))
                 yield LogEntry(
                     seq=row.seq, originator=row.originator, record_id=row.record_id, version=row.version,
                     content_hash=bytes(row.content_hash), envelope=bytes(row.envelope),
-                    current_marking=Marking(
-                        row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats)
-                    ),
+                    payload_type=row.payload_type, audience=_split(row.audience), current_marking=marking,
                 )
             if len(rows) < chunk:
                 return
             position = rows[-1].seq
+
+    def log_end(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(log.c.seq), 0))).scalar_one())
+
+    def earlier_audience(self, originator: str, record_id: str) -> frozenset[str]:
+        """Every agency any held version of a record was released to."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(log.c.audience).where(
+                    log.c.originator == originator, log.c.record_id == record_id,
+                    log.c.payload_type != WITHDRAWAL_TYPE,
+                )
+            ).scalars()
+            return frozenset(agency for row in rows for agency in row.split())
 
     def ping(self) -> None:
         with self._engine.connect() as conn:
@@ -260,15 +301,19 @@ class Store:
         *,
         actor: str,
         action: str,
+        audience: frozenset[str],
         submitter: str = "",
         reference: str = "",
         base_version: int | None = None,
+        withdrawal: Withdrawal | None = None,
     ) -> str | None:
         """Store a version this node just signed, with its audit entry, atomically.
 
         A new record (``base_version`` None) whose reference is already known
         is not stored: the existing record id is returned instead. A revision
-        whose ``base_version`` is no longer current raises Conflict.
+        whose ``base_version`` is no longer current raises Conflict. A
+        withdrawal of the earlier versions, when the version narrows its
+        audience, is appended in the same transaction.
         """
         envelope_bytes = envelope.SerializeToString()
         digest = content_hash(envelope.payload)
@@ -278,7 +323,15 @@ class Store:
                     existing = self._reference(conn, submitter, reference)
                     if existing is not None:
                         return existing
-                seq = self._append_log(conn, record, envelope, envelope_bytes, digest, self.agency)
+                seq = self._append_log(
+                    conn, record.ref, record.version, envelope, envelope_bytes, digest, self.agency, audience
+                )
+                if withdrawal is not None:
+                    self._append_log(
+                        conn, withdrawal.message.ref, withdrawal.message.version, withdrawal.envelope,
+                        withdrawal.envelope.SerializeToString(), content_hash(withdrawal.envelope.payload),
+                        self.agency, withdrawal.audience,
+                    )
                 if base_version is None:
                     rid = self._insert_current(conn, record, seq)
                     if reference:
@@ -314,25 +367,29 @@ class Store:
             raise Conflict(f"version {record.version} of the record already exists") from None
         return None
 
+    @staticmethod
     def _append_log(
-        self,
         conn: Connection,
-        record: records_pb2.Record,
+        ref: records_pb2.RecordRef,
+        version: int,
         envelope: records_pb2.Envelope,
         envelope_bytes: bytes,
         digest: bytes,
         received_from: str,
+        audience: frozenset[str],
     ) -> int:
         result = conn.execute(
             insert(log).values(
-                originator=record.ref.originator,
-                record_id=record.ref.record_id,
-                version=record.version,
+                originator=ref.originator,
+                record_id=ref.record_id,
+                version=version,
                 content_hash=digest,
                 payload_type=envelope.payload_type,
                 envelope=envelope_bytes,
                 received_from=received_from,
                 received_at=now_us(),
+                audience=" ".join(sorted(audience)),
+                purged=False,
             )
         )
         seq = result.inserted_primary_key
@@ -359,12 +416,13 @@ class Store:
             "equivocated": False,
         }
 
-    def _insert_current(self, conn: Connection, record: records_pb2.Record, seq: int) -> int:
+    @staticmethod
+    def _insert_current(conn: Connection, record: records_pb2.Record, seq: int) -> int:
         result = conn.execute(
             insert(records).values(
                 originator=record.ref.originator,
                 record_id=record.ref.record_id,
-                **self._current_values(record, seq),
+                **Store._current_values(record, seq),
             )
         )
         key = result.inserted_primary_key
@@ -389,9 +447,9 @@ class Store:
             raise Conflict(f"version {base} is no longer the current version")
         return int(rid)
 
-    def _index(self, conn: Connection, rid: int, record: records_pb2.Record) -> None:
-        for table in (record_countries, record_sectors, observables, terms):
-            conn.execute(delete(table).where(table.c.rid == rid))
+    @staticmethod
+    def _index(conn: Connection, rid: int, record: records_pb2.Record) -> None:
+        Store._unindex(conn, rid)
         content = record.content
         rows: list[tuple[Any, list[dict[str, Any]]]] = [
             (record_countries, [{"rid": rid, "country": c} for c in set(content.countries)]),
@@ -408,6 +466,11 @@ class Store:
         for table, values in rows:
             if values:
                 conn.execute(insert(table), values)
+
+    @staticmethod
+    def _unindex(conn: Connection, rid: int) -> None:
+        for table in (record_countries, record_sectors, observables, terms):
+            conn.execute(delete(table).where(table.c.rid == rid))
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -495,6 +558,32 @@ class Store:
                 .where(log.c.originator == originator, log.c.record_id == record_id)
                 .order_by(log.c.seq)
             ).all()
+
+    # --- sync state ------------------------------------------------------------------------
+
+    def peer_cursor(self, peer: str) -> bytes:
+        with self._engine.connect() as conn:
+            value = conn.execute(select(peers.c.cursor).where(peers.c.agency == peer)).scalar_one_or_none()
+        return b"" if value is None else bytes(value)
+
+    def note_pull(self, peer: str, error: str | None) -> None:
+        """Record the outcome of a pull attempt (the cursor itself moves with each batch)."""
+        with self._writer.begin() as conn:
+            values = {"last_attempt": now_us(), "last_error": error}
+            if conn.execute(update(peers).where(peers.c.agency == peer).values(**values)).rowcount == 0:
+                conn.execute(insert(peers).values(agency=peer, cursor=b"", **values))
+
+    def peer_states(self) -> list[Any]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(peers).order_by(peers.c.agency)).all())
+
+    def security_events(self) -> list[Any]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(security_events).order_by(security_events.c.id)).all())
+
+    def quarantined(self) -> list[Any]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(quarantine).order_by(quarantine.c.id)).all())
 
     # --- audit -----------------------------------------------------------------------------
 

@@ -8,12 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PullRequest(_message.Message):
-    __slots__ = ("cursor", "max_entries")
+    __slots__ = ("cursor", "max_entries", "only")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ONLY_FIELD_NUMBER: _ClassVar[int]
     cursor: bytes
     max_entries: int
-    def __init__(self, cursor: _Optional[bytes] = ..., max_entries: _Optional[int] = ...) -> None: ...
+    only: _containers.RepeatedCompositeFieldContainer[Bucket]
+    def __init__(self, cursor: _Optional[bytes] = ..., max_entries: _Optional[int] = ..., only: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ...) -> None: ...
+
+class Bucket(_message.Message):
+    __slots__ = ("originator", "bucket_prefix")
+    ORIGINATOR_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    originator: str
+    bucket_prefix: str
+    def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ...) -> None: ...
 
 class PullBatch(_message.Message):
     __slots__ = ("entries", "cursor")
@@ -44,7 +54,9 @@ class DigestSummary(_message.Message):
     def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ..., count: _Optional[int] = ..., hash: _Optional[bytes] = ...) -> None: ...
 
 class DigestResponse(_message.Message):
-    __slots__ = ("summaries",)
+    __slots__ = ("summaries", "cursor")
     SUMMARIES_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
     summaries: _containers.RepeatedCompositeFieldContainer[DigestSummary]
-    def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ...) -> None: ...
+    cursor: bytes
+    def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ..., cursor: _Optional[bytes] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Pulling from partners: verify every entry, apply batches atomically, repair by digest."""

@@ -1,0 +1,207 @@
+"""Pulling from one partner: trust only its CA, verify every entry, apply batch by batch.
+
+Verification (Ed25519, which releases the GIL) of batch k+1 runs on a worker
+thread while batch k is written, so the two cores share the work. Each batch
+and the cursor after it commit in one transaction (``store.received``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+
+from exchange.config import Limits
+from exchange.core.manifest import Manifest
+from exchange.core.policy import holders, may_hold
+from exchange.errors import ConfigError, VerificationError
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
+from exchange.records.validate import validate_ref
+from exchange.store import Store
+from exchange.store.received import BatchReport, Incoming, Refusal, apply_batch
+from exchange.store.store import marking_of
+from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
+
+log = logging.getLogger("exchange.sync")
+
+Progress = Callable[[int], None]  # called with the number of entries received so far
+
+
+@dataclass
+class PullReport:
+    peer: str
+    received: int = 0
+    batches: int = 0
+    stale_cursor: bool = False
+    repaired: bool = False
+    error: str = ""
+    applied: BatchReport = field(default_factory=BatchReport)
+    seconds: float = 0.0
+
+    def add(self, batch: BatchReport) -> None:
+        for name in ("stored", "duplicates", "older", "equivocations", "withdrawals", "refused"):
+            setattr(self.applied, name, getattr(self.applied, name) + getattr(batch, name))
+        self.applied.events += batch.events
+
+
+class Verifier:
+    """Checks one served entry: signature over the received bytes, then what we may hold."""
+
+    def __init__(self, agency: str, manifest: Manifest) -> None:
+        self._agency = agency
+        self._manifest = manifest
+        self._accreditation = manifest.partner(agency).accreditation
+        self._accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
+
+    def check(self, envelope: records_pb2.Envelope) -> Incoming | Refusal:
+        digest = content_hash(envelope.payload)
+        try:
+            if envelope.payload_type == WITHDRAWAL_TYPE:
+                withdrawal = open_withdrawal(envelope, self._manifest)
+                validate_ref(withdrawal.ref, "withdrawal.ref")
+                return Incoming(envelope, digest, frozenset(), withdrawal=withdrawal)
+            if envelope.payload_type != RECORD_TYPE:
+                return Refusal(digest, f"unknown payload type {envelope.payload_type[:80]!r}", violation=False)
+            record = open_record(envelope, self._manifest)
+            validate_ref(record.ref, "record.ref")
+            if record.version < 1:
+                return Refusal(digest, "record version below 1", violation=False)
+        except VerificationError as error:
+            return Refusal(digest, str(error), violation=False)
+        except Exception as error:  # a malformed entry never blocks the rest of its batch
+            return Refusal(digest, f"malformed entry: {error}", violation=False)
+        marking = marking_of(record.content.marking)
+        originator = record.ref.originator
+        decision = may_hold(agency=self._agency, accreditation=self._accreditation, originator=originator,
+                            marking=marking, known_agencies=self._manifest.agencies)
+        if not decision.allowed:
+            return Refusal(digest, f"may not hold this record: {decision.reason}", violation=True)
+        audience = holders(originator=originator, marking=marking, accreditations=self._accreditations)
+        return Incoming(envelope, digest, audience, record=record)
+
+
+class Puller:
+    def __init__(
+        self, *, agency: str, manifest: Manifest, store: Store, node_key: bytes, node_cert: bytes,
+        limits: Limits,
+    ) -> None:
+        self.agency = agency
+        self.manifest = manifest
+        self.store = store
+        self.limits = limits
+        self.verifier = Verifier(agency, manifest)
+        self._key, self._cert = node_key, node_cert
+        self._channels: dict[str, grpc.Channel] = {}
+        self._lock = threading.Lock()
+
+    def channel(self, peer: str) -> grpc.Channel:
+        """A channel that trusts only ``peer``'s CA and checks the server is ``peer``'s node."""
+        if peer == self.agency:
+            raise ConfigError(f"{peer} is this node's own agency")
+        with self._lock:
+            channel = self._channels.get(peer)
+            if channel is None:
+                partner = self.manifest.partner(peer)
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=partner.ca_cert_pem.encode("ascii"),
+                    private_key=self._key,
+                    certificate_chain=self._cert,
+                )
+                channel = grpc.secure_channel(partner.address, credentials, options=[
+                    # The server must present a certificate for <peer>.node.exchange
+                    # issued by the peer's CA: only that agency's node has one.
+                    ("grpc.ssl_target_name_override", partner.server_name),
+                    ("grpc.max_receive_message_length", self.limits.max_message_bytes),
+                    ("grpc.max_send_message_length", self.limits.max_message_bytes),
+                ])
+                self._channels[peer] = channel
+            return channel
+
+    def _forget(self, peer: str) -> None:
+        with self._lock:
+            channel = self._channels.pop(peer, None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+    def stub(self, peer: str) -> sync_pb2_grpc.SyncStub:
+        return sync_pb2_grpc.SyncStub(self.channel(peer))  # type: ignore[no-untyped-call]
+
+    def pull(self, peer: str, *, progress: Progress | None = None, repair_if_stale: bool = True) -> PullReport:
+        """Pull everything new from ``peer`` once; a stale cursor sends us to repair."""
+        started = time.monotonic()
+        report = PullReport(peer)
+        cursor = self.store.peer_cursor(peer)
+        request = sync_pb2.PullRequest(cursor=cursor, max_entries=self.limits.pull_batch_entries)
+        try:
+            self.stream(peer, request, report, progress, save_cursor=True)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                report.stale_cursor = True
+            else:
+                report.error = f"{code.name}: {error.details()}"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                self._forget(peer)  # the schedule backs off; the next try connects afresh
+        if report.stale_cursor and repair_if_stale:
+            from exchange.sync.repair import repair  # repair pulls through this puller
+
+            repair(self, peer, report, progress=progress)
+        self.store.note_pull(peer, report.error or None)
+        report.seconds = time.monotonic() - started
+        log.info("pull from %s: %s", peer, report)
+        return report
+
+    def stream(
+        self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,
+        *, save_cursor: bool,
+    ) -> None:
+        call = self.stub(peer).Pull(request, timeout=self.limits.pull_deadline_seconds)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"verify-{peer}") as pool:
+            pending: tuple[Future[list[Incoming | Refusal]], bytes] | None = None
+            try:
+                for batch in _bounded(call, self.limits.pull_max_entries, report):
+                    verified = pool.submit(self._verify, list(batch.entries))
+                    if pending is not None:
+                        self._apply(peer, pending, report, progress, save_cursor)
+                    pending = (verified, batch.cursor)
+            finally:
+                # A batch fully received before a failure is still applied.
+                if pending is not None:
+                    self._apply(peer, pending, report, progress, save_cursor)
+
+    def _verify(self, entries: list[records_pb2.Envelope]) -> list[Incoming | Refusal]:
+        return [self.verifier.check(envelope) for envelope in entries]
+
+    def _apply(
+        self, peer: str, pending: tuple[Future[list[Incoming | Refusal]], bytes], report: PullReport,
+        progress: Progress | None, save_cursor: bool,
+    ) -> None:
+        entries = pending[0].result()
+        report.add(apply_batch(self.store, peer, entries, pending[1] if save_cursor else None))
+        report.received += len(entries)
+        report.batches += 1
+        if progress is not None:
+            progress(report.received)
+
+
+def _bounded(call: Iterator[sync_pb2.PullBatch], limit: int, report: PullReport) -> Iterator[sync_pb2.PullBatch]:
+    """Stop reading a stream after ``limit`` entries: an endless stream ends here."""
+    count = 0
+    for batch in call:
+        yield batch
+        count += len(batch.entries)
+        if count >= limit:
+            report.error = f"stopped after {count} entries (pull_max_entries); resuming next time"
+            call.cancel()  # type: ignore[attr-defined]
+            return

@@ -1,0 +1,89 @@
+"""Pulling between two real nodes: verify, store, resume, idempotence, catch-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exchange.node.server import Node
+from exchange.store.received import apply_batch
+from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2
+from tests.federation import Federation, UserClient, draft
+
+
+def _marking(rel: list[str], classification: str = "CONFIDENTIAL") -> records_pb2.Marking:
+    return records_pb2.Marking(classification=classification, releasable_to=rel, tlp="AMBER")
+
+
+def _submit(federation: Federation, node: Node, title: str, rel: list[str]) -> records_pb2.RecordRef:
+    analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
+    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=title, marking=_marking(rel))))
+    return receipt.ref
+
+
+def _held(node: Node) -> dict[tuple[str, str], int]:
+    with node.store.engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT originator, record_id, version FROM records").all()
+    return {(o, r): v for o, r, v in rows}
+
+
+def test_partner_pulls_verifies_and_its_liaison_finds_the_record(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    shared = _submit(federation, jpn, "第三国経由の迂回輸出", ["USA-DTSF"])
+    _submit(federation, jpn, "韓国のみ", ["KOR-KNPA"])
+    report = usa.puller.pull("JPN-NPA")
+    assert report.error == "" and report.applied.stored == 1 and report.applied.refused == 0
+    assert _held(usa) == {("JPN-NPA", shared.record_id): 1}
+    liaison = UserClient.of(federation.user_channel(usa, "USA-DTSF", "rchen"))
+    found = liaison.query.Search(query_pb2.SearchRequest(text="迂回"), timeout=10)
+    assert [h.received_from for h in found.records] == ["JPN-NPA"]
+    # Nothing new: no entries, the same cursor.
+    cursor = usa.store.peer_cursor("JPN-NPA")
+    again = usa.puller.pull("JPN-NPA")
+    assert again.received == 0 and usa.store.peer_cursor("JPN-NPA") == cursor
+
+
+def test_interrupted_stream_resumes_from_its_cursor(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    refs = [_submit(federation, jpn, f"記録 {i}", ["USA-DTSF"]) for i in range(12)]
+    usa.puller.limits = usa.puller.limits.__class__(pull_batch_entries=3, pull_max_entries=5)
+    first = usa.puller.pull("JPN-NPA")  # stops after two batches (6 entries >= 5)
+    assert first.received == 6 and "stopped after" in first.error
+    rest = usa.puller.pull("JPN-NPA")
+    assert rest.received == 6 and rest.applied.duplicates == 0
+    assert set(_held(usa)) == {("JPN-NPA", r.record_id) for r in refs}
+
+
+def test_applying_the_same_batch_twice_changes_nothing(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    for i in range(3):
+        _submit(federation, jpn, f"重複 {i}", ["USA-DTSF"])
+    batches = list(usa.puller.stub("JPN-NPA").Pull(sync_pb2.PullRequest(), timeout=10))
+    entries = [usa.puller.verifier.check(e) for b in batches for e in b.entries]
+    first = apply_batch(usa.store, "JPN-NPA", entries, batches[-1].cursor)
+    held = _held(usa)
+    with usa.store.engine.connect() as conn:
+        log_rows = conn.exec_driver_sql("SELECT count(*) FROM log").scalar_one()
+    second = apply_batch(usa.store, "JPN-NPA", entries, batches[-1].cursor)
+    assert first.stored == 3 and second.stored == 0 and second.duplicates == 3
+    assert _held(usa) == held
+    with usa.store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM log").scalar_one() == log_rows
+
+
+def test_a_peer_down_for_a_while_is_caught_up(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    _submit(federation, jpn, "before", ["USA-DTSF"])
+    assert usa.puller.pull("JPN-NPA").applied.stored == 1
+    jpn.stop(grace=0)
+    federation.nodes.remove(jpn)
+    down = usa.puller.pull("JPN-NPA")
+    assert down.error.startswith("UNAVAILABLE")
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    later = [_submit(federation, jpn, f"while down {i}", ["USA-DTSF"]) for i in range(3)]
+    back = usa.puller.pull("JPN-NPA")
+    assert back.error == "" and back.applied.stored == 3
+    assert {("JPN-NPA", r.record_id) for r in later} <= set(_held(usa))
