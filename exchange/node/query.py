@@ -24,7 +24,7 @@ from exchange.records import textindex
 from exchange.records.normalize import normalize, normalize_any
 from exchange.records.validate import validate_ref
 from exchange.store import SearchFilter, Store, StoredRecord
-from exchange.store.store import kind_name, timestamp_us
+from exchange.store.rows import kind_name, timestamp_us
 from exchange.v1 import query_pb2, records_pb2
 
 

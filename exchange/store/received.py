@@ -19,9 +19,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from exchange.records.envelope import RECORD_TYPE
+from exchange.store.rows import INDEX_TABLES, current_values, index_rows, log_values
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
@@ -69,17 +70,23 @@ def security_event(conn: Connection, kind: str, peer: str, detail: dict[str, Any
 def apply_batch(
     store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None
 ) -> BatchReport:
-    """Apply one pulled batch and store the cursor after it, atomically."""
+    """Apply one pulled batch and store the cursor after it, atomically.
+
+    Record versions are applied in bulk (a few statements per batch, not per
+    record); withdrawals after them, which leaves the same state as applying
+    in order because purging is monotonic.
+    """
     report = BatchReport()
+    versions = [e for e in entries if isinstance(e, Incoming) and e.record is not None]
     with store.engine.execution_options(exchange_write=True).begin() as conn:
         for entry in entries:
             if isinstance(entry, Refusal):
                 _refuse(conn, peer, entry, report)
-            elif entry.withdrawal is not None:
+        if versions:
+            _apply_versions(conn, peer, versions, report)
+        for entry in entries:
+            if isinstance(entry, Incoming) and entry.withdrawal is not None:
                 _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
-            else:
-                assert entry.record is not None
-                _apply_version(conn, peer, entry, entry.record, report)
         if cursor is not None:
             save_cursor(conn, peer, cursor)
     return report
@@ -113,53 +120,138 @@ def _withdrawn_below(conn: Connection, ref: records_pb2.RecordRef) -> int:
     return int(value or 0)
 
 
-def _apply_version(
-    conn: Connection, peer: str, entry: Incoming, record: records_pb2.Record, report: BatchReport
-) -> None:
-    ref, version = record.ref, record.version
-    if version < _withdrawn_below(conn, ref):  # rule 1
-        report.older += 1
+Key = tuple[str, str]  # (originator, record_id)
+
+
+@dataclass
+class _Known:
+    """What the store already holds for the records of one batch, read in three queries."""
+
+    hashes: dict[tuple[str, str, int], set[bytes]]  # record versions held, by content hash
+    current: dict[Key, tuple[int, int]]  # (rid, version) of the current row
+    withdrawn_below: dict[Key, int]
+
+    @classmethod
+    def load(cls, conn: Connection, ids: list[str]) -> _Known:
+        hashes: dict[tuple[str, str, int], set[bytes]] = {}
+        for row in conn.execute(
+            select(log.c.originator, log.c.record_id, log.c.version, log.c.content_hash).where(
+                log.c.record_id.in_(ids), log.c.payload_type == RECORD_TYPE
+            )
+        ):
+            hashes.setdefault((row.originator, row.record_id, row.version), set()).add(bytes(row.content_hash))
+        current = {
+            (row.originator, row.record_id): (row.rid, row.version)
+            for row in conn.execute(
+                select(records.c.rid, records.c.originator, records.c.record_id, records.c.version).where(
+                    records.c.record_id.in_(ids)
+                )
+            )
+        }
+        below = {
+            (row.originator, row.record_id): row.below_version
+            for row in conn.execute(select(withdrawn).where(withdrawn.c.record_id.in_(ids)))
+        }
+        return cls(hashes, current, below)
+
+
+def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report: BatchReport) -> None:
+    known = _Known.load(conn, sorted({e.record.ref.record_id for e in entries if e.record is not None}))
+    to_log: list[Incoming] = []
+    equivocal: list[Incoming] = []
+    for entry in entries:
+        record = entry.record
+        assert record is not None
+        ref, version = record.ref, record.version
+        key = (ref.originator, ref.record_id)
+        held = known.hashes.setdefault((ref.originator, ref.record_id, version), set())
+        if version < known.withdrawn_below.get(key, 0):  # rule 1
+            report.older += 1
+        elif entry.content_hash in held:  # rule 2 (also within this batch)
+            report.duplicates += 1
+        else:
+            if held:  # rule 3
+                equivocal.append(entry)
+            held.add(entry.content_hash)
+            to_log.append(entry)
+    if not to_log:
         return
-    same_version = conn.execute(
+    now = now_us()
+    seqs = conn.execute(
+        insert(log).returning(log.c.seq, sort_by_parameter_order=True),
+        [log_values(e.record.ref, e.record.version, e.envelope, e.envelope.SerializeToString(),  # type: ignore[union-attr]
+                    e.content_hash, peer, now, e.audience) for e in to_log],
+    ).scalars().all()
+    # The newest unequivocal version of each record in this batch becomes current (rule 4).
+    newest: dict[Key, tuple[records_pb2.Record, int]] = {}
+    equivocal_ids = {id(e) for e in equivocal}
+    for entry, seq in zip(to_log, seqs, strict=True):
+        record = entry.record
+        assert record is not None
+        key = (record.ref.originator, record.ref.record_id)
+        if id(entry) in equivocal_ids:
+            continue
+        current_version = known.current.get(key, (0, 0))[1]
+        best = newest.get(key)
+        if record.version > current_version and (best is None or record.version > best[0].version):
+            newest[key] = (record, seq)
+        elif record.version <= current_version:
+            report.older += 1
+    _write_current(conn, known, newest)
+    report.stored += len(newest)
+    for entry in equivocal:
+        _equivocation(conn, peer, entry, report)
+
+
+def _write_current(conn: Connection, known: _Known, newest: dict[Key, tuple[records_pb2.Record, int]]) -> None:
+    inserts = [(key, record, seq) for key, (record, seq) in newest.items() if key not in known.current]
+    replaces = [(known.current[key][0], record, seq) for key, (record, seq) in newest.items() if key in known.current]
+    rids: list[int] = []
+    if inserts:
+        rids = list(conn.execute(
+            insert(records).returning(records.c.rid, sort_by_parameter_order=True),
+            [{"originator": key[0], "record_id": key[1], **current_values(record, seq)}
+             for key, record, seq in inserts],
+        ).scalars().all())
+    if replaces:
+        conn.execute(
+            update(records).where(records.c.rid == bindparam("target")),
+            [{"target": rid, **current_values(record, seq)} for rid, record, seq in replaces],
+        )
+        for table in INDEX_TABLES:
+            conn.execute(delete(table).where(table.c.rid.in_([rid for rid, _, _ in replaces])))
+    rows: dict[Any, list[dict[str, Any]]] = {table: [] for table in INDEX_TABLES}
+    for rid, (_, record, _) in [*zip(rids, inserts, strict=True), *((r[0], r) for r in replaces)]:
+        for table, values in index_rows(rid, record).items():
+            rows[table] += values
+    for table, values in rows.items():
+        if values:
+            conn.execute(insert(table), values)
+
+
+def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchReport) -> None:
+    record = entry.record
+    assert record is not None
+    ref, version = record.ref, record.version
+    hashes = conn.execute(
         select(log.c.content_hash).where(
             log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version == version,
             log.c.payload_type == RECORD_TYPE,
         )
     ).scalars().all()
-    if entry.content_hash in {bytes(h) for h in same_version}:  # rule 2
-        report.duplicates += 1
-        return
-    seq = Store._append_log(
-        conn, ref, version, entry.envelope, entry.envelope.SerializeToString(), entry.content_hash, peer,
-        entry.audience,
-    )
+    report.equivocations += 1
+    report.events.append("equivocation")
+    security_event(conn, "equivocation", peer, {
+        "originator": ref.originator, "record_id": ref.record_id, "version": version,
+        "content_hashes": sorted(bytes(h).hex() for h in hashes),
+    })
     current = conn.execute(
         select(records.c.rid, records.c.version).where(
             records.c.originator == ref.originator, records.c.record_id == ref.record_id
         )
     ).first()
-    if same_version:  # rule 3
-        report.equivocations += 1
-        report.events.append("equivocation")
-        security_event(conn, "equivocation", peer, {
-            "originator": ref.originator, "record_id": ref.record_id, "version": version,
-            "content_hashes": sorted([bytes(h).hex() for h in same_version] + [entry.content_hash.hex()]),
-        })
-        if current is not None and current.version == version:
-            _show_last_unequivocal(conn, current.rid, ref, version)
-        return
-    if current is None:
-        rid = Store._insert_current(conn, record, seq)
-    elif version > current.version:  # rule 4
-        rid = current.rid
-        conn.execute(
-            update(records).where(records.c.rid == rid).values(**Store._current_values(record, seq))
-        )
-    else:
-        report.older += 1  # kept in the log, never shown in place of a newer version
-        return
-    Store._index(conn, rid, record)
-    report.stored += 1
+    if current is not None and current.version == version:
+        _show_last_unequivocal(conn, current.rid, ref, version)
 
 
 def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRef, version: int) -> None:
@@ -172,7 +264,7 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
     ).first()
     if earlier is not None:
         record = records_pb2.Record.FromString(records_pb2.Envelope.FromString(earlier.envelope).payload)
-        conn.execute(update(records).where(records.c.rid == rid).values(**Store._current_values(record, earlier.seq)))
+        conn.execute(update(records).where(records.c.rid == rid).values(**current_values(record, earlier.seq)))
         Store._index(conn, rid, record)
     conn.execute(update(records).where(records.c.rid == rid).values(equivocated=True))
 

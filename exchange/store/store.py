@@ -21,9 +21,9 @@ from exchange.core.marking import Marking
 from exchange.errors import Conflict
 from exchange.records import textindex
 from exchange.records.envelope import WITHDRAWAL_TYPE, content_hash
-from exchange.records.normalize import normalize
 from exchange.store import audit as audit_log
 from exchange.store.engine import WRITE, make_engine
+from exchange.store.rows import INDEX_TABLES, current_values, index_rows, log_values
 from exchange.store.schema import (
     SCHEMA_VERSION,
     log,
@@ -46,18 +46,6 @@ SCAN_CHUNK = 200  # candidate rows fetched per round trip while filling a page
 
 def now_us() -> int:
     return time.time_ns() // 1000
-
-
-def timestamp_us(ts: Any) -> int:
-    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
-
-
-def kind_name(kind: int) -> str:
-    """``KIND_OBSERVABLE_SET`` -> ``observable_set``; unknown numbers stay visible."""
-    try:
-        return records_pb2.Kind.Name(kind).removeprefix("KIND_").lower()
-    except ValueError:
-        return f"unknown-{kind}"
 
 
 def marking_of(marking: records_pb2.Marking) -> Marking:
@@ -159,16 +147,6 @@ def _row_to_record(row: Any) -> StoredRecord:
         received_at=row.received_at,
         equivocated=bool(row.equivocated),
     )
-
-
-def _observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
-    keys: set[tuple[str, str]] = set()
-    for obs in content.observables:
-        try:
-            keys.add((obs.type, normalize(obs.type, obs.value)))
-        except Exception:  # a partner's value our rules reject: still findable, folded
-            keys.add((obs.type, textindex.fold(obs.value)[:1024]))
-    return keys
 
 
 class Store:
@@ -380,16 +358,7 @@ class Store:
     ) -> int:
         result = conn.execute(
             insert(log).values(
-                originator=ref.originator,
-                record_id=ref.record_id,
-                version=version,
-                content_hash=digest,
-                payload_type=envelope.payload_type,
-                envelope=envelope_bytes,
-                received_from=received_from,
-                received_at=now_us(),
-                audience=" ".join(sorted(audience)),
-                purged=False,
+                **log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience)
             )
         )
         seq = result.inserted_primary_key
@@ -397,32 +366,12 @@ class Store:
         return int(seq[0])
 
     @staticmethod
-    def _current_values(record: records_pb2.Record, seq: int) -> dict[str, Any]:
-        content = record.content
-        marking = content.marking
-        return {
-            "version": record.version,
-            "seq": seq,
-            "status": records_pb2.Status.Name(record.status).removeprefix("STATUS_").lower(),
-            "kind": kind_name(content.kind),
-            "classification": marking.classification,
-            "releasable_to": " ".join(sorted(marking.releasable_to)),
-            "tlp": marking.tlp,
-            "caveats": " ".join(sorted(marking.caveats)),
-            "title": content.title,
-            "summary": content.summary,
-            "created_at": timestamp_us(record.created_at),
-            "issued_at": timestamp_us(record.issued_at),
-            "equivocated": False,
-        }
-
-    @staticmethod
     def _insert_current(conn: Connection, record: records_pb2.Record, seq: int) -> int:
         result = conn.execute(
             insert(records).values(
                 originator=record.ref.originator,
                 record_id=record.ref.record_id,
-                **Store._current_values(record, seq),
+                **current_values(record, seq),
             )
         )
         key = result.inserted_primary_key
@@ -439,7 +388,7 @@ class Store:
                 records.c.record_id == record.ref.record_id,
                 records.c.version == base,
             )
-            .values(**self._current_values(record, seq))
+            .values(**current_values(record, seq))
             .returning(records.c.rid)
         )
         rid = result.scalar_one_or_none()
@@ -450,26 +399,13 @@ class Store:
     @staticmethod
     def _index(conn: Connection, rid: int, record: records_pb2.Record) -> None:
         Store._unindex(conn, rid)
-        content = record.content
-        rows: list[tuple[Any, list[dict[str, Any]]]] = [
-            (record_countries, [{"rid": rid, "country": c} for c in set(content.countries)]),
-            (record_sectors, [{"rid": rid, "sector": s} for s in set(content.sectors)]),
-            (observables, [{"rid": rid, "type": t, "value": v} for t, v in _observable_keys(content)]),
-            (
-                terms,
-                [
-                    {"rid": rid, "term": t}
-                    for t in textindex.index_terms(content.title) | textindex.index_terms(content.summary)
-                ],
-            ),
-        ]
-        for table, values in rows:
+        for table, values in index_rows(rid, record).items():
             if values:
                 conn.execute(insert(table), values)
 
     @staticmethod
     def _unindex(conn: Connection, rid: int) -> None:
-        for table in (record_countries, record_sectors, observables, terms):
+        for table in INDEX_TABLES:
             conn.execute(delete(table).where(table.c.rid == rid))
 
     # --- reads ---------------------------------------------------------------------------

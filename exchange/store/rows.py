@@ -1,0 +1,95 @@
+"""The rows a record version becomes: its log entry, its current-version row, its index rows.
+
+Shared by the node's own writes (``store.Store.put_local``) and received batches
+(``store.received``), so both index a record the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exchange.records import textindex
+from exchange.records.normalize import normalize
+from exchange.store.schema import observables, record_countries, record_sectors, terms
+from exchange.v1 import records_pb2
+
+INDEX_TABLES = (record_countries, record_sectors, observables, terms)
+
+
+def timestamp_us(ts: Any) -> int:
+    return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
+
+
+def kind_name(kind: int) -> str:
+    """``KIND_OBSERVABLE_SET`` -> ``observable_set``; unknown numbers stay visible."""
+    try:
+        return records_pb2.Kind.Name(kind).removeprefix("KIND_").lower()
+    except ValueError:
+        return f"unknown-{kind}"
+
+
+def status_name(status: int) -> str:
+    try:
+        return records_pb2.Status.Name(status).removeprefix("STATUS_").lower()
+    except ValueError:
+        return f"unknown-{status}"
+
+
+def log_values(
+    ref: records_pb2.RecordRef, version: int, envelope: records_pb2.Envelope, envelope_bytes: bytes,
+    digest: bytes, received_from: str, received_at: int, audience: frozenset[str],
+) -> dict[str, Any]:
+    return {
+        "originator": ref.originator,
+        "record_id": ref.record_id,
+        "version": version,
+        "content_hash": digest,
+        "payload_type": envelope.payload_type,
+        "envelope": envelope_bytes,
+        "received_from": received_from,
+        "received_at": received_at,
+        "audience": " ".join(sorted(audience)),
+        "purged": False,
+    }
+
+
+def current_values(record: records_pb2.Record, seq: int) -> dict[str, Any]:
+    content = record.content
+    marking = content.marking
+    return {
+        "version": record.version,
+        "seq": seq,
+        "status": status_name(record.status),
+        "kind": kind_name(content.kind),
+        "classification": marking.classification,
+        "releasable_to": " ".join(sorted(marking.releasable_to)),
+        "tlp": marking.tlp,
+        "caveats": " ".join(sorted(marking.caveats)),
+        "title": content.title,
+        "summary": content.summary,
+        "created_at": timestamp_us(record.created_at),
+        "issued_at": timestamp_us(record.issued_at),
+        "equivocated": False,
+    }
+
+
+def observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
+    keys: set[tuple[str, str]] = set()
+    for obs in content.observables:
+        try:
+            keys.add((obs.type, normalize(obs.type, obs.value)))
+        except Exception:  # a partner's value our rules reject: still findable, folded
+            keys.add((obs.type[:32], textindex.fold(obs.value)[:1024]))
+    return keys
+
+
+def index_rows(rid: int, record: records_pb2.Record) -> dict[Any, list[dict[str, Any]]]:
+    """Rows of each index table for one record (empty lists for a retraction)."""
+    content = record.content
+    words = textindex.index_terms(content.title) | textindex.index_terms(content.summary)
+    return {
+        record_countries: [{"rid": rid, "country": c} for c in set(content.countries)],
+        record_sectors: [{"rid": rid, "sector": s} for s in set(content.sectors)],
+        observables: [{"rid": rid, "type": t, "value": v} for t, v in observable_keys(content)],
+        terms: [{"rid": rid, "term": t} for t in words],
+    }
