@@ -282,10 +282,18 @@ def _apply_withdrawal(
     if exists is not None:
         report.duplicates += 1
         return
-    # Kept in the log so it is relayed to every earlier audience, whatever the caveats.
+    # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
+    # audiences of the earlier versions this node held (and may have relayed) route it on.
+    earlier = conn.execute(
+        select(log.c.audience).where(
+            log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version < version,
+            log.c.payload_type == RECORD_TYPE,
+        )
+    ).scalars().all()
+    audience = entry.audience | {agency for row in earlier for agency in row.split()}
     Store._append_log(
         conn, ref, version, entry.envelope, entry.envelope.SerializeToString(), entry.content_hash, peer,
-        entry.audience,
+        audience,
     )
     purge_below(conn, ref, version)
     report.withdrawals += 1
