@@ -32,6 +32,7 @@ class Limits:
     pull_max_entries: int = 1_000_000  # entries read in one pull; the rest waits for the next
     pull_deadline_seconds: int = 600  # deadline of one pull call
     digest_deadline_seconds: int = 60  # deadline of one digest call
+    max_digest_entries: int = 2000  # entries listed by one digest call, buckets in one repair pull
 
 
 @dataclass(frozen=True)

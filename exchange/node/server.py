@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exchange.config import NodeConfig
 from exchange.core.manifest import Manifest
+from exchange.core.marking import Marking
+from exchange.core.policy import may_hold
 from exchange.errors import ConfigError
 from exchange.node.auth import Authenticator
 from exchange.node.health import Health
@@ -25,6 +27,7 @@ from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
 from exchange.store import Store
+from exchange.store.received import reevaluate_holdings
 from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
 
@@ -69,6 +72,7 @@ class Node:
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(config.database_url, agency=config.agency)
+        self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync"])
         guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users))
@@ -86,6 +90,20 @@ class Node:
         self.puller = Puller(agency=config.agency, manifest=self.manifest, store=self.store,
                              node_key=self._server_key, node_cert=self._server_cert, limits=limits)
         self.schedule = Schedule(self.puller, config.peers) if schedule and config.peers else None
+
+    def _adopt_manifest(self) -> None:
+        """A changed manifest: drop what we may no longer hold, repair with every peer."""
+        if not self.store.manifest_changed(self.manifest.version, [p.agency for p in self.config.peers]):
+            return
+        accreditation = self.manifest.partner(self.config.agency).accreditation
+
+        def holdable(originator: str, marking: Marking) -> bool:
+            return may_hold(agency=self.config.agency, accreditation=accreditation, originator=originator,
+                            marking=marking, known_agencies=self.manifest.agencies).allowed
+
+        dropped = reevaluate_holdings(self.store, holdable)
+        log.info("manifest version %d adopted: %d records no longer held; peers flagged for repair",
+                 self.manifest.version, dropped)
 
     def credentials(self) -> grpc.ServerCredentials:
         # Clients must present a certificate from one of the federation's CAs:

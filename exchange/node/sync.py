@@ -78,18 +78,17 @@ class SyncService:
 
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[sync_pb2.PullBatch]:
         after = self._position(request.cursor, caller)
-        buckets = [(b.originator, _prefix(b.bucket_prefix, f"only[{i}].bucket_prefix"))
-                   for i, b in enumerate(request.only)]
+        if len(request.only) > self.limits.max_digest_entries:
+            raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")
+        buckets = Buckets([(b.originator, _prefix(b.bucket_prefix, f"only[{i}].bucket_prefix"))
+                           for i, b in enumerate(request.only)])
         limit = min(request.max_entries or self.limits.pull_batch_entries, self.limits.pull_batch_entries)
         budget = self.limits.max_message_bytes // 2  # leave room for framing and the cursor
         batch: list[records_pb2.Envelope] = []
         size = 0
         last: LogEntry | None = None  # the last entry scanned, released or not
         for entry in self.store.log_after(after):
-            wanted = not buckets or any(
-                entry.originator == o and entry.record_id.startswith(p) for o, p in buckets
-            )
-            if wanted and self._releasable(entry, caller):
+            if buckets.wanted(entry) and self._releasable(entry, caller):
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
                     assert last is not None
                     yield self._batch(batch, caller, last)
@@ -109,6 +108,8 @@ class SyncService:
 
     def digest(self, request: sync_pb2.DigestRequest, caller: Principal) -> sync_pb2.DigestResponse:
         prefix = _prefix(request.bucket_prefix, "bucket_prefix")
+        if request.list_entries and not request.originator:
+            raise InvalidInput("list_entries", "name the originator whose bucket to list")
         end = self.store.log_end()  # the digest describes the log up to here
         fingerprint = self.store.log_fingerprint(end) or b"\x00" * 8
         groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
@@ -121,7 +122,16 @@ class SyncService:
             groups.setdefault((entry.originator, bucket), []).append(
                 (entry.originator, entry.record_id, entry.version, entry.content_hash)
             )
+        listed: list[sync_pb2.DigestEntry] = []
+        if request.list_entries:
+            items = [item for group in groups.values() for item in group]
+            if len(items) > self.limits.max_digest_entries:
+                raise InvalidInput("bucket_prefix", f"bucket holds over {self.limits.max_digest_entries} "
+                                   "entries; bisect further")
+            listed = [sync_pb2.DigestEntry(originator=o, record_id=r, version=v, content_hash=h)
+                      for o, r, v, h in sorted(items)]
         return sync_pb2.DigestResponse(
+            entries=listed,
             summaries=[
                 sync_pb2.DigestSummary(
                     originator=originator, bucket_prefix=bucket, count=len(items), hash=summary_hash(items)
@@ -134,9 +144,23 @@ class SyncService:
 
 def _prefix(value: str, field: str) -> str:
     prefix = value.lower()
-    if len(prefix) > 8 or any(c not in "0123456789abcdef" for c in prefix):
-        raise InvalidInput(field, "expected up to 8 hex digits")
+    if len(prefix) > 36 or any(c not in "0123456789abcdef-" for c in prefix):
+        raise InvalidInput(field, "expected a prefix of a record id (hex digits and hyphens)")
     return prefix
+
+
+class Buckets:
+    """Which entries a repair pull asked for: whole record ids by set, prefixes by scan."""
+
+    def __init__(self, buckets: list[tuple[str, str]]) -> None:
+        self._all = not buckets
+        self._ids = {(o, p) for o, p in buckets if len(p) == 36}
+        self._prefixes = [(o, p) for o, p in buckets if len(p) < 36]
+
+    def wanted(self, entry: LogEntry) -> bool:
+        if self._all or (entry.originator, entry.record_id) in self._ids:
+            return True
+        return any(entry.originator == o and entry.record_id.startswith(p) for o, p in self._prefixes)
 
 
 def summary_hash(items: list[tuple[str, str, int, bytes]]) -> bytes:

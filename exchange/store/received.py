@@ -16,11 +16,13 @@ rules, in the order they are checked for a record version:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
+from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE
 from exchange.store.rows import INDEX_TABLES, current_values, index_rows, log_values
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
@@ -68,7 +70,7 @@ def security_event(conn: Connection, kind: str, peer: str, detail: dict[str, Any
 
 
 def apply_batch(
-    store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None
+    store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False
 ) -> BatchReport:
     """Apply one pulled batch and store the cursor after it, atomically.
 
@@ -88,17 +90,18 @@ def apply_batch(
             if isinstance(entry, Incoming) and entry.withdrawal is not None:
                 _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
         if cursor is not None:
-            save_cursor(conn, peer, cursor)
+            save_cursor(conn, peer, cursor, repaired=repaired)
     return report
 
 
-def save_cursor(conn: Connection, peer: str, cursor: bytes) -> None:
+def save_cursor(conn: Connection, peer: str, cursor: bytes, *, repaired: bool = False) -> None:
     now = now_us()
-    updated = conn.execute(
-        update(peers).where(peers.c.agency == peer).values(cursor=cursor, last_success=now, last_error=None)
-    )
+    values: dict[str, Any] = {"cursor": cursor, "last_success": now, "last_error": None}
+    if repaired:
+        values["needs_repair"] = False
+    updated = conn.execute(update(peers).where(peers.c.agency == peer).values(**values))
     if updated.rowcount == 0:
-        conn.execute(insert(peers).values(agency=peer, cursor=cursor, last_success=now, last_attempt=now))
+        conn.execute(insert(peers).values(**{"agency": peer, "last_attempt": now, "needs_repair": False, **values}))
 
 
 def _refuse(conn: Connection, peer: str, refusal: Refusal, report: BatchReport) -> None:
@@ -322,3 +325,29 @@ def purge_below(conn: Connection, ref: records_pb2.RecordRef, version: int) -> N
     if current is not None and current.version < version:
         Store._unindex(conn, current.rid)
         conn.execute(delete(records).where(records.c.rid == current.rid))
+
+
+def reevaluate_holdings(store: Store, may_hold: Callable[[str, Marking], bool]) -> int:
+    """After a manifest change: forget every received record this node may no longer hold.
+
+    Its log rows are deleted outright (not marked purged, as after a withdrawal), so
+    a later manifest that entitles this node again lets a repair fetch it afresh.
+    Returns how many records were dropped.
+    """
+    dropped = 0
+    with store.engine.execution_options(exchange_write=True).begin() as conn:
+        rows = conn.execute(
+            select(records.c.rid, records.c.originator, records.c.record_id, records.c.classification,
+                   records.c.releasable_to, records.c.tlp, records.c.caveats)
+            .where(records.c.originator != store.agency)
+        ).all()
+        for row in rows:
+            marking = Marking(row.classification, frozenset(row.releasable_to.split()), row.tlp,
+                              frozenset(row.caveats.split()))
+            if may_hold(row.originator, marking):
+                continue
+            Store._unindex(conn, row.rid)
+            conn.execute(delete(records).where(records.c.rid == row.rid))
+            conn.execute(delete(log).where(log.c.originator == row.originator, log.c.record_id == row.record_id))
+            dropped += 1
+    return dropped

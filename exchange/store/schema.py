@@ -159,6 +159,8 @@ peers = Table(
     Column("last_success", BigInteger, nullable=True),
     Column("last_attempt", BigInteger, nullable=True),
     Column("last_error", Text, nullable=True),
+    # Set when the manifest changed: the next pull reconciles by digest first.
+    Column("needs_repair", Boolean, nullable=False, default=False),
 )
 
 # Records withdrawn below a version: earlier versions arriving late are not accepted.

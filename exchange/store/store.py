@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,9 +201,14 @@ class Store:
         return None if value is None else bytes(value[:8])
 
     def log_after(
-        self, after: int, *, originator: str | None = None, id_prefix: str = "", chunk: int = 1000
+        self, after: int, *, originator: str | None = None, id_prefix: str = "", chunk: int = 1000,
+        include_purged: bool = False,
     ) -> Iterator[LogEntry]:
-        """Unpurged log entries with seq > ``after`` in order, with their record's current marking."""
+        """Unpurged log entries with seq > ``after`` in order, with their record's current marking.
+
+        ``include_purged`` adds the rows whose payload was purged (empty envelope): a
+        repair must not fetch again what a withdrawal made us drop.
+        """
         query = (
             select(
                 log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash,
@@ -213,8 +218,9 @@ class Store:
             .outerjoin(
                 records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id)
             )
-            .where(log.c.purged.is_(False))
         )
+        if not include_purged:
+            query = query.where(log.c.purged.is_(False))
         if originator is not None:
             query = query.where(log.c.originator == originator)
         if id_prefix:
@@ -501,6 +507,31 @@ class Store:
         with self._engine.connect() as conn:
             value = conn.execute(select(peers.c.cursor).where(peers.c.agency == peer)).scalar_one_or_none()
         return b"" if value is None else bytes(value)
+
+    def received_from(self, peer: str) -> bool:
+        """Whether any entry held came from ``peer`` (so an empty cursor means a lost one)."""
+        with self._engine.connect() as conn:
+            return conn.execute(select(log.c.seq).where(log.c.received_from == peer).limit(1)).first() is not None
+
+    def peer_needs_repair(self, peer: str) -> bool:
+        with self._engine.connect() as conn:
+            value = conn.execute(select(peers.c.needs_repair).where(peers.c.agency == peer)).scalar_one_or_none()
+        return bool(value)
+
+    def manifest_changed(self, version: int, partners: Iterable[str]) -> bool:
+        """Record the manifest version in use; if it changed, flag every peer for repair."""
+        with self._writer.begin() as conn:
+            stored = conn.execute(select(meta.c.value).where(meta.c.key == "manifest_version")).scalar_one_or_none()
+            if stored is not None and int(stored) == version:
+                return False
+            conn.execute(delete(meta).where(meta.c.key == "manifest_version"))
+            conn.execute(insert(meta).values(key="manifest_version", value=str(version).encode()))
+            if stored is None:
+                return False  # first start: nothing held yet under another manifest
+            for agency in partners:
+                if conn.execute(update(peers).where(peers.c.agency == agency).values(needs_repair=True)).rowcount == 0:
+                    conn.execute(insert(peers).values(agency=agency, cursor=b"", needs_repair=True))
+            return True
 
     def note_pull(self, peer: str, error: str | None) -> None:
         """Record the outcome of a pull attempt (the cursor itself moves with each batch)."""

@@ -137,11 +137,28 @@ class Puller:
     def stub(self, peer: str) -> sync_pb2_grpc.SyncStub:
         return sync_pb2_grpc.SyncStub(self.channel(peer))  # type: ignore[no-untyped-call]
 
-    def pull(self, peer: str, *, progress: Progress | None = None, repair_if_stale: bool = True) -> PullReport:
-        """Pull everything new from ``peer`` once; a stale cursor sends us to repair."""
+    def pull(self, peer: str, *, progress: Progress | None = None) -> PullReport:
+        """Pull everything new from ``peer`` once.
+
+        Repair by digest instead of pulling from the start when the cursor is
+        refused as stale, when it was lost while we already hold records, or
+        after a manifest change flagged the peer.
+        """
         started = time.monotonic()
         report = PullReport(peer)
-        cursor = self.store.peer_cursor(peer)
+        cursor, needs_repair = self.store.peer_cursor(peer), self.store.peer_needs_repair(peer)
+        if needs_repair or (not cursor and self.store.received_from(peer)):
+            self._repair(peer, report, progress)
+        else:
+            self._pull(peer, cursor, report, progress)
+            if report.stale_cursor:
+                self._repair(peer, report, progress)
+        self.store.note_pull(peer, report.error or None)
+        report.seconds = time.monotonic() - started
+        log.info("pull from %s: %s", peer, report)
+        return report
+
+    def _pull(self, peer: str, cursor: bytes, report: PullReport, progress: Progress | None) -> None:
         request = sync_pb2.PullRequest(cursor=cursor, max_entries=self.limits.pull_batch_entries)
         try:
             self.stream(peer, request, report, progress, save_cursor=True)
@@ -153,14 +170,14 @@ class Puller:
                 report.error = f"{code.name}: {error.details()}"
             if code == grpc.StatusCode.UNAVAILABLE:
                 self._forget(peer)  # the schedule backs off; the next try connects afresh
-        if report.stale_cursor and repair_if_stale:
-            from exchange.sync.repair import repair  # repair pulls through this puller
 
-            repair(self, peer, report, progress=progress)
-        self.store.note_pull(peer, report.error or None)
-        report.seconds = time.monotonic() - started
-        log.info("pull from %s: %s", peer, report)
-        return report
+    def _repair(self, peer: str, report: PullReport, progress: Progress | None) -> None:
+        from exchange.sync.repair import repair  # repair pulls through this puller
+
+        repair(self, peer, report, progress=progress)
+        if report.repaired:
+            # Entries appended after the digest are pulled now, from the digest's cursor.
+            self._pull(peer, self.store.peer_cursor(peer), report, progress)
 
     def stream(
         self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,

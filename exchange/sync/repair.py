@@ -17,7 +17,7 @@ from exchange.store.store import LogEntry
 from exchange.sync.puller import Progress, Puller, PullReport
 from exchange.v1 import sync_pb2
 
-LEAF_COUNT = 32  # a differing bucket this small is pulled whole instead of split further
+LEAF_COUNT = 256  # a differing bucket this small is listed entry by entry instead of split further
 MAX_PREFIX = 6  # hex digits
 
 
@@ -78,10 +78,25 @@ def _bisect(puller: Puller, peer: str, originator: str, prefix: str) -> list[syn
         if local.get((originator, bucket)) == summary:
             continue
         if count <= LEAF_COUNT or len(bucket) >= MAX_PREFIX:
-            found.append(sync_pb2.Bucket(originator=originator, bucket_prefix=bucket))
+            found += _missing(puller, peer, originator, bucket)
         else:
             found += _bisect(puller, peer, originator, bucket)
     return found
+
+
+def _missing(puller: Puller, peer: str, originator: str, bucket: str) -> list[sync_pb2.Bucket]:
+    """The records of a small differing bucket that the peer has and we lack."""
+    listing: sync_pb2.DigestResponse = puller.stub(peer).Digest(
+        sync_pb2.DigestRequest(originator=originator, bucket_prefix=bucket, list_entries=True),
+        timeout=puller.limits.digest_deadline_seconds,
+    )
+    held = {
+        (e.record_id, e.version, e.content_hash)
+        for e in puller.store.log_after(0, originator=originator, id_prefix=bucket, include_purged=True)
+    }
+    lacking = sorted({e.record_id for e in listing.entries
+                      if (e.record_id, e.version, bytes(e.content_hash)) not in held})
+    return [sync_pb2.Bucket(originator=originator, bucket_prefix=record_id) for record_id in lacking]
 
 
 def repair(puller: Puller, peer: str, report: PullReport, *, progress: Progress | None = None) -> None:
@@ -90,10 +105,14 @@ def repair(puller: Puller, peer: str, report: PullReport, *, progress: Progress 
 
     try:
         buckets, cursor = differing_buckets(puller, peer)
-        if buckets:
-            request = sync_pb2.PullRequest(max_entries=puller.limits.pull_batch_entries, only=buckets)
+        step = puller.limits.max_digest_entries
+        for start in range(0, len(buckets), step):
+            request = sync_pb2.PullRequest(
+                max_entries=puller.limits.pull_batch_entries, only=buckets[start : start + step]
+            )
             puller.stream(peer, request, report, progress, save_cursor=False)
-        apply_batch(puller.store, peer, [], cursor)  # resume normal pulls from the digest's position
+        # Resume normal pulls from the digest's position; the repair flag is cleared with it.
+        apply_batch(puller.store, peer, [], cursor, repaired=True)
         report.repaired = True
     except grpc.RpcError as error:
         report.error = f"repair failed: {error.code().name}: {error.details()}"

@@ -34,12 +34,26 @@ class PullBatch(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[_records_pb2.Envelope, _Mapping]]] = ..., cursor: _Optional[bytes] = ...) -> None: ...
 
 class DigestRequest(_message.Message):
-    __slots__ = ("originator", "bucket_prefix")
+    __slots__ = ("originator", "bucket_prefix", "list_entries")
     ORIGINATOR_FIELD_NUMBER: _ClassVar[int]
     BUCKET_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    LIST_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     originator: str
     bucket_prefix: str
-    def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ...) -> None: ...
+    list_entries: bool
+    def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ..., list_entries: _Optional[bool] = ...) -> None: ...
+
+class DigestEntry(_message.Message):
+    __slots__ = ("originator", "record_id", "version", "content_hash")
+    ORIGINATOR_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    originator: str
+    record_id: str
+    version: int
+    content_hash: bytes
+    def __init__(self, originator: _Optional[str] = ..., record_id: _Optional[str] = ..., version: _Optional[int] = ..., content_hash: _Optional[bytes] = ...) -> None: ...
 
 class DigestSummary(_message.Message):
     __slots__ = ("originator", "bucket_prefix", "count", "hash")
@@ -54,9 +68,11 @@ class DigestSummary(_message.Message):
     def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ..., count: _Optional[int] = ..., hash: _Optional[bytes] = ...) -> None: ...
 
 class DigestResponse(_message.Message):
-    __slots__ = ("summaries", "cursor")
+    __slots__ = ("summaries", "cursor", "entries")
     SUMMARIES_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
     summaries: _containers.RepeatedCompositeFieldContainer[DigestSummary]
     cursor: bytes
-    def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ..., cursor: _Optional[bytes] = ...) -> None: ...
+    entries: _containers.RepeatedCompositeFieldContainer[DigestEntry]
+    def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ..., cursor: _Optional[bytes] = ..., entries: _Optional[_Iterable[_Union[DigestEntry, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,166 @@
+"""Operator commands for sync: ``exchange sync`` pulls from one partner now; ``exchange events``
+lists the security events the node has raised.
+
+Both work on the node's own database and key material, without the node
+serving: ``sync`` does exactly what one scheduled pull does (same puller, same
+store, same node certificate), once, with a summary for the operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any, TextIO
+
+from exchange.cli.admin import _config_overrides, _existing_sqlite, _node_config
+from exchange.cli.options import Commands
+from exchange.cli.render import clean, dumps
+from exchange.core.manifest import Manifest
+from exchange.errors import ConfigError
+
+if TYPE_CHECKING:
+    from exchange.sync.puller import PullReport
+
+__all__ = ["register"]
+
+EXIT_PULL_FAILED = 1
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def register(commands: Commands) -> None:
+    sync = commands.add_parser("sync", help="pull once, now, from one partner's node")
+    sync.add_argument("--peer", metavar="AGENCY", required=True, help="the partner to pull from, e.g. JPN-NPA")
+    sync.add_argument("--config", metavar="CONFIG", required=True, help="this node's node.toml")
+    _config_overrides(sync)
+    sync.set_defaults(handler=run_sync)
+
+    events = commands.add_parser("events", help="list the node's security events, newest last")
+    events.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    _config_overrides(events)
+    events.add_argument("--json", action="store_true", help="print a JSON array instead of text")
+    events.set_defaults(handler=run_events)
+
+
+# --- exchange sync ---------------------------------------------------------------------------
+
+
+class ProgressLine:
+    """A counter rewritten in place on a terminal; silent when stderr is a file or a pipe,
+    where carriage returns would only litter a log."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._shown = False
+
+    def update(self, received: int) -> None:
+        if self._enabled:
+            self._stream.write(f"\r  {received:,} entries received")
+            self._stream.flush()
+            self._shown = True
+
+    def finish(self) -> None:
+        # End the counter's line so that what follows starts on a line of its own.
+        if self._shown:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._shown = False
+
+
+def check_peer(peer: str, agency: str, manifest: Manifest) -> None:
+    """Refuse a peer the federation does not know, or this node itself (both are usage errors)."""
+    manifest.partner(peer)  # raises ConfigError naming the unknown agency
+    if peer == agency:
+        raise ConfigError(f"{peer} is this node's own agency; name a partner to pull from")
+
+
+def summary(report: PullReport) -> str:
+    applied = report.applied
+    repair = "yes" if report.repaired else ("failed" if report.stale_cursor else "no")
+    return (
+        f"pull from {report.peer}: received {report.received:,}, stored {applied.stored:,}, "
+        f"duplicates {applied.duplicates:,}, older {applied.older:,}, refused {applied.refused:,}, "
+        f"withdrawals {applied.withdrawals:,}, equivocations {applied.equivocations:,}, "
+        f"{report.seconds:.1f} s, repair: {repair}"
+    )
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    config = _node_config(args)
+    manifest = config.load_manifest()
+    # Checked before the node opens its store, so a typo creates no database.
+    check_peer(args.peer, config.agency, manifest)
+    # Set before gRPC's first import (as client_from does): its C core would log a
+    # refused connection itself, and the error below already says it in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from exchange.node.server import Node
+
+    node = Node(config, manifest=manifest, schedule=False)  # opens the store; never listens
+    progress = ProgressLine(sys.stderr)
+    try:
+        progress.update(0)  # something on screen while the first batch is on its way
+        report = node.puller.pull(args.peer, progress=progress.update)
+    finally:
+        progress.finish()
+        node.stop(grace=0)
+    print(summary(report), flush=True)
+    if report.error:
+        error = " ".join(report.error.split())  # gRPC details can span several lines
+        print(f"exchange: pull from {args.peer} failed: {error}", file=sys.stderr)
+        return EXIT_PULL_FAILED
+    return 0
+
+
+# --- exchange events -------------------------------------------------------------------------
+
+
+def _iso(at_us: int, timespec: str) -> str:
+    # Integer microseconds, not a float timestamp: no rounding at the last digit.
+    return (_EPOCH + dt.timedelta(microseconds=at_us)).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def _detail(text: str) -> Any:
+    """The stored JSON detail, or the raw text if a damaged row holds something else."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def event_to_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "at": _iso(row.at, "microseconds"),
+        "kind": row.kind,
+        "peer": row.peer,
+        "detail": _detail(row.detail),
+    }
+
+
+def event_line(row: Any) -> str:
+    # Details quote what partners sent (refusal reasons): cleaned, so no control
+    # character or bidirectional override reaches the operator's terminal.
+    detail = json.dumps(_detail(row.detail), ensure_ascii=False, sort_keys=True)
+    return clean(f"{_iso(row.at, 'seconds')}  #{row.id}  {row.kind}  {row.peer}  {detail}")
+
+
+def run_events(args: argparse.Namespace) -> int:
+    config = _node_config(args)
+    _existing_sqlite(config.database_url)
+    from exchange.store import Store
+
+    store = Store.open(config.database_url, agency=config.agency)
+    try:
+        rows = store.security_events()  # oldest first: the newest ends up last on screen
+    finally:
+        store.close()
+    if args.json:
+        print(dumps([event_to_json(row) for row in rows]))
+    elif not rows:
+        print("no security events")
+    else:
+        print("\n".join(event_line(row) for row in rows))
+    return 0
