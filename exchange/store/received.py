@@ -20,11 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE
-from exchange.store.rows import INDEX_TABLES, current_values, index_rows, log_values
+from exchange.store.rows import clear_index, current_values, log_values, write_index
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
@@ -135,11 +136,11 @@ class _Known:
     withdrawn_below: dict[Key, int]
 
     @classmethod
-    def load(cls, conn: Connection, ids: list[str]) -> _Known:
+    def load(cls, conn: Connection, keys: list[Key]) -> _Known:
         hashes: dict[tuple[str, str, int], set[bytes]] = {}
         for row in conn.execute(
             select(log.c.originator, log.c.record_id, log.c.version, log.c.content_hash).where(
-                log.c.record_id.in_(ids), log.c.payload_type == RECORD_TYPE
+                _pairs(log, keys), log.c.payload_type == RECORD_TYPE
             )
         ):
             hashes.setdefault((row.originator, row.record_id, row.version), set()).add(bytes(row.content_hash))
@@ -147,19 +148,31 @@ class _Known:
             (row.originator, row.record_id): (row.rid, row.version)
             for row in conn.execute(
                 select(records.c.rid, records.c.originator, records.c.record_id, records.c.version).where(
-                    records.c.record_id.in_(ids)
+                    _pairs(records, keys)
                 )
             )
         }
         below = {
             (row.originator, row.record_id): row.below_version
-            for row in conn.execute(select(withdrawn).where(withdrawn.c.record_id.in_(ids)))
+            for row in conn.execute(
+                select(withdrawn).where(_pairs(withdrawn, keys))
+            )
         }
         return cls(hashes, current, below)
 
 
+def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
+    """(originator, record_id) in ``keys``, as "originator = ? AND record_id IN (...)" per
+    originator: SQLite looks that up in the index on the pair (a row-value IN scans)."""
+    by_originator: dict[str, list[str]] = {}
+    for originator, record_id in keys:
+        by_originator.setdefault(originator, []).append(record_id)
+    return or_(*(and_(table.c.originator == o, table.c.record_id.in_(ids)) for o, ids in by_originator.items()))
+
+
 def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report: BatchReport) -> None:
-    known = _Known.load(conn, sorted({e.record.ref.record_id for e in entries if e.record is not None}))
+    known = _Known.load(conn, sorted({(e.record.ref.originator, e.record.ref.record_id)
+                                      for e in entries if e.record is not None}))
     to_log: list[Incoming] = []
     equivocal: list[Incoming] = []
     for entry in entries:
@@ -180,11 +193,15 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     if not to_log:
         return
     now = now_us()
-    seqs = conn.execute(
-        insert(log).returning(log.c.seq, sort_by_parameter_order=True),
-        [log_values(e.record.ref, e.record.version, e.envelope, e.envelope.SerializeToString(),  # type: ignore[union-attr]
-                    e.content_hash, peer, now, e.audience) for e in to_log],
-    ).scalars().all()
+    # Sequence numbers are allocated here, under the write lock this transaction holds,
+    # so the whole batch is one executemany (RETURNING would go row by row).
+    first = _next_id(conn, log.c.seq)
+    seqs = list(range(first, first + len(to_log)))
+    conn.execute(insert(log), [
+        {"seq": seq, **log_values(e.record.ref, e.record.version, e.envelope,  # type: ignore[union-attr]
+                                  e.envelope.SerializeToString(), e.content_hash, peer, now, e.audience)}
+        for seq, e in zip(seqs, to_log, strict=True)
+    ])
     # The newest unequivocal version of each record in this batch becomes current (rule 4).
     newest: dict[Key, tuple[records_pb2.Record, int]] = {}
     equivocal_ids = {id(e) for e in equivocal}
@@ -206,30 +223,29 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
         _equivocation(conn, peer, entry, report)
 
 
+def _next_id(conn: Connection, column: Any) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()) + 1
+
+
 def _write_current(conn: Connection, known: _Known, newest: dict[Key, tuple[records_pb2.Record, int]]) -> None:
     inserts = [(key, record, seq) for key, (record, seq) in newest.items() if key not in known.current]
     replaces = [(known.current[key][0], record, seq) for key, (record, seq) in newest.items() if key in known.current]
-    rids: list[int] = []
+    indexed: list[tuple[int, records_pb2.Record]] = []
     if inserts:
-        rids = list(conn.execute(
-            insert(records).returning(records.c.rid, sort_by_parameter_order=True),
-            [{"originator": key[0], "record_id": key[1], **current_values(record, seq)}
-             for key, record, seq in inserts],
-        ).scalars().all())
+        first = _next_id(conn, records.c.rid)
+        rows = []
+        for rid, (key, record, seq) in enumerate(inserts, start=first):
+            rows.append({"rid": rid, "originator": key[0], "record_id": key[1], **current_values(record, seq)})
+            indexed.append((rid, record))
+        conn.execute(insert(records), rows)
     if replaces:
         conn.execute(
             update(records).where(records.c.rid == bindparam("target")),
             [{"target": rid, **current_values(record, seq)} for rid, record, seq in replaces],
         )
-        for table in INDEX_TABLES:
-            conn.execute(delete(table).where(table.c.rid.in_([rid for rid, _, _ in replaces])))
-    rows: dict[Any, list[dict[str, Any]]] = {table: [] for table in INDEX_TABLES}
-    for rid, (_, record, _) in [*zip(rids, inserts, strict=True), *((r[0], r) for r in replaces)]:
-        for table, values in index_rows(rid, record).items():
-            rows[table] += values
-    for table, values in rows.items():
-        if values:
-            conn.execute(insert(table), values)
+        clear_index(conn, [rid for rid, _, _ in replaces])
+        indexed += [(rid, record) for rid, record, _ in replaces]
+    write_index(conn, indexed)
 
 
 def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchReport) -> None:

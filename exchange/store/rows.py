@@ -6,14 +6,16 @@ Shared by the node's own writes (``store.Store.put_local``) and received batches
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from sqlalchemy import Connection, delete, insert
 
 from exchange.records import textindex
 from exchange.records.normalize import normalize
-from exchange.store.schema import observables, record_countries, record_sectors, terms
+from exchange.store import textsearch
+from exchange.store.schema import observables, record_countries, record_sectors
 from exchange.v1 import records_pb2
-
-INDEX_TABLES = (record_countries, record_sectors, observables, terms)
 
 
 def timestamp_us(ts: Any) -> int:
@@ -83,13 +85,27 @@ def observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
     return keys
 
 
-def index_rows(rid: int, record: records_pb2.Record) -> dict[Any, list[dict[str, Any]]]:
-    """Rows of each index table for one record (empty lists for a retraction)."""
-    content = record.content
-    words = textindex.index_terms(content.title) | textindex.index_terms(content.summary)
-    return {
-        record_countries: [{"rid": rid, "country": c} for c in set(content.countries)],
-        record_sectors: [{"rid": rid, "sector": s} for s in set(content.sectors)],
-        observables: [{"rid": rid, "type": t, "value": v} for t, v in observable_keys(content)],
-        terms: [{"rid": rid, "term": t} for t in words],
-    }
+def write_index(conn: Connection, items: Sequence[tuple[int, records_pb2.Record]]) -> None:
+    """Index records (by rid) in bulk: countries, sectors, observables, text terms."""
+    countries: list[dict[str, Any]] = []
+    sectors: list[dict[str, Any]] = []
+    keys: list[dict[str, Any]] = []
+    words: list[tuple[int, set[str]]] = []
+    for rid, record in items:
+        content = record.content
+        countries += [{"rid": rid, "country": c} for c in set(content.countries)]
+        sectors += [{"rid": rid, "sector": s} for s in set(content.sectors)]
+        keys += [{"rid": rid, "type": t, "value": v} for t, v in observable_keys(content)]
+        words.append((rid, textindex.index_terms(content.title) | textindex.index_terms(content.summary)))
+    for table, values in ((record_countries, countries), (record_sectors, sectors), (observables, keys)):
+        if values:
+            conn.execute(insert(table), values)
+    textsearch.add(conn, words)
+
+
+def clear_index(conn: Connection, rids: Sequence[int]) -> None:
+    if not rids:
+        return
+    for table in (record_countries, record_sectors, observables):
+        conn.execute(delete(table).where(table.c.rid.in_(rids)))
+    textsearch.remove(conn, rids)

@@ -22,8 +22,9 @@ from exchange.errors import Conflict
 from exchange.records import textindex
 from exchange.records.envelope import WITHDRAWAL_TYPE, content_hash
 from exchange.store import audit as audit_log
+from exchange.store import textsearch
 from exchange.store.engine import WRITE, make_engine
-from exchange.store.rows import INDEX_TABLES, current_values, index_rows, log_values
+from exchange.store.rows import clear_index, current_values, log_values, write_index
 from exchange.store.schema import (
     SCHEMA_VERSION,
     log,
@@ -37,7 +38,6 @@ from exchange.store.schema import (
     records,
     references,
     security_events,
-    terms,
 )
 from exchange.v1 import records_pb2
 
@@ -163,6 +163,7 @@ class Store:
 
     def create(self) -> None:
         metadata.create_all(self._engine)
+        textsearch.create(self._engine)
         with self._writer.begin() as conn:
             if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
                 conn.execute(
@@ -404,15 +405,12 @@ class Store:
 
     @staticmethod
     def _index(conn: Connection, rid: int, record: records_pb2.Record) -> None:
-        Store._unindex(conn, rid)
-        for table, values in index_rows(rid, record).items():
-            if values:
-                conn.execute(insert(table), values)
+        clear_index(conn, [rid])
+        write_index(conn, [(rid, record)])
 
     @staticmethod
     def _unindex(conn: Connection, rid: int) -> None:
-        for table in INDEX_TABLES:
-            conn.execute(delete(table).where(table.c.rid == rid))
+        clear_index(conn, [rid])
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -458,8 +456,7 @@ class Store:
                 return
             position = rows[-1].position
 
-    @staticmethod
-    def _conditions(c: SearchFilter) -> list[Any]:
+    def _conditions(self, c: SearchFilter) -> list[Any]:
         conditions: list[Any] = []
         if not c.include_retracted:
             conditions.append(records.c.status == "active")
@@ -483,13 +480,7 @@ class Store:
             pairs = [and_(observables.c.type == t, observables.c.value == v) for t, v in c.observables]
             conditions.append(records.c.rid.in_(select(observables.c.rid).where(or_(*pairs))))
         if c.text_terms:
-            matching = (
-                select(terms.c.rid)
-                .where(terms.c.term.in_(c.text_terms))
-                .group_by(terms.c.rid)
-                .having(func.count() == len(set(c.text_terms)))
-            )
-            conditions.append(records.c.rid.in_(matching))
+            conditions.append(textsearch.condition(self._engine, c.text_terms))
         return conditions
 
     def log_entries(self, originator: str, record_id: str) -> Sequence[Any]:
