@@ -86,23 +86,27 @@ class SyncService:
         budget = self.limits.max_message_bytes // 2  # leave room for framing and the cursor
         batch: list[records_pb2.Envelope] = []
         size = 0
-        last: LogEntry | None = None  # the last entry scanned, released or not
-        for entry in self.store.log_after(after):
+        # Everything up to ``end`` is covered by this pull: released entries are sent,
+        # the rest skipped (most of them already in SQL), so the final cursor is ``end``.
+        end = self.store.log_end()
+        if end <= after:
+            return
+        last = after
+        for entry in self.store.log_after(after, upto=end, audience_of=caller.agency):
             if buckets.wanted(entry) and self._releasable(entry, caller):
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
-                    assert last is not None
                     yield self._batch(batch, caller, last)
                     batch, size = [], 0
                 batch.append(records_pb2.Envelope.FromString(entry.envelope))
                 size += len(entry.envelope)
-            last = entry
-        if last is not None:
-            # Sent even when empty, so the caller's cursor moves past entries it
-            # cannot see and they are not scanned again on its next pull.
-            yield self._batch(batch, caller, last)
+            last = entry.seq
+        # Sent even when empty, so the caller's cursor moves past entries it cannot
+        # see and they are not scanned again on its next pull.
+        yield self._batch(batch, caller, end)
 
-    def _batch(self, batch: list[records_pb2.Envelope], caller: Principal, upto: LogEntry) -> sync_pb2.PullBatch:
-        return sync_pb2.PullBatch(entries=batch, cursor=self._cursor(caller, upto.seq, upto.content_hash[:8]))
+    def _batch(self, batch: list[records_pb2.Envelope], caller: Principal, upto: int) -> sync_pb2.PullBatch:
+        fingerprint = self.store.log_fingerprint(upto) or b"\x00" * 8
+        return sync_pb2.PullBatch(entries=batch, cursor=self._cursor(caller, upto, fingerprint))
 
     # --- Digest -----------------------------------------------------------------------------
 

@@ -202,13 +202,17 @@ class Store:
         return None if value is None else bytes(value[:8])
 
     def log_after(
-        self, after: int, *, originator: str | None = None, id_prefix: str = "", chunk: int = 1000,
-        include_purged: bool = False,
+        self, after: int, *, upto: int | None = None, originator: str | None = None, id_prefix: str = "",
+        chunk: int = 1000, include_purged: bool = False, audience_of: str | None = None,
     ) -> Iterator[LogEntry]:
-        """Unpurged log entries with seq > ``after`` in order, with their record's current marking.
+        """Unpurged log entries with ``after`` < seq (<= ``upto``) in order, with their record's
+        current marking.
 
         ``include_purged`` adds the rows whose payload was purged (empty envelope): a
-        repair must not fetch again what a withdrawal made us drop.
+        repair must not fetch again what a withdrawal made us drop. ``audience_of`` skips,
+        in SQL, entries whose audience cannot include that agency (rule 1 as a coarse
+        prefilter, so a pull does not walk every entry it may not receive); whatever
+        passes still goes through the disclosure decision.
         """
         query = (
             select(
@@ -226,6 +230,17 @@ class Store:
             query = query.where(log.c.originator == originator)
         if id_prefix:
             query = query.where(log.c.record_id.startswith(id_prefix))
+        if upto is not None:
+            query = query.where(log.c.seq <= upto)
+        if audience_of is not None:
+            padded = f"% {audience_of} %"
+            query = query.where(
+                or_(
+                    log.c.originator == audience_of,
+                    and_(log.c.payload_type != WITHDRAWAL_TYPE, (" " + records.c.releasable_to + " ").like(padded)),
+                    and_(log.c.payload_type == WITHDRAWAL_TYPE, (" " + log.c.audience + " ").like(padded)),
+                )
+            )
         position = after
         while True:
             page = query.where(log.c.seq > position).order_by(log.c.seq).limit(chunk)
