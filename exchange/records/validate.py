@@ -121,3 +121,41 @@ def validate_draft(draft: records_pb2.RecordDraft, *, partners: frozenset[str], 
 
 def validate_reference(reference: str) -> None:
     _text(reference, "reference", 256, required=False, multiline=False)
+
+
+MAX_VERSION = 2**31 - 1
+# Timestamps a store can hold as microseconds in 64 bits, with room to spare.
+MIN_SECONDS, MAX_SECONDS = 0, 253_402_300_799  # 1970-01-01 .. 9999-12-31
+
+
+def validate_received(record: records_pb2.Record) -> None:
+    """What a partner served must fit what the store keeps, or it is refused (not stored).
+
+    The signature says who wrote it, not that it is well formed: an originator's node
+    with a bug (or a thief with its key) must not be able to block a batch.
+    """
+    validate_ref(record.ref, "record.ref")
+    if not 1 <= record.version <= MAX_VERSION:
+        raise InvalidInput("record.version", f"out of range: {record.version}")
+    for name in ("created_at", "issued_at"):
+        seconds = getattr(record, name).seconds
+        if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+            raise InvalidInput(f"record.{name}", f"out of range: {seconds} seconds")
+    if record.status not in (records_pb2.STATUS_ACTIVE, records_pb2.STATUS_RETRACTED):
+        raise InvalidInput("record.status", f"unknown status {record.status}")
+    content = record.content
+    for name, value, limit in (
+        ("title", content.title, MAX_TITLE_CHARS), ("summary", content.summary, MAX_SUMMARY_CHARS),
+        ("marking.classification", content.marking.classification, 32), ("marking.tlp", content.marking.tlp, 16),
+    ):
+        if len(value) > limit:
+            raise InvalidInput(f"record.content.{name}", f"over {limit} characters")
+    for name, values in (("countries", content.countries), ("sectors", content.sectors)):
+        if len(values) > MAX_LIST or any(len(v) > 64 for v in values):
+            raise InvalidInput(f"record.content.{name}", "too many or too long")
+
+
+def validate_received_withdrawal(withdrawal: records_pb2.Withdrawal) -> None:
+    validate_ref(withdrawal.ref, "withdrawal.ref")
+    if not 1 <= withdrawal.version <= MAX_VERSION:
+        raise InvalidInput("withdrawal.version", f"out of range: {withdrawal.version}")

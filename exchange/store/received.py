@@ -16,19 +16,24 @@ rules, in the order they are checked for a record version:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.core.marking import Marking
-from exchange.records.envelope import RECORD_TYPE
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store.rows import clear_index, current_values, log_values, write_index
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
+
+
+log_ = logging.getLogger("exchange.sync")
 
 
 @dataclass(frozen=True)
@@ -77,22 +82,54 @@ def apply_batch(
 
     Record versions are applied in bulk (a few statements per batch, not per
     record); withdrawals after them, which leaves the same state as applying
-    in order because purging is monotonic.
+    in order because purging is monotonic. Should the bulk write fail on some
+    entry the checks let through, the batch is applied again entry by entry,
+    each in a savepoint, and the entries that cannot be stored are quarantined:
+    one bad entry never blocks the rest of its batch.
     """
-    report = BatchReport()
-    versions = [e for e in entries if isinstance(e, Incoming) and e.record is not None]
-    with store.engine.execution_options(exchange_write=True).begin() as conn:
+    writer = store.engine.execution_options(exchange_write=True)
+    try:
+        with writer.begin() as conn:
+            report = _apply(conn, peer, entries)
+            if cursor is not None:
+                save_cursor(conn, peer, cursor, repaired=repaired)
+        return report
+    except (SQLAlchemyError, OverflowError, ValueError) as error:
+        log_.warning("batch from %s failed in bulk (%s); applying entry by entry", peer, error)
+    with writer.begin() as conn:
+        report = BatchReport()
         for entry in entries:
-            if isinstance(entry, Refusal):
-                _refuse(conn, peer, entry, report)
-        if versions:
-            _apply_versions(conn, peer, versions, report)
-        for entry in entries:
-            if isinstance(entry, Incoming) and entry.withdrawal is not None:
-                _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
+            try:
+                with conn.begin_nested():
+                    single = _apply(conn, peer, [entry])
+            except (SQLAlchemyError, OverflowError, ValueError) as error:
+                digest = entry.content_hash
+                _refuse(conn, peer, Refusal(digest, f"could not be stored: {type(error).__name__}", False), report)
+                continue
+            merge(report, single)
         if cursor is not None:
             save_cursor(conn, peer, cursor, repaired=repaired)
     return report
+
+
+def _apply(conn: Connection, peer: str, entries: list[Incoming | Refusal]) -> BatchReport:
+    report = BatchReport()
+    for entry in entries:
+        if isinstance(entry, Refusal):
+            _refuse(conn, peer, entry, report)
+    versions = [e for e in entries if isinstance(e, Incoming) and e.record is not None]
+    if versions:
+        _apply_versions(conn, peer, versions, report)
+    for entry in entries:
+        if isinstance(entry, Incoming) and entry.withdrawal is not None:
+            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
+    return report
+
+
+def merge(report: BatchReport, other: BatchReport) -> None:
+    for name in ("stored", "duplicates", "older", "equivocations", "withdrawals", "refused"):
+        setattr(report, name, getattr(report, name) + getattr(other, name))
+    report.events += other.events
 
 
 def save_cursor(conn: Connection, peer: str, cursor: bytes, *, repaired: bool = False) -> None:
@@ -295,7 +332,7 @@ def _apply_withdrawal(
     exists = conn.execute(
         select(log.c.seq).where(
             log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version == version,
-            log.c.content_hash == entry.content_hash,
+            log.c.content_hash == entry.content_hash, log.c.payload_type == WITHDRAWAL_TYPE,
         )
     ).first()
     if exists is not None:

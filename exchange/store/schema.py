@@ -47,7 +47,8 @@ log = Table(
     Column("audience", Text, nullable=False, default=""),
     # Payload purged after a withdrawal: the row stays so the version is never re-accepted.
     Column("purged", Boolean, nullable=False, default=False),
-    UniqueConstraint("originator", "record_id", "version", "content_hash", name="uq_log_version"),
+    # The same bytes under another payload type are another entry (a signature binds the type).
+    UniqueConstraint("originator", "record_id", "version", "payload_type", "content_hash", name="uq_log_version"),
 )
 Index("ix_log_record", log.c.originator, log.c.record_id, log.c.version)
 

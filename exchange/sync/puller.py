@@ -19,11 +19,11 @@ import grpc
 from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.policy import holders, may_hold
-from exchange.errors import ConfigError, VerificationError
+from exchange.errors import ConfigError, InvalidInput, VerificationError
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
-from exchange.records.validate import validate_ref
+from exchange.records.validate import validate_received, validate_received_withdrawal
 from exchange.store import Store
-from exchange.store.received import BatchReport, Incoming, Refusal, apply_batch
+from exchange.store.received import BatchReport, Incoming, Refusal, apply_batch, merge
 from exchange.store.store import marking_of
 from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
 
@@ -44,9 +44,7 @@ class PullReport:
     seconds: float = 0.0
 
     def add(self, batch: BatchReport) -> None:
-        for name in ("stored", "duplicates", "older", "equivocations", "withdrawals", "refused"):
-            setattr(self.applied, name, getattr(self.applied, name) + getattr(batch, name))
-        self.applied.events += batch.events
+        merge(self.applied, batch)
 
 
 class Verifier:
@@ -63,15 +61,13 @@ class Verifier:
         try:
             if envelope.payload_type == WITHDRAWAL_TYPE:
                 withdrawal = open_withdrawal(envelope, self._manifest)
-                validate_ref(withdrawal.ref, "withdrawal.ref")
+                validate_received_withdrawal(withdrawal)
                 return Incoming(envelope, digest, frozenset(), withdrawal=withdrawal)
             if envelope.payload_type != RECORD_TYPE:
                 return Refusal(digest, f"unknown payload type {envelope.payload_type[:80]!r}", violation=False)
             record = open_record(envelope, self._manifest)
-            validate_ref(record.ref, "record.ref")
-            if record.version < 1:
-                return Refusal(digest, "record version below 1", violation=False)
-        except VerificationError as error:
+            validate_received(record)
+        except (VerificationError, InvalidInput) as error:
             return Refusal(digest, str(error), violation=False)
         except Exception as error:  # a malformed entry never blocks the rest of its batch
             return Refusal(digest, f"malformed entry: {error}", violation=False)
@@ -187,7 +183,8 @@ class Puller:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"verify-{peer}") as pool:
             pending: tuple[Future[list[Incoming | Refusal]], bytes] | None = None
             try:
-                for batch in _bounded(call, self.limits.pull_max_entries, report):
+                max_batches = self.limits.pull_max_entries // max(1, self.limits.pull_batch_entries) + 2
+                for batch in _bounded(call, self.limits.pull_max_entries, max_batches, report):
                     verified = pool.submit(self._verify, list(batch.entries))
                     if pending is not None:
                         self._apply(peer, pending, report, progress, save_cursor)
@@ -212,13 +209,17 @@ class Puller:
             progress(report.received)
 
 
-def _bounded(call: Iterator[sync_pb2.PullBatch], limit: int, report: PullReport) -> Iterator[sync_pb2.PullBatch]:
-    """Stop reading a stream after ``limit`` entries: an endless stream ends here."""
-    count = 0
+def _bounded(
+    call: Iterator[sync_pb2.PullBatch], limit: int, max_batches: int, report: PullReport
+) -> Iterator[sync_pb2.PullBatch]:
+    """Stop reading a stream after ``limit`` entries or ``max_batches`` batches: an endless
+    stream (of entries, or of empty batches) ends here."""
+    count = batches = 0
     for batch in call:
         yield batch
         count += len(batch.entries)
-        if count >= limit:
-            report.error = f"stopped after {count} entries (pull_max_entries); resuming next time"
+        batches += 1
+        if count >= limit or batches >= max_batches:
+            report.error = f"stopped after {count} entries in {batches} batches (pull_max_entries); resuming next time"
             call.cancel()  # type: ignore[attr-defined]
             return

@@ -56,7 +56,11 @@ class Schedule:
             due, agency = heapq.heappop(queue)
             if self._stop.wait(max(0.0, due - time.monotonic())):
                 return
-            report = self._puller.pull(agency)
+            try:
+                report = self._puller.pull(agency)
+            except Exception as error:  # one peer's failure never stops the schedule
+                log.exception("pull from %s failed unexpectedly", agency)
+                report = PullReport(agency, error=f"internal error: {error}")
             self.last[agency] = report
             self._failures[agency] = self._failures[agency] + 1 if report.error else 0
             if report.error:
