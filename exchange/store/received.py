@@ -32,8 +32,7 @@ from exchange.store.schema import log, peers, quarantine, records, security_even
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
-
-log_ = logging.getLogger("exchange.sync")
+logger = logging.getLogger("exchange.sync")
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def apply_batch(
                 save_cursor(conn, peer, cursor, repaired=repaired)
         return report
     except (SQLAlchemyError, OverflowError, ValueError) as error:
-        log_.warning("batch from %s failed in bulk (%s); applying entry by entry", peer, error)
+        logger.warning("batch from %s failed in bulk (%s); applying entry by entry", peer, error)
     with writer.begin() as conn:
         report = BatchReport()
         for entry in entries:
