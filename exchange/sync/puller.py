@@ -214,11 +214,10 @@ def _bounded(
 ) -> Iterator[sync_pb2.PullBatch]:
     """Stop reading a stream after ``limit`` entries or ``max_batches`` batches: an endless
     stream (of entries, or of empty batches) ends here."""
-    count = batches = 0
-    for batch in call:
+    count = 0
+    for batches, batch in enumerate(call, start=1):
         yield batch
         count += len(batch.entries)
-        batches += 1
         if count >= limit or batches >= max_batches:
             report.error = f"stopped after {count} entries in {batches} batches (pull_max_entries); resuming next time"
             call.cancel()  # type: ignore[attr-defined]
