@@ -85,6 +85,7 @@ def summary(report: PullReport) -> str:
         f"duplicates {applied.duplicates:,}, older {applied.older:,}, refused {applied.refused:,}, "
         f"withdrawals {applied.withdrawals:,}, equivocations {applied.equivocations:,}, "
         f"{report.seconds:.1f} s, repair: {repair}"
+        + ("; more to pull (pull_max_entries reached)" if report.truncated else "")
     )
 
 

@@ -39,6 +39,7 @@ class PullReport:
     batches: int = 0
     stale_cursor: bool = False
     repaired: bool = False
+    truncated: bool = False  # stopped at pull_max_entries; the rest comes with the next pull
     error: str = ""
     applied: BatchReport = field(default_factory=BatchReport)
     seconds: float = 0.0
@@ -187,7 +188,8 @@ class Puller:
                 for batch in _bounded(call, self.limits.pull_max_entries, max_batches, report):
                     verified = pool.submit(self._verify, list(batch.entries))
                     if pending is not None:
-                        self._apply(peer, pending, report, progress, save_cursor)
+                        previous, pending = pending, None  # never applied twice, even if it fails
+                        self._apply(peer, previous, report, progress, save_cursor)
                     pending = (verified, batch.cursor)
             finally:
                 # A batch fully received before a failure is still applied.
@@ -219,6 +221,6 @@ def _bounded(
         yield batch
         count += len(batch.entries)
         if count >= limit or batches >= max_batches:
-            report.error = f"stopped after {count} entries in {batches} batches (pull_max_entries); resuming next time"
+            report.truncated = True  # not an error: the next pull resumes from the cursor
             call.cancel()  # type: ignore[attr-defined]
             return
