@@ -87,3 +87,30 @@ def test_a_peer_down_for_a_while_is_caught_up(federation: Federation, tmp_path: 
     back = usa.puller.pull("JPN-NPA")
     assert back.error == "" and back.applied.stored == 3
     assert {("JPN-NPA", r.record_id) for r in later} <= set(_held(usa))
+
+
+def test_the_schedule_pulls_each_peer_on_its_own(federation: Federation, tmp_path: Path) -> None:
+    import time
+
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa", peers=("JPN-NPA", "KOR-KNPA"), schedule=True,
+                                interval=0.2)  # KOR-KNPA is down: backs off, never blocks JPN-NPA
+    ref = _submit(federation, jpn, "scheduled", ["USA-DTSF"])
+    deadline = time.monotonic() + 10
+    assert usa.schedule is not None
+    while ("JPN-NPA", ref.record_id) not in _held(usa) or "KOR-KNPA" not in usa.schedule.last:
+        assert time.monotonic() < deadline, "the schedule did not pull"
+        time.sleep(0.05)
+    assert usa.schedule.last["KOR-KNPA"].error.startswith("UNAVAILABLE")
+
+
+def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
+    import random
+
+    from exchange.sync.schedule import JITTER, MAX_BACKOFF_SECONDS, next_delay
+
+    rng = random.Random(7)
+    for failures, base in ((0, 5.0), (1, 10.0), (3, 40.0), (20, MAX_BACKOFF_SECONDS)):
+        delays = [next_delay(5.0, failures, rng) for _ in range(200)]
+        assert all(base * (1 - JITTER) <= d <= base * (1 + JITTER) for d in delays)
+        assert max(delays) - min(delays) > base * JITTER  # jittered, not constant
