@@ -8,6 +8,7 @@ re-serialised to be verified, so no canonical encoding is needed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -62,11 +63,16 @@ def verify_envelope(envelope: records_pb2.Envelope, originator: str, manifest: M
         raise VerificationError(f"key {envelope.key_id!r} is not a signing key of {originator}")
     if key.compromised:
         raise VerificationError(f"key {envelope.key_id!r} of {originator} is marked compromised")
-    public_key = Ed25519PublicKey.from_public_bytes(key.public_key)
+    public_key = _public_key(key.public_key)
     try:
         public_key.verify(envelope.signature, pae(envelope.payload_type, envelope.payload))
     except InvalidSignature:
         raise VerificationError(f"bad signature on a record of {originator}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def claimed_originator(envelope: records_pb2.Envelope) -> str:

@@ -63,11 +63,17 @@ def _nfkc_casefold(text: str) -> str:
 
     Case folding can produce text that is no longer NFKC, so one pass of each
     is not always idempotent; ``fold`` must be, because the store folds text
-    that may already be folded.
+    that may already be folded. ASCII text (NFKC leaves it alone, casefold is
+    lower) takes a shortcut: this runs for every record stored.
     """
+    if text.isascii():
+        return text.lower()
     text = unicodedata.normalize("NFKC", text)
     for _ in range(4):
-        folded = unicodedata.normalize("NFKC", text.casefold())
+        folded = text.casefold()
+        if folded == text:
+            break
+        folded = unicodedata.normalize("NFKC", folded)
         if folded == text:
             break
         text = folded

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, Table, delete
 
 from exchange.records import textindex
 from exchange.records.normalize import normalize
@@ -35,6 +35,16 @@ def status_name(status: int) -> str:
         return records_pb2.Status.Name(status).removeprefix("STATUS_").lower()
     except ValueError:
         return f"unknown-{status}"
+
+
+LOG_COLUMNS = (
+    "originator", "record_id", "version", "content_hash", "payload_type", "envelope", "received_from",
+    "received_at", "audience", "purged",
+)
+CURRENT_COLUMNS = (
+    "version", "seq", "status", "kind", "classification", "releasable_to", "tlp", "caveats", "title",
+    "summary", "created_at", "issued_at", "equivocated",
+)
 
 
 def log_values(
@@ -85,21 +95,32 @@ def observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
     return keys
 
 
+def insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """One executemany of plain tuples: the bulk paths' rows skip SQLAlchemy's per-row work."""
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})",
+        list(rows),
+    )
+
+
 def write_index(conn: Connection, items: Sequence[tuple[int, records_pb2.Record]]) -> None:
     """Index records (by rid) in bulk: countries, sectors, observables, text terms."""
-    countries: list[dict[str, Any]] = []
-    sectors: list[dict[str, Any]] = []
-    keys: list[dict[str, Any]] = []
+    countries: list[tuple[int, str]] = []
+    sectors: list[tuple[int, str]] = []
+    keys: list[tuple[int, str, str]] = []
     words: list[tuple[int, set[str]]] = []
     for rid, record in items:
         content = record.content
-        countries += [{"rid": rid, "country": c} for c in set(content.countries)]
-        sectors += [{"rid": rid, "sector": s} for s in set(content.sectors)]
-        keys += [{"rid": rid, "type": t, "value": v} for t, v in observable_keys(content)]
-        words.append((rid, textindex.index_terms(content.title) | textindex.index_terms(content.summary)))
-    for table, values in ((record_countries, countries), (record_sectors, sectors), (observables, keys)):
-        if values:
-            conn.execute(insert(table), values)
+        countries += [(rid, c) for c in set(content.countries)]
+        sectors += [(rid, s) for s in set(content.sectors)]
+        keys += [(rid, t, v) for t, v in observable_keys(content)]
+        words.append((rid, textindex.index_terms(content.title + "\n" + content.summary)))
+    insert_many(conn, record_countries, ("rid", "country"), countries)
+    insert_many(conn, record_sectors, ("rid", "sector"), sectors)
+    insert_many(conn, observables, ("rid", "type", "value"), keys)
     textsearch.add(conn, words)
 
 

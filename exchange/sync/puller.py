@@ -18,7 +18,8 @@ import grpc
 
 from exchange.config import Limits
 from exchange.core.manifest import Manifest
-from exchange.core.policy import holders, may_hold
+from exchange.core.marking import Marking
+from exchange.core.policy import Decision, holders, may_hold
 from exchange.errors import ConfigError, InvalidInput, VerificationError
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
 from exchange.records.validate import validate_received, validate_received_withdrawal
@@ -56,6 +57,20 @@ class Verifier:
         self._manifest = manifest
         self._accreditation = manifest.partner(agency).accreditation
         self._accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
+        # Markings repeat across a partner's records: decide each (originator, marking) once.
+        self._decisions: dict[tuple[str, Marking], tuple[Decision, frozenset[str]]] = {}
+
+    def _hold(self, originator: str, marking: Marking) -> tuple[Decision, frozenset[str]]:
+        key = (originator, marking)
+        found = self._decisions.get(key)
+        if found is None:
+            decision = may_hold(agency=self._agency, accreditation=self._accreditation, originator=originator,
+                                marking=marking, known_agencies=self._manifest.agencies)
+            audience = holders(originator=originator, marking=marking, accreditations=self._accreditations)
+            if len(self._decisions) > 10_000:
+                self._decisions.clear()
+            found = self._decisions[key] = (decision, audience)
+        return found
 
     def check(self, envelope: records_pb2.Envelope) -> Incoming | Refusal:
         digest = content_hash(envelope.payload)
@@ -72,13 +87,9 @@ class Verifier:
             return Refusal(digest, str(error), violation=False)
         except Exception as error:  # a malformed entry never blocks the rest of its batch
             return Refusal(digest, f"malformed entry: {error}", violation=False)
-        marking = marking_of(record.content.marking)
-        originator = record.ref.originator
-        decision = may_hold(agency=self._agency, accreditation=self._accreditation, originator=originator,
-                            marking=marking, known_agencies=self._manifest.agencies)
+        decision, audience = self._hold(record.ref.originator, marking_of(record.content.marking))
         if not decision.allowed:
             return Refusal(digest, f"may not hold this record: {decision.reason}", violation=True)
-        audience = holders(originator=originator, marking=marking, accreditations=self._accreditations)
         return Incoming(envelope, digest, audience, record=record)
 
 

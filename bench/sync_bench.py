@@ -1,0 +1,748 @@
+"""Benchmark of issue "Peer sync": the initial pull of N signed records between two nodes.
+
+Two real nodes over mutual TLS with SQLite storage, each in its own process so that
+each side's peak resident memory is measured on its own:
+
+* the serving node (JPN-NPA) runs ``python -m exchange.cli.main node serve`` in a
+  subprocess, on a database filled beforehand with N records releasable to USA-DTSF;
+* the pulling node (USA-DTSF) runs in another subprocess (this script with
+  ``--role pull``): it builds ``Node(config, schedule=False)`` and calls
+  ``node.puller.pull("JPN-NPA")`` on commands read from stdin, answering JSON lines.
+
+Measured, in the same run: records/second of the initial pull, the raw Ed25519
+verification rate over the same envelopes (one thread), their ratio, the time of a
+pull when nothing changed (median of 5), the time of a pull after N entries the
+puller may not see were appended on the server, and both processes' peak RSS.
+``--memory-check`` runs the initial pull at 10,000 and 100,000 records and compares
+the puller's peak RSS. See bench/README.md for the targets.
+
+Run: .venv/bin/python bench/sync_bench.py [--records N] [--memory-check] [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import resource
+import shlex
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+SERVER = "JPN-NPA"
+PULLER = "USA-DTSF"
+OTHER = "KOR-KNPA"  # the only agency the "hidden" records are released to
+
+TARGET_RATIO = 0.9
+TARGET_NOOP_MS = 50.0
+TARGET_HIDDEN_MS = 250.0
+TARGET_MEMORY_RATIO = 1.3
+
+STARTUP_TIMEOUT = 60.0
+
+
+# --- helpers shared by the roles -----------------------------------------------------------
+
+
+def _maxrss_kib() -> int:
+    """This process's peak resident set, in KiB.
+
+    ``getrusage(RUSAGE_SELF).ru_maxrss`` is not enough on its own: Linux carries
+    it across fork and execve, so a child started by a parent that held 120 MiB
+    reports at least 120 MiB whatever it does itself. VmHWM belongs to the
+    process's own address space (reset by execve), so it is the child's own peak.
+    Both are reported; the peak used is VmHWM when /proc has it.
+    """
+    own = _vm_hwm_kib(os.getpid())
+    return own if own is not None else _rusage_kib()
+
+
+def _rusage_kib() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+
+
+def _vm_hwm_kib(pid: int) -> int | None:
+    """Peak resident set of another process (VmHWM), in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _write_node_toml(path: Path, agency: str, listen: str, pki_dir: Path, data_dir: Path,
+                     limits: dict[str, int]) -> None:
+    lines = [
+        f'agency = "{agency}"',
+        f'listen = "{listen}"',
+        f'pki_dir = "{pki_dir}"',
+        f'data_dir = "{data_dir}"',
+        "",
+        "[limits]",
+        *(f"{name} = {value}" for name, value in limits.items()),
+        "",
+    ]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+class _Profiles:
+    """cProfile per thread: one profiler for each thread that runs a wrapped function.
+
+    cProfile only sees the thread that enabled it, and both sides do real work off
+    the main thread (the puller verifies on a worker thread, the server streams
+    on a gRPC handler thread), so the functions doing that work are wrapped.
+    """
+
+    def __init__(self) -> None:
+        import cProfile
+
+        self._make = cProfile.Profile
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _profiler(self) -> Any:
+        profiler = getattr(self._local, "profiler", None)
+        if profiler is None:
+            profiler = self._make()
+            self._local.profiler = profiler
+            with self._lock:
+                self._all.append(profiler)
+        return profiler
+
+    def wrap(self, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            profiler = self._profiler()
+            profiler.enable()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                profiler.disable()
+
+        return wrapped
+
+    def wrap_generator(self, fn: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            profiler = self._profiler()
+            profiler.enable()
+            try:
+                yield from fn(*args, **kwargs)
+            finally:
+                profiler.disable()
+
+        return wrapped
+
+    def dump(self, path: Path) -> None:
+        import pstats
+
+        with self._lock:
+            profilers = list(self._all)
+        if not profilers:
+            return
+        stats = pstats.Stats(profilers[0])
+        for other in profilers[1:]:
+            stats.add(other)
+        stats.dump_stats(str(path))
+
+
+class _Split:
+    """Where the puller's wall time goes, by wrapping a few of its functions with clocks.
+
+    Cheap enough (a few clock reads per batch) to stay on in every run. Each
+    wrapper is installed only if the function exists, so the benchmark keeps
+    working while the puller's internals change.
+    """
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.totals = {}
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {name: round(value, 4) for name, value in self.totals.items()}
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        fn = getattr(owner, name, None)
+        if fn is None:
+            return
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - started
+                with self._lock:
+                    self.totals[label] = self.totals.get(label, 0.0) + elapsed
+
+        setattr(owner, name, timed)
+
+
+# --- role: fill ----------------------------------------------------------------------------
+
+
+def role_fill(args: argparse.Namespace) -> int:
+    """Sign and store ``--count`` records of JPN-NPA in its database (the bulk path)."""
+    from exchange.config import load_manifest
+    from exchange.store import Store
+    from exchange.v1 import records_pb2
+    from tests.fill import fill
+
+    pki_dir = Path(args.pki_dir)
+    manifest = load_manifest(pki_dir / "manifest.toml")
+    if args.hidden:
+        # Not releasable to the puller: only KOR-KNPA may see these.
+        marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=[OTHER], tlp="GREEN")
+    else:
+        marking = records_pb2.Marking(
+            classification="CONFIDENTIAL", releasable_to=[PULLER, OTHER, "GBR-NPSA"], tlp="GREEN"
+        )
+    store = Store.open(args.database_url, agency=SERVER)
+    started = time.perf_counter()
+    try:
+        fill(store, manifest, pki_dir, SERVER, args.count, marking=marking)
+    finally:
+        store.close()
+    _emit({"event": "filled", "count": args.count, "seconds": time.perf_counter() - started})
+    return 0
+
+
+# --- role: pull ----------------------------------------------------------------------------
+
+
+def role_pull(args: argparse.Namespace) -> int:
+    """The pulling node: pulls on each command read from stdin, answers JSON lines."""
+    from exchange.config import load_node_config
+    from exchange.node.server import Node
+    from exchange.sync.puller import Puller
+
+    profiles: _Profiles | None = None
+    if args.profile_out:
+        profiles = _Profiles()
+        Puller._verify = profiles.wrap(Puller._verify)  # type: ignore[method-assign]
+        Puller.pull = profiles.wrap(Puller.pull)  # type: ignore[method-assign]
+
+    from exchange.sync import puller as puller_module
+
+    split = _Split()
+    # Verification thread: the whole of each batch's checks (signature, parse, decision).
+    split.wrap(Puller, "_verify", "verify_thread_busy")
+    # Main thread: each batch's apply, including the wait for its verification.
+    split.wrap(Puller, "_apply", "main_apply_including_wait")
+    # Main thread: the database transaction of each batch.
+    split.wrap(puller_module, "apply_batch", "main_apply_batch_db")
+
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    config = load_node_config(Path(args.config))
+    node = Node(config, schedule=False)
+    _emit({"event": "ready", "maxrss_kib": _maxrss_kib(), "ru_maxrss_kib": _rusage_kib()})
+
+    def one_pull() -> dict[str, Any]:
+        split.reset()
+        cpu = time.process_time()
+        started = time.perf_counter()
+        report = node.puller.pull(SERVER)
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        return {
+            "split": {**split.snapshot(), "process_cpu": round(cpu, 4)},
+            "wall_seconds": wall, "report_seconds": report.seconds, "received": report.received,
+            "stored": report.applied.stored, "duplicates": report.applied.duplicates,
+            "refused": report.applied.refused, "batches": report.batches, "error": report.error,
+            "stale_cursor": report.stale_cursor,
+        }
+
+    try:
+        for line in sys.stdin:
+            command = line.split()
+            if not command:
+                continue
+            if command[0] == "pull":
+                result = one_pull()
+                # Read right after the pull, so it is this pull's peak.
+                _emit({"event": "pulled", **result, "maxrss_kib": _maxrss_kib(), "ru_maxrss_kib": _rusage_kib()})
+            elif command[0] == "noop":
+                results = [one_pull() for _ in range(int(command[1]))]
+                _emit({"event": "noop", "pulls": results, "maxrss_kib": _maxrss_kib()})
+            elif command[0] == "quit":
+                break
+            else:
+                _emit({"event": "error", "message": f"unknown command {command!r}"})
+    finally:
+        node.stop(grace=0)
+        if profiles is not None:
+            profiles.dump(Path(args.profile_out))
+    _emit({"event": "bye", "maxrss_kib": _maxrss_kib()})
+    return 0
+
+
+# --- role: verify --------------------------------------------------------------------------
+
+
+def role_verify(args: argparse.Namespace) -> int:
+    """The raw verification rate, in its own process so the parent stays small."""
+    _emit({"event": "verified", **_raw_verify_rate(Path(args.database), Path(args.pki_dir), args.count)})
+    return 0
+
+
+# --- role: serve (only with --profile) -----------------------------------------------------
+
+
+def role_serve(args: argparse.Namespace) -> int:
+    """``exchange node serve`` with the Pull handler profiled (its gRPC handler thread)."""
+    from exchange.config import load_node_config
+    from exchange.node import server
+    from exchange.node.sync import SyncService
+
+    profiles = _Profiles()
+    SyncService.pull = profiles.wrap_generator(SyncService.pull)  # type: ignore[method-assign]
+    config = load_node_config(Path(args.config))
+    try:
+        server.run_node(config)
+    finally:
+        profiles.dump(Path(args.profile_out))
+    return 0
+
+
+# --- the benchmark (parent process) --------------------------------------------------------
+
+
+class Child:
+    """A subprocess that answers JSON lines on stdout; stderr goes to a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, *, stdin: bool = False) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self._log, cwd=REPO, text=True, bufsize=1,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, name=f"{name}-stdout", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def line(self, timeout: float) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"{self.name}: no answer within {timeout:.0f} s{self._tail()}") from None
+        if line is None:
+            self.proc.wait(timeout=10)
+            raise RuntimeError(f"{self.name} exited with status {self.proc.returncode}{self._tail()}")
+        return line
+
+    def message(self, timeout: float) -> dict[str, Any]:
+        while True:
+            line = self.line(timeout).strip()
+            if line.startswith("{"):
+                value: dict[str, Any] = json.loads(line)
+                if value.get("event") == "error":
+                    raise RuntimeError(f"{self.name}: {value.get('message')}")
+                return value
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def _tail(self) -> str:
+        self._log.flush()
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        tail = "\n".join(text.splitlines()[-30:])
+        return f"\n--- last lines of {self.log_path.name} ---\n{tail}" if tail else ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None and self.proc.stdin is not None:
+            # A command-driven child ends by itself when its stdin closes.
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def _this(role: str, *extra: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--role", role, *extra]
+
+
+def _fill(tmp: Path, pki_dir: Path, database_url: str, count: int, *, hidden: bool, label: str) -> float:
+    argv = _this("fill", "--pki-dir", str(pki_dir), "--database-url", database_url, "--count", str(count))
+    if hidden:
+        argv.append("--hidden")
+    child = Child(f"fill-{label}", argv, tmp / f"fill-{label}.log")
+    try:
+        done = child.message(timeout=max(600.0, count / 200))
+        child.proc.wait(timeout=60)
+        if child.proc.returncode != 0:
+            raise RuntimeError(f"fill {label} failed with status {child.proc.returncode}")
+        return float(done["seconds"])
+    finally:
+        child.stop()
+
+
+def _raw_verify_rate(db_path: Path, pki_dir: Path, limit: int) -> dict[str, Any]:
+    """One thread verifying the same envelopes' signed bytes: the ceiling of a pull."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from exchange.config import load_manifest
+    from exchange.records.envelope import RECORD_TYPE, pae
+    from exchange.v1 import records_pb2
+
+    manifest = load_manifest(pki_dir / "manifest.toml")
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT envelope FROM log WHERE payload_type = ? AND purged = 0 ORDER BY seq LIMIT ?",
+            (RECORD_TYPE, limit),
+        ).fetchall()
+    envelopes = [records_pb2.Envelope.FromString(row[0]) for row in rows]
+    key_ids = {e.key_id for e in envelopes}
+    if len(key_ids) != 1:
+        raise RuntimeError(f"expected one signing key, found {sorted(key_ids)}")
+    published = manifest.signing_key(SERVER, key_ids.pop())
+    assert published is not None
+    key = Ed25519PublicKey.from_public_bytes(published.public_key)  # loaded once
+    items = [(e.signature, e.payload_type, e.payload) for e in envelopes]
+    del envelopes, rows
+    verify = key.verify
+    started = time.perf_counter()
+    for signature, payload_type, payload in items:
+        verify(signature, pae(payload_type, payload))
+    seconds = time.perf_counter() - started
+    return {"verifications": len(items), "seconds": seconds, "per_second": len(items) / seconds}
+
+
+def _describe_split(pull: dict[str, Any]) -> str:
+    split, wall = pull.get("split", {}), pull["wall_seconds"]
+    n = max(1, pull["received"])
+
+    def part(label: str, seconds: float | None) -> str:
+        if seconds is None:
+            return f"{label} n/a"
+        return f"{label} {seconds:.2f} s ({seconds / wall:.0%}, {seconds / n * 1e6:.0f} us/record)"
+
+    applying = split.get("main_apply_including_wait")
+    db = split.get("main_apply_batch_db")
+    waiting = None if applying is None or db is None else applying - db
+    receiving = None if applying is None else wall - applying
+    return "; ".join([
+        part("main thread in the batch transaction (apply_batch)", db),
+        part("main thread waiting for verification", waiting),
+        part("main thread receiving from the stream", receiving),
+        part("verification thread busy", split.get("verify_thread_busy")),
+        f"process CPU {split.get('process_cpu', 0):.2f} s = {split.get('process_cpu', 0) / wall:.2f} cores",
+    ])
+
+
+def run_once(
+    records: int, *, incremental: bool, profile_dir: Path | None, keep: bool, limits: dict[str, int],
+    label: str, switch_interval: float | None = None,
+) -> dict[str, Any]:
+    """One fresh setup: PKI, filled server, initial pull (and the incremental pulls)."""
+    from tests.federation import make_federation
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"sync-bench-{label}-"))
+    children: list[Child] = []
+    result: dict[str, Any] = {"records": records}
+    try:
+        # --- setup (not timed) ---------------------------------------------------------------
+        federation = make_federation(tmp / "federation")
+        pki_dir = federation.pki_dir
+        server_dir, puller_dir = tmp / "jpn", tmp / "usa"
+        server_dir.mkdir()
+        puller_dir.mkdir()
+        server_db = server_dir / "node.db"
+        server_url = f"sqlite:///{server_db}"
+        address = federation.manifest.partner(SERVER).address
+        server_toml, puller_toml = tmp / "jpn.toml", tmp / "usa.toml"
+        _write_node_toml(server_toml, SERVER, address, pki_dir, server_dir, limits)
+        _write_node_toml(puller_toml, PULLER, "127.0.0.1:0", pki_dir, puller_dir, limits)
+
+        print(f"[{label}] setup: filling {records:,} records releasable to {PULLER} ...", flush=True)
+        fill_seconds = _fill(tmp, pki_dir, server_url, records, hidden=False, label="initial")
+        print(f"[{label}] setup: filled in {fill_seconds:.1f} s ({records / fill_seconds:,.0f} records/s)",
+              flush=True)
+
+        # Raw verification over the same envelopes, while nothing else runs.
+        verifier = Child("verify", _this("verify", "--database", str(server_db), "--pki-dir", str(pki_dir),
+                                         "--count", str(records)), tmp / "verify.log")
+        try:
+            raw = verifier.message(timeout=max(600.0, records / 100))
+        finally:
+            verifier.stop()
+        result["raw_verify"] = raw
+        print(f"[{label}] raw Ed25519 verification (1 thread, same {raw['verifications']:,} envelopes): "
+              f"{raw['per_second']:,.0f} verifications/s", flush=True)
+
+        if profile_dir is not None:
+            serve_argv = _this("serve", "--config", str(server_toml),
+                               "--profile-out", str(profile_dir / f"server-{label}.pstats"))
+        else:
+            serve_argv = [sys.executable, "-m", "exchange.cli.main", "node", "serve", str(server_toml),
+                          "--pki-dir", str(pki_dir), "--data-dir", str(server_dir)]
+        server = Child("server", serve_argv, tmp / "server.log")
+        children.append(server)
+        listening = server.line(timeout=STARTUP_TIMEOUT)
+        if "listening" not in listening:
+            raise RuntimeError(f"server said {listening!r}")
+        result["server_command"] = shlex.join(serve_argv)
+
+        pull_argv = _this("pull", "--config", str(puller_toml))
+        if switch_interval:
+            pull_argv += ["--switch-interval", str(switch_interval)]
+        if profile_dir is not None:
+            pull_argv += ["--profile-out", str(profile_dir / f"puller-{label}.pstats")]
+        puller = Child("puller", pull_argv, tmp / "puller.log", stdin=True)
+        children.append(puller)
+        ready = puller.message(timeout=STARTUP_TIMEOUT)
+        result["puller_command"] = shlex.join(pull_argv)
+        result["puller_rss_before_pull_kib"] = ready["maxrss_kib"]
+
+        # --- initial pull (timed inside the puller process) ---------------------------------
+        puller.send("pull")
+        initial = puller.message(timeout=max(900.0, records / 50))
+        if initial["error"] or initial["received"] != records or initial["stored"] != records:
+            raise RuntimeError(f"initial pull incomplete: {initial}")
+        rate = initial["received"] / initial["wall_seconds"]
+        result["initial_pull"] = {**initial, "records_per_second": rate}
+        result["ratio_to_raw_verify"] = rate / raw["per_second"]
+        result["puller_peak_rss_kib"] = initial["maxrss_kib"]
+        result["puller_ru_maxrss_kib"] = initial["ru_maxrss_kib"]
+        result["server_peak_rss_after_initial_kib"] = _vm_hwm_kib(server.proc.pid)
+        print(f"[{label}] initial pull: {initial['received']:,} records in {initial['wall_seconds']:.2f} s "
+              f"= {rate:,.0f} records/s ({initial['batches']} batches)", flush=True)
+        print(f"[{label}] initial pull, where the puller's time goes: {_describe_split(initial)}", flush=True)
+        print(f"[{label}] sync rate / raw verification rate: {result['ratio_to_raw_verify']:.2f} "
+              f"(target >= {TARGET_RATIO})", flush=True)
+        print(f"[{label}] puller peak RSS after the initial pull: {initial['maxrss_kib'] / 1024:,.1f} MiB "
+              f"(before: {ready['maxrss_kib'] / 1024:,.1f} MiB; ru_maxrss, inherited from this parent across "
+              f"fork/exec: {initial['ru_maxrss_kib'] / 1024:,.1f} MiB)", flush=True)
+
+        if incremental:
+            # --- nothing changed: median of 5 -------------------------------------------------
+            puller.send("noop 5")
+            noop = puller.message(timeout=120)
+            times_ms = [p["wall_seconds"] * 1000 for p in noop["pulls"]]
+            if any(p["received"] or p["error"] for p in noop["pulls"]):
+                raise RuntimeError(f"a pull with nothing new received something: {noop}")
+            result["noop_pull_ms"] = {"median": statistics.median(times_ms), "all": times_ms}
+            print(f"[{label}] incremental pull, nothing changed: median {statistics.median(times_ms):.1f} ms "
+                  f"of {', '.join(f'{t:.1f}' for t in times_ms)} (target < {TARGET_NOOP_MS:.0f} ms)", flush=True)
+
+            # --- N entries the puller may not see, appended while the server runs (WAL) -------
+            print(f"[{label}] setup: appending {records:,} records released only to {OTHER} ...", flush=True)
+            _fill(tmp, pki_dir, server_url, records, hidden=True, label="hidden")
+            puller.send("pull")
+            hidden = puller.message(timeout=600)
+            if hidden["error"] or hidden["received"]:
+                raise RuntimeError(f"pull after the hidden entries: {hidden}")
+            result["hidden_pull_ms"] = hidden["wall_seconds"] * 1000
+            print(f"[{label}] pull after {records:,} entries not releasable to {PULLER}: "
+                  f"{hidden['wall_seconds'] * 1000:.1f} ms (target < {TARGET_HIDDEN_MS:.0f} ms)", flush=True)
+            # The cursor moved past them: the next pull is cheap again.
+            puller.send("pull")
+            after = puller.message(timeout=120)
+            result["pull_after_hidden_again_ms"] = after["wall_seconds"] * 1000
+
+        result["server_peak_rss_kib"] = _vm_hwm_kib(server.proc.pid)  # before stopping it
+        print(f"[{label}] server peak RSS (VmHWM): {(result['server_peak_rss_kib'] or 0) / 1024:,.1f} MiB",
+              flush=True)
+        puller.send("quit")
+        puller.message(timeout=60)
+        return result
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if keep:
+            print(f"[{label}] kept {tmp}", flush=True)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _print_profiles(profile_dir: Path, label: str) -> None:
+    import pstats
+
+    for side in ("puller", "server"):
+        path = profile_dir / f"{side}-{label}.pstats"
+        if not path.exists():
+            continue
+        print(f"\n=== {side} profile ({path}), top 25 by own time ===", flush=True)
+        stats = pstats.Stats(str(path), stream=sys.stdout)
+        stats.sort_stats("tottime").print_stats(25)
+        print(f"=== {side} profile, top 25 by cumulative time ===", flush=True)
+        stats.sort_stats("cumulative").print_stats(25)
+
+
+def _mib(kib: int | None) -> float | None:
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def main_bench(args: argparse.Namespace) -> int:
+    command = shlex.join([sys.executable, *sys.argv])
+    print(f"command: {command}", flush=True)
+    print(f"cwd: {os.getcwd()}  cpus: {os.cpu_count()}  python: {sys.version.split()[0]}", flush=True)
+    limits = {"pull_batch_entries": args.batch, "pull_max_entries": max(1_000_000, 4 * args.records)}
+    profile_dir = Path(args.profile).resolve() if args.profile else None
+    if profile_dir is not None:
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        print("profiling: timings below include cProfile overhead", flush=True)
+
+    summary: dict[str, Any] = {"command": command, "limits": limits, "switch_interval": args.switch_interval}
+    if args.memory_check:
+        small = run_once(10_000, incremental=False, profile_dir=profile_dir, keep=args.keep, limits=limits,
+                         label="10k", switch_interval=args.switch_interval)
+        large = run_once(100_000, incremental=False, profile_dir=profile_dir, keep=args.keep, limits=limits,
+                         label="100k", switch_interval=args.switch_interval)
+        ratio = large["puller_peak_rss_kib"] / small["puller_peak_rss_kib"]
+        print()
+        print(f"puller peak RSS, 10,000 records:  {small['puller_peak_rss_kib'] / 1024:,.1f} MiB")
+        print(f"puller peak RSS, 100,000 records: {large['puller_peak_rss_kib'] / 1024:,.1f} MiB")
+        print(f"ratio 100k / 10k: {ratio:.2f} (target <= {TARGET_MEMORY_RATIO}) "
+              f"{'OK' if ratio <= TARGET_MEMORY_RATIO else 'MISSED'}")
+        print(f"server peak RSS: 10k {(small['server_peak_rss_kib'] or 0) / 1024:,.1f} MiB, "
+              f"100k {(large['server_peak_rss_kib'] or 0) / 1024:,.1f} MiB")
+        summary.update({
+            "mode": "memory-check",
+            "puller_peak_rss_mib": {"10000": _mib(small["puller_peak_rss_kib"]),
+                                    "100000": _mib(large["puller_peak_rss_kib"])},
+            "server_peak_rss_mib": {"10000": _mib(small["server_peak_rss_kib"]),
+                                    "100000": _mib(large["server_peak_rss_kib"])},
+            "puller_rss_ratio": round(ratio, 3),
+            "targets_met": {"memory_ratio": ratio <= TARGET_MEMORY_RATIO},
+            "runs": [small, large],
+        })
+        if profile_dir is not None:
+            for label in ("10k", "100k"):
+                _print_profiles(profile_dir, label)
+    else:
+        r = run_once(args.records, incremental=True, profile_dir=profile_dir, keep=args.keep, limits=limits,
+                     label="main", switch_interval=args.switch_interval)
+        rate = r["initial_pull"]["records_per_second"]
+        met = {
+            "ratio": r["ratio_to_raw_verify"] >= TARGET_RATIO,
+            "noop_pull": r["noop_pull_ms"]["median"] < TARGET_NOOP_MS,
+            "hidden_pull": r["hidden_pull_ms"] < TARGET_HIDDEN_MS,
+        }
+        print()
+        print(f"records:                              {args.records:,}")
+        print(f"initial pull:                         {rate:,.0f} records/s")
+        print(f"raw verification (1 thread):          {r['raw_verify']['per_second']:,.0f} verifications/s")
+        print(f"sync / raw verification:              {r['ratio_to_raw_verify']:.2f} (target >= {TARGET_RATIO}) "
+              f"{'OK' if met['ratio'] else 'MISSED'}")
+        print(f"puller peak RSS:                      {r['puller_peak_rss_kib'] / 1024:,.1f} MiB")
+        print(f"server peak RSS:                      {(r['server_peak_rss_kib'] or 0) / 1024:,.1f} MiB")
+        print(f"incremental pull, nothing new:        {r['noop_pull_ms']['median']:.1f} ms median of 5 "
+              f"(target < {TARGET_NOOP_MS:.0f}) {'OK' if met['noop_pull'] else 'MISSED'}")
+        print(f"pull after {args.records:,} hidden entries: {r['hidden_pull_ms']:.1f} ms "
+              f"(target < {TARGET_HIDDEN_MS:.0f}) {'OK' if met['hidden_pull'] else 'MISSED'}")
+        summary.update({
+            "mode": "sync",
+            "records": args.records,
+            "initial_pull_records_per_second": round(rate, 1),
+            "initial_pull_seconds": round(r["initial_pull"]["wall_seconds"], 3),
+            "raw_verify_per_second": round(r["raw_verify"]["per_second"], 1),
+            "sync_to_raw_verify_ratio": round(r["ratio_to_raw_verify"], 3),
+            "puller_peak_rss_mib": _mib(r["puller_peak_rss_kib"]),
+            "puller_ru_maxrss_mib": _mib(r["puller_ru_maxrss_kib"]),
+            "server_peak_rss_mib": _mib(r["server_peak_rss_kib"]),
+            "noop_pull_median_ms": round(r["noop_pull_ms"]["median"], 2),
+            "noop_pull_ms": [round(t, 2) for t in r["noop_pull_ms"]["all"]],
+            "hidden_pull_ms": round(r["hidden_pull_ms"], 2),
+            "pull_after_hidden_again_ms": round(r["pull_after_hidden_again_ms"], 2),
+            "targets_met": met,
+            "server_command": r["server_command"],
+            "puller_command": r["puller_command"],
+        })
+        if profile_dir is not None:
+            _print_profiles(profile_dir, "main")
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000, help="records to pull (default 100,000)")
+    parser.add_argument("--memory-check", action="store_true",
+                        help="initial pull at 10,000 and at 100,000 records; compare the puller's peak RSS")
+    parser.add_argument("--batch", type=int, default=500,
+                        help="[limits] pull_batch_entries of both nodes (default 500, the default limit)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="write cProfile stats of the puller and the server to DIR and print the top")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (for debugging)")
+    parser.add_argument("--switch-interval", type=float, metavar="SECONDS",
+                        help="experiment: sys.setswitchinterval() in the puller process (Python's default 0.005)")
+    # Internal: the subprocesses this script starts.
+    parser.add_argument("--role", choices=("fill", "pull", "serve", "verify"), help=argparse.SUPPRESS)
+    parser.add_argument("--pki-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--hidden", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role is None and args.records <= 0:
+        parser.error("--records must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.role == "fill":
+        return role_fill(args)
+    if args.role == "pull":
+        return role_pull(args)
+    if args.role == "verify":
+        return role_verify(args)
+    if args.role == "serve":
+        return role_serve(args)
+    return main_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
