@@ -59,6 +59,10 @@ class NodeConfig:
     users: dict[str, UserEntry]
     peers: tuple[PeerEntry, ...]
     limits: Limits = field(default_factory=Limits)
+    # host:port of the Prometheus endpoint; "" serves none. Built in code (tests), a node has
+    # none unless asked; node.toml without the key gets DEFAULT_METRICS_LISTEN.
+    metrics_listen: str = ""
+    health_check_seconds: float = 1.0  # how often the health monitor tries the database
 
     @property
     def manifest_path(self) -> Path:
@@ -69,7 +73,16 @@ class NodeConfig:
         return self.pki_dir / self.agency
 
     def load_manifest(self) -> Manifest:
-        return load_manifest(self.manifest_path)
+        manifest = load_manifest(self.manifest_path)
+        # A peer the manifest does not know can never be pulled from: refuse the
+        # configuration at start, not in a traceback at every scheduled pull.
+        for i, peer in enumerate(self.peers):
+            if peer.agency not in manifest.partners:
+                raise ConfigError(
+                    f"{self.path}: peers[{i}].agency: {peer.agency} is not in the federation manifest "
+                    f"{self.manifest_path}"
+                )
+        return manifest
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -147,6 +160,40 @@ def _peers(data: object, where: str) -> tuple[PeerEntry, ...]:
     return tuple(peers)
 
 
+# Loopback only: per-originator counts are themselves sensitive (DESIGN.md "Interfaces").
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9101"
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """("127.0.0.1", 9101) from "127.0.0.1:9101"; IPv6 hosts in brackets ("[::1]:9101")."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"expected host:port, got {value!r}")
+    return host, int(port)
+
+
+def _metrics_listen(data: object, where: str) -> str:
+    if data is None:
+        return DEFAULT_METRICS_LISTEN
+    if not isinstance(data, str):
+        raise ConfigError(f"{where}: expected \"host:port\", or \"\" for no metrics endpoint")
+    if data:
+        try:
+            split_host_port(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return data
+
+
+def _seconds(data: object, default: float, where: str) -> float:
+    if data is None:
+        return default
+    if not isinstance(data, int | float) or isinstance(data, bool) or data <= 0:
+        raise ConfigError(f"{where}: expected a positive number of seconds, got {data!r}")
+    return float(data)
+
+
 def load_node_config(
     path: Path, *, pki_dir: Path | None = None, data_dir: Path | None = None
 ) -> NodeConfig:
@@ -175,4 +222,6 @@ def load_node_config(
         users=_users(data.get("users", []), f"{where}: users"),
         peers=_peers(data.get("peers"), f"{where}: peers"),
         limits=_limits(data.get("limits"), f"{where}: limits"),
+        metrics_listen=_metrics_listen(data.get("metrics_listen"), f"{where}: metrics_listen"),
+        health_check_seconds=_seconds(data.get("health_check_seconds"), 1.0, f"{where}: health_check_seconds"),
     )

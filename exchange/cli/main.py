@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from exchange.cli import admin, query, records, sync
+from exchange.cli import admin, liaison, query, records, sync
 from exchange.cli.options import Parser, connection_flags
 from exchange.errors import ConfigError, ExchangeError, InvalidInput, TooLarge
 
@@ -36,6 +36,7 @@ def build_parser() -> Parser:
     admin.register(commands)
     records.register(commands, connection)
     query.register(commands, connection)
+    liaison.register(commands, connection)
     sync.register(commands)
     return parser
 

@@ -17,7 +17,7 @@ from exchange.v1 import query_pb2, records_pb2
 if TYPE_CHECKING:
     from exchange.client import Client
 
-__all__ = ["fetch", "register", "search_request"]
+__all__ = ["fetch", "register", "search_filters", "search_request"]
 
 DEFAULT_LIMIT = 50
 # With a limit, never ask for more records than will be shown: the node audits
@@ -32,25 +32,34 @@ def register(commands: Commands, connection: Parser) -> None:
     get.set_defaults(handler=run_get)
 
     query = commands.add_parser(
-        "query", parents=[connection], help="search the records your node holds",
+        "query", parents=[connection, search_filters()], help="search the records your node holds",
         description="Filters combine with AND; repeating a filter ORs its values.",
     )
-    query.add_argument("--kind", action="append", choices=list(KINDS), default=[])
-    query.add_argument("--originator", metavar="CODE", action="append", default=[])
-    query.add_argument("--country", metavar="ISO3", action="append", default=[])
-    query.add_argument("--sector", metavar="S", action="append", default=[])
-    which = query.add_mutually_exclusive_group()
-    which.add_argument("--observable", metavar="TYPE=VALUE", help="an observable of one type")
-    which.add_argument("--value", metavar="VALUE", help="an observable value of any type")
-    query.add_argument("--text", metavar="TEXT", help="words that must all occur in title or summary")
-    query.add_argument("--since", metavar="ISO8601", help="issued at or after (UTC if no zone)")
-    query.add_argument("--until", metavar="ISO8601", help="issued before (UTC if no zone)")
     query.add_argument("--limit", metavar="N", type=positive_int, default=DEFAULT_LIMIT,
                        help=f"show at most N records (default {DEFAULT_LIMIT})")
     query.add_argument("--all", action="store_true", help="show every matching record")
-    query.add_argument("--include-retracted", action="store_true")
     query.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     query.set_defaults(handler=run_query)
+
+
+def search_filters() -> Parser:
+    """A parent parser with the search filters ``search_request`` reads (query, export)."""
+    parent = Parser(add_help=False)
+    group = parent.add_argument_group("filters")
+    group.add_argument("--kind", action="append", choices=list(KINDS), default=[])
+    group.add_argument("--originator", metavar="CODE", action="append", default=[])
+    group.add_argument("--country", metavar="ISO3", action="append", default=[])
+    group.add_argument("--sector", metavar="S", action="append", default=[])
+    which = group.add_mutually_exclusive_group()
+    which.add_argument("--observable", metavar="TYPE=VALUE", help="an observable of one type")
+    which.add_argument("--value", metavar="VALUE", help="an observable value of any type")
+    group.add_argument("--text", metavar="TEXT", help="words that must all occur in title or summary")
+    group.add_argument("--since", metavar="ISO8601", help="issued at or after (UTC if no zone)")
+    group.add_argument("--until", metavar="ISO8601", help="issued before (UTC if no zone)")
+    group.add_argument("--from-partners", action="store_true",
+                       help="only records other agencies originated (what partners shared)")
+    group.add_argument("--include-retracted", action="store_true")
+    return parent
 
 
 def _decode(held: records_pb2.HeldRecord, client: Client) -> Shown:
@@ -91,6 +100,7 @@ def search_request(args: argparse.Namespace) -> query_pb2.SearchRequest:
         sectors=args.sector,
         text=args.text or "",
         include_retracted=args.include_retracted,
+        from_partners=args.from_partners,
     )
     observable = _observable(args)
     if observable is not None:

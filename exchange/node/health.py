@@ -1,15 +1,24 @@
-"""The standard gRPC health service (grpc.health.v1), behind the same guard."""
+"""The standard gRPC health service (grpc.health.v1), behind the same guard, and the
+monitor that turns it NOT_SERVING while the node's database cannot be used."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
 from exchange.core.identity import Principal
 from exchange.errors import NotFound
 from exchange.node.rpc import Method
+from exchange.store import Store
+from exchange.store.schema import meta
+
+log = logging.getLogger("exchange.health")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -30,6 +39,8 @@ class Health:
 
     def set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
         with self._changed:
+            if self._stopped:
+                return  # a stopping node stays NOT_SERVING whatever the monitor last saw
             for name in self._status:
                 self._status[name] = status
             self._changed.notify_all()
@@ -61,3 +72,79 @@ class Health:
                     continue
             last = status
             yield health_pb2.HealthCheckResponse(status=status)
+
+
+Probe = Callable[[], None]  # returns if the database can be used, raises if not
+
+
+def database_probe(store: Store) -> Probe:
+    """What the monitor tries: ``store.ping()``, and for SQLite, opening the file afresh.
+
+    On SQLite, ``store.ping()`` runs ``SELECT 1`` on a pooled connection that already
+    holds the file open: it keeps succeeding when the file is gone, replaced, or its
+    volume moved or unmounted, while every new connection (the pool grows under load,
+    and a restart) would fail or, worse, create an empty database. So the probe also
+    opens the path as a new connection would, without ever creating it (mode=rw), and
+    reads the store's own ``meta`` table (an empty or foreign file fails that too).
+    """
+    url = store.engine.url
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return store.ping  # a server database: the pool pre-pings a fresh round trip
+    uri = Path(database).absolute().as_uri() + "?mode=rw"
+
+    def probe() -> None:
+        store.ping()
+        with closing(sqlite3.connect(uri, uri=True, timeout=5.0)) as conn:
+            conn.execute(f"SELECT 1 FROM {meta.name} LIMIT 1").fetchall()
+
+    return probe
+
+
+class StoreMonitor:
+    """Tries the database every ``interval`` seconds and sets every service's health to match."""
+
+    def __init__(self, health: Health, probe: Probe, interval: float) -> None:
+        self._health = health
+        self._probe = probe
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._up = True
+        self._problem = ""
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    def check(self) -> bool:
+        """Probe once, update the health status, log a change; returns whether the database is up."""
+        try:
+            self._probe()
+            problem = ""
+        except Exception as error:  # any failure to use the database means NOT_SERVING
+            problem = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+        up = not problem
+        if up != self._up or problem != self._problem:
+            if up:
+                log.info("database usable again: health SERVING")
+            else:
+                log.error("database unusable (%s): health NOT_SERVING", problem)
+        self._up, self._problem = up, problem
+        self._health.set_all(SERVING if up else NOT_SERVING)
+        return up
+
+    def start(self) -> None:
+        self.check()  # the first Check after start already tells the truth
+        self._thread = threading.Thread(target=self._run, name="store-monitor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self._interval + 10.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()

@@ -115,6 +115,8 @@ class QueryService:
         return SearchFilter(
             kinds=tuple(kinds),
             originators=tuple(request.originators),
+            # "Has any partner reported this?": the own agency's records left out.
+            exclude_originators=(self.agency,) if request.from_partners else (),
             countries=tuple(c.upper() for c in request.countries),
             sectors=tuple(s.lower() for s in request.sectors),
             observables=observables,

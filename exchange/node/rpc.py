@@ -4,12 +4,16 @@ Services register plain functions ``fn(request, principal) -> response``; the
 guard derives the principal from the verified certificate (never from the
 request), checks the caller's role against :data:`ROLES` (DESIGN.md's table;
 anything not listed is denied), and turns Exchange errors into gRPC statuses.
+It also logs one line per call (method, status, duration; the caller's
+identity is on every line logged during the call) and times it for metrics.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +21,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from exchange import logs
 from exchange.core.identity import Principal, Role
 from exchange.errors import (
     Conflict,
@@ -30,8 +35,10 @@ from exchange.errors import (
     VerificationError,
 )
 from exchange.node.auth import Authenticator
+from exchange.observe import NO_METRICS, Metrics
 
 log = logging.getLogger("exchange.node")
+access = logging.getLogger("exchange.rpc")  # one line per call: filter or route it on its own
 
 USERS = frozenset({Role.ANALYST, Role.LIAISON})
 ANYONE = frozenset(Role)
@@ -43,11 +50,19 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.Submission/Retract": frozenset({Role.ANALYST}),
     "/exchange.v1.Query/Get": USERS,
     "/exchange.v1.Query/Search": USERS,
+    "/exchange.v1.Liaison/Disclosures": USERS,
+    # The watch list is the liaison officer's tool (exchange/node/liaison.py).
+    "/exchange.v1.Liaison/WatchAdd": frozenset({Role.LIAISON}),
+    "/exchange.v1.Liaison/WatchRemove": frozenset({Role.LIAISON}),
+    "/exchange.v1.Liaison/WatchList": frozenset({Role.LIAISON}),
+    "/exchange.v1.Liaison/WatchHits": frozenset({Role.LIAISON}),
     "/exchange.v1.Sync/Pull": frozenset({Role.NODE}),
     "/exchange.v1.Sync/Digest": frozenset({Role.NODE}),
     # Operational: any authenticated federation identity may ask if the node is up.
     "/grpc.health.v1.Health/Check": ANYONE,
     "/grpc.health.v1.Health/Watch": ANYONE,
+    # Server reflection (exchange/node/reflection.py): service and message descriptors, no data.
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ANYONE,
 }
 
 _STATUS: tuple[tuple[type[ExchangeError], grpc.StatusCode], ...] = (
@@ -146,39 +161,92 @@ def _cert_pem(context: grpc.ServicerContext) -> bytes | None:
     return bytes(values[0]) if values else None
 
 
+@dataclass
+class _Call:
+    """One RPC as the guard sees it; logged and measured once, when it ends."""
+
+    who: str = "unauthenticated"
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    reason: str = ""  # why it was refused, safe to log
+
+
+def _reason(error: ExchangeError) -> str:
+    # A malformed-input message may quote the offending value, which is record content
+    # (possibly classified): the log names the field only.
+    if isinstance(error, InvalidInput):
+        return f"invalid {error.field}" if error.field else "malformed request"
+    return " ".join(str(error).split())[:300]
+
+
+def _well_formed(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, _Malformed):
+            raise InvalidInput("", request.problem)
+        yield request
+
+
 class Guard:
-    """Authenticates and authorises a call, and maps errors to statuses."""
+    """Authenticates and authorises a call, maps errors to statuses, and logs and times every
+    call: one INFO line per RPC (method, status, duration, caller) and a latency histogram."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: Metrics = NO_METRICS) -> None:
         self._authenticator = authenticator
+        self._metrics = metrics
 
-    def admit(self, method: str, context: grpc.ServicerContext) -> Principal:
-        principal = self._authenticator.principal(_cert_pem(context))
+    def admit(self, method: str, context: grpc.ServicerContext, call: _Call | None = None) -> Principal:
+        cert = _cert_pem(context)
+        if call is not None and cert:
+            # Established (or refused) before authorisation, so a denial names the caller.
+            call.who = self._authenticator.identity(cert).uri
+        principal = self._authenticator.principal(cert)
         allowed = ROLES.get(method, frozenset())
         if principal.role not in allowed:
             raise PermissionDenied(f"{principal.role.value} may not call {method.rsplit('/', 1)[-1]}")
         return principal
 
-    def fail(self, method: str, context: grpc.ServicerContext, error: Exception, who: str) -> None:
-        if isinstance(error, ExchangeError):
-            code = status_for(error)
-            log.info("refused %s for %s: %s %s", method, who, code.name, error)
-            context.abort(code, str(error))
-        log.exception("internal error in %s for %s", method, who)
-        context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    @contextmanager
+    def _observe(self, method: str, context: grpc.ServicerContext) -> Iterator[_Call]:
+        """Map an error to a status and abort with it; log and measure the call either way."""
+        call = _Call()
+        started = time.monotonic()
+        status: tuple[grpc.StatusCode, str] | None = None
+        with logs.bound(client=context.peer()):
+            try:
+                yield call
+            except GeneratorExit:  # a stream the client cancelled, or the server is stopping
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:  # mapped to a status; nothing escapes unlogged
+                if isinstance(error, ExchangeError):
+                    status = (status_for(error), str(error))
+                    call.reason = _reason(error)
+                else:
+                    log.exception("internal error in %s for %s", method, call.who, extra={"identity": call.who})
+                    status = (grpc.StatusCode.INTERNAL, "internal error")
+                call.code = status[0]
+            finally:
+                self._finished(method, call, time.monotonic() - started)
+            if status is not None:
+                context.abort(*status)
+
+    def _finished(self, method: str, call: _Call, seconds: float) -> None:
+        name = method.lstrip("/")
+        self._metrics.rpc_finished(name, call.code.name, seconds)
+        fields: dict[str, Any] = {"identity": call.who, "method": name, "code": call.code.name,
+                                  "duration_ms": round(seconds * 1000, 1)}
+        if call.reason:
+            fields["reason"] = call.reason
+        access.info("%s %s %.1f ms", name, call.code.name, seconds * 1000, extra=fields)
 
     def unary(self, method: str, fn: Callable[[Any, Principal], Message]) -> Callable[[Any, Any], Message]:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Message:
-            who = "unauthenticated"
-            try:
-                principal = self.admit(method, context)
-                who = principal.identity.uri
+            with self._observe(method, context) as call:
+                principal = self.admit(method, context, call)
                 if isinstance(request, _Malformed):
                     raise InvalidInput("", request.problem)
-                return fn(request, principal)
-            except Exception as error:  # mapped to a status; nothing escapes unlogged
-                self.fail(method, context, error, who)
-                raise  # unreachable: abort raises
+                with logs.bound(identity=call.who):
+                    return fn(request, principal)
+            raise AssertionError("unreachable: the guard aborts every failed call")
 
         return behaviour
 
@@ -186,15 +254,25 @@ class Guard:
         self, method: str, fn: Callable[[Any, Principal], Iterator[Message]]
     ) -> Callable[[Any, Any], Iterator[Message]]:
         def behaviour(request: Any, context: grpc.ServicerContext) -> Iterator[Message]:
-            who = "unauthenticated"
-            try:
-                principal = self.admit(method, context)
-                who = principal.identity.uri
+            with self._observe(method, context) as call:
+                principal = self.admit(method, context, call)
                 if isinstance(request, _Malformed):
                     raise InvalidInput("", request.problem)
-                yield from fn(request, principal)
-            except Exception as error:
-                self.fail(method, context, error, who)
+                with logs.bound(identity=call.who):
+                    yield from fn(request, principal)
+
+        return behaviour
+
+    def bidi(
+        self, method: str, fn: Callable[[Iterator[Any], Principal], Iterator[Message]]
+    ) -> Callable[[Iterator[Any], Any], Iterator[Message]]:
+        """A stream of requests answered by a stream (server reflection)."""
+
+        def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
+            with self._observe(method, context) as call:
+                principal = self.admit(method, context, call)
+                with logs.bound(identity=call.who):
+                    yield from fn(_well_formed(requests), principal)
 
         return behaviour
 
@@ -205,6 +283,7 @@ class Method:
     request_type: type[Message]
     fn: Callable[[Any, Principal], Any]
     streaming: bool = False
+    client_streaming: bool = False  # with streaming: fn takes an iterator of requests (bidirectional)
 
 
 def service_handler(guard: Guard, service: str, methods: list[Method]) -> grpc.GenericRpcHandler[Any, Any]:
@@ -214,7 +293,13 @@ def service_handler(guard: Guard, service: str, methods: list[Method]) -> grpc.G
         full = f"/{service}/{m.name}"
         if full not in ROLES:
             raise AssertionError(f"{full} has no entry in the role table")
-        if m.streaming:
+        if m.streaming and m.client_streaming:
+            handlers[m.name] = grpc.stream_stream_rpc_method_handler(
+                guard.bidi(full, m.fn),
+                request_deserializer=_deserializer(m.request_type),
+                response_serializer=_serialize,
+            )
+        elif m.streaming:
             handlers[m.name] = grpc.unary_stream_rpc_method_handler(
                 guard.stream(full, m.fn),
                 request_deserializer=_deserializer(m.request_type),

@@ -12,14 +12,19 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exchange import logs
 from exchange.config import NodeConfig
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import may_hold
 from exchange.errors import ConfigError
 from exchange.node.auth import Authenticator
-from exchange.node.health import Health
+from exchange.node.health import Health, StoreMonitor, database_probe
+from exchange.node.liaison import LiaisonService
+from exchange.node.metrics import MetricsServer, NodeMetrics
 from exchange.node.query import QueryService
+from exchange.node.reflection import SERVICE as REFLECTION_SERVICE
+from exchange.node.reflection import Reflection
 from exchange.node.rpc import Guard, service_handler
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
@@ -74,21 +79,34 @@ class Node:
         self.store = Store.open(config.database_url, agency=config.agency)
         self._adopt_manifest()
         limits = config.limits
-        self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync"])
-        guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users))
+        self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync",
+                              "exchange.v1.Liaison"])
+        self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
+        self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
+        guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
+                      self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
         query = QueryService(config.agency, self.store, self.manifest, limits, PageTokens(self.store.token_key()))
         sync = SyncService(config.agency, self.store, self.manifest, limits)
+        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, PageTokens(self.store.token_key()))
         self._handlers = [
             service_handler(guard, "exchange.v1.Sync", sync.methods()),
             service_handler(guard, "exchange.v1.Submission", submission.methods()),
             service_handler(guard, "exchange.v1.Query", query.methods()),
+            service_handler(guard, "exchange.v1.Liaison", liaison.methods()),
             service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
         ]
+        # Reflection describes exactly the services registered above, through the same guard.
+        served = [h.service_name() for h in self._handlers if isinstance(h, grpc.ServiceRpcHandler)]
+        self._handlers.append(service_handler(guard, REFLECTION_SERVICE, Reflection(served).methods()))
         self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
+        self._metrics_server: MetricsServer | None = None
         self.port = 0
+        self.metrics_port = 0  # the Prometheus endpoint's port once started (0: none)
         self.puller = Puller(agency=config.agency, manifest=self.manifest, store=self.store,
-                             node_key=self._server_key, node_cert=self._server_cert, limits=limits)
+                             node_key=self._server_key, node_cert=self._server_cert, limits=limits,
+                             metrics=self.metrics)
         self.schedule = Schedule(self.puller, config.peers) if schedule and config.peers else None
 
     def _adopt_manifest(self) -> None:
@@ -115,8 +133,10 @@ class Node:
 
     def start(self, listen: str | None = None) -> int:
         limits = self.config.limits
+        # Kept, so stop() can wait for every handler to return before the store closes.
+        self._executor = futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"{self.config.agency}-rpc")
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"{self.config.agency}-rpc"),
+            self._executor,
             handlers=self._handlers,
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
@@ -131,27 +151,60 @@ class Node:
             raise ConfigError(f"cannot listen on {address}") from None
         if self.port == 0:
             raise ConfigError(f"cannot listen on {address}")
+        self.monitor.start()  # health tells the truth about the database from the first call
         server.start()
         self._server = server
+        self._start_metrics()
         if self.schedule is not None:
             self.schedule.start()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
 
+    def _start_metrics(self) -> None:
+        if not self.config.metrics_listen:
+            return
+        metrics_server = MetricsServer(self.metrics.registry, self.config.metrics_listen)
+        try:
+            self.metrics_port = metrics_server.start()
+        except OSError as error:
+            # Monitoring is not worth refusing to serve partners for: say so loudly and go on
+            # (Prometheus shows the target down). Several nodes on one host need their own ports.
+            log.error("no metrics endpoint: cannot listen on %s (%s)", self.config.metrics_listen,
+                      error.strerror or error)
+            return
+        self._metrics_server = metrics_server
+
     def stop(self, grace: float = 5.0) -> None:
-        self.health.stop()
+        """Stop so that nothing is left half-written, then close the store.
+
+        Every write is one transaction, so even a kill leaves a consistent database; this
+        order also lets work in progress finish instead of being rolled back: the pull in
+        flight commits the batch it holds (with its cursor) and ends, RPCs in flight get
+        ``grace`` seconds, and the store closes only once no thread can write to it.
+        """
+        self.health.stop()  # NOT_SERVING at once, so clients and partners look elsewhere
+        self.monitor.stop()
+        stopped = self._server.stop(grace) if self._server is not None else None  # no new calls from here
         if self.schedule is not None:
-            self.schedule.stop()
-        self.puller.close()
-        if self._server is not None:
-            self._server.stop(grace).wait()
+            self.schedule.stop(timeout=0)  # no new pull starts...
+        self.puller.close()  # ...and the one in flight is cancelled at its next batch
+        if self.schedule is not None:
+            self.schedule.stop()  # waits for that batch's commit
+        if stopped is not None:
+            stopped.wait()
             self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # every handler has returned, its transaction ended
+            self._executor = None
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+            self._metrics_server = None
         self.store.close()
 
 
 def run_node(config: NodeConfig) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and close the store."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(agency=config.agency)  # JSON lines on stderr (exchange/logs.py)
     node = Node(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -159,4 +212,6 @@ def run_node(config: NodeConfig) -> None:
     node.start()
     print(f"{config.agency} node listening on {config.listen}", flush=True)
     stop.wait()
+    log.info("node %s stopping", config.agency)
     node.stop()
+    log.info("node %s stopped", config.agency)

@@ -21,7 +21,7 @@ from exchange.core.policy import decide, withdrawal_releasable
 from exchange.errors import InvalidInput, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
-from exchange.store import Store
+from exchange.store import Store, watch
 from exchange.store.store import LogEntry
 from exchange.v1 import records_pb2, sync_pb2
 
@@ -84,7 +84,7 @@ class SyncService:
                            for i, b in enumerate(request.only)])
         limit = min(request.max_entries or self.limits.pull_batch_entries, self.limits.pull_batch_entries)
         budget = self.limits.max_message_bytes // 2  # leave room for framing and the cursor
-        batch: list[records_pb2.Envelope] = []
+        batch: list[LogEntry] = []
         size = 0
         # Everything up to ``end`` is covered by this pull: released entries are sent,
         # the rest skipped (most of them already in SQL), so the final cursor is ``end``.
@@ -97,16 +97,26 @@ class SyncService:
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
                     yield self._batch(batch, caller, last)
                     batch, size = [], 0
-                batch.append(records_pb2.Envelope.FromString(entry.envelope))
+                batch.append(entry)
                 size += len(entry.envelope)
             last = entry.seq
         # Sent even when empty, so the caller's cursor moves past entries it cannot
         # see and they are not scanned again on its next pull.
         yield self._batch(batch, caller, end)
 
-    def _batch(self, batch: list[records_pb2.Envelope], caller: Principal, upto: int) -> sync_pb2.PullBatch:
+    def _batch(self, batch: list[LogEntry], caller: Principal, upto: int) -> sync_pb2.PullBatch:
         fingerprint = self.store.log_fingerprint(upto) or b"\x00" * 8
-        return sync_pb2.PullBatch(entries=batch, cursor=self._cursor(caller, upto, fingerprint))
+        envelopes = [records_pb2.Envelope.FromString(entry.envelope) for entry in batch]
+        if batch:
+            # A disclosure (DESIGN.md "Audit"): one audit entry per batch, written before the
+            # batch is handed to gRPC, so a batch is never sent unaudited (if the partner
+            # drops the stream, the log may list a batch it never read, never the reverse).
+            watch.audit_pull(
+                self.store, actor=caller.identity.uri, partner=caller.agency,
+                sent=[(e.originator, e.record_id, e.version) for e in batch if not e.is_withdrawal],
+                withdrawals=[(e.originator, e.record_id, e.version) for e in batch if e.is_withdrawal],
+            )
+        return sync_pb2.PullBatch(entries=envelopes, cursor=self._cursor(caller, upto, fingerprint))
 
     # --- Digest -----------------------------------------------------------------------------
 

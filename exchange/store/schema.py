@@ -179,3 +179,40 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", LargeBinary, nullable=False),
 )
+
+# --- liaison (exchange/store/watch.py) --------------------------------------------------
+
+# Side index of the audit log's pull disclosures, written in the audit entry's own
+# transaction, so "which partners received this record" needs no scan of the log.
+# Derived data: the audit entry (audit_seq) is the record of the disclosure.
+disclosure_index = Table(
+    "disclosure_index",
+    metadata,
+    Column("originator", String(32), primary_key=True),
+    Column("record_id", String(36), primary_key=True),
+    Column("audit_seq", BigInteger, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("withdrawal", Boolean, primary_key=True),  # a withdrawal below ``version`` was sent
+    Column("partner", String(32), nullable=False),
+)
+
+# A user's watch list: observables of interest, as entered; ids are per user.
+watch_entries = Table(
+    "watch_entries",
+    metadata,
+    Column("owner", String(160), primary_key=True),  # identity URI
+    Column("id", Integer, primary_key=True),
+    Column("type", String(32), nullable=False),  # empty: any type
+    Column("value", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# The normalised keys each watch entry matches in ``observables`` (several for "any type").
+watch_keys = Table(
+    "watch_keys",
+    metadata,
+    Column("owner", String(160), primary_key=True),
+    Column("watch_id", Integer, primary_key=True),
+    Column("type", String(32), primary_key=True),
+    Column("value", String(1024), primary_key=True),
+)

@@ -116,6 +116,7 @@ class SearchFilter:
 
     kinds: tuple[str, ...] = ()
     originators: tuple[str, ...] = ()
+    exclude_originators: tuple[str, ...] = ()
     countries: tuple[str, ...] = ()
     sectors: tuple[str, ...] = ()
     observables: tuple[tuple[str, str], ...] = ()  # (type, normalised value), any matches
@@ -479,6 +480,8 @@ class Store:
             conditions.append(records.c.kind.in_(c.kinds))
         if c.originators:
             conditions.append(records.c.originator.in_(c.originators))
+        if c.exclude_originators:
+            conditions.append(records.c.originator.not_in(c.exclude_originators))
         if c.issued_after is not None:
             conditions.append(records.c.issued_at >= c.issued_after)
         if c.issued_before is not None:

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from exchange import logs
 from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import Decision, holders, may_hold
 from exchange.errors import ConfigError, InvalidInput, VerificationError
+from exchange.observe import NO_METRICS, Metrics
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
 from exchange.records.validate import validate_received, validate_received_withdrawal
 from exchange.store import Store
@@ -93,25 +95,39 @@ class Verifier:
         return Incoming(envelope, digest, audience, record=record)
 
 
+class _Closed(grpc.RpcError):
+    """Raised instead of starting a call once the puller is closed: the node is stopping."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+    def details(self) -> str:
+        return "the node is stopping"
+
+
 class Puller:
     def __init__(
         self, *, agency: str, manifest: Manifest, store: Store, node_key: bytes, node_cert: bytes,
-        limits: Limits,
+        limits: Limits, metrics: Metrics = NO_METRICS,
     ) -> None:
         self.agency = agency
         self.manifest = manifest
         self.store = store
         self.limits = limits
+        self.metrics = metrics
         self.verifier = Verifier(agency, manifest)
         self._key, self._cert = node_key, node_cert
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def channel(self, peer: str) -> grpc.Channel:
         """A channel that trusts only ``peer``'s CA and checks the server is ``peer``'s node."""
         if peer == self.agency:
             raise ConfigError(f"{peer} is this node's own agency")
         with self._lock:
+            if self._closed:
+                raise _Closed()
             channel = self._channels.get(peer)
             if channel is None:
                 partner = self.manifest.partner(peer)
@@ -137,7 +153,10 @@ class Puller:
             channel.close()
 
     def close(self) -> None:
+        """Stop pulling: calls in flight are cancelled (a pull applies the batches it has fully
+        received, each with its cursor, and ends), and no new call starts."""
         with self._lock:
+            self._closed = True
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
@@ -152,6 +171,12 @@ class Puller:
         refused as stale, when it was lost while we already hold records, or
         after a manifest change flagged the peer.
         """
+        with logs.bound(peer=peer):  # every line logged during the pull names the partner
+            report = self._pull_once(peer, progress)
+        self.metrics.pull_finished(peer, ok=not report.error, at=time.time())
+        return report
+
+    def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
         started = time.monotonic()
         report = PullReport(peer)
         cursor, needs_repair = self.store.peer_cursor(peer), self.store.peer_needs_repair(peer)
@@ -215,7 +240,9 @@ class Puller:
         progress: Progress | None, save_cursor: bool,
     ) -> None:
         entries = pending[0].result()
-        report.add(apply_batch(self.store, peer, entries, pending[1] if save_cursor else None))
+        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None)
+        self.metrics.entries_rejected(peer, applied.events)  # counted once committed
+        report.add(applied)
         report.received += len(entries)
         report.batches += 1
         if progress is not None:

@@ -59,11 +59,14 @@ class Schedule:
             try:
                 report = self._puller.pull(agency)
             except Exception as error:  # one peer's failure never stops the schedule
-                log.exception("pull from %s failed unexpectedly", agency)
+                log.exception("pull from %s failed unexpectedly", agency, extra={"peer": agency})
                 report = PullReport(agency, error=f"internal error: {error}")
             self.last[agency] = report
             self._failures[agency] = self._failures[agency] + 1 if report.error else 0
-            if report.error:
-                log.warning("pull from %s failed (%d in a row): %s", agency, self._failures[agency], report.error)
+            if report.error and self._stop.is_set():
+                log.info("pull from %s cut short by shutdown: %s", agency, report.error, extra={"peer": agency})
+            elif report.error:
+                log.warning("pull from %s failed (%d in a row): %s", agency, self._failures[agency], report.error,
+                            extra={"peer": agency})
             delay = next_delay(self._peers[agency].interval_seconds, self._failures[agency], self._rng)
             heapq.heappush(queue, (time.monotonic() + delay, agency))

@@ -1,0 +1,187 @@
+"""Liaison service: who received a record, and a watch list over what partners share.
+
+- ``Disclosures`` answers "which partners received this record, and when" from
+  the audit log's pull entries (through their side index, ``exchange.store.watch``).
+  The caller must be allowed to see the record itself, or the answer is
+  NOT_FOUND, exactly as for Get. Only pulls are listed: the own agency's
+  get/search disclosures are in the audit log too, but not indexed per record.
+- ``WatchAdd``/``WatchRemove``/``WatchList`` keep a per-user list of
+  observables (one type, or a value under any type), stored with their
+  normalised keys, so full-width, half-width and case variants match.
+- ``WatchHits`` lists records received from partners that carry a watched
+  observable, newest received first. Every record passes
+  :func:`exchange.core.policy.decide` for the caller, pages are cut and tokens
+  made after the decision, and each page is audited as a disclosure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.config import Limits
+from exchange.core.identity import Principal
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide
+from exchange.errors import InvalidInput, NotFound, TooLarge
+from exchange.node.query import held_record
+from exchange.node.rpc import Method
+from exchange.node.tokens import PageTokens
+from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
+from exchange.records.validate import validate_ref
+from exchange.store import Store, StoredRecord, watch
+from exchange.store.rows import timestamp_us
+from exchange.v1 import liaison_pb2, records_pb2
+
+__all__ = ["HITS_ACTION", "MAX_DISCLOSURES", "MAX_WATCHES", "LiaisonService"]
+
+HITS_ACTION = "watch_hits"  # audit action of a page of watch hits
+MAX_WATCHES = 1000  # entries on one user's watch list
+MAX_DISCLOSURES = 1000  # disclosures in one answer (newest first; the rest is flagged)
+
+
+def _timestamp(microseconds: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMicroseconds(microseconds)
+    return stamp
+
+
+def _entry(entry: watch.Watch) -> liaison_pb2.WatchEntry:
+    return liaison_pb2.WatchEntry(
+        id=entry.id,
+        type=entry.type,
+        value=entry.value,
+        keys=[records_pb2.Observable(type=t, value=v) for t, v in entry.keys],
+        created_at=_timestamp(entry.created_at),
+    )
+
+
+@dataclass
+class LiaisonService:
+    agency: str
+    store: Store
+    manifest: Manifest
+    limits: Limits
+    tokens: PageTokens
+
+    def methods(self) -> list[Method]:
+        return [
+            Method("Disclosures", liaison_pb2.DisclosuresRequest, self.disclosures),
+            Method("WatchAdd", liaison_pb2.WatchAddRequest, self.watch_add),
+            Method("WatchRemove", liaison_pb2.WatchRemoveRequest, self.watch_remove),
+            Method("WatchList", liaison_pb2.WatchListRequest, self.watch_list),
+            Method("WatchHits", liaison_pb2.WatchHitsRequest, self.watch_hits),
+        ]
+
+    def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
+        return decide(
+            holder=self.agency, principal=caller, originator=record.originator,
+            marking=record.marking, known_agencies=self.manifest.agencies,
+        ).allowed
+
+    # --- Disclosures ------------------------------------------------------------------------
+
+    def disclosures(
+        self, request: liaison_pb2.DisclosuresRequest, caller: Principal
+    ) -> liaison_pb2.DisclosuresResponse:
+        validate_ref(request.ref, "ref")
+        originator, record_id = request.ref.originator, request.ref.record_id
+        record = self.store.current(originator, record_id)
+        if record is None or not self._allowed(record, caller):
+            raise NotFound()  # the same answer whether absent or not the caller's to see
+        found, truncated = watch.disclosures(self.store, originator, record_id, limit=MAX_DISCLOSURES)
+        return liaison_pb2.DisclosuresResponse(
+            disclosures=[
+                liaison_pb2.Disclosure(
+                    partner=d.partner, version=d.version, at=_timestamp(d.at), withdrawal=d.withdrawal,
+                    audit_seq=d.audit_seq,
+                )
+                for d in found
+            ],
+            truncated=truncated,
+            current_version=record.version,
+            marking=records_pb2.Marking(
+                classification=record.marking.classification,
+                releasable_to=sorted(record.marking.releasable_to),
+                tlp=record.marking.tlp,
+                caveats=sorted(record.marking.caveats),
+            ),
+        )
+
+    # --- the watch list ---------------------------------------------------------------------
+
+    def watch_add(self, request: liaison_pb2.WatchAddRequest, caller: Principal) -> liaison_pb2.WatchAddResponse:
+        obs_type, value = request.type, request.value
+        if obs_type and obs_type not in OBSERVABLE_TYPES:
+            raise InvalidInput("type", f"unknown observable type {obs_type[:32]!r}; expected one of "
+                               + ", ".join(sorted(OBSERVABLE_TYPES)) + ", or none for any type")
+        if not value.strip():
+            raise InvalidInput("value", "required: the observable value to watch")
+        if obs_type:
+            keys = [(obs_type, normalize(obs_type, value, field="value"))]
+        else:
+            keys = sorted(normalize_any(value).items())
+            if not keys:
+                raise InvalidInput("value", "not a valid value of any observable type")
+        owner = caller.identity.uri
+        if watch.count_watches(self.store, owner) >= MAX_WATCHES:
+            raise TooLarge(f"a watch list holds at most {MAX_WATCHES} entries; remove some first")
+        entry, created = watch.add_watch(self.store, owner, obs_type, value, keys)
+        return liaison_pb2.WatchAddResponse(entry=_entry(entry), created=created)
+
+    def watch_remove(
+        self, request: liaison_pb2.WatchRemoveRequest, caller: Principal
+    ) -> liaison_pb2.WatchRemoveResponse:
+        if request.id == 0:
+            raise InvalidInput("id", "required: the id of one of your watch entries (see WatchList)")
+        if not watch.remove_watch(self.store, caller.identity.uri, request.id):
+            raise NotFound("watch entry")
+        return liaison_pb2.WatchRemoveResponse()
+
+    def watch_list(self, request: liaison_pb2.WatchListRequest, caller: Principal) -> liaison_pb2.WatchListResponse:
+        return liaison_pb2.WatchListResponse(
+            entries=[_entry(e) for e in watch.list_watches(self.store, caller.identity.uri)]
+        )
+
+    def watch_hits(self, request: liaison_pb2.WatchHitsRequest, caller: Principal) -> liaison_pb2.WatchHitsResponse:
+        page_size = request.page_size or self.limits.default_page_size
+        if page_size > self.limits.max_page_size:
+            raise InvalidInput("page_size", f"at most {self.limits.max_page_size}")
+        received_after = timestamp_us(request.received_after) if request.HasField("received_after") else None
+        context = self._token_context(request, caller)
+        after = self.tokens.decode(request.page_token, context) if request.page_token else None
+        owner = caller.identity.uri
+        page: list[StoredRecord] = []
+        more = False
+        for record in watch.watch_hits(self.store, owner, after=after, received_after=received_after):
+            if not self._allowed(record, caller):
+                continue
+            if len(page) == page_size:
+                more = True  # one more visible hit exists: there is a next page
+                break
+            page.append(record)
+        matched = watch.matched_watches(self.store, owner, [r.rid for r in page])
+        if page:
+            self.store.audit(
+                actor=owner, action=HITS_ACTION,
+                detail={"records": [[r.originator, r.record_id, r.version] for r in page]},
+            )
+        last = page[-1] if page else None
+        return liaison_pb2.WatchHitsResponse(
+            hits=[liaison_pb2.WatchHit(record=held_record(r), watch_ids=matched.get(r.rid, [])) for r in page],
+            next_page_token=(
+                self.tokens.encode((last.received_at, last.rid), context) if more and last is not None else ""
+            ),
+        )
+
+    @staticmethod
+    def _token_context(request: liaison_pb2.WatchHitsRequest, caller: Principal) -> bytes:
+        # A token is valid only for the caller and the listing it was issued for.
+        query = liaison_pb2.WatchHitsRequest()
+        query.CopyFrom(request)
+        query.ClearField("page_token")
+        query.ClearField("page_size")
+        digest = hashlib.sha256(b"watch hits\x00" + query.SerializeToString(deterministic=True)).digest()
+        return caller.identity.uri.encode("utf-8") + b"\x00" + digest

@@ -1,0 +1,203 @@
+"""A node's Prometheus metrics, served on their own HTTP port (loopback by default).
+
+Per-originator counts say who shares how much with whom, which is itself
+sensitive (DESIGN.md "Interfaces"): the endpoint binds 127.0.0.1 unless
+``metrics_listen`` in node.toml says otherwise, and a non-loopback address is
+logged as a warning. Each node has its own registry (never the process-global
+one), so several nodes in one process do not mix their series.
+
+Series (the exposition format's ``# HELP`` lines say the same):
+
+    exchange_records_held{originator}                   records held, current versions (read on scrape)
+    exchange_pull_last_success_timestamp_seconds{peer}  Unix time of the last pull that ended without error
+    exchange_pull_lag_seconds{peer}                     seconds since then; +Inf for a configured peer
+                                                        never pulled successfully (so `> N` alerts fire)
+    exchange_received_rejections_total{reason}          received entries refused (invalid, not-holdable)
+                                                        and equivocations detected, after their batch commits
+    exchange_rpc_duration_seconds{method,code}          RPC latency by method and gRPC status (histogram)
+    exchange_database_up                                1 while the health monitor can use the database
+
+A scrape reads the store twice: one GROUP BY over the records' (originator,
+record_id) index and the small peers table, so it stays cheap on a big store.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from exchange.config import split_host_port
+from exchange.observe import Metrics
+from exchange.store import Store
+from exchange.store.schema import peers, records
+
+__all__ = ["REJECTION_REASONS", "MetricsServer", "NodeMetrics"]
+
+log = logging.getLogger("exchange.metrics")
+
+# Security event kinds (exchange.store.received) -> the reason label. A closed set, so
+# the label's cardinality is fixed whatever a partner sends.
+REJECTION_REASONS = {
+    "refused-invalid": "invalid",
+    "refused-not-holdable": "not-holdable",
+    "equivocation": "equivocation",
+}
+
+# Seconds. Unary calls take milliseconds; a Pull stream can run up to its deadline (600 s).
+RPC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0)
+
+
+class NodeMetrics(Metrics):
+    """The Prometheus implementation of :class:`exchange.observe.Metrics` for one node."""
+
+    def __init__(self, store: Store, peers: Sequence[str], database_up: Callable[[], bool]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._rpc = Histogram(
+            "exchange_rpc_duration_seconds", "RPC latency by method and gRPC status code",
+            ["method", "code"], buckets=RPC_BUCKETS, registry=self.registry,
+        )
+        self._rejections = Counter(
+            "exchange_received_rejections", "Received entries refused or found equivocal, by reason",
+            ["reason"], registry=self.registry,
+        )
+        for reason in REJECTION_REASONS.values():
+            self._rejections.labels(reason)  # present at 0 from the start, so rate() sees the first one
+        self._last_ok: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.registry.register(_StoreCollector(store, tuple(peers), self._last_success, database_up))
+
+    # --- exchange.observe.Metrics -----------------------------------------------------------
+
+    def rpc_finished(self, method: str, code: str, seconds: float) -> None:
+        self._rpc.labels(method, code).observe(seconds)
+
+    def pull_finished(self, peer: str, *, ok: bool, at: float) -> None:
+        if ok:
+            with self._lock:
+                self._last_ok[peer] = max(at, self._last_ok.get(peer, 0.0))
+
+    def entries_rejected(self, peer: str, events: Sequence[str]) -> None:
+        for event in events:
+            reason = REJECTION_REASONS.get(event)
+            if reason is not None:
+                self._rejections.labels(reason).inc()
+
+    def _last_success(self, peer: str) -> float | None:
+        with self._lock:
+            return self._last_ok.get(peer)
+
+
+class _StoreCollector(Collector):
+    """Series read from the store at scrape time, so they survive restarts and include
+    pulls made by ``exchange sync`` while the node ran."""
+
+    def __init__(
+        self, store: Store, peers: tuple[str, ...], last_ok: Callable[[str], float | None],
+        database_up: Callable[[], bool],
+    ) -> None:
+        self._store = store
+        self._peers = peers
+        self._last_ok = last_ok
+        self._database_up = database_up
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only: registering must not query the database.
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        held, last_success, lag, up = self._families()
+        try:
+            counts, stored = self._read()
+        except SQLAlchemyError as error:
+            # Still answer: the other series (and database_up) say what is wrong.
+            log.warning("metrics: cannot read the store: %s", type(error).__name__)
+            counts, stored = [], {}
+        for originator, count in counts:
+            held.add_metric([originator], count)
+        now = time.time()
+        for peer in self._peers:
+            candidates = [t for t in (stored.get(peer), self._last_ok(peer)) if t is not None]
+            if candidates:
+                at = max(candidates)
+                last_success.add_metric([peer], at)
+                lag.add_metric([peer], max(0.0, now - at))
+            else:
+                lag.add_metric([peer], math.inf)
+        up.add_metric([], 1.0 if self._database_up() else 0.0)
+        return [held, last_success, lag, up]
+
+    def _read(self) -> tuple[list[tuple[str, int]], dict[str, float]]:
+        with self._store.engine.connect() as conn:
+            # Served from the unique (originator, record_id) index; no table scan of the rows.
+            counts = [(str(o), int(n)) for o, n in conn.execute(
+                select(records.c.originator, func.count()).group_by(records.c.originator)
+            )]
+            # peers.last_success moves with every committed batch (microseconds).
+            stored = {str(agency): at / 1e6 for agency, at in conn.execute(
+                select(peers.c.agency, peers.c.last_success).where(peers.c.last_success.is_not(None))
+            )}
+        return counts, stored
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("exchange_records_held", "Records held (current versions), by originator",
+                              labels=["originator"]),
+            GaugeMetricFamily("exchange_pull_last_success_timestamp_seconds",
+                              "Unix time of the last successful pull from the peer", labels=["peer"]),
+            GaugeMetricFamily("exchange_pull_lag_seconds",
+                              "Seconds since the last successful pull from the peer (+Inf: never)",
+                              labels=["peer"]),
+            GaugeMetricFamily("exchange_database_up", "1 while the node can use its database"),
+        )
+
+
+class MetricsServer:
+    """The HTTP endpoint serving one registry at /metrics (any path, as prometheus_client does)."""
+
+    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+        self._registry = registry
+        self.listen = listen
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        """Bind and serve; returns the port. Raises OSError if the address cannot be bound."""
+        host, port = split_host_port(self.listen)
+        if not _is_loopback(host):
+            log.warning("metrics listen on %s, not loopback: per-originator counts are sensitive; "
+                        "restrict who can reach this port", self.listen)
+        self._server, self._thread = start_http_server(port, addr=host, registry=self._registry)
+        self.port = int(self._server.server_port)
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything

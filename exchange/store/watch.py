@@ -1,0 +1,268 @@
+"""The liaison officer's storage: the pull-disclosure index and per-user watch lists.
+
+Functions over a :class:`~exchange.store.store.Store` rather than more methods
+on it. As everywhere in ``exchange.store``, reads return *candidates*: whether
+a caller may see a record is decided by the service through
+``exchange.core.policy``, never here.
+
+- **Pull disclosures.** Each pull batch a partner node received is one audit
+  entry (action ``pull``) and, in the same transaction, one row per record
+  version in ``disclosure_index``, so "which partners received this record,
+  and when" is an indexed lookup instead of a scan of the whole audit log. The
+  audit entry stays the record of the disclosure: the index is derived from it
+  and joined back to it for the time.
+- **Watch lists.** An entry keeps the value as entered and the normalised keys
+  it matches (one for a typed value, one per valid type for a value of any
+  type); hits are found by joining those keys with the ``observables`` index,
+  so every spelling the normalisation folds together matches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from exchange.errors import Conflict
+from exchange.store import audit as audit_log
+from exchange.store.engine import WRITE
+from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
+from exchange.store.store import SCAN_CHUNK, Store, StoredRecord, _row_to_record, now_us
+
+__all__ = [
+    "PULL_ACTION",
+    "Disclosed",
+    "Watch",
+    "add_watch",
+    "audit_pull",
+    "count_watches",
+    "disclosures",
+    "list_watches",
+    "matched_watches",
+    "remove_watch",
+    "watch_hits",
+]
+
+PULL_ACTION = "pull"
+
+VersionRef = tuple[str, str, int]  # (originator, record_id, version)
+
+
+# --- pull disclosures ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Disclosed:
+    """One pull batch that carried a version of a record (or its withdrawal) to a partner."""
+
+    audit_seq: int
+    at: int  # microseconds since the epoch
+    partner: str
+    version: int
+    withdrawal: bool
+
+
+def audit_pull(
+    store: Store, *, actor: str, partner: str, sent: Sequence[VersionRef], withdrawals: Sequence[VersionRef]
+) -> int:
+    """Audit one served pull batch and index it, in one write transaction; returns the audit seq.
+
+    ``sent`` are the record versions in the batch, ``withdrawals`` the withdrawals
+    (each names the version below which earlier versions are withdrawn).
+    """
+    detail = {
+        "partner": partner,
+        "records": [list(ref) for ref in sent],
+        "withdrawals": [list(ref) for ref in withdrawals],
+    }
+    # One row per distinct version: both envelopes of an equivocated version are one disclosure.
+    rows = {(o, r, v, False) for o, r, v in sent} | {(o, r, v, True) for o, r, v in withdrawals}
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        seq = audit_log.append(conn, at=now_us(), actor=actor, action=PULL_ACTION, detail=detail)
+        if rows:
+            conn.execute(
+                insert(disclosure_index),
+                [
+                    {"originator": o, "record_id": r, "audit_seq": seq, "version": v, "withdrawal": w,
+                     "partner": partner}
+                    for o, r, v, w in sorted(rows)
+                ],
+            )
+    return seq
+
+
+def disclosures(store: Store, originator: str, record_id: str, *, limit: int) -> tuple[list[Disclosed], bool]:
+    """Pull disclosures of a record, newest first: at most ``limit``, and whether more exist."""
+    query = (
+        select(
+            disclosure_index.c.audit_seq, audit.c.at, disclosure_index.c.partner, disclosure_index.c.version,
+            disclosure_index.c.withdrawal,
+        )
+        .join(audit, audit.c.seq == disclosure_index.c.audit_seq)
+        .where(disclosure_index.c.originator == originator, disclosure_index.c.record_id == record_id)
+        .order_by(disclosure_index.c.audit_seq.desc(), disclosure_index.c.version.desc(),
+                  disclosure_index.c.withdrawal.desc())
+        .limit(limit + 1)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    found = [Disclosed(int(r.audit_seq), int(r.at), r.partner, int(r.version), bool(r.withdrawal)) for r in rows]
+    return found[:limit], len(found) > limit
+
+
+# --- watch lists --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One entry of a user's watch list."""
+
+    id: int
+    type: str  # empty: any type
+    value: str  # as entered
+    keys: tuple[tuple[str, str], ...]  # (type, normalised value), sorted
+    created_at: int
+
+
+def _keys(conn: Connection, owner: str, ids: Sequence[int]) -> dict[int, tuple[tuple[str, str], ...]]:
+    found: dict[int, list[tuple[str, str]]] = {}
+    if ids:
+        rows = conn.execute(
+            select(watch_keys.c.watch_id, watch_keys.c.type, watch_keys.c.value)
+            .where(watch_keys.c.owner == owner, watch_keys.c.watch_id.in_(ids))
+            .order_by(watch_keys.c.watch_id, watch_keys.c.type, watch_keys.c.value)
+        )
+        for row in rows:
+            found.setdefault(int(row.watch_id), []).append((row.type, row.value))
+    return {i: tuple(keys) for i, keys in found.items()}
+
+
+def _watches(conn: Connection, owner: str, ids: Sequence[int] | None = None) -> list[Watch]:
+    query = select(watch_entries).where(watch_entries.c.owner == owner).order_by(watch_entries.c.id)
+    if ids is not None:
+        query = query.where(watch_entries.c.id.in_(ids))
+    rows = conn.execute(query).all()
+    keys = _keys(conn, owner, [int(r.id) for r in rows])
+    return [Watch(int(r.id), r.type, r.value, keys.get(int(r.id), ()), int(r.created_at)) for r in rows]
+
+
+def list_watches(store: Store, owner: str) -> list[Watch]:
+    with store.engine.connect() as conn:
+        return _watches(conn, owner)
+
+
+def count_watches(store: Store, owner: str) -> int:
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(select(func.count()).select_from(watch_entries).where(watch_entries.c.owner == owner))
+            .scalar_one()
+        )
+
+
+def add_watch(
+    store: Store, owner: str, obs_type: str, value: str, keys: Sequence[tuple[str, str]]
+) -> tuple[Watch, bool]:
+    """Add an entry (``keys`` already normalised); returns it and whether it is new.
+
+    An entry of the same type with the same keys is the same watch: it is
+    returned instead of a duplicate.
+    """
+    wanted = tuple(sorted(set(keys)))
+    try:
+        with store.engine.execution_options(**WRITE).begin() as conn:
+            for existing in _watches(conn, owner):
+                if existing.type == obs_type and existing.keys == wanted:
+                    return existing, False
+            next_id = int(
+                conn.execute(
+                    select(func.coalesce(func.max(watch_entries.c.id), 0)).where(watch_entries.c.owner == owner)
+                ).scalar_one()
+            ) + 1
+            conn.execute(
+                insert(watch_entries).values(owner=owner, id=next_id, type=obs_type, value=value,
+                                             created_at=now_us())
+            )
+            conn.execute(
+                insert(watch_keys),
+                [{"owner": owner, "watch_id": next_id, "type": t, "value": v} for t, v in wanted],
+            )
+            return _watches(conn, owner, [next_id])[0], True
+    except IntegrityError:
+        # Two adds by one user at once on a database without a write lock at BEGIN.
+        raise Conflict("the watch list changed at the same time; try again") from None
+
+
+def remove_watch(store: Store, owner: str, watch_id: int) -> bool:
+    """Remove one of ``owner``'s entries; False if ``owner`` has no such entry."""
+    with store.engine.execution_options(**WRITE).begin() as conn:
+        conn.execute(delete(watch_keys).where(watch_keys.c.owner == owner, watch_keys.c.watch_id == watch_id))
+        removed = conn.execute(
+            delete(watch_entries).where(watch_entries.c.owner == owner, watch_entries.c.id == watch_id)
+        ).rowcount
+    return bool(removed)
+
+
+def _hit_rids(owner: str) -> Select[tuple[int]]:
+    """The rids of records with an observable on ``owner``'s watch list."""
+    return (
+        select(observables.c.rid)
+        .join(watch_keys, and_(watch_keys.c.type == observables.c.type, watch_keys.c.value == observables.c.value))
+        .where(watch_keys.c.owner == owner)
+    )
+
+
+def watch_hits(
+    store: Store, owner: str, *, after: tuple[int, int] | None = None, received_after: int | None = None,
+) -> Iterator[StoredRecord]:
+    """Candidate hits for ``owner``: active records received from partners with a watched
+    observable, newest received first, strictly after position ``after`` (received_at, rid).
+
+    The own agency's records are never hits, even if a partner relayed one back.
+    """
+    base = (
+        select(records, log.c.envelope, log.c.received_from, log.c.received_at)
+        .join(log, log.c.seq == records.c.seq)
+        .where(
+            records.c.status == "active",
+            records.c.originator != store.agency,
+            log.c.received_from != store.agency,
+            records.c.rid.in_(_hit_rids(owner)),
+        )
+    )
+    if received_after is not None:
+        base = base.where(log.c.received_at >= received_after)
+    position = after
+    while True:
+        query = base
+        if position is not None:
+            received, rid = position
+            query = query.where(
+                or_(log.c.received_at < received, and_(log.c.received_at == received, records.c.rid < rid))
+            )
+        query = query.order_by(log.c.received_at.desc(), records.c.rid.desc()).limit(SCAN_CHUNK)
+        with store.engine.connect() as conn:
+            rows = [_row_to_record(r) for r in conn.execute(query)]
+        yield from rows
+        if len(rows) < SCAN_CHUNK:
+            return
+        position = (rows[-1].received_at, rows[-1].rid)
+
+
+def matched_watches(store: Store, owner: str, rids: Sequence[int]) -> dict[int, list[int]]:
+    """For each record (by rid), the ids of ``owner``'s entries it matches, ascending."""
+    if not rids:
+        return {}
+    query = (
+        select(observables.c.rid, watch_keys.c.watch_id)
+        .join(watch_keys, and_(watch_keys.c.type == observables.c.type, watch_keys.c.value == observables.c.value))
+        .where(watch_keys.c.owner == owner, observables.c.rid.in_(rids))
+        .distinct()
+        .order_by(observables.c.rid, watch_keys.c.watch_id)
+    )
+    matched: dict[int, list[int]] = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(query):
+            matched.setdefault(int(row.rid), []).append(int(row.watch_id))
+    return matched
