@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -191,6 +192,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# gRPC words every connection failure the same way before the cause; the cause is what
+# people need ("...; last error: UNKNOWN: ipv4:127.0.0.1:50101: Connection refused").
+_CONNECT_PREFIX = re.compile(r"^failed to connect to all addresses; last error: [A-Z_]+: (?:ipv[46]:)?\S+: ")
+
+
 def error_for(exc: grpc.RpcError, address: str) -> ExchangeError:
     """The exchange error for a failed call (the node maps refusals to codes in ``node.rpc``)."""
     code_fn = getattr(exc, "code", None)
@@ -199,7 +205,8 @@ def error_for(exc: grpc.RpcError, address: str) -> ExchangeError:
     details = _one_line(str(details_fn() or "")) if callable(details_fn) else ""
     codes = grpc.StatusCode
     if code is codes.UNAVAILABLE:
-        return TransportError(f"node at {address} is unreachable: {details or 'no details'}")
+        reason = _CONNECT_PREFIX.sub("", details)
+        return TransportError(f"node at {address} is unreachable: {reason or 'no details'}")
     if code is codes.DEADLINE_EXCEEDED:
         return TransportError(f"node at {address} did not answer in time")
     if code in (codes.INVALID_ARGUMENT, codes.RESOURCE_EXHAUSTED):

@@ -195,7 +195,10 @@ def read_template(nodes_dir: Path) -> tuple[dict[str, object], list[UserSpec]]:
         raise ConfigError(f"{template_path}: {exc}") from None
     from exchange.core.manifest import parse_manifest
 
-    manifest = parse_manifest(template, require_keys=False)  # validates codes and accreditations
+    try:
+        manifest = parse_manifest(template, require_keys=False)  # validates codes and accreditations
+    except ConfigError as exc:  # the message names the field; the file is named here
+        raise ConfigError(f"{template_path}: {exc}") from None
     users: list[UserSpec] = []
     for code in manifest.partners:
         node_toml = nodes_dir / code / "node.toml"

@@ -19,7 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.errors import InvalidInput
 from exchange.v1 import records_pb2
 
-__all__ = ["KINDS", "draft_from_json", "parse_time", "read_draft"]
+__all__ = ["KINDS", "draft_from_json", "draft_label", "load_json", "parse_time", "read_draft"]
 
 KINDS: dict[str, records_pb2.Kind] = {
     "actor": records_pb2.KIND_ACTOR,
@@ -175,24 +175,34 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def load_json(text: str, *, one_line: bool = False) -> object:
+    """Parse JSON text, refusing repeated keys; errors say where (the column alone for one line)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        where = f"column {exc.colno}" if one_line else f"line {exc.lineno} column {exc.colno}"
+        raise InvalidInput("", f"invalid JSON at {where}: {exc.msg}") from None
+    except RecursionError:
+        # json recurses per nesting level; a hostile or broken file must not end in a traceback.
+        raise InvalidInput("", "invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # a repeated key, or an integer too long to convert
+        raise InvalidInput("", str(exc)) from None
+
+
+def draft_label(name: str) -> str:
+    """How errors name a draft file given on the command line."""
+    return "<stdin>" if name == "-" else name
+
+
 def read_draft(name: str) -> tuple[records_pb2.RecordDraft, str]:
     """Read a draft file ("-" for standard input); errors name the file."""
-    if name == "-":
-        raw, label = sys.stdin.buffer.read(), "<stdin>"
-    else:
-        raw, label = Path(name).read_bytes(), name
+    label = draft_label(name)
+    raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput(label, f"not UTF-8 text (byte {exc.start})") from None
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as exc:
-        where = f"invalid JSON at line {exc.lineno} column {exc.colno}"
-        raise InvalidInput(label, f"{where}: {exc.msg}") from None
-    except ValueError as exc:
-        raise InvalidInput(label, str(exc)) from None
-    try:
-        return draft_from_json(data)
+        return draft_from_json(load_json(text))
     except InvalidInput as exc:
         raise InvalidInput(f"{label}: {exc.field}" if exc.field else label, exc.problem) from None

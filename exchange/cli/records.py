@@ -1,16 +1,25 @@
-"""Analyst commands: ``submit``, ``revise`` and ``retract``."""
+"""Analyst commands: ``submit`` (one draft, or ``--bulk`` for a JSON Lines file), ``revise`` and ``retract``."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 
-from exchange.cli.drafts import read_draft
+from exchange.cli.bulk import DEFAULT_PARALLEL, run_bulk
+from exchange.cli.drafts import draft_label, read_draft
 from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
 from exchange.cli.render import dumps
+from exchange.errors import InvalidInput
 from exchange.v1 import submission_pb2
+
+if TYPE_CHECKING:  # gRPC is imported only once a command connects (see options.client_from)
+    import grpc
+
+    from exchange.client import Client
+
+Req = TypeVar("Req", submission_pb2.SubmitRequest, submission_pb2.ReviseRequest)
 
 __all__ = ["register"]
 
@@ -19,11 +28,17 @@ def register(commands: Commands, connection: Parser) -> None:
     """Add the analyst commands to ``commands`` (an argparse subparsers object)."""
     submit = commands.add_parser(
         "submit", parents=[connection], help="submit a new record from a JSON draft",
-        description="Submit a record draft (JSON; - reads standard input).",
+        description="Submit a record draft (JSON; - reads standard input), or many with --bulk.",
     )
-    submit.add_argument("file", metavar="FILE", help="record draft in JSON")
+    submit.add_argument("file", metavar="FILE", nargs="?", help="record draft in JSON")
     submit.add_argument("--reference", metavar="REF", help="your reference (overrides the draft's)")
     submit.add_argument("--json", action="store_true", help="print the receipt as JSON")
+    bulk = submit.add_argument_group("bulk submission")
+    bulk.add_argument("--bulk", metavar="FILE.jsonl",
+                      help="one draft per line, each with its own reference (a rerun submits nothing twice)")
+    bulk.add_argument("--report", metavar="FILE", help="write each line's outcome to FILE as JSON Lines")
+    bulk.add_argument("--parallel", metavar="N", type=positive_int, default=DEFAULT_PARALLEL,
+                      help=f"submissions in flight at once (default {DEFAULT_PARALLEL})")
     submit.set_defaults(handler=run_submit)
 
     revise = commands.add_parser(
@@ -62,13 +77,46 @@ def _name(receipt: submission_pb2.Receipt) -> str:
     return f"{receipt.ref.originator}/{receipt.ref.record_id}"
 
 
+def _call_with_draft(
+    client: Client, fn: grpc.UnaryUnaryMultiCallable[Req, submission_pb2.Receipt], request: Req, file: str
+) -> submission_pb2.Receipt:
+    """Make the call; a refusal of the draft's content also names the file it came from."""
+    try:
+        return client.call(fn, request)
+    except InvalidInput as exc:
+        # The node names the field ("draft.marking.tlp: ..."), but not the file.
+        if str(exc).startswith("draft"):
+            raise InvalidInput(f"{draft_label(file)}: {exc.field}" if exc.field else draft_label(file),
+                               exc.problem) from None
+        raise
+
+
+def _check_bulk_usage(args: argparse.Namespace) -> None:
+    # Usage errors: main reports InvalidInput in one line with exit status 2.
+    if args.bulk is None:
+        if args.file is None:
+            raise InvalidInput("", "give a draft FILE, or --bulk FILE.jsonl (see `exchange submit --help`)")
+        if args.report is not None:
+            raise InvalidInput("--report", "only with --bulk")
+        return
+    if args.file is not None:
+        raise InvalidInput("", "give either a draft FILE or --bulk FILE.jsonl, not both")
+    if args.reference is not None:
+        raise InvalidInput("--reference", "not with --bulk: each line carries its own reference")
+    if args.json:
+        raise InvalidInput("--json", "not with --bulk: use --report FILE for a machine-readable report")
+
+
 def run_submit(args: argparse.Namespace) -> int:
+    _check_bulk_usage(args)
+    if args.bulk is not None:
+        return run_bulk(args)
     draft, reference = read_draft(args.file)
     if args.reference is not None:
         reference = args.reference
     request = submission_pb2.SubmitRequest(draft=draft, reference=reference)
     with client_from(args) as client:
-        receipt = client.call(client.submit, request)
+        receipt = _call_with_draft(client, client.submit, request, args.file)
     if receipt.created:
         text = f"submitted {_name(receipt)} version {receipt.version}"
     else:
@@ -81,7 +129,7 @@ def run_revise(args: argparse.Namespace) -> int:
     draft, _reference = read_draft(args.file)  # a revision keeps the record; a reference names a new one
     request = submission_pb2.ReviseRequest(ref=ref, base_version=args.base_version, draft=draft)
     with client_from(args) as client:
-        receipt = client.call(client.revise, request)
+        receipt = _call_with_draft(client, client.revise, request, args.file)
     return _print_receipt(args, receipt, f"revised {_name(receipt)} version {receipt.version}")
 
 
