@@ -1,10 +1,16 @@
-"""`exchange demo`: one agency's node, end to end, on real parts.
+"""`exchange demo`: SCENARIOS.md's story on a four-node federation, on real parts.
 
-Makes a throwaway federation PKI, starts JPN-NPA's node as a separate process
-(mutual TLS on loopback, SQLite), submits the sample records in
-nodes/JPN-NPA/samples as an analyst, and queries them back as two liaison
-officers with different clearances, saying what it does at each step. It stops
-the node it started, whatever happens.
+Makes a throwaway federation PKI, starts the node of every agency in nodes/
+(JPN-NPA, USA-DTSF, KOR-KNPA, GBR-NPSA) as a separate process with the
+``[[peers]]`` of its node.toml, and has each agency's analyst submit the
+samples of nodes/<AGENCY>/samples over gRPC. The nodes' own pull schedules
+move the records; the demo only watches, through each liaison officer's
+queries, until every agency holds exactly what its markings allow, then does
+the same for a revision and a retraction, and shows what each liaison sees.
+
+It stops every process it started (SIGTERM, then SIGKILL after a timeout)
+however it ends, Ctrl-C and SIGTERM included, and ends with one JSON line
+summarising who holds what, for scripts and tests.
 """
 
 from __future__ import annotations
@@ -12,179 +18,311 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange.cli.render import Shown, banner, record_lines, table_lines
-from exchange.client import Client, load_profile
-from exchange.errors import ConfigError, ExchangeError, NotFound, TransportError
-from exchange.pki import init_federation
-from exchange.v1 import query_pb2, submission_pb2
+from exchange._demo_federation import Federation, find_nodes_dir, shielded_from_signals, sigterm_interrupts
+from exchange._demo_story import (
+    PLAN,
+    RETRACTED,
+    RETRACTION_REASON,
+    REVISED,
+    Holdings,
+    Names,
+    Sample,
+    expected_holdings,
+    name_of,
+    search_all,
+    wait_for,
+)
+from exchange.cli.drafts import read_draft
+from exchange.cli.render import Shown, banner, combined_marking, table_lines
+from exchange.client import Client
+from exchange.errors import ExchangeError, NotFound, TransportError
+from exchange.v1 import query_pb2, records_pb2, submission_pb2
 
-AGENCY = "JPN-NPA"
-ANALYST, LIAISON, JUNIOR = "sato", "suzuki", "ito"
-START_TIMEOUT = 30.0  # seconds for the node to answer
+__all__ = ["run_demo"]
+
+SYNC_TIMEOUT = 20.0  # seconds for the schedules to deliver one round of changes everywhere
+JUNIOR = ("JPN-NPA", "ito")  # a liaison cleared below what the node holds
+HANDLE = "@HIRO_TalentBridge"  # the fake recruiter that JPN-NPA and GBR-NPSA both saw
 
 
 def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _framed(shown: list[Shown], indent: str = "     ") -> None:
+    """A table of records between the banners of the most sensitive one, as classified systems print."""
+    top = banner(s.record for s in shown)
+    for line in [top, *table_lines(shown), top] if shown else [top]:
+        say(indent + line)
 
 
-def find_nodes_dir(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [Path("nodes"), Path(__file__).resolve().parent.parent / "nodes"]
-    for candidate in candidates:
-        if (candidate / "federation.toml").exists():
-            return candidate
-    raise ConfigError("cannot find nodes/federation.toml (run from the repository or pass --nodes DIR)")
+@dataclass
+class Outcome:
+    holdings: Holdings = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    junior_sees: list[str] = field(default_factory=list)
 
 
-def prepare(nodes_dir: Path, work: Path) -> dict[str, int]:
-    """Copy nodes/ into ``work`` with free loopback ports, then make the PKI there."""
-    copy = work / "nodes"
-    shutil.copytree(nodes_dir, copy)
-    template = (copy / "federation.toml").read_text(encoding="utf-8")
-    ports: dict[str, int] = {}
-    for partner in tomllib.loads(template)["partners"]:
-        code = partner["code"]
-        ports[code] = _free_port()
-        address = f"127.0.0.1:{ports[code]}"
-        template = template.replace(f'address = "{partner["address"]}"', f'address = "{address}"')
-        node_toml = copy / code / "node.toml"
-        if node_toml.exists():
-            text = node_toml.read_text(encoding="utf-8")
-            listen = tomllib.loads(text)["listen"]
-            node_toml.write_text(text.replace(f'"{listen}"', f'"{address}"'), encoding="utf-8")
-    (copy / "federation.toml").write_text(template, encoding="utf-8")
-    init_federation(copy, work / "pki")
-    return ports
+class Story:
+    """The steps, in order; each says what is enforced and why."""
 
+    def __init__(self, federation: Federation, nodes_dir: Path, stack: ExitStack) -> None:
+        self.fed = federation
+        self.nodes_dir = nodes_dir
+        self.stack = stack
+        self.names: Names = {}
+        self.refs: dict[str, records_pb2.RecordRef] = {}
+        self.liaisons: dict[str, Client] = {}
+        self.analysts: dict[str, Client] = {}
+        self.outcome = Outcome()
 
-@contextmanager
-def node_process(work: Path, agency: str) -> Iterator[subprocess.Popen[bytes]]:
-    log = (work / f"{agency}.log").open("wb")
-    command = [
-        sys.executable, "-m", "exchange.cli.main", "node", "serve", str(work / "nodes" / agency / "node.toml"),
-        "--pki-dir", str(work / "pki"), "--data-dir", str(work / "var" / agency),
-    ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        log.close()
+    def tell(self) -> Outcome:
+        self.make_pki()
+        self.start_nodes()
+        self.submit_samples()
+        say("4. Nobody calls pull: each node's own schedule pulls its peers every ~1 s (node.toml).")
+        if self.sync("Waiting until every liaison officer sees exactly what the markings allow", changed=False):
+            self.revise_and_retract()
+            self.sync("Waiting for the schedules to carry the new versions", changed=True)
+        self.show_liaison_views()
+        self.show_clearance()
+        self.show_handle_search()
+        return self.outcome
 
+    def make_pki(self) -> None:
+        say("Exchange demo: four agencies share indicators of technology-transfer circumvention, in the")
+        say('spirit of the NPA\'s "See, Stop, Share" (よく見る・立ち止まる・共有する): early, and only with')
+        say("the right partners. Every name, address and account below is fictional.")
+        say()
+        say(f"1. A throwaway federation PKI in {self.fed.pki}: one CA per agency, node and user")
+        say("   certificates, an Ed25519 record-signing key per agency, and the manifest every node trusts.")
+        self.fed.make_pki()
 
-def wait_until_serving(client: Client, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            raise TransportError(f"the node exited with code {process.returncode}; see {log}")
+    def start_nodes(self) -> None:
+        say("2. Four nodes start, each its own `exchange node serve` process: gRPC over mutual TLS on")
+        say("   loopback, SQLite. Nodes pull, never push; each pulls the partners listed in its node.toml:")
+        self.fed.start()
+        for agency, node in self.fed.nodes.items():
+            pid = node.process.pid if node.process else "-"
+            say(f"     {agency:<9} pid {pid!s:<7} port {node.port:<6} accredited {node.accreditation:<13} "
+                f"pulls from {', '.join(node.peers) or 'no one'}")
+        self.fed.wait_until_serving()
+        for agency, node in self.fed.nodes.items():
+            self.liaisons[agency] = self.stack.enter_context(self.fed.client(agency, node.liaison))
+        say("   All four answer. A partner serves a puller only what the puller may hold; a node relays a")
+        say("   partner's record only if its marking allows relay (not ORCON, TLP:RED or TLP:AMBER+STRICT).")
+
+    def _analyst(self, agency: str) -> Client:
+        if agency not in self.analysts:
+            client = self.fed.client(agency, self.fed.nodes[agency].analyst)
+            self.analysts[agency] = self.stack.enter_context(client)
+        return self.analysts[agency]
+
+    def submit_samples(self) -> None:
+        say("3. Analysts submit records to their own node, which signs each as its agency. The marking")
+        say("   (classification, release list, TLP, caveats) is inside the signed bytes: no relay can alter it.")
+        for agency in self.fed.nodes:
+            samples = [s for s in PLAN if s.agency == agency]
+            if samples:
+                say(f"   {agency}'s analyst {self.fed.nodes[agency].analyst}:")
+                analyst = self._analyst(agency)
+                for sample in samples:
+                    self._submit(analyst, sample)
+
+    def _sample_path(self, agency: str, file_name: str) -> Path:
+        return self.nodes_dir / agency / "samples" / file_name
+
+    def _submit(self, analyst: Client, sample: Sample) -> None:
+        draft, reference = read_draft(str(self._sample_path(sample.agency, f"{sample.name}.json")))
+        receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference))
+        self.names[(receipt.ref.originator, receipt.ref.record_id)] = sample.name
+        self.refs[sample.name] = receipt.ref
+        marking = combined_marking([records_pb2.Record(ref=receipt.ref, content=draft)])
+        assert marking is not None
+        reach = ", ".join(sorted(sample.reach)) or "no partner"
+        say(f"     {sample.name} ({receipt.ref.record_id[:8]}): {draft.title}")
+        say(f"         {marking.text()}")
+        say(f"         expected at {reach}. Why: {sample.why}")
+
+    def sync(self, waiting: str, *, changed: bool) -> bool:
+        """Watch the schedules deliver; False (after saying what is missing where) if they do not in time."""
+        say(f"   {waiting}...")
+        expected = expected_holdings(self.fed.nodes, changed=changed)
         try:
-            client.call(client.search, query_pb2.SearchRequest(page_size=1))
-            return
+            holdings, problems, seconds = wait_for(expected, self.liaisons, self.names, SYNC_TIMEOUT)
         except TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            self.fed.check_alive()  # a node that died says so, rather than "unreachable"
+            raise
+        self.outcome.holdings, self.outcome.problems = holdings, problems
+        if problems:
+            say(f"   NOT CONVERGED after {seconds:.1f} s:")
+            for problem in problems:
+                say(f"     {problem}")
+            return False
+        counts = ", ".join(f"{agency} {len(held)}" for agency, held in holdings.items())
+        say(f"   Reached in {seconds:.1f} s, and nothing more arrived over the next pull rounds: {counts} records.")
+        return True
+
+    def revise_and_retract(self) -> None:
+        say("5. Versions travel too, by the same schedules. Only the originator issues versions:")
+        jpn, usa = self._analyst("JPN-NPA"), self._analyst("USA-DTSF")
+        draft, _ = read_draft(str(self._sample_path("JPN-NPA", f"{REVISED}.v2.json")))
+        revised = jpn.call(jpn.revise, submission_pb2.ReviseRequest(ref=self.refs[REVISED], base_version=1,
+                                                                    draft=draft))
+        say(f"   JPN-NPA revises {REVISED} to v{revised.version}: a third platform account paid through the same")
+        say("   bank account. A revision names the version it revises, so two revisions can never both win.")
+        retracted = usa.call(usa.retract, submission_pb2.RetractRequest(ref=self.refs[RETRACTED], base_version=1,
+                                                                        reason=RETRACTION_REASON))
+        say(f'   USA-DTSF retracts {RETRACTED} (v{retracted.version}): "{RETRACTION_REASON}".')
+        say("   A retraction is a signed version without content, and a signed withdrawal tells every")
+        say("   earlier holder, relays included, to purge the earlier payload.")
+
+    def show_liaison_views(self) -> None:
+        say("6. What each agency's liaison officer sees (`exchange query --include-retracted`). Each table is")
+        say("   framed by the banner of the most sensitive record in it; `never here` says what the node was")
+        say("   not given, and why. `relayed` records came from a partner other than their originator.")
+        for agency, client in self.liaisons.items():
+            node = self.fed.nodes[agency]
+            shown = self._sorted(search_all(client, query_pb2.SearchRequest(include_retracted=True, page_size=500)))
+            say()
+            say(f"   {agency}: {node.liaison} (liaison, node accredited {node.accreditation}), {len(shown)} records")
+            _framed(shown)
+            self._explain(agency, shown)
+
+    def _sorted(self, shown: list[Shown]) -> list[Shown]:
+        return sorted(shown, key=lambda s: (s.record.ref.originator, name_of(s, self.names)))
+
+    def _explain(self, agency: str, shown: list[Shown]) -> None:
+        for s in shown:
+            origin, via = s.record.ref.originator, s.received_from
+            if via and via not in (agency, origin):
+                say(f"     relayed: {name_of(s, self.names)} ({origin}'s) came from {via}, whose node may pass it on")
+            if s.record.status == records_pb2.STATUS_RETRACTED:
+                name = name_of(s, self.names)
+                say(f"     retracted: {name} is kept as a content-free tombstone at v{s.record.version}")
+        missing = [s for s in PLAN if agency != s.agency and agency not in s.reach]
+        for sample in missing:
+            say(f"     never here: {sample.name} ({sample.agency}'s): {sample.why}")
+        if not missing:
+            say(f"     never here: nothing; every record in the story was released to {agency}")
+
+    def show_clearance(self) -> None:
+        agency, handle = JUNIOR
+        clearance = self.fed.nodes[agency].config.users[handle].clearance
+        say()
+        say(f"7. Clearance applies to people too. {agency}'s {handle} is cleared {clearance} only; on the same")
+        say("   node, the same query shows them:")
+        with self.fed.client(agency, handle) as junior:
+            shown = self._sorted(search_all(junior, query_pb2.SearchRequest(include_retracted=True, page_size=500)))
+            self.outcome.junior_sees = sorted(name_of(s, self.names) for s in shown)
+            _framed(shown)
+            try:
+                junior.call(junior.get, query_pb2.GetRequest(ref=self.refs["sns-approach"]))
+            except NotFound as error:
+                say(f"   Asking for the CONFIDENTIAL sns-approach by id answers as if it did not exist: {error}.")
+            else:
+                raise ExchangeError(f"{handle}, cleared {clearance}, was shown a CONFIDENTIAL record")
+
+    def show_handle_search(self) -> None:
+        say(f'8. "Has anyone seen this handle?" Each liaison searches {HANDLE} (any type; case and')
+        say("   full-width forms are folded). JPN-NPA finds its own record and GBR-NPSA's, which a partner relayed;")
+        say("   GBR-NPSA finds only its own: JPN-NPA's is not released to it, and the answer does not hint it exists.")
+        request = query_pb2.SearchRequest(observable=query_pb2.ObservableQuery(value=HANDLE))
+        for agency in ("JPN-NPA", "GBR-NPSA"):
+            shown = search_all(self.liaisons[agency], request)
+            say(f"   {agency}'s {self.fed.nodes[agency].liaison}: {len(shown)} record(s)")
+            _framed(shown)
 
 
-def _records(response: query_pb2.SearchResponse) -> list[Shown]:
-    return [Shown.from_held(h) for h in response.records]
+def _exchange_command() -> str:
+    beside = Path(sys.executable).with_name("exchange")
+    return str(beside) if beside.exists() else "exchange"
 
 
-def show_search(client: Client, who: str, request: query_pb2.SearchRequest, what: str) -> list[Shown]:
-    shown = _records(client.call(client.search, request))
-    say(f"  {who} searches {what}: {len(shown)} record(s)")
-    if shown:
-        for line in [banner(s.record for s in shown), *table_lines(shown), banner(s.record for s in shown)]:
-            say("    " + line)
-    return shown
+def _how_to_use(fed: Federation) -> None:
+    command = _exchange_command()
+    say()
+    say("The federation keeps running (--keep-running). From another terminal, query it as a liaison:")
+    for agency, node in fed.nodes.items():
+        say(f"  {command} query --profile {fed.profile(agency, node.liaison)} --include-retracted")
+    gbr = fed.profile("GBR-NPSA", fed.nodes["GBR-NPSA"].liaison)
+    say(f"  {command} query --profile {gbr} --value @kenta_dev_tokyo    # a platform handle, relayed to GBR-NPSA")
+    say("or submit as an analyst (drafts like nodes/*/samples/*.json):")
+    say(f"  {command} submit --profile {fed.profile('KOR-KNPA', fed.nodes['KOR-KNPA'].analyst)} FILE.json")
+    say(f"Node logs: {fed.work}/<AGENCY>.log. Stop everything with Ctrl-C here, or: kill {os.getpid()}")
 
 
-def story(work: Path, nodes_dir: Path) -> None:
-    samples = sorted((nodes_dir / AGENCY / "samples").glob("*.json"))
-    say(f"1. Making a throwaway federation PKI in {work / 'pki'} (one CA per agency, node and user")
-    say("   certificates, Ed25519 record-signing keys, the complete manifest).")
-    prepare(nodes_dir, work)
-    profiles = work / "pki" / AGENCY / "users"
-    say(f"2. Starting {AGENCY}'s node as a separate process: gRPC over mutual TLS on loopback, SQLite (WAL).")
-    with node_process(work, AGENCY) as process, \
-            Client(load_profile(profiles / f"{ANALYST}.profile.toml")) as analyst, \
-            Client(load_profile(profiles / f"{LIAISON}.profile.toml")) as liaison, \
-            Client(load_profile(profiles / f"{JUNIOR}.profile.toml")) as junior:
-        wait_until_serving(analyst, process, work / f"{AGENCY}.log")
-        say(f"   {AGENCY} node is serving.")
-        say(f"3. Analyst {ANALYST} submits {len(samples)} sample records; the node signs each as {AGENCY}.")
-        from exchange.cli.drafts import draft_from_json
+def wait_until_stopped(fed: Federation) -> None:
+    """--keep-running: say how to use the running federation, then wait for Ctrl-C or SIGTERM."""
+    try:  # from the first line on: a signal right after the instructions must not count as an interruption
+        _how_to_use(fed)
+        while True:
+            fed.check_alive()
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        say()
 
-        receipts = []
-        for path in samples:
-            draft, reference = draft_from_json(json.loads(path.read_text(encoding="utf-8")))
-            receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference))
-            receipts.append(receipt)
-            say(f"   {path.name}: {receipt.ref.originator}/{receipt.ref.record_id} v{receipt.version} "
-                f"({draft.marking.classification}, TLP:{draft.marking.tlp})")
-        draft, reference = draft_from_json(json.loads(samples[0].read_text(encoding="utf-8")))
-        again = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference))
-        say(f"   Resubmitting {samples[0].name} (same reference) creates nothing: created={again.created}.")
-        say(f"4. Liaison officer {LIAISON} (cleared SECRET) queries what {AGENCY} holds.")
-        show_search(liaison, LIAISON, query_pb2.SearchRequest(text="技術"), "for the word 技術")
-        show_search(liaison, LIAISON, query_pb2.SearchRequest(
-            observable=query_pb2.ObservableQuery(type="platform_handle", value="@yuki_webworks")),
-            "for platform handle @yuki_webworks (stored full-width as ＠ＹＵＫＩ＿ＷＥＢＷＯＲＫＳ)")
-        held = liaison.call(liaison.get, query_pb2.GetRequest(ref=receipts[-1].ref))
-        shown = Shown.from_held(held)
-        say(f"   {LIAISON} gets {receipts[-1].ref.record_id} by id:")
-        for line in [banner([shown.record]), *record_lines(shown), banner([shown.record])]:
-            say("    " + line)
-        say(f"5. Liaison officer {JUNIOR} (cleared RESTRICTED only) runs the same search:")
-        show_search(junior, JUNIOR, query_pb2.SearchRequest(), "for everything")
-        above = next(r for r, path in zip(receipts, samples, strict=True) if path.name == "sns-approach.json")
-        say("   Records above the officer's clearance are not shown, and asking for the CONFIDENTIAL one")
-        say(f"   by id ({above.ref.record_id})")
+
+def _summary(fed: Federation, outcome: Outcome, seconds: float) -> str:
+    holdings = {agency: {name: vars(seen) for name, seen in sorted(held.items())}
+                for agency, held in outcome.holdings.items()}
+    nodes = {agency: {"pid": node.process.pid if node.process else None, "port": node.port,
+                      "exit_code": node.process.returncode if node.process else None}
+             for agency, node in fed.nodes.items()}
+    return json.dumps({"converged": not outcome.problems, "problems": outcome.problems, "holdings": holdings,
+                       "junior_sees": {"/".join(JUNIOR): outcome.junior_sees}, "nodes": nodes,
+                       "seconds": round(seconds, 1)}, ensure_ascii=False)
+
+
+def _run(fed: Federation, nodes_dir: Path, keep_running: bool) -> Outcome:
+    """The story, then (with --keep-running) the wait; the nodes are stopped however it ends."""
+    with sigterm_interrupts():
+        stack = ExitStack()  # the story's gRPC channels
         try:
-            junior.call(junior.get, query_pb2.GetRequest(ref=above.ref))
-        except NotFound as error:
-            say(f"   answers exactly as for a record that does not exist: {error}")
-        else:
-            raise ExchangeError("the RESTRICTED officer was shown a CONFIDENTIAL record")
-    say("6. The node was stopped with SIGTERM. Done: every record was signed, stored verbatim, and")
-    say("   disclosed only through the one decision point.")
+            outcome = Story(fed, nodes_dir, stack).tell()
+            if keep_running:
+                wait_until_stopped(fed)
+        finally:
+            with shielded_from_signals():
+                stack.close()  # channels first, so no call is in flight while the nodes drain
+                say(f"9. Stopping the {len(fed.nodes)} node processes (SIGTERM; SIGKILL after a timeout)...")
+                fed.stop()
+                codes = ", ".join(f"{a} {n.process.returncode}" for a, n in fed.nodes.items() if n.process)
+                say(f"   All stopped (exit codes: {codes}).")
+    return outcome
 
 
-def run_demo(nodes: str | None = None, keep: bool = False) -> int:
+def run_demo(nodes: str | None = None, keep: bool = False, keep_running: bool = False) -> int:
+    """Tell the story; 0 when every agency ended up holding exactly what it should, else 1."""
     nodes_dir = find_nodes_dir(nodes)
     work = Path(tempfile.mkdtemp(prefix="exchange-demo-"))
+    started = time.monotonic()
+    keep_work = keep
     try:
-        story(work, nodes_dir)
+        fed = Federation(nodes_dir, work)
+        outcome = _run(fed, nodes_dir, keep_running)
+        keep_work = keep or bool(outcome.problems)
+    except Exception:
+        keep_work = True  # the error names a node log in the folder; Ctrl-C (not an Exception) cleans up
+        raise
     finally:
-        if keep:
-            say(f"(kept {work})")
+        if keep_work:
+            say(f"   Kept {work} (PKI, databases, node logs).")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    return 0
+    if outcome.problems:
+        say("The federation did not converge: see NOT CONVERGED above for which agency misses what.")
+    say("Summary (JSON):")
+    say(_summary(fed, outcome, time.monotonic() - started))
+    return 1 if outcome.problems else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(run_demo())

@@ -35,9 +35,11 @@ def register(commands: Commands) -> None:
     _config_overrides(verify)
     verify.set_defaults(handler=run_audit_verify)
 
-    demo = commands.add_parser("demo", help="run one agency's node end to end on this machine")
+    demo = commands.add_parser("demo", help="run the four-agency federation's story on this machine")
     demo.add_argument("--nodes", metavar="DIR", help="folder with federation.toml (default: nodes)")
     demo.add_argument("--keep", action="store_true", help="keep the demo's working folder")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the federation up after the story, until Ctrl-C or SIGTERM")
     demo.set_defaults(handler=run_demo)
 
 
@@ -115,4 +117,4 @@ def run_audit_verify(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from exchange.demo import run_demo as demo
 
-    return demo(args.nodes, args.keep)
+    return demo(args.nodes, args.keep, args.keep_running)
