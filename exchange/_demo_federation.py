@@ -104,7 +104,11 @@ class Federation:
             address = f"127.0.0.1:{_free_port()}"
             template = template.replace(f'address = "{partner["address"]}"', f'address = "{address}"')
             text = node_toml.read_text(encoding="utf-8")
-            node_toml.write_text(text.replace(f'"{tomllib.loads(text)["listen"]}"', f'"{address}"'), encoding="utf-8")
+            settings = tomllib.loads(text)
+            text = text.replace(f'"{settings["listen"]}"', f'"{address}"')
+            if settings.get("metrics_listen"):  # its own free port too, beside a real federation
+                text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port()}"')
+            node_toml.write_text(text, encoding="utf-8")
             config = load_node_config(node_toml, pki_dir=self.pki, data_dir=self.work / "var" / partner["code"])
             self.nodes[partner["code"]] = DemoNode(
                 partner["code"], int(address.rpartition(":")[2]), partner["accreditation"], config)

@@ -15,11 +15,12 @@ WRITE = {"exchange_write": True}
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_size=8, max_overflow=16)
+    # hide_parameters: errors must not carry bound values into logs (they can be record content).
+    engine = create_engine(url, pool_size=8, max_overflow=16, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

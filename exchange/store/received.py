@@ -96,7 +96,7 @@ def apply_batch(
     one bad entry never blocks the rest of its batch.
     """
     writer = store.engine.execution_options(exchange_write=True)
-    with writer.connect() as conn, _received_durability(conn):
+    with store.write_lock, writer.connect() as conn, _received_durability(conn):
         try:
             with conn.begin():
                 report = _apply(conn, peer, entries)
@@ -424,7 +424,7 @@ def reevaluate_holdings(store: Store, may_hold: Callable[[str, Marking], bool]) 
     Returns how many records were dropped.
     """
     dropped = 0
-    with store.engine.execution_options(exchange_write=True).begin() as conn:
+    with store.write() as conn:
         rows = conn.execute(
             select(records.c.rid, records.c.originator, records.c.record_id, records.c.classification,
                    records.c.releasable_to, records.c.tlp, records.c.caveats)

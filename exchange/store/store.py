@@ -9,8 +9,10 @@ rows and its audit entry land together or not at all. Reads return
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +156,16 @@ class Store:
     def __init__(self, engine: Engine, *, agency: str) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**WRITE)
+        # One writer at a time in this process: SQLite allows one anyway, and waiting on a
+        # lock is far cheaper than its busy back-off (a sleep of up to 100 ms).
+        self.write_lock = threading.RLock()
         self.agency = agency
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (BEGIN IMMEDIATE on SQLite), one at a time in this process."""
+        with self.write_lock, self._writer.begin() as conn:
+            yield conn
 
     @classmethod
     def open(cls, url: str, *, agency: str) -> Store:
@@ -165,7 +176,7 @@ class Store:
     def create(self) -> None:
         metadata.create_all(self._engine)
         textsearch.create(self._engine)
-        with self._writer.begin() as conn:
+        with self.write() as conn:
             if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
                 conn.execute(
                     insert(meta),
@@ -319,7 +330,7 @@ class Store:
         envelope_bytes = envelope.SerializeToString()
         digest = content_hash(envelope.payload)
         try:
-            with self._writer.begin() as conn:
+            with self.write() as conn:
                 if base_version is None and reference:
                     existing = self._reference(conn, submitter, reference)
                     if existing is not None:
@@ -529,7 +540,7 @@ class Store:
 
     def manifest_changed(self, version: int, partners: Iterable[str]) -> bool:
         """Record the manifest version in use; if it changed, flag every peer for repair."""
-        with self._writer.begin() as conn:
+        with self.write() as conn:
             stored = conn.execute(select(meta.c.value).where(meta.c.key == "manifest_version")).scalar_one_or_none()
             if stored is not None and int(stored) == version:
                 return False
@@ -544,7 +555,7 @@ class Store:
 
     def note_pull(self, peer: str, error: str | None) -> None:
         """Record the outcome of a pull attempt (the cursor itself moves with each batch)."""
-        with self._writer.begin() as conn:
+        with self.write() as conn:
             values = {"last_attempt": now_us(), "last_error": error}
             if conn.execute(update(peers).where(peers.c.agency == peer).values(**values)).rowcount == 0:
                 conn.execute(insert(peers).values(agency=peer, cursor=b"", **values))
@@ -564,7 +575,7 @@ class Store:
     # --- audit -----------------------------------------------------------------------------
 
     def audit(self, *, actor: str, action: str, detail: dict[str, Any]) -> None:
-        with self._writer.begin() as conn:
+        with self.write() as conn:
             audit_log.append(conn, at=now_us(), actor=actor, action=action, detail=detail)
 
     def audit_verify(self) -> list[str]:

@@ -27,7 +27,6 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
-from exchange.store.engine import WRITE
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
 from exchange.store.store import SCAN_CHUNK, Store, StoredRecord, _row_to_record, now_us
 
@@ -79,7 +78,7 @@ def audit_pull(
     }
     # One row per distinct version: both envelopes of an equivocated version are one disclosure.
     rows = {(o, r, v, False) for o, r, v in sent} | {(o, r, v, True) for o, r, v in withdrawals}
-    with store.engine.execution_options(**WRITE).begin() as conn:
+    with store.write() as conn:
         seq = audit_log.append(conn, at=now_us(), actor=actor, action=PULL_ACTION, detail=detail)
         if rows:
             conn.execute(
@@ -171,7 +170,7 @@ def add_watch(
     """
     wanted = tuple(sorted(set(keys)))
     try:
-        with store.engine.execution_options(**WRITE).begin() as conn:
+        with store.write() as conn:
             for existing in _watches(conn, owner):
                 if existing.type == obs_type and existing.keys == wanted:
                     return existing, False
@@ -196,7 +195,7 @@ def add_watch(
 
 def remove_watch(store: Store, owner: str, watch_id: int) -> bool:
     """Remove one of ``owner``'s entries; False if ``owner`` has no such entry."""
-    with store.engine.execution_options(**WRITE).begin() as conn:
+    with store.write() as conn:
         conn.execute(delete(watch_keys).where(watch_keys.c.owner == owner, watch_keys.c.watch_id == watch_id))
         removed = conn.execute(
             delete(watch_entries).where(watch_entries.c.owner == owner, watch_entries.c.id == watch_id)
