@@ -143,3 +143,14 @@ def test_narrowing_never_widens(principal: Principal, originator: str, m: Markin
         higher = LEVELS[LEVELS.index(m.classification) + 1]
         raised = Marking(higher, m.releasable_to, m.tlp, m.caveats)
         assert allowed(holder, principal, originator, raised) <= before
+
+
+@given(holder=agencies, principal=principals, originator=agencies, current=markings, version=markings)
+def test_a_version_is_served_only_if_both_markings_allow_it(
+    holder: str, principal: Principal, originator: str, current: Marking, version: Marking
+) -> None:
+    from exchange.core.policy import decide_version
+
+    served = decide_version(holder=holder, principal=principal, originator=originator, current=current,
+                            version=version, known_agencies=KNOWN).allowed
+    assert served == (oracle(holder, principal, originator, current) and oracle(holder, principal, originator, version))

@@ -141,3 +141,35 @@ def test_digest_summarises_only_what_the_caller_may_receive(federation: Federati
     assert usa.Digest(sync_pb2.DigestRequest(), timeout=10).summaries[0].hash == top.summaries[0].hash
     kor = _partner(federation, jpn, "KOR-KNPA").Digest(sync_pb2.DigestRequest(), timeout=10)
     assert kor.summaries[0].count == 3 and kor.summaries[0].hash != top.summaries[0].hash
+
+
+def test_a_widening_never_releases_an_earlier_version(federation: Federation, jpn: Node) -> None:
+    """v1 was for JPN-NPA only; v2 is released to USA-DTSF: USA-DTSF gets v2, never v1's content."""
+    analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
+        draft=draft(title="SOURCE NAME: agent X", marking=_marking("SECRET", []))))
+    analyst.submission.Revise(submission_pb2.ReviseRequest(
+        ref=receipt.ref, base_version=1, draft=draft(title="sanitised", marking=_marking("CONFIDENTIAL", ["USA-DTSF"]))))
+    usa = _partner(federation, jpn, "USA-DTSF")
+    records, _, _ = _pull(federation.manifest, usa)
+    assert [(r.version, r.content.title) for r in records] == [(2, "sanitised")]
+    digest = usa.Digest(sync_pb2.DigestRequest(), timeout=10)
+    assert [(s.originator, s.count) for s in digest.summaries] == [("JPN-NPA", 1)]
+
+
+def test_a_version_that_forbade_relay_is_not_relayed_after_the_marking_allows_it(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """v1 ORCON reached USA-DTSF; v2 lifts ORCON: USA-DTSF relays v2 to KOR-KNPA, never v1."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
+        draft=draft(title="orcon v1", marking=_marking("CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"], caveats=["ORCON"]))))
+    assert usa.puller.pull("JPN-NPA").applied.stored == 1
+    analyst.submission.Revise(submission_pb2.ReviseRequest(
+        ref=receipt.ref, base_version=1, draft=draft(title="relayable v2", marking=_marking(
+            "CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"]))))
+    assert usa.puller.pull("JPN-NPA").applied.stored == 1
+    relayed, _, _ = _pull(federation.manifest, _partner(federation, usa, "KOR-KNPA"))
+    assert [(r.version, r.content.title) for r in relayed] == [(2, "relayable v2")]

@@ -126,6 +126,30 @@ def holders(*, originator: str, marking: Marking, accreditations: Mapping[str, s
     )
 
 
+def decide_version(
+    *,
+    holder: str,
+    principal: Principal,
+    originator: str,
+    current: Marking,
+    version: Marking,
+    known_agencies: frozenset[str],
+) -> Decision:
+    """May node ``holder`` serve one held *version* of a record to ``principal``?
+
+    Both markings must allow it: the current one (an older version is never served
+    under rules its successor narrowed) and the version's own (after a widening, an
+    earlier version that was never released to the caller, or that forbade relay,
+    stays that way).
+    """
+    for marking in (current, version):
+        decision = decide(holder=holder, principal=principal, originator=originator, marking=marking,
+                          known_agencies=known_agencies)
+        if not decision.allowed:
+            return decision
+    return ALLOW
+
+
 def withdrawal_releasable(*, principal: Principal, audience: frozenset[str]) -> Decision:
     """May a withdrawal be served to ``principal``?
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
-from exchange.core.policy import decide, withdrawal_releasable
+from exchange.core.policy import decide_version, withdrawal_releasable
 from exchange.errors import InvalidInput, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
@@ -48,13 +48,14 @@ class SyncService:
     def _releasable(self, entry: LogEntry, caller: Principal) -> bool:
         if entry.is_withdrawal:
             return withdrawal_releasable(principal=caller, audience=entry.audience).allowed
-        if entry.current_marking is None:
+        if entry.current_marking is None or entry.version_marking is None:
             return False  # no current version held: nothing to serve
-        # Only the current version's marking counts (DESIGN.md), so an older
-        # version is never served under rules its successor narrowed.
-        return decide(
-            holder=self.agency, principal=caller, originator=entry.originator,
-            marking=entry.current_marking, known_agencies=self.manifest.agencies,
+        # The current marking (an older version is never served under rules its
+        # successor narrowed) and the version's own (nor under rules it widened).
+        return decide_version(
+            holder=self.agency, principal=caller, originator=entry.originator, current=entry.current_marking,
+            version=entry.version_marking,
+            known_agencies=self.manifest.agencies,
         ).allowed
 
     # --- cursors ----------------------------------------------------------------------------
@@ -127,7 +128,8 @@ class SyncService:
         end = self.store.log_end()  # the digest describes the log up to here
         fingerprint = self.store.log_fingerprint(end) or b"\x00" * 8
         groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
-        for entry in self.store.log_after(0, originator=request.originator or None, id_prefix=prefix):
+        for entry in self.store.log_after(0, originator=request.originator or None, id_prefix=prefix,
+                                          audience_of=caller.agency):
             if entry.seq > end or not self._releasable(entry, caller):
                 continue
             # Without an originator: one summary per originator; with one: one per

@@ -271,7 +271,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
         record = e.record
         assert record is not None
         values = log_values(record.ref, record.version, e.envelope, e.envelope.SerializeToString(),
-                            e.content_hash, peer, now, e.audience)
+                            e.content_hash, peer, now, e.audience, record.content.marking)
         rows.append((seq, *(values[c] for c in LOG_COLUMNS)))
     insert_many(conn, log, columns, rows)
     # The newest unequivocal version of each record in this batch becomes current (rule 4).

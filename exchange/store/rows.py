@@ -39,7 +39,7 @@ def status_name(status: int) -> str:
 
 LOG_COLUMNS = (
     "originator", "record_id", "version", "content_hash", "payload_type", "envelope", "received_from",
-    "received_at", "audience", "purged",
+    "received_at", "audience", "classification", "releasable_to", "tlp", "caveats", "purged",
 )
 CURRENT_COLUMNS = (
     "version", "seq", "status", "kind", "classification", "releasable_to", "tlp", "caveats", "title",
@@ -50,7 +50,9 @@ CURRENT_COLUMNS = (
 def log_values(
     ref: records_pb2.RecordRef, version: int, envelope: records_pb2.Envelope, envelope_bytes: bytes,
     digest: bytes, received_from: str, received_at: int, audience: frozenset[str],
+    marking: records_pb2.Marking | None = None,
 ) -> dict[str, Any]:
+    """A log row; ``marking`` is the version's own (None for a withdrawal)."""
     return {
         "originator": ref.originator,
         "record_id": ref.record_id,
@@ -61,6 +63,10 @@ def log_values(
         "received_from": received_from,
         "received_at": received_at,
         "audience": " ".join(sorted(audience)),
+        "classification": marking.classification if marking else "",
+        "releasable_to": " ".join(sorted(marking.releasable_to)) if marking else "",
+        "tlp": marking.tlp if marking else "",
+        "caveats": " ".join(sorted(marking.caveats)) if marking else "",
         "purged": False,
     }
 

@@ -45,6 +45,12 @@ log = Table(
     # The agencies this version's marking released it to (originator included);
     # kept after a purge, so a withdrawal can be routed to every earlier audience.
     Column("audience", Text, nullable=False, default=""),
+    # This version's own marking (empty for a withdrawal): serving a version needs both
+    # the current marking and this one to allow it (policy.decide_version).
+    Column("classification", String(32), nullable=False, default=""),
+    Column("releasable_to", Text, nullable=False, default=""),
+    Column("tlp", String(16), nullable=False, default=""),
+    Column("caveats", Text, nullable=False, default=""),
     # Payload purged after a withdrawal: the row stays so the version is never re-accepted.
     Column("purged", Boolean, nullable=False, default=False),
     # The same bytes under another payload type are another entry (a signature binds the type).

@@ -105,6 +105,7 @@ class LogEntry:
     envelope: bytes
     payload_type: str
     audience: frozenset[str]  # the version's own audience (for a withdrawal: every earlier one)
+    version_marking: Marking | None  # the version's own marking (None for a withdrawal)
     current_marking: Marking | None  # None for a withdrawal, or a record no longer held
 
     @property
@@ -231,6 +232,8 @@ class Store:
                 log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash,
                 log.c.envelope, log.c.payload_type, log.c.audience, records.c.classification,
                 records.c.releasable_to, records.c.tlp, records.c.caveats,
+                log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
+                log.c.tlp.label("v_tlp"), log.c.caveats.label("v_caveats"),
             )
             .outerjoin(
                 records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id)
@@ -249,7 +252,11 @@ class Store:
             query = query.where(
                 or_(
                     log.c.originator == audience_of,
-                    and_(log.c.payload_type != WITHDRAWAL_TYPE, (" " + records.c.releasable_to + " ").like(padded)),
+                    and_(
+                        log.c.payload_type != WITHDRAWAL_TYPE,
+                        (" " + records.c.releasable_to + " ").like(padded),  # the current marking's
+                        (" " + log.c.releasable_to + " ").like(padded),  # and this version's own
+                    ),
                     and_(log.c.payload_type == WITHDRAWAL_TYPE, (" " + log.c.audience + " ").like(padded)),
                 )
             )
@@ -265,7 +272,10 @@ class Store:
                 yield LogEntry(
                     seq=row.seq, originator=row.originator, record_id=row.record_id, version=row.version,
                     content_hash=bytes(row.content_hash), envelope=bytes(row.envelope),
-                    payload_type=row.payload_type, audience=_split(row.audience), current_marking=marking,
+                    payload_type=row.payload_type, audience=_split(row.audience),
+                    version_marking=None if row.payload_type == WITHDRAWAL_TYPE else Marking(
+                        row.v_classification, _split(row.v_releasable_to), row.v_tlp, _split(row.v_caveats)),
+                    current_marking=marking,
                 )
             if len(rows) < chunk:
                 return
@@ -336,7 +346,8 @@ class Store:
                     if existing is not None:
                         return existing
                 seq = self._append_log(
-                    conn, record.ref, record.version, envelope, envelope_bytes, digest, self.agency, audience
+                    conn, record.ref, record.version, envelope, envelope_bytes, digest, self.agency, audience,
+                    record.content.marking,
                 )
                 if withdrawal is not None:
                     self._append_log(
@@ -389,10 +400,12 @@ class Store:
         digest: bytes,
         received_from: str,
         audience: frozenset[str],
+        marking: records_pb2.Marking | None = None,
     ) -> int:
         result = conn.execute(
             insert(log).values(
-                **log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience)
+                **log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience,
+                             marking)
             )
         )
         seq = result.inserted_primary_key

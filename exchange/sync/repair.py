@@ -12,7 +12,7 @@ from __future__ import annotations
 import grpc
 
 from exchange.core.identity import Identity, Principal, Role
-from exchange.core.policy import decide, withdrawal_releasable
+from exchange.core.policy import decide_version, withdrawal_releasable
 from exchange.store.store import LogEntry
 from exchange.sync.puller import Progress, Puller, PullReport
 from exchange.v1 import sync_pb2
@@ -40,10 +40,13 @@ def local_digest(puller: Puller, peer: str, originator: str = "", prefix: str = 
 def _peer_would_release(puller: Puller, peer: str, me: Principal, entry: LogEntry) -> bool:
     if entry.is_withdrawal:
         return withdrawal_releasable(principal=me, audience=entry.audience).allowed
-    if entry.current_marking is None:
+    if entry.current_marking is None or entry.version_marking is None:
         return False
-    return decide(holder=peer, principal=me, originator=entry.originator, marking=entry.current_marking,
-                  known_agencies=puller.manifest.agencies).allowed
+    return decide_version(
+        holder=peer, principal=me, originator=entry.originator, current=entry.current_marking,
+        version=entry.version_marking,
+        known_agencies=puller.manifest.agencies,
+    ).allowed
 
 
 def _remote(puller: Puller, peer: str, originator: str = "", prefix: str = "") -> sync_pb2.DigestResponse:
