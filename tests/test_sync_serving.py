@@ -149,7 +149,8 @@ def test_a_widening_never_releases_an_earlier_version(federation: Federation, jp
     receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
         draft=draft(title="SOURCE NAME: agent X", marking=_marking("SECRET", []))))
     analyst.submission.Revise(submission_pb2.ReviseRequest(
-        ref=receipt.ref, base_version=1, draft=draft(title="sanitised", marking=_marking("CONFIDENTIAL", ["USA-DTSF"]))))
+        ref=receipt.ref, base_version=1,
+        draft=draft(title="sanitised", marking=_marking("CONFIDENTIAL", ["USA-DTSF"]))))
     usa = _partner(federation, jpn, "USA-DTSF")
     records, _, _ = _pull(federation.manifest, usa)
     assert [(r.version, r.content.title) for r in records] == [(2, "sanitised")]
