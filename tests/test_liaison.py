@@ -211,9 +211,7 @@ def test_disclosures_list_the_partners_that_pulled_a_record_and_when(
     assert all(start * 1e6 <= d.at.ToMicroseconds() <= end * 1e6 for d in answer.disclosures)
     assert answer.current_version == 1 and answer.marking.classification == "CONFIDENTIAL"
     assert not answer.truncated
-    # The analyst may ask too; the audit log holds one pull entry per batch, partner by partner.
-    analyst = liaison_pb2_grpc.LiaisonStub(federation.user_channel(jpn, "JPN-NPA", "sato"))
-    assert len(analyst.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref)).disclosures) == 2
+    # The audit log holds one pull entry per batch, partner by partner.
     pulls = jpn.store.audit_entries("pull")
     assert [(e.actor, e.detail["partner"]) for e in pulls] == [
         ("urn:exchange:USA-DTSF:node", "USA-DTSF"), ("urn:exchange:KOR-KNPA:node", "KOR-KNPA")]
@@ -336,7 +334,6 @@ def test_partner_nodes_and_analysts_cannot_call_the_liaison_rpcs(federation: Fed
     ]
     for call in calls:
         assert _refused(lambda call=call: call(partner)).code() == grpc.StatusCode.PERMISSION_DENIED
-    # Analysts may ask about disclosures, but the watch list is the liaison officer's.
-    calls[0](analyst)
-    for call in calls[1:]:
+    # Disclosures and the watch list are the liaison officer's (DESIGN.md's actors table).
+    for call in calls:
         assert _refused(lambda call=call: call(analyst)).code() == grpc.StatusCode.PERMISSION_DENIED

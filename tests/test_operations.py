@@ -333,3 +333,28 @@ def test_sigterm_during_a_pull_leaves_a_consistent_database(federation: Federati
     assert f"received {TOTAL - held:,}, stored {TOTAL - held:,}, duplicates 0" in rest.stdout, rest.stdout
     assert held_count(db) == TOTAL
     assert query(db, "SELECT count(*) FROM log") == [(TOTAL,)]
+
+
+def test_cancelled_health_watches_do_not_hold_the_nodes_threads(federation: Federation, tmp_path: Path) -> None:
+    """Review finding: a Watch held its RPC thread after the client left; 16 of them hung the node."""
+    from exchange.node.health import MAX_WATCHERS
+    from exchange.v1 import submission_pb2
+    from tests.federation import UserClient, draft
+
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    key = (federation.pki_dir / "KOR-KNPA" / "node.key").read_bytes()
+    cert = (federation.pki_dir / "KOR-KNPA" / "node.crt").read_bytes()
+    health = health_pb2_grpc.HealthStub(federation.channel(node.port, server_agency="JPN-NPA", key=key, cert=cert))
+    for _ in range(3):  # more watches than the node has threads, in rounds, each cancelled
+        calls = [health.Watch(health_pb2.HealthCheckRequest()) for _ in range(MAX_WATCHERS)]
+        for call in calls:
+            assert next(call).status == health_pb2.HealthCheckResponse.SERVING
+        extra = health.Watch(health_pb2.HealthCheckRequest())
+        with pytest.raises(grpc.RpcError) as refused:
+            next(extra)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        for call in calls:
+            call.cancel()
+        time.sleep(1.5)  # each watch notices within its poll interval
+    analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
+    assert analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), timeout=5).created

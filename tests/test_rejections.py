@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.config import Limits
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
@@ -50,6 +51,8 @@ CASES: list[tuple[str, Callable[[], records_pb2.RecordDraft], grpc.StatusCode, s
      "over the limit of 16384"),
     ("100,000 observables", lambda: draft(observables=_obs(100_000)), grpc.StatusCode.INVALID_ARGUMENT,
      "draft.observables: 100000 observables"),
+    ("validity out of range", lambda: draft(validity=records_pb2.Validity(not_before=Timestamp(seconds=2**62))),
+     grpc.StatusCode.INVALID_ARGUMENT, "draft.validity.not_before: out of range"),
 ]
 
 
@@ -136,6 +139,7 @@ def test_bad_queries_name_the_field(federation: Federation, node) -> None:  # ty
         (query_pb2.SearchRequest(page_size=100_000), "page_size"),
         (query_pb2.SearchRequest(page_token="not-a-token"), "page_token"),
         (query_pb2.SearchRequest(originators=["nope"]), "originators[0]"),
+        (query_pb2.SearchRequest(issued_after=Timestamp(seconds=-(2**62))), "issued_after"),
     ):
         with pytest.raises(grpc.RpcError) as refused:
             liaison.query.Search(request, timeout=10)

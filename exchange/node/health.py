@@ -13,8 +13,8 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from exchange.core.identity import Principal
-from exchange.errors import NotFound
-from exchange.node.rpc import Method
+from exchange.errors import NotFound, TooLarge
+from exchange.node.rpc import Method, call_active
 from exchange.store import Store
 from exchange.store.schema import meta
 
@@ -22,6 +22,7 @@ log = logging.getLogger("exchange.health")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+MAX_WATCHERS = 4  # concurrent Watch streams; each holds one of the node's RPC threads
 _WATCH_POLL_SECONDS = 1.0
 
 
@@ -30,6 +31,7 @@ class Health:
         self._status = dict.fromkeys(["", *services], SERVING)
         self._changed = threading.Condition()
         self._stopped = False
+        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
 
     def methods(self) -> list[Method]:
         return [
@@ -61,10 +63,21 @@ class Health:
     def watch(
         self, request: health_pb2.HealthCheckRequest, _caller: Principal
     ) -> Iterator[health_pb2.HealthCheckResponse]:
+        # A Watch holds an RPC thread while it lasts: a few at a time, and each ends as
+        # soon as its client is gone, or one identity could take every thread.
+        if not self._watchers.acquire(blocking=False):
+            raise TooLarge(f"at most {MAX_WATCHERS} health watches at a time")
+        try:
+            yield from self._watch(request.service)
+        finally:
+            self._watchers.release()
+
+    def _watch(self, service: str) -> Iterator[health_pb2.HealthCheckResponse]:
+        active = call_active.get()
         last = None
-        while True:
+        while active():
             with self._changed:
-                status = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                status = self._status.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
                 if status == last:
                     if self._stopped:
                         return

@@ -30,7 +30,7 @@ from exchange.node.query import held_record
 from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
-from exchange.records.validate import validate_ref
+from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
 from exchange.store.rows import timestamp_us
 from exchange.v1 import liaison_pb2, records_pb2
@@ -149,6 +149,8 @@ class LiaisonService:
         page_size = request.page_size or self.limits.default_page_size
         if page_size > self.limits.max_page_size:
             raise InvalidInput("page_size", f"at most {self.limits.max_page_size}")
+        if request.HasField("received_after"):
+            validate_timestamp(request.received_after, "received_after")
         received_after = timestamp_us(request.received_after) if request.HasField("received_after") else None
         context = self._token_context(request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None

@@ -22,7 +22,7 @@ from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
 from exchange.records import textindex
 from exchange.records.normalize import normalize, normalize_any
-from exchange.records.validate import validate_ref
+from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import SearchFilter, Store, StoredRecord
 from exchange.store.rows import kind_name, timestamp_us
 from exchange.v1 import query_pb2, records_pb2
@@ -108,6 +108,9 @@ class QueryService:
                 if not observables:
                     raise InvalidInput("observable.value", "not a valid value of any observable type")
         text = request.text.strip()
+        for name in ("issued_after", "issued_before"):
+            if request.HasField(name):
+                validate_timestamp(getattr(request, name), name)
         after = timestamp_us(request.issued_after) if request.HasField("issued_after") else None
         before = timestamp_us(request.issued_before) if request.HasField("issued_before") else None
         if after is not None and before is not None and before <= after:

@@ -10,6 +10,7 @@ identity is on every line logged during the call) and times it for metrics.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +39,11 @@ from exchange.node.auth import Authenticator
 from exchange.observe import NO_METRICS, Metrics
 
 log = logging.getLogger("exchange.node")
+
+# Whether the current streaming call's client is still connected (True outside a call).
+call_active: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
+    "call_active", default=lambda: True
+)
 access = logging.getLogger("exchange.rpc")  # one line per call: filter or route it on its own
 
 USERS = frozenset({Role.ANALYST, Role.LIAISON})
@@ -50,7 +56,7 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.Submission/Retract": frozenset({Role.ANALYST}),
     "/exchange.v1.Query/Get": USERS,
     "/exchange.v1.Query/Search": USERS,
-    "/exchange.v1.Liaison/Disclosures": USERS,
+    "/exchange.v1.Liaison/Disclosures": frozenset({Role.LIAISON}),  # DESIGN.md: liaison officers
     # The watch list is the liaison officer's tool (exchange/node/liaison.py).
     "/exchange.v1.Liaison/WatchAdd": frozenset({Role.LIAISON}),
     "/exchange.v1.Liaison/WatchRemove": frozenset({Role.LIAISON}),
@@ -258,8 +264,13 @@ class Guard:
                 principal = self.admit(method, context, call)
                 if isinstance(request, _Malformed):
                     raise InvalidInput("", request.problem)
-                with logs.bound(identity=call.who):
-                    yield from fn(request, principal)
+                # A long-lived stream (health Watch) asks whether its client is still there.
+                token = call_active.set(context.is_active)
+                try:
+                    with logs.bound(identity=call.who):
+                        yield from fn(request, principal)
+                finally:
+                    call_active.reset(token)
 
         return behaviour
 

@@ -138,6 +138,8 @@ class Node:
         server = grpc.server(
             self._executor,
             handlers=self._handlers,
+            # Beyond this, calls are refused (RESOURCE_EXHAUSTED) instead of queueing without end.
+            maximum_concurrent_rpcs=WORKERS * 8,
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),

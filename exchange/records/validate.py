@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import uuid
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE
 from exchange.core.marking import CAVEATS, TLP_LABELS, classification_level
@@ -24,6 +26,15 @@ _COUNTRY_RE = re.compile(r"^[A-Z]{3}$")
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 # C0/C1 controls other than tab and newline have no place in text people read.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+# Timestamps a store can hold as microseconds in 64 bits, with room to spare.
+MIN_SECONDS, MAX_SECONDS = 0, 253_402_300_799  # 1970-01-01 .. 9999-12-31
+
+
+def validate_timestamp(ts: Timestamp, field: str) -> None:
+    if not MIN_SECONDS <= ts.seconds <= MAX_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidInput(field, "out of range (1970-01-01 to 9999-12-31)")
 
 
 def validate_ref(ref: records_pb2.RecordRef, field: str) -> None:
@@ -111,6 +122,7 @@ def validate_draft(draft: records_pb2.RecordDraft, *, partners: frozenset[str], 
     if draft.confidence > 100:
         raise InvalidInput("draft.confidence", f"expected 0..100, got {draft.confidence}")
     validity = draft.validity
+    _validate_validity(validity, "draft.validity")
     if (
         validity.HasField("not_before")
         and validity.HasField("not_after")
@@ -119,13 +131,17 @@ def validate_draft(draft: records_pb2.RecordDraft, *, partners: frozenset[str], 
         raise InvalidInput("draft.validity", "not_after must be later than not_before")
 
 
+def _validate_validity(validity: records_pb2.Validity, field: str) -> None:
+    for name in ("not_before", "not_after"):
+        if validity.HasField(name):
+            validate_timestamp(getattr(validity, name), f"{field}.{name}")
+
+
 def validate_reference(reference: str) -> None:
     _text(reference, "reference", 256, required=False, multiline=False)
 
 
 MAX_VERSION = 2**31 - 1
-# Timestamps a store can hold as microseconds in 64 bits, with room to spare.
-MIN_SECONDS, MAX_SECONDS = 0, 253_402_300_799  # 1970-01-01 .. 9999-12-31
 
 
 def validate_received(record: records_pb2.Record) -> None:
@@ -138,9 +154,8 @@ def validate_received(record: records_pb2.Record) -> None:
     if not 1 <= record.version <= MAX_VERSION:
         raise InvalidInput("record.version", f"out of range: {record.version}")
     for name in ("created_at", "issued_at"):
-        seconds = getattr(record, name).seconds
-        if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-            raise InvalidInput(f"record.{name}", f"out of range: {seconds} seconds")
+        validate_timestamp(getattr(record, name), f"record.{name}")
+    _validate_validity(record.content.validity, "record.content.validity")
     if record.status not in (records_pb2.STATUS_ACTIVE, records_pb2.STATUS_RETRACTED):
         raise InvalidInput("record.status", f"unknown status {record.status}")
     content = record.content

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.core.marking import Marking
@@ -111,7 +111,7 @@ def apply_batch(
                 try:
                     with conn.begin_nested():
                         single = _apply(conn, peer, [entry])
-                except (SQLAlchemyError, OverflowError, ValueError) as error:
+                except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                     digest = entry.content_hash
                     _refuse(conn, peer, Refusal(digest, f"could not be stored: {type(error).__name__}", False),
                             report)
@@ -120,6 +120,12 @@ def apply_batch(
             if cursor is not None:
                 save_cursor(conn, peer, cursor, repaired=repaired)
         return report
+
+
+# Errors an entry's content causes whenever it is applied. Anything else (a locked or
+# unreachable database) rolls the whole batch back, cursor included, to be pulled again:
+# quarantining on a passing fault would lose the record for good.
+_CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 
 @contextmanager

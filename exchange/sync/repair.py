@@ -13,9 +13,15 @@ import grpc
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.policy import decide_version, withdrawal_releasable
+from exchange.errors import RefusedError
 from exchange.store.store import LogEntry
 from exchange.sync.puller import Progress, Puller, PullReport
 from exchange.v1 import sync_pb2
+
+
+class RepairError(RefusedError):
+    """A peer's digests cannot be used to repair (malformed, or never narrowing down)."""
+
 
 LEAF_COUNT = 256  # a differing bucket this small is listed entry by entry instead of split further
 MAX_PREFIX = 6  # hex digits
@@ -67,23 +73,34 @@ def differing_buckets(puller: Puller, peer: str) -> tuple[list[sync_pb2.Bucket],
     top = _remote(puller, peer)
     local = local_digest(puller, peer)
     buckets: list[sync_pb2.Bucket] = []
+    budget = [MAX_DIGEST_CALLS]
     for (originator, _), (summary, _count) in _summaries(top).items():
         if local.get((originator, "")) != summary:
-            buckets += _bisect(puller, peer, originator, "")
+            buckets += _bisect(puller, peer, originator, "", budget)
     return buckets, bytes(top.cursor)
 
 
-def _bisect(puller: Puller, peer: str, originator: str, prefix: str) -> list[sync_pb2.Bucket]:
+MAX_DIGEST_CALLS = 2_000  # per repair: a peer's digests must not keep us bisecting forever
+
+
+def _bisect(puller: Puller, peer: str, originator: str, prefix: str, budget: list[int]) -> list[sync_pb2.Bucket]:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise RepairError(f"{peer}'s digests did not narrow down within {MAX_DIGEST_CALLS} calls")
     remote = _summaries(_remote(puller, peer, originator, prefix))
     local = local_digest(puller, peer, originator, prefix)
     found: list[sync_pb2.Bucket] = []
-    for (_, bucket), (summary, count) in remote.items():
+    for (bucket_originator, bucket), (summary, count) in remote.items():
+        # A bucket must be this one split by one more character: anything else is a
+        # peer steering us (a bucket equal to its parent would recurse without end).
+        if bucket_originator != originator or len(bucket) != len(prefix) + 1 or not bucket.startswith(prefix):
+            raise RepairError(f"{peer} answered a digest of {originator}/{prefix!r} with bucket {bucket!r}")
         if local.get((originator, bucket)) == summary:
             continue
         if count <= LEAF_COUNT or len(bucket) >= MAX_PREFIX:
             found += _missing(puller, peer, originator, bucket)
         else:
-            found += _bisect(puller, peer, originator, bucket)
+            found += _bisect(puller, peer, originator, bucket, budget)
     return found
 
 
@@ -114,8 +131,12 @@ def repair(puller: Puller, peer: str, report: PullReport, *, progress: Progress 
                 max_entries=puller.limits.pull_batch_entries, only=buckets[start : start + step]
             )
             puller.stream(peer, request, report, progress, save_cursor=False)
+        if report.truncated:
+            return  # not all of it came: the flag stays, the next pull repairs again
         # Resume normal pulls from the digest's position; the repair flag is cleared with it.
         apply_batch(puller.store, peer, [], cursor, repaired=True)
         report.repaired = True
     except grpc.RpcError as error:
         report.error = f"repair failed: {error.code().name}: {error.details()}"
+    except RepairError as error:
+        report.error = f"repair failed: {error}"
