@@ -551,3 +551,31 @@ def test_the_pull_schedule_survives_a_batch_that_cannot_be_stored(
     assert jpn.schedule is not None
     assert len(hostile.calls) >= 3, f"the schedule stopped after {len(hostile.calls)} pull(s)"
 
+
+
+def test_a_stalling_partner_delays_only_its_own_pulls(
+    federation: Federation, tmp_path: Path, hostile: HostilePartner
+) -> None:
+    """Review finding: one schedule thread let a stalling peer hold up every other peer."""
+    hostile.play(*([[Stall(30)]] * 5))  # KOR-KNPA keeps every pull open until its deadline
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    jpn = federation.start_node(
+        "JPN-NPA", tmp_path / "jpn", limits=Limits(pull_deadline_seconds=20), peers=(KOR, "USA-DTSF"),
+        schedule=True, interval=0.2,
+    )
+    from exchange.v1 import submission_pb2
+    from tests.federation import draft
+
+    deadline = time.monotonic() + 5
+    while not hostile.calls:  # KOR-KNPA's pull has started and is stalled...
+        assert time.monotonic() < deadline, "the schedule never pulled KOR-KNPA"
+        time.sleep(0.02)
+    time.sleep(0.5)  # ...and USA-DTSF's first pull has come and gone
+    writer = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
+    marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="GREEN")
+    ref = writer.submission.Submit(submission_pb2.SubmitRequest(draft=draft(marking=marking)), timeout=10).ref
+    deadline = time.monotonic() + 8
+    while ("USA-DTSF", ref.record_id) not in held(jpn):
+        assert time.monotonic() < deadline, "USA-DTSF's record waited behind the stalled KOR-KNPA pull"
+        time.sleep(0.05)
+    assert hostile.calls and not hostile.calls[0].ended.is_set()  # KOR-KNPA's pull is still stalled

@@ -1,14 +1,14 @@
 """The pull schedule: every peer on its own interval, with jitter and backoff.
 
-One thread runs the schedule; pulls of different peers run one after another
-(a node's store takes one writer at a time anyway). A failing peer is retried
-after an exponentially growing delay, capped, so an unreachable partner costs
-little; the first success resets it.
+Each peer has its own thread, so a slow or hostile partner (a stalled stream,
+digests that take their full deadline) delays only its own pulls; writes are
+serialised by the store anyway. A failing peer is retried after an
+exponentially growing delay, capped, so an unreachable partner costs little;
+the first success resets it.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 import threading
@@ -33,40 +33,47 @@ class Schedule:
     def __init__(self, puller: Puller, peers: Sequence[PeerEntry], *, seed: int | None = None) -> None:
         self._puller = puller
         self._peers = {p.agency: p for p in peers}
-        self._failures = dict.fromkeys(self._peers, 0)
         self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.last: dict[str, PullReport] = {}
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pull-schedule", daemon=True)
-        self._thread.start()
+        for agency in self._peers:
+            thread = threading.Thread(target=self._run, args=(agency,), name=f"pull-{agency}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop scheduling; a pull in progress finishes its current batch and commits."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
-    def _run(self) -> None:
-        queue = [(time.monotonic() + self._rng.uniform(0, 1), agency) for agency in self._peers]
-        heapq.heapify(queue)
-        while queue and not self._stop.is_set():
-            due, agency = heapq.heappop(queue)
-            if self._stop.wait(max(0.0, due - time.monotonic())):
-                return
+    def _delay(self, agency: str, failures: int) -> float:
+        with self._rng_lock:
+            return next_delay(self._peers[agency].interval_seconds, failures, self._rng)
+
+    def _run(self, agency: str) -> None:
+        failures = 0
+        with self._rng_lock:
+            first = self._rng.uniform(0, 1)  # partners' first pulls spread out, not all at once
+        if self._stop.wait(first):
+            return
+        while not self._stop.is_set():
             try:
                 report = self._puller.pull(agency)
-            except Exception as error:  # one peer's failure never stops the schedule
+            except Exception as error:  # a failure never stops this peer's schedule
                 log.exception("pull from %s failed unexpectedly", agency, extra={"peer": agency})
                 report = PullReport(agency, error=f"internal error: {error}")
             self.last[agency] = report
-            self._failures[agency] = self._failures[agency] + 1 if report.error else 0
+            failures = failures + 1 if report.error else 0
             if report.error and self._stop.is_set():
                 log.info("pull from %s cut short by shutdown: %s", agency, report.error, extra={"peer": agency})
             elif report.error:
-                log.warning("pull from %s failed (%d in a row): %s", agency, self._failures[agency], report.error,
+                log.warning("pull from %s failed (%d in a row): %s", agency, failures, report.error,
                             extra={"peer": agency})
-            delay = next_delay(self._peers[agency].interval_seconds, self._failures[agency], self._rng)
-            heapq.heappush(queue, (time.monotonic() + delay, agency))
+            if self._stop.wait(self._delay(agency, failures)):
+                return
