@@ -32,6 +32,12 @@ def classification_level(value: str) -> int | None:
         return None
 
 
+def within_clearance(clearance: str) -> tuple[str, ...]:
+    """The classifications a clearance covers (none for an unknown clearance)."""
+    level = classification_level(clearance)
+    return () if level is None else CLASSIFICATIONS[: level + 1]
+
+
 @dataclass(frozen=True)
 class Marking:
     """The dissemination marking carried inside a signed record."""

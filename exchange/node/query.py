@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
 from exchange.core.manifest import Manifest
+from exchange.core.marking import within_clearance
 from exchange.core.policy import decide
 from exchange.errors import InvalidInput, NotFound
 from exchange.node.rpc import Method
@@ -68,7 +69,7 @@ class QueryService:
         return held_record(record)
 
     def search(self, request: query_pb2.SearchRequest, caller: Principal) -> query_pb2.SearchResponse:
-        criteria = self._criteria(request)
+        criteria = self._criteria(request, caller)
         page_size = request.page_size or self.limits.default_page_size
         if page_size > self.limits.max_page_size:
             raise InvalidInput("page_size", f"at most {self.limits.max_page_size}")
@@ -89,7 +90,7 @@ class QueryService:
             next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
         )
 
-    def _criteria(self, request: query_pb2.SearchRequest) -> SearchFilter:
+    def _criteria(self, request: query_pb2.SearchRequest, caller: Principal) -> SearchFilter:
         kinds = []
         for i, kind in enumerate(request.kinds):
             if kind not in (records_pb2.KIND_ACTOR, records_pb2.KIND_TECHNIQUE, records_pb2.KIND_OBSERVABLE_SET):
@@ -128,6 +129,8 @@ class QueryService:
             issued_after=after,
             issued_before=before,
             include_retracted=request.include_retracted,
+            audience_of=caller.agency,
+            classifications=within_clearance(caller.clearance),
         )
 
     @staticmethod

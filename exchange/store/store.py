@@ -128,6 +128,11 @@ class SearchFilter:
     issued_after: int | None = None  # inclusive, microseconds
     issued_before: int | None = None  # exclusive
     include_retracted: bool = False
+    # A coarse prefilter in SQL for a user of this node (rules 1 and 2: the user's agency in
+    # the audience, the classification within the clearance), so a search does not walk
+    # every record the user may not see; the disclosure decision still judges each row.
+    audience_of: str | None = None
+    classifications: tuple[str, ...] | None = None
 
 
 def _split(value: str) -> frozenset[str]:
@@ -498,6 +503,13 @@ class Store:
 
     def _conditions(self, c: SearchFilter) -> list[Any]:
         conditions: list[Any] = []
+        if c.audience_of is not None:
+            conditions.append(or_(
+                records.c.originator == c.audience_of,
+                (" " + records.c.releasable_to + " ").like(f"% {c.audience_of} %"),
+            ))
+        if c.classifications is not None:
+            conditions.append(records.c.classification.in_(c.classifications))
         if not c.include_retracted:
             conditions.append(records.c.status == "active")
         if c.kinds:
