@@ -113,3 +113,29 @@ def test_manifest_change_narrowing_drops_what_may_no_longer_be_held(federation: 
     assert _held(kor) == set()
     with kor.store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM log").scalar_one() == 0
+
+
+def test_entries_signed_with_a_key_marked_compromised_are_neither_shown_nor_served(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """DESIGN.md: a compromised key invalidates every signature it made, whatever its timestamp."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "JPN-NPA")
+    usa = federation.start_node("USA-DTSF", tmp_path / "USA-DTSF")
+    refs = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 3,
+                marking=records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["USA-DTSF", "KOR-KNPA"],
+                                            tlp="GREEN"))
+    assert usa.puller.pull("JPN-NPA").applied.stored == 3
+    assert usa.store.current("JPN-NPA", refs[0].record_id) is not None
+
+    partners = dict(federation.manifest.partners)
+    jpn_keys = tuple(dataclasses.replace(k, compromised_since=k.not_before) for k in partners["JPN-NPA"].keys)
+    partners["JPN-NPA"] = dataclasses.replace(partners["JPN-NPA"], keys=jpn_keys)
+    compromised = Manifest(version=federation.manifest.version + 1, partners=partners)
+    usa = _restart(federation, usa, tmp_path, compromised)
+    assert usa.store.current("JPN-NPA", refs[0].record_id) is None  # not shown to USA-DTSF's users
+    kor = Node(federation.node_config("KOR-KNPA", tmp_path / "KOR-KNPA"), manifest=compromised, schedule=False)
+    kor.start()
+    federation.nodes.append(kor)
+    report = kor.puller.pull("USA-DTSF")  # nor relayed to KOR-KNPA
+    assert report.error == "" and report.received == 0
+    assert _held(kor) == set()

@@ -77,6 +77,9 @@ class Node:
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store.open(config.database_url, agency=config.agency)
+        self.store.distrusted_keys = frozenset(
+            key.key_id for partner in self.manifest.partners.values() for key in partner.keys if key.compromised
+        )
         self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync",

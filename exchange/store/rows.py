@@ -38,7 +38,7 @@ def status_name(status: int) -> str:
 
 
 LOG_COLUMNS = (
-    "originator", "record_id", "version", "content_hash", "payload_type", "envelope", "received_from",
+    "originator", "record_id", "version", "content_hash", "payload_type", "key_id", "envelope", "received_from",
     "received_at", "audience", "classification", "releasable_to", "tlp", "caveats", "purged",
 )
 CURRENT_COLUMNS = (
@@ -59,6 +59,7 @@ def log_values(
         "version": version,
         "content_hash": digest,
         "payload_type": envelope.payload_type,
+        "key_id": envelope.key_id,
         "envelope": envelope_bytes,
         "received_from": received_from,
         "received_at": received_at,

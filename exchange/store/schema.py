@@ -39,6 +39,7 @@ log = Table(
     Column("version", Integer, nullable=False),
     Column("content_hash", LargeBinary(32), nullable=False),
     Column("payload_type", String(64), nullable=False),
+    Column("key_id", String(128), nullable=False, default=""),  # whose key signed it (compromise)
     Column("envelope", LargeBinary, nullable=False),
     Column("received_from", String(32), nullable=False),
     Column("received_at", BigInteger, nullable=False),

@@ -165,6 +165,9 @@ class Store:
         # One writer at a time in this process: SQLite allows one anyway, and waiting on a
         # lock is far cheaper than its busy back-off (a sleep of up to 100 ms).
         self.write_lock = threading.RLock()
+        # Signing keys the manifest marks compromised: every signature they made is void,
+        # so entries signed with them are neither shown nor served (DESIGN.md "Signing").
+        self.distrusted_keys: frozenset[str] = frozenset()
         self.agency = agency
 
     @contextmanager
@@ -246,6 +249,8 @@ class Store:
         )
         if not include_purged:
             query = query.where(log.c.purged.is_(False))
+        if self.distrusted_keys:
+            query = query.where(log.c.key_id.not_in(self.distrusted_keys))
         if originator is not None:
             query = query.where(log.c.originator == originator)
         if id_prefix:
@@ -460,12 +465,15 @@ class Store:
     # --- reads ---------------------------------------------------------------------------
 
     def _select_current(self) -> Any:
-        return select(
+        query = select(
             records,
             log.c.envelope,
             log.c.received_from,
             log.c.received_at,
         ).join(log, log.c.seq == records.c.seq)
+        if self.distrusted_keys:
+            query = query.where(log.c.key_id.not_in(self.distrusted_keys))
+        return query
 
     def current(self, originator: str, record_id: str) -> StoredRecord | None:
         query = self._select_current().where(
