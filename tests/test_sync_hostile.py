@@ -579,3 +579,28 @@ def test_a_stalling_partner_delays_only_its_own_pulls(
         assert time.monotonic() < deadline, "USA-DTSF's record waited behind the stalled KOR-KNPA pull"
         time.sleep(0.05)
     assert hostile.calls and not hostile.calls[0].ended.is_set()  # KOR-KNPA's pull is still stalled
+
+
+def test_a_refused_record_shows_up_in_exchange_events(
+    federation: Federation, jpn: Node, hostile: HostilePartner, forge: Forge,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from exchange.cli.main import main
+
+    bad = tampered(forge.honest())
+    not_ours = forge.honest(mark=marking(releasable_to=("USA-DTSF",)))
+    hostile.play([Batch([forge.honest(), bad, not_ours], b"c1")])
+    assert jpn.puller.pull(KOR).applied.refused == 2
+    config = tmp_path / "jpn.toml"
+    config.write_text(
+        f'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
+        f'data_dir = "{jpn.config.data_dir}"\n',
+        encoding="utf-8",
+    )
+    capsys.readouterr()
+    assert main(["events", "--config", str(config), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(e["kind"], e["peer"], e["detail"]["content_hash"]) for e in shown] == [
+        ("refused-invalid", KOR, hash_of(bad).hex()),
+        ("refused-not-holdable", KOR, hash_of(not_ours).hex()),
+    ]
