@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
+from exchange.core.marking import within_clearance
 from exchange.core.policy import decide
 from exchange.errors import InvalidInput, NotFound, TooLarge
 from exchange.node.query import held_record
@@ -157,7 +158,10 @@ class LiaisonService:
         owner = caller.identity.uri
         page: list[StoredRecord] = []
         more = False
-        for record in watch.watch_hits(self.store, owner, after=after, received_after=received_after):
+        for record in watch.watch_hits(
+            self.store, owner, after=after, received_after=received_after,
+            audience_of=caller.agency, classifications=within_clearance(caller.clearance),
+        ):
             if not self._allowed(record, caller):
                 continue
             if len(page) == page_size:

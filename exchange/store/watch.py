@@ -214,6 +214,7 @@ def _hit_rids(owner: str) -> Select[tuple[int]]:
 
 def watch_hits(
     store: Store, owner: str, *, after: tuple[int, int] | None = None, received_after: int | None = None,
+    audience_of: str | None = None, classifications: tuple[str, ...] | None = None,
 ) -> Iterator[StoredRecord]:
     """Candidate hits for ``owner``: active records received from partners with a watched
     observable, newest received first, strictly after position ``after`` (received_at, rid).
@@ -232,6 +233,16 @@ def watch_hits(
     )
     if received_after is not None:
         base = base.where(log.c.received_at >= received_after)
+    if store.distrusted_keys:  # signed with a compromised key: void, as everywhere else
+        base = base.where(log.c.key_id.not_in(store.distrusted_keys))
+    # The same coarse prefilter as search (rules 1 and 2); the caller still decides each row.
+    if audience_of is not None:
+        base = base.where(or_(
+            records.c.originator == audience_of,
+            (" " + records.c.releasable_to + " ").like(f"% {audience_of} %"),
+        ))
+    if classifications is not None:
+        base = base.where(records.c.classification.in_(classifications))
     position = after
     while True:
         query = base
