@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,9 +24,9 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
-from exchange.core.policy import decide
 from exchange.errors import InvalidInput, NotFound, TooLarge
 from exchange.node.query import held_record
+from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
@@ -77,10 +76,7 @@ class LiaisonService:
         ]
 
     def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
-        return decide(
-            holder=self.agency, principal=caller, originator=record.originator,
-            marking=record.marking, known_agencies=self.manifest.agencies,
-        ).allowed
+        return visible(self.agency, self.manifest, record, caller)
 
     # --- Disclosures ------------------------------------------------------------------------
 
@@ -147,33 +143,20 @@ class LiaisonService:
         )
 
     def watch_hits(self, request: liaison_pb2.WatchHitsRequest, caller: Principal) -> liaison_pb2.WatchHitsResponse:
-        page_size = request.page_size or self.limits.default_page_size
-        if page_size > self.limits.max_page_size:
-            raise InvalidInput("page_size", f"at most {self.limits.max_page_size}")
+        size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
         if request.HasField("received_after"):
             validate_timestamp(request.received_after, "received_after")
         received_after = timestamp_us(request.received_after) if request.HasField("received_after") else None
-        context = self._token_context(request, caller)
+        context = token_context(b"watch hits", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
         owner = caller.identity.uri
-        page: list[StoredRecord] = []
-        more = False
-        for record in watch.watch_hits(
+        candidates = watch.watch_hits(
             self.store, owner, after=after, received_after=received_after,
             audience_of=caller.agency, classifications=within_clearance(caller.clearance),
-        ):
-            if not self._allowed(record, caller):
-                continue
-            if len(page) == page_size:
-                more = True  # one more visible hit exists: there is a next page
-                break
-            page.append(record)
+        )
+        page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         matched = watch.matched_watches(self.store, owner, [r.rid for r in page])
-        if page:
-            self.store.audit(
-                actor=owner, action=HITS_ACTION,
-                detail={"records": [[r.originator, r.record_id, r.version] for r in page]},
-            )
+        audit_disclosure(self.store, caller, HITS_ACTION, page)
         last = page[-1] if page else None
         return liaison_pb2.WatchHitsResponse(
             hits=[liaison_pb2.WatchHit(record=held_record(r), watch_ids=matched.get(r.rid, [])) for r in page],
@@ -181,13 +164,3 @@ class LiaisonService:
                 self.tokens.encode((last.received_at, last.rid), context) if more and last is not None else ""
             ),
         )
-
-    @staticmethod
-    def _token_context(request: liaison_pb2.WatchHitsRequest, caller: Principal) -> bytes:
-        # A token is valid only for the caller and the listing it was issued for.
-        query = liaison_pb2.WatchHitsRequest()
-        query.CopyFrom(request)
-        query.ClearField("page_token")
-        query.ClearField("page_size")
-        digest = hashlib.sha256(b"watch hits\x00" + query.SerializeToString(deterministic=True)).digest()
-        return caller.identity.uri.encode("utf-8") + b"\x00" + digest

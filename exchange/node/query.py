@@ -8,7 +8,6 @@ answer is written to the audit log as a disclosure.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,8 +16,8 @@ from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
-from exchange.core.policy import decide
 from exchange.errors import InvalidInput, NotFound
+from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
 from exchange.records import textindex
@@ -55,36 +54,23 @@ class QueryService:
         ]
 
     def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
-        return decide(
-            holder=self.agency, principal=caller, originator=record.originator,
-            marking=record.marking, known_agencies=self.manifest.agencies,
-        ).allowed
+        return visible(self.agency, self.manifest, record, caller)
 
     def get(self, request: query_pb2.GetRequest, caller: Principal) -> records_pb2.HeldRecord:
         validate_ref(request.ref, "ref")
         record = self.store.current(request.ref.originator, request.ref.record_id)
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not releasable
-        self._disclose(caller, "get", [record])
+        audit_disclosure(self.store, caller, "get", [record])
         return held_record(record)
 
     def search(self, request: query_pb2.SearchRequest, caller: Principal) -> query_pb2.SearchResponse:
         criteria = self._criteria(request, caller)
-        page_size = request.page_size or self.limits.default_page_size
-        if page_size > self.limits.max_page_size:
-            raise InvalidInput("page_size", f"at most {self.limits.max_page_size}")
-        context = self._token_context(request, caller)
+        size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
+        context = token_context(b"search", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
-        page: list[StoredRecord] = []
-        more = False
-        for record in self.store.search(criteria, after=after):
-            if not self._allowed(record, caller):
-                continue
-            if len(page) == page_size:
-                more = True  # one more visible record exists: there is a next page
-                break
-            page.append(record)
-        self._disclose(caller, "search", page)
+        page, more = fill_page(self.store.search(criteria, after=after), self.agency, self.manifest, caller, size)
+        audit_disclosure(self.store, caller, "search", page)
         return query_pb2.SearchResponse(
             records=[held_record(r) for r in page],
             next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
@@ -131,23 +117,4 @@ class QueryService:
             include_retracted=request.include_retracted,
             audience_of=caller.agency,
             classifications=within_clearance(caller.clearance),
-        )
-
-    @staticmethod
-    def _token_context(request: query_pb2.SearchRequest, caller: Principal) -> bytes:
-        # A token is valid only for the caller and the query it was issued for.
-        query = query_pb2.SearchRequest()
-        query.CopyFrom(request)
-        query.ClearField("page_token")
-        query.ClearField("page_size")
-        digest = hashlib.sha256(query.SerializeToString(deterministic=True)).digest()
-        return caller.identity.uri.encode("utf-8") + b"\x00" + digest
-
-    def _disclose(self, caller: Principal, action: str, shown: list[StoredRecord]) -> None:
-        if not shown:
-            return
-        self.store.audit(
-            actor=caller.identity.uri,
-            action=action,
-            detail={"records": [[r.originator, r.record_id, r.version] for r in shown]},
         )

@@ -1,0 +1,66 @@
+"""What every read path for the node's own users shares: the decision, pages, tokens, audit.
+
+Pages are filled only with records that passed :func:`exchange.core.policy.decide`,
+and "is there a next page" is answered by finding one more such record, so neither
+a page, a token nor its absence says anything about records the caller may not see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from google.protobuf.message import Message
+
+from exchange.core.identity import Principal
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide
+from exchange.errors import InvalidInput
+from exchange.store import Store, StoredRecord
+
+
+def visible(agency: str, manifest: Manifest, record: StoredRecord, caller: Principal) -> bool:
+    return decide(
+        holder=agency, principal=caller, originator=record.originator, marking=record.marking,
+        known_agencies=manifest.agencies,
+    ).allowed
+
+
+def page_size(requested: int, default: int, maximum: int) -> int:
+    size = requested or default
+    if size > maximum:
+        raise InvalidInput("page_size", f"at most {maximum}")
+    return size
+
+
+def fill_page(
+    candidates: Iterable[StoredRecord], agency: str, manifest: Manifest, caller: Principal, size: int
+) -> tuple[list[StoredRecord], bool]:
+    """The first ``size`` candidates the caller may see, and whether one more exists."""
+    page: list[StoredRecord] = []
+    for record in candidates:
+        if not visible(agency, manifest, record, caller):
+            continue
+        if len(page) == size:
+            return page, True
+        page.append(record)
+    return page, False
+
+
+def token_context(kind: bytes, request: Message, caller: Principal) -> bytes:
+    """Binds a page token to the caller and the request it was issued for (page fields aside)."""
+    query = type(request)()
+    query.CopyFrom(request)
+    query.ClearField("page_token")
+    query.ClearField("page_size")
+    digest = hashlib.sha256(kind + b"\x00" + query.SerializeToString(deterministic=True)).digest()
+    return caller.identity.uri.encode("utf-8") + b"\x00" + digest
+
+
+def audit_disclosure(store: Store, caller: Principal, action: str, shown: list[StoredRecord]) -> None:
+    if shown:
+        store.audit(
+            actor=caller.identity.uri,
+            action=action,
+            detail={"records": [[r.originator, r.record_id, r.version] for r in shown]},
+        )
