@@ -139,6 +139,20 @@ def _split(value: str) -> frozenset[str]:
     return frozenset(value.split())
 
 
+def user_prefilter(audience_of: str | None, classifications: tuple[str, ...] | None) -> list[Any]:
+    """Rules 1 and 2 as a coarse SQL prefilter for a user's read (never a replacement for
+    the decision): the user's agency in the audience, the classification within clearance."""
+    conditions: list[Any] = []
+    if audience_of is not None:
+        conditions.append(or_(
+            records.c.originator == audience_of,
+            (" " + records.c.releasable_to + " ").like(f"% {audience_of} %"),
+        ))
+    if classifications is not None:
+        conditions.append(records.c.classification.in_(classifications))
+    return conditions
+
+
 def _row_to_record(row: Any) -> StoredRecord:
     return StoredRecord(
         rid=row.rid,
@@ -462,7 +476,8 @@ class Store:
 
     # --- reads ---------------------------------------------------------------------------
 
-    def _select_current(self) -> Any:
+    def select_current(self) -> Any:
+        """Current versions with their envelopes; entries signed with a distrusted key left out."""
         query = select(
             records,
             log.c.envelope,
@@ -474,7 +489,7 @@ class Store:
         return query
 
     def current(self, originator: str, record_id: str) -> StoredRecord | None:
-        query = self._select_current().where(
+        query = self.select_current().where(
             records.c.originator == originator, records.c.record_id == record_id
         )
         with self._engine.connect() as conn:
@@ -482,40 +497,40 @@ class Store:
         return None if row is None else _row_to_record(row)
 
     def search(self, criteria: SearchFilter, *, after: tuple[int, int] | None = None) -> Iterator[StoredRecord]:
-        """Candidates matching ``criteria``, newest first, strictly after ``after``.
+        """Candidates matching ``criteria``, newest issued first, strictly after ``after``."""
+        base = self.select_current().where(*self._conditions(criteria))
+        for row in self.newest_first(base, records.c.issued_at, after):
+            if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
+                continue  # bigrams present but not as the words asked for
+            yield row
 
-        The caller stops iterating when its page is full; rows are fetched in
-        chunks so an early stop costs little.
+    def newest_first(
+        self, base: Any, time_column: Any, after: tuple[int, int] | None
+    ) -> Iterator[StoredRecord]:
+        """Rows of ``base`` (a :meth:`select_current` query) by ``time_column`` then rid,
+        descending, strictly after the position ``after`` = (time, rid).
+
+        Fetched in chunks (keyset pagination), so a caller that stops when its page
+        is full costs little; the caller's page token holds the last position shown.
         """
-        base = self._select_current().where(*self._conditions(criteria))
         position = after
         while True:
             query = base
             if position is not None:
-                issued, rid = position
+                moment, rid = position
                 query = query.where(
-                    or_(records.c.issued_at < issued, and_(records.c.issued_at == issued, records.c.rid < rid))
+                    or_(time_column < moment, and_(time_column == moment, records.c.rid < rid))
                 )
-            query = query.order_by(records.c.issued_at.desc(), records.c.rid.desc()).limit(SCAN_CHUNK)
+            query = query.order_by(time_column.desc(), records.c.rid.desc()).limit(SCAN_CHUNK)
             with self._engine.connect() as conn:
-                rows = [_row_to_record(r) for r in conn.execute(query)]
-            for row in rows:
-                if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
-                    continue  # bigrams present but not as the words asked for
-                yield row
+                rows = conn.execute(query).all()
+            yield from (_row_to_record(r) for r in rows)
             if len(rows) < SCAN_CHUNK:
                 return
-            position = rows[-1].position
+            position = (int(getattr(rows[-1], time_column.name)), int(rows[-1].rid))
 
     def _conditions(self, c: SearchFilter) -> list[Any]:
-        conditions: list[Any] = []
-        if c.audience_of is not None:
-            conditions.append(or_(
-                records.c.originator == c.audience_of,
-                (" " + records.c.releasable_to + " ").like(f"% {c.audience_of} %"),
-            ))
-        if c.classifications is not None:
-            conditions.append(records.c.classification.in_(c.classifications))
+        conditions = user_prefilter(c.audience_of, c.classifications)
         if not c.include_retracted:
             conditions.append(records.c.status == "active")
         if c.kinds:

@@ -22,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select
+from sqlalchemy import Connection, Select, and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
-from exchange.store.store import SCAN_CHUNK, Store, StoredRecord, _row_to_record, now_us
+from exchange.store.store import Store, StoredRecord, now_us, user_prefilter
 
 __all__ = [
     "PULL_ACTION",
@@ -221,43 +221,16 @@ def watch_hits(
 
     The own agency's records are never hits, even if a partner relayed one back.
     """
-    base = (
-        select(records, log.c.envelope, log.c.received_from, log.c.received_at)
-        .join(log, log.c.seq == records.c.seq)
-        .where(
-            records.c.status == "active",
-            records.c.originator != store.agency,
-            log.c.received_from != store.agency,
-            records.c.rid.in_(_hit_rids(owner)),
-        )
+    base = store.select_current().where(
+        records.c.status == "active",
+        records.c.originator != store.agency,
+        log.c.received_from != store.agency,
+        records.c.rid.in_(_hit_rids(owner)),
+        *user_prefilter(audience_of, classifications),
     )
     if received_after is not None:
         base = base.where(log.c.received_at >= received_after)
-    if store.distrusted_keys:  # signed with a compromised key: void, as everywhere else
-        base = base.where(log.c.key_id.not_in(store.distrusted_keys))
-    # The same coarse prefilter as search (rules 1 and 2); the caller still decides each row.
-    if audience_of is not None:
-        base = base.where(or_(
-            records.c.originator == audience_of,
-            (" " + records.c.releasable_to + " ").like(f"% {audience_of} %"),
-        ))
-    if classifications is not None:
-        base = base.where(records.c.classification.in_(classifications))
-    position = after
-    while True:
-        query = base
-        if position is not None:
-            received, rid = position
-            query = query.where(
-                or_(log.c.received_at < received, and_(log.c.received_at == received, records.c.rid < rid))
-            )
-        query = query.order_by(log.c.received_at.desc(), records.c.rid.desc()).limit(SCAN_CHUNK)
-        with store.engine.connect() as conn:
-            rows = [_row_to_record(r) for r in conn.execute(query)]
-        yield from rows
-        if len(rows) < SCAN_CHUNK:
-            return
-        position = (rows[-1].received_at, rows[-1].rid)
+    return store.newest_first(base, log.c.received_at, after)
 
 
 def matched_watches(store: Store, owner: str, rids: Sequence[int]) -> dict[int, list[int]]:
