@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
-from exchange.config import NodeConfig, load_node_config
-from exchange.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -25,14 +24,14 @@ def register(commands: Commands) -> None:
     node_commands = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
     serve = node_commands.add_parser("serve", help="serve until SIGTERM or SIGINT")
     serve.add_argument("config", metavar="CONFIG", help="the node's node.toml")
-    _config_overrides(serve)
+    config_overrides(serve)
     serve.set_defaults(handler=run_node_serve)
 
     audit = commands.add_parser("audit", help="the node's audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
     verify.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
-    _config_overrides(verify)
+    config_overrides(verify)
     verify.set_defaults(handler=run_audit_verify)
 
     demo = commands.add_parser("demo", help="run the four-agency federation's story on this machine")
@@ -41,19 +40,6 @@ def register(commands: Commands) -> None:
     demo.add_argument("--keep-running", action="store_true",
                       help="leave the federation up after the story, until Ctrl-C or SIGTERM")
     demo.set_defaults(handler=run_demo)
-
-
-def _config_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pki-dir", metavar="DIR", help="overrides the config's pki_dir")
-    parser.add_argument("--data-dir", metavar="DIR", help="overrides the config's data_dir")
-
-
-def _node_config(args: argparse.Namespace) -> NodeConfig:
-    return load_node_config(
-        Path(args.config),
-        pki_dir=Path(args.pki_dir) if args.pki_dir else None,
-        data_dir=Path(args.data_dir) if args.data_dir else None,
-    )
 
 
 def run_pki_init(args: argparse.Namespace) -> int:
@@ -71,7 +57,7 @@ def run_pki_init(args: argparse.Namespace) -> int:
 
 
 def run_node_serve(args: argparse.Namespace) -> int:
-    config = _node_config(args)
+    config = node_config(args)
     # Imported here: serving pulls in the whole node, which other commands never need.
     from exchange.node.server import run_node
 
@@ -79,32 +65,10 @@ def run_node_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing_sqlite(database_url: str) -> None:
-    """Refuse a SQLite file that does not exist: opening it would create an empty log."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        raise ConfigError(f"database_url: not a database URL: {database_url!r}") from None
-    database = url.database
-    is_file = url.get_backend_name() == "sqlite" and database and database != ":memory:"
-    if is_file and not Path(str(database)).exists():
-        raise ConfigError(f"no database at {database} (check --data-dir or the config's data_dir)")
-
-
 def run_audit_verify(args: argparse.Namespace) -> int:
-    config = _node_config(args)
-    _existing_sqlite(config.database_url)
-    from exchange.store import Store
-
-    store = Store.open(config.database_url, agency=config.agency)
-    try:
+    with existing_store(args) as store:
         problems = store.audit_verify()
         count = len(store.audit_entries())
-    finally:
-        store.close()
     if problems:
         for problem in problems:
             print(problem)

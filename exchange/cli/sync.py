@@ -15,7 +15,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from exchange.cli.admin import _config_overrides, _existing_sqlite, _node_config
+from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
 from exchange.cli.render import clean, dumps
 from exchange.core.manifest import Manifest
@@ -34,12 +34,12 @@ def register(commands: Commands) -> None:
     sync = commands.add_parser("sync", help="pull once, now, from one partner's node")
     sync.add_argument("--peer", metavar="AGENCY", required=True, help="the partner to pull from, e.g. JPN-NPA")
     sync.add_argument("--config", metavar="CONFIG", required=True, help="this node's node.toml")
-    _config_overrides(sync)
+    config_overrides(sync)
     sync.set_defaults(handler=run_sync)
 
     events = commands.add_parser("events", help="list the node's security events, newest last")
     events.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
-    _config_overrides(events)
+    config_overrides(events)
     events.add_argument("--json", action="store_true", help="print a JSON array instead of text")
     events.set_defaults(handler=run_events)
 
@@ -90,7 +90,7 @@ def summary(report: PullReport) -> str:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    config = _node_config(args)
+    config = node_config(args)
     manifest = config.load_manifest()
     # Checked before the node opens its store, so a typo creates no database.
     check_peer(args.peer, config.agency, manifest)
@@ -149,15 +149,8 @@ def event_line(row: Any) -> str:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    config = _node_config(args)
-    _existing_sqlite(config.database_url)
-    from exchange.store import Store
-
-    store = Store.open(config.database_url, agency=config.agency)
-    try:
+    with existing_store(args) as store:
         rows = store.security_events()  # oldest first: the newest ends up last on screen
-    finally:
-        store.close()
     if args.json:
         print(dumps([event_to_json(row) for row in rows]))
     elif not rows:
