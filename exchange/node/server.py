@@ -89,9 +89,10 @@ class Node:
         guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
                       self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
-        query = QueryService(config.agency, self.store, self.manifest, limits, PageTokens(self.store.token_key()))
+        tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
+        query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
         sync = SyncService(config.agency, self.store, self.manifest, limits)
-        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, PageTokens(self.store.token_key()))
+        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
         self._handlers = [
             service_handler(guard, "exchange.v1.Sync", sync.methods()),
             service_handler(guard, "exchange.v1.Submission", submission.methods()),
