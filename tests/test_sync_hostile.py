@@ -604,3 +604,41 @@ def test_a_refused_record_shows_up_in_exchange_events(
         ("refused-invalid", KOR, hash_of(bad).hex()),
         ("refused-not-holdable", KOR, hash_of(not_ours).hex()),
     ]
+
+
+def _flip_last_payload_byte(envelope: records_pb2.Envelope) -> records_pb2.Envelope:
+    copy = records_pb2.Envelope()
+    copy.CopyFrom(envelope)
+    copy.payload = copy.payload[:-1] + bytes([copy.payload[-1] ^ 0x01])
+    return copy
+
+
+@pytest.mark.parametrize("how", ["claims-another-originator", "foreign-key-under-originator-key-id", "tampered"])
+def test_a_forged_withdrawal_never_purges_a_record(
+    federation: Federation, jpn: Node, hostile: HostilePartner, forge: Forge, how: str
+) -> None:
+    """Withdrawals purge content, so they are checked like records: only the originator's key counts."""
+    kor_record = forge.honest()
+    hostile.play([Batch([kor_record], b"c1")])
+    assert jpn.puller.pull(KOR).applied.stored == 1
+    analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
+        draft=draft(title="JPN's own", marking=marking("CONFIDENTIAL", ["KOR-KNPA"]))), timeout=10)
+    analyst.channel.close()
+    jpn_ref, kor_ref = receipt.ref, record_of(kor_record).ref
+    forged = {
+        # KOR-KNPA signs a withdrawal of JPN-NPA's record.
+        "claims-another-originator": lambda: forge.withdrawal(jpn_ref, 2),
+        # USA-DTSF's key, presented under KOR-KNPA's key id, withdrawing KOR-KNPA's record.
+        "foreign-key-under-originator-key-id": lambda: forge.seal(
+            records_pb2.Withdrawal(ref=kor_ref, version=2).SerializeToString(), by="USA-DTSF",
+            key_id=forge.withdrawal(kor_ref, 2).key_id, payload_type=WITHDRAWAL_TYPE),
+        "tampered": lambda: _flip_last_payload_byte(forge.withdrawal(kor_ref, 2)),  # version 2 -> 3
+    }[how]()
+    hostile.play([Batch([forged, forge.honest()], b"c2")])
+    report = jpn.puller.pull(KOR)
+    assert report.applied.refused == 1 and report.applied.withdrawals == 0 and report.applied.stored == 1
+    assert events(jpn, "refused-invalid")
+    for ref in (jpn_ref, kor_ref):  # both records still held, payloads intact
+        assert jpn.store.current(ref.originator, ref.record_id) is not None
+        assert all(not row.purged for row in jpn.store.log_entries(ref.originator, ref.record_id))
