@@ -29,6 +29,7 @@ from exchange.core.identity import Role
 from exchange.core.marking import classification_level
 from exchange.errors import ConfigError, TransportError
 from exchange.pki import init_federation
+from exchange.store import migrate
 from exchange.v1 import query_pb2
 
 __all__ = ["DemoNode", "Federation", "find_nodes_dir", "shielded_from_signals", "sigterm_interrupts"]
@@ -129,8 +130,10 @@ class Federation:
     # --- processes ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every node as a separate ``exchange node serve`` process."""
+        """Start every node as a separate ``exchange node serve`` process, its database first
+        brought to the current schema as ``exchange db upgrade`` would."""
         for agency, node in self.nodes.items():
+            migrate.upgrade_url(node.config.database_url, data_dir=node.config.data_dir)
             log = self.log_path(agency).open("wb")
             self._logs.append(log)
             command = [

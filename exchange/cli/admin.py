@@ -1,11 +1,12 @@
-"""Administrator and operator commands: ``pki init``, ``node serve``, ``audit verify``, ``demo``."""
+"""Administrator and operator commands: ``pki init``, ``db upgrade``/``db status``, ``node serve``,
+``audit verify``, ``demo``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from exchange.cli.nodeconf import config_overrides, existing_store, node_config
+from exchange.cli.nodeconf import config_overrides, existing_sqlite, existing_store, node_config
 from exchange.cli.options import Commands
 
 __all__ = ["register"]
@@ -26,6 +27,17 @@ def register(commands: Commands) -> None:
     serve.add_argument("config", metavar="CONFIG", help="the node's node.toml")
     config_overrides(serve)
     serve.set_defaults(handler=run_node_serve)
+
+    db = commands.add_parser("db", help="the node's database schema")
+    db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="create the schema, or migrate it to this version's")
+    upgrade.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    config_overrides(upgrade)
+    upgrade.set_defaults(handler=run_db_upgrade)
+    status = db_commands.add_parser("status", help="the schema revision of the database and of this software")
+    status.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    config_overrides(status)
+    status.set_defaults(handler=run_db_status)
 
     audit = commands.add_parser("audit", help="the node's audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
@@ -63,6 +75,28 @@ def run_node_serve(args: argparse.Namespace) -> int:
 
     run_node(config)
     return 0
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    from exchange.store import migrate
+
+    config = node_config(args)
+    before, after = migrate.upgrade_url(config.database_url, data_dir=config.data_dir)
+    if before == after:
+        print(f"schema already at revision {after}")
+    else:
+        print(f"schema upgraded from {before or 'nothing'} to revision {after}")
+    return 0
+
+
+def run_db_status(args: argparse.Namespace) -> int:
+    from exchange.store import migrate
+
+    config = node_config(args)
+    existing_sqlite(config.database_url)
+    current = migrate.current_url(config.database_url)
+    print(f"database: revision {current or 'none (run `exchange db upgrade`)'}; software: revision {migrate.head()}")
+    return 0 if current == migrate.head() else 1
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:

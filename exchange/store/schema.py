@@ -22,7 +22,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+# The schema itself is built by the migrations in exchange/store/migrations; these tables
+# are what the code reads and writes, and a test checks the two agree.
 
 # SQLite's rowid alias must be INTEGER exactly; PostgreSQL gets 64 bits.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -33,7 +34,8 @@ metadata = MetaData()
 log = Table(
     "log",
     metadata,
-    Column("seq", BigId, primary_key=True, autoincrement=True),
+    # Allocated by the store under the writers' lock (store.next_ids), so entries commit in seq order.
+    Column("seq", BigId, primary_key=True, autoincrement=False),
     Column("originator", String(32), nullable=False),
     Column("record_id", String(36), nullable=False),
     Column("version", Integer, nullable=False),
@@ -58,12 +60,13 @@ log = Table(
     UniqueConstraint("originator", "record_id", "version", "payload_type", "content_hash", name="uq_log_version"),
 )
 Index("ix_log_record", log.c.originator, log.c.record_id, log.c.version)
+Index("ix_log_received_from", log.c.received_from)
 
 # The current version of each record, with its marking for the decision.
 records = Table(
     "records",
     metadata,
-    Column("rid", BigId, primary_key=True, autoincrement=True),
+    Column("rid", BigId, primary_key=True, autoincrement=False),  # allocated like log.seq
     Column("originator", String(32), nullable=False),
     Column("record_id", String(36), nullable=False),
     Column("version", Integer, nullable=False),

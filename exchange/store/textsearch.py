@@ -3,7 +3,8 @@
 Terms come from ``exchange.records.textindex`` (character bigrams for Japanese,
 Chinese and Korean, words otherwise), joined by spaces into one string per
 record. SQLite keeps them in an FTS5 table whose ``unicode61`` tokenizer splits
-exactly at those spaces (a term never contains a separator), so FTS5 does the
+exactly at those spaces (the table ``record_text`` is made by the
+first migration) (a term never contains a separator), so FTS5 does the
 inverted index in C; the substring post-filter in the store confirms matches.
 Other databases keep them in a plain table of (term, rid) rows.
 """
@@ -18,20 +19,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.store.schema import records, terms
 
-FTS_DDL = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS record_text "
-    "USING fts5(terms, tokenize = 'unicode61 remove_diacritics 0')"
-)
-
 
 def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
-
-
-def create(engine: Engine) -> None:
-    if is_sqlite(engine):
-        with engine.begin() as conn:
-            conn.exec_driver_sql(FTS_DDL)
 
 
 def add(conn: Connection, rows: Sequence[tuple[int, set[str]]]) -> None:

@@ -1,0 +1,122 @@
+"""The schema's migrations: applying them, and refusing a database they don't describe.
+
+The schema is whatever the Alembic revisions in ``exchange/store/migrations`` build,
+applied by ``exchange db upgrade``. A node opens only a database at the newest
+revision this software knows: an un-migrated one would be created behind the
+operator's back, and a newer one was written by software that may store things
+this version would misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from exchange.errors import ConfigError
+from exchange.store.engine import WRITE, make_engine, serialise_writers
+
+SCRIPTS = "exchange.store:migrations"
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", SCRIPTS)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head() -> str:
+    """The newest revision this software knows."""
+    revision = ScriptDirectory.from_config(_config()).get_current_head()
+    assert revision is not None
+    return revision
+
+
+def known_revisions() -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()}
+
+
+def current(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply the migrations up to ``revision``; returns (revision before, revision after).
+
+    One transaction, so a failure leaves the schema as it was; on PostgreSQL the
+    writers' lock is taken first, so replicas upgrading at once run one after another.
+    """
+    before = current(engine)
+    with engine.execution_options(**WRITE).begin() as conn:
+        serialise_writers(conn)
+        command.upgrade(_config(conn), revision)
+    return before, current(engine) or ""
+
+
+def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, str]:
+    """:func:`upgrade` for a database URL (a SQLite file's folder is made if missing)."""
+    if url.startswith("sqlite:///") and data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    with database_errors(url):
+        engine = make_engine(url)
+        try:
+            return upgrade(engine)
+        finally:
+            engine.dispose()
+
+
+def current_url(url: str) -> str | None:
+    with database_errors(url):
+        engine = make_engine(url)
+        try:
+            return current(engine)
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """A database that cannot be reached or a URL that names none: one ConfigError line."""
+    try:
+        yield
+    except (ArgumentError, NoSuchModuleError):
+        raise ConfigError(f"database_url: not a database URL this node can use: {_shown(url)}") from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "unreachable"
+        raise ConfigError(f"cannot use the database {_shown(url)}: {reason}") from None
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
+def check(engine: Engine) -> None:
+    """Refuse a database that is not at this software's head revision."""
+    revision = current(engine)
+    if revision == head():
+        return
+    if revision is None:
+        tables = set(inspect(engine).get_table_names())
+        what = "has an Exchange schema made before migrations" if "log" in tables else "has no Exchange schema"
+        raise ConfigError(f"the database {what}: run `exchange db upgrade --config node.toml` first")
+    if revision not in known_revisions():
+        raise ConfigError(
+            f"the database's schema revision {revision} is newer than this software knows (newest {head()}): "
+            "run the version of Exchange that wrote it"
+        )
+    raise ConfigError(
+        f"the database's schema is at revision {revision}, not {head()}: run `exchange db upgrade --config node.toml`"
+    )
