@@ -103,7 +103,7 @@ def database_probe(store: Store) -> Probe:
     url = store.engine.url
     database = url.database
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return store.ping  # a server database: the pool pre-pings a fresh round trip
+        return store.ping  # a server database: a fresh round trip that reads the node's tables
     uri = Path(database).absolute().as_uri() + "?mode=rw"
 
     def probe() -> None:

@@ -1,25 +1,54 @@
-"""Creating the SQLAlchemy engine, with SQLite set up for a node's workload."""
+"""Creating the SQLAlchemy engine, set up for a node's workload on each back end.
+
+Writers are serialised on both back ends: SQLite allows one anyway, and on
+PostgreSQL every write transaction first takes one transaction-scoped advisory
+lock (:func:`serialise_writers`). That is DESIGN.md's "appends are serialised":
+a log sequence number is allocated and committed under the lock, so entries
+commit in sequence order and a puller that has passed seq n never misses an
+n - 1 that commits later. Readers (queries, pulls) never take the lock, so a
+writer that sits idle in its transaction delays other writers, never a reader;
+a writer that rolls back releases the lock and leaves no gap that matters
+(the next writer takes the same number).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 # Execution option that makes a SQLite transaction take the write lock at BEGIN,
 # so read-check-write sequences (version compare-and-set, audit chain head) are
 # serialised instead of failing late with "database is locked".
 WRITE = {"exchange_write": True}
 
+# Classes of the PostgreSQL advisory locks (the first of their two keys; arbitrary, fixed).
+# The second key is the hash of the schema the node's tables are in, so nodes sharing one
+# database in different schemas never wait on each other.
+WRITERS_LOCK = 0x45584301  # held by each write transaction until it ends
+SCHEDULE_LOCK = 0x45584302  # held by the replica that runs the pull schedule (exchange/sync/leader.py)
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # hide_parameters: errors must not carry bound values into logs (they can be record content).
+    # READ COMMITTED (PostgreSQL's default) matters: after the writers' lock is granted, each
+    # statement sees everything the previous holder committed.
+    return create_engine(
+        url, pool_size=8, max_overflow=16, pool_pre_ping=True, hide_parameters=True,
+        isolation_level="READ COMMITTED",
+    )
+
+
+def serialise_writers(conn: Connection) -> None:
+    """Take the writers' lock for the rest of this transaction (PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already did the same)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": WRITERS_LOCK})
 
 
 def _sqlite_engine(url: str) -> Engine:
-    # hide_parameters: errors must not carry bound values into logs (they can be record content).
     engine = create_engine(url, pool_size=8, max_overflow=16, hide_parameters=True)
 
     @event.listens_for(engine, "connect")

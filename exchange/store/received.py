@@ -22,12 +22,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
+from exchange.store.engine import serialise_writers
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -35,6 +36,7 @@ from exchange.store.rows import (
     current_values,
     insert_many,
     log_values,
+    next_id,
     write_index,
 )
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
@@ -99,6 +101,7 @@ def apply_batch(
     with store.write_lock, writer.connect() as conn, _received_durability(conn):
         try:
             with conn.begin():
+                serialise_writers(conn)
                 report = _apply(conn, peer, entries)
                 if cursor is not None:
                     save_cursor(conn, peer, cursor, repaired=repaired)
@@ -106,6 +109,7 @@ def apply_batch(
         except (SQLAlchemyError, OverflowError, ValueError) as error:
             logger.warning("batch from %s failed in bulk (%s); applying entry by entry", peer, error)
         with conn.begin():
+            serialise_writers(conn)
             report = BatchReport()
             for entry in entries:
                 try:
@@ -269,7 +273,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     now = now_us()
     # Sequence numbers are allocated here, under the write lock this transaction holds,
     # so the whole batch is one executemany (RETURNING would go row by row).
-    first = _next_id(conn, log.c.seq)
+    first = next_id(conn, log.c.seq)
     seqs = list(range(first, first + len(to_log)))
     columns = ("seq", *LOG_COLUMNS)
     rows = []
@@ -301,16 +305,12 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
         _equivocation(conn, peer, entry, report)
 
 
-def _next_id(conn: Connection, column: Any) -> int:
-    return int(conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()) + 1
-
-
 def _write_current(conn: Connection, known: _Known, newest: dict[Key, tuple[records_pb2.Record, int]]) -> None:
     inserts = [(key, record, seq) for key, (record, seq) in newest.items() if key not in known.current]
     replaces = [(known.current[key][0], record, seq) for key, (record, seq) in newest.items() if key in known.current]
     indexed: list[tuple[int, records_pb2.Record]] = []
     if inserts:
-        first = _next_id(conn, records.c.rid)
+        first = next_id(conn, records.c.rid)
         rows = []
         for rid, (key, record, seq) in enumerate(inserts, start=first):
             values = current_values(record, seq)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete
+from sqlalchemy import Connection, Table, delete, func, select
 
 from exchange.records import textindex
 from exchange.records.normalize import normalize
@@ -100,6 +100,13 @@ def observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
         except Exception:  # a partner's value our rules reject: still findable, folded
             keys.add((obs.type[:32], textindex.fold(obs.value)[:1024]))
     return keys
+
+
+def next_id(conn: Connection, column: Any) -> int:
+    """The next log seq or record rid: max + 1, read inside a write transaction, which holds
+    the writers' lock (exchange/store/engine.py), so ids are allocated in commit order and
+    one scheme serves local writes and received batches alike."""
+    return int(conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()) + 1
 
 
 def insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

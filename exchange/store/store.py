@@ -8,7 +8,6 @@ rows and its audit entry land together or not at all. Reads return
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,14 +23,12 @@ from exchange.errors import Conflict
 from exchange.records import textindex
 from exchange.records.envelope import WITHDRAWAL_TYPE, content_hash
 from exchange.store import audit as audit_log
-from exchange.store import textsearch
-from exchange.store.engine import WRITE, make_engine
-from exchange.store.rows import clear_index, current_values, log_values, write_index
+from exchange.store import migrate, textsearch
+from exchange.store.engine import WRITE, make_engine, serialise_writers
+from exchange.store.rows import clear_index, current_values, log_values, next_id, write_index
 from exchange.store.schema import (
-    SCHEMA_VERSION,
     log,
     meta,
-    metadata,
     observables,
     peers,
     quarantine,
@@ -186,32 +183,23 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction (BEGIN IMMEDIATE on SQLite), one at a time in this process."""
+        """A write transaction, one at a time in this process and, through the writers' lock,
+        across every replica sharing the database (exchange/store/engine.py says why)."""
         with self.write_lock, self._writer.begin() as conn:
+            serialise_writers(conn)
             yield conn
 
     @classmethod
     def open(cls, url: str, *, agency: str) -> Store:
-        store = cls(make_engine(url), agency=agency)
-        store.create()
-        return store
-
-    def create(self) -> None:
-        metadata.create_all(self._engine)
-        textsearch.create(self._engine)
-        with self.write() as conn:
-            if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
-                conn.execute(
-                    insert(meta),
-                    [
-                        {"key": "schema_version", "value": str(SCHEMA_VERSION).encode()},
-                        # Seals page tokens and cursors; never leaves the node.
-                        {"key": "token_key", "value": secrets.token_bytes(32)},
-                        # Names this log: a cursor from another log (or another
-                        # database) is recognised as not ours.
-                        {"key": "log_epoch", "value": secrets.token_bytes(16)},
-                    ],
-                )
+        """Open a database whose schema is at this software's head revision (else ConfigError)."""
+        with migrate.database_errors(url):
+            engine = make_engine(url)
+            try:
+                migrate.check(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        return cls(engine, agency=agency)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -319,8 +307,9 @@ class Store:
             return frozenset(agency for row in rows for agency in row.split())
 
     def ping(self) -> None:
+        """Raise unless the store's tables can be read (not just the server answer)."""
         with self._engine.connect() as conn:
-            conn.execute(select(1)).scalar_one()
+            conn.execute(select(meta.c.key).limit(1)).all()
 
     # --- writes of the node's own records ------------------------------------------------
 
@@ -424,28 +413,28 @@ class Store:
         audience: frozenset[str],
         marking: records_pb2.Marking | None = None,
     ) -> int:
-        result = conn.execute(
+        seq = next_id(conn, log.c.seq)
+        conn.execute(
             insert(log).values(
+                seq=seq,
                 **log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience,
-                             marking)
+                             marking),
             )
         )
-        seq = result.inserted_primary_key
-        assert seq is not None
-        return int(seq[0])
+        return seq
 
     @staticmethod
     def _insert_current(conn: Connection, record: records_pb2.Record, seq: int) -> int:
-        result = conn.execute(
+        rid = next_id(conn, records.c.rid)
+        conn.execute(
             insert(records).values(
+                rid=rid,
                 originator=record.ref.originator,
                 record_id=record.ref.record_id,
                 **current_values(record, seq),
             )
         )
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
+        return rid
 
     def _replace_current(self, conn: Connection, record: records_pb2.Record, seq: int, base: int) -> int:
         # Compare-and-set on the version: of two revisions of the same base, only
