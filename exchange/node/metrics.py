@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -73,6 +73,10 @@ class NodeMetrics(Metrics):
         )
         for reason in REJECTION_REASONS.values():
             self._rejections.labels(reason)  # present at 0 from the start, so rate() sees the first one
+        self._leader = Gauge(
+            "exchange_schedule_leader", "1 while this replica runs the pull schedule (one replica at a time)",
+            registry=self.registry,
+        )
         self._last_ok: dict[str, float] = {}
         self._lock = threading.Lock()
         self.registry.register(_StoreCollector(store, tuple(peers), self._last_success, database_up))
@@ -92,6 +96,9 @@ class NodeMetrics(Metrics):
             reason = REJECTION_REASONS.get(event)
             if reason is not None:
                 self._rejections.labels(reason).inc()
+
+    def follow_leadership(self, leading: Callable[[], bool]) -> None:
+        self._leader.set_function(lambda: 1.0 if leading() else 0.0)
 
     def _last_success(self, peer: str) -> float | None:
         with self._lock:

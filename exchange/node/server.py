@@ -33,6 +33,7 @@ from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
 from exchange.store import Store
 from exchange.store.received import reevaluate_holdings
+from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
 
@@ -111,7 +112,12 @@ class Node:
         self.puller = Puller(agency=config.agency, manifest=self.manifest, store=self.store,
                              node_key=self._server_key, node_cert=self._server_cert, limits=limits,
                              metrics=self.metrics)
-        self.schedule = Schedule(self.puller, config.peers) if schedule and config.peers else None
+        self.schedule = (
+            Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
+            if schedule and config.peers else None
+        )
+        if self.schedule is not None:
+            self.metrics.follow_leadership(lambda: self.schedule is not None and self.schedule.leading)
 
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""

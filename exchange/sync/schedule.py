@@ -5,6 +5,11 @@ digests that take their full deadline) delays only its own pulls; writes are
 serialised by the store anyway. A failing peer is retried after an
 exponentially growing delay, capped, so an unreachable partner costs little;
 the first success resets it.
+
+Of several replicas sharing a database, only the one elected by
+``exchange.sync.leader`` pulls; the others poll the election as often as the
+most frequent peer is pulled, so a replica that dies is replaced within about
+one pull interval.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from collections.abc import Sequence
 
 from exchange.config import PeerEntry
+from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller, PullReport
 
 log = logging.getLogger("exchange.sync")
@@ -30,16 +36,33 @@ def next_delay(interval: float, failures: int, rng: random.Random) -> float:
 
 
 class Schedule:
-    def __init__(self, puller: Puller, peers: Sequence[PeerEntry], *, seed: int | None = None) -> None:
+    def __init__(
+        self, puller: Puller, peers: Sequence[PeerEntry], *, leadership: Leadership | None = None,
+        seed: int | None = None,
+    ) -> None:
         self._puller = puller
         self._peers = {p.agency: p for p in peers}
+        self._leadership = leadership
+        self._leading = threading.Event()
+        if leadership is None:
+            self._leading.set()
+        self.election_seconds = min(max(min(p.interval_seconds for p in peers), 0.1), 5.0) if peers else 1.0
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last: dict[str, PullReport] = {}
 
+    @property
+    def leading(self) -> bool:
+        """Whether this replica runs the schedule now."""
+        return self._leading.is_set()
+
     def start(self) -> None:
+        if self._leadership is not None:
+            thread = threading.Thread(target=self._elect, name="schedule-election", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         for agency in self._peers:
             thread = threading.Thread(target=self._run, args=(agency,), name=f"pull-{agency}", daemon=True)
             thread.start()
@@ -51,6 +74,18 @@ class Schedule:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self._leadership is not None and not any(t.is_alive() for t in self._threads):
+            self._leading.clear()
+            self._leadership.release()
+
+    def _elect(self) -> None:
+        assert self._leadership is not None
+        while not self._stop.is_set():
+            if self._leadership.poll():
+                self._leading.set()
+            else:
+                self._leading.clear()
+            self._stop.wait(self.election_seconds)
 
     def _delay(self, agency: str, failures: int) -> float:
         with self._rng_lock:
@@ -63,6 +98,9 @@ class Schedule:
         if self._stop.wait(first):
             return
         while not self._stop.is_set():
+            if not self._leading.is_set():  # another replica pulls; wait to be elected
+                self._stop.wait(self.election_seconds)
+                continue
             try:
                 report = self._puller.pull(agency)
             except Exception as error:  # a failure never stops this peer's schedule
