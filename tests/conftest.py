@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backends import Backend, find_postgres, selected
 from tests.federation import Federation, make_federation
 
 
@@ -19,8 +20,29 @@ def pki(federation_root: Path) -> Federation:
     return make_federation(federation_root)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Backend]:
+    """The session's PostgreSQL (found or started), its test schemas dropped at the end."""
+    url, cluster = find_postgres()
+    backend = Backend("postgresql", url)
+    yield backend
+    backend.drop_schemas()
+    if cluster is not None:
+        cluster.stop()
+
+
+@pytest.fixture(params=selected())
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each storage test runs once per back end (EXCHANGE_TEST_BACKENDS)."""
+    if request.param == "postgresql":
+        found: Backend = request.getfixturevalue("postgres")
+        return found
+    return Backend("sqlite")
+
+
 @pytest.fixture
-def federation(pki: Federation) -> Iterator[Federation]:
-    """The session's PKI, with nodes started by the test and stopped after it."""
+def federation(pki: Federation, backend: Backend) -> Iterator[Federation]:
+    """The session's PKI, with nodes on ``backend`` started by the test and stopped after it."""
+    pki.backend = backend
     yield pki
     pki.stop()

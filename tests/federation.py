@@ -2,7 +2,7 @@
 
 Nothing is mocked: ``make_federation`` runs the same ``pki.init_federation``
 as ``exchange pki init``, nodes are real gRPC servers on 127.0.0.1 with
-SQLite files, and clients connect with certificates the test made.
+SQLite files or PostgreSQL schemas (tests/backends.py), and clients connect with certificates the test made.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from exchange.core.manifest import Manifest, node_dns_name
 from exchange.node.server import Node
 from exchange.pki import Issued, init_federation, issue, load_cert, load_private_key
 from exchange.v1 import query_pb2_grpc, records_pb2, submission_pb2_grpc
+from tests.backends import Backend
 
 AGENCIES = ("JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA")
 
@@ -76,6 +77,7 @@ class Federation:
     pki_dir: Path
     manifest: Manifest
     nodes: list[Node] = field(default_factory=list)
+    backend: Backend = field(default_factory=lambda: Backend("sqlite"))
 
     def ca(self, agency: str) -> Issued:
         key = load_private_key(self.pki_dir / agency / "ca.key")
@@ -88,7 +90,7 @@ class Federation:
             agency=agency,
             listen="127.0.0.1:0",
             data_dir=data_dir,
-            database_url=f"sqlite:///{data_dir / 'node.db'}",
+            database_url=self.backend.url(data_dir),
             pki_dir=self.pki_dir,
             users={h: UserEntry(h, role, clearance) for h, (role, clearance) in USERS[agency].items()},
             peers=(),
@@ -100,7 +102,7 @@ class Federation:
         schedule: bool = False, interval: float = 0.2,
     ) -> Node:
         """Start ``agency``'s node on its manifest address; it pulls from ``peers`` if ``schedule``."""
-        data_dir.mkdir(parents=True, exist_ok=True)
+        self.backend.migrated(data_dir)
         config = self.node_config(agency, data_dir, limits=limits)
         config = dataclasses.replace(
             config, listen=self.manifest.partner(agency).address,

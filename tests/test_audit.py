@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from exchange.v1 import query_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
 
 
-def _filled_node(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
+def _filled_node(federation: Federation, tmp_path: Path) -> Path:
     node = federation.start_node("JPN-NPA", tmp_path / "jpn")
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
     liaison = UserClient.of(federation.user_channel(node, "JPN-NPA", "suzuki"))
@@ -27,14 +26,14 @@ def _filled_node(federation: Federation, tmp_path: Path) -> tuple[Path, Path]:
     config = tmp_path / "node.toml"
     config.write_text(
         f'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
-        f'data_dir = "{tmp_path / "jpn"}"\n',
+        f'data_dir = "{tmp_path / "jpn"}"\n{federation.backend.config_line(tmp_path / "jpn")}',
         encoding="utf-8",
     )
-    return tmp_path / "jpn" / "node.db", config
+    return config
 
 
 def test_intact_log_verifies(federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, config = _filled_node(federation, tmp_path)
+    config = _filled_node(federation, tmp_path)
     assert main(["audit", "verify", "--config", str(config)]) == 0
     assert "intact: 9 entries" in capsys.readouterr().out
 
@@ -52,11 +51,13 @@ def test_intact_log_verifies(federation: Federation, tmp_path: Path, capsys: pyt
 def test_deleting_or_editing_one_row_is_detected(
     federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], tamper: str, expected: str
 ) -> None:
-    db, config = _filled_node(federation, tmp_path)
-    with sqlite3.connect(db) as conn:
-        assert conn.execute(tamper).rowcount == 1
+    config = _filled_node(federation, tmp_path)
+    engine = federation.backend.engine(tmp_path / "jpn")
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql(tamper).rowcount == 1
+    engine.dispose()
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert expected in capsys.readouterr().out
-    store = Store.open(f"sqlite:///{db}", agency="JPN-NPA")
+    store = Store.open(federation.backend.url(tmp_path / "jpn"), agency="JPN-NPA")
     assert any(expected in problem for problem in store.audit_verify())
     store.close()

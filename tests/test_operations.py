@@ -13,15 +13,12 @@ import json
 import logging
 import math
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -29,6 +26,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 
 from exchange import logs
 from exchange.config import DEFAULT_METRICS_LISTEN, PeerEntry, load_node_config
@@ -46,6 +44,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 def start(federation: Federation, agency: str, data_dir: Path, *, peers: tuple[str, ...] = ()) -> Node:
     """A node with its metrics endpoint on a free loopback port and a quick health monitor."""
+    federation.backend.migrated(data_dir)
     config = dataclasses.replace(
         federation.node_config(agency, data_dir),
         listen=federation.manifest.partner(agency).address,
@@ -142,23 +141,25 @@ def health(channel: grpc.Channel, service: str = "") -> int:
 
 
 def test_health_is_not_serving_while_the_database_cannot_be_used(federation: Federation, tmp_path: Path) -> None:
-    """The node's data directory is moved away, as when its volume is unmounted, then back.
+    """The node's database is taken away, then given back.
 
-    The node's pooled connections hold the SQLite file open and would go on answering
-    (``SELECT 1`` never even reads the file), but no new connection could open it: the
-    pool cannot grow under load and a restart would fail. The monitor opens the file
-    afresh each time, so it sees what the next connection would see.
+    SQLite: the data directory is moved away, as when its volume is unmounted. The node's
+    pooled connections hold the file open and would go on answering (``SELECT 1`` never
+    even reads the file), but no new connection could open it: the pool cannot grow under
+    load and a restart would fail. The monitor opens the file afresh each time, so it sees
+    what the next connection would see. PostgreSQL: the node's schema is renamed away, so
+    the server answers but the node's tables are not there.
     """
     jpn = start(federation, "JPN-NPA", tmp_path / "jpn")
     channel = federation.user_channel(jpn, "JPN-NPA", "suzuki")
     assert health(channel) == SERVING and health(channel, "exchange.v1.Query") == SERVING
-    (tmp_path / "jpn").rename(tmp_path / "elsewhere")
+    federation.backend.make_unusable(tmp_path / "jpn")
     try:
         wait_for(lambda: health(channel) == NOT_SERVING, "NOT_SERVING")
         assert health(channel, "exchange.v1.Sync") == NOT_SERVING  # every service, not just the node
         assert scrape(jpn)["exchange_database_up"][()] == 0
     finally:
-        (tmp_path / "elsewhere").rename(tmp_path / "jpn")
+        federation.backend.make_usable(tmp_path / "jpn")
     wait_for(lambda: health(channel) == SERVING, "SERVING again")
     assert scrape(jpn)["exchange_database_up"][()] == 1
 
@@ -270,16 +271,8 @@ TOTAL = 6000
 BATCH = 100
 
 
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def held_count(db: Path) -> int:
-    try:
-        return int(query(db, "SELECT count(*) FROM records")[0][0])
-    except sqlite3.OperationalError:  # not created yet
-        return 0
+def held_count(federation: Federation, data_dir: Path) -> int:
+    return int(federation.backend.rows(data_dir, "SELECT count(*) FROM records")[0][0])
 
 
 def test_sigterm_during_a_pull_leaves_a_consistent_database(federation: Federation, tmp_path: Path) -> None:
@@ -288,39 +281,44 @@ def test_sigterm_during_a_pull_leaves_a_consistent_database(federation: Federati
     config = tmp_path / "usa.toml"
     config.write_text(
         f'agency = "USA-DTSF"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
-        f'data_dir = "{tmp_path / "usa"}"\nmetrics_listen = "127.0.0.1:0"\n\n'
+        f'data_dir = "{tmp_path / "usa"}"\nmetrics_listen = "127.0.0.1:0"\n'
+        f'{federation.backend.config_line(tmp_path / "usa")}\n'
         f'[limits]\npull_batch_entries = {BATCH}\n\n[[peers]]\nagency = "JPN-NPA"\ninterval_seconds = 0.2\n',
         encoding="utf-8",
     )
-    db = tmp_path / "usa" / "node.db"
+    usa_dir = tmp_path / "usa"
+    upgrade = subprocess.run([sys.executable, "-m", "exchange.cli.main", "db", "upgrade", "--config", str(config)],
+                             capture_output=True, text=True, timeout=60)
+    assert upgrade.returncode == 0, upgrade.stderr
     stderr = tmp_path / "usa.log"
     with stderr.open("wb") as err:
         node = subprocess.Popen([sys.executable, "-m", "exchange.cli.main", "node", "serve", str(config)],
                                 stdout=subprocess.DEVNULL, stderr=err)
         try:
-            wait_for(lambda: node.poll() is not None or held_count(db) > 0, "the schedule's first batch", 30)
+            wait_for(lambda: node.poll() is not None or held_count(federation, usa_dir) > 0,
+                     "the schedule's first batch", 30)
             assert node.poll() is None, stderr.read_text()
             node.send_signal(signal.SIGTERM)
             assert node.wait(timeout=20) == 0, stderr.read_text()
         finally:
             if node.poll() is None:
                 node.kill()
-    held = held_count(db)
+    held = held_count(federation, usa_dir)
     # Stopped at a batch boundary, not after the whole catch-up.
     assert 0 < held < TOTAL - BATCH, held
 
-    assert query(db, "PRAGMA integrity_check") == [("ok",)]
-    assert query(db, "SELECT count(*) FROM log") == [(held,)]
-    assert query(db, "SELECT originator, record_id, version, count(*) FROM log GROUP BY 1, 2, 3 "
-                     "HAVING count(*) > 1") == []
+    assert federation.backend.integrity_problems(usa_dir) == []
+    assert federation.backend.rows(usa_dir, "SELECT count(*) FROM log") == [(held,)]
+    assert federation.backend.rows(usa_dir, "SELECT originator, record_id, version, count(*) FROM log "
+                                        "GROUP BY 1, 2, 3 HAVING count(*) > 1") == []
     # The cursor, opened by the server that sealed it, points exactly past what is held.
-    [(cursor,)] = query(db, "SELECT cursor FROM peers WHERE agency = 'JPN-NPA'")
+    [(cursor,)] = federation.backend.rows(usa_dir, "SELECT cursor FROM peers WHERE agency = 'JPN-NPA'")
     usa = Principal(Identity("USA-DTSF", None), Role.NODE, "TOP SECRET")
     position = SyncService("JPN-NPA", jpn.store, federation.manifest, jpn.config.limits)._position(cursor, usa)
     with jpn.store.engine.connect() as conn:
-        served = set(conn.exec_driver_sql("SELECT originator, record_id FROM log WHERE seq <= ?",
-                                          (position,)).all())
-    assert set(query(db, "SELECT originator, record_id FROM records")) == served
+        served = set(conn.execute(text("SELECT originator, record_id FROM log WHERE seq <= :p"),
+                                  {"p": position}).all())
+    assert set(federation.backend.rows(usa_dir, "SELECT originator, record_id FROM records")) == served
 
     lines = [json.loads(line) for line in stderr.read_text().splitlines() if line.startswith("{")]
     assert any(line["logger"] == "exchange.sync" and line.get("peer") == "JPN-NPA" for line in lines)
@@ -331,8 +329,8 @@ def test_sigterm_during_a_pull_leaves_a_consistent_database(federation: Federati
                            "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert rest.returncode == 0, rest.stderr
     assert f"received {TOTAL - held:,}, stored {TOTAL - held:,}, duplicates 0" in rest.stdout, rest.stdout
-    assert held_count(db) == TOTAL
-    assert query(db, "SELECT count(*) FROM log") == [(TOTAL,)]
+    assert held_count(federation, usa_dir) == TOTAL
+    assert federation.backend.rows(usa_dir, "SELECT count(*) FROM log") == [(TOTAL,)]
 
 
 def test_cancelled_health_watches_do_not_hold_the_nodes_threads(federation: Federation, tmp_path: Path) -> None:

@@ -13,11 +13,10 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,9 +58,11 @@ class Run:
         return float(match.group(2))
 
 
-def run_sync(config: Path, *extra: str, kill_after: float | None = None, cap: tuple[Path, int] | None = None) -> Run:
+def run_sync(
+    config: Path, *extra: str, kill_after: float | None = None, cap: tuple[Callable[[], int], int] | None = None
+) -> Run:
     """Run ``exchange sync`` as a real process; SIGKILL it after ``kill_after`` seconds, or
-    once the database ``cap[0]`` holds ``cap[1]`` records, whichever comes first."""
+    once ``cap[0]()`` (records held) reaches ``cap[1]``, whichever comes first."""
     command = [sys.executable, "-m", "exchange.cli.main", "sync", "--peer", "JPN-NPA", "--config", str(config), *extra]
     started = time.monotonic()
     deadline = started + (kill_after if kill_after is not None else RUN_TIMEOUT)
@@ -71,7 +72,7 @@ def run_sync(config: Path, *extra: str, kill_after: float | None = None, cap: tu
     while proc.poll() is None:
         if time.monotonic() >= deadline:
             killed_by = "time"
-        elif cap is not None and held_count(cap[0]) >= cap[1]:
+        elif cap is not None and cap[0]() >= cap[1]:
             killed_by = "cap"
         if killed_by:
             proc.send_signal(signal.SIGKILL)  # no chance to clean up, as when a machine loses power
@@ -86,28 +87,17 @@ def write_config(federation: Federation, path: Path, data_dir: Path) -> Path:
     # Small batches: many commits per pull, so kills land between and inside them.
     path.write_text(
         f'agency = "USA-DTSF"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
-        f'data_dir = "{data_dir}"\n\n[limits]\npull_batch_entries = 200\n',
+        f'data_dir = "{data_dir}"\n{federation.backend.config_line(data_dir)}\n[limits]\npull_batch_entries = 200\n',
         encoding="utf-8",
     )
+    upgrade = subprocess.run([sys.executable, "-m", "exchange.cli.main", "db", "upgrade", "--config", str(path)],
+                             capture_output=True, text=True, timeout=60)
+    assert upgrade.returncode == 0, upgrade.stderr
     return path
 
 
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def held_count(db: Path) -> int:
-    if not db.exists():  # not created yet (or the run was killed before it was)
-        return 0
-    try:
-        return int(query(db, "SELECT count(*) FROM records")[0][0])
-    except sqlite3.OperationalError:  # the file exists, its tables not yet
-        return 0
-
-
-def log_keys(db: Path) -> set[tuple[Any, ...]]:
-    return set(query(db, "SELECT originator, record_id, version, content_hash FROM log"))
+def log_keys(federation: Federation, data_dir: Path) -> set[tuple[Any, ...]]:
+    return set(federation.backend.rows(data_dir, "SELECT originator, record_id, version, content_hash FROM log"))
 
 
 def crash_seed() -> int:
@@ -124,13 +114,20 @@ def test_puller_killed_mid_pull_resumes_without_loss_or_duplication(federation: 
 
     jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
     refs = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", TOTAL)
-    config = write_config(federation, tmp_path / "usa.toml", tmp_path / "usa")
-    db = tmp_path / "usa" / "node.db"
+    usa = tmp_path / "usa"
+    config = write_config(federation, tmp_path / "usa.toml", usa)
+    backend = federation.backend
+
+    def held_count() -> int:
+        return int(backend.rows(usa, "SELECT count(*) FROM records")[0][0])
+
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        return backend.rows(usa, sql)
 
     # Measure one uninterrupted pull into a scratch database: how long start-up and the
     # pull take here, and the state a crashed-and-resumed pull must end up in.
     clean_dir = tmp_path / "clean"
-    reference = run_sync(config, "--data-dir", str(clean_dir))
+    reference = run_sync(write_config(federation, tmp_path / "clean.toml", clean_dir))
     assert reference.returncode == 0 and reference.received() == TOTAL, f"{reference} {why}"
     pull_s = reference.pull_seconds()
     startup_s = max(reference.wall - pull_s, 0.0)
@@ -140,15 +137,14 @@ def test_puller_killed_mid_pull_resumes_without_loss_or_duplication(federation: 
     attempts = 0
     while len(points) < MIN_KILLS and attempts < MAX_ATTEMPTS:
         attempts += 1
-        before = held_count(db)
+        before = held_count()
         remaining = TOTAL - before
         delay = rng.uniform(MIN_DELAY, max(MIN_DELAY, startup_s + pull_s * remaining / TOTAL))
-        run = run_sync(config, kill_after=delay, cap=(db, before + round(CAP_SHARE * remaining)))
+        run = run_sync(config, kill_after=delay, cap=(held_count, before + round(CAP_SHARE * remaining)))
         assert run.killed_by, f"the pull finished before its kill at {delay:.2f} s: {run} {why}"
-        after = held_count(db)
+        after = held_count()
         print(f"kill {attempts} ({run.killed_by}) after {run.wall:.2f} s: {before} -> {after} records held")
-        if db.exists():
-            assert query(db, "PRAGMA integrity_check") == [("ok",)], f"after kill {attempts} {why}"
+        assert backend.integrity_problems(usa) == [], f"after kill {attempts} {why}"
         assert before <= after < TOTAL, f"after kill {attempts}: {before} -> {after} {why}"
         if after > before:
             points.append(after)
@@ -157,14 +153,14 @@ def test_puller_killed_mid_pull_resumes_without_loss_or_duplication(federation: 
     rest = run_sync(config)
     assert rest.returncode == 0 and rest.received() == TOTAL - points[-1], f"{rest} {why}"
 
-    assert query(db, "PRAGMA integrity_check") == [("ok",)], why
-    assert held_count(db) == TOTAL, why
-    duplicates = query(db, "SELECT originator, record_id, version, content_hash, count(*) FROM log "
+    assert backend.integrity_problems(usa) == [], why
+    assert held_count() == TOTAL, why
+    duplicates = query("SELECT originator, record_id, version, content_hash, count(*) FROM log "
                            "GROUP BY 1, 2, 3, 4 HAVING count(*) > 1")
     assert duplicates == [], f"{len(duplicates)} duplicated log entries {why}"
-    held = set(query(db, "SELECT originator, record_id FROM records"))
+    held = set(query("SELECT originator, record_id FROM records"))
     assert held == {(r.originator, r.record_id) for r in refs}, f"records lost or foreign {why}"
-    assert log_keys(db) == log_keys(clean_dir / "node.db"), f"differs from an uninterrupted pull {why}"
+    assert log_keys(federation, usa) == log_keys(federation, clean_dir), f"differs from an uninterrupted pull {why}"
 
     final = run_sync(config)
     assert final.returncode == 0 and final.received() == 0, f"did not converge: {final} {why}"

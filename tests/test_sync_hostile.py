@@ -364,7 +364,7 @@ def test_a_record_the_node_may_not_hold_leaves_only_its_hash_and_the_reason(
     # Nothing of the content was written anywhere: not its id, not its words.
     bad_id = ref_of(bad)[1]
     assert (KOR, bad_id) not in held(jpn) and not jpn.store.log_entries(KOR, bad_id)
-    stored_bytes = b"".join(p.read_bytes() for p in jpn.config.data_dir.glob("node.db*"))
+    stored_bytes = federation.backend.stored_bytes(jpn.config.data_dir)
     assert ref_of(before)[1].encode() in stored_bytes  # the scan sees what was stored
     assert secret_word.encode() not in stored_bytes and bad_id.encode() not in stored_bytes
     assert_serving(federation, jpn, refs(before, after))
@@ -594,7 +594,7 @@ def test_a_refused_record_shows_up_in_exchange_events(
     config = tmp_path / "jpn.toml"
     config.write_text(
         f'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
-        f'data_dir = "{jpn.config.data_dir}"\n',
+        f'data_dir = "{jpn.config.data_dir}"\n{federation.backend.config_line(jpn.config.data_dir)}',
         encoding="utf-8",
     )
     capsys.readouterr()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 from exchange.core.manifest import Manifest
@@ -37,7 +36,7 @@ def test_restored_server_stale_cursor_is_repaired_without_full_repull(federation
     assert usa.puller.pull("JPN-NPA").applied.stored == 200
     jpn.stop(grace=0)
     federation.nodes.remove(jpn)
-    shutil.copy(tmp_path / "JPN-NPA" / "node.db", tmp_path / "backup.db")  # stopped: the WAL is checkpointed
+    federation.backend.backup(tmp_path / "JPN-NPA", tmp_path / "backup")
     jpn = federation.start_node("JPN-NPA", tmp_path / "JPN-NPA")
     later = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 100)
     assert usa.puller.pull("JPN-NPA").applied.stored == 100
@@ -45,9 +44,7 @@ def test_restored_server_stale_cursor_is_repaired_without_full_repull(federation
     # JPN-NPA is restored from the older backup and then takes 10 new records (reusing sequence numbers).
     jpn.stop(grace=0)
     federation.nodes.remove(jpn)
-    for suffix in ("", "-wal", "-shm"):
-        (tmp_path / "JPN-NPA" / f"node.db{suffix}").unlink(missing_ok=True)
-    shutil.copy(tmp_path / "backup.db", tmp_path / "JPN-NPA" / "node.db")
+    federation.backend.restore(tmp_path / "JPN-NPA", tmp_path / "backup")
     jpn = federation.start_node("JPN-NPA", tmp_path / "JPN-NPA")
     new = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 10)
 
@@ -133,6 +130,7 @@ def test_entries_signed_with_a_key_marked_compromised_are_neither_shown_nor_serv
     compromised = Manifest(version=federation.manifest.version + 1, partners=partners)
     usa = _restart(federation, usa, tmp_path, compromised)
     assert usa.store.current("JPN-NPA", refs[0].record_id) is None  # not shown to USA-DTSF's users
+    federation.backend.migrated(tmp_path / "KOR-KNPA")
     kor = Node(federation.node_config("KOR-KNPA", tmp_path / "KOR-KNPA"), manifest=compromised, schedule=False)
     kor.start()
     federation.nodes.append(kor)

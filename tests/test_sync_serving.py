@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import grpc
@@ -95,14 +94,12 @@ def test_cursor_from_before_a_restore_is_stale(federation: Federation, tmp_path:
     node = federation.start_node("JPN-NPA", tmp_path / "jpn")
     _submit(federation, node, _marking("CONFIDENTIAL", ["USA-DTSF"]), "one")
     federation.stop()
-    shutil.copy(tmp_path / "jpn" / "node.db", tmp_path / "backup.db")
+    federation.backend.backup(tmp_path / "jpn", tmp_path)
     node = federation.start_node("JPN-NPA", tmp_path / "jpn")
     _submit(federation, node, _marking("CONFIDENTIAL", ["USA-DTSF"]), "two")
     _, cursor, _ = _pull(federation.manifest, _partner(federation, node, "USA-DTSF"))
     federation.stop()
-    (tmp_path / "jpn" / "node.db-wal").unlink(missing_ok=True)
-    (tmp_path / "jpn" / "node.db-shm").unlink(missing_ok=True)
-    shutil.copy(tmp_path / "backup.db", tmp_path / "jpn" / "node.db")
+    federation.backend.restore(tmp_path / "jpn", tmp_path)
     node = federation.start_node("JPN-NPA", tmp_path / "jpn")
     _submit(federation, node, _marking("CONFIDENTIAL", ["USA-DTSF"]), "two again")  # seq reused
     with pytest.raises(grpc.RpcError) as stale:

@@ -1,0 +1,133 @@
+"""The schema is built by migrations; a node opens only a database at this software's head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from exchange.cli.main import main
+from exchange.errors import ConfigError
+from exchange.store import Store, migrate
+from exchange.store.engine import make_engine
+from exchange.store.schema import metadata
+from exchange.store.store import SearchFilter
+from tests.backends import Backend
+from tests.federation import Federation
+from tests.fill import fill
+
+TABLES = ("log", "records", "observables", "record_countries", "record_sectors", "analyst_refs", "audit", "meta",
+          "peers", "quarantine", "security_events", "withdrawn")
+
+
+def first_revision() -> str:
+    base = ScriptDirectory.from_config(migrate._config()).get_base()
+    assert base is not None
+    return base
+
+
+def snapshot(backend: Backend, data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
+    return {t: sorted(backend.rows(data_dir, f"SELECT * FROM {t}"), key=repr) for t in TABLES}
+
+
+def test_the_migrations_build_exactly_the_tables_the_code_uses(backend: Backend, tmp_path: Path) -> None:
+    engine = make_engine(backend.migrated(tmp_path / "db"))
+    try:
+        with engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    # SQLite's FTS5 text index is a virtual table (and its shadow tables) the code reaches in SQL.
+    differences = [d for d in differences if not (d[0] == "remove_table" and d[1].name.startswith("record_text"))]
+    assert differences == []
+
+
+def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lost(
+    federation: Federation, tmp_path: Path
+) -> None:
+    backend, data_dir = federation.backend, tmp_path / "old"
+    url = backend.url(data_dir)
+    data_dir.mkdir()
+    engine = make_engine(url)
+    migrate.upgrade(engine, first_revision())
+    assert migrate.current(engine) == first_revision() != migrate.head()
+    old = Store(engine, agency="JPN-NPA")  # the code of that day wrote the same columns
+    refs = fill(old, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
+    fill(old, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
+    for i in range(5):
+        old.audit(actor="urn:exchange:JPN-NPA:user:suzuki", action="search", detail={"page": i})
+    before = snapshot(backend, data_dir)
+    assert len(before["records"]) == 70 and len(before["audit"]) == 5
+
+    with pytest.raises(ConfigError, match="run `exchange db upgrade"):
+        Store.open(url, agency="JPN-NPA")  # not at head: refused
+    assert migrate.upgrade(engine) == (first_revision(), migrate.head())
+    engine.dispose()
+
+    assert snapshot(backend, data_dir) == before
+    store = Store.open(url, agency="JPN-NPA")
+    try:
+        assert store.audit_verify() == []
+        found = list(store.search(SearchFilter(originators=("JPN-NPA",),
+                                              observables=(("company_name", "sample trading 7 llc"),))))
+        assert [(r.originator, r.record_id) for r in found] == [("JPN-NPA", refs[7].record_id)]
+        fill(store, federation.manifest, federation.pki_dir, "JPN-NPA", 5)  # and it goes on working
+        assert len(backend.rows(data_dir, "SELECT rid FROM records")) == 75
+    finally:
+        store.close()
+
+
+def test_a_node_refuses_a_database_without_the_schema(backend: Backend, tmp_path: Path) -> None:
+    url = backend.url(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"has no Exchange schema: run `exchange db upgrade --config node.toml`"):
+        Store.open(url, agency="JPN-NPA")
+    assert migrate.current_url(url) is None  # refusing made nothing
+
+
+def test_a_node_refuses_a_schema_newer_than_it_knows(backend: Backend, tmp_path: Path) -> None:
+    url = backend.migrated(tmp_path / "db")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(ConfigError, match=r"revision 0099 is newer than this software knows"):
+        Store.open(url, agency="JPN-NPA")
+
+
+def test_db_upgrade_and_status_commands(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
+        f'data_dir = "{tmp_path / "jpn"}"\n{federation.backend.config_line(tmp_path / "jpn")}',
+        encoding="utf-8",
+    )
+    assert main(["node", "serve", str(config)]) == 2
+    assert "run `exchange db upgrade --config node.toml` first" in capsys.readouterr().err
+
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"schema upgraded from nothing to revision {migrate.head()}\n"
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"schema already at revision {migrate.head()}\n"
+    assert main(["db", "status", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"database: revision {migrate.head()}; software: revision {migrate.head()}\n"
+
+
+def test_an_unreachable_database_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(  # port 9 (discard) on loopback: nothing listens there
+        'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\n'
+        'database_url = "postgresql+psycopg://nobody:secret@127.0.0.1:9/none?connect_timeout=3"\n',
+        encoding="utf-8",
+    )
+    assert main(["db", "upgrade", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exchange: cannot use the database postgresql+psycopg://nobody:***@127.0.0.1:9/none")
+    assert err.count("\n") == 1 and "secret" not in err
