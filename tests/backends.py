@@ -271,7 +271,7 @@ def find_postgres() -> tuple[str, Throwaway | None]:
     from_env = os.environ.get("EXCHANGE_TEST_POSTGRES_URL")
     if from_env:
         if not _reachable(from_env):
-            pytest.exit(f"EXCHANGE_TEST_POSTGRES_URL={from_env} cannot be reached", returncode=1)
+            raise pytest.UsageError(f"EXCHANGE_TEST_POSTGRES_URL={from_env} cannot be reached")
         return from_env, None
     if _reachable(DEFAULT_POSTGRES):
         return DEFAULT_POSTGRES, None
@@ -279,4 +279,4 @@ def find_postgres() -> tuple[str, Throwaway | None]:
         cluster = Throwaway()
         return cluster.start(), cluster
     except (FileNotFoundError, subprocess.CalledProcessError, RuntimeError):
-        pytest.exit(NO_POSTGRES, returncode=1)
+        raise pytest.UsageError(NO_POSTGRES) from None

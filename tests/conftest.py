@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,15 +21,29 @@ def pki(federation_root: Path) -> Federation:
     return make_federation(federation_root)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Backend]:
-    """The session's PostgreSQL (found or started), its test schemas dropped at the end."""
-    url, cluster = find_postgres()
-    backend = Backend("postgresql", url)
-    yield backend
-    backend.drop_schemas()
+_POSTGRES: dict[str, Any] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Find (or start) PostgreSQL before any test runs, so a missing one is one line up front."""
+    if "postgresql" in selected():
+        url, cluster = find_postgres()
+        _POSTGRES.update(backend=Backend("postgresql", url), cluster=cluster)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    backend, cluster = _POSTGRES.get("backend"), _POSTGRES.get("cluster")
+    if backend is not None:
+        backend.drop_schemas()
     if cluster is not None:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Backend:
+    """The session's PostgreSQL, found or started at session start."""
+    backend: Backend = _POSTGRES["backend"]
+    return backend
 
 
 @pytest.fixture(params=selected())

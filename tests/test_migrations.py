@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,11 +10,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from exchange.cli.main import main
 from exchange.errors import ConfigError
-from exchange.store import Store, migrate
+from exchange.records import textindex
+from exchange.store import Store, migrate, textsearch
 from exchange.store.engine import make_engine
 from exchange.store.schema import metadata
 from exchange.store.store import SearchFilter
@@ -42,13 +44,28 @@ def test_the_migrations_build_exactly_the_tables_the_code_uses(backend: Backend,
             differences = compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         engine.dispose()
-    # SQLite's FTS5 text index is a virtual table (and its shadow tables) the code reaches in SQL.
-    differences = [d for d in differences if not (d[0] == "remove_table" and d[1].name.startswith("record_text"))]
-    assert differences == []
+    # The text index is per dialect, outside the metadata (exchange/store/textsearch.py): SQLite's
+    # FTS5 virtual table with its shadow tables, PostgreSQL's record_terms with its GIN index.
+    def text_index(difference: tuple[Any, ...]) -> bool:
+        kind, item = difference[0], difference[1]
+        table = item.name if kind == "remove_table" else item.table.name if kind == "remove_index" else ""
+        return table.startswith("record_text") or table == "record_terms"
+
+    assert [d for d in differences if not text_index(d)] == []
+
+
+def add_terms_as_in_0001(conn: Connection, rows: Sequence[tuple[int, set[str]]]) -> None:
+    """textsearch.add as the code of revision 0001 had it: FTS5 on SQLite, else (term, rid) rows."""
+    if conn.dialect.name == "sqlite":
+        values = [(rid, " ".join(sorted(words))) for rid, words in rows if words]
+        conn.exec_driver_sql("INSERT INTO record_text (rowid, terms) VALUES (?, ?)", values)
+        return
+    flat = [{"rid": rid, "term": t} for rid, words in rows for t in words]
+    conn.execute(text("INSERT INTO terms (term, rid) VALUES (:term, :rid)"), flat)
 
 
 def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lost(
-    federation: Federation, tmp_path: Path
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend, data_dir = federation.backend, tmp_path / "old"
     url = backend.url(data_dir)
@@ -56,9 +73,11 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
     engine = make_engine(url)
     migrate.upgrade(engine, first_revision())
     assert migrate.current(engine) == first_revision() != migrate.head()
-    old = Store(engine, agency="JPN-NPA")  # the code of that day wrote the same columns
-    refs = fill(old, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
-    fill(old, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
+    old = Store(engine, agency="JPN-NPA")  # the code of that day wrote the same columns...
+    with monkeypatch.context() as patch:
+        patch.setattr(textsearch, "add", add_terms_as_in_0001)  # ...and its text index so
+        refs = fill(old, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
+        fill(old, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
     for i in range(5):
         old.audit(actor="urn:exchange:JPN-NPA:user:suzuki", action="search", detail={"page": i})
     before = snapshot(backend, data_dir)
@@ -76,6 +95,10 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
         found = list(store.search(SearchFilter(originators=("JPN-NPA",),
                                               observables=(("company_name", "sample trading 7 llc"),))))
         assert [(r.originator, r.record_id) for r in found] == [("JPN-NPA", refs[7].record_id)]
+        # The text index came along (on PostgreSQL 0002 moved it into another table).
+        words = "迂回調達"
+        by_text = list(store.search(SearchFilter(text=words, text_terms=tuple(textindex.query_terms(words)))))
+        assert len(by_text) == 70
         fill(store, federation.manifest, federation.pki_dir, "JPN-NPA", 5)  # and it goes on working
         assert len(backend.rows(data_dir, "SELECT rid FROM records")) == 75
     finally:

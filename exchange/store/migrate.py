@@ -9,6 +9,7 @@ this version would misread.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +58,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     writers' lock is taken first, so replicas upgrading at once run one after another.
     """
     before = current(engine)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines narrate every step
     with engine.execution_options(**WRITE).begin() as conn:
         serialise_writers(conn)
         command.upgrade(_config(conn), revision)

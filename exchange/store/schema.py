@@ -105,13 +105,7 @@ observables = Table(
     Column("value", String(1024), primary_key=True),  # normalised (exchange.records.normalize)
     Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
 )
-terms = Table(
-    "terms",
-    metadata,
-    Column("term", String(64), primary_key=True),  # exchange.records.textindex terms
-    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
-)
-Index("ix_terms_rid", terms.c.rid)
+# The text index is per dialect: exchange/store/textsearch.py.
 Index("ix_observables_rid", observables.c.rid)
 Index("ix_countries_rid", record_countries.c.rid)
 Index("ix_sectors_rid", record_sectors.c.rid)

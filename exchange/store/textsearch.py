@@ -1,23 +1,36 @@
 """The text index, per database: our own terms, the database's inverted index.
 
 Terms come from ``exchange.records.textindex`` (character bigrams for Japanese,
-Chinese and Korean, words otherwise), joined by spaces into one string per
-record. SQLite keeps them in an FTS5 table whose ``unicode61`` tokenizer splits
-exactly at those spaces (the table ``record_text`` is made by the
-first migration) (a term never contains a separator), so FTS5 does the
-inverted index in C; the substring post-filter in the store confirms matches.
-Other databases keep them in a plain table of (term, rid) rows.
+Chinese and Korean, words otherwise); the substring post-filter in the store
+confirms matches. Each database keeps one row per record and does the inverted
+index in C:
+
+- SQLite: the FTS5 table ``record_text`` over the terms joined by spaces; its
+  ``unicode61`` tokenizer splits exactly at those spaces (a term never contains a
+  separator).
+- PostgreSQL: ``record_terms``, the terms as a ``text[]`` under a GIN index, queried
+  by containment (``terms @> ARRAY[...]``).
+
+Both tables are made by the migrations and are not in ``schema.metadata``: each
+exists on one dialect only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, column, delete, func, insert, select, text
+from sqlalchemy import BigInteger, Column, Connection, Engine, Integer, MetaData, Table, Text, column, delete, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
-from exchange.store.schema import records, terms
+from exchange.store.schema import records
+
+record_terms = Table(
+    "record_terms",
+    MetaData(),
+    Column("rid", BigInteger, primary_key=True),
+    Column("terms", ARRAY(Text), nullable=False),
+)
 
 
 def is_sqlite(bind: Engine | Connection) -> bool:
@@ -26,14 +39,14 @@ def is_sqlite(bind: Engine | Connection) -> bool:
 
 def add(conn: Connection, rows: Sequence[tuple[int, set[str]]]) -> None:
     """Index the terms of each (rid, terms)."""
+    from exchange.store.rows import insert_many  # rows imports this module
+
     if is_sqlite(conn):
         values = [(rid, " ".join(sorted(words))) for rid, words in rows if words]
         if values:
             conn.exec_driver_sql("INSERT INTO record_text (rowid, terms) VALUES (?, ?)", values)
         return
-    flat: list[dict[str, Any]] = [{"rid": rid, "term": t} for rid, words in rows for t in words]
-    if flat:
-        conn.execute(insert(terms), flat)
+    insert_many(conn, record_terms, ("rid", "terms"), [(rid, sorted(words)) for rid, words in rows if words])
 
 
 def remove(conn: Connection, rids: Sequence[int]) -> None:
@@ -44,7 +57,7 @@ def remove(conn: Connection, rids: Sequence[int]) -> None:
             f"DELETE FROM record_text WHERE rowid IN ({', '.join('?' * len(rids))})", tuple(rids)
         )
         return
-    conn.execute(delete(terms).where(terms.c.rid.in_(rids)))
+    conn.execute(delete(record_terms).where(record_terms.c.rid.in_(rids)))
 
 
 def condition(bind: Engine | Connection, words: Sequence[str]) -> ColumnElement[bool]:
@@ -56,9 +69,8 @@ def condition(bind: Engine | Connection, words: Sequence[str]) -> ColumnElement[
             expression=expression
         )
         return records.c.rid.in_(matching.columns(column("rowid", Integer)))
-    distinct = set(words)
-    subquery = (
-        select(terms.c.rid).where(terms.c.term.in_(distinct)).group_by(terms.c.rid)
-        .having(func.count() == len(distinct))
+    wanted = sorted(set(words))
+    return records.c.rid.in_(
+        text("SELECT rid FROM record_terms WHERE terms @> CAST(:wanted AS text[])")
+        .bindparams(wanted=wanted).columns(column("rid", BigInteger))
     )
-    return records.c.rid.in_(subquery)

@@ -4,14 +4,21 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-26
 
-``log.received_from``: whether anything was ever received from a partner (an empty
-cursor with entries from that partner is a lost cursor, repaired by digest) was a
-scan of the whole log when the answer is no.
+- The text index on PostgreSQL becomes one row per record, ``record_terms(rid, terms
+  text[])`` under a GIN index, instead of a (term, rid) row per term: a received batch
+  of 500 records wrote some 15,000 rows, and a query for two terms joined two long
+  lists. Existing terms move over. SQLite keeps its FTS5 table (``record_text``) and
+  drops the unused (term, rid) table.
+- ``log.received_from``: whether anything was ever received from a partner (an empty
+  cursor with entries from that partner is a lost cursor, repaired by digest) was a
+  scan of the whole log when the answer is no.
 """
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = "0002"
 down_revision = "0001"
@@ -20,6 +27,19 @@ depends_on = None
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.create_table(
+            "record_terms",
+            sa.Column("rid", sa.BigInteger(), nullable=False),
+            sa.Column("terms", postgresql.ARRAY(sa.Text()), nullable=False),
+            sa.PrimaryKeyConstraint("rid"),
+        )
+        op.execute(
+            "INSERT INTO record_terms (rid, terms) SELECT rid, array_agg(term ORDER BY term) FROM terms GROUP BY rid"
+        )
+        op.create_index("ix_record_terms", "record_terms", ["terms"], postgresql_using="gin")
+    op.drop_index("ix_terms_rid", table_name="terms")
+    op.drop_table("terms")
     op.create_index("ix_log_received_from", "log", ["received_from"])
 
 
