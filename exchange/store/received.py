@@ -31,10 +31,13 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
+    MarkingColumns,
     clear_index,
+    current_row,
     current_values,
     insert_many,
-    log_values,
+    log_row,
+    marking_columns,
     write_index,
 )
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
@@ -273,12 +276,17 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     seqs = list(range(first, first + len(to_log)))
     columns = ("seq", *LOG_COLUMNS)
     rows = []
+    audiences: dict[frozenset[str], str] = {}  # audiences repeat: each joined once per batch
+    markings: dict[int, MarkingColumns] = {}  # each version's own, for its current row below
     for seq, e in zip(seqs, to_log, strict=True):
         record = e.record
         assert record is not None
-        values = log_values(record.ref, record.version, e.envelope, e.envelope.SerializeToString(),
-                            e.content_hash, peer, now, e.audience, record.content.marking)
-        rows.append((seq, *(values[c] for c in LOG_COLUMNS)))
+        audience = audiences.get(e.audience)
+        if audience is None:
+            audience = audiences[e.audience] = " ".join(sorted(e.audience))
+        marking = markings[seq] = marking_columns(record.content.marking)
+        rows.append((seq, *log_row(record.ref, record.version, e.envelope, e.envelope.SerializeToString(),
+                                   e.content_hash, peer, now, audience, marking)))
     insert_many(conn, log, columns, rows)
     # The newest unequivocal version of each record in this batch becomes current (rule 4).
     newest: dict[Key, tuple[records_pb2.Record, int]] = {}
@@ -295,7 +303,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
             newest[key] = (record, seq)
         elif record.version <= current_version:
             report.older += 1
-    _write_current(conn, known, newest)
+    _write_current(conn, known, newest, markings)
     report.stored += len(newest)
     for entry in equivocal:
         _equivocation(conn, peer, entry, report)
@@ -305,7 +313,10 @@ def _next_id(conn: Connection, column: Any) -> int:
     return int(conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()) + 1
 
 
-def _write_current(conn: Connection, known: _Known, newest: dict[Key, tuple[records_pb2.Record, int]]) -> None:
+def _write_current(
+    conn: Connection, known: _Known, newest: dict[Key, tuple[records_pb2.Record, int]],
+    markings: dict[int, MarkingColumns],
+) -> None:
     inserts = [(key, record, seq) for key, (record, seq) in newest.items() if key not in known.current]
     replaces = [(known.current[key][0], record, seq) for key, (record, seq) in newest.items() if key in known.current]
     indexed: list[tuple[int, records_pb2.Record]] = []
@@ -313,8 +324,7 @@ def _write_current(conn: Connection, known: _Known, newest: dict[Key, tuple[reco
         first = _next_id(conn, records.c.rid)
         rows = []
         for rid, (key, record, seq) in enumerate(inserts, start=first):
-            values = current_values(record, seq)
-            rows.append((rid, key[0], key[1], *(values[c] for c in CURRENT_COLUMNS)))
+            rows.append((rid, key[0], key[1], *current_row(record, seq, markings.get(seq))))
             indexed.append((rid, record))
         insert_many(conn, records, ("rid", "originator", "record_id", *CURRENT_COLUMNS), rows)
     if replaces:
