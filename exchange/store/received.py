@@ -139,17 +139,30 @@ def _received_durability(conn: Connection) -> Iterator[None]:
     power cut could lose is the last batches, and their cursor with them, so the
     next pull fetches them again from the partner. The node's own records (an
     analyst's receipt) keep synchronous=FULL.
+
+    A pull writes batch after batch, each dirtying pages all over the indexes, so
+    its commits checkpoint the WAL less often (every 10,000 pages instead of 1,000):
+    a page rewritten by several batches is copied into the database once, not once
+    per batch. Atomicity and crash safety are the WAL's either way; only its size
+    between checkpoints (at most ~40 MB) changes.
     """
     if conn.dialect.name != "sqlite":
         yield
         return
     raw = conn.connection.dbapi_connection
     assert raw is not None
+    checkpoint = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
     raw.execute("PRAGMA synchronous=NORMAL")
+    if checkpoint > 0:  # 0: automatic checkpoints are off, and stay off
+        raw.execute(f"PRAGMA wal_autocheckpoint={max(checkpoint, RECEIVED_CHECKPOINT_PAGES)}")
     try:
         yield
     finally:
         raw.execute("PRAGMA synchronous=FULL")
+        raw.execute(f"PRAGMA wal_autocheckpoint={checkpoint}")
+
+
+RECEIVED_CHECKPOINT_PAGES = 10_000
 
 
 def _apply(conn: Connection, peer: str, entries: list[Incoming | Refusal]) -> BatchReport:
