@@ -87,6 +87,15 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) another process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _emit(payload: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(payload) + "\n")
     sys.stdout.flush()
@@ -475,7 +484,9 @@ def _describe_split(pull: dict[str, Any]) -> str:
         part("main thread waiting for verification", waiting),
         part("main thread receiving from the stream", receiving),
         part("verification thread busy", split.get("verify_thread_busy")),
-        f"process CPU {split.get('process_cpu', 0):.2f} s = {split.get('process_cpu', 0) / wall:.2f} cores",
+        f"process CPU {split.get('process_cpu', 0):.2f} s = {split.get('process_cpu', 0) / wall:.2f} cores "
+        f"({split.get('process_cpu', 0) / n * 1e6:.0f} us/record)",
+        part("serving process CPU (all its threads)", split.get("server_cpu")),
     ])
 
 
@@ -544,8 +555,12 @@ def run_once(
         result["puller_rss_before_pull_kib"] = ready["maxrss_kib"]
 
         # --- initial pull (timed inside the puller process) ---------------------------------
+        server_cpu = _cpu_seconds(server.proc.pid)
         puller.send("pull")
         initial = puller.message(timeout=max(900.0, records / 50))
+        server_cpu_after = _cpu_seconds(server.proc.pid)
+        if server_cpu is not None and server_cpu_after is not None:
+            initial["split"]["server_cpu"] = round(server_cpu_after - server_cpu, 4)
         if initial["error"] or initial["received"] != records or initial["stored"] != records:
             raise RuntimeError(f"initial pull incomplete: {initial}")
         rate = initial["received"] / initial["wall_seconds"]

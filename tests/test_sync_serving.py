@@ -171,3 +171,18 @@ def test_a_version_that_forbade_relay_is_not_relayed_after_the_marking_allows_it
     assert usa.puller.pull("JPN-NPA").applied.stored == 1
     relayed, _, _ = _pull(federation.manifest, _partner(federation, usa, "KOR-KNPA"))
     assert [(r.version, r.content.title) for r in relayed] == [(2, "relayable v2")]
+
+
+def test_a_batch_encoded_from_stored_envelopes_is_the_protobuf_encoding() -> None:
+    """The server copies stored envelope bytes into the batch instead of parsing and encoding
+    them again: the result must be what protobuf itself would send."""
+    from exchange.node.sync import encode_pull_batch
+
+    envelopes = [
+        records_pb2.Envelope(payload_type=RECORD_TYPE, payload=b"p" * size, key_id="JPN-NPA/k", signature=b"s" * 64)
+        for size in (0, 1, 60, 127, 128, 300, 16_383, 16_384, 70_000)
+    ]
+    for entries, cursor in ((envelopes, b"c" * 60), (envelopes[:1], b""), ([], b"c" * 200), ([], b"")):
+        expected = sync_pb2.PullBatch(entries=entries, cursor=cursor).SerializeToString()
+        assert encode_pull_batch([e.SerializeToString() for e in entries], cursor) == expected
+    assert encode_pull_batch([b""], b"") == sync_pb2.PullBatch(entries=[records_pb2.Envelope()]).SerializeToString()

@@ -234,3 +234,24 @@ def test_cjk_matches_imply_indexed_bigrams(query: str, text: str) -> None:
     for word in cjk_words:
         if matches(word, text):
             assert set(query_terms(word)) <= index_terms(text)
+
+
+# --- the fast index_terms is the definition ---------------------------------
+
+
+_MIXED = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8"),
+        st.sampled_from("技術半導体のをーヽ々〆ㄱ가힣ｱｲ・、。 -_x9ABß\u3000\U00020000"),
+    ),
+    max_size=80,
+)
+
+
+@given(_MIXED)
+def test_index_terms_equals_the_run_by_run_definition(text: str) -> None:
+    from exchange.records.textindex import _index_terms_by_runs
+
+    assert index_terms(text) == _index_terms_by_runs(text)
+    long = text + " " + "y" * 70 + "技" + "z" * 65
+    assert index_terms(long) == _index_terms_by_runs(long)

@@ -325,5 +325,8 @@ def service_handler(guard: Guard, service: str, methods: list[Method]) -> grpc.G
     return grpc.method_handlers_generic_handler(service, handlers)
 
 
-def _serialize(message: Message) -> bytes:
+def _serialize(message: Message | bytes) -> bytes:
+    """A response; one a service already serialised (``bytes``) goes out as it is."""
+    if isinstance(message, bytes):
+        return message
     return message.SerializeToString()

@@ -23,7 +23,7 @@ from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
 from exchange.store import Store, watch
 from exchange.store.store import LogEntry
-from exchange.v1 import records_pb2, sync_pb2
+from exchange.v1 import sync_pb2
 
 _CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's content hash
 
@@ -58,6 +58,23 @@ class SyncService:
             known_agencies=self.manifest.agencies,
         ).allowed
 
+    def _releasable_cached(
+        self, entry: LogEntry, caller: Principal, decided: dict[tuple[object, ...], bool]
+    ) -> bool:
+        """``_releasable`` for one call: the decision is a function of the entry's originator,
+        markings (or a withdrawal's audience) for a fixed caller, so each combination is
+        decided once per call (markings repeat across a log)."""
+        key: tuple[object, ...] = (
+            (True, entry.audience) if entry.is_withdrawal
+            else (False, entry.originator, entry.current_marking, entry.version_marking)
+        )
+        found = decided.get(key)
+        if found is None:
+            if len(decided) > 10_000:
+                decided.clear()
+            found = decided[key] = self._releasable(entry, caller)
+        return found
+
     # --- cursors ----------------------------------------------------------------------------
 
     def _cursor(self, caller: Principal, seq: int, fingerprint: bytes) -> bytes:
@@ -77,7 +94,8 @@ class SyncService:
 
     # --- Pull -------------------------------------------------------------------------------
 
-    def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[sync_pb2.PullBatch]:
+    def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[bytes]:
+        """Serialised ``PullBatch`` messages (``rpc`` passes bytes through as they are)."""
         after = self._position(request.cursor, caller)
         if len(request.only) > self.limits.max_digest_entries:
             raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")
@@ -93,8 +111,9 @@ class SyncService:
         if end <= after:
             return
         last = after
+        decided: dict[tuple[object, ...], bool] = {}
         for entry in self.store.log_after(after, upto=end, audience_of=caller.agency):
-            if buckets.wanted(entry) and self._releasable(entry, caller):
+            if buckets.wanted(entry) and self._releasable_cached(entry, caller, decided):
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
                     yield self._batch(batch, caller, last)
                     batch, size = [], 0
@@ -105,9 +124,10 @@ class SyncService:
         # see and they are not scanned again on its next pull.
         yield self._batch(batch, caller, end)
 
-    def _batch(self, batch: list[LogEntry], caller: Principal, upto: int) -> sync_pb2.PullBatch:
+    def _batch(self, batch: list[LogEntry], caller: Principal, upto: int) -> bytes:
+        """One ``PullBatch``, serialised: the stored envelopes go out verbatim (the bytes
+        their originator's signature covers were never re-encoded, and are not now)."""
         fingerprint = self.store.log_fingerprint(upto) or b"\x00" * 8
-        envelopes = [records_pb2.Envelope.FromString(entry.envelope) for entry in batch]
         if batch:
             # A disclosure (DESIGN.md "Audit"): one audit entry per batch, written before the
             # batch is handed to gRPC, so a batch is never sent unaudited (if the partner
@@ -117,7 +137,7 @@ class SyncService:
                 sent=[(e.originator, e.record_id, e.version) for e in batch if not e.is_withdrawal],
                 withdrawals=[(e.originator, e.record_id, e.version) for e in batch if e.is_withdrawal],
             )
-        return sync_pb2.PullBatch(entries=envelopes, cursor=self._cursor(caller, upto, fingerprint))
+        return encode_pull_batch([entry.envelope for entry in batch], self._cursor(caller, upto, fingerprint))
 
     # --- Digest -----------------------------------------------------------------------------
 
@@ -156,6 +176,26 @@ class SyncService:
             ],
             cursor=self._cursor(caller, end, fingerprint),
         )
+
+
+def _field(number: int, value: bytes) -> bytes:
+    """One length-delimited protobuf field: key, length (varint), bytes."""
+    length = len(value)
+    head = bytearray([number << 3 | 2])
+    while length > 0x7F:
+        head.append(length & 0x7F | 0x80)
+        length >>= 7
+    head.append(length)
+    return bytes(head) + value
+
+
+def encode_pull_batch(envelopes: list[bytes], cursor: bytes) -> bytes:
+    """``PullBatch(entries=envelopes, cursor=cursor).SerializeToString()``, with each stored
+    envelope's bytes copied as they are instead of parsed and encoded again."""
+    parts = [_field(1, envelope) for envelope in envelopes]  # repeated Envelope entries = 1
+    if cursor:
+        parts.append(_field(2, cursor))  # bytes cursor = 2 (proto3: empty is not sent)
+    return b"".join(parts)
 
 
 def _prefix(value: str, field: str) -> str:

@@ -116,8 +116,29 @@ def _terms_of_run(run: str, is_cjk: bool) -> list[str]:
     return _bigrams(run) if is_cjk else [run[:MAX_TERM_CHARS]]
 
 
+# The same terms as ``_runs`` + ``_terms_of_run`` (``_index_terms_by_runs``), with the
+# scanning done in C: this is on the path of every record stored, received ones included.
+_WORD_RE = re.compile(f"[^\\W_{_CJK_CLASS}]+")  # a maximal run of non-CJK letters/digits
+_CJK_RUN_RE = re.compile(f"[{_CJK_CLASS}]+")
+
+
 def index_terms(text: str) -> set[str]:
     """All terms to index for ``text``."""
+    folded = fold(text)
+    terms = set(_WORD_RE.findall(folded))
+    if any(len(word) > MAX_TERM_CHARS for word in terms):
+        terms = {word[:MAX_TERM_CHARS] for word in terms}
+    if not folded.isascii():
+        for run in _CJK_RUN_RE.findall(folded):
+            if len(run) == 1:
+                terms.add(run)
+            else:
+                terms.update([run[i : i + 2] for i in range(len(run) - 1)])
+    return terms
+
+
+def _index_terms_by_runs(text: str) -> set[str]:
+    """``index_terms`` as the definition reads, run by run (tests compare the two)."""
     terms: set[str] = set()
     for run, is_cjk in _runs(fold(text)):
         terms.update(_terms_of_run(run, is_cjk))

@@ -43,7 +43,14 @@ def validate_ref(ref: records_pb2.RecordRef, field: str) -> None:
     validate_record_id(ref.record_id, f"{field}.record_id")
 
 
+# The one form record ids take (what str(uuid.UUID(...)) gives): checked first, as it is on
+# the path of every record received; anything else gets the precise refusal below.
+_CANONICAL_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def validate_record_id(record_id: str, field: str) -> None:
+    if _CANONICAL_UUID_RE.fullmatch(record_id):
+        return
     try:
         parsed = uuid.UUID(record_id)
     except ValueError:

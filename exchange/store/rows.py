@@ -23,19 +23,19 @@ def timestamp_us(ts: Any) -> int:
     return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
 
 
+_KIND_NAMES = {number: name.removeprefix("KIND_").lower() for name, number in records_pb2.Kind.items()}
+_STATUS_NAMES = {number: name.removeprefix("STATUS_").lower() for name, number in records_pb2.Status.items()}
+
+
 def kind_name(kind: int) -> str:
     """``KIND_OBSERVABLE_SET`` -> ``observable_set``; unknown numbers stay visible."""
-    try:
-        return records_pb2.Kind.Name(kind).removeprefix("KIND_").lower()
-    except ValueError:
-        return f"unknown-{kind}"
+    name = _KIND_NAMES.get(kind)
+    return f"unknown-{kind}" if name is None else name
 
 
 def status_name(status: int) -> str:
-    try:
-        return records_pb2.Status.Name(status).removeprefix("STATUS_").lower()
-    except ValueError:
-        return f"unknown-{status}"
+    name = _STATUS_NAMES.get(status)
+    return f"unknown-{status}" if name is None else name
 
 
 LOG_COLUMNS = (
@@ -48,49 +48,52 @@ CURRENT_COLUMNS = (
 )
 
 
+MarkingColumns = tuple[str, str, str, str]  # classification, releasable_to, tlp, caveats as stored
+
+
+def marking_columns(marking: records_pb2.Marking | None) -> MarkingColumns:
+    """A marking as its four columns (lists space-joined, sorted); empty for a withdrawal."""
+    if marking is None:
+        return ("", "", "", "")
+    return (marking.classification, " ".join(sorted(marking.releasable_to)), marking.tlp,
+            " ".join(sorted(marking.caveats)))
+
+
+def log_row(
+    ref: records_pb2.RecordRef, version: int, envelope: records_pb2.Envelope, envelope_bytes: bytes,
+    digest: bytes, received_from: str, received_at: int, audience: str, marking: MarkingColumns,
+) -> tuple[Any, ...]:
+    """A log row as a tuple in ``LOG_COLUMNS`` order (the bulk paths); ``audience`` joined."""
+    return (ref.originator, ref.record_id, version, digest, envelope.payload_type, envelope.key_id,
+            envelope_bytes, received_from, received_at, audience, *marking, False)
+
+
 def log_values(
     ref: records_pb2.RecordRef, version: int, envelope: records_pb2.Envelope, envelope_bytes: bytes,
     digest: bytes, received_from: str, received_at: int, audience: frozenset[str],
     marking: records_pb2.Marking | None = None,
 ) -> dict[str, Any]:
     """A log row; ``marking`` is the version's own (None for a withdrawal)."""
-    return {
-        "originator": ref.originator,
-        "record_id": ref.record_id,
-        "version": version,
-        "content_hash": digest,
-        "payload_type": envelope.payload_type,
-        "key_id": envelope.key_id,
-        "envelope": envelope_bytes,
-        "received_from": received_from,
-        "received_at": received_at,
-        "audience": " ".join(sorted(audience)),
-        "classification": marking.classification if marking else "",
-        "releasable_to": " ".join(sorted(marking.releasable_to)) if marking else "",
-        "tlp": marking.tlp if marking else "",
-        "caveats": " ".join(sorted(marking.caveats)) if marking else "",
-        "purged": False,
-    }
+    return dict(zip(LOG_COLUMNS, log_row(ref, version, envelope, envelope_bytes, digest, received_from,
+                                          received_at, " ".join(sorted(audience)), marking_columns(marking)),
+                    strict=True))
+
+
+def current_row(record: records_pb2.Record, seq: int, marking: MarkingColumns | None = None) -> tuple[Any, ...]:
+    """A current-version row as a tuple in ``CURRENT_COLUMNS`` order; ``marking`` if already
+    computed (it is the record's own: ``marking_columns(record.content.marking)``)."""
+    content = record.content
+    created, issued = record.created_at, record.issued_at
+    return (
+        record.version, seq, status_name(record.status), kind_name(content.kind),
+        *(marking or marking_columns(content.marking)), content.title, content.summary,
+        created.seconds * 1_000_000 + created.nanos // 1000, issued.seconds * 1_000_000 + issued.nanos // 1000,
+        False,
+    )
 
 
 def current_values(record: records_pb2.Record, seq: int) -> dict[str, Any]:
-    content = record.content
-    marking = content.marking
-    return {
-        "version": record.version,
-        "seq": seq,
-        "status": status_name(record.status),
-        "kind": kind_name(content.kind),
-        "classification": marking.classification,
-        "releasable_to": " ".join(sorted(marking.releasable_to)),
-        "tlp": marking.tlp,
-        "caveats": " ".join(sorted(marking.caveats)),
-        "title": content.title,
-        "summary": content.summary,
-        "created_at": timestamp_us(record.created_at),
-        "issued_at": timestamp_us(record.issued_at),
-        "equivocated": False,
-    }
+    return dict(zip(CURRENT_COLUMNS, current_row(record, seq), strict=True))
 
 
 def observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:

@@ -270,22 +270,42 @@ class Store:
                     and_(log.c.payload_type == WITHDRAWAL_TYPE, (" " + log.c.audience + " ").like(padded)),
                 )
             )
+        # Markings and audiences repeat from row to row: each distinct one is built once
+        # (equal values, so the decision's caches find them by hash cheaply too).
+        markings: dict[tuple[str, str, str, str], Marking] = {}
+        audiences: dict[str, frozenset[str]] = {}
+
+        def marking_of_row(classification: str, releasable_to: str, tlp: str, caveats: str) -> Marking:
+            key = (classification, releasable_to, tlp, caveats)
+            found = markings.get(key)
+            if found is None:
+                if len(markings) > 1024:
+                    markings.clear()
+                found = markings[key] = Marking(classification, _split(releasable_to), tlp, _split(caveats))
+            return found
+
         position = after
         while True:
             page = query.where(log.c.seq > position).order_by(log.c.seq).limit(chunk)
             with self._engine.connect() as conn:
                 rows = conn.execute(page).all()
-            for row in rows:
-                marking = None
-                if row.classification is not None and row.payload_type != WITHDRAWAL_TYPE:
-                    marking = Marking(row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats))
+            for (seq, originator, record_id, version, digest, envelope, payload_type, audience,
+                 classification, releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp,
+                 v_caveats) in rows:
+                withdrawal = payload_type == WITHDRAWAL_TYPE
+                held = audiences.get(audience)
+                if held is None:
+                    if len(audiences) > 1024:
+                        audiences.clear()
+                    held = audiences[audience] = _split(audience)
                 yield LogEntry(
-                    seq=row.seq, originator=row.originator, record_id=row.record_id, version=row.version,
-                    content_hash=bytes(row.content_hash), envelope=bytes(row.envelope),
-                    payload_type=row.payload_type, audience=_split(row.audience),
-                    version_marking=None if row.payload_type == WITHDRAWAL_TYPE else Marking(
-                        row.v_classification, _split(row.v_releasable_to), row.v_tlp, _split(row.v_caveats)),
-                    current_marking=marking,
+                    seq=seq, originator=originator, record_id=record_id, version=version,
+                    content_hash=bytes(digest), envelope=bytes(envelope),
+                    payload_type=payload_type, audience=held,
+                    version_marking=None if withdrawal else marking_of_row(
+                        v_classification, v_releasable_to, v_tlp, v_caveats),
+                    current_marking=None if classification is None or withdrawal else marking_of_row(
+                        classification, releasable_to, tlp, caveats),
                 )
             if len(rows) < chunk:
                 return

@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
+from exchange.store.rows import insert_many
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
 from exchange.store.store import Store, StoredRecord, now_us, user_prefilter
 
@@ -80,15 +81,10 @@ def audit_pull(
     rows = {(o, r, v, False) for o, r, v in sent} | {(o, r, v, True) for o, r, v in withdrawals}
     with store.write() as conn:
         seq = audit_log.append(conn, at=now_us(), actor=actor, action=PULL_ACTION, detail=detail)
-        if rows:
-            conn.execute(
-                insert(disclosure_index),
-                [
-                    {"originator": o, "record_id": r, "audit_seq": seq, "version": v, "withdrawal": w,
-                     "partner": partner}
-                    for o, r, v, w in sorted(rows)
-                ],
-            )
+        # Plain tuples in one executemany: a pull batch is hundreds of rows.
+        insert_many(conn, disclosure_index, ("originator", "record_id", "audit_seq", "version", "withdrawal",
+                                             "partner"),
+                    [(o, r, seq, v, w, partner) for o, r, v, w in sorted(rows)])
     return seq
 
 

@@ -8,6 +8,7 @@ and the cursor after it commit in one transaction (``store.received``).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,14 @@ from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
 log = logging.getLogger("exchange.sync")
 
 Progress = Callable[[int], None]  # called with the number of entries received so far
+
+# Verification of batch k+1 (Ed25519, which releases the GIL) overlaps the write of batch k
+# only if the verification thread gets the GIL back promptly after each signature. With
+# CPython's default switch interval (5 ms) it can wait that long behind the writing thread's
+# Python for every single record, and the two threads barely overlap (the pull ran at about
+# one core). A shorter interval makes that hand-off prompt; it is process-wide, so a node that
+# pulls lowers it (never raises it) once, when its puller is made.
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 @dataclass
@@ -116,6 +125,8 @@ class Puller:
         self.limits = limits
         self.metrics = metrics
         self.verifier = Verifier(agency, manifest)
+        if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
+            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self._key, self._cert = node_key, node_cert
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
