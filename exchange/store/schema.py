@@ -59,7 +59,7 @@ log = Table(
     # The same bytes under another payload type are another entry (a signature binds the type).
     UniqueConstraint("originator", "record_id", "version", "payload_type", "content_hash", name="uq_log_version"),
 )
-Index("ix_log_record", log.c.originator, log.c.record_id, log.c.version)
+# (originator, record_id, version) lookups use uq_log_version's prefix.
 Index("ix_log_received_from", log.c.received_from)
 
 # The current version of each record, with its marking for the decision.

@@ -12,6 +12,8 @@ Create Date: 2026-11-26
 - ``log.received_from``: whether anything was ever received from a partner (an empty
   cursor with entries from that partner is a lost cursor, repaired by digest) was a
   scan of the whole log when the answer is no.
+- ``ix_log_record`` (originator, record_id, version) goes: it is a prefix of the unique
+  ``uq_log_version``, which serves the same lookups, and every log insert paid for both.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def upgrade() -> None:
     op.drop_index("ix_terms_rid", table_name="terms")
     op.drop_table("terms")
     op.create_index("ix_log_received_from", "log", ["received_from"])
+    op.drop_index("ix_log_record", table_name="log")
 
 
 def downgrade() -> None:
