@@ -10,10 +10,24 @@ Other databases keep them in a plain table of (term, rid) rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, column, delete, func, insert, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.store.schema import records, terms
@@ -57,18 +71,90 @@ def remove(conn: Connection, rids: Sequence[int]) -> None:
     conn.execute(delete(terms).where(terms.c.rid.in_(rids)))
 
 
-def condition(bind: Engine | Connection, words: Sequence[str]) -> ColumnElement[bool]:
-    """Records whose index holds every one of ``words``."""
+# How many matching records the text index may name before a search stops collecting
+# them all and filters the records it walks newest first instead (see ``plan``).
+COLLECT_LIMIT = 10_000
+
+# The FTS5 table as SQLAlchemy sees it.
+_record_text = table("record_text", column("rowid", Integer))
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """How a search applies its text condition: in SQL, or to each chunk of rows it walks."""
+
+    condition: ColumnElement[bool] | None  # a WHERE condition, or None: use ``keep``
+    expression: str = ""  # the FTS5 query of ``keep``
+
+    def keep(self, conn: Connection, rids: Sequence[int]) -> set[int]:
+        """Which of ``rids`` the index holds every term for: one FTS5 query over their
+        range of rowids (a few seeks in each segment), not one probe per rid."""
+        if not rids:
+            return set()
+        found = conn.execute(
+            select(_record_text.c.rowid).where(
+                _match(self.expression), _record_text.c.rowid.between(min(rids), max(rids))
+            )
+        ).scalars()
+        wanted = set(rids)
+        return {rid for rid in found if rid in wanted}
+
+
+def _expression(words: Sequence[str]) -> str:
+    # Each term is quoted: a bare term could read as an FTS5 operator (AND, NEAR...).
+    return " ".join(f'"{w}"' for w in words)
+
+
+def _match(expression: str) -> ColumnElement[bool]:
+    return literal_column("record_text").op("MATCH")(bindparam("fts_expression", expression))
+
+
+def plan(bind: Engine | Connection, words: Sequence[str]) -> TextPlan:
+    """The plan for records whose index holds every one of ``words``.
+
+    On SQLite it depends on how many records match, which FTS5 counts cheaply (a read
+    of the terms' doclists, stopped at ``COLLECT_LIMIT``):
+
+    * few (a rare word): their rids come from FTS5 in SQL (``rid IN (...)``), so the
+      search reads only those records and sorts them;
+    * many (a common word such as 技術, in a third of the records): reading and sorting
+      them all would cost far more than a page is worth, so the search walks records
+      newest first (ix_records_issued, the cheap conditions in SQL) and asks FTS5, once
+      per chunk of rows, which of them match (``TextPlan.keep``). A correlated FTS5
+      probe per row would do the same in SQL but costs a query per record, each
+      seeking every segment of the index.
+
+    Other databases get ``rid IN`` over the (term, rid) table and plan it themselves.
+    """
     if is_sqlite(bind):
-        # Each term is quoted: a bare term could read as an FTS5 operator (AND, NEAR...).
-        expression = " ".join(f'"{w}"' for w in words)
-        matching = text("SELECT rowid FROM record_text WHERE record_text MATCH :expression").bindparams(
-            expression=expression
-        )
-        return records.c.rid.in_(matching.columns(column("rowid", Integer)))
+        expression = _expression(words)
+        probe = select(_record_text.c.rowid).where(_match(expression)).limit(COLLECT_LIMIT).subquery()
+        with _connection(bind) as conn:
+            found = conn.execute(select(func.count()).select_from(probe)).scalar_one()
+        if found < COLLECT_LIMIT:
+            return TextPlan(records.c.rid.in_(select(_record_text.c.rowid).where(_match(expression))))
+        return TextPlan(None, expression)
     distinct = set(words)
     subquery = (
         select(terms.c.rid).where(terms.c.term.in_(distinct)).group_by(terms.c.rid)
         .having(func.count() == len(distinct))
     )
-    return records.c.rid.in_(subquery)
+    return TextPlan(records.c.rid.in_(subquery))
+
+
+def condition(bind: Engine | Connection, words: Sequence[str]) -> ColumnElement[bool]:
+    """Records whose index holds every one of ``words``, as one SQL condition."""
+    if is_sqlite(bind):
+        return records.c.rid.in_(select(_record_text.c.rowid).where(_match(_expression(words))))
+    found = plan(bind, words).condition
+    assert found is not None
+    return found
+
+
+@contextmanager
+def _connection(bind: Engine | Connection) -> Iterator[Connection]:
+    if isinstance(bind, Connection):
+        yield bind
+    else:
+        with bind.connect() as conn:
+            yield conn
