@@ -83,8 +83,11 @@ def _expected(store: Store, keep: object) -> list[int]:
     return [r.rid for r in everything if keep(r)]  # type: ignore[operator]
 
 
-@pytest.fixture
-def store(tmp_path: Path):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["fts5", "term-rows"])
+def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    if request.param == "term-rows":
+        # The (term, rid) table other databases (PostgreSQL) use, exercised on SQLite.
+        monkeypatch.setattr(textsearch, "is_sqlite", lambda bind: False)
     rng = random.Random(7)
     # Issued out of arrival order, with ties, as pulls from several partners bring them.
     records = [_record(i, rng, issued_us=1_700_000_000_000_000 + rng.randrange(300) * 1_000_000)

@@ -84,20 +84,25 @@ class TextPlan:
     """How a search applies its text condition: in SQL, or to each chunk of rows it walks."""
 
     condition: ColumnElement[bool] | None  # a WHERE condition, or None: use ``keep``
-    expression: str = ""  # the FTS5 query of ``keep``
+    words: tuple[str, ...] = ()
 
     def keep(self, conn: Connection, rids: Sequence[int]) -> set[int]:
-        """Which of ``rids`` the index holds every term for: one FTS5 query over their
-        range of rowids (a few seeks in each segment), not one probe per rid."""
+        """Which of ``rids`` the index holds every word for, in one query.
+
+        SQLite: one FTS5 query over the chunk's range of rowids (a few seeks in each
+        segment, where a probe per rid would seek every segment once per record).
+        Other databases: the (term, rid) rows of the chunk's rids (primary key lookups).
+        """
         if not rids:
             return set()
-        found = conn.execute(
-            select(_record_text.c.rowid).where(
-                _match(self.expression), _record_text.c.rowid.between(min(rids), max(rids))
+        if is_sqlite(conn):
+            query = select(_record_text.c.rowid).where(
+                _match(_expression(self.words)), _record_text.c.rowid.between(min(rids), max(rids))
             )
-        ).scalars()
+        else:
+            query = _all_words(self.words).where(terms.c.rid.in_(rids))
         wanted = set(rids)
-        return {rid for rid in found if rid in wanted}
+        return {rid for rid in conn.execute(query).scalars() if rid in wanted}
 
 
 def _expression(words: Sequence[str]) -> str:
@@ -109,46 +114,56 @@ def _match(expression: str) -> ColumnElement[bool]:
     return literal_column("record_text").op("MATCH")(bindparam("fts_expression", expression))
 
 
-def plan(bind: Engine | Connection, words: Sequence[str]) -> TextPlan:
-    """The plan for records whose index holds every one of ``words``.
-
-    On SQLite it depends on how many records match, which FTS5 counts cheaply (a read
-    of the terms' doclists, stopped at ``COLLECT_LIMIT``):
-
-    * few (a rare word): their rids come from FTS5 in SQL (``rid IN (...)``), so the
-      search reads only those records and sorts them;
-    * many (a common word such as 技術, in a third of the records): reading and sorting
-      them all would cost far more than a page is worth, so the search walks records
-      newest first (ix_records_issued, the cheap conditions in SQL) and asks FTS5, once
-      per chunk of rows, which of them match (``TextPlan.keep``). A correlated FTS5
-      probe per row would do the same in SQL but costs a query per record, each
-      seeking every segment of the index.
-
-    Other databases get ``rid IN`` over the (term, rid) table and plan it themselves.
-    """
-    if is_sqlite(bind):
-        expression = _expression(words)
-        probe = select(_record_text.c.rowid).where(_match(expression)).limit(COLLECT_LIMIT).subquery()
-        with _connection(bind) as conn:
-            found = conn.execute(select(func.count()).select_from(probe)).scalar_one()
-        if found < COLLECT_LIMIT:
-            return TextPlan(records.c.rid.in_(select(_record_text.c.rowid).where(_match(expression))))
-        return TextPlan(None, expression)
+def _all_words(words: Sequence[str]) -> Any:
+    """rids whose (term, rid) rows hold every one of ``words``."""
     distinct = set(words)
-    subquery = (
+    return (
         select(terms.c.rid).where(terms.c.term.in_(distinct)).group_by(terms.c.rid)
         .having(func.count() == len(distinct))
     )
-    return TextPlan(records.c.rid.in_(subquery))
+
+
+def plan(bind: Engine | Connection, words: Sequence[str]) -> TextPlan:
+    """The plan for records whose index holds every one of ``words``.
+
+    It depends on how many records match, which the index counts cheaply (stopping at
+    ``COLLECT_LIMIT``; SQLite: FTS5 reads the doclists of the whole expression; others:
+    the (term, rid) rows of each word, which bound the records holding all of them):
+
+    * few (a rare word): the rids come from the index in SQL (``rid IN (...)``), so the
+      search reads only those records and sorts them;
+    * many (a common word such as 技術, in a third of the records): reading and sorting
+      them all would cost far more than a page is worth, so the search walks records
+      newest first (ix_records_issued, the cheap conditions in SQL) and asks the index,
+      once per chunk of rows, which of them match (``TextPlan.keep``). On SQLite a
+      correlated FTS5 probe per row would do the same in SQL but costs one FTS5 query
+      per record, each seeking every segment of the index.
+    """
+    words = tuple(dict.fromkeys(words))
+    with _connection(bind) as conn:
+        if is_sqlite(conn):
+            match = _match(_expression(words))
+            probe = select(_record_text.c.rowid).where(match).limit(COLLECT_LIMIT).subquery()
+            few = conn.execute(select(func.count()).select_from(probe)).scalar_one() < COLLECT_LIMIT
+            collected = select(_record_text.c.rowid).where(match)
+        else:
+            few = any(
+                conn.execute(select(func.count()).select_from(
+                    select(terms.c.rid).where(terms.c.term == word).limit(COLLECT_LIMIT).subquery()
+                )).scalar_one() < COLLECT_LIMIT
+                for word in words
+            )
+            collected = _all_words(words)
+    if few:
+        return TextPlan(records.c.rid.in_(collected))
+    return TextPlan(None, words)
 
 
 def condition(bind: Engine | Connection, words: Sequence[str]) -> ColumnElement[bool]:
     """Records whose index holds every one of ``words``, as one SQL condition."""
     if is_sqlite(bind):
         return records.c.rid.in_(select(_record_text.c.rowid).where(_match(_expression(words))))
-    found = plan(bind, words).condition
-    assert found is not None
-    return found
+    return records.c.rid.in_(_all_words(words))
 
 
 @contextmanager
