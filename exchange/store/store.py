@@ -541,8 +541,9 @@ class Store:
         ``rid_column`` is the rid the order uses (``records.rid`` unless ``base`` joins
         an index table whose order it follows); the row's own time column of that name
         and its rid give the position. ``keep``, when given, says which rids of each
-        chunk to yield (a condition checked outside SQL); chunks then start at
-        SCAN_CHUNK and grow while few rows pass.
+        chunk to yield (a condition checked outside SQL): each chunk is then walked for
+        its positions only, and the whole rows (envelopes) are read for the kept rids
+        alone; chunks start at SCAN_CHUNK and grow while few rows pass.
         """
         rid_column = records.c.rid if rid_column is None else rid_column
         position = after
@@ -552,17 +553,22 @@ class Store:
             if position is not None:
                 # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
                 query = query.where(tuple_(time_column, rid_column) < tuple_(*position))
-            query = query.order_by(time_column.desc(), rid_column.desc()).limit(chunk)
+            query = query.order_by(time_column.desc(), rid_column.desc())
             with self._engine.connect() as conn:
-                rows = conn.execute(query).all()
-                kept = None if keep is None else keep(conn, [int(r.rid) for r in rows])
-            yield from (_row_to_record(r) for r in rows if kept is None or r.rid in kept)
+                if keep is None:
+                    rows = conn.execute(query.limit(chunk)).all()
+                    shown = rows
+                else:
+                    rows = conn.execute(query.with_only_columns(rid_column, time_column).limit(chunk)).all()
+                    kept = keep(conn, [int(r.rid) for r in rows])
+                    shown = conn.execute(query.where(rid_column.in_(kept))).all() if kept else []
+            yield from (_row_to_record(r) for r in shown)
             if len(rows) < chunk:
                 return
             position = (int(getattr(rows[-1], time_column.name)), int(rows[-1].rid))
             if keep is None:
                 chunk = SCAN_CHUNK
-            elif kept is not None and len(kept) * 4 < len(rows):
+            elif len(shown) * 4 < len(rows):
                 chunk = min(chunk * 2, 8 * SCAN_CHUNK)
 
     def _conditions(self, c: SearchFilter) -> list[Any]:

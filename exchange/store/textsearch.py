@@ -96,13 +96,15 @@ class TextPlan:
         if not rids:
             return set()
         if is_sqlite(conn):
+            # FTS5 reads the range; "rowid + 0 IN" is checked by SQLite on what it returns
+            # (a plain "rowid IN" would be handed to FTS5 as one lookup per value).
             query = select(_record_text.c.rowid).where(
-                _match(_expression(self.words)), _record_text.c.rowid.between(min(rids), max(rids))
+                _match(_expression(self.words)), _record_text.c.rowid.between(min(rids), max(rids)),
+                (_record_text.c.rowid + 0).in_(rids),
             )
         else:
             query = _all_words(self.words).where(terms.c.rid.in_(rids))
-        wanted = set(rids)
-        return {rid for rid in conn.execute(query).scalars() if rid in wanted}
+        return set(conn.execute(query).scalars())
 
 
 def _expression(words: Sequence[str]) -> str:
