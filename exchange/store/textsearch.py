@@ -73,7 +73,11 @@ def remove(conn: Connection, rids: Sequence[int]) -> None:
 
 # How many matching records the text index may name before a search stops collecting
 # them all and filters the records it walks newest first instead (see ``plan``).
-COLLECT_LIMIT = 10_000
+# Measured at 1,000,000 records, a user who may see 10% of them, first page of 50
+# (bench/query_bench.py store): collecting costs about 2 us per match (14,000: 29 ms;
+# 29,000: 56 ms; 380,000: 330 ms), walking about 1/share of matches (14,000: 63 ms;
+# 29,000: 35 ms; 57,000: 18 ms; 380,000: 3.5 ms); they cross near 20,000.
+COLLECT_LIMIT = 20_000
 
 # The FTS5 table as SQLAlchemy sees it.
 _record_text = table("record_text", column("rowid", Integer))
