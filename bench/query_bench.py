@@ -497,7 +497,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_url: str) -> None:
+def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_url: str, metrics: str) -> None:
     from tests.federation import USERS
 
     users = "".join(
@@ -506,7 +506,7 @@ def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_
     )
     path.write_text(
         f'agency = "{NODE}"\nlisten = "{listen}"\npki_dir = "{pki_dir}"\ndata_dir = "{data_dir}"\n'
-        f'database_url = "{database_url}"\nmetrics_listen = ""\n{users}',
+        f'database_url = "{database_url}"\nmetrics_listen = "{metrics}"\n{users}',
         encoding="utf-8",
     )
 
@@ -548,6 +548,23 @@ def _percentile(sorted_ms: list[float], q: float) -> float:
     """Nearest-rank percentile."""
     rank = max(1, int(-(-q * len(sorted_ms) // 100)))
     return sorted_ms[min(rank, len(sorted_ms)) - 1]
+
+
+def server_search_seconds(metrics_port: int) -> tuple[float, int]:
+    """(total seconds, calls) of the node's Search handlers so far, from its Prometheus endpoint."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=120) as response:
+        text = response.read().decode()
+    total, count = 0.0, 0
+    for line in text.splitlines():
+        if line.startswith("exchange_rpc_duration_seconds_") and "Search" in line and 'code="OK"' in line:
+            name, value = line.rsplit(" ", 1)
+            if name.startswith("exchange_rpc_duration_seconds_sum"):
+                total += float(value)
+            elif name.startswith("exchange_rpc_duration_seconds_count"):
+                count += int(float(value))
+    return total, count
 
 
 def measure(name: str, call: Callable[[], Any], calls: int, warmup: int) -> dict[str, Any]:
@@ -671,9 +688,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="query-bench-"))
     server: Server | None = None
     try:
-        port = _free_port()
+        port, metrics_port = _free_port(), _free_port()
         toml = run_dir / "node.toml"
-        _node_toml(toml, f"127.0.0.1:{port}", pki_dir, folder, database_url)
+        _node_toml(toml, f"127.0.0.1:{port}", pki_dir, folder, database_url, f"127.0.0.1:{metrics_port}")
         argv = [sys.executable, "-m", "exchange.cli.main", "node", "serve", str(toml)]
         started = time.perf_counter()
         server = Server(argv, run_dir / "node.log")
@@ -699,13 +716,19 @@ def run(args: argparse.Namespace) -> int:
             "text": check_page(client.query.Search(text_request, timeout=60), must_contain=TEXT_QUERY),
         }
         print(f"first pages: {checks}", flush=True)
-        results = [
-            measure("observable lookup (Zipf)", observable, args.calls, args.warmup),
-            measure(f"shared HS code {SHARED_HS}, first page",
-                    lambda: client.query.Search(hs_request, timeout=60), args.calls, args.warmup),
-            measure(f"Japanese text {TEXT_QUERY!r}, first page",
-                    lambda: client.query.Search(text_request, timeout=60), args.calls, args.warmup),
-        ]
+        results = []
+        for name, call in (
+            ("observable lookup (Zipf)", observable),
+            (f"shared HS code {SHARED_HS}, first page", lambda: client.query.Search(hs_request, timeout=60)),
+            (f"Japanese text {TEXT_QUERY!r}, first page", lambda: client.query.Search(text_request, timeout=60)),
+        ):
+            before = server_search_seconds(metrics_port)
+            result = measure(name, call, args.calls, args.warmup)
+            after = server_search_seconds(metrics_port)
+            calls = after[1] - before[1]
+            # The node's own clock around each Search handler (exchange_rpc_duration_seconds).
+            result["server_mean_ms"] = round((after[0] - before[0]) / calls * 1000, 2) if calls else None
+            results.append(result)
         channel.close()
     finally:
         if server is not None:
@@ -732,6 +755,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result['query']:<40} {result['count']:>6} {result['mean_ms']:>8.2f} {result['p50_ms']:>8.2f} "
               f"{result['p99_ms']:>8.2f} {result['max_ms']:>8.2f} {'p99 < ' + format(target, 'g'):>10} "
               f"{'OK' if ok else 'MISSED'}")
+    print("server side (the node's Search handler, mean ms): " + ", ".join(
+        f"{r['query'].split(',')[0]}: {r['server_mean_ms']}" for r in results))
     print("the same in the store only (search + decision, no gRPC/TLS, no audit commit):")
     for result in in_store:
         print(f"  {result['query']:<38} {result['count']:>6} {result['mean_ms']:>8.2f} {result['p50_ms']:>8.2f} "
