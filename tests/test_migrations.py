@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +9,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, text
+from sqlalchemy import Engine, inspect, text
 
 from exchange.cli.main import main
 from exchange.errors import ConfigError
 from exchange.records import textindex
-from exchange.store import Store, migrate, textsearch
+from exchange.store import Store, migrate
 from exchange.store.engine import make_engine
 from exchange.store.schema import metadata
 from exchange.store.store import SearchFilter
@@ -34,7 +33,9 @@ def first_revision() -> str:
 
 
 def snapshot(backend: Backend, data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
-    return {t: sorted(backend.rows(data_dir, f"SELECT * FROM {t}"), key=repr) for t in TABLES}
+    """Every row of the tables revision 0001 made, in the columns it made them with."""
+    columns = {"observables": "type, value, rid"}
+    return {t: sorted(backend.rows(data_dir, f"SELECT {columns.get(t, '*')} FROM {t}"), key=repr) for t in TABLES}
 
 
 def test_the_migrations_build_exactly_the_tables_the_code_uses(backend: Backend, tmp_path: Path) -> None:
@@ -54,41 +55,61 @@ def test_the_migrations_build_exactly_the_tables_the_code_uses(backend: Backend,
     assert [d for d in differences if not text_index(d)] == []
 
 
-def add_terms_as_in_0001(conn: Connection, rows: Sequence[tuple[int, set[str]]]) -> None:
-    """textsearch.add as the code of revision 0001 had it: FTS5 on SQLite, else (term, rid) rows."""
-    if conn.dialect.name == "sqlite":
-        values = [(rid, " ".join(sorted(words))) for rid, words in rows if words]
-        conn.exec_driver_sql("INSERT INTO record_text (rowid, terms) VALUES (?, ?)", values)
-        return
-    flat = [{"rid": rid, "term": t} for rid, words in rows for t in words]
-    conn.execute(text("INSERT INTO terms (term, rid) VALUES (:term, :rid)"), flat)
+def copy_into_first_revision(source: Engine, target: Engine) -> None:
+    """Fill a database at revision 0001 with what ``source`` (at head) holds, as the code of
+    0001 would have written it: the columns 0001 has, and its text index (FTS5 on SQLite,
+    a (term, rid) row per term elsewhere)."""
+    skip = {"alembic_version", "terms"}
+    with source.connect() as src, target.begin() as dst:
+        present = set(inspect(target).get_table_names()) - skip
+        for table in [t.name for t in metadata.sorted_tables if t.name in present]:  # parents first
+            columns = [c["name"] for c in inspect(target).get_columns(table)]
+            rows = [dict(r._mapping) for r in src.execute(text(f"SELECT {', '.join(columns)} FROM {table}"))]
+            dst.execute(text(f"DELETE FROM {table}"))  # meta: 0001 made its own keys
+            if rows:
+                marks = ", ".join(f":{c}" for c in columns)
+                dst.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
+        if target.dialect.name == "sqlite":
+            index = src.exec_driver_sql("SELECT rowid, terms FROM record_text").all()
+            dst.exec_driver_sql("INSERT INTO record_text (rowid, terms) VALUES (?, ?)", [tuple(r) for r in index])
+        else:
+            terms = [{"rid": rid, "term": term}
+                     for rid, words in src.execute(text("SELECT rid, terms FROM record_terms")) for term in words]
+            dst.execute(text("INSERT INTO terms (term, rid) VALUES (:term, :rid)"), terms)
 
 
 def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lost(
-    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    federation: Federation, tmp_path: Path
 ) -> None:
     backend, data_dir = federation.backend, tmp_path / "old"
+    source = Store.open(backend.migrated(tmp_path / "source"), agency="JPN-NPA")
+    refs = fill(source, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
+    fill(source, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
+    for i in range(5):
+        source.audit(actor="urn:exchange:JPN-NPA:user:suzuki", action="search", detail={"page": i})
+
     url = backend.url(data_dir)
     data_dir.mkdir()
     engine = make_engine(url)
     migrate.upgrade(engine, first_revision())
     assert migrate.current(engine) == first_revision() != migrate.head()
-    old = Store(engine, agency="JPN-NPA")  # the code of that day wrote the same columns...
-    with monkeypatch.context() as patch:
-        patch.setattr(textsearch, "add", add_terms_as_in_0001)  # ...and its text index so
-        refs = fill(old, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
-        fill(old, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
-    for i in range(5):
-        old.audit(actor="urn:exchange:JPN-NPA:user:suzuki", action="search", detail={"page": i})
+    copy_into_first_revision(source.engine, engine)
+    source.close()
     before = snapshot(backend, data_dir)
-    assert len(before["records"]) == 70 and len(before["audit"]) == 5
+    assert len(before["records"]) == 70 and len(before["audit"]) == 5 and len(before["observables"]) == 140
 
     with pytest.raises(ConfigError, match="run `exchange db upgrade"):
         Store.open(url, agency="JPN-NPA")  # not at head: refused
     assert migrate.upgrade(engine) == (first_revision(), migrate.head())
     engine.dispose()
 
-    assert snapshot(backend, data_dir) == before
+    after = snapshot(backend, data_dir)
+    assert {t: rows for t, rows in after.items() if t != "observables"} == {
+        t: rows for t, rows in before.items() if t != "observables"}
+    # observables gained issued_at (0002), backfilled from each record.
+    issued = dict(backend.rows(data_dir, "SELECT rid, issued_at FROM records"))
+    assert sorted((t, v, rid, issued[rid]) for t, v, rid in before["observables"]) == sorted(
+        backend.rows(data_dir, "SELECT type, value, rid, issued_at FROM observables"))
     store = Store.open(url, agency="JPN-NPA")
     try:
         assert store.audit_verify() == []

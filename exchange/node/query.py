@@ -69,7 +69,8 @@ class QueryService:
         size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
         context = token_context(b"search", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
-        page, more = fill_page(self.store.search(criteria, after=after), self.agency, self.manifest, caller, size)
+        candidates = self.store.search(criteria, after=after, first_chunk=size + 1)
+        page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         audit_disclosure(self.store, caller, "search", page)
         return query_pb2.SearchResponse(
             records=[held_record(r) for r in page],

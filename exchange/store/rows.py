@@ -144,17 +144,18 @@ def write_index(conn: Connection, items: Sequence[tuple[int, records_pb2.Record]
     """Index records (by rid) in bulk: countries, sectors, observables, text terms."""
     countries: list[tuple[int, str]] = []
     sectors: list[tuple[int, str]] = []
-    keys: list[tuple[int, str, str]] = []
+    keys: list[tuple[int, str, str, int]] = []
     words: list[tuple[int, set[str]]] = []
     for rid, record in items:
         content = record.content
         countries += [(rid, c) for c in set(content.countries)]
         sectors += [(rid, s) for s in set(content.sectors)]
-        keys += [(rid, t, v) for t, v in observable_keys(content)]
+        issued_at = timestamp_us(record.issued_at)
+        keys += [(rid, t, v, issued_at) for t, v in observable_keys(content)]
         words.append((rid, textindex.index_terms(content.title + "\n" + content.summary)))
     insert_many(conn, record_countries, ("rid", "country"), countries)
     insert_many(conn, record_sectors, ("rid", "sector"), sectors)
-    insert_many(conn, observables, ("rid", "type", "value"), keys)
+    insert_many(conn, observables, ("rid", "type", "value", "issued_at"), keys)
     textsearch.add(conn, words)
 
 

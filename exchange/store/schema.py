@@ -104,9 +104,15 @@ observables = Table(
     Column("type", String(32), primary_key=True),
     Column("value", String(1024), primary_key=True),  # normalised (exchange.records.normalize)
     Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+    # The record's issued_at, copied (rewritten with the index rows whenever the current
+    # version changes), so a lookup walks ix_observables_newest in the order search
+    # answers (newest issued first) and stops when its page is full, instead of
+    # fetching and sorting every record that carries a popular value.
+    Column("issued_at", BigInteger, nullable=False),
 )
 # The text index is per dialect: exchange/store/textsearch.py.
 Index("ix_observables_rid", observables.c.rid)
+Index("ix_observables_newest", observables.c.type, observables.c.value, observables.c.issued_at, observables.c.rid)
 Index("ix_countries_rid", record_countries.c.rid)
 Index("ix_sectors_rid", record_sectors.c.rid)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from exchange.core.marking import Marking
@@ -505,38 +505,80 @@ class Store:
             row = conn.execute(query).first()
         return None if row is None else _row_to_record(row)
 
-    def search(self, criteria: SearchFilter, *, after: tuple[int, int] | None = None) -> Iterator[StoredRecord]:
-        """Candidates matching ``criteria``, newest issued first, strictly after ``after``."""
+    def search(
+        self, criteria: SearchFilter, *, after: tuple[int, int] | None = None, first_chunk: int = SCAN_CHUNK
+    ) -> Iterator[StoredRecord]:
+        """Candidates matching ``criteria``, newest issued first, strictly after ``after``.
+
+        ``first_chunk`` is how many rows the first round trip fetches: a caller filling a
+        page of n asks for n + 1 (the SQL prefilter already leaves out most of what the
+        decision would refuse), so a first page costs what it shows.
+        """
         base = self.select_current().where(*self._conditions(criteria))
-        for row in self.newest_first(base, records.c.issued_at, after):
+        keep = None
+        if criteria.text_terms:
+            text_plan = textsearch.plan(self._engine, criteria.text_terms)
+            if text_plan.condition is not None:
+                base = base.where(text_plan.condition)
+            else:
+                keep = text_plan.keep
+        time_column, rid_column = records.c.issued_at, records.c.rid
+        if len(criteria.observables) == 1:
+            # One observable (the usual lookup): walk its entries in ix_observables_newest,
+            # already in answer order, and stop when the page is full; a popular value
+            # (tens of thousands of records) then costs no more than a rare one.
+            obs_type, value = criteria.observables[0]
+            base = base.join(observables, observables.c.rid == records.c.rid).where(
+                observables.c.type == obs_type, observables.c.value == value
+            )
+            time_column, rid_column = observables.c.issued_at, observables.c.rid
+        rows = self.newest_first(base, time_column, after, rid_column=rid_column, first_chunk=first_chunk, keep=keep)
+        for row in rows:
             if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
                 continue  # bigrams present but not as the words asked for
             yield row
 
     def newest_first(
-        self, base: Any, time_column: Any, after: tuple[int, int] | None
+        self, base: Any, time_column: Any, after: tuple[int, int] | None, *, rid_column: Any = None,
+        first_chunk: int = SCAN_CHUNK, keep: Callable[[Connection, Sequence[int]], set[int]] | None = None,
     ) -> Iterator[StoredRecord]:
         """Rows of ``base`` (a :meth:`select_current` query) by ``time_column`` then rid,
         descending, strictly after the position ``after`` = (time, rid).
 
         Fetched in chunks (keyset pagination), so a caller that stops when its page
         is full costs little; the caller's page token holds the last position shown.
+        ``rid_column`` is the rid the order uses (``records.rid`` unless ``base`` joins
+        an index table whose order it follows); the row's own time column of that name
+        and its rid give the position. ``keep``, when given, says which rids of each
+        chunk to yield (a condition checked outside SQL): each chunk is then walked for
+        its positions only, and the whole rows (envelopes) are read for the kept rids
+        alone; chunks start at SCAN_CHUNK and grow while few rows pass.
         """
+        rid_column = records.c.rid if rid_column is None else rid_column
         position = after
+        chunk = SCAN_CHUNK if keep is not None else max(1, min(first_chunk, SCAN_CHUNK))
         while True:
             query = base
             if position is not None:
-                moment, rid = position
-                query = query.where(
-                    or_(time_column < moment, and_(time_column == moment, records.c.rid < rid))
-                )
-            query = query.order_by(time_column.desc(), records.c.rid.desc()).limit(SCAN_CHUNK)
+                # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
+                query = query.where(tuple_(time_column, rid_column) < tuple_(*position))
+            query = query.order_by(time_column.desc(), rid_column.desc())
             with self._engine.connect() as conn:
-                rows = conn.execute(query).all()
-            yield from (_row_to_record(r) for r in rows)
-            if len(rows) < SCAN_CHUNK:
+                if keep is None:
+                    rows = conn.execute(query.limit(chunk)).all()
+                    shown = rows
+                else:
+                    rows = conn.execute(query.with_only_columns(rid_column, time_column).limit(chunk)).all()
+                    kept = keep(conn, [int(r.rid) for r in rows])
+                    shown = conn.execute(query.where(rid_column.in_(kept))).all() if kept else []
+            yield from (_row_to_record(r) for r in shown)
+            if len(rows) < chunk:
                 return
             position = (int(getattr(rows[-1], time_column.name)), int(rows[-1].rid))
+            if keep is None:
+                chunk = SCAN_CHUNK
+            elif len(shown) * 4 < len(rows):
+                chunk = min(chunk * 2, 8 * SCAN_CHUNK)
 
     def _conditions(self, c: SearchFilter) -> list[Any]:
         conditions = user_prefilter(c.audience_of, c.classifications)
@@ -560,11 +602,10 @@ class Store:
             conditions.append(
                 records.c.rid.in_(select(record_sectors.c.rid).where(record_sectors.c.sector.in_(c.sectors)))
             )
-        if c.observables:
+        if len(c.observables) > 1:  # one is joined by search() instead
             pairs = [and_(observables.c.type == t, observables.c.value == v) for t, v in c.observables]
             conditions.append(records.c.rid.in_(select(observables.c.rid).where(or_(*pairs))))
-        if c.text_terms:
-            conditions.append(textsearch.condition(self._engine, c.text_terms))
+        # c.text_terms: search() plans them (textsearch.plan).
         return conditions
 
     def log_entries(self, originator: str, record_id: str) -> Sequence[Any]:

@@ -1,0 +1,160 @@
+"""Search answers the same whichever plan the store picks (issue 5's query latency work).
+
+A single-observable lookup walks ix_observables_newest (observables carry their record's
+issued_at); a text search on SQLite either collects the rids FTS5 names (a rare word) or
+walks records newest first and filters each chunk through FTS5 (a common word); on
+PostgreSQL the same two plans run on record_terms (GIN). Every
+plan must give the records, order and pages of the plain definition: every record that
+matches, newest issued first, then rid.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.records import textindex
+from exchange.records.envelope import RECORD_TYPE, content_hash
+from exchange.store import SearchFilter, Store, StoredRecord, textsearch
+from exchange.store.received import Incoming, apply_batch
+from exchange.store.schema import observables
+from exchange.v1 import records_pb2
+from tests.backends import Backend
+
+AGENCY = "JPN-NPA"
+TITLES = ("先端技術の流出", "半導体の迂回調達", "반도체 기술 유출", "Front company procurement", "技術者へのSNS接触")
+
+
+def _record(i: int, rng: random.Random, *, issued_us: int, record_id: str | None = None,
+            version: int = 1, value: str = "") -> records_pb2.Record:
+    ts = Timestamp()
+    ts.FromMicroseconds(issued_us)
+    hs = "8542.31" if i % 3 == 0 else f"8471.{i % 7:02d}"
+    return records_pb2.Record(
+        ref=records_pb2.RecordRef(originator=AGENCY, record_id=record_id or str(uuid.UUID(int=rng.getrandbits(128)))),
+        version=version,
+        status=records_pb2.STATUS_ACTIVE,
+        created_at=ts,
+        issued_at=ts,
+        content=records_pb2.RecordDraft(
+            kind=records_pb2.KIND_ACTOR,
+            title=rng.choice(TITLES) + (f" {value}" if value else ""),
+            summary=rng.choice(TITLES),
+            observables=[records_pb2.Observable(type="hs_code", value=hs)],
+            marking=records_pb2.Marking(
+                classification=rng.choice(("RESTRICTED", "SECRET")), releasable_to=["USA-DTSF"], tlp="GREEN"
+            ),
+        ),
+    )
+
+
+def _store(url: str, records: list[records_pb2.Record]) -> Store:
+    store = Store.open(url, agency=AGENCY)
+    batch: list[Incoming | object] = []
+    for record in records:
+        payload = record.SerializeToString()
+        envelope = records_pb2.Envelope(payload_type=RECORD_TYPE, payload=payload, key_id="k", signature=b"s")
+        batch.append(Incoming(envelope, content_hash(payload), frozenset({AGENCY}), record=record))
+    apply_batch(store, AGENCY, batch, None)  # type: ignore[arg-type]
+    return store
+
+
+def _pages(store: Store, criteria: SearchFilter, size: int) -> list[list[int]]:
+    pages: list[list[int]] = []
+    after = None
+    while True:
+        page: list[StoredRecord] = []
+        more = False
+        for record in store.search(criteria, after=after, first_chunk=size + 1):
+            if len(page) == size:
+                more = True
+                break
+            page.append(record)
+        pages.append([r.rid for r in page])
+        if not more:
+            return pages
+        after = page[-1].position
+
+
+def _expected(store: Store, keep: object) -> list[int]:
+    everything = list(store.search(SearchFilter(classifications=("UNCLASSIFIED", "RESTRICTED"))))
+    return [r.rid for r in everything if keep(r)]  # type: ignore[operator]
+
+
+@pytest.fixture
+def store(backend: Backend, tmp_path: Path):  # type: ignore[no-untyped-def]
+    rng = random.Random(7)
+    # Issued out of arrival order, with ties, as pulls from several partners bring them.
+    records = [_record(i, rng, issued_us=1_700_000_000_000_000 + rng.randrange(300) * 1_000_000)
+               for i in range(600)]
+    s = _store(backend.migrated(tmp_path / "db"), records)
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("collect_limit", [1, 10_000])
+def test_both_text_plans_give_the_same_pages(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                             collect_limit: int) -> None:
+    monkeypatch.setattr(textsearch, "COLLECT_LIMIT", collect_limit)
+    for word in ("技術", "반도체", "procurement", "流出"):
+        criteria = SearchFilter(text=word, text_terms=tuple(textindex.query_terms(word)),
+                                classifications=("UNCLASSIFIED", "RESTRICTED"))
+        expected = _expected(store, lambda r, w=word: textindex.matches(w, r.title + "\n" + r.summary))
+        assert expected, word
+        for size in (1, 7, 50):
+            pages = _pages(store, criteria, size)
+            assert [rid for page in pages for rid in page] == expected, (word, size)
+            assert all(len(page) == size for page in pages[:-1])
+
+
+def test_text_plan_follows_the_number_of_matches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert textsearch.plan(store.engine, ["技術"]).condition is not None  # fewer than COLLECT_LIMIT
+    monkeypatch.setattr(textsearch, "COLLECT_LIMIT", 5)
+    assert textsearch.plan(store.engine, ["技術"]).condition is None  # many: chunks are filtered
+    assert textsearch.plan(store.engine, ["zzzz"]).condition is not None
+
+
+def test_one_observable_walks_newest_first_and_pages(store: Store) -> None:
+    criteria = SearchFilter(observables=(("hs_code", "854231"),), classifications=("UNCLASSIFIED", "RESTRICTED"))
+    expected = _expected(store, lambda r: r.rid in _carriers(store, "854231"))
+    assert expected
+    for size in (1, 3, 50):
+        assert [rid for page in _pages(store, criteria, size) for rid in page] == expected
+    # Two observables (any matches) take the other plan and agree with it.
+    both = SearchFilter(observables=(("hs_code", "854231"), ("hs_code", "847101")),
+                        classifications=("UNCLASSIFIED", "RESTRICTED"))
+    either = _carriers(store, "854231") | _carriers(store, "847101")
+    assert [r.rid for r in store.search(both)] == _expected(store, lambda r: r.rid in either)
+
+
+def _carriers(store: Store, value: str) -> set[int]:
+    with store.engine.connect() as conn:
+        return set(conn.execute(observables.select().where(observables.c.value == value)
+                                .with_only_columns(observables.c.rid)).scalars())
+
+
+def test_a_revision_moves_the_record_in_observable_order(backend: Backend, tmp_path: Path) -> None:
+    rng = random.Random(3)
+    first = [_record(3 * i, rng, issued_us=1_700_000_000_000_000 + i * 1_000_000) for i in range(5)]
+    store = _store(backend.migrated(tmp_path / "db"), first)
+    try:
+        criteria = SearchFilter(observables=(("hs_code", "854231"),))
+        before = [r.record_id for r in store.search(criteria)]
+        assert before == [r.ref.record_id for r in reversed(first)]
+        # The oldest record is revised with a newer issued_at: it is now the newest.
+        revised = _record(0, rng, issued_us=1_800_000_000_000_000, record_id=first[0].ref.record_id, version=2)
+        apply_batch(store, AGENCY, [Incoming(
+            records_pb2.Envelope(payload_type=RECORD_TYPE, payload=revised.SerializeToString(), key_id="k"),
+            content_hash(revised.SerializeToString()), frozenset({AGENCY}), record=revised)], None)
+        with store.engine.connect() as conn:
+            issued = set(conn.execute(observables.select().with_only_columns(observables.c.issued_at)
+                                      .where(observables.c.value == "854231")).scalars())
+        assert 1_800_000_000_000_000 in issued
+        after = [r.record_id for r in store.search(criteria)]
+        assert after[0] == first[0].ref.record_id and sorted(after) == sorted(before)
+    finally:
+        store.close()
