@@ -400,26 +400,18 @@ def build_store(database_url: str, pki_dir: Path, params: dict[str, Any], worker
 
 
 def schema_fingerprint() -> str:
-    """Tables and columns of the current schema: a store built under other columns is rebuilt."""
-    from exchange.store.schema import metadata
+    """The schema revision this software builds: a store made under another is migrated or rebuilt."""
+    from exchange.store import migrate
 
-    shape = {t.name: [(c.name, str(c.type)) for c in t.columns] for t in metadata.sorted_tables}
-    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+    return migrate.head()
 
 
-def ensure_indexes(database_url: str) -> float:
-    """Create the indexes the current schema declares that a reused store lacks (a migration's job)."""
-    from exchange.store.engine import make_engine
-    from exchange.store.schema import metadata
+def upgrade(database_url: str, folder: Path) -> float:
+    """Bring the store's schema to this software's revision (`exchange db upgrade`)."""
+    from exchange.store import migrate
 
-    engine = make_engine(database_url)
     started = time.perf_counter()
-    try:
-        for table in metadata.sorted_tables:
-            for index in table.indexes:
-                index.create(engine, checkfirst=True)
-    finally:
-        engine.dispose()
+    migrate.upgrade_url(database_url, data_dir=folder)
     return time.perf_counter() - started
 
 
@@ -433,20 +425,26 @@ def database_size(database_url: str) -> int:
 
     engine = make_engine(database_url)
     try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+        with engine.connect() as conn:  # the node's own tables (its schema may share a database)
+            return int(conn.execute(text(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+                "AND c.relkind = 'r'")).scalar_one())
     finally:
         engine.dispose()
 
 
 def drop_store(database_url: str) -> None:
-    """Empty a non-SQLite database of a half-built store before building it again."""
+    """Empty a non-SQLite database (its current schema) of a half-built store before building it again."""
+    from sqlalchemy import inspect, text
+
     from exchange.store.engine import make_engine
-    from exchange.store.schema import metadata
 
     engine = make_engine(database_url)
     try:
-        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            for table in inspect(conn).get_table_names():
+                conn.execute(text(f'DROP TABLE IF EXISTS "{table}" CASCADE'))
     finally:
         engine.dispose()
 
@@ -467,10 +465,10 @@ def prepare(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
     ready = folder / "ready.json"
     if ready.exists() and not args.rebuild:
         built: dict[str, Any] = json.loads(ready.read_text())
-        seconds = ensure_indexes(database_url)
+        seconds = upgrade(database_url, folder)
         print(f"reusing the store in {folder} (built in {built['load_seconds']:,.0f} s); "
-              f"indexes checked in {seconds:.1f} s", flush=True)
-        return folder, database_url, {**built, "reused": True, "index_check_seconds": round(seconds, 1)}
+              f"schema checked in {seconds:.1f} s", flush=True)
+        return folder, database_url, {**built, "reused": True, "upgrade_seconds": round(seconds, 1)}
     if folder.exists():
         shutil.rmtree(folder)
     if args.database_url:
@@ -480,6 +478,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
     print(f"building a store of {args.records:,} records in {folder} with {args.workers} signing "
           f"process(es) ...", flush=True)
     federation = make_federation(folder / "federation")
+    upgrade(database_url, folder)
     built = build_store(database_url, federation.pki_dir, params, args.workers)
     built["database_bytes"] = database_size(database_url)
     ready.write_text(json.dumps(built, indent=2))

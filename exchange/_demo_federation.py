@@ -4,7 +4,8 @@
 machinery under it: copying ``nodes/`` to a throwaway folder with free loopback
 ports, making the PKI there, starting each node as its own process with the
 peers of its node.toml, waiting until each answers, and stopping them all
-(SIGTERM, then SIGKILL after a timeout) however the demo ends.
+(SIGTERM, then SIGKILL after a timeout) however the demo ends. With a PostgreSQL
+URL, each node's database is a schema of its own in that database, dropped at the end.
 """
 
 from __future__ import annotations
@@ -87,11 +88,13 @@ class DemoNode:
 class Federation:
     """Every agency of ``nodes/`` with a node.toml, run from a throwaway copy in ``work``."""
 
-    def __init__(self, nodes_dir: Path, work: Path) -> None:
+    def __init__(self, nodes_dir: Path, work: Path, postgres: str | None = None) -> None:
         self.work = work
         self.pki = work / "pki"
         self.nodes: dict[str, DemoNode] = {}
         self._logs: list[IO[bytes]] = []
+        self._postgres = postgres
+        self.schemas: list[str] = []
         self._copy_with_free_ports(nodes_dir)
 
     def _copy_with_free_ports(self, nodes_dir: Path) -> None:
@@ -109,11 +112,48 @@ class Federation:
             text = text.replace(f'"{settings["listen"]}"', f'"{address}"')
             if settings.get("metrics_listen"):  # its own free port too, beside a real federation
                 text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port()}"')
+            if self._postgres is not None:  # a top-level key: it goes right after `listen`
+                listen_line = f'listen = "{address}"'
+                database = f'database_url = "{self._schema_url(partner["code"])}"'
+                text = text.replace(listen_line, f"{listen_line}\n{database}", 1)
             node_toml.write_text(text, encoding="utf-8")
             config = load_node_config(node_toml, pki_dir=self.pki, data_dir=self.work / "var" / partner["code"])
             self.nodes[partner["code"]] = DemoNode(
                 partner["code"], int(address.rpartition(":")[2]), partner["accreditation"], config)
         (copy / "federation.toml").write_text(template, encoding="utf-8")
+
+    def _schema_url(self, agency: str) -> str:
+        """A fresh schema for ``agency`` in the PostgreSQL database, and the URL that selects it."""
+        from urllib.parse import quote
+
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        assert self._postgres is not None
+        schema = f"demo_{self.work.name.rsplit('-', 1)[-1]}_{agency}".lower().replace("-", "_")
+        engine = create_engine(self._postgres, poolclass=NullPool)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        finally:
+            engine.dispose()
+        self.schemas.append(schema)
+        joiner = "&" if "?" in self._postgres else "?"
+        return f"{self._postgres}{joiner}options={quote(f'-csearch_path={schema}')}"
+
+    def drop_schemas(self) -> None:
+        if self._postgres is None or not self.schemas:
+            return
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(self._postgres, poolclass=NullPool)
+        try:
+            for schema in self.schemas:
+                with engine.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        finally:
+            engine.dispose()
 
     def make_pki(self) -> None:
         init_federation(self.work / "nodes", self.pki)

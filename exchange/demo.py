@@ -43,6 +43,7 @@ from exchange.cli.drafts import read_draft
 from exchange.cli.render import Shown, banner, combined_marking, table_lines
 from exchange.client import Client
 from exchange.errors import ExchangeError, NotFound, TransportError
+from exchange.store.migrate import database_errors
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 
 __all__ = ["run_demo"]
@@ -299,14 +300,20 @@ def _run(fed: Federation, nodes_dir: Path, keep_running: bool) -> Outcome:
     return outcome
 
 
-def run_demo(nodes: str | None = None, keep: bool = False, keep_running: bool = False) -> int:
-    """Tell the story; 0 when every agency ended up holding exactly what it should, else 1."""
+def run_demo(
+    nodes: str | None = None, keep: bool = False, keep_running: bool = False, postgres: str | None = None
+) -> int:
+    """Tell the story; 0 when every agency ended up holding exactly what it should, else 1.
+
+    ``postgres``: a PostgreSQL URL; each node's database is a schema of its own there."""
     nodes_dir = find_nodes_dir(nodes)
     work = Path(tempfile.mkdtemp(prefix="exchange-demo-"))
     started = time.monotonic()
     keep_work = keep
+    fed: Federation | None = None
     try:
-        fed = Federation(nodes_dir, work)
+        with database_errors(postgres or ""):
+            fed = Federation(nodes_dir, work, postgres)
         outcome = _run(fed, nodes_dir, keep_running)
         keep_work = keep or bool(outcome.problems)
     except Exception:
@@ -314,9 +321,12 @@ def run_demo(nodes: str | None = None, keep: bool = False, keep_running: bool = 
         raise
     finally:
         if keep_work:
-            say(f"   Kept {work} (PKI, databases, node logs).")
+            schemas = f" and PostgreSQL schemas {', '.join(fed.schemas)}" if fed and fed.schemas else ""
+            say(f"   Kept {work} (PKI, databases, node logs){schemas}.")
         else:
             shutil.rmtree(work, ignore_errors=True)
+            if fed is not None:
+                fed.drop_schemas()
     if outcome.problems:
         say("The federation did not converge: see NOT CONVERGED above for which agency misses what.")
     say("Summary (JSON):")

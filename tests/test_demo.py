@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.backends import selected
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,9 +146,13 @@ def classification(name: str) -> str:
     return marking["classification"]
 
 
-@pytest.fixture(scope="module")
-def finished() -> Iterator[DemoRun]:
-    run = DemoRun().start()
+@pytest.fixture(scope="module", params=selected())
+def finished(request: pytest.FixtureRequest) -> Iterator[DemoRun]:
+    """One whole demo per storage back end (``exchange demo --postgres URL`` for PostgreSQL)."""
+    args = []
+    if request.param == "postgresql":
+        args = ["--postgres", request.getfixturevalue("postgres").server_url]
+    run = DemoRun(args).start()
     try:
         run.finish()
         yield run

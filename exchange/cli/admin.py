@@ -51,6 +51,9 @@ def register(commands: Commands) -> None:
     demo.add_argument("--keep", action="store_true", help="keep the demo's working folder")
     demo.add_argument("--keep-running", action="store_true",
                       help="leave the federation up after the story, until Ctrl-C or SIGTERM")
+    demo.add_argument("--postgres", metavar="URL",
+                      help="keep each node's database in PostgreSQL (a schema each, dropped at the end), "
+                           "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test; default: SQLite files")
     demo.set_defaults(handler=run_demo)
 
 
@@ -115,4 +118,4 @@ def run_audit_verify(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from exchange.demo import run_demo as demo
 
-    return demo(args.nodes, args.keep, args.keep_running)
+    return demo(args.nodes, args.keep, args.keep_running, args.postgres)
