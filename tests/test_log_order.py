@@ -204,3 +204,47 @@ def test_concurrent_batches_from_two_replicas_interleave_without_loss(
         assert sorted(received) == sorted(expected)  # every entry, none twice
     finally:
         replica.close()
+
+
+def test_a_pull_with_entries_to_send_does_not_wait_for_an_idle_writer(
+    federation: Federation, jpn: Node, tmp_path: Path
+) -> None:
+    """Serving a batch writes its disclosure to the audit chain, which has its own lock on
+    PostgreSQL: a writer idle in its transaction does not hold it up. SQLite has one write
+    lock for everything, so there the pull waits for the writer; both deliver each entry once."""
+    puller = Puller(federation, jpn)
+    earlier = len(puller.pull()[0])
+    committed = []
+    for i in range(2):
+        entry, record_id = _entry(federation, 200 + i)
+        writer = Writer(jpn.store, [entry])
+        writer.finish.set()
+        writer.start()
+        assert writer.done.wait(10) and writer.error is None
+        committed.append(record_id)
+
+    replica = _second_store(federation, tmp_path / "jpn")
+    idle_entry, idle_id = _entry(federation, 300)
+    idle = Writer(replica, [idle_entry])
+    result: list[list[str]] = []
+    pulling = threading.Thread(target=lambda: result.append(puller.pull()[0]), daemon=True)
+    try:
+        idle.start()
+        assert idle.appended.wait(10)
+        pulling.start()
+        pulling.join(PULL_TIMEOUT / 2)
+        if federation.backend.name == "postgresql":
+            assert not pulling.is_alive(), "the pull waited for a writer idle in its transaction"
+            assert result == [committed]
+        else:
+            assert pulling.is_alive()  # SQLite: one writer at a time, the disclosure's audit included
+        idle.finish.set()
+        assert idle.done.wait(10) and idle.error is None
+        pulling.join(PULL_TIMEOUT)
+        assert not pulling.is_alive()
+        puller.pull()
+        assert sorted(puller.received[earlier:]) == sorted([*committed, idle_id])  # each once
+        assert jpn.store.audit_verify() == []
+    finally:
+        idle.finish.set()
+        replica.close()

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from exchange.store.engine import serialise_audit
 from exchange.store.schema import audit, meta
 
 GENESIS = b"\x00" * 32
@@ -45,7 +46,12 @@ def _read_head(conn: Connection) -> tuple[int, bytes]:
 
 
 def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[str, Any]) -> int:
-    """Append one entry inside the caller's (write) transaction; returns its seq."""
+    """Append one entry inside the caller's (write) transaction; returns its seq.
+
+    Takes the audit chain's lock first (PostgreSQL): appends are serialised, and the head
+    read here is the last committed one.
+    """
+    serialise_audit(conn)
     last_seq, last_hash = _read_head(conn)
     seq = last_seq + 1
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

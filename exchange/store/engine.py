@@ -5,10 +5,15 @@ PostgreSQL every write transaction first takes one transaction-scoped advisory
 lock (:func:`serialise_writers`). That is DESIGN.md's "appends are serialised":
 a log sequence number is allocated and committed under the lock, so entries
 commit in sequence order and a puller that has passed seq n never misses an
-n - 1 that commits later. Readers (queries, pulls) never take the lock, so a
-writer that sits idle in its transaction delays other writers, never a reader;
-a writer that rolls back releases the lock and leaves no gap that matters
-(the next writer takes the same number).
+n - 1 that commits later. A writer that rolls back releases the lock and leaves
+no gap that matters (the next writer takes the same number).
+
+Serving a query or a pull writes only its disclosure to the audit chain, which has
+a lock of its own (:func:`serialise_audit`), taken by ``audit.append`` itself and so
+held by a writer only from its audit entry (its last statement) to its commit. A
+writer that sits idle in its transaction therefore delays other writers, never a
+reader or a puller, on PostgreSQL. (SQLite has one write lock for everything, and
+one process per database whose transactions never wait on anything but SQLite.)
 """
 
 from __future__ import annotations
@@ -26,19 +31,45 @@ WRITE = {"exchange_write": True}
 # The second key is the hash of the schema the node's tables are in, so nodes sharing one
 # database in different schemas never wait on each other.
 WRITERS_LOCK = 0x45584301  # held by each write transaction until it ends
+AUDIT_LOCK = 0x45584303  # held from an audit entry's append to its transaction's end
 SCHEDULE_LOCK = 0x45584302  # held by the replica that runs the pull schedule (exchange/sync/leader.py)
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
+    return _postgresql_engine(url)
+
+
+# A session that dies with its host or its network must not hold a lock (the writers', the
+# audit chain's, the schedule's) for the OS's two hours of TCP keepalive: both ends probe
+# the connection, and a transaction left idle is ended by the server.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+_SESSION = (
+    "SET idle_in_transaction_session_timeout = '60s'",
+    "SET tcp_keepalives_idle = 30",
+    "SET tcp_keepalives_interval = 10",
+    "SET tcp_keepalives_count = 3",
+)
+
+
+def _postgresql_engine(url: str) -> Engine:
     # hide_parameters: errors must not carry bound values into logs (they can be record content).
     # READ COMMITTED (PostgreSQL's default) matters: after the writers' lock is granted, each
     # statement sees everything the previous holder committed.
-    return create_engine(
+    engine = create_engine(
         url, pool_size=8, max_overflow=16, pool_pre_ping=True, hide_parameters=True,
-        isolation_level="READ COMMITTED",
+        isolation_level="READ COMMITTED", connect_args=dict(_KEEPALIVES),
     )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            for statement in _SESSION:
+                cursor.execute(statement)
+        dbapi_connection.commit()
+
+    return engine
 
 
 def serialise_writers(conn: Connection) -> None:
@@ -46,6 +77,12 @@ def serialise_writers(conn: Connection) -> None:
     BEGIN IMMEDIATE already did the same)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": WRITERS_LOCK})
+
+
+def serialise_audit(conn: Connection) -> None:
+    """Take the audit chain's lock for the rest of this transaction (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": AUDIT_LOCK})
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -79,7 +79,7 @@ def audit_pull(
     }
     # One row per distinct version: both envelopes of an equivocated version are one disclosure.
     rows = {(o, r, v, False) for o, r, v in sent} | {(o, r, v, True) for o, r, v in withdrawals}
-    with store.write() as conn:
+    with store.audit_write() as conn:
         seq = audit_log.append(conn, at=now_us(), actor=actor, action=PULL_ACTION, detail=detail)
         # Plain tuples in one executemany: a pull batch is hundreds of rows.
         insert_many(conn, disclosure_index, ("originator", "record_id", "audit_seq", "version", "withdrawal",
