@@ -10,6 +10,7 @@ URL, each node's database is a schema of its own in that database, dropped at th
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -95,7 +96,11 @@ class Federation:
         self._logs: list[IO[bytes]] = []
         self._postgres = postgres
         self.schemas: list[str] = []
-        self._copy_with_free_ports(nodes_dir)
+        try:
+            self._copy_with_free_ports(nodes_dir)
+        except BaseException:
+            self.drop_schemas()  # those made before the failure
+            raise
 
     def _copy_with_free_ports(self, nodes_dir: Path) -> None:
         copy = self.work / "nodes"
@@ -112,10 +117,11 @@ class Federation:
             text = text.replace(f'"{settings["listen"]}"', f'"{address}"')
             if settings.get("metrics_listen"):  # its own free port too, beside a real federation
                 text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port()}"')
-            if self._postgres is not None:  # a top-level key: it goes right after `listen`
-                listen_line = f'listen = "{address}"'
-                database = f'database_url = "{self._schema_url(partner["code"])}"'
-                text = text.replace(listen_line, f"{listen_line}\n{database}", 1)
+            if self._postgres is not None:  # a top-level key: first in the file, before any table
+                if "database_url" in settings:
+                    raise ConfigError(f"{node_toml}: sets database_url; the demo chooses each node's database")
+                # A TOML basic string: JSON's escaping of " and \ is the same.
+                text = f"database_url = {json.dumps(self._schema_url(partner['code']))}\n{text}"
             node_toml.write_text(text, encoding="utf-8")
             config = load_node_config(node_toml, pki_dir=self.pki, data_dir=self.work / "var" / partner["code"])
             self.nodes[partner["code"]] = DemoNode(

@@ -248,3 +248,24 @@ def test_a_pull_with_entries_to_send_does_not_wait_for_an_idle_writer(
     finally:
         idle.finish.set()
         replica.close()
+
+
+def test_sequence_numbers_are_never_reused_after_entries_at_the_end_are_dropped(
+    federation: Federation, jpn: Node
+) -> None:
+    """A manifest change drops records the node may no longer hold, log entries and all; a
+    partner's cursor may already point past them, so their numbers are never handed out again."""
+    from exchange.store.received import reevaluate_holdings
+
+    fill(jpn.store, federation.manifest, federation.pki_dir, "KOR-KNPA", 5, marking=records_pb2.Marking(
+        classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="AMBER"))
+    top = jpn.store.log_end()
+    assert reevaluate_holdings(jpn.store, lambda originator, _marking: originator != "KOR-KNPA") == 5
+    assert jpn.store.log_end() == top - 5  # the end of the log was dropped...
+    entry, record_id = _entry(federation, 400)
+    writer = Writer(jpn.store, [entry])
+    writer.finish.set()
+    writer.start()
+    assert writer.done.wait(10) and writer.error is None
+    [row] = jpn.store.log_entries("JPN-NPA", record_id)
+    assert row.seq == top + 1  # ...and its numbers are not reused

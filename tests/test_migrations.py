@@ -129,9 +129,49 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
 def test_a_node_refuses_a_database_without_the_schema(backend: Backend, tmp_path: Path) -> None:
     url = backend.url(tmp_path / "empty")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match=r"has no Exchange schema: run `exchange db upgrade --config node.toml`"):
+    # SQLite: no file (and refusing makes none); PostgreSQL: the schema is there, its tables are not.
+    what = "no database at .*" if backend.name == "sqlite" else "the database has no Exchange schema"
+    with pytest.raises(ConfigError, match=f"{what}: run `exchange db upgrade --config node.toml`"):
         Store.open(url, agency="JPN-NPA")
+    assert list((tmp_path / "empty").iterdir()) == []
     assert migrate.current_url(url) is None  # refusing made nothing
+
+
+def test_a_database_made_before_migrations_is_adopted_or_refused(backend: Backend, tmp_path: Path) -> None:
+    """Before migrations a node made its SQLite tables itself (exactly revision 0001's, with
+    schema_version 1 in meta): `db upgrade` stamps and upgrades it. Anything else with tables
+    but no revision is refused in one line (PostgreSQL nodes never existed before migrations)."""
+    url = backend.url(tmp_path / "old")
+    (tmp_path / "old").mkdir()
+    engine = make_engine(url)
+    migrate.upgrade(engine, first_revision())
+    with engine.begin() as conn:  # what the code before migrations left
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"), {"v": b"1"})
+    engine.dispose()
+    with pytest.raises(ConfigError, match="has an Exchange schema made before migrations: run `exchange db upgrade"):
+        Store.open(url, agency="JPN-NPA")
+    if backend.name == "sqlite":
+        assert migrate.upgrade_url(url) == (None, migrate.head())
+        Store.open(url, agency="JPN-NPA").close()
+        assert backend.rows(tmp_path / "old", "SELECT key FROM meta WHERE key = 'schema_version'") == []
+    else:
+        with pytest.raises(ConfigError, match="has tables that no Exchange migration made"):
+            migrate.upgrade_url(url)
+
+
+def test_upgrade_refuses_in_one_line(backend: Backend, tmp_path: Path) -> None:
+    url = backend.migrated(tmp_path / "db")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(ConfigError, match="revision 0099 is newer than this software knows"):
+        migrate.upgrade_url(url)
+    if backend.name == "postgresql":  # a search_path naming no schema: nowhere to create the tables
+        missing = backend.server_url + ("&" if "?" in backend.server_url else "?") + "options=-csearch_path%3Dnone_here"
+        with pytest.raises(ConfigError, match=r"cannot use the database .*no schema has been selected"):
+            migrate.upgrade_url(missing)
 
 
 def test_a_node_refuses_a_schema_newer_than_it_knows(backend: Backend, tmp_path: Path) -> None:

@@ -87,6 +87,10 @@ class Replica:
         finally:
             channel.close()
 
+    def pulls(self) -> int:
+        """Pulls this replica made, from its log (a JSON line per pull)."""
+        return sum('"msg": "pull from JPN-NPA:' in line for line in self.log.read_text().splitlines())
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -123,6 +127,8 @@ def test_one_replica_pulls_and_another_takes_over_when_it_dies(
     states = [r.leading() for r in replicas]
     assert sorted(states) == [False, True], states  # exactly one runs the schedule
     leader, standby = (replicas[0], replicas[1]) if states[0] else (replicas[1], replicas[0])
+    time.sleep(5 * INTERVAL)  # several scheduled pulls: all of them the leader's
+    assert leader.pulls() >= 3 and standby.pulls() == 0, (leader.pulls(), standby.pulls())
 
     # Both serve queries from the one database.
     for replica in replicas:
@@ -137,6 +143,7 @@ def test_one_replica_pulls_and_another_takes_over_when_it_dies(
     took_over = time.monotonic() - killed_at
     wait_for(lambda: len(held()) == 500, "the records added after the kill", timeout=30)
     assert took_over < 10 * INTERVAL + 5, took_over
+    assert standby.pulls() > 0
 
     assert held() == {r.record_id for r in first + later}  # nothing lost
     duplicates = federation.backend.rows(

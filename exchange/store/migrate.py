@@ -18,13 +18,15 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from exchange.errors import ConfigError
 from exchange.store.engine import WRITE, make_engine, serialise_writers
 
 SCRIPTS = "exchange.store:migrations"
+FIRST_REVISION = "0001"
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -58,11 +60,26 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     writers' lock is taken first, so replicas upgrading at once run one after another.
     """
     before = current(engine)
+    if before is not None and before not in known_revisions():
+        raise ConfigError(_newer(before))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines narrate every step
     with engine.execution_options(**WRITE).begin() as conn:
         serialise_writers(conn)
+        if before is None and "log" in inspect(conn).get_table_names():
+            _adopt(conn)
         command.upgrade(_config(conn), revision)
     return before, current(engine) or ""
+
+
+def _adopt(conn: Connection) -> None:
+    """A node's SQLite database made before migrations (schema_version 1 in ``meta``): its
+    tables are exactly what revision 0001 builds, so it is stamped 0001 and upgraded."""
+    marker = conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'schema_version'").scalar_one_or_none()
+    if conn.dialect.name != "sqlite" or marker is None or bytes(marker) != b"1":
+        raise ConfigError("the database has tables that no Exchange migration made: "
+                          "point database_url at an empty database or schema")
+    command.stamp(_config(conn), FIRST_REVISION)
+    conn.exec_driver_sql("DELETE FROM meta WHERE key = 'schema_version'")  # Alembic keeps the revision now
 
 
 def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, str]:
@@ -93,9 +110,22 @@ def database_errors(url: str) -> Iterator[None]:
         yield
     except (ArgumentError, NoSuchModuleError):
         raise ConfigError(f"database_url: not a database URL this node can use: {_shown(url)}") from None
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else "unreachable"
+    except (OperationalError, ProgrammingError) as exc:
+        # Unreachable, refused, or (ProgrammingError) e.g. a search_path naming no schema, no privilege.
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else type(exc).__name__
         raise ConfigError(f"cannot use the database {_shown(url)}: {reason}") from None
+    except CommandError as exc:  # Alembic: a revision it cannot find or apply
+        raise ConfigError(f"cannot migrate the database {_shown(url)}: {exc}") from None
+
+
+def refuse_missing_sqlite(url: str) -> None:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # database_errors says so
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not Path(database).exists():
+        raise ConfigError(f"no database at {database}: run `exchange db upgrade --config node.toml` first")
 
 
 def _shown(url: str) -> str:
@@ -103,6 +133,11 @@ def _shown(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return repr(url)
+
+
+def _newer(revision: str) -> str:
+    return (f"the database's schema revision {revision} is newer than this software knows (newest {head()}): "
+            "run the version of Exchange that wrote it")
 
 
 def check(engine: Engine) -> None:
@@ -113,12 +148,10 @@ def check(engine: Engine) -> None:
     if revision is None:
         tables = set(inspect(engine).get_table_names())
         what = "has an Exchange schema made before migrations" if "log" in tables else "has no Exchange schema"
+        # (``exchange db upgrade`` adopts a SQLite database made before migrations.)
         raise ConfigError(f"the database {what}: run `exchange db upgrade --config node.toml` first")
     if revision not in known_revisions():
-        raise ConfigError(
-            f"the database's schema revision {revision} is newer than this software knows (newest {head()}): "
-            "run the version of Exchange that wrote it"
-        )
+        raise ConfigError(_newer(revision))
     raise ConfigError(
         f"the database's schema is at revision {revision}, not {head()}: run `exchange db upgrade --config node.toml`"
     )

@@ -40,6 +40,8 @@ from exchange.store.rows import (
     log_row,
     marking_columns,
     next_id,
+    next_seq,
+    raise_seq_floor,
     write_index,
 )
 from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
@@ -110,7 +112,10 @@ def apply_batch(
                     save_cursor(conn, peer, cursor, repaired=repaired)
             return report
         except (SQLAlchemyError, OverflowError, ValueError) as error:
-            logger.warning("batch from %s failed in bulk (%s); applying entry by entry", peer, error)
+            # The error's class and SQLSTATE only: its message can quote a value (PostgreSQL's
+            # COPY context does), and record content never goes to the log.
+            logger.warning("batch from %s failed in bulk (%s %s); applying entry by entry", peer,
+                           type(error).__name__, getattr(getattr(error, "orig", None), "sqlstate", "") or "")
         with conn.begin():
             serialise_writers(conn)
             report = BatchReport()
@@ -289,7 +294,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     now = now_us()
     # Sequence numbers are allocated here, under the write lock this transaction holds,
     # so the whole batch is one executemany (RETURNING would go row by row).
-    first = next_id(conn, log.c.seq)
+    first = next_seq(conn)
     seqs = list(range(first, first + len(to_log)))
     columns = ("seq", *LOG_COLUMNS)
     rows = []
@@ -454,6 +459,7 @@ def reevaluate_holdings(store: Store, may_hold: Callable[[str, Marking], bool]) 
     """
     dropped = 0
     with store.write() as conn:
+        raise_seq_floor(conn)  # a partner's cursor may point past the entries deleted below
         rows = conn.execute(
             select(records.c.rid, records.c.originator, records.c.record_id, records.c.classification,
                    records.c.releasable_to, records.c.tlp, records.c.caveats)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from exchange.records import textindex
 from exchange.records.normalize import normalize
 from exchange.store import textsearch
-from exchange.store.schema import observables, record_countries, record_sectors
+from exchange.store.schema import log, meta, observables, record_countries, record_sectors
 from exchange.v1 import records_pb2
 
 
@@ -104,6 +104,24 @@ def observable_keys(content: records_pb2.RecordDraft) -> set[tuple[str, str]]:
         except Exception:  # a partner's value our rules reject: still findable, folded
             keys.add((obs.type[:32], textindex.fold(obs.value)[:1024]))
     return keys
+
+
+# meta key: the highest log seq ever allocated, when entries at the end were deleted.
+LOG_SEQ_FLOOR = "log_seq_floor"
+
+
+def next_seq(conn: Connection) -> int:
+    """The next log seq: never one a partner's cursor may already have passed, even after
+    entries at the end of the log were deleted (``raise_seq_floor``)."""
+    floor = conn.execute(select(meta.c.value).where(meta.c.key == LOG_SEQ_FLOOR)).scalar_one_or_none()
+    return max(next_id(conn, log.c.seq), int(floor or 0) + 1)
+
+
+def raise_seq_floor(conn: Connection) -> None:
+    """Before deleting log entries: remember the highest seq, so it is never allocated again."""
+    top = next_seq(conn) - 1
+    conn.execute(delete(meta).where(meta.c.key == LOG_SEQ_FLOOR))
+    conn.execute(meta.insert().values(key=LOG_SEQ_FLOOR, value=str(top).encode()))
 
 
 def next_id(conn: Connection, column: Any) -> int:

@@ -25,7 +25,7 @@ from exchange.records.envelope import WITHDRAWAL_TYPE, content_hash
 from exchange.store import audit as audit_log
 from exchange.store import migrate, textsearch
 from exchange.store.engine import WRITE, make_engine, serialise_writers
-from exchange.store.rows import clear_index, current_values, log_values, next_id, write_index
+from exchange.store.rows import clear_index, current_values, log_values, next_id, next_seq, write_index
 from exchange.store.schema import (
     log,
     meta,
@@ -206,6 +206,7 @@ class Store:
     @classmethod
     def open(cls, url: str, *, agency: str) -> Store:
         """Open a database whose schema is at this software's head revision (else ConfigError)."""
+        migrate.refuse_missing_sqlite(url)  # connecting would create an empty file
         with migrate.database_errors(url):
             engine = make_engine(url)
             try:
@@ -447,7 +448,7 @@ class Store:
         audience: frozenset[str],
         marking: records_pb2.Marking | None = None,
     ) -> int:
-        seq = next_id(conn, log.c.seq)
+        seq = next_seq(conn)
         conn.execute(
             insert(log).values(
                 seq=seq,

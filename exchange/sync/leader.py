@@ -60,10 +60,17 @@ class Leadership:
     def _acquire(self) -> bool:
         if self._engine.dialect.name == "postgresql":
             conn = self._engine.connect()
-            got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"), {"key": SCHEDULE_LOCK}
-            ).scalar_one()
-            conn.commit()  # end the implicit transaction; the session lock outlives it
+            try:
+                got = conn.execute(
+                    text("SELECT pg_try_advisory_lock(:key, hashtext(current_schema()))"), {"key": SCHEDULE_LOCK}
+                ).scalar_one()
+                conn.commit()  # end the implicit transaction; the session lock outlives it
+            except BaseException:
+                # Never back to the pool: a rollback does not release a session lock, so a
+                # pooled connection could hold the schedule's lock with no one leading.
+                conn.invalidate()
+                conn.close()
+                raise
             if got:
                 self._conn = conn
             else:
