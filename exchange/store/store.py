@@ -150,6 +150,21 @@ def user_prefilter(audience_of: str | None, classifications: tuple[str, ...] | N
     return conditions
 
 
+@contextmanager
+def _no_sort(conn: Connection) -> Iterator[None]:
+    """PostgreSQL: plan the next statements without a sort step (Store.newest_first says why)."""
+    conn.exec_driver_sql("SET LOCAL enable_sort = off")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("SET LOCAL enable_sort = on")
+
+
+@contextmanager
+def _sort_as_planned(conn: Connection) -> Iterator[None]:
+    yield
+
+
 def _row_to_record(row: Any) -> StoredRecord:
     return StoredRecord(
         rid=row.rid,
@@ -547,7 +562,11 @@ class Store:
                 observables.c.type == obs_type, observables.c.value == value
             )
             time_column, rid_column = observables.c.issued_at, observables.c.rid
-        rows = self.newest_first(base, time_column, after, rid_column=rid_column, first_chunk=first_chunk, keep=keep)
+        # Both walks follow an index already in answer order; PostgreSQL is told not to sort
+        # instead (see newest_first).
+        walk = keep is not None or len(criteria.observables) == 1
+        rows = self.newest_first(base, time_column, after, rid_column=rid_column, first_chunk=first_chunk, keep=keep,
+                                 walk=walk)
         for row in rows:
             if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
                 continue  # bigrams present but not as the words asked for
@@ -556,6 +575,7 @@ class Store:
     def newest_first(
         self, base: Any, time_column: Any, after: tuple[int, int] | None, *, rid_column: Any = None,
         first_chunk: int = SCAN_CHUNK, keep: Callable[[Connection, Sequence[int]], set[int]] | None = None,
+        walk: bool = False,
     ) -> Iterator[StoredRecord]:
         """Rows of ``base`` (a :meth:`select_current` query) by ``time_column`` then rid,
         descending, strictly after the position ``after`` = (time, rid).
@@ -568,6 +588,12 @@ class Store:
         chunk to yield (a condition checked outside SQL): each chunk is then walked for
         its positions only, and the whole rows (envelopes) are read for the kept rids
         alone; chunks start at SCAN_CHUNK and grow while few rows pass.
+
+        ``walk``: an index in exactly this order exists and is the plan to use. PostgreSQL's
+        planner, misled by estimates of the user prefilter (a LIKE over the release list),
+        would otherwise fetch every candidate and sort them (60 ms for the 10,000 records of
+        one HS code at 1,000,000 records, where the walk stops after a page: 2 ms); so sorting
+        is switched off for the statement (SET LOCAL, this transaction only).
         """
         rid_column = records.c.rid if rid_column is None else rid_column
         position = after
@@ -579,11 +605,15 @@ class Store:
                 query = query.where(tuple_(time_column, rid_column) < tuple_(*position))
             query = query.order_by(time_column.desc(), rid_column.desc())
             with self._engine.connect() as conn:
+                sorting = _no_sort if walk and conn.dialect.name == "postgresql" else _sort_as_planned
                 if keep is None:
+                    if sorting is _no_sort:  # the transaction ends with this statement: no reset
+                        conn.exec_driver_sql("SET LOCAL enable_sort = off")
                     rows = conn.execute(query.limit(chunk)).all()
                     shown = rows
                 else:
-                    rows = conn.execute(query.with_only_columns(rid_column, time_column).limit(chunk)).all()
+                    with sorting(conn):
+                        rows = conn.execute(query.with_only_columns(rid_column, time_column).limit(chunk)).all()
                     kept = keep(conn, [int(r.rid) for r in rows])
                     shown = conn.execute(query.where(rid_column.in_(kept))).all() if kept else []
             yield from (_row_to_record(r) for r in shown)
