@@ -58,8 +58,9 @@ class Backend:
 
     name: str
     server_url: str = ""  # PostgreSQL: the database the schemas live in
-    # PostgreSQL: this session's prefix of schema names (a rerun never finds old data).
-    prefix: str = field(default_factory=lambda: f"t_{secrets.token_hex(4)}_")
+    # PostgreSQL: this session's prefix of schema names (a rerun never finds old data), with the
+    # hour it started, so a later session can drop what a killed one left behind.
+    prefix: str = field(default_factory=lambda: f"t_{int(time.time()) // 3600}_{secrets.token_hex(4)}_")
 
     def url(self, data_dir: Path) -> str:
         if self.name == "sqlite":
@@ -154,13 +155,13 @@ class Backend:
     def _schema(self, data_dir: Path) -> str:
         return self.prefix + hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
 
-    def drop_schemas(self) -> None:
-        """Drop every schema this session made (one transaction each: a lock per table)."""
+    def drop_schemas(self, *, stale: bool = False) -> None:
+        """Drop every schema this session made (one transaction each: a lock per table); with
+        ``stale``, those of sessions that started more than a day ago instead (killed ones)."""
         with _admin(self.server_url) as admin:
             with admin.connect() as conn:
-                schemas = conn.execute(
-                    text("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, :p)"), {"p": self.prefix}
-                ).scalars().all()
+                names = conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")).scalars()
+                schemas = [n for n in names if (_stale(n) if stale else n.startswith(self.prefix))]
             for schema in schemas:
                 with admin.begin() as conn:
                     conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
@@ -183,6 +184,11 @@ class Backend:
             conn.execute(text(f'ALTER SCHEMA "{schema}_away" RENAME TO "{schema}"'))
 
 
+
+
+def _stale(schema: str) -> bool:
+    hour = schema.split("_")[1]
+    return hour.isdigit() and int(hour) < int(time.time()) // 3600 - 24
 
 
 def with_schema(server_url: str, schema: str) -> str:

@@ -28,7 +28,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Find (or start) PostgreSQL before any test runs, so a missing one is one line up front."""
     if "postgresql" in selected():
         url, cluster = find_postgres()
-        _POSTGRES.update(backend=Backend("postgresql", url), cluster=cluster)
+        backend = Backend("postgresql", url)
+        backend.drop_schemas(stale=True)  # left by a session that was killed a day or more ago
+        _POSTGRES.update(backend=backend, cluster=cluster)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
