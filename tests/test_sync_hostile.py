@@ -642,3 +642,32 @@ def test_a_forged_withdrawal_never_purges_a_record(
     for ref in (jpn_ref, kor_ref):  # both records still held, payloads intact
         assert jpn.store.current(ref.originator, ref.record_id) is not None
         assert all(not row.purged for row in jpn.store.log_entries(ref.originator, ref.record_id))
+
+
+def test_a_puller_told_to_stop_applies_the_batch_it_holds_and_the_next_pull_resumes_there(
+    federation: Federation, jpn: Node, hostile: HostilePartner, forge: Forge
+) -> None:
+    """A replica that loses the schedule's election stops at the next batch boundary
+    (Puller.may_continue, set by the schedule): what it received is applied with its cursor,
+    and whoever pulls next starts from that cursor, so two replicas overlap by a batch at most."""
+    batches = [forge.honest_many(3) for _ in range(5)]
+    hostile.play([Batch(b, f"c{i}".encode()) for i, b in enumerate(batches, start=1)])
+    asked = 0
+
+    def leading() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked < 2  # demoted after the second batch arrives
+
+    jpn.puller.may_continue = leading
+    first = jpn.puller.pull(KOR)
+    assert first.error == "" and first.truncated and first.batches == 2 and first.applied.stored == 6
+    assert_stored(jpn, *batches[0], *batches[1])
+    assert (KOR, ref_of(batches[2][0])[1]) not in held(jpn)
+
+    jpn.puller.may_continue = lambda: True
+    hostile.play([Batch(b, f"c{i}".encode()) for i, b in enumerate(batches[2:], start=3)])
+    second = jpn.puller.pull(KOR)
+    assert hostile.calls[-1].request.cursor == b"c2"  # resumed where the demoted pull stopped
+    assert second.error == "" and second.applied.stored == 9 and second.applied.duplicates == 0
+    assert_stored(jpn, *[e for b in batches for e in b])

@@ -131,6 +131,10 @@ class Puller:
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
+        # Asked between batches: a replica that lost the schedule's election stops pulling at
+        # the next batch boundary (what it holds is applied with its cursor), so the new
+        # leader and the old one overlap by at most a batch. The schedule sets it.
+        self.may_continue: Callable[[], bool] = lambda: True
 
     def channel(self, peer: str) -> grpc.Channel:
         """A channel that trusts only ``peer``'s CA and checks the server is ``peer``'s node."""
@@ -238,6 +242,10 @@ class Puller:
                         previous, pending = pending, None  # never applied twice, even if it fails
                         self._apply(peer, previous, report, progress, save_cursor)
                     pending = (verified, batch.cursor)
+                    if not self.may_continue():
+                        report.truncated = True  # not an error: whoever pulls next resumes here
+                        call.cancel()
+                        break
             finally:
                 # A batch fully received before a failure is still applied.
                 if pending is not None:

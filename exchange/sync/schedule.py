@@ -46,6 +46,8 @@ class Schedule:
         self._leading = threading.Event()
         if leadership is None:
             self._leading.set()
+        else:
+            puller.may_continue = self._leading.is_set  # a demoted replica stops at the next batch
         self.election_seconds = min(max(min(p.interval_seconds for p in peers), 0.1), 5.0) if peers else 1.0
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
