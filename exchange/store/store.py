@@ -8,6 +8,7 @@ rows and its audit entry land together or not at all. Reads return
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -151,18 +152,17 @@ def user_prefilter(audience_of: str | None, classifications: tuple[str, ...] | N
 
 
 @contextmanager
-def _no_sort(conn: Connection) -> Iterator[None]:
-    """PostgreSQL: plan the next statements without a sort step (Store.newest_first says why)."""
+def _in_index_order(conn: Connection, walk: bool) -> Iterator[None]:
+    """PostgreSQL, when ``walk``: plan the statements inside without a sort step, so they walk
+    the index already in the order asked for (Store.newest_first says why)."""
+    if not walk or conn.dialect.name != "postgresql":
+        yield
+        return
     conn.exec_driver_sql("SET LOCAL enable_sort = off")
     try:
         yield
     finally:
         conn.exec_driver_sql("SET LOCAL enable_sort = on")
-
-
-@contextmanager
-def _sort_as_planned(conn: Connection) -> Iterator[None]:
-    yield
 
 
 def _row_to_record(row: Any) -> StoredRecord:
@@ -300,45 +300,30 @@ class Store:
                     and_(log.c.payload_type == WITHDRAWAL_TYPE, (" " + log.c.audience + " ").like(padded)),
                 )
             )
-        # Markings and audiences repeat from row to row: each distinct one is built once
-        # (equal values, so the decision's caches find them by hash cheaply too).
-        markings: dict[tuple[str, str, str, str], Marking] = {}
-        audiences: dict[str, frozenset[str]] = {}
-
+        # Markings and audiences repeat from row to row: each distinct one is built once per
+        # scan (equal values, so the decision's caches find them by hash cheaply too).
+        @functools.lru_cache(maxsize=1024)
         def marking_of_row(classification: str, releasable_to: str, tlp: str, caveats: str) -> Marking:
-            key = (classification, releasable_to, tlp, caveats)
-            found = markings.get(key)
-            if found is None:
-                if len(markings) > 1024:
-                    markings.clear()
-                found = markings[key] = Marking(classification, _split(releasable_to), tlp, _split(caveats))
-            return found
+            return Marking(classification, _split(releasable_to), tlp, _split(caveats))
+
+        audience_of_row = functools.lru_cache(maxsize=1024)(_split)
 
         position = after
         while True:
             page = query.where(log.c.seq > position).order_by(log.c.seq).limit(chunk)
-            with self._engine.connect() as conn:
-                if conn.dialect.name == "postgresql":
-                    # Walk the log in seq order and stop at ``chunk``. Misled by the audience
-                    # LIKE, PostgreSQL fetched, joined and sorted every entry after the
-                    # position instead, for every chunk: a pull of 100,000 entries cost
-                    # quadratic time on the server (80 ms a chunk at 50,000). The transaction
-                    # ends with this statement.
-                    conn.exec_driver_sql("SET LOCAL enable_sort = off")
+            # Walk the log in seq order and stop at ``chunk``: misled by the audience LIKE,
+            # PostgreSQL fetched, joined and sorted every entry after the position instead, for
+            # every chunk, quadratic on the server (80 ms a chunk at 50,000 entries).
+            with self._engine.connect() as conn, _in_index_order(conn, walk=True):
                 rows = conn.execute(page).all()
             for (seq, originator, record_id, version, digest, envelope, payload_type, audience,
                  classification, releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp,
                  v_caveats) in rows:
                 withdrawal = payload_type == WITHDRAWAL_TYPE
-                held = audiences.get(audience)
-                if held is None:
-                    if len(audiences) > 1024:
-                        audiences.clear()
-                    held = audiences[audience] = _split(audience)
                 yield LogEntry(
                     seq=seq, originator=originator, record_id=record_id, version=version,
                     content_hash=bytes(digest), envelope=bytes(envelope),
-                    payload_type=payload_type, audience=held,
+                    payload_type=payload_type, audience=audience_of_row(audience),
                     version_marking=None if withdrawal else marking_of_row(
                         v_classification, v_releasable_to, v_tlp, v_caveats),
                     current_marking=None if classification is None or withdrawal else marking_of_row(
@@ -616,14 +601,12 @@ class Store:
                 query = query.where(tuple_(time_column, rid_column) < tuple_(*position))
             query = query.order_by(time_column.desc(), rid_column.desc())
             with self._engine.connect() as conn:
-                sorting = _no_sort if walk and conn.dialect.name == "postgresql" else _sort_as_planned
                 if keep is None:
-                    if sorting is _no_sort:  # the transaction ends with this statement: no reset
-                        conn.exec_driver_sql("SET LOCAL enable_sort = off")
-                    rows = conn.execute(query.limit(chunk)).all()
+                    with _in_index_order(conn, walk):
+                        rows = conn.execute(query.limit(chunk)).all()
                     shown = rows
                 else:
-                    with sorting(conn):
+                    with _in_index_order(conn, walk):
                         rows = conn.execute(query.with_only_columns(rid_column, time_column).limit(chunk)).all()
                     kept = keep(conn, [int(r.rid) for r in rows])
                     shown = conn.execute(query.where(rid_column.in_(kept))).all() if kept else []
