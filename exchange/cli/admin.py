@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from exchange.cli.nodeconf import config_overrides, existing_sqlite, existing_store, node_config
+from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
 
 __all__ = ["register"]
@@ -96,7 +96,6 @@ def run_db_status(args: argparse.Namespace) -> int:
     from exchange.store import migrate
 
     config = node_config(args)
-    existing_sqlite(config.database_url)
     current = migrate.current_url(config.database_url)
     print(f"database: revision {current or 'none (run `exchange db upgrade`)'}; software: revision {migrate.head()}")
     return 0 if current == migrate.head() else 1

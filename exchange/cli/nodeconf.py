@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exchange.config import NodeConfig, load_node_config
-from exchange.errors import ConfigError
 
 if TYPE_CHECKING:
     from exchange.store import Store
@@ -31,26 +30,10 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     )
 
 
-def existing_sqlite(database_url: str) -> None:
-    """Refuse a SQLite file that does not exist: opening it would create an empty log."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(database_url)
-    except ArgumentError:
-        raise ConfigError(f"database_url: not a database URL: {database_url!r}") from None
-    database = url.database
-    is_file = url.get_backend_name() == "sqlite" and database and database != ":memory:"
-    if is_file and not Path(str(database)).exists():
-        raise ConfigError(f"no database at {database} (check --data-dir or the config's data_dir)")
-
-
 @contextmanager
 def existing_store(args: argparse.Namespace) -> Iterator[Store]:
-    """The store of the node ``args.config`` describes; never creates one."""
+    """The store of the node ``args.config`` describes; never creates one (Store.open refuses)."""
     config = node_config(args)
-    existing_sqlite(config.database_url)
     from exchange.store import Store  # the store's dependencies only for commands that need it
 
     store = Store.open(config.database_url, agency=config.agency)

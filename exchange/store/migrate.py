@@ -95,6 +95,7 @@ def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, 
 
 
 def current_url(url: str) -> str | None:
+    refuse_missing_sqlite(url)  # asking must not make an empty file
     with database_errors(url):
         engine = make_engine(url)
         try:
@@ -119,13 +120,15 @@ def database_errors(url: str) -> Iterator[None]:
 
 
 def refuse_missing_sqlite(url: str) -> None:
+    """Refuse a SQLite file that does not exist: connecting to it would create an empty one."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         return  # database_errors says so
     database = parsed.database
     if parsed.get_backend_name() == "sqlite" and database and database != ":memory:" and not Path(database).exists():
-        raise ConfigError(f"no database at {database}: run `exchange db upgrade --config node.toml` first")
+        raise ConfigError(f"no database at {database} (check --data-dir or the config's data_dir): "
+                          "run `exchange db upgrade --config node.toml` first")
 
 
 def _shown(url: str) -> str:
