@@ -96,6 +96,7 @@ def run_db_status(args: argparse.Namespace) -> int:
     from exchange.store import migrate
 
     config = node_config(args)
+    migrate.refuse_missing_sqlite(config.database_url)  # asking must not make an empty file
     current = migrate.current_url(config.database_url)
     print(f"database: revision {current or 'none (run `exchange db upgrade`)'}; software: revision {migrate.head()}")
     return 0 if current == migrate.head() else 1

@@ -95,7 +95,6 @@ def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, 
 
 
 def current_url(url: str) -> str | None:
-    refuse_missing_sqlite(url)  # asking must not make an empty file
     with database_errors(url):
         engine = make_engine(url)
         try:
