@@ -501,32 +501,18 @@ def _database_urls(tmp: Path, postgres_url: str | None) -> tuple[str, str, list[
     (returned last, to drop afterwards)."""
     if postgres_url is None:
         return f"sqlite:///{tmp / 'jpn' / 'node.db'}", f"sqlite:///{tmp / 'usa' / 'node.db'}", []
-    from urllib.parse import quote
-
-    from sqlalchemy import create_engine, text
+    from exchange.store.pgschema import create_schema
 
     tag = tmp.name.replace("-", "_").lower()
     schemas = [f"{tag}_jpn", f"{tag}_usa"]
-    engine = create_engine(postgres_url)
-    with engine.begin() as conn:
-        for schema in schemas:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    joiner = "&" if "?" in postgres_url else "?"
-    urls = [f"{postgres_url}{joiner}options={quote(f'-csearch_path={schema}')}" for schema in schemas]
-    return urls[0], urls[1], schemas
+    return create_schema(postgres_url, schemas[0]), create_schema(postgres_url, schemas[1]), schemas
 
 
 def _drop_schemas(postgres_url: str | None, schemas: list[str]) -> None:
-    if postgres_url is None or not schemas:
-        return
-    from sqlalchemy import create_engine, text
+    if postgres_url is not None and schemas:
+        from exchange.store.pgschema import drop_schemas
 
-    engine = create_engine(postgres_url)
-    for schema in schemas:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
+        drop_schemas(postgres_url, schemas)
 
 
 def run_once(

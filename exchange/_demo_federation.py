@@ -32,6 +32,7 @@ from exchange.core.marking import classification_level
 from exchange.errors import ConfigError, TransportError
 from exchange.pki import init_federation
 from exchange.store import migrate
+from exchange.store.pgschema import create_schema, drop_schemas
 from exchange.v1 import query_pb2
 
 __all__ = ["DemoNode", "Federation", "find_nodes_dir", "shielded_from_signals", "sigterm_interrupts"]
@@ -130,36 +131,15 @@ class Federation:
 
     def _schema_url(self, agency: str) -> str:
         """A fresh schema for ``agency`` in the PostgreSQL database, and the URL that selects it."""
-        from urllib.parse import quote
-
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
-
         assert self._postgres is not None
         schema = f"demo_{self.work.name.rsplit('-', 1)[-1]}_{agency}".lower().replace("-", "_")
-        engine = create_engine(self._postgres, poolclass=NullPool)
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        finally:
-            engine.dispose()
+        url = create_schema(self._postgres, schema)
         self.schemas.append(schema)
-        joiner = "&" if "?" in self._postgres else "?"
-        return f"{self._postgres}{joiner}options={quote(f'-csearch_path={schema}')}"
+        return url
 
     def drop_schemas(self) -> None:
-        if self._postgres is None or not self.schemas:
-            return
-        from sqlalchemy import create_engine, text
-        from sqlalchemy.pool import NullPool
-
-        engine = create_engine(self._postgres, poolclass=NullPool)
-        try:
-            for schema in self.schemas:
-                with engine.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        finally:
-            engine.dispose()
+        if self._postgres is not None and self.schemas:
+            drop_schemas(self._postgres, self.schemas)
 
     def make_pki(self) -> None:
         init_federation(self.work / "nodes", self.pki)

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -35,6 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from exchange.store import migrate
 from exchange.store.engine import make_engine
+from exchange.store.pgschema import create_schema, drop_schemas
 
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NO_POSTGRES = (
@@ -65,10 +65,7 @@ class Backend:
     def url(self, data_dir: Path) -> str:
         if self.name == "sqlite":
             return f"sqlite:///{data_dir / 'node.db'}"
-        schema = self._schema(data_dir)
-        with _admin(self.server_url) as admin, admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        return with_schema(self.server_url, schema)
+        return create_schema(self.server_url, self._schema(data_dir))
 
     def config_line(self, data_dir: Path) -> str:
         """The node.toml line that puts a node on this back end (SQLite is the default)."""
@@ -158,13 +155,10 @@ class Backend:
     def drop_schemas(self, *, stale: bool = False) -> None:
         """Drop every schema this session made (one transaction each: a lock per table); with
         ``stale``, those of sessions that started more than a day ago instead (killed ones)."""
-        with _admin(self.server_url) as admin:
-            with admin.connect() as conn:
-                names = conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")).scalars()
-                schemas = [n for n in names if (_stale(n) if stale else n.startswith(self.prefix))]
-            for schema in schemas:
-                with admin.begin() as conn:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        with _admin(self.server_url) as admin, admin.connect() as conn:
+            names = conn.execute(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'")).scalars()
+            schemas = [n for n in names if (_stale(n) if stale else n.startswith(self.prefix))]
+        drop_schemas(self.server_url, schemas)
 
     def make_unusable(self, data_dir: Path) -> None:
         """Take the database away from a running node (and :meth:`make_usable` gives it back)."""
@@ -189,11 +183,6 @@ class Backend:
 def _stale(schema: str) -> bool:
     hour = schema.split("_")[1]
     return hour.isdigit() and int(hour) < int(time.time()) // 3600 - 24
-
-
-def with_schema(server_url: str, schema: str) -> str:
-    joiner = "&" if "?" in server_url else "?"
-    return f"{server_url}{joiner}options={quote(f'-csearch_path={schema}')}"
 
 
 @contextlib.contextmanager
