@@ -513,10 +513,16 @@ def prepare(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
 # --- serving and measuring ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (all bound at once, so none is offered twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_url: str, metrics: str) -> None:
@@ -710,7 +716,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="query-bench-"))
     server: Server | None = None
     try:
-        port, metrics_port = _free_port(), _free_port()
+        port, metrics_port = _free_ports(2)
         toml = run_dir / "node.toml"
         _node_toml(toml, f"127.0.0.1:{port}", pki_dir, folder, database_url, f"127.0.0.1:{metrics_port}")
         argv = [sys.executable, "-m", "exchange.cli.main", "node", "serve", str(toml)]

@@ -50,12 +50,18 @@ def find_nodes_dir(given: str | None) -> Path:
     raise ConfigError("cannot find nodes/federation.toml (run from the repository or pass --nodes DIR)")
 
 
-def _free_port() -> int:
-    # Another program could take the port before the node binds it; on a
-    # developer's machine that race is rare enough, and the node says so if it happens.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(taken: set[int]) -> int:
+    """A loopback port free now and not already handed out (recorded in ``taken``): the kernel
+    can offer a port again once its socket is closed, and two nodes on one port fail to start.
+    Another program could still take it before the node binds it; on a developer's machine
+    that race is rare enough, and the node says so if it happens."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 def _top_user(config: NodeConfig, role: Role) -> str:
@@ -107,17 +113,18 @@ class Federation:
         copy = self.work / "nodes"
         shutil.copytree(nodes_dir, copy)
         template = (copy / "federation.toml").read_text(encoding="utf-8")
+        taken: set[int] = set()
         for partner in tomllib.loads(template)["partners"]:
             node_toml = copy / partner["code"] / "node.toml"
             if not node_toml.exists():
                 continue  # a partner without a node here (none today) is only in the manifest
-            address = f"127.0.0.1:{_free_port()}"
+            address = f"127.0.0.1:{_free_port(taken)}"
             template = template.replace(f'address = "{partner["address"]}"', f'address = "{address}"')
             text = node_toml.read_text(encoding="utf-8")
             settings = tomllib.loads(text)
             text = text.replace(f'"{settings["listen"]}"', f'"{address}"')
             if settings.get("metrics_listen"):  # its own free port too, beside a real federation
-                text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port()}"')
+                text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port(taken)}"')
             if self._postgres is not None:  # a top-level key: first in the file, before any table
                 if "database_url" in settings:
                     raise ConfigError(f"{node_toml}: sets database_url; the demo chooses each node's database")

@@ -157,10 +157,15 @@ class Federation:
         return issued.key_pem, issued.cert_pem
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(taken: set[int]) -> int:
+    """A loopback port free now and not one already chosen (a closed port can be offered again)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 def make_federation(root: Path) -> Federation:
@@ -168,8 +173,9 @@ def make_federation(root: Path) -> Federation:
     nodes_dir = root / "nodes"
     nodes_dir.mkdir(parents=True)
     template = TEMPLATE
+    taken: set[int] = set()
     while 'address = "127.0.0.1:1"' in template:
-        template = template.replace('address = "127.0.0.1:1"', f'address = "127.0.0.1:{_free_port()}"', 1)
+        template = template.replace('address = "127.0.0.1:1"', f'address = "127.0.0.1:{free_port(taken)}"', 1)
     (nodes_dir / "federation.toml").write_text(template, encoding="utf-8")
     for agency, users in USERS.items():
         (nodes_dir / agency).mkdir()

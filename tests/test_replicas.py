@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,17 +23,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.node.server import Node
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
-from tests.federation import Federation, UserClient, draft
+from tests.federation import Federation, UserClient, draft, free_port
 from tests.fill import fill
 
 RELEASED = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["USA-DTSF"], tlp="AMBER")
 INTERVAL = 0.3  # seconds between scheduled pulls
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Every port this module hands out, so two replicas never get the same one.
+_PORTS: set[int] = set()
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -48,7 +45,7 @@ class Replica:
     """One `exchange node serve` process of USA-DTSF, on its own ports, on the shared database."""
 
     def __init__(self, federation: Federation, tmp_path: Path, name: str, data_dir: Path) -> None:
-        self.port, self.metrics_port = free_port(), free_port()
+        self.port, self.metrics_port = free_port(_PORTS), free_port(_PORTS)
         self.config = tmp_path / f"{name}.toml"
         self.config.write_text(
             f'agency = "USA-DTSF"\nlisten = "127.0.0.1:{self.port}"\npki_dir = "{federation.pki_dir}"\n'
@@ -157,7 +154,7 @@ def test_concurrent_revisions_through_two_replicas_never_mint_one_version_twice(
     federation: Federation, tmp_path: Path
 ) -> None:
     jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
-    config = dataclasses.replace(jpn.config, listen=f"127.0.0.1:{free_port()}")
+    config = dataclasses.replace(jpn.config, listen=f"127.0.0.1:{free_port(_PORTS)}")
     second = Node(config, manifest=federation.manifest, schedule=False)  # another replica, same database
     second.start()
     federation.nodes.append(second)
