@@ -659,7 +659,7 @@ def match_counts(database_url: str) -> dict[str, int]:
 
 
 def measure_in_store(database_url: str, pki_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The three queries through ``Store.search`` and the decision (``fill_page``), in this process."""
+    """The three queries through ``store.search.search`` and the decision (``fill_page``), in this process."""
     from exchange.config import load_manifest
     from exchange.core.identity import Identity, Principal, Role
     from exchange.core.marking import within_clearance
@@ -667,6 +667,7 @@ def measure_in_store(database_url: str, pki_dir: Path, args: argparse.Namespace)
     from exchange.records import textindex
     from exchange.records.normalize import normalize
     from exchange.store import SearchFilter, Store
+    from exchange.store.search import search
 
     manifest = load_manifest(pki_dir / "manifest.toml")
     caller = Principal(Identity(NODE, USER), Role.LIAISON, "RESTRICTED")
@@ -678,7 +679,7 @@ def measure_in_store(database_url: str, pki_dir: Path, args: argparse.Namespace)
 
     class Page:
         def __init__(self, criteria: SearchFilter) -> None:
-            self.records, _ = fill_page(store.search(criteria, first_chunk=size + 1), NODE, manifest, caller, size)
+            self.records, _ = fill_page(search(store, criteria, first_chunk=size + 1), NODE, manifest, caller, size)
 
     def observable() -> Page:
         kind, value = dist.observable(rng)

@@ -1,7 +1,7 @@
 """Filling a node's store with many signed records quickly (for crash tests and benchmarks).
 
 Records are made exactly as the node makes them (serialised once, signed with the
-agency's key from the PKI, stored with ``Store.put_local``), without a gRPC round
+agency's key from the PKI, stored with ``store.local.put_local``), without a gRPC round
 trip per record.
 """
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from exchange.cli.main import main
-from exchange.store import Store
+from exchange.store import Store, audit
 from exchange.v1 import query_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
 
@@ -20,7 +20,7 @@ def _filled_node(federation: Federation, tmp_path: Path) -> Path:
         receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=f"監査 {i}")))
         liaison.query.Get(query_pb2.GetRequest(ref=receipt.ref))
     liaison.query.Search(query_pb2.SearchRequest(text="監査"))
-    actions = [e.action for e in node.store.audit_entries()]
+    actions = [e.action for e in audit.read_entries(node.store)]
     assert actions == ["submit", "get"] * 4 + ["search"]
     federation.stop()
     config = tmp_path / "node.toml"
@@ -59,5 +59,5 @@ def test_deleting_or_editing_one_row_is_detected(
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert expected in capsys.readouterr().out
     store = Store.open(federation.backend.url(tmp_path / "jpn"), agency="JPN-NPA")
-    assert any(expected in problem for problem in store.audit_verify())
+    assert any(expected in problem for problem in audit.verify_store(store))
     store.close()

@@ -15,6 +15,7 @@ import pytest
 from exchange.cli.main import main
 from exchange.config import Limits
 from exchange.node.server import Node
+from exchange.store import audit
 from exchange.v1 import liaison_pb2, liaison_pb2_grpc, query_pb2, records_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
 
@@ -116,7 +117,7 @@ def test_a_partners_record_matching_a_watch_entry_is_a_hit_once_pulled(
     assert foreign.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in (foreign.details() or "")
     # Each page shown is audited as a disclosure to the caller.
     def audited(handle: str) -> list[list[object]]:
-        entries = jpn.store.audit_entries("watch_hits")
+        entries = audit.read_entries(jpn.store, "watch_hits")
         return [r for e in entries if e.actor == f"urn:exchange:JPN-NPA:user:{handle}" for r in e.detail["records"]]
 
     assert ["USA-DTSF", high.record_id, 1] in audited("suzuki") and ["USA-DTSF", low.record_id, 1] in audited("suzuki")
@@ -212,7 +213,7 @@ def test_disclosures_list_the_partners_that_pulled_a_record_and_when(
     assert answer.current_version == 1 and answer.marking.classification == "CONFIDENTIAL"
     assert not answer.truncated
     # The audit log holds one pull entry per batch, partner by partner.
-    pulls = jpn.store.audit_entries("pull")
+    pulls = audit.read_entries(jpn.store, "pull")
     assert [(e.actor, e.detail["partner"]) for e in pulls] == [
         ("urn:exchange:USA-DTSF:node", "USA-DTSF"), ("urn:exchange:KOR-KNPA:node", "KOR-KNPA")]
     assert sorted(map(tuple, pulls[0].detail["records"])) == sorted(
@@ -228,7 +229,7 @@ def test_disclosures_list_the_partners_that_pulled_a_record_and_when(
     assert [(d.partner, d.version, d.withdrawal) for d in answer.disclosures] == [
         ("KOR-KNPA", 2, True), ("USA-DTSF", 2, True), ("USA-DTSF", 2, False),
         ("KOR-KNPA", 1, False), ("USA-DTSF", 1, False)]
-    assert jpn.store.audit_verify() == []
+    assert audit.verify_store(jpn.store) == []
 
     # A record the caller may not see answers exactly as one that does not exist.
     ito = _liaison(federation, jpn, "ito")  # RESTRICTED
@@ -265,7 +266,7 @@ def test_export_writes_every_matching_record_as_a_json_line_and_is_audited(
     _submit(sato, "無関係", _marking(["USA-DTSF"]))
     out = tmp_path / "export.jsonl"
     profile = ["--profile", _profile(federation, "JPN-NPA", "suzuki")]
-    audited_before = len(jpn.store.audit_entries())
+    audited_before = len(audit.read_entries(jpn.store))
     assert main(["export", "--text", "輸出管理", "--out", str(out), *profile]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed == ["==== SECRET // REL TO JPN-NPA, USA-DTSF // TLP:AMBER ====",
@@ -279,7 +280,7 @@ def test_export_writes_every_matching_record_as_a_json_line_and_is_audited(
         assert line["content"]["title"].startswith("輸出管理")
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     # The disclosure is in the audit log: every exported record, in search entries (three pages).
-    entries = jpn.store.audit_entries()[audited_before:]
+    entries = audit.read_entries(jpn.store)[audited_before:]
     assert {e.action for e in entries} == {"search"} and len(entries) == 3
     assert {r[1] for e in entries for r in e.detail["records"]} == refs
     # An existing file is not replaced without --force; nothing is written for a refused query.

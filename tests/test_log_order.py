@@ -19,8 +19,9 @@ import pytest
 from exchange.core.policy import holders
 from exchange.node.server import Node, load_signer
 from exchange.records.envelope import RECORD_TYPE, content_hash, open_record
-from exchange.store import Store
-from exchange.store.received import Incoming, _apply
+from exchange.store import Store, audit
+from exchange.store.log import log_end, log_entries
+from exchange.store.received import Incoming, apply_entries
 from exchange.store.store import marking_of
 from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation
@@ -74,7 +75,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         try:
             with self._store.write() as conn:
-                _apply(conn, "JPN-NPA", list(self._entries))
+                apply_entries(conn, "JPN-NPA", list(self._entries))
                 self.appended.set()
                 self.finish.wait(30)
                 if self._fail:
@@ -244,7 +245,7 @@ def test_a_pull_with_entries_to_send_does_not_wait_for_an_idle_writer(
         assert not pulling.is_alive()
         puller.pull()
         assert sorted(puller.received[earlier:]) == sorted([*committed, idle_id])  # each once
-        assert jpn.store.audit_verify() == []
+        assert audit.verify_store(jpn.store) == []
     finally:
         idle.finish.set()
         replica.close()
@@ -255,17 +256,17 @@ def test_sequence_numbers_are_never_reused_after_entries_at_the_end_are_dropped(
 ) -> None:
     """A manifest change drops records the node may no longer hold, log entries and all; a
     partner's cursor may already point past them, so their numbers are never handed out again."""
-    from exchange.store.received import reevaluate_holdings
+    from exchange.store.current import reevaluate_holdings
 
     fill(jpn.store, federation.manifest, federation.pki_dir, "KOR-KNPA", 5, marking=records_pb2.Marking(
         classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="AMBER"))
-    top = jpn.store.log_end()
+    top = log_end(jpn.store)
     assert reevaluate_holdings(jpn.store, lambda originator, _marking: originator != "KOR-KNPA") == 5
-    assert jpn.store.log_end() == top - 5  # the end of the log was dropped...
+    assert log_end(jpn.store) == top - 5  # the end of the log was dropped...
     entry, record_id = _entry(federation, 400)
     writer = Writer(jpn.store, [entry])
     writer.finish.set()
     writer.start()
     assert writer.done.wait(10) and writer.error is None
-    [row] = jpn.store.log_entries("JPN-NPA", record_id)
+    [row] = log_entries(jpn.store, "JPN-NPA", record_id)
     assert row.seq == top + 1  # ...and its numbers are not reused

@@ -14,10 +14,10 @@ from sqlalchemy import Engine, inspect, text
 from exchange.cli.main import main
 from exchange.errors import ConfigError
 from exchange.records import textindex
-from exchange.store import Store, migrate
+from exchange.store import Store, audit, migrate
 from exchange.store.engine import make_engine
 from exchange.store.schema import metadata
-from exchange.store.store import SearchFilter
+from exchange.store.search import SearchFilter, search
 from tests.backends import Backend
 from tests.federation import Federation
 from tests.fill import fill
@@ -86,7 +86,7 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
     refs = fill(source, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
     fill(source, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
     for i in range(5):
-        source.audit(actor="urn:exchange:JPN-NPA:user:suzuki", action="search", detail={"page": i})
+        audit.record(source, actor="urn:exchange:JPN-NPA:user:suzuki", action="search", detail={"page": i})
 
     url = backend.url(data_dir)
     data_dir.mkdir()
@@ -112,13 +112,13 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
         backend.rows(data_dir, "SELECT type, value, rid, issued_at FROM observables"))
     store = Store.open(url, agency="JPN-NPA")
     try:
-        assert store.audit_verify() == []
-        found = list(store.search(SearchFilter(originators=("JPN-NPA",),
+        assert audit.verify_store(store) == []
+        found = list(search(store, SearchFilter(originators=("JPN-NPA",),
                                               observables=(("company_name", "sample trading 7 llc"),))))
         assert [(r.originator, r.record_id) for r in found] == [("JPN-NPA", refs[7].record_id)]
         # The text index came along (on PostgreSQL 0002 moved it into another table).
         words = "迂回調達"
-        by_text = list(store.search(SearchFilter(text=words, text_terms=tuple(textindex.query_terms(words)))))
+        by_text = list(search(store, SearchFilter(text=words, text_terms=tuple(textindex.query_terms(words)))))
         assert len(by_text) == 70
         fill(store, federation.manifest, federation.pki_dir, "JPN-NPA", 5)  # and it goes on working
         assert len(backend.rows(data_dir, "SELECT rid FROM records")) == 75

@@ -10,6 +10,7 @@ import pytest
 
 from exchange.errors import VerificationError
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, open_record, verify_envelope
+from exchange.store.log import log_entries
 from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
 
@@ -122,7 +123,7 @@ def test_concurrent_revisions_of_one_version_one_wins(federation: Federation, jp
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["ABORTED"] * 7 + ["ok"]
-    versions = [row.version for row in jpn.store.log_entries("JPN-NPA", receipt.ref.record_id)]
+    versions = [row.version for row in log_entries(jpn.store, "JPN-NPA", receipt.ref.record_id)]
     assert versions == [1, 2]
     # Revising the stale version now is ABORTED too; the current one works.
     with pytest.raises(grpc.RpcError) as stale:
@@ -200,7 +201,7 @@ def test_another_agencys_analyst_cannot_revise_or_retract(federation: Federation
     with pytest.raises(grpc.RpcError) as missing:
         own.submission.Retract(submission_pb2.RetractRequest(ref=receipt.ref, base_version=1), timeout=10)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-    assert [r.version for r in jpn.store.log_entries("JPN-NPA", receipt.ref.record_id)] == [1]
+    assert [r.version for r in log_entries(jpn.store, "JPN-NPA", receipt.ref.record_id)] == [1]
 
 
 def test_revising_a_record_the_caller_cannot_see_is_not_found(federation: Federation, jpn) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.config import Limits
+from exchange.store import audit
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
 
@@ -67,12 +68,12 @@ def test_malformed_submission_is_refused_and_nothing_is_stored(
     code: grpc.StatusCode, field: str,
 ) -> None:
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
-    before, audit_before = _count(node), len(node.store.audit_entries())
+    before, audit_before = _count(node), len(audit.read_entries(node.store))
     with pytest.raises(grpc.RpcError) as refused:
         analyst.submission.Submit(submission_pb2.SubmitRequest(draft=make()), timeout=30)
     assert refused.value.code() == code
     assert field in (refused.value.details() or ""), refused.value.details()
-    assert _count(node) == before and len(node.store.audit_entries()) == audit_before
+    assert _count(node) == before and len(audit.read_entries(node.store)) == audit_before
     # The node keeps serving.
     ok = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), timeout=10)
     assert ok.created

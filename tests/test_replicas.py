@@ -22,6 +22,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.node.server import Node
+from exchange.store import audit
+from exchange.store.current import current_record
+from exchange.store.log import log_entries
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft, free_port
 from tests.fill import fill
@@ -181,9 +184,9 @@ def test_concurrent_revisions_through_two_replicas_never_mint_one_version_twice(
             thread.join()
         assert sorted(outcomes) == ["ABORTED"] * 7 + ["ok"], (base, outcomes)
 
-    versions = [row.version for row in jpn.store.log_entries("JPN-NPA", receipt.ref.record_id)]
+    versions = [row.version for row in log_entries(jpn.store, "JPN-NPA", receipt.ref.record_id)]
     assert versions == [1, 2, 3, 4]
     for node in (jpn, second):
-        current = node.store.current("JPN-NPA", receipt.ref.record_id)
+        current = current_record(node.store, "JPN-NPA", receipt.ref.record_id)
         assert current is not None and current.version == 4
-    assert jpn.store.audit_verify() == []  # one chain, however the replicas' writes interleaved
+    assert audit.verify_store(jpn.store) == []  # one chain, however the replicas' writes interleaved

@@ -22,6 +22,7 @@ from exchange.records.envelope import RECORD_TYPE, content_hash
 from exchange.store import SearchFilter, Store, StoredRecord, textsearch
 from exchange.store.received import Incoming, apply_batch
 from exchange.store.schema import observables
+from exchange.store.search import search
 from exchange.v1 import records_pb2
 from tests.backends import Backend
 
@@ -69,7 +70,7 @@ def _pages(store: Store, criteria: SearchFilter, size: int) -> list[list[int]]:
     while True:
         page: list[StoredRecord] = []
         more = False
-        for record in store.search(criteria, after=after, first_chunk=size + 1):
+        for record in search(store, criteria, after=after, first_chunk=size + 1):
             if len(page) == size:
                 more = True
                 break
@@ -81,7 +82,7 @@ def _pages(store: Store, criteria: SearchFilter, size: int) -> list[list[int]]:
 
 
 def _expected(store: Store, keep: object) -> list[int]:
-    everything = list(store.search(SearchFilter(classifications=("UNCLASSIFIED", "RESTRICTED"))))
+    everything = list(search(store, SearchFilter(classifications=("UNCLASSIFIED", "RESTRICTED"))))
     return [r.rid for r in everything if keep(r)]  # type: ignore[operator]
 
 
@@ -131,7 +132,7 @@ def test_one_observable_walks_newest_first_and_pages(store: Store) -> None:
     both = SearchFilter(observables=(("hs_code", "854231"), ("hs_code", "847101")),
                         classifications=("UNCLASSIFIED", "RESTRICTED"))
     either = _carriers(store, "854231") | _carriers(store, "847101")
-    assert [r.rid for r in store.search(both)] == _expected(store, lambda r: r.rid in either)
+    assert [r.rid for r in search(store, both)] == _expected(store, lambda r: r.rid in either)
 
 
 def _carriers(store: Store, value: str) -> set[int]:
@@ -146,7 +147,7 @@ def test_a_revision_moves_the_record_in_observable_order(backend: Backend, tmp_p
     store = _store(backend.migrated(tmp_path / "db"), first)
     try:
         criteria = SearchFilter(observables=(("hs_code", "854231"),))
-        before = [r.record_id for r in store.search(criteria)]
+        before = [r.record_id for r in search(store, criteria)]
         assert before == [r.ref.record_id for r in reversed(first)]
         # The oldest record is revised with a newer issued_at: it is now the newest.
         revised = _record(0, rng, issued_us=1_800_000_000_000_000, record_id=first[0].ref.record_id, version=2)
@@ -157,7 +158,7 @@ def test_a_revision_moves_the_record_in_observable_order(backend: Backend, tmp_p
             issued = set(conn.execute(observables.select().with_only_columns(observables.c.issued_at)
                                       .where(observables.c.value == "854231")).scalars())
         assert 1_800_000_000_000_000 in issued
-        after = [r.record_id for r in store.search(criteria)]
+        after = [r.record_id for r in search(store, criteria)]
         assert after[0] == first[0].ref.record_id and sorted(after) == sorted(before)
     finally:
         store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exchange.node.server import Node
+from exchange.store.peers import peer_cursor
 from exchange.store.received import apply_batch
 from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2
 from tests.federation import Federation, UserClient, draft
@@ -38,9 +39,9 @@ def test_partner_pulls_verifies_and_its_liaison_finds_the_record(federation: Fed
     found = liaison.query.Search(query_pb2.SearchRequest(text="迂回"), timeout=10)
     assert [h.received_from for h in found.records] == ["JPN-NPA"]
     # Nothing new: no entries, the same cursor.
-    cursor = usa.store.peer_cursor("JPN-NPA")
+    cursor = peer_cursor(usa.store, "JPN-NPA")
     again = usa.puller.pull("JPN-NPA")
-    assert again.received == 0 and usa.store.peer_cursor("JPN-NPA") == cursor
+    assert again.received == 0 and peer_cursor(usa.store, "JPN-NPA") == cursor
 
 
 def test_interrupted_stream_resumes_from_its_cursor(federation: Federation, tmp_path: Path) -> None:

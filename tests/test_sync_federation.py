@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from exchange.node.server import Node
+from exchange.store.current import current_record
+from exchange.store.log import log_entries
 from exchange.v1 import records_pb2, submission_pb2
 from tests.federation import AGENCIES, Federation, UserClient, draft
 
@@ -86,7 +88,7 @@ def _holdings(node: Node, titles: dict[tuple[str, str], str]) -> dict[str, tuple
 
 
 def _unpurged_versions(node: Node, ref: records_pb2.RecordRef) -> list[int]:
-    return [e.version for e in node.store.log_entries(ref.originator, ref.record_id)
+    return [e.version for e in log_entries(node.store, ref.originator, ref.record_id)
             if e.envelope and e.payload_type.endswith("record.v1+protobuf")]
 
 
@@ -135,4 +137,4 @@ def test_federation_converges_to_the_expected_holdings(
             assert _unpurged_versions(node, refs["R4"]) == [2], agency
     # KOR-KNPA lost R2's audience: its earlier payload is purged and not served to anyone.
     assert _unpurged_versions(nodes[K], refs["R2"]) == []
-    assert nodes[K].store.current(J, refs["R2"].record_id) is None
+    assert current_record(nodes[K].store, J, refs["R2"].record_id) is None

@@ -21,6 +21,10 @@ from exchange.config import Limits
 from exchange.core.identity import Identity
 from exchange.node.server import Node
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
+from exchange.store.current import current_record
+from exchange.store.events import quarantined, security_events
+from exchange.store.log import log_entries
+from exchange.store.peers import peer_cursor
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
 from tests.hostile import (
@@ -87,13 +91,13 @@ def held(node: Node) -> dict[Ref, int]:
 
 
 def events(node: Node, kind: str) -> list[dict[str, Any]]:
-    return [json.loads(e.detail) for e in node.store.security_events() if e.kind == kind]
+    return [json.loads(e.detail) for e in security_events(node.store) if e.kind == kind]
 
 
 def assert_stored(node: Node, *envelopes: records_pb2.Envelope) -> None:
     """Each envelope is its record's current version, held verbatim."""
     for envelope in envelopes:
-        current = node.store.current(*ref_of(envelope))
+        current = current_record(node.store, *ref_of(envelope))
         assert current is not None, f"{ref_of(envelope)} not stored"
         assert current.version == record_of(envelope).version
         assert records_pb2.Envelope.FromString(current.envelope) == envelope
@@ -103,10 +107,10 @@ def assert_stored(node: Node, *envelopes: records_pb2.Envelope) -> None:
 def assert_refused(node: Node, envelope: records_pb2.Envelope, kind: str, reason: str) -> None:
     """Refused on receipt: quarantined by hash with its reason, a security event, nothing in the log."""
     digest = hash_of(envelope)
-    rows = [q for q in node.store.quarantined() if bytes(q.content_hash) == digest]
-    assert len(rows) == 1, node.store.quarantined()
+    rows = [q for q in quarantined(node.store) if bytes(q.content_hash) == digest]
+    assert len(rows) == 1, quarantined(node.store)
     assert rows[0].peer == KOR and reason in rows[0].reason, rows[0].reason
-    assert [e for e in events(node, kind) if e["content_hash"] == digest.hex()], node.store.security_events()
+    assert [e for e in events(node, kind) if e["content_hash"] == digest.hex()], security_events(node.store)
     assert digest not in log_hashes(node)
     assert all(envelope.payload not in bytes(r.envelope) for r in log_rows(node))
 
@@ -191,7 +195,7 @@ def test_invalid_entry_is_refused_and_the_rest_of_its_batch_stored(
     assert_refused(jpn, bad, "refused-invalid", case.reason)
     assert_stored(jpn, before, after)
     assert held(jpn) == {ref_of(before): 1, ref_of(after): 1}
-    assert jpn.store.peer_cursor(KOR) == b"c1"
+    assert peer_cursor(jpn.store, KOR) == b"c1"
     assert_serving(federation, jpn, refs(before, after))
 
 
@@ -206,9 +210,9 @@ def test_a_partner_cannot_touch_a_record_of_another_originator_with_the_same_id(
         draft=draft(title="迂回調達 JPN original", marking=marking("CONFIDENTIAL", ["KOR-KNPA"]))), timeout=10)
     analyst.channel.close()
     jpn_id = receipt.ref.record_id
-    original = jpn.store.current("JPN-NPA", jpn_id)
+    original = current_record(jpn.store, "JPN-NPA", jpn_id)
     assert original is not None
-    original_log = jpn.store.log_entries("JPN-NPA", jpn_id)
+    original_log = log_entries(jpn.store, "JPN-NPA", jpn_id)
 
     # (a) KOR signs a "version 2" of JPN's record: refused. (b) KOR's own record with JPN's id: a different record.
     spoof = forge.honest(originator="JPN-NPA", record_id=jpn_id, version=2)
@@ -229,12 +233,12 @@ def test_a_partner_cannot_touch_a_record_of_another_originator_with_the_same_id(
     assert report.error == "" and report.applied.stored == 1 and report.applied.withdrawals == 1
     assert_stored(jpn, same_id_v2)
 
-    after = jpn.store.current("JPN-NPA", jpn_id)
+    after = current_record(jpn.store, "JPN-NPA", jpn_id)
     assert after is not None
     assert (after.version, after.envelope, after.title, after.received_from, after.equivocated) == (
         original.version, original.envelope, original.title, "JPN-NPA", False)
-    assert jpn.store.log_entries("JPN-NPA", jpn_id) == original_log  # same rows, same hash, not purged
-    assert [bool(r.purged) for r in jpn.store.log_entries(KOR, jpn_id)] == [True, False, False]
+    assert log_entries(jpn.store, "JPN-NPA", jpn_id) == original_log  # same rows, same hash, not purged
+    assert [bool(r.purged) for r in log_entries(jpn.store, KOR, jpn_id)] == [True, False, False]
 
     client = liaison(federation, jpn)
     try:
@@ -265,7 +269,7 @@ def test_an_older_version_after_a_newer_one_never_rolls_back(
     report = jpn.puller.pull(KOR)
     assert report.error == "" and report.applied.refused == 0 and report.applied.equivocations == 0
     assert_stored(jpn, v2, a, b)
-    assert jpn.store.peer_cursor(KOR) == b"c2"
+    assert peer_cursor(jpn.store, KOR) == b"c2"
     # A later, higher version still supersedes.
     v3 = forge.honest(record_id=rid, version=3)
     hostile.play([Batch([v1, v3], b"c3")])
@@ -301,7 +305,7 @@ def test_equivocation_keeps_evidence_flags_and_shows_the_last_unequivocal_versio
     assert_stored(jpn, *honest)
 
     # Both signed contents are kept verbatim as evidence.
-    entries = jpn.store.log_entries(KOR, rid)
+    entries = log_entries(jpn.store, KOR, rid)
     v2_rows = [r for r in entries if r.version == 2]
     assert sorted(bytes(r.content_hash) for r in v2_rows) == sorted([hash_of(v2a), hash_of(v2b)])
     assert {records_pb2.Envelope.FromString(r.envelope).SerializeToString() for r in v2_rows} == {
@@ -309,7 +313,7 @@ def test_equivocation_keeps_evidence_flags_and_shows_the_last_unequivocal_versio
     [event] = events(jpn, "equivocation")
     assert (event["originator"], event["record_id"], event["version"]) == (KOR, rid, 2)
     assert event["content_hashes"] == sorted([hash_of(v2a).hex(), hash_of(v2b).hex()])
-    current = jpn.store.current(KOR, rid)
+    current = current_record(jpn.store, KOR, rid)
     assert current is not None and current.version == 1 and current.equivocated
     assert records_pb2.Envelope.FromString(current.envelope) == v1
     client = liaison(federation, jpn)
@@ -356,14 +360,14 @@ def test_a_record_the_node_may_not_hold_leaves_only_its_hash_and_the_reason(
     assert report.error == "" and report.applied.stored == 2 and report.applied.refused == 1
     assert report.applied.events == ["refused-not-holdable"]
     assert_refused(jpn, bad, "refused-not-holdable", reason)
-    [row] = jpn.store.quarantined()
+    [row] = quarantined(jpn.store)
     assert bytes(row.content_hash) == content_hash(bad.payload)
     [event] = events(jpn, "refused-not-holdable")
     assert set(event) == {"content_hash", "reason"} and event["content_hash"] == content_hash(bad.payload).hex()
     assert_stored(jpn, before, after)
     # Nothing of the content was written anywhere: not its id, not its words.
     bad_id = ref_of(bad)[1]
-    assert (KOR, bad_id) not in held(jpn) and not jpn.store.log_entries(KOR, bad_id)
+    assert (KOR, bad_id) not in held(jpn) and not log_entries(jpn.store, KOR, bad_id)
     stored_bytes = federation.backend.stored_bytes(jpn.config.data_dir)
     assert ref_of(before)[1].encode() in stored_bytes  # the scan sees what was stored
     assert secret_word.encode() not in stored_bytes and bad_id.encode() not in stored_bytes
@@ -386,7 +390,7 @@ def test_an_oversize_message_ends_the_pull_and_keeps_what_came_before(
     assert report.batches == 1 and report.applied.stored == 2
     assert_stored(jpn, *first)
     assert held_kor(jpn) == refs(*first)
-    assert jpn.store.peer_cursor(KOR) == b"c1"
+    assert peer_cursor(jpn.store, KOR) == b"c1"
     assert hostile.wait_idle()
     # The next pull resumes after the last batch applied.
     later = forge.honest()
@@ -410,7 +414,7 @@ def test_an_endless_stream_is_cut_at_pull_max_entries(
     received = [e for batch in hostile.calls[0].sent[:4] for e in batch.entries]
     assert_stored(jpn, *received)
     assert held_kor(jpn) == refs(*received)
-    assert jpn.store.peer_cursor(KOR) == endless_cursor(3)
+    assert peer_cursor(jpn.store, KOR) == endless_cursor(3)
     assert_serving(federation, jpn, refs(*received))
 
 
@@ -429,7 +433,7 @@ def test_a_stream_that_never_ends_is_cut_by_the_deadline(
     assert report.applied.stored == 3
     assert_stored(jpn, *first)
     assert held_kor(jpn) == refs(*first)
-    assert jpn.store.peer_cursor(KOR) == hostile.calls[0].sent[report.batches - 1].cursor
+    assert peer_cursor(jpn.store, KOR) == hostile.calls[0].sent[report.batches - 1].cursor
     assert hostile.wait_idle(5)
     assert_serving(federation, jpn, refs(*first))
 
@@ -447,16 +451,16 @@ def test_a_stream_cut_after_k_batches_keeps_them_and_resumes_from_their_cursor(
     honest = [e for b in batches for i, e in enumerate(b.entries) if i != 1]
     assert_stored(jpn, *honest)
     # Nothing half-applied: exactly the k batches' honest records, their refusals, and batch k's cursor.
-    assert len(log_rows(jpn)) == 2 * k and len(jpn.store.quarantined()) == k
-    assert jpn.store.peer_cursor(KOR) == (batches[-1].cursor if batches else b"")
+    assert len(log_rows(jpn)) == 2 * k and len(quarantined(jpn.store)) == k
+    assert peer_cursor(jpn.store, KOR) == (batches[-1].cursor if batches else b"")
 
     tail = forge.honest_many(2)
     hostile.play([Batch(tail, b"after")])
     resumed = jpn.puller.pull(KOR)
     assert resumed.error == "" and resumed.applied.stored == 2 and resumed.applied.duplicates == 0
     assert [c.request.cursor for c in hostile.calls] == [b"", batches[-1].cursor if batches else b""]
-    assert jpn.store.peer_cursor(KOR) == b"after"
-    assert len(jpn.store.quarantined()) == k
+    assert peer_cursor(jpn.store, KOR) == b"after"
+    assert len(quarantined(jpn.store)) == k
     assert_serving(federation, jpn, refs(*honest, *tail))
 
 
@@ -488,7 +492,7 @@ def test_a_server_without_kor_knpas_node_certificate_is_refused(
         assert impostor.calls == []  # the handshake failed: no request was ever made
     finally:
         impostor.stop()
-    assert log_rows(jpn) == [] and jpn.store.peer_cursor(KOR) == b"" and jpn.store.quarantined() == []
+    assert log_rows(jpn) == [] and peer_cursor(jpn.store, KOR) == b"" and quarantined(jpn.store) == []
     assert_serving(federation, jpn, set())
 
 
@@ -533,7 +537,7 @@ def test_a_signed_entry_that_cannot_be_stored_does_not_block_its_batch(
     report = jpn.puller.pull(KOR)  # must report, not raise
     assert report.error == "" and report.batches == len(batches)
     assert_stored(jpn, *honest)
-    assert jpn.store.peer_cursor(KOR) == batches[-1].cursor
+    assert peer_cursor(jpn.store, KOR) == batches[-1].cursor
     # The bad entry is either refused with its reason or held; it never takes its batch down with it.
     assert report.applied.refused == 1 or ref_of(bad) in held(jpn)
     assert_serving(federation, jpn, held_kor(jpn))
@@ -640,8 +644,8 @@ def test_a_forged_withdrawal_never_purges_a_record(
     assert report.applied.refused == 1 and report.applied.withdrawals == 0 and report.applied.stored == 1
     assert events(jpn, "refused-invalid")
     for ref in (jpn_ref, kor_ref):  # both records still held, payloads intact
-        assert jpn.store.current(ref.originator, ref.record_id) is not None
-        assert all(not row.purged for row in jpn.store.log_entries(ref.originator, ref.record_id))
+        assert current_record(jpn.store, ref.originator, ref.record_id) is not None
+        assert all(not row.purged for row in log_entries(jpn.store, ref.originator, ref.record_id))
 
 
 def test_a_puller_told_to_stop_applies_the_batch_it_holds_and_the_next_pull_resumes_there(

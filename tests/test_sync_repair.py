@@ -7,6 +7,7 @@ from pathlib import Path
 
 from exchange.core.manifest import Manifest
 from exchange.node.server import Node
+from exchange.store.current import current_record
 from exchange.v1 import records_pb2
 from tests.federation import Federation
 from tests.fill import fill
@@ -122,14 +123,14 @@ def test_entries_signed_with_a_key_marked_compromised_are_neither_shown_nor_serv
                 marking=records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["USA-DTSF", "KOR-KNPA"],
                                             tlp="GREEN"))
     assert usa.puller.pull("JPN-NPA").applied.stored == 3
-    assert usa.store.current("JPN-NPA", refs[0].record_id) is not None
+    assert current_record(usa.store, "JPN-NPA", refs[0].record_id) is not None
 
     partners = dict(federation.manifest.partners)
     jpn_keys = tuple(dataclasses.replace(k, compromised_since=k.not_before) for k in partners["JPN-NPA"].keys)
     partners["JPN-NPA"] = dataclasses.replace(partners["JPN-NPA"], keys=jpn_keys)
     compromised = Manifest(version=federation.manifest.version + 1, partners=partners)
     usa = _restart(federation, usa, tmp_path, compromised)
-    assert usa.store.current("JPN-NPA", refs[0].record_id) is None  # not shown to USA-DTSF's users
+    assert current_record(usa.store, "JPN-NPA", refs[0].record_id) is None  # not shown to USA-DTSF's users
     federation.backend.migrated(tmp_path / "KOR-KNPA")
     kor = Node(federation.node_config("KOR-KNPA", tmp_path / "KOR-KNPA"), manifest=compromised, schedule=False)
     kor.start()

@@ -103,9 +103,11 @@ def run_db_status(args: argparse.Namespace) -> int:
 
 
 def run_audit_verify(args: argparse.Namespace) -> int:
+    from exchange.store import audit as audit_log  # the store's dependencies only for commands that need it
+
     with existing_store(args) as store:
-        problems = store.audit_verify()
-        count = len(store.audit_entries())
+        problems = audit_log.verify_store(store)
+        count = len(audit_log.read_entries(store))
     if problems:
         for problem in problems:
             print(problem)

@@ -22,6 +22,7 @@ from exchange.core.manifest import Manifest
 from exchange.errors import ConfigError
 
 if TYPE_CHECKING:
+    from exchange.store.events import SecurityEvent
     from exchange.sync.puller import PullReport
 
 __all__ = ["register"]
@@ -131,7 +132,7 @@ def _detail(text: str) -> Any:
         return text
 
 
-def event_to_json(row: Any) -> dict[str, Any]:
+def event_to_json(row: SecurityEvent) -> dict[str, Any]:
     return {
         "id": row.id,
         "at": _iso(row.at, "microseconds"),
@@ -141,7 +142,7 @@ def event_to_json(row: Any) -> dict[str, Any]:
     }
 
 
-def event_line(row: Any) -> str:
+def event_line(row: SecurityEvent) -> str:
     # Details quote what partners sent (refusal reasons): cleaned, so no control
     # character or bidirectional override reaches the operator's terminal.
     detail = json.dumps(_detail(row.detail), ensure_ascii=False, sort_keys=True)
@@ -149,8 +150,10 @@ def event_line(row: Any) -> str:
 
 
 def run_events(args: argparse.Namespace) -> int:
+    from exchange.store.events import security_events
+
     with existing_store(args) as store:
-        rows = store.security_events()  # oldest first: the newest ends up last on screen
+        rows = security_events(store)  # oldest first: the newest ends up last on screen
     if args.json:
         print(dumps([event_to_json(row) for row in rows]))
     elif not rows:

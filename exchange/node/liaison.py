@@ -32,6 +32,7 @@ from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
+from exchange.store.current import current_record
 from exchange.store.rows import timestamp_us
 from exchange.v1 import liaison_pb2, records_pb2
 
@@ -85,7 +86,7 @@ class LiaisonService:
     ) -> liaison_pb2.DisclosuresResponse:
         validate_ref(request.ref, "ref")
         originator, record_id = request.ref.originator, request.ref.record_id
-        record = self.store.current(originator, record_id)
+        record = current_record(self.store, originator, record_id)
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not the caller's to see
         found, truncated = watch.disclosures(self.store, originator, record_id, limit=MAX_DISCLOSURES)

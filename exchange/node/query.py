@@ -24,7 +24,9 @@ from exchange.records import textindex
 from exchange.records.normalize import normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import SearchFilter, Store, StoredRecord
+from exchange.store.current import current_record
 from exchange.store.rows import kind_name, timestamp_us
+from exchange.store.search import search
 from exchange.v1 import query_pb2, records_pb2
 
 
@@ -58,7 +60,7 @@ class QueryService:
 
     def get(self, request: query_pb2.GetRequest, caller: Principal) -> records_pb2.HeldRecord:
         validate_ref(request.ref, "ref")
-        record = self.store.current(request.ref.originator, request.ref.record_id)
+        record = current_record(self.store, request.ref.originator, request.ref.record_id)
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not releasable
         audit_disclosure(self.store, caller, "get", [record])
@@ -69,7 +71,7 @@ class QueryService:
         size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
         context = token_context(b"search", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
-        candidates = self.store.search(criteria, after=after, first_chunk=size + 1)
+        candidates = search(self.store, criteria, after=after, first_chunk=size + 1)
         page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         audit_disclosure(self.store, caller, "search", page)
         return query_pb2.SearchResponse(

@@ -16,7 +16,7 @@ from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide
 from exchange.errors import InvalidInput
-from exchange.store import Store, StoredRecord
+from exchange.store import Store, StoredRecord, audit
 
 
 def visible(agency: str, manifest: Manifest, record: StoredRecord, caller: Principal) -> bool:
@@ -59,7 +59,8 @@ def token_context(kind: bytes, request: Message, caller: Principal) -> bytes:
 
 def audit_disclosure(store: Store, caller: Principal, action: str, shown: list[StoredRecord]) -> None:
     if shown:
-        store.audit(
+        audit.record(
+            store,
             actor=caller.identity.uri,
             action=action,
             detail={"records": [[r.originator, r.record_id, r.version] for r in shown]},

@@ -32,7 +32,8 @@ from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
 from exchange.store import Store
-from exchange.store.received import reevaluate_holdings
+from exchange.store.current import reevaluate_holdings
+from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
@@ -77,10 +78,9 @@ class Node:
         self._server_cert = _read(agency_dir / "node.crt")
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store.open(config.database_url, agency=config.agency)
-        self.store.distrusted_keys = frozenset(
+        self.store = Store.open(config.database_url, agency=config.agency, distrusted_keys=(
             key.key_id for partner in self.manifest.partners.values() for key in partner.keys if key.compromised
-        )
+        ))
         self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync",
@@ -121,7 +121,7 @@ class Node:
 
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""
-        if not self.store.manifest_changed(self.manifest.version, [p.agency for p in self.config.peers]):
+        if not manifest_changed(self.store, self.manifest.version, [p.agency for p in self.config.peers]):
             return
         accreditation = self.manifest.partner(self.config.agency).accreditation
 

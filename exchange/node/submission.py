@@ -21,7 +21,10 @@ from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
-from exchange.store.store import Withdrawal, marking_of, now_us
+from exchange.store.current import current_record
+from exchange.store.local import Withdrawal, find_reference, put_local
+from exchange.store.log import earlier_audience
+from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
 
 
@@ -52,7 +55,7 @@ class SubmissionService:
         validate_reference(request.reference)
         handle = caller.identity.handle or ""
         if request.reference:
-            existing = self.store.find_reference(handle, request.reference)
+            existing = find_reference(self.store, handle, request.reference)
             if existing is not None:
                 return self._existing(existing)
         if not request.HasField("draft"):
@@ -68,8 +71,8 @@ class SubmissionService:
             content=request.draft,
         )
         envelope = self._sign(record)
-        existing = self.store.put_local(
-            record, envelope, actor=caller.identity.uri, action="submit",
+        existing = put_local(
+            self.store, record, envelope, actor=caller.identity.uri, action="submit",
             audience=self._audience(record), submitter=handle, reference=request.reference,
         )
         if existing is not None:  # the same reference won a concurrent race
@@ -83,8 +86,8 @@ class SubmissionService:
         self._check_draft(request.draft, caller, own=request.ref)
         record = self._next_version(current, records_pb2.STATUS_ACTIVE, request.draft)
         envelope = self._sign(record)
-        self.store.put_local(
-            record, envelope, actor=caller.identity.uri, action="revise", audience=self._audience(record),
+        put_local(
+            self.store, record, envelope, actor=caller.identity.uri, action="revise", audience=self._audience(record),
             base_version=request.base_version, withdrawal=self._withdrawal(record, current),
         )
         return self._receipt(record, envelope, created=True)
@@ -102,8 +105,8 @@ class SubmissionService:
         record = self._next_version(current, records_pb2.STATUS_RETRACTED, content)
         record.retraction_reason = request.reason
         envelope = self._sign(record)
-        self.store.put_local(
-            record, envelope, actor=caller.identity.uri, action="retract", audience=self._audience(record),
+        put_local(
+            self.store, record, envelope, actor=caller.identity.uri, action="retract", audience=self._audience(record),
             base_version=request.base_version, withdrawal=self._withdrawal(record, current),
         )
         return self._receipt(record, envelope, created=True)
@@ -114,7 +117,7 @@ class SubmissionService:
         validate_ref(ref, "ref")
         if base_version < 1:
             raise InvalidInput("base_version", "name the version being revised (1 or more)")
-        current = self.store.current(ref.originator, ref.record_id)
+        current = current_record(self.store, ref.originator, ref.record_id)
         if current is None or not self._visible(current, caller):
             raise NotFound()  # identical whether absent or not the caller's to see
         if current.originator != self.agency:
@@ -140,7 +143,7 @@ class SubmissionService:
             field = f"draft.related[{i}]"
             if own is not None and (ref.originator, ref.record_id) == (own.originator, own.record_id):
                 raise InvalidInput(field, "a record cannot link to itself")
-            target = self.store.current(ref.originator, ref.record_id)
+            target = current_record(self.store, ref.originator, ref.record_id)
             if target is None or not self._visible(target, caller):
                 raise InvalidInput(field, f"no record {ref.originator}/{ref.record_id}")
             if not link_allowed(
@@ -173,7 +176,7 @@ class SubmissionService:
 
     def _withdrawal(self, record: records_pb2.Record, current: StoredRecord) -> Withdrawal | None:
         """The signed withdrawal of earlier versions, if this version drops an audience or retracts."""
-        earlier = self.store.earlier_audience(self.agency, record.ref.record_id)
+        earlier = earlier_audience(self.store, self.agency, record.ref.record_id)
         retracting = record.status == records_pb2.STATUS_RETRACTED
         if not retracting and not narrows(
             before=earlier, after=self._audience(record), relay_before=current.marking.relay_allowed,
@@ -200,7 +203,7 @@ class SubmissionService:
         )
 
     def _existing(self, record_id: str) -> submission_pb2.Receipt:
-        current = self.store.current(self.agency, record_id)
+        current = current_record(self.store, self.agency, record_id)
         assert current is not None  # a reference always names a stored record
         envelope = records_pb2.Envelope.FromString(current.envelope)
         return submission_pb2.Receipt(

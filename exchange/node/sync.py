@@ -22,7 +22,7 @@ from exchange.errors import InvalidInput, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
 from exchange.store import Store, watch
-from exchange.store.store import LogEntry
+from exchange.store.log import LogEntry, log_after, log_end, log_fingerprint
 from exchange.v1 import sync_pb2
 
 _CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's content hash
@@ -88,7 +88,7 @@ class SyncService:
         if plain is None or len(plain) != struct.calcsize(_CURSOR):
             raise InvalidInput("cursor", "not a cursor issued by this node to this partner")
         epoch, seq, fingerprint = struct.unpack(_CURSOR, plain)
-        if epoch != self._epoch or (self.store.log_fingerprint(seq) or b"\x00" * 8) != fingerprint:
+        if epoch != self._epoch or (log_fingerprint(self.store, seq) or b"\x00" * 8) != fingerprint:
             raise StaleCursor("cursor refers to log entries this node no longer has; repair with a digest")
         return int(seq)
 
@@ -107,12 +107,12 @@ class SyncService:
         size = 0
         # Everything up to ``end`` is covered by this pull: released entries are sent,
         # the rest skipped (most of them already in SQL), so the final cursor is ``end``.
-        end = self.store.log_end()
+        end = log_end(self.store)
         if end <= after:
             return
         last = after
         decided: dict[tuple[object, ...], bool] = {}
-        for entry in self.store.log_after(after, upto=end, audience_of=caller.agency):
+        for entry in log_after(self.store, after, upto=end, audience_of=caller.agency):
             if buckets.wanted(entry) and self._releasable_cached(entry, caller, decided):
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
                     yield self._batch(batch, caller, last)
@@ -127,7 +127,7 @@ class SyncService:
     def _batch(self, batch: list[LogEntry], caller: Principal, upto: int) -> bytes:
         """One ``PullBatch``, serialised: the stored envelopes go out verbatim (the bytes
         their originator's signature covers were never re-encoded, and are not now)."""
-        fingerprint = self.store.log_fingerprint(upto) or b"\x00" * 8
+        fingerprint = log_fingerprint(self.store, upto) or b"\x00" * 8
         if batch:
             # A disclosure (DESIGN.md "Audit"): one audit entry per batch, written before the
             # batch is handed to gRPC, so a batch is never sent unaudited (if the partner
@@ -145,10 +145,10 @@ class SyncService:
         prefix = _prefix(request.bucket_prefix, "bucket_prefix")
         if request.list_entries and not request.originator:
             raise InvalidInput("list_entries", "name the originator whose bucket to list")
-        end = self.store.log_end()  # the digest describes the log up to here
-        fingerprint = self.store.log_fingerprint(end) or b"\x00" * 8
+        end = log_end(self.store)  # the digest describes the log up to here
+        fingerprint = log_fingerprint(self.store, end) or b"\x00" * 8
         groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
-        for entry in self.store.log_after(0, originator=request.originator or None, id_prefix=prefix,
+        for entry in log_after(self.store, 0, originator=request.originator or None, id_prefix=prefix,
                                           audience_of=caller.agency):
             if entry.seq > end or not self._releasable(entry, caller):
                 continue

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, select
 
 from exchange.store.engine import serialise_audit
 from exchange.store.schema import audit, meta
+from exchange.store.store import Store, now_us
 
 GENESIS = b"\x00" * 32
 HEAD_KEY = "audit_head"
@@ -93,3 +94,24 @@ def entries(conn: Connection, *, action: str | None = None) -> Iterator[AuditEnt
         query = query.where(audit.c.action == action)
     for row in conn.execute(query):
         yield AuditEntry(row.seq, row.at, row.actor, row.action, json.loads(row.detail))
+
+
+# --- over a store ------------------------------------------------------------------------------
+
+
+def record(store: Store, *, actor: str, action: str, detail: dict[str, Any]) -> int:
+    """Append one entry in a transaction of its own (a disclosure: see ``Store.write(audit_only=True)``)."""
+    with store.write(audit_only=True) as tx:
+        return append(tx, at=now_us(), actor=actor, action=action, detail=detail)
+
+
+def verify_store(store: Store) -> list[str]:
+    """Every inconsistency in the store's chain, in order (:func:`verify`)."""
+    with store.engine.connect() as conn:
+        return verify(conn)
+
+
+def read_entries(store: Store, action: str | None = None) -> list[AuditEntry]:
+    """The store's entries, oldest first (of ``action`` only, if given)."""
+    with store.engine.connect() as conn:
+        return list(entries(conn, action=action))

@@ -18,6 +18,8 @@ one process per database whose transactions never wait on anything but SQLite.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -92,6 +94,20 @@ def serialise_audit(conn: Connection) -> None:
     """Take the audit chain's lock for the rest of this transaction (PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": AUDIT_LOCK})
+
+
+@contextmanager
+def in_index_order(conn: Connection, walk: bool) -> Iterator[None]:
+    """PostgreSQL, when ``walk``: plan the statements inside without a sort step, so they walk
+    the index already in the order asked for (``search.newest_first`` says why)."""
+    if not walk or conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SET LOCAL enable_sort = off")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("SET LOCAL enable_sort = on")
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -15,10 +15,7 @@ rules, in the order they are checked for a record version:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +23,11 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select,
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
-from exchange.store.engine import serialise_writers
+from exchange.store.current import index_record, unindex_record
+from exchange.store.events import quarantine_entry, security_event
+from exchange.store.log import append_log
+from exchange.store.peers import save_cursor
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -41,10 +40,9 @@ from exchange.store.rows import (
     marking_columns,
     next_id,
     next_seq,
-    raise_seq_floor,
     write_index,
 )
-from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
+from exchange.store.schema import log, records, withdrawn
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
@@ -82,14 +80,6 @@ class BatchReport:
     events: list[str] = field(default_factory=list)
 
 
-def security_event(conn: Connection, kind: str, peer: str, detail: dict[str, Any]) -> None:
-    conn.execute(
-        insert(security_events).values(
-            at=now_us(), kind=kind, peer=peer, detail=json.dumps(detail, ensure_ascii=False, sort_keys=True)
-        )
-    )
-
-
 def apply_batch(
     store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False
 ) -> BatchReport:
@@ -102,36 +92,33 @@ def apply_batch(
     each in a savepoint, and the entries that cannot be stored are quarantined:
     one bad entry never blocks the rest of its batch.
     """
-    writer = store.engine.execution_options(exchange_write=True)
-    with store.write_lock, writer.connect() as conn, _received_durability(conn):
-        try:
-            with conn.begin():
-                serialise_writers(conn)
-                report = _apply(conn, peer, entries)
-                if cursor is not None:
-                    save_cursor(conn, peer, cursor, repaired=repaired)
-            return report
-        except (SQLAlchemyError, OverflowError, ValueError) as error:
-            # The error's class and SQLSTATE only: its message can quote a value (PostgreSQL's
-            # COPY context does), and record content never goes to the log.
-            logger.warning("batch from %s failed in bulk (%s %s); applying entry by entry", peer,
-                           type(error).__name__, getattr(getattr(error, "orig", None), "sqlstate", "") or "")
-        with conn.begin():
-            serialise_writers(conn)
-            report = BatchReport()
-            for entry in entries:
-                try:
-                    with conn.begin_nested():
-                        single = _apply(conn, peer, [entry])
-                except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
-                    digest = entry.content_hash
-                    _refuse(conn, peer, Refusal(digest, f"could not be stored: {type(error).__name__}", False),
-                            report)
-                    continue
-                merge(report, single)
+    # Not durable: a batch lost to a power cut is lost with its cursor, so the next pull
+    # fetches it again from the partner (Store.write says what SQLite does instead).
+    try:
+        with store.write(durable=False) as tx:
+            report = apply_entries(tx, peer, entries)
             if cursor is not None:
-                save_cursor(conn, peer, cursor, repaired=repaired)
+                save_cursor(tx, peer, cursor, repaired=repaired)
         return report
+    except (SQLAlchemyError, OverflowError, ValueError) as error:
+        # The error's class and SQLSTATE only: its message can quote a value (PostgreSQL's
+        # COPY context does), and record content never goes to the log.
+        logger.warning("batch from %s failed in bulk (%s %s); applying entry by entry", peer,
+                       type(error).__name__, getattr(getattr(error, "orig", None), "sqlstate", "") or "")
+    with store.write(durable=False) as tx:
+        report = BatchReport()
+        for entry in entries:
+            try:
+                with tx.begin_nested():
+                    single = apply_entries(tx, peer, [entry])
+            except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
+                digest = entry.content_hash
+                _refuse(tx, peer, Refusal(digest, f"could not be stored: {type(error).__name__}", False), report)
+                continue
+            merge(report, single)
+        if cursor is not None:
+            save_cursor(tx, peer, cursor, repaired=repaired)
+    return report
 
 
 # Errors an entry's content causes whenever it is applied. Anything else (a locked or
@@ -140,46 +127,13 @@ def apply_batch(
 _CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 
-@contextmanager
-def _received_durability(conn: Connection) -> Iterator[None]:
-    """On SQLite, commit received batches without waiting for the disk (synchronous=NORMAL).
-
-    WAL keeps every commit atomic and the database consistent either way; what a
-    power cut could lose is the last batches, and their cursor with them, so the
-    next pull fetches them again from the partner. The node's own records (an
-    analyst's receipt) keep synchronous=FULL.
-
-    A pull writes batch after batch, each dirtying pages all over the indexes, so
-    its commits checkpoint the WAL less often (every 10,000 pages instead of 1,000):
-    a page rewritten by several batches is copied into the database once, not once
-    per batch. Atomicity and crash safety are the WAL's either way; only its size
-    between checkpoints (at most ~40 MB) changes.
-    """
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    raw = conn.connection.dbapi_connection
-    assert raw is not None
-    checkpoint = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
-    raw.execute("PRAGMA synchronous=NORMAL")
-    if checkpoint > 0:  # 0: automatic checkpoints are off, and stay off
-        raw.execute(f"PRAGMA wal_autocheckpoint={max(checkpoint, RECEIVED_CHECKPOINT_PAGES)}")
-    try:
-        yield
-    finally:
-        raw.execute("PRAGMA synchronous=FULL")
-        raw.execute(f"PRAGMA wal_autocheckpoint={checkpoint}")
-
-
-RECEIVED_CHECKPOINT_PAGES = 10_000
-
-
-def _apply(conn: Connection, peer: str, entries: list[Incoming | Refusal]) -> BatchReport:
+def apply_entries(conn: Connection, peer: str, entries: list[Incoming | Refusal]) -> BatchReport:
+    """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in)."""
     report = BatchReport()
     for entry in entries:
         if isinstance(entry, Refusal):
             _refuse(conn, peer, entry, report)
-    versions = [e for e in entries if isinstance(e, Incoming) and e.record is not None]
+    versions = [(e, e.record) for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
         _apply_versions(conn, peer, versions, report)
     for entry in entries:
@@ -194,20 +148,8 @@ def merge(report: BatchReport, other: BatchReport) -> None:
     report.events += other.events
 
 
-def save_cursor(conn: Connection, peer: str, cursor: bytes, *, repaired: bool = False) -> None:
-    now = now_us()
-    values: dict[str, Any] = {"cursor": cursor, "last_success": now, "last_error": None}
-    if repaired:
-        values["needs_repair"] = False
-    updated = conn.execute(update(peers).where(peers.c.agency == peer).values(**values))
-    if updated.rowcount == 0:
-        conn.execute(insert(peers).values(**{"agency": peer, "last_attempt": now, "needs_repair": False, **values}))
-
-
 def _refuse(conn: Connection, peer: str, refusal: Refusal, report: BatchReport) -> None:
-    conn.execute(
-        insert(quarantine).values(at=now_us(), peer=peer, content_hash=refusal.content_hash, reason=refusal.reason)
-    )
+    quarantine_entry(conn, peer, refusal.content_hash, refusal.reason)
     kind = "refused-not-holdable" if refusal.violation else "refused-invalid"
     security_event(conn, kind, peer, {"content_hash": refusal.content_hash.hex(), "reason": refusal.reason})
     report.refused += 1
@@ -269,14 +211,14 @@ def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
     return or_(*(and_(table.c.originator == o, table.c.record_id.in_(ids)) for o, ids in by_originator.items()))
 
 
-def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report: BatchReport) -> None:
-    known = _Known.load(conn, sorted({(e.record.ref.originator, e.record.ref.record_id)
-                                      for e in entries if e.record is not None}))
-    to_log: list[Incoming] = []
-    equivocal: list[Incoming] = []
-    for entry in entries:
-        record = entry.record
-        assert record is not None
+Version = tuple[Incoming, records_pb2.Record]  # an entry that carries a record version, and that version
+
+
+def _apply_versions(conn: Connection, peer: str, entries: list[Version], report: BatchReport) -> None:
+    known = _Known.load(conn, sorted({(record.ref.originator, record.ref.record_id) for _, record in entries}))
+    to_log: list[Version] = []
+    equivocal: list[Version] = []
+    for entry, record in entries:
         ref, version = record.ref, record.version
         key = (ref.originator, ref.record_id)
         held = known.hashes.setdefault((ref.originator, ref.record_id, version), set())
@@ -286,9 +228,9 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
             report.duplicates += 1
         else:
             if held:  # rule 3
-                equivocal.append(entry)
+                equivocal.append((entry, record))
             held.add(entry.content_hash)
-            to_log.append(entry)
+            to_log.append((entry, record))
     if not to_log:
         return
     now = now_us()
@@ -300,9 +242,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     rows = []
     audiences: dict[frozenset[str], str] = {}  # audiences repeat: each joined once per batch
     markings: dict[int, MarkingColumns] = {}  # each version's own, for its current row below
-    for seq, e in zip(seqs, to_log, strict=True):
-        record = e.record
-        assert record is not None
+    for seq, (e, record) in zip(seqs, to_log, strict=True):
         audience = audiences.get(e.audience)
         if audience is None:
             audience = audiences[e.audience] = " ".join(sorted(e.audience))
@@ -312,10 +252,8 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     insert_many(conn, log, columns, rows)
     # The newest unequivocal version of each record in this batch becomes current (rule 4).
     newest: dict[Key, tuple[records_pb2.Record, int]] = {}
-    equivocal_ids = {id(e) for e in equivocal}
-    for entry, seq in zip(to_log, seqs, strict=True):
-        record = entry.record
-        assert record is not None
+    equivocal_ids = {id(e) for e, _ in equivocal}
+    for (entry, record), seq in zip(to_log, seqs, strict=True):
         key = (record.ref.originator, record.ref.record_id)
         if id(entry) in equivocal_ids:
             continue
@@ -327,8 +265,8 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
             report.older += 1
     _write_current(conn, known, newest, markings)
     report.stored += len(newest)
-    for entry in equivocal:
-        _equivocation(conn, peer, entry, report)
+    for _, record in equivocal:
+        _equivocation(conn, peer, record, report)
 
 
 def _write_current(
@@ -355,9 +293,7 @@ def _write_current(
     write_index(conn, indexed)
 
 
-def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchReport) -> None:
-    record = entry.record
-    assert record is not None
+def _equivocation(conn: Connection, peer: str, record: records_pb2.Record, report: BatchReport) -> None:
     ref, version = record.ref, record.version
     hashes = conn.execute(
         select(log.c.content_hash).where(
@@ -391,7 +327,7 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
     if earlier is not None:
         record = records_pb2.Record.FromString(records_pb2.Envelope.FromString(earlier.envelope).payload)
         conn.execute(update(records).where(records.c.rid == rid).values(**current_values(record, earlier.seq)))
-        Store._index(conn, rid, record)
+        index_record(conn, rid, record)
     conn.execute(update(records).where(records.c.rid == rid).values(equivocated=True))
 
 
@@ -417,7 +353,7 @@ def _apply_withdrawal(
         )
     ).scalars().all()
     audience = entry.audience | {agency for row in earlier for agency in row.split()}
-    Store._append_log(
+    append_log(
         conn, ref, version, entry.envelope, entry.envelope.SerializeToString(), entry.content_hash, peer,
         audience,
     )
@@ -446,32 +382,5 @@ def purge_below(conn: Connection, ref: records_pb2.RecordRef, version: int) -> N
         )
     ).first()
     if current is not None and current.version < version:
-        Store._unindex(conn, current.rid)
+        unindex_record(conn, current.rid)
         conn.execute(delete(records).where(records.c.rid == current.rid))
-
-
-def reevaluate_holdings(store: Store, may_hold: Callable[[str, Marking], bool]) -> int:
-    """After a manifest change: forget every received record this node may no longer hold.
-
-    Its log rows are deleted outright (not marked purged, as after a withdrawal), so
-    a later manifest that entitles this node again lets a repair fetch it afresh.
-    Returns how many records were dropped.
-    """
-    dropped = 0
-    with store.write() as conn:
-        raise_seq_floor(conn)  # a partner's cursor may point past the entries deleted below
-        rows = conn.execute(
-            select(records.c.rid, records.c.originator, records.c.record_id, records.c.classification,
-                   records.c.releasable_to, records.c.tlp, records.c.caveats)
-            .where(records.c.originator != store.agency)
-        ).all()
-        for row in rows:
-            marking = Marking(row.classification, frozenset(row.releasable_to.split()), row.tlp,
-                              frozenset(row.caveats.split()))
-            if may_hold(row.originator, marking):
-                continue
-            Store._unindex(conn, row.rid)
-            conn.execute(delete(records).where(records.c.rid == row.rid))
-            conn.execute(delete(log).where(log.c.originator == row.originator, log.c.record_id == row.record_id))
-            dropped += 1
-    return dropped

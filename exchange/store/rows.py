@@ -1,6 +1,6 @@
 """The rows a record version becomes: its log entry, its current-version row, its index rows.
 
-Shared by the node's own writes (``store.Store.put_local``) and received batches
+Shared by the node's own writes (``store.local.put_local``) and received batches
 (``store.received``), so both index a record the same way.
 """
 

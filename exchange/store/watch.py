@@ -1,9 +1,8 @@
 """The liaison officer's storage: the pull-disclosure index and per-user watch lists.
 
-Functions over a :class:`~exchange.store.store.Store` rather than more methods
-on it. As everywhere in ``exchange.store``, reads return *candidates*: whether
-a caller may see a record is decided by the service through
-``exchange.core.policy``, never here.
+Functions over a :class:`~exchange.store.store.Store`, like the rest of the package.
+As everywhere in ``exchange.store``, reads return *candidates*: whether a caller may
+see a record is decided by the service through ``exchange.core.policy``, never here.
 
 - **Pull disclosures.** Each pull batch a partner node received is one audit
   entry (action ``pull``) and, in the same transaction, one row per record
@@ -27,9 +26,11 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
+from exchange.store.current import StoredRecord, select_current
 from exchange.store.rows import insert_many
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
-from exchange.store.store import Store, StoredRecord, now_us, user_prefilter
+from exchange.store.search import newest_first, user_prefilter
+from exchange.store.store import Store, now_us
 
 __all__ = [
     "PULL_ACTION",
@@ -79,7 +80,7 @@ def audit_pull(
     }
     # One row per distinct version: both envelopes of an equivocated version are one disclosure.
     rows = {(o, r, v, False) for o, r, v in sent} | {(o, r, v, True) for o, r, v in withdrawals}
-    with store.audit_write() as conn:
+    with store.write(audit_only=True) as conn:
         seq = audit_log.append(conn, at=now_us(), actor=actor, action=PULL_ACTION, detail=detail)
         # Plain tuples in one executemany: a pull batch is hundreds of rows.
         insert_many(conn, disclosure_index, ("originator", "record_id", "audit_seq", "version", "withdrawal",
@@ -217,7 +218,7 @@ def watch_hits(
 
     The own agency's records are never hits, even if a partner relayed one back.
     """
-    base = store.select_current().where(
+    base = select_current(store).where(
         records.c.status == "active",
         records.c.originator != store.agency,
         log.c.received_from != store.agency,
@@ -226,7 +227,7 @@ def watch_hits(
     )
     if received_after is not None:
         base = base.where(log.c.received_at >= received_after)
-    return store.newest_first(base, log.c.received_at, after)
+    return newest_first(store, base, log.c.received_at, after)
 
 
 def matched_watches(store: Store, owner: str, rids: Sequence[int]) -> dict[int, list[int]]:

@@ -27,6 +27,7 @@ from exchange.observe import NO_METRICS, Metrics
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
 from exchange.records.validate import validate_received, validate_received_withdrawal
 from exchange.store import Store
+from exchange.store.peers import note_pull, peer_cursor, peer_needs_repair, received_from
 from exchange.store.received import BatchReport, Incoming, Refusal, apply_batch, merge
 from exchange.store.store import marking_of
 from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
@@ -194,14 +195,14 @@ class Puller:
     def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
         started = time.monotonic()
         report = PullReport(peer)
-        cursor, needs_repair = self.store.peer_cursor(peer), self.store.peer_needs_repair(peer)
-        if needs_repair or (not cursor and self.store.received_from(peer)):
+        cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)
+        if needs_repair or (not cursor and received_from(self.store, peer)):
             self._repair(peer, report, progress)
         else:
             self._pull(peer, cursor, report, progress)
             if report.stale_cursor:
                 self._repair(peer, report, progress)
-        self.store.note_pull(peer, report.error or None)
+        note_pull(self.store, peer, report.error or None)
         report.seconds = time.monotonic() - started
         log.info("pull from %s: %s", peer, report)
         return report
@@ -225,7 +226,7 @@ class Puller:
         repair(self, peer, report, progress=progress)
         if report.repaired:
             # Entries appended after the digest are pulled now, from the digest's cursor.
-            self._pull(peer, self.store.peer_cursor(peer), report, progress)
+            self._pull(peer, peer_cursor(self.store, peer), report, progress)
 
     def stream(
         self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,

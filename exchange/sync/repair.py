@@ -14,7 +14,7 @@ import grpc
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.policy import decide_version, withdrawal_releasable
 from exchange.errors import RefusedError
-from exchange.store.store import LogEntry
+from exchange.store.log import LogEntry, log_after
 from exchange.sync.puller import Progress, Puller, PullReport
 from exchange.v1 import sync_pb2
 
@@ -33,7 +33,7 @@ def local_digest(puller: Puller, peer: str, originator: str = "", prefix: str = 
 
     me = Principal(Identity(puller.agency, None), Role.NODE, puller.manifest.partner(puller.agency).accreditation)
     groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
-    for entry in puller.store.log_after(0, originator=originator or None, id_prefix=prefix):
+    for entry in log_after(puller.store, 0, originator=originator or None, id_prefix=prefix):
         if not _peer_would_release(puller, peer, me, entry):
             continue
         bucket = entry.record_id[: len(prefix) + 1] if originator else ""
@@ -112,7 +112,7 @@ def _missing(puller: Puller, peer: str, originator: str, bucket: str) -> list[sy
     )
     held = {
         (e.record_id, e.version, e.content_hash)
-        for e in puller.store.log_after(0, originator=originator, id_prefix=bucket, include_purged=True)
+        for e in log_after(puller.store, 0, originator=originator, id_prefix=bucket, include_purged=True)
     }
     lacking = sorted({e.record_id for e in listing.entries
                       if (e.record_id, e.version, bytes(e.content_hash)) not in held})

@@ -1,0 +1,180 @@
+"""The current version of each record, and its index rows.
+
+One row per record (``records``) points at the log entry of the version shown; the
+index tables (countries, sectors, observables, text terms) are rewritten with it. The
+write functions run inside a caller's :meth:`~exchange.store.store.Store.write`
+transaction; the reads leave out every entry signed with a key the store distrusts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, delete, insert, select, update
+
+from exchange.core.marking import Marking
+from exchange.errors import Conflict
+from exchange.store.rows import clear_index, current_values, next_id, raise_seq_floor, write_index
+from exchange.store.schema import log, records
+from exchange.store.store import Store
+from exchange.v1 import records_pb2
+
+__all__ = [
+    "StoredRecord",
+    "current_record",
+    "index_record",
+    "insert_current",
+    "reevaluate_holdings",
+    "replace_current",
+    "select_current",
+    "to_record",
+    "unindex_record",
+]
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """The current version of a record as held, with what the decision needs."""
+
+    rid: int
+    originator: str
+    record_id: str
+    version: int
+    status: str
+    kind: str
+    marking: Marking
+    title: str
+    summary: str
+    issued_at: int
+    envelope: bytes  # serialised Envelope, verbatim
+    received_from: str
+    received_at: int
+    equivocated: bool
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """Sort key of search results (newest first)."""
+        return (self.issued_at, self.rid)
+
+
+def _split(value: str) -> frozenset[str]:
+    return frozenset(value.split())
+
+
+def to_record(row: Any) -> StoredRecord:
+    """A row of a :func:`select_current` query as the record it holds."""
+    return StoredRecord(
+        rid=row.rid,
+        originator=row.originator,
+        record_id=row.record_id,
+        version=row.version,
+        status=row.status,
+        kind=row.kind,
+        marking=Marking(row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats)),
+        title=row.title,
+        summary=row.summary,
+        issued_at=row.issued_at,
+        envelope=row.envelope,
+        received_from=row.received_from,
+        received_at=row.received_at,
+        equivocated=bool(row.equivocated),
+    )
+
+
+def select_current(store: Store) -> Select[Any]:
+    """Current versions with their envelopes; entries signed with a distrusted key left out.
+
+    The query the reads build on (search, watch hits): its rows become records through
+    :func:`to_record`.
+    """
+    query = select(
+        records,
+        log.c.envelope,
+        log.c.received_from,
+        log.c.received_at,
+    ).join(log, log.c.seq == records.c.seq)
+    if store.distrusted_keys:
+        query = query.where(log.c.key_id.not_in(store.distrusted_keys))
+    return query
+
+
+def current_record(store: Store, originator: str, record_id: str) -> StoredRecord | None:
+    query = select_current(store).where(records.c.originator == originator, records.c.record_id == record_id)
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return None if row is None else to_record(row)
+
+
+# --- writes, inside the caller's write transaction ------------------------------------------
+
+
+def insert_current(tx: Connection, record: records_pb2.Record, seq: int) -> int:
+    """Make the version at log ``seq`` the current one of a record not held yet; returns its rid."""
+    rid = next_id(tx, records.c.rid)
+    tx.execute(
+        insert(records).values(
+            rid=rid,
+            originator=record.ref.originator,
+            record_id=record.ref.record_id,
+            **current_values(record, seq),
+        )
+    )
+    return rid
+
+
+def replace_current(tx: Connection, record: records_pb2.Record, seq: int, base: int) -> int:
+    """Make the version at log ``seq`` current if version ``base`` still is (else Conflict)."""
+    # Compare-and-set on the version: of two revisions of the same base, only
+    # one can match; the other finds zero rows and loses (ABORTED).
+    result = tx.execute(
+        update(records)
+        .where(
+            records.c.originator == record.ref.originator,
+            records.c.record_id == record.ref.record_id,
+            records.c.version == base,
+        )
+        .values(**current_values(record, seq))
+        .returning(records.c.rid)
+    )
+    rid = result.scalar_one_or_none()
+    if rid is None:
+        raise Conflict(f"version {base} is no longer the current version")
+    return int(rid)
+
+
+def index_record(tx: Connection, rid: int, record: records_pb2.Record) -> None:
+    """Rewrite the index rows of record ``rid`` for the version now current."""
+    clear_index(tx, [rid])
+    write_index(tx, [(rid, record)])
+
+
+def unindex_record(tx: Connection, rid: int) -> None:
+    clear_index(tx, [rid])
+
+
+def reevaluate_holdings(store: Store, may_hold: Callable[[str, Marking], bool]) -> int:
+    """After a manifest change: forget every received record this node may no longer hold.
+
+    Its log rows are deleted outright (not marked purged, as after a withdrawal), so
+    a later manifest that entitles this node again lets a repair fetch it afresh.
+    Returns how many records were dropped.
+    """
+    dropped = 0
+    with store.write() as tx:
+        raise_seq_floor(tx)  # a partner's cursor may point past the entries deleted below
+        rows = tx.execute(
+            select(records.c.rid, records.c.originator, records.c.record_id, records.c.classification,
+                   records.c.releasable_to, records.c.tlp, records.c.caveats)
+            .where(records.c.originator != store.agency)
+        ).all()
+        for row in rows:
+            marking = Marking(row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats))
+            if may_hold(row.originator, marking):
+                continue
+            unindex_record(tx, row.rid)
+            tx.execute(delete(records).where(records.c.rid == row.rid))
+            tx.execute(delete(log).where(log.c.originator == row.originator, log.c.record_id == row.record_id))
+            dropped += 1
+    return dropped

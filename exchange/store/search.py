@@ -1,0 +1,187 @@
+"""Search over the current versions: criteria, the SQL prefilter, and the plan.
+
+Results are *candidates* newest issued first, fetched in chunks (keyset pagination)
+so a caller that stops when its page is full costs little; the disclosure decision
+still judges each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, tuple_
+
+from exchange.records import textindex
+from exchange.store import textsearch
+from exchange.store.current import StoredRecord, select_current, to_record
+from exchange.store.engine import in_index_order
+from exchange.store.schema import observables, record_countries, record_sectors, records
+from exchange.store.store import Store
+
+__all__ = ["SCAN_CHUNK", "SearchFilter", "newest_first", "search", "user_prefilter"]
+
+SCAN_CHUNK = 200  # candidate rows fetched per round trip while filling a page
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Search criteria; values are already validated and normalised."""
+
+    kinds: tuple[str, ...] = ()
+    originators: tuple[str, ...] = ()
+    exclude_originators: tuple[str, ...] = ()
+    countries: tuple[str, ...] = ()
+    sectors: tuple[str, ...] = ()
+    observables: tuple[tuple[str, str], ...] = ()  # (type, normalised value), any matches
+    text: str = ""
+    text_terms: tuple[str, ...] = field(default=())
+    issued_after: int | None = None  # inclusive, microseconds
+    issued_before: int | None = None  # exclusive
+    include_retracted: bool = False
+    # A coarse prefilter in SQL for a user of this node (rules 1 and 2: the user's agency in
+    # the audience, the classification within the clearance), so a search does not walk
+    # every record the user may not see; the disclosure decision still judges each row.
+    audience_of: str | None = None
+    classifications: tuple[str, ...] | None = None
+
+
+def user_prefilter(
+    audience_of: str | None, classifications: tuple[str, ...] | None
+) -> list[ColumnElement[bool]]:
+    """Rules 1 and 2 as a coarse SQL prefilter for a user's read (never a replacement for
+    the decision): the user's agency in the audience, the classification within clearance."""
+    conditions: list[ColumnElement[bool]] = []
+    if audience_of is not None:
+        conditions.append(or_(
+            records.c.originator == audience_of,
+            (" " + records.c.releasable_to + " ").like(f"% {audience_of} %"),
+        ))
+    if classifications is not None:
+        conditions.append(records.c.classification.in_(classifications))
+    return conditions
+
+
+def search(
+    store: Store, criteria: SearchFilter, *, after: tuple[int, int] | None = None, first_chunk: int = SCAN_CHUNK
+) -> Iterator[StoredRecord]:
+    """Candidates matching ``criteria``, newest issued first, strictly after ``after``.
+
+    ``first_chunk`` is how many rows the first round trip fetches: a caller filling a
+    page of n asks for n + 1 (the SQL prefilter already leaves out most of what the
+    decision would refuse), so a first page costs what it shows.
+    """
+    base = select_current(store).where(*_conditions(criteria))
+    keep = None
+    if criteria.text_terms:
+        text_plan = textsearch.plan(store.engine, criteria.text_terms)
+        if text_plan.condition is not None:
+            base = base.where(text_plan.condition)
+        else:
+            keep = text_plan.keep
+    time_column: ColumnElement[int] = records.c.issued_at
+    rid_column: ColumnElement[int] = records.c.rid
+    if len(criteria.observables) == 1:
+        # One observable (the usual lookup): walk its entries in ix_observables_newest,
+        # already in answer order, and stop when the page is full; a popular value
+        # (tens of thousands of records) then costs no more than a rare one.
+        obs_type, value = criteria.observables[0]
+        base = base.join(observables, observables.c.rid == records.c.rid).where(
+            observables.c.type == obs_type, observables.c.value == value
+        )
+        time_column, rid_column = observables.c.issued_at, observables.c.rid
+    # Walks that follow an index already in answer order (one observable's entries; records
+    # by issued_at, filtered by chunk or by nothing selective); PostgreSQL is told not to
+    # sort instead (see newest_first). A selective condition (countries, sectors, several
+    # observables, a rare word) is left to the planner: it reads few rows, then sorts them.
+    selective = bool(criteria.countries or criteria.sectors or len(criteria.observables) > 1
+                     or (criteria.text_terms and keep is None))
+    walk = keep is not None or len(criteria.observables) == 1 or not selective
+    rows = newest_first(store, base, time_column, after, rid_column=rid_column, first_chunk=first_chunk,
+                        keep=keep, walk=walk)
+    for row in rows:
+        if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
+            continue  # bigrams present but not as the words asked for
+        yield row
+
+
+def newest_first(
+    store: Store, base: Select[Any], time_column: ColumnElement[int], after: tuple[int, int] | None, *,
+    rid_column: ColumnElement[int] | None = None, first_chunk: int = SCAN_CHUNK,
+    keep: Callable[[Connection, Sequence[int]], set[int]] | None = None, walk: bool = False,
+) -> Iterator[StoredRecord]:
+    """Rows of ``base`` (a :func:`~exchange.store.current.select_current` query) by
+    ``time_column`` then rid, descending, strictly after the position ``after`` = (time, rid).
+
+    Fetched in chunks (keyset pagination), so a caller that stops when its page
+    is full costs little; the caller's page token holds the last position shown.
+    ``rid_column`` is the rid the order uses (``records.rid`` unless ``base`` joins
+    an index table whose order it follows); the row's own time column of that name
+    and its rid give the position. ``keep``, when given, says which rids of each
+    chunk to yield (a condition checked outside SQL): each chunk is then walked for
+    its positions only, and the whole rows (envelopes) are read for the kept rids
+    alone; chunks start at SCAN_CHUNK and grow while few rows pass.
+
+    ``walk``: an index in exactly this order exists and is the plan to use. PostgreSQL's
+    planner, misled by estimates of the user prefilter (a LIKE over the release list),
+    would otherwise fetch every candidate and sort them (60 ms for the 10,000 records of
+    one HS code at 1,000,000 records, where the walk stops after a page: 2 ms); so sorting
+    is switched off for the statement (SET LOCAL, this transaction only).
+    """
+    order_rid: ColumnElement[int] = records.c.rid if rid_column is None else rid_column
+    position = after
+    chunk = SCAN_CHUNK if keep is not None else max(1, min(first_chunk, SCAN_CHUNK))
+    while True:
+        query = base
+        if position is not None:
+            # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
+            query = query.where(tuple_(time_column, order_rid) < tuple_(*position))
+        query = query.order_by(time_column.desc(), order_rid.desc())
+        with store.engine.connect() as conn:
+            if keep is None:
+                with in_index_order(conn, walk):
+                    rows = conn.execute(query.limit(chunk)).all()
+                shown = rows
+            else:
+                with in_index_order(conn, walk):
+                    rows = conn.execute(query.with_only_columns(order_rid, time_column).limit(chunk)).all()
+                kept = keep(conn, [int(r.rid) for r in rows])
+                shown = conn.execute(query.where(order_rid.in_(kept))).all() if kept else []
+        yield from (to_record(r) for r in shown)
+        if len(rows) < chunk:
+            return
+        position = (int(getattr(rows[-1], str(time_column.name))), int(rows[-1].rid))
+        if keep is None:
+            chunk = SCAN_CHUNK
+        elif len(shown) * 4 < len(rows):
+            chunk = min(chunk * 2, 8 * SCAN_CHUNK)
+
+
+def _conditions(c: SearchFilter) -> list[ColumnElement[bool]]:
+    conditions = user_prefilter(c.audience_of, c.classifications)
+    if not c.include_retracted:
+        conditions.append(records.c.status == "active")
+    if c.kinds:
+        conditions.append(records.c.kind.in_(c.kinds))
+    if c.originators:
+        conditions.append(records.c.originator.in_(c.originators))
+    if c.exclude_originators:
+        conditions.append(records.c.originator.not_in(c.exclude_originators))
+    if c.issued_after is not None:
+        conditions.append(records.c.issued_at >= c.issued_after)
+    if c.issued_before is not None:
+        conditions.append(records.c.issued_at < c.issued_before)
+    if c.countries:
+        conditions.append(
+            records.c.rid.in_(select(record_countries.c.rid).where(record_countries.c.country.in_(c.countries)))
+        )
+    if c.sectors:
+        conditions.append(
+            records.c.rid.in_(select(record_sectors.c.rid).where(record_sectors.c.sector.in_(c.sectors)))
+        )
+    if len(c.observables) > 1:  # one is joined by search() instead
+        pairs = [and_(observables.c.type == t, observables.c.value == v) for t, v in c.observables]
+        conditions.append(records.c.rid.in_(select(observables.c.rid).where(or_(*pairs))))
+    # c.text_terms: search() plans them (textsearch.plan).
+    return conditions
