@@ -57,6 +57,11 @@ class Manifest:
     def agencies(self) -> frozenset[str]:
         return frozenset(self.partners)
 
+    @property
+    def compromised_keys(self) -> frozenset[str]:
+        """Ids of every signing key marked compromised: a store distrusts what they signed."""
+        return frozenset(k.key_id for p in self.partners.values() for k in p.keys if k.compromised)
+
     def partner(self, code: str) -> Partner:
         try:
             return self.partners[code]

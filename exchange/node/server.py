@@ -78,9 +78,8 @@ class Node:
         self._server_cert = _read(agency_dir / "node.crt")
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store.open(config.database_url, agency=config.agency, distrusted_keys=(
-            key.key_id for partner in self.manifest.partners.values() for key in partner.keys if key.compromised
-        ))
+        self.store = Store.open(config.database_url, agency=config.agency,
+                                distrusted_keys=self.manifest.compromised_keys)
         self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync",
