@@ -34,13 +34,13 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from exchange.config import split_host_port
 from exchange.observe import Metrics
 from exchange.store import Store
-from exchange.store.schema import peers, records
+from exchange.store.current import held_by_originator
+from exchange.store.peers import peer_states
 
 __all__ = ["REJECTION_REASONS", "MetricsServer", "NodeMetrics"]
 
@@ -129,8 +129,8 @@ class _StoreCollector(Collector):
         except SQLAlchemyError as error:
             # Still answer: the other series (and database_up) say what is wrong.
             log.warning("metrics: cannot read the store: %s", type(error).__name__)
-            counts, stored = [], {}
-        for originator, count in counts:
+            counts, stored = {}, {}
+        for originator, count in counts.items():
             held.add_metric([originator], count)
         now = time.time()
         for peer in self._peers:
@@ -144,16 +144,10 @@ class _StoreCollector(Collector):
         up.add_metric([], 1.0 if self._database_up() else 0.0)
         return [held, last_success, lag, up]
 
-    def _read(self) -> tuple[list[tuple[str, int]], dict[str, float]]:
-        with self._store.engine.connect() as conn:
-            # Served from the unique (originator, record_id) index; no table scan of the rows.
-            counts = [(str(o), int(n)) for o, n in conn.execute(
-                select(records.c.originator, func.count()).group_by(records.c.originator)
-            )]
-            # peers.last_success moves with every committed batch (microseconds).
-            stored = {str(agency): at / 1e6 for agency, at in conn.execute(
-                select(peers.c.agency, peers.c.last_success).where(peers.c.last_success.is_not(None))
-            )}
+    def _read(self) -> tuple[dict[str, int], dict[str, float]]:
+        counts = held_by_originator(self._store)
+        # A peer's last_success moves with every committed batch (microseconds).
+        stored = {p.agency: p.last_success / 1e6 for p in peer_states(self._store) if p.last_success is not None}
         return counts, stored
 
     @staticmethod

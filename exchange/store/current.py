@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, insert, select, update
+from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
 from exchange.core.marking import Marking
 from exchange.errors import Conflict
@@ -24,6 +24,7 @@ from exchange.v1 import records_pb2
 __all__ = [
     "StoredRecord",
     "current_record",
+    "held_by_originator",
     "index_record",
     "insert_current",
     "reevaluate_holdings",
@@ -105,6 +106,14 @@ def current_record(store: Store, originator: str, record_id: str) -> StoredRecor
     with store.engine.connect() as conn:
         row = conn.execute(query).first()
     return None if row is None else to_record(row)
+
+
+def held_by_originator(store: Store) -> dict[str, int]:
+    """How many records are held (current versions), by originator."""
+    with store.engine.connect() as conn:
+        # Served from the unique (originator, record_id) index; no table scan of the rows.
+        rows = conn.execute(select(records.c.originator, func.count()).group_by(records.c.originator))
+        return {str(originator): int(count) for originator, count in rows}
 
 
 # --- writes, inside the caller's write transaction ------------------------------------------
