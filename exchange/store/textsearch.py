@@ -176,6 +176,14 @@ def _estimated_rows(conn: Connection, words: list[str]) -> float:
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
+def condition(bind: Engine | Connection, words: Sequence[str]) -> ColumnElement[bool]:
+    """Records whose index holds every one of ``words``, as one SQL condition (bench/query_bench.py
+    counts matches with it; a search plans its text through :func:`plan` instead)."""
+    if is_sqlite(bind):
+        return records.c.rid.in_(select(_record_text.c.rowid).where(_match(_expression(words))))
+    return records.c.rid.in_(_all_words(words))
+
+
 @contextmanager
 def _connection(bind: Engine | Connection) -> Iterator[Connection]:
     if isinstance(bind, Connection):
