@@ -114,7 +114,7 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
     try:
         assert audit.verify_store(store) == []
         found = list(search(store, SearchFilter(originators=("JPN-NPA",),
-                                              observables=(("company_name", "sample trading 7 llc"),))))
+                                               observables=(("company_name", "sample trading 7 llc"),))))
         assert [(r.originator, r.record_id) for r in found] == [("JPN-NPA", refs[7].record_id)]
         # The text index came along (on PostgreSQL 0002 moved it into another table).
         words = "迂回調達"

@@ -149,7 +149,7 @@ class SyncService:
         fingerprint = log_fingerprint(self.store, end) or b"\x00" * 8
         groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
         for entry in log_after(self.store, 0, originator=request.originator or None, id_prefix=prefix,
-                                          audience_of=caller.agency):
+                               audience_of=caller.agency):
             if entry.seq > end or not self._releasable(entry, caller):
                 continue
             # Without an originator: one summary per originator; with one: one per
