@@ -22,7 +22,7 @@ from exchange.core.manifest import Manifest
 from exchange.errors import ConfigError
 
 if TYPE_CHECKING:
-    from exchange.sync.puller import PullReport
+    from exchange.sync.report import PullReport
 
 __all__ = ["register"]
 

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 from exchange.config import PeerEntry
 from exchange.sync.leader import Leadership
-from exchange.sync.puller import Puller, PullReport
+from exchange.sync.puller import Puller
+from exchange.sync.report import PullReport
 
 log = logging.getLogger("exchange.sync")
 
