@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
-from exchange.store.rows import insert_many
+from exchange.store.bulk import insert_many
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
 from exchange.store.store import Store, StoredRecord, now_us, user_prefilter
 
