@@ -27,7 +27,9 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.core.marking import Marking
+from exchange.errors import InternalError
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
+from exchange.store.bulk import insert_many
 from exchange.store.engine import serialise_writers
 from exchange.store.rows import (
     CURRENT_COLUMNS,
@@ -36,7 +38,6 @@ from exchange.store.rows import (
     clear_index,
     current_row,
     current_values,
-    insert_many,
     log_row,
     marking_columns,
     next_id,
@@ -159,7 +160,8 @@ def _received_durability(conn: Connection) -> Iterator[None]:
         yield
         return
     raw = conn.connection.dbapi_connection
-    assert raw is not None
+    if raw is None:  # only once a connection is invalidated, never on one just opened
+        raise InternalError("received batch on an invalidated connection")
     checkpoint = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
     raw.execute("PRAGMA synchronous=NORMAL")
     if checkpoint > 0:  # 0: automatic checkpoints are off, and stay off
@@ -269,14 +271,20 @@ def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
     return or_(*(and_(table.c.originator == o, table.c.record_id.in_(ids)) for o, ids in by_originator.items()))
 
 
+def _record(entry: Incoming) -> records_pb2.Record:
+    """The record of an entry ``_apply`` passed on as a version (never a withdrawal)."""
+    if entry.record is None:
+        raise InternalError("a withdrawal among the record versions of a batch")
+    return entry.record
+
+
 def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report: BatchReport) -> None:
     known = _Known.load(conn, sorted({(e.record.ref.originator, e.record.ref.record_id)
                                       for e in entries if e.record is not None}))
     to_log: list[Incoming] = []
     equivocal: list[Incoming] = []
     for entry in entries:
-        record = entry.record
-        assert record is not None
+        record = _record(entry)
         ref, version = record.ref, record.version
         key = (ref.originator, ref.record_id)
         held = known.hashes.setdefault((ref.originator, ref.record_id, version), set())
@@ -301,8 +309,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     audiences: dict[frozenset[str], str] = {}  # audiences repeat: each joined once per batch
     markings: dict[int, MarkingColumns] = {}  # each version's own, for its current row below
     for seq, e in zip(seqs, to_log, strict=True):
-        record = e.record
-        assert record is not None
+        record = _record(e)
         audience = audiences.get(e.audience)
         if audience is None:
             audience = audiences[e.audience] = " ".join(sorted(e.audience))
@@ -314,8 +321,7 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     newest: dict[Key, tuple[records_pb2.Record, int]] = {}
     equivocal_ids = {id(e) for e in equivocal}
     for entry, seq in zip(to_log, seqs, strict=True):
-        record = entry.record
-        assert record is not None
+        record = _record(entry)
         key = (record.ref.originator, record.ref.record_id)
         if id(entry) in equivocal_ids:
             continue
@@ -356,8 +362,7 @@ def _write_current(
 
 
 def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchReport) -> None:
-    record = entry.record
-    assert record is not None
+    record = _record(entry)
     ref, version = record.ref, record.version
     hashes = conn.execute(
         select(log.c.content_hash).where(
