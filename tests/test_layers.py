@@ -147,11 +147,13 @@ def layer_violations(graph: dict[str, dict[str, int]]) -> list[str]:
 
 
 def test_every_module_has_a_layer() -> None:
-    assert [name for name in modules() if not any(_within(name, u) for u in LAYERS)] == []
+    unplaced = [name for name in modules() if not any(_within(name, u) for u in LAYERS)]
+    assert not unplaced, "modules in no layer (add them to LAYERS): " + ", ".join(unplaced)
 
 
 def test_no_layer_imports_a_layer_above_it() -> None:
-    assert layer_violations(edges()) == []
+    problems = layer_violations(edges())
+    assert not problems, "\n".join(problems)
 
 
 def test_no_import_cycle_between_modules() -> None:
@@ -181,7 +183,7 @@ def test_core_does_no_io_and_uses_no_transport_or_database() -> None:
         problems += [f"{name} (line {node.lineno}) calls {node.func.id}()" for node in ast.walk(tree)
                      if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                      and node.func.id in CORE_FORBIDDEN_CALLS]
-    assert problems == []
+    assert not problems, "\n".join(problems)
 
 
 def test_importing_the_core_loads_no_cryptography_or_protobuf() -> None:
@@ -199,7 +201,7 @@ def test_no_assert_in_production_code() -> None:
     """``python -O`` drops asserts: a check that must hold raises from exchange.errors instead."""
     found = [f"{name}:{node.lineno}" for name, path in modules().items()
              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Assert)]
-    assert found == []
+    assert not found, "assert statements (use an explicit raise): " + ", ".join(found)
 
 
 # --- the checker itself finds what it is for ------------------------------------------------
