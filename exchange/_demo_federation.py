@@ -29,7 +29,7 @@ from exchange.client import Client, load_profile
 from exchange.config import NodeConfig, load_node_config
 from exchange.core.identity import Role
 from exchange.core.marking import classification_level
-from exchange.errors import ConfigError, TransportError
+from exchange.errors import ConfigError, InternalError, TransportError
 from exchange.pki import init_federation
 from exchange.store import migrate
 from exchange.store.pgschema import create_schema, drop_schemas
@@ -138,7 +138,8 @@ class Federation:
 
     def _schema_url(self, agency: str) -> str:
         """A fresh schema for ``agency`` in the PostgreSQL database, and the URL that selects it."""
-        assert self._postgres is not None
+        if self._postgres is None:
+            raise InternalError("a PostgreSQL schema asked for by a demo on SQLite")
         schema = f"demo_{self.work.name.rsplit('-', 1)[-1]}_{agency}".lower().replace("-", "_")
         url = create_schema(self._postgres, schema)
         self.schemas.append(schema)

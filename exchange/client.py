@@ -29,6 +29,7 @@ from exchange.errors import (
     Conflict,
     ExchangeError,
     IdentityError,
+    InternalError,
     InvalidInput,
     NotFound,
     PermissionDenied,
@@ -243,8 +244,11 @@ def _method(
     # The path comes from the descriptors, so it cannot drift from the .proto files.
     file = request.DESCRIPTOR.file
     method = file.services_by_name[service].methods_by_name[name]
-    assert method.input_type.full_name == request.DESCRIPTOR.full_name
-    assert method.output_type.full_name == response.DESCRIPTOR.full_name
+    if (method.input_type.full_name, method.output_type.full_name) != (
+        request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
+    ):
+        raise InternalError(f"{method.full_name} does not take {request.DESCRIPTOR.full_name} "
+                            f"and answer {response.DESCRIPTOR.full_name}")
     callable_: grpc.UnaryUnaryMultiCallable[Req, Resp] = channel.unary_unary(
         f"/{method.containing_service.full_name}/{method.name}",
         request_serializer=request.SerializeToString,

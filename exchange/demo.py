@@ -42,7 +42,7 @@ from exchange._demo_story import (
 from exchange.cli.drafts import read_draft
 from exchange.cli.render import Shown, banner, combined_marking, table_lines
 from exchange.client import Client
-from exchange.errors import ExchangeError, NotFound, TransportError
+from exchange.errors import ExchangeError, InternalError, NotFound, TransportError
 from exchange.store.migrate import database_errors
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 
@@ -146,7 +146,8 @@ class Story:
         self.names[(receipt.ref.originator, receipt.ref.record_id)] = sample.name
         self.refs[sample.name] = receipt.ref
         marking = combined_marking([records_pb2.Record(ref=receipt.ref, content=draft)])
-        assert marking is not None
+        if marking is None:  # one record always has a marking
+            raise InternalError(f"no marking for sample {sample.name}")
         reach = ", ".join(sorted(sample.reach)) or "no partner"
         say(f"     {sample.name} ({receipt.ref.record_id[:8]}): {draft.title}")
         say(f"         {marking.text()}")

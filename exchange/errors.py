@@ -11,7 +11,8 @@
     │   ├── Conflict              optimistic concurrency lost (a newer version exists)
     │   └── StaleCursor           a sync cursor the server no longer recognises
     ├── ConfigError               configuration, manifest or key material is unusable
-    └── TransportError            could not reach or talk to a node
+    ├── TransportError            could not reach or talk to a node
+    └── InternalError             an invariant of Exchange's own code broke: a bug, never the input
 
 The gRPC layer maps each refusal to one status code (``exchange.node.rpc``); the
 command line turns every ExchangeError into one line and a non-zero exit.
@@ -24,6 +25,7 @@ __all__ = [
     "Conflict",
     "ExchangeError",
     "IdentityError",
+    "InternalError",
     "InvalidInput",
     "NotFound",
     "PermissionDenied",
@@ -89,3 +91,11 @@ class ConfigError(ExchangeError):
 
 class TransportError(ExchangeError):
     """A node could not be reached or the call failed in transit."""
+
+
+class InternalError(ExchangeError):
+    """An invariant of Exchange's own code does not hold: a bug, not bad input or configuration.
+
+    Raised where an ``assert`` would be dropped by ``python -O``; the gRPC layer answers
+    INTERNAL, the command line prints one line.
+    """

@@ -225,7 +225,8 @@ def init_federation(nodes_dir: Path, out_dir: Path, *, now: dt.datetime | None =
     now = now or dt.datetime.now(dt.UTC)
     template, users = read_template(nodes_dir)
     partners = template["partners"]
-    assert isinstance(partners, list)
+    if not isinstance(partners, list):  # parse_manifest checked it; the type is for mypy
+        raise ConfigError(f"{nodes_dir / 'federation.toml'}: partners must be an array of tables")
     out_dir.mkdir(parents=True, exist_ok=True)
     complete: list[dict[str, object]] = []
     for entry in partners:

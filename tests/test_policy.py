@@ -7,10 +7,8 @@ from hypothesis import strategies as st
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import Marking
-from exchange.core.policy import decide, link_allowed, may_hold
-
-KNOWN = frozenset({"JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA"})
-LEVELS = ["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP SECRET"]
+from exchange.core.policy import decide, decide_version, link_allowed, may_hold
+from tests.markings import KNOWN, LEVELS, agencies, known_agencies, markings, nodes, principals
 
 
 def marking(classification: str = "CONFIDENTIAL", rel: tuple[str, ...] = ("USA-DTSF",), tlp: str = "AMBER",
@@ -94,19 +92,6 @@ def test_links_only_to_records_at_least_as_widely_releasable() -> None:
 
 # --- property: the decision equals the rules as DESIGN.md states them --------------------
 
-agencies = st.sampled_from([*sorted(KNOWN), "FRA-DGSI"])  # one agency outside the federation
-classifications = st.sampled_from([*LEVELS, "COSMIC", ""])
-tlps = st.sampled_from(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED", "WHITE", ""])
-caveat_sets = st.frozensets(st.sampled_from(["ORCON", "NOFORN", "REL"]), max_size=2)
-markings = st.builds(Marking, classifications, st.frozensets(agencies, max_size=4), tlps, caveat_sets)
-principals = st.builds(
-    Principal,
-    st.builds(Identity, agencies, st.sampled_from([None, "someone"])),
-    st.sampled_from(list(Role)),
-    classifications,
-)
-
-
 def oracle(holder: str, p: Principal, originator: str, m: Marking) -> bool:
     """DESIGN.md "Who may see what", restated independently of the implementation."""
     every_value_known = (
@@ -149,8 +134,23 @@ def test_narrowing_never_widens(principal: Principal, originator: str, m: Markin
 def test_a_version_is_served_only_if_both_markings_allow_it(
     holder: str, principal: Principal, originator: str, current: Marking, version: Marking
 ) -> None:
-    from exchange.core.policy import decide_version
-
     served = decide_version(holder=holder, principal=principal, originator=originator, current=current,
                             version=version, known_agencies=KNOWN).allowed
     assert served == (oracle(holder, principal, originator, current) and oracle(holder, principal, originator, version))
+
+
+@given(data=st.data(), m=markings)
+def test_a_relay_serves_partners_only_what_the_marking_lets_travel(data: st.DataObject, m: Marking) -> None:
+    """Holder is not the originator: a partner node gets it only if relay is allowed (rule 3),
+    the holder's own users as rules 1 and 2 say, and both as the rules restated say."""
+    originator = data.draw(known_agencies)
+    holder = data.draw(known_agencies.filter(lambda a: a != originator))
+    partner = data.draw(nodes.filter(lambda p: p.agency != holder))
+    served = allowed(holder, partner, originator, m)
+    assert served == oracle(holder, partner, originator, m)
+    if served:
+        assert m.relay_allowed and partner.agency in m.audience(originator)
+    # The originator itself would serve the same partner whenever the relay may.
+    assert served <= allowed(originator, partner, originator, m)
+    user = data.draw(principals.filter(lambda p: not p.is_node))
+    assert allowed(holder, user, originator, m) == oracle(holder, user, originator, m)

@@ -25,7 +25,15 @@ from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 from exchange.cli.drafts import draft_from_json, load_json
 from exchange.cli.options import client_from
 from exchange.cli.render import clean
-from exchange.errors import Conflict, ExchangeError, InvalidInput, NotFound, TooLarge, VerificationError
+from exchange.errors import (
+    Conflict,
+    ExchangeError,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    VerificationError,
+)
 from exchange.v1 import records_pb2, submission_pb2
 
 if TYPE_CHECKING:
@@ -186,7 +194,8 @@ def submit_lines(
     result = BulkResult(total=len(lines))
 
     def submit(line: Line) -> submission_pb2.Receipt:
-        assert client is not None  # a client is required exactly when some line is sent
+        if client is None:  # a client is required exactly when some line is sent
+            raise InternalError("a line to send, and no client to send it")
         request = submission_pb2.SubmitRequest(draft=line.draft, reference=line.reference or "")
         return client.call(client.submit, request)
 

@@ -31,7 +31,7 @@ from exchange.cli.render import (
     held_to_json,
     truncate,
 )
-from exchange.errors import InvalidInput, NotFound, TransportError
+from exchange.errors import InternalError, InvalidInput, NotFound, TransportError
 from exchange.v1 import liaison_pb2, query_pb2, records_pb2
 
 if TYPE_CHECKING:
@@ -104,8 +104,11 @@ def register(commands: Commands, connection: Parser) -> None:
 def _method(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]) -> Any:
     # The path comes from the descriptors, so it cannot drift from liaison.proto.
     method = liaison_pb2.DESCRIPTOR.services_by_name["Liaison"].methods_by_name[name]
-    assert method.input_type.full_name == request.DESCRIPTOR.full_name
-    assert method.output_type.full_name == response.DESCRIPTOR.full_name
+    if (method.input_type.full_name, method.output_type.full_name) != (
+        request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
+    ):
+        raise InternalError(f"{method.full_name} does not take {request.DESCRIPTOR.full_name} "
+                            f"and answer {response.DESCRIPTOR.full_name}")
     return channel.unary_unary(
         f"/{method.containing_service.full_name}/{method.name}",
         request_serializer=request.SerializeToString,

@@ -23,7 +23,7 @@ from exchange.errors import ConfigError
 
 if TYPE_CHECKING:
     from exchange.store.events import SecurityEvent
-    from exchange.sync.puller import PullReport
+    from exchange.sync.report import PullReport
 
 __all__ = ["register"]
 

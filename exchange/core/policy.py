@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import Marking, classification_level
@@ -39,7 +40,8 @@ def decide(
     """
     # 5. Every marking value is known (and so is the caller's clearance).
     unknown = marking.unknown_values(known_agencies)
-    if unknown:
+    level = classification_level(marking.classification)
+    if unknown or level is None:
         return Decision(False, "unknown marking value: " + ", ".join(unknown))
     if originator not in known_agencies:
         return Decision(False, f"unknown originator {originator!r}")
@@ -56,8 +58,6 @@ def decide(
         return Decision(False, f"not releasable to {principal.agency}")
 
     # 2. The caller's clearance (or a node's accreditation) covers the classification.
-    level = classification_level(marking.classification)
-    assert level is not None  # checked by rule 5 above
     if clearance < level:
         return Decision(False, f"{marking.classification} above {principal.clearance}")
 
@@ -172,3 +172,41 @@ def narrows(*, before: frozenset[str], after: frozenset[str], relay_before: bool
     relay newly forbidden (holders reached through a relay must purge).
     """
     return bool(before - after) or (relay_before and not relay_after)
+
+
+class HeldEntry(Protocol):
+    """A log entry as the decision sees it (``exchange.store``'s ``LogEntry`` is one)."""
+
+    @property
+    def originator(self) -> str: ...
+
+    @property
+    def is_withdrawal(self) -> bool: ...
+
+    @property
+    def audience(self) -> frozenset[str]: ...  # a withdrawal's: every earlier audience
+
+    @property
+    def current_marking(self) -> Marking | None: ...  # None: no current version held
+
+    @property
+    def version_marking(self) -> Marking | None: ...  # None for a withdrawal
+
+
+def decide_entry(*, holder: str, principal: Principal, entry: HeldEntry, known_agencies: frozenset[str]) -> Decision:
+    """May node ``holder`` serve one log entry (a record version or a withdrawal) to ``principal``?
+
+    The rule of Pull and Digest, asked by both sides of a sync: the server of its entries
+    for the caller, and a puller repairing of its own entries with the server as
+    ``holder`` and itself as ``principal`` (what the server would release to it), so both
+    summarise the same set.
+    """
+    if entry.is_withdrawal:
+        return withdrawal_releasable(principal=principal, audience=entry.audience)
+    if entry.current_marking is None or entry.version_marking is None:
+        return Decision(False, "no current version held")  # nothing to serve
+    # The current marking (an older version is never served under rules its successor
+    # narrowed) and the version's own (nor under rules it widened).
+    return decide_version(holder=holder, principal=principal, originator=entry.originator,
+                          current=entry.current_marking, version=entry.version_marking,
+                          known_agencies=known_agencies)

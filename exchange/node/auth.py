@@ -90,7 +90,7 @@ class Authenticator:
         if not cert_pem:
             raise IdentityError("no client certificate")
         identity = self.identity(cert_pem)
-        if identity.is_node:
+        if identity.handle is None:  # the agency's node
             if identity.agency == self._agency:
                 raise PermissionDenied("a node does not call itself")
             partner = self._manifest.partner(identity.agency)
@@ -98,7 +98,6 @@ class Authenticator:
         if identity.agency != self._agency:
             # Rule 4: users talk only to their own agency's node.
             raise PermissionDenied(f"{identity.agency} users are served only by {identity.agency}'s node")
-        assert identity.handle is not None
         user = self._users.get(identity.handle)
         if user is None:
             raise PermissionDenied(f"user {identity.handle} is not registered on this node")

@@ -204,7 +204,8 @@ class SubmissionService:
 
     def _existing(self, record_id: str) -> submission_pb2.Receipt:
         current = current_record(self.store, self.agency, record_id)
-        assert current is not None  # a reference always names a stored record
+        if current is None:  # a reference names a stored record, unless it was withdrawn since
+            raise NotFound()
         envelope = records_pb2.Envelope.FromString(current.envelope)
         return submission_pb2.Receipt(
             ref=records_pb2.RecordRef(originator=self.agency, record_id=record_id),

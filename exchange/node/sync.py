@@ -9,7 +9,6 @@ and refused with FAILED_PRECONDITION.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ from dataclasses import dataclass
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
-from exchange.core.policy import decide_version, withdrawal_releasable
+from exchange.core.policy import decide_entry
 from exchange.errors import InvalidInput, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
+from exchange.records import digest as digests
 from exchange.store import Store, watch
 from exchange.store.log import LogEntry, log_after, log_end, log_fingerprint
 from exchange.v1 import sync_pb2
@@ -46,17 +46,8 @@ class SyncService:
         ]
 
     def _releasable(self, entry: LogEntry, caller: Principal) -> bool:
-        if entry.is_withdrawal:
-            return withdrawal_releasable(principal=caller, audience=entry.audience).allowed
-        if entry.current_marking is None or entry.version_marking is None:
-            return False  # no current version held: nothing to serve
-        # The current marking (an older version is never served under rules its
-        # successor narrowed) and the version's own (nor under rules it widened).
-        return decide_version(
-            holder=self.agency, principal=caller, originator=entry.originator, current=entry.current_marking,
-            version=entry.version_marking,
-            known_agencies=self.manifest.agencies,
-        ).allowed
+        return decide_entry(holder=self.agency, principal=caller, entry=entry,
+                            known_agencies=self.manifest.agencies).allowed
 
     def _releasable_cached(
         self, entry: LogEntry, caller: Principal, decided: dict[tuple[object, ...], bool]
@@ -147,17 +138,13 @@ class SyncService:
             raise InvalidInput("list_entries", "name the originator whose bucket to list")
         end = log_end(self.store)  # the digest describes the log up to here
         fingerprint = log_fingerprint(self.store, end) or b"\x00" * 8
-        groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
-        for entry in log_after(self.store, 0, originator=request.originator or None, id_prefix=prefix,
-                               audience_of=caller.agency):
-            if entry.seq > end or not self._releasable(entry, caller):
-                continue
-            # Without an originator: one summary per originator; with one: one per
-            # next hex digit under the prefix, so a difference is found by bisection.
-            bucket = entry.record_id[: len(prefix) + 1] if request.originator else ""
-            groups.setdefault((entry.originator, bucket), []).append(
-                (entry.originator, entry.record_id, entry.version, entry.content_hash)
-            )
+        released = (
+            (entry.originator, entry.record_id, entry.version, entry.content_hash)
+            for entry in log_after(self.store, 0, upto=end, originator=request.originator or None, id_prefix=prefix,
+                                         audience_of=caller.agency)
+            if self._releasable(entry, caller)
+        )
+        groups = digests.group(released, prefix=prefix, by_bucket=bool(request.originator))
         listed: list[sync_pb2.DigestEntry] = []
         if request.list_entries:
             items = [item for group in groups.values() for item in group]
@@ -170,7 +157,7 @@ class SyncService:
             entries=listed,
             summaries=[
                 sync_pb2.DigestSummary(
-                    originator=originator, bucket_prefix=bucket, count=len(items), hash=summary_hash(items)
+                    originator=originator, bucket_prefix=bucket, count=len(items), hash=digests.summary_hash(items)
                 )
                 for (originator, bucket), items in sorted(groups.items())
             ],
@@ -217,10 +204,3 @@ class Buckets:
         if self._all or (entry.originator, entry.record_id) in self._ids:
             return True
         return any(entry.originator == o and entry.record_id.startswith(p) for o, p in self._prefixes)
-
-
-def summary_hash(items: list[tuple[str, str, int, bytes]]) -> bytes:
-    digest = hashlib.sha256()
-    for originator, record_id, version, content_hash in sorted(items):
-        digest.update(f"{originator}\x00{record_id}\x00{version}\x00".encode() + content_hash)
-    return digest.digest()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import idna
 import phonenumbers
 
-from exchange.errors import InvalidInput
+from exchange.errors import InternalError, InvalidInput
 
 __all__ = ["OBSERVABLE_TYPES", "normalize", "normalize_any"]
 
@@ -311,7 +311,9 @@ _NORMALIZERS: dict[str, Callable[[str, str], str]] = {
     "eccn": _eccn,
     "identity_document": _code,
 }
-assert frozenset(_NORMALIZERS) == OBSERVABLE_TYPES
+if frozenset(_NORMALIZERS) != OBSERVABLE_TYPES:  # a type added to one table and not the other
+    raise InternalError("observable types and their normalisers disagree: "
+                        + ", ".join(sorted(frozenset(_NORMALIZERS) ^ OBSERVABLE_TYPES)))
 
 
 # --- public API -------------------------------------------------------------

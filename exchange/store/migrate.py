@@ -40,7 +40,8 @@ def _config(connection: Connection | None = None) -> Config:
 def head() -> str:
     """The newest revision this software knows."""
     revision = ScriptDirectory.from_config(_config()).get_current_head()
-    assert revision is not None
+    if revision is None:
+        raise ConfigError(f"no schema migrations in {SCRIPTS}: the installation is incomplete")
     return revision
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
+from exchange.store.bulk import insert_many
 from exchange.store.current import index_record, unindex_record
 from exchange.store.events import quarantine_entry, security_event
 from exchange.store.log import append_log
@@ -35,7 +36,6 @@ from exchange.store.rows import (
     clear_index,
     current_row,
     current_values,
-    insert_many,
     log_row,
     marking_columns,
     next_id,

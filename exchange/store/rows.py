@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, delete, func, select
 
 from exchange.records import textindex
 from exchange.records.normalize import normalize
 from exchange.store import textsearch
+from exchange.store.bulk import insert_many
 from exchange.store.schema import log, meta, observables, record_countries, record_sectors
 from exchange.v1 import records_pb2
 
@@ -129,33 +129,6 @@ def next_id(conn: Connection, column: Any) -> int:
     the writers' lock (exchange/store/engine.py), so ids are allocated in commit order and
     one scheme serves local writes and received batches alike."""
     return int(conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()) + 1
-
-
-def insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Insert plain tuples in bulk: the bulk paths' rows skip SQLAlchemy's per-row work.
-
-    SQLite: one executemany. PostgreSQL: COPY, which streams every row in one statement
-    (executemany costs a protocol round of Python work per row, several times the rest).
-    """
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        dbapi_error = conn.dialect.loaded_dbapi.Error
-        try:
-            with driver.cursor() as cursor, cursor.copy(statement) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except dbapi_error as error:  # as SQLAlchemy would raise it (IntegrityError, DataError...)
-            raise DBAPIError.instance(statement, None, error, dbapi_error, dialect=conn.dialect) from error
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})",
-        list(rows),
-    )
 
 
 def write_index(conn: Connection, items: Sequence[tuple[int, records_pb2.Record]]) -> None:

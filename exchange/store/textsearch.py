@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql.elements import ColumnElement
 
+from exchange.store.bulk import insert_many
 from exchange.store.schema import records
 
 record_terms = Table(
@@ -59,8 +60,6 @@ def is_sqlite(bind: Engine | Connection) -> bool:
 
 def add(conn: Connection, rows: Sequence[tuple[int, set[str]]]) -> None:
     """Index the terms of each (rid, terms)."""
-    from exchange.store.rows import insert_many  # rows imports this module
-
     if is_sqlite(conn):
         values = [(rid, " ".join(sorted(words))) for rid, words in rows if words]
         if values:

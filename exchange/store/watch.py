@@ -26,8 +26,8 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
+from exchange.store.bulk import insert_many
 from exchange.store.current import StoredRecord, select_current
-from exchange.store.rows import insert_many
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
 from exchange.store.search import newest_first, user_prefilter
 from exchange.store.store import Store, now_us

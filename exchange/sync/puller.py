@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import grpc
 
@@ -28,13 +27,13 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
 from exchange.records.validate import validate_received, validate_received_withdrawal
 from exchange.store import Store
 from exchange.store.peers import note_pull, peer_cursor, peer_needs_repair, received_from
-from exchange.store.received import BatchReport, Incoming, Refusal, apply_batch, merge
+from exchange.store.received import Incoming, Refusal, apply_batch
 from exchange.store.store import marking_of
+from exchange.sync.repair import repair
+from exchange.sync.report import Progress, PullReport
 from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
 
 log = logging.getLogger("exchange.sync")
-
-Progress = Callable[[int], None]  # called with the number of entries received so far
 
 # Verification of batch k+1 (Ed25519, which releases the GIL) overlaps the write of batch k
 # only if the verification thread gets the GIL back promptly after each signature. With
@@ -43,22 +42,6 @@ Progress = Callable[[int], None]  # called with the number of entries received s
 # one core). A shorter interval makes that hand-off prompt; it is process-wide, so a node that
 # pulls lowers it (never raises it) once, when its puller is made.
 SWITCH_INTERVAL_SECONDS = 0.0005
-
-
-@dataclass
-class PullReport:
-    peer: str
-    received: int = 0
-    batches: int = 0
-    stale_cursor: bool = False
-    repaired: bool = False
-    truncated: bool = False  # stopped at pull_max_entries; the rest comes with the next pull
-    error: str = ""
-    applied: BatchReport = field(default_factory=BatchReport)
-    seconds: float = 0.0
-
-    def add(self, batch: BatchReport) -> None:
-        merge(self.applied, batch)
 
 
 class Verifier:
@@ -221,8 +204,6 @@ class Puller:
                 self._forget(peer)  # the schedule backs off; the next try connects afresh
 
     def _repair(self, peer: str, report: PullReport, progress: Progress | None) -> None:
-        from exchange.sync.repair import repair  # repair pulls through this puller
-
         repair(self, peer, report, progress=progress)
         if report.repaired:
             # Entries appended after the digest are pulled now, from the digest's cursor.

@@ -9,18 +9,41 @@ except inside the buckets that differed.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import grpc
 
+from exchange.config import Limits
 from exchange.core.identity import Identity, Principal, Role
-from exchange.core.policy import decide_version, withdrawal_releasable
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide_entry
 from exchange.errors import RefusedError
-from exchange.store.log import LogEntry, log_after
-from exchange.sync.puller import Progress, Puller, PullReport
-from exchange.v1 import sync_pb2
+from exchange.records import digest as digests
+from exchange.store import Store
+from exchange.store.log import log_after
+from exchange.store.received import apply_batch
+from exchange.sync.report import Progress, PullReport
+from exchange.v1 import sync_pb2, sync_pb2_grpc
 
 
 class RepairError(RefusedError):
     """A peer's digests cannot be used to repair (malformed, or never narrowing down)."""
+
+
+class Puller(Protocol):
+    """What a repair uses of ``exchange.sync.puller.Puller``, which calls it."""
+
+    agency: str
+    manifest: Manifest
+    store: Store
+    limits: Limits
+
+    def stub(self, peer: str) -> sync_pb2_grpc.SyncStub: ...
+
+    def stream(
+        self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,
+        *, save_cursor: bool,
+    ) -> None: ...
 
 
 LEAF_COUNT = 256  # a differing bucket this small is listed entry by entry instead of split further
@@ -29,30 +52,15 @@ MAX_PREFIX = 6  # hex digits
 
 def local_digest(puller: Puller, peer: str, originator: str = "", prefix: str = "") -> dict[tuple[str, str], bytes]:
     """What we hold that ``peer`` would release to us, summarised like its Digest."""
-    from exchange.node.sync import summary_hash
-
     me = Principal(Identity(puller.agency, None), Role.NODE, puller.manifest.partner(puller.agency).accreditation)
-    groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
-    for entry in log_after(puller.store, 0, originator=originator or None, id_prefix=prefix):
-        if not _peer_would_release(puller, peer, me, entry):
-            continue
-        bucket = entry.record_id[: len(prefix) + 1] if originator else ""
-        groups.setdefault((entry.originator, bucket), []).append(
-            (entry.originator, entry.record_id, entry.version, entry.content_hash)
-        )
-    return {key: summary_hash(items) + len(items).to_bytes(8, "big") for key, items in groups.items()}
-
-
-def _peer_would_release(puller: Puller, peer: str, me: Principal, entry: LogEntry) -> bool:
-    if entry.is_withdrawal:
-        return withdrawal_releasable(principal=me, audience=entry.audience).allowed
-    if entry.current_marking is None or entry.version_marking is None:
-        return False
-    return decide_version(
-        holder=peer, principal=me, originator=entry.originator, current=entry.current_marking,
-        version=entry.version_marking,
-        known_agencies=puller.manifest.agencies,
-    ).allowed
+    # The server's own rule (exchange.node.sync), asked with the peer as the holder.
+    releasable = (
+        (entry.originator, entry.record_id, entry.version, entry.content_hash)
+        for entry in log_after(puller.store, 0, originator=originator or None, id_prefix=prefix)
+        if decide_entry(holder=peer, principal=me, entry=entry, known_agencies=puller.manifest.agencies).allowed
+    )
+    groups = digests.group(releasable, prefix=prefix, by_bucket=bool(originator))
+    return {key: digests.summary_hash(items) + len(items).to_bytes(8, "big") for key, items in groups.items()}
 
 
 def _remote(puller: Puller, peer: str, originator: str = "", prefix: str = "") -> sync_pb2.DigestResponse:
@@ -121,8 +129,6 @@ def _missing(puller: Puller, peer: str, originator: str, bucket: str) -> list[sy
 
 def repair(puller: Puller, peer: str, report: PullReport, *, progress: Progress | None = None) -> None:
     """Reconcile with ``peer`` through digests, then resume from the digest's cursor."""
-    from exchange.store.received import apply_batch
-
     try:
         buckets, cursor = differing_buckets(puller, peer)
         step = puller.limits.max_digest_entries

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 
 from exchange.config import PeerEntry
 from exchange.sync.leader import Leadership
-from exchange.sync.puller import Puller, PullReport
+from exchange.sync.puller import Puller
+from exchange.sync.report import PullReport
 
 log = logging.getLogger("exchange.sync")
 
@@ -62,7 +63,8 @@ class Schedule:
 
     def start(self) -> None:
         if self._leadership is not None:
-            thread = threading.Thread(target=self._elect, name="schedule-election", daemon=True)
+            thread = threading.Thread(target=self._elect, args=(self._leadership,), name="schedule-election",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
         for agency in self._peers:
@@ -80,10 +82,9 @@ class Schedule:
             self._leading.clear()
             self._leadership.release()
 
-    def _elect(self) -> None:
-        assert self._leadership is not None
+    def _elect(self, leadership: Leadership) -> None:
         while not self._stop.is_set():
-            if self._leadership.poll():
+            if leadership.poll():
                 self._leading.set()
             else:
                 self._leading.clear()

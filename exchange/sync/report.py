@@ -1,0 +1,30 @@
+"""What one pull did: the report a pull, and a repair inside it, fill in.
+
+Apart from ``puller`` so that ``repair`` (which the puller calls) can fill it in
+without importing the puller back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from exchange.store.received import BatchReport, merge
+
+Progress = Callable[[int], None]  # called with the number of entries received so far
+
+
+@dataclass
+class PullReport:
+    peer: str
+    received: int = 0
+    batches: int = 0
+    stale_cursor: bool = False
+    repaired: bool = False
+    truncated: bool = False  # stopped at pull_max_entries; the rest comes with the next pull
+    error: str = ""
+    applied: BatchReport = field(default_factory=BatchReport)
+    seconds: float = 0.0
+
+    def add(self, batch: BatchReport) -> None:
+        merge(self.applied, batch)
