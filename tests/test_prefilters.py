@@ -33,7 +33,9 @@ from exchange.records import digest as digests
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
 from exchange.store import SearchFilter, Store, watch
 from exchange.store.received import Incoming, Refusal, apply_batch
-from exchange.store.store import LogEntry, now_us
+from exchange.store.log import LogEntry, log_after, log_end
+from exchange.store.search import search
+from exchange.store.store import now_us
 from exchange.v1 import records_pb2, sync_pb2
 from tests.backends import Backend
 from tests.markings import KNOWN, LEVELS, OUTSIDER, agencies, known_agencies, markings, nodes, principals, users
@@ -161,11 +163,11 @@ def test_search_prefilter_keeps_every_record_the_decision_allows(
     criteria: dict[str, object] = {"issued_after": start}
     if one_observable:
         criteria["observables"] = (WATCHED,)
-    everything = list(store.search(SearchFilter(**criteria)))  # type: ignore[arg-type]
+    everything = list(search(store, SearchFilter(**criteria)))  # type: ignore[arg-type]
     assert {(r.originator, r.record_id) for r in everything} <= refs
     for caller in [principal, *EVERY_USER]:
         allowed = {(r.originator, r.record_id) for r in everything if _allowed(r.originator, r.marking, caller)}
-        prefiltered = {(r.originator, r.record_id) for r in store.search(user_criteria(caller, **criteria))}
+        prefiltered = {(r.originator, r.record_id) for r in search(store, user_criteria(caller, **criteria))}
         assert allowed <= prefiltered, f"the search prefilter hides {allowed - prefiltered} from {caller}"
 
 
@@ -198,13 +200,13 @@ def test_watch_hits_prefilter_keeps_every_hit_the_decision_allows(
 def test_log_prefilter_keeps_every_entry_the_decision_releases(
     store: Store, drawn: list[Held], partner: Principal
 ) -> None:
-    start = store.log_end()
+    start = log_end(store)
     store_all(store, drawn)
-    entries = list(store.log_after(start))
+    entries = list(log_after(store, start))
     for caller in [partner, *EVERY_NODE]:
         allowed = {e.seq for e in entries
                    if decide_entry(holder=HOLDER, principal=caller, entry=e, known_agencies=MANIFEST.agencies).allowed}
-        prefiltered = {e.seq for e in store.log_after(start, audience_of=caller.agency)}
+        prefiltered = {e.seq for e in log_after(store, start, audience_of=caller.agency)}
         assert allowed <= prefiltered, f"the log prefilter hides entries {allowed - prefiltered} from {caller}"
 
 
@@ -227,8 +229,8 @@ def test_pull_and_digest_serve_exactly_what_the_decision_releases(
 ) -> None:
     store_all(store, drawn)
     service = SyncService(HOLDER, store, MANIFEST, Limits())
-    end = store.log_end()
-    held_now = list(store.log_after(0, upto=end))
+    end = log_end(store)
+    held_now = list(log_after(store, 0, upto=end))
     # Each partner node at its accreditation in the manifest, as the node authenticates it.
     for caller in [partner, *(p for p in EVERY_NODE if p.clearance == ACCREDITATIONS[p.agency])]:
         cursor, after = positions.get((caller.identity.uri, caller.clearance), (b"", 0))
