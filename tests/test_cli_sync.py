@@ -180,7 +180,7 @@ def test_events_lists_a_security_event_newest_last(
     events = json.loads(capsys.readouterr().out)
     assert [e["id"] for e in events] == [1, 2]
     assert events[1]["kind"] == "refused-not-holdable" and events[1]["peer"] == "JPN-NPA"
-    assert events[1]["detail"] == {"content_hash": "00" * 32, "reason": "test reason\u202e"}
+    assert events[1]["detail"] == {"content_hashes": ["00" * 32], "count": 1, "reason": "test reason\u202e"}
     assert events[1]["at"].endswith("Z")
 
 

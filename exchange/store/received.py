@@ -29,6 +29,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store.engine import serialise_writers
+from exchange.store.refusals import Refusal, RefusalTally, record_refusals
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -44,7 +45,7 @@ from exchange.store.rows import (
     raise_seq_floor,
     write_index,
 )
-from exchange.store.schema import log, peers, quarantine, records, security_events, withdrawn
+from exchange.store.schema import log, peers, records, security_events, withdrawn
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
@@ -60,15 +61,6 @@ class Incoming:
     audience: frozenset[str]
     record: records_pb2.Record | None = None
     withdrawal: records_pb2.Withdrawal | None = None
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """An entry refused on receipt: only its hash and the reason are kept."""
-
-    content_hash: bytes
-    reason: str
-    violation: bool  # the partner served something we may not hold: a rule broken
 
 
 @dataclass
@@ -91,7 +83,8 @@ def security_event(conn: Connection, kind: str, peer: str, detail: dict[str, Any
 
 
 def apply_batch(
-    store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False
+    store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False,
+    tally: RefusalTally | None = None,
 ) -> BatchReport:
     """Apply one pulled batch and store the cursor after it, atomically.
 
@@ -101,13 +94,17 @@ def apply_batch(
     entry the checks let through, the batch is applied again entry by entry,
     each in a savepoint, and the entries that cannot be stored are quarantined:
     one bad entry never blocks the rest of its batch.
+
+    ``tally`` carries a pull's refusals from batch to batch, so they are aggregated
+    per pull (``exchange.store.refusals``); without one, per batch.
     """
+    tally = tally or RefusalTally()
     writer = store.engine.execution_options(exchange_write=True)
     with store.write_lock, writer.connect() as conn, _received_durability(conn):
         try:
-            with conn.begin():
+            with tally.transaction(), conn.begin():
                 serialise_writers(conn)
-                report = _apply(conn, peer, entries)
+                report = _apply(conn, peer, entries, tally)
                 if cursor is not None:
                     save_cursor(conn, peer, cursor, repaired=repaired)
             return report
@@ -116,19 +113,20 @@ def apply_batch(
             # COPY context does), and record content never goes to the log.
             logger.warning("batch from %s failed in bulk (%s %s); applying entry by entry", peer,
                            type(error).__name__, getattr(getattr(error, "orig", None), "sqlstate", "") or "")
-        with conn.begin():
+        with tally.transaction(), conn.begin():
             serialise_writers(conn)
             report = BatchReport()
+            unstorable: list[Refusal] = []
             for entry in entries:
                 try:
-                    with conn.begin_nested():
-                        single = _apply(conn, peer, [entry])
+                    with tally.transaction(), conn.begin_nested():
+                        single = _apply(conn, peer, [entry], tally)
                 except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                     digest = entry.content_hash
-                    _refuse(conn, peer, Refusal(digest, f"could not be stored: {type(error).__name__}", False),
-                            report)
+                    unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
                     continue
                 merge(report, single)
+            _refuse(conn, peer, unstorable, tally, report)
             if cursor is not None:
                 save_cursor(conn, peer, cursor, repaired=repaired)
         return report
@@ -174,17 +172,19 @@ def _received_durability(conn: Connection) -> Iterator[None]:
 RECEIVED_CHECKPOINT_PAGES = 10_000
 
 
-def _apply(conn: Connection, peer: str, entries: list[Incoming | Refusal]) -> BatchReport:
+def _apply(
+    conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None
+) -> BatchReport:
+    tally = tally or RefusalTally()
     report = BatchReport()
-    for entry in entries:
-        if isinstance(entry, Refusal):
-            _refuse(conn, peer, entry, report)
+    refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [e for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        _apply_versions(conn, peer, versions, report)
+        refused += _apply_versions(conn, peer, versions, report, tally.limits.max_equivocation_envelopes)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
             _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
+    _refuse(conn, peer, refused, tally, report)
     return report
 
 
@@ -204,14 +204,10 @@ def save_cursor(conn: Connection, peer: str, cursor: bytes, *, repaired: bool = 
         conn.execute(insert(peers).values(**{"agency": peer, "last_attempt": now, "needs_repair": False, **values}))
 
 
-def _refuse(conn: Connection, peer: str, refusal: Refusal, report: BatchReport) -> None:
-    conn.execute(
-        insert(quarantine).values(at=now_us(), peer=peer, content_hash=refusal.content_hash, reason=refusal.reason)
-    )
-    kind = "refused-not-holdable" if refusal.violation else "refused-invalid"
-    security_event(conn, kind, peer, {"content_hash": refusal.content_hash.hex(), "reason": refusal.reason})
-    report.refused += 1
-    report.events.append(kind)
+def _refuse(conn: Connection, peer: str, refusals: list[Refusal], tally: RefusalTally, report: BatchReport) -> None:
+    """Aggregated events and bounded quarantine: ``exchange.store.refusals``."""
+    report.events += record_refusals(conn, peer, refusals, tally)
+    report.refused += len(refusals)
 
 
 def _withdrawn_below(conn: Connection, ref: records_pb2.RecordRef) -> int:
@@ -269,11 +265,17 @@ def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
     return or_(*(and_(table.c.originator == o, table.c.record_id.in_(ids)) for o, ids in by_originator.items()))
 
 
-def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report: BatchReport) -> None:
+def _apply_versions(
+    conn: Connection, peer: str, entries: list[Incoming], report: BatchReport, max_evidence: int
+) -> list[Refusal]:
+    """Apply record versions; returns the equivocating envelopes past ``max_evidence`` for
+    their version, refused: two already prove the originator signed two contents, and an
+    originator (or a thief of its key) could sign a million more."""
     known = _Known.load(conn, sorted({(e.record.ref.originator, e.record.ref.record_id)
                                       for e in entries if e.record is not None}))
     to_log: list[Incoming] = []
     equivocal: list[Incoming] = []
+    excess: list[Refusal] = []
     for entry in entries:
         record = entry.record
         assert record is not None
@@ -284,13 +286,16 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
             report.older += 1
         elif entry.content_hash in held:  # rule 2 (also within this batch)
             report.duplicates += 1
+        elif held and len(held) >= max_evidence:  # rule 3, evidence enough already
+            held.add(entry.content_hash)
+            excess.append(_excess_evidence(entry, max_evidence))
         else:
             if held:  # rule 3
                 equivocal.append(entry)
             held.add(entry.content_hash)
             to_log.append(entry)
     if not to_log:
-        return
+        return excess
     now = now_us()
     # Sequence numbers are allocated here, under the write lock this transaction holds,
     # so the whole batch is one executemany (RETURNING would go row by row).
@@ -329,6 +334,16 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Incoming], report
     report.stored += len(newest)
     for entry in equivocal:
         _equivocation(conn, peer, entry, report)
+    return excess
+
+
+def _excess_evidence(entry: Incoming, max_evidence: int) -> Refusal:
+    record = entry.record
+    assert record is not None
+    ref = record.ref
+    return Refusal(entry.content_hash, f"equivocation: {ref.originator}/{ref.record_id} version {record.version} "
+                   f"already has {max_evidence} signed contents kept as evidence", violation=True,
+                   excess_evidence=True)
 
 
 def _write_current(
