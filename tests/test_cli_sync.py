@@ -10,7 +10,8 @@ import pytest
 
 from exchange.cli.main import main
 from exchange.store import Store
-from exchange.store.received import Refusal, apply_batch
+from exchange.store.received import apply_batch
+from exchange.store.refusals import Refusal
 from exchange.v1 import records_pb2
 from tests.federation import Federation
 from tests.fill import fill
