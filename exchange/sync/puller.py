@@ -147,6 +147,7 @@ class Puller:
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._repaired_at: dict[str, float] = {}  # peer -> time.monotonic() of its last repair
         # Asked between batches: a replica that lost the schedule's election stops pulling at
         # the next batch boundary (what it holds is applied with its cursor), so the new
         # leader and the old one overlap by at most a batch. The schedule sets it.
@@ -238,10 +239,28 @@ class Puller:
     def _repair(self, peer: str, report: PullReport, progress: Progress | None) -> None:
         from exchange.sync.repair import repair  # repair pulls through this puller
 
+        if not self._may_repair(peer, report):
+            return
         repair(self, peer, report, progress=progress)
         if report.repaired:
             # Entries appended after the digest are pulled now, from the digest's cursor.
             self._pull(peer, self.store.peer_cursor(peer), report, progress)
+
+    def _may_repair(self, peer: str, report: PullReport) -> bool:
+        """At most one repair per partner every ``repair_interval_seconds``: a partner that
+        answers every pull with FAILED_PRECONDITION can't make this node bisect its digests
+        over and over. A postponed repair is an error (the schedule backs off); the stale
+        cursor or the repair flag is still there for the pull that may repair."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._repaired_at.get(peer)
+            interval = self.limits.repair_interval_seconds
+            if last is not None and now - last < interval:
+                report.error = (f"repair postponed: the last repair from {peer} was {now - last:.0f} s ago "
+                                f"(at most one every {interval} s)")
+                return False
+            self._repaired_at[peer] = now
+        return True
 
     def stream(
         self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,
