@@ -333,3 +333,22 @@ def test_a_listing_naming_another_originator_ends_the_repair(
     report = jpn.puller.pull(KOR)
     assert report.error.startswith("repair failed: KOR-KNPA listed JPN-NPA/"), report.error
     assert not [c for c in hostile.calls if c.request.only]  # nothing was asked for
+
+
+def test_a_digest_listing_is_answered_within_max_digest_entries(federation: Federation, tmp_path: Path) -> None:
+    """The serving side keeps the bound the puller enforces: a listing over it is refused (bisect further)."""
+    from tests.fill import fill
+    from tests.test_sync_serving import _partner
+
+    jpn = start_jpn(federation, tmp_path, max_digest_entries=5)
+    fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 12)
+    usa = _partner(federation, jpn, "USA-DTSF")
+    with pytest.raises(grpc.RpcError) as refused:
+        usa.Digest(sync_pb2.DigestRequest(originator="JPN-NPA", list_entries=True), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "bucket holds over 5 entries; bisect further" in (refused.value.details() or "")
+    summaries = usa.Digest(sync_pb2.DigestRequest(originator="JPN-NPA"), timeout=10).summaries
+    small = next(s for s in summaries if s.count <= 5)
+    listing = usa.Digest(sync_pb2.DigestRequest(originator="JPN-NPA", bucket_prefix=small.bucket_prefix,
+                                                list_entries=True), timeout=10)
+    assert len(listing.entries) == small.count

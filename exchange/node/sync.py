@@ -13,6 +13,7 @@ import hashlib
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 from exchange.config import Limits
 from exchange.core.identity import Principal
@@ -148,10 +149,14 @@ class SyncService:
         end = self.store.log_end()  # the digest describes the log up to here
         fingerprint = self.store.log_fingerprint(end) or b"\x00" * 8
         groups: dict[tuple[str, str], list[tuple[str, str, int, bytes]]] = {}
+        listed_count = 0
         for entry in self.store.log_after(0, originator=request.originator or None, id_prefix=prefix,
                                           audience_of=caller.agency):
             if entry.seq > end or not self._releasable(entry, caller):
                 continue
+            listed_count += 1
+            if request.list_entries and listed_count > self.limits.max_digest_entries:
+                _over_listing(self.limits.max_digest_entries)  # refused before the whole bucket is read
             # Without an originator: one summary per originator; with one: one per
             # next hex digit under the prefix, so a difference is found by bisection.
             bucket = entry.record_id[: len(prefix) + 1] if request.originator else ""
@@ -162,8 +167,7 @@ class SyncService:
         if request.list_entries:
             items = [item for group in groups.values() for item in group]
             if len(items) > self.limits.max_digest_entries:
-                raise InvalidInput("bucket_prefix", f"bucket holds over {self.limits.max_digest_entries} "
-                                   "entries; bisect further")
+                _over_listing(self.limits.max_digest_entries)
             listed = [sync_pb2.DigestEntry(originator=o, record_id=r, version=v, content_hash=h)
                       for o, r, v, h in sorted(items)]
         return sync_pb2.DigestResponse(
@@ -176,6 +180,11 @@ class SyncService:
             ],
             cursor=self._cursor(caller, end, fingerprint),
         )
+
+
+def _over_listing(cap: int) -> NoReturn:
+    """A listing is at most ``cap`` entries: what a puller accepts (exchange.sync.repair)."""
+    raise InvalidInput("bucket_prefix", f"bucket holds over {cap} entries; bisect further")
 
 
 def _field(number: int, value: bytes) -> bytes:
