@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -92,9 +93,9 @@ def _write_config(federation: Federation, path: Path, data_dir: Path) -> Path:
     return path
 
 
-def _wait(condition: object, what: str, seconds: float, proc: subprocess.Popen[bytes]) -> None:
+def _wait(condition: Callable[[], bool], what: str, seconds: float, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + seconds
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert proc.poll() is None, f"the node exited ({proc.returncode}) while waiting for {what}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)

@@ -8,7 +8,8 @@ rules, in the order they are checked for a record version:
 2. the same (originator, record_id, version, content hash) is a duplicate: nothing changes;
 3. the same version with another content hash, both validly signed, is
    equivocation: both envelopes are kept as evidence, a security event is
-   raised, the record shows its last unequivocal version, flagged;
+   raised, the record shows its last unequivocal version, flagged (past
+   ``max_equivocation_envelopes`` for one version, further ones are refused);
 4. a higher version supersedes; a lower one is kept in the log but never
    replaces the current one (no rollback).
 """
@@ -29,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store.engine import serialise_writers
-from exchange.store.refusals import Refusal, RefusalTally, record_refusals
+from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_refusals
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -268,9 +269,8 @@ def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
 def _apply_versions(
     conn: Connection, peer: str, entries: list[Incoming], report: BatchReport, max_evidence: int
 ) -> list[Refusal]:
-    """Apply record versions; returns the equivocating envelopes past ``max_evidence`` for
-    their version, refused: two already prove the originator signed two contents, and an
-    originator (or a thief of its key) could sign a million more."""
+    """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
+    for their version (``refusals.excess_evidence``)."""
     known = _Known.load(conn, sorted({(e.record.ref.originator, e.record.ref.record_id)
                                       for e in entries if e.record is not None}))
     to_log: list[Incoming] = []
@@ -288,7 +288,7 @@ def _apply_versions(
             report.duplicates += 1
         elif held and len(held) >= max_evidence:  # rule 3, evidence enough already
             held.add(entry.content_hash)
-            excess.append(_excess_evidence(entry, max_evidence))
+            excess.append(excess_evidence(entry.content_hash, ref, version, max_evidence))
         else:
             if held:  # rule 3
                 equivocal.append(entry)
@@ -335,15 +335,6 @@ def _apply_versions(
     for entry in equivocal:
         _equivocation(conn, peer, entry, report)
     return excess
-
-
-def _excess_evidence(entry: Incoming, max_evidence: int) -> Refusal:
-    record = entry.record
-    assert record is not None
-    ref = record.ref
-    return Refusal(entry.content_hash, f"equivocation: {ref.originator}/{ref.record_id} version {record.version} "
-                   f"already has {max_evidence} signed contents kept as evidence", violation=True,
-                   excess_evidence=True)
 
 
 def _write_current(

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from exchange.config import Limits
 from exchange.store.schema import quarantine, security_events
 from exchange.store.store import now_us
+from exchange.v1 import records_pb2
 
 MAX_REASON_CHARS = 300  # a reason can quote what the partner sent; the event keeps a prefix
 OTHER_REASONS = "other reasons (over the limit of distinct reasons in one pull)"
@@ -59,6 +60,13 @@ class Refusal:
         if self.excess_evidence:
             return "refused-excess-evidence"
         return "refused-not-holdable" if self.violation else "refused-invalid"
+
+
+def excess_evidence(content_hash: bytes, ref: records_pb2.RecordRef, version: int, kept: int) -> Refusal:
+    """An equivocating envelope past the ``kept`` already held for its version: two prove the
+    originator signed two contents, and an originator (or a thief of its key) could sign a million."""
+    return Refusal(content_hash, f"equivocation: {ref.originator}/{ref.record_id} version {version} already has "
+                   f"{kept} signed contents kept as evidence", violation=True, excess_evidence=True)
 
 
 @dataclass
