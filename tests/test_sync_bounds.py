@@ -256,6 +256,24 @@ def test_equivocation_evidence_is_capped_per_version(
     assert excess["count"] == 20 and f"already has {cap} signed contents" in excess["reason"]
 
 
+
+def test_equivocation_events_of_one_pull_are_bounded(
+    federation: Federation, tmp_path: Path, hostile: HostilePartner, forge: Forge
+) -> None:
+    """An originator can equivocate on any number of its own records: past the limit of a
+    pull, the rest are counted in one more event."""
+    jpn = start_jpn(federation, tmp_path, max_refusal_reasons_per_pull=3)
+    pairs = [(forge.honest(record_id=rid, title="迂回調達 a"), forge.honest(record_id=rid, title="迂回調達 b"))
+             for rid in (ref_of(forge.honest())[1] for _ in range(10))]
+    hostile.play([Batch([e for pair in pairs for e in pair], b"c1")])
+    report = jpn.puller.pull(KOR)
+    assert report.error == "" and report.applied.equivocations == 10
+    shown = events(jpn, "equivocation")
+    assert [d["record_id"] for _, _, d in shown[:3]] == [ref_of(a)[1] for a, _ in pairs[:3]]
+    assert len(shown) == 4 and shown[3][2]["count"] == 7
+    assert shown[3][2]["content_hashes"] == [hash_of(b).hex() for _, b in pairs[3:8]]
+
+
 # --- repair: invented originators, off-bucket listings, rate limit ------------------------------
 
 

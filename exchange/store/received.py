@@ -30,7 +30,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store.engine import serialise_writers
-from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_refusals
+from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_equivocation, record_refusals
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -181,7 +181,7 @@ def _apply(
     refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [e for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        refused += _apply_versions(conn, peer, versions, report, tally.limits.max_equivocation_envelopes)
+        refused += _apply_versions(conn, peer, versions, report, tally)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
             _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
@@ -267,7 +267,7 @@ def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
 
 
 def _apply_versions(
-    conn: Connection, peer: str, entries: list[Incoming], report: BatchReport, max_evidence: int
+    conn: Connection, peer: str, entries: list[Incoming], report: BatchReport, tally: RefusalTally
 ) -> list[Refusal]:
     """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
     for their version (``refusals.excess_evidence``)."""
@@ -276,6 +276,7 @@ def _apply_versions(
     to_log: list[Incoming] = []
     equivocal: list[Incoming] = []
     excess: list[Refusal] = []
+    max_evidence = tally.limits.max_equivocation_envelopes
     for entry in entries:
         record = entry.record
         assert record is not None
@@ -333,7 +334,7 @@ def _apply_versions(
     _write_current(conn, known, newest, markings)
     report.stored += len(newest)
     for entry in equivocal:
-        _equivocation(conn, peer, entry, report)
+        _equivocation(conn, peer, entry, report, tally)
     return excess
 
 
@@ -361,7 +362,7 @@ def _write_current(
     write_index(conn, indexed)
 
 
-def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchReport) -> None:
+def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchReport, tally: RefusalTally) -> None:
     record = entry.record
     assert record is not None
     ref, version = record.ref, record.version
@@ -373,10 +374,10 @@ def _equivocation(conn: Connection, peer: str, entry: Incoming, report: BatchRep
     ).scalars().all()
     report.equivocations += 1
     report.events.append("equivocation")
-    security_event(conn, "equivocation", peer, {
+    record_equivocation(conn, peer, {
         "originator": ref.originator, "record_id": ref.record_id, "version": version,
         "content_hashes": sorted(bytes(h).hex() for h in hashes),
-    })
+    }, entry.content_hash, tally)
     current = conn.execute(
         select(records.c.rid, records.c.version).where(
             records.c.originator == ref.originator, records.c.record_id == ref.record_id

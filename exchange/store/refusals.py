@@ -17,7 +17,10 @@ the flood buries the alerts an operator watches for.
   that many rows (more would only push each other out).
 
 Equivocation evidence is capped in ``exchange.store.received``: envelopes past
-``max_equivocation_envelopes`` for one version are refused through here.
+``max_equivocation_envelopes`` for one version are refused through here. An
+originator can equivocate on any number of its own records, so equivocation
+events are bounded the same way: one per version up to
+``max_refusal_reasons_per_pull`` in a pull, then one more counts the rest.
 
 The tally of a pull lives in memory across its batches; :meth:`RefusalTally.transaction`
 undoes what a rolled-back batch noted, so the events always match what committed.
@@ -41,6 +44,7 @@ from exchange.v1 import records_pb2
 
 MAX_REASON_CHARS = 300  # a reason can quote what the partner sent; the event keeps a prefix
 OTHER_REASONS = "other reasons (over the limit of distinct reasons in one pull)"
+MORE_EQUIVOCATIONS = "more equivocating versions (over the limit of events in one pull)"
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,17 @@ class RefusalTally:
         self.limits = limits or Limits()
         self._events: dict[tuple[str, str, str], _Event] = {}
         self.quarantined = 0  # rows this pull wrote
+        self.equivocations = 0  # equivocation events this pull wrote one by one
+        self.more_equivocations = _Event("equivocation", MORE_EQUIVOCATIONS, "")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Forget what was noted here if the transaction around it rolls back."""
-        saved = copy.deepcopy((self._events, self.quarantined))
+        saved = copy.deepcopy({k: v for k, v in vars(self).items() if k != "limits"})
         try:
             yield
         except BaseException:
-            self._events, self.quarantined = saved
+            vars(self).update(saved)
             raise
 
     def event_for(self, refusal: Refusal) -> _Event:
@@ -147,6 +153,22 @@ def record_refusals(conn: Connection, peer: str, refusals: Sequence[Refusal], ta
     for event in touched.values():
         _write_event(conn, peer, event)
     return [refusal.kind for refusal in refusals]
+
+
+def record_equivocation(conn: Connection, peer: str, detail: dict[str, Any], content_hash: bytes,
+                        tally: RefusalTally) -> None:
+    """The security event for an equivocating version (``detail``), or past the limit of a pull,
+    a count in one more event that names the first hashes."""
+    if tally.equivocations < tally.limits.max_refusal_reasons_per_pull:
+        tally.equivocations += 1
+        conn.execute(insert(security_events).values(
+            at=now_us(), kind="equivocation", peer=peer, detail=json.dumps(detail, ensure_ascii=False, sort_keys=True)))
+        return
+    event = tally.more_equivocations
+    event.count += 1
+    if len(event.hashes) < tally.limits.refusal_hashes_per_event:
+        event.hashes.append(content_hash.hex())
+    _write_event(conn, peer, event)
 
 
 def _write_event(conn: Connection, peer: str, event: _Event) -> None:
