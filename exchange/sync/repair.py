@@ -87,19 +87,20 @@ def _top_originators(puller: Puller, peer: str, top: sync_pb2.DigestResponse) ->
     """
     known = puller.manifest.agencies
     found: dict[str, bytes] = {}
-    unknown: dict[str, int] = {}
+    unknown = 0  # summaries naming an originator outside the manifest
+    named: list[str] = []  # the first few of those names
     for s in top.summaries:
         if s.originator in known:
             if s.bucket_prefix == "":
                 found.setdefault(s.originator, bytes(s.hash) + s.count.to_bytes(8, "big"))
-        elif len(unknown) < puller.limits.refusal_hashes_per_event:
-            unknown[s.originator[:40]] = 1
-        else:
-            unknown[""] = unknown.get("", 0) + 1
+            continue
+        unknown += 1
+        if len(named) < puller.limits.refusal_hashes_per_event:
+            named.append(s.originator[:40])
     if unknown:
         _digest_event(puller, peer, {
             "reason": "digest names originators not in the federation manifest; ignored",
-            "count": sum(unknown.values()), "originators": sorted(o for o in unknown if o),
+            "count": unknown, "originators": named,
         })
     return found
 
