@@ -34,6 +34,15 @@ class Limits:
     digest_deadline_seconds: int = 60  # deadline of one digest call
     max_digest_entries: int = 2000  # entries listed by one digest call, buckets in one repair pull
 
+    # What one partner can make this node do or keep (issue 10 "bounded repair and evidence"):
+    # a partner's claims never size our memory, our event list or our tables.
+    repair_interval_seconds: int = 600  # at most one repair by digest per partner this often
+    max_repair_digest_calls: int = 2_000  # digest calls one repair may make while bisecting
+    refusal_hashes_per_event: int = 5  # content hashes named in one aggregated refusal event
+    max_refusal_reasons_per_pull: int = 20  # distinct refusal events per pull; more share one
+    max_quarantine_per_peer: int = 1_000  # quarantine rows kept per partner; the oldest go first
+    max_equivocation_envelopes: int = 3  # envelopes kept per (originator, record_id, version)
+
 
 @dataclass(frozen=True)
 class UserEntry:

@@ -18,7 +18,8 @@ from exchange.core.policy import holders
 from exchange.node.server import load_signer
 from exchange.records.envelope import RECORD_TYPE, content_hash
 from exchange.store import Store
-from exchange.store.received import Incoming, Refusal, apply_batch
+from exchange.store.received import Incoming, apply_batch
+from exchange.store.refusals import Refusal
 from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2
 

@@ -14,7 +14,9 @@ Each Pull call it receives plays the next script (a list of steps):
 - :class:`Stall`: send nothing more, keep the call open until it is cancelled;
 - :class:`Abort`: end the call with a status (UNAVAILABLE by default) mid-stream.
 
-Calls beyond the scripts end at once with no batch. Every request is recorded
+Calls beyond the scripts end at once with no batch. Digest calls are answered
+by :attr:`HostilePartner.digest` (a function of the request; UNIMPLEMENTED if
+unset), which may make its answers up as it goes. Every request is recorded
 (:attr:`HostilePartner.calls`), so a test can prove which cursor a resumed pull
 carried. :class:`Forge` crafts the envelopes: honest records of the
 impersonated agency, tampered copies, signatures by the wrong key, and so on.
@@ -128,6 +130,8 @@ class HostilePartner:
         self._scripts: list[Script] = []
         self._lock = threading.Lock()
         self.calls: list[Call] = []
+        self.digest: Callable[[sync_pb2.DigestRequest], sync_pb2.DigestResponse] | None = None
+        self.digests: list[sync_pb2.DigestRequest] = []
         self._stopping = threading.Event()
         self._server: grpc.Server | None = None
 
@@ -155,6 +159,11 @@ class HostilePartner:
                 self._pull,
                 request_deserializer=sync_pb2.PullRequest.FromString,
                 response_serializer=sync_pb2.PullBatch.SerializeToString,
+            ),
+            "Digest": grpc.unary_unary_rpc_method_handler(
+                self._digest,
+                request_deserializer=sync_pb2.DigestRequest.FromString,
+                response_serializer=sync_pb2.DigestResponse.SerializeToString,
             ),
         })
         server = grpc.server(
@@ -211,6 +220,14 @@ class HostilePartner:
                 return
             elif isinstance(step, Abort):
                 context.abort(step.code, step.details)
+
+    def _digest(self, request: sync_pb2.DigestRequest, context: grpc.ServicerContext) -> sync_pb2.DigestResponse:
+        with self._lock:
+            self.digests.append(request)
+        answer = self.digest
+        if answer is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this hostile partner answers no digests")
+        return answer(request)
 
     @staticmethod
     def _send(call: Call, batch: sync_pb2.PullBatch) -> sync_pb2.PullBatch:

@@ -10,7 +10,8 @@ import pytest
 
 from exchange.cli.main import main
 from exchange.store import Store
-from exchange.store.received import Refusal, apply_batch
+from exchange.store.received import apply_batch
+from exchange.store.refusals import Refusal
 from exchange.v1 import records_pb2
 from tests.federation import Federation
 from tests.fill import fill
@@ -180,7 +181,7 @@ def test_events_lists_a_security_event_newest_last(
     events = json.loads(capsys.readouterr().out)
     assert [e["id"] for e in events] == [1, 2]
     assert events[1]["kind"] == "refused-not-holdable" and events[1]["peer"] == "JPN-NPA"
-    assert events[1]["detail"] == {"content_hash": "00" * 32, "reason": "test reason\u202e"}
+    assert events[1]["detail"] == {"content_hashes": ["00" * 32], "count": 1, "reason": "test reason\u202e"}
     assert events[1]["at"].endswith("Z")
 
 

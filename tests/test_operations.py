@@ -204,7 +204,7 @@ def test_metrics_move_with_pulls_refusals_and_calls(
     assert "exchange_pull_last_success_timestamp_seconds" not in before
     rejections = before["exchange_received_rejections_total"]
     assert {dict(k)["reason"]: v for k, v in rejections.items()} == {
-        "invalid": 0, "not-holdable": 0, "equivocation": 0}
+        "invalid": 0, "not-holdable": 0, "relayed": 0, "excess-evidence": 0, "equivocation": 0}
 
     # A real pull from a partner (the scripted KOR-KNPA) that serves one good record, one
     # tampered, one JPN-NPA may not hold, and two different signed contents of one version.
@@ -225,7 +225,7 @@ def test_metrics_move_with_pulls_refusals_and_calls(
 
     after = scrape(jpn)
     assert {dict(k)["reason"]: v for k, v in after["exchange_received_rejections_total"].items()} == {
-        "invalid": 1, "not-holdable": 1, "equivocation": 1}
+        "invalid": 1, "not-holdable": 1, "relayed": 0, "excess-evidence": 0, "equivocation": 1}
     last = after["exchange_pull_last_success_timestamp_seconds"][(("peer", "KOR-KNPA"),)]
     assert pulled_at - 1 <= last <= time.time()
     assert 0 <= after["exchange_pull_lag_seconds"][(("peer", "KOR-KNPA"),)] < 60

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import Marking
-from exchange.core.policy import decide, decide_version, link_allowed, may_hold
+from exchange.core.policy import decide, decide_version, link_allowed, may_accept, may_hold
 from tests.markings import KNOWN, LEVELS, agencies, known_agencies, markings, nodes, principals
 
 
@@ -77,6 +77,39 @@ def test_may_hold_is_the_acceptance_check() -> None:
                         marking=marking(rel=("USA-DTSF",)), known_agencies=KNOWN).allowed
     assert not may_hold(agency="USA-DTSF", accreditation="CONFIDENTIAL", originator="JPN-NPA",
                         marking=marking("SECRET", rel=("USA-DTSF",)), known_agencies=KNOWN).allowed
+
+
+ACCEPT_CASES = [
+    # (served by, marking, accepted?, reason contains)
+    ("JPN-NPA", marking(caveats=("ORCON",)), True, ""),  # from its originator: no relay
+    ("KOR-KNPA", marking(tlp="GREEN"), True, ""),  # relay allowed
+    ("KOR-KNPA", marking(caveats=("ORCON",)), False, "relayed by KOR-KNPA: marking forbids relay"),
+    ("KOR-KNPA", marking(tlp="RED"), False, "relayed by KOR-KNPA"),
+    ("KOR-KNPA", marking(tlp="AMBER+STRICT"), False, "relayed by KOR-KNPA"),
+    ("KOR-KNPA", marking(rel=("GBR-NPSA",), caveats=("ORCON",)), False, "not releasable to USA-DTSF"),
+]
+
+
+def test_may_accept_adds_the_relay_rule_asked_of_the_server() -> None:
+    for served_by, m, expected, reason in ACCEPT_CASES:
+        decision = may_accept(agency="USA-DTSF", accreditation="SECRET", originator="JPN-NPA", served_by=served_by,
+                              marking=m, known_agencies=KNOWN)
+        assert decision.allowed is expected and reason in decision.reason, (served_by, m, decision)
+
+
+@given(st.sampled_from(sorted(KNOWN)), st.sampled_from(sorted(KNOWN)), st.sampled_from(LEVELS),
+       st.sampled_from(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]), st.booleans())
+def test_may_accept_never_accepts_what_may_hold_refuses(
+    originator: str, served_by: str, level: str, tlp: str, orcon: bool
+) -> None:
+    m = marking(level, rel=("USA-DTSF",), tlp=tlp, caveats=("ORCON",) if orcon else ())
+    held = may_hold(agency="USA-DTSF", accreditation="SECRET", originator=originator, marking=m, known_agencies=KNOWN)
+    accepted = may_accept(agency="USA-DTSF", accreditation="SECRET", originator=originator, served_by=served_by,
+                          marking=m, known_agencies=KNOWN)
+    assert not accepted.allowed or held.allowed
+    # Served by its originator, or by this agency's own node (a replica), is not a relay.
+    relayed = served_by not in (originator, "USA-DTSF") and (orcon or tlp in ("RED", "AMBER+STRICT"))
+    assert accepted.allowed == (held.allowed and not relayed)
 
 
 def test_links_only_to_records_at_least_as_widely_releasable() -> None:

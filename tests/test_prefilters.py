@@ -33,7 +33,8 @@ from exchange.records import digest as digests
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
 from exchange.store import SearchFilter, Store, watch
 from exchange.store.log import LogEntry, log_after, log_end
-from exchange.store.received import Incoming, Refusal, apply_batch
+from exchange.store.received import Incoming, apply_batch
+from exchange.store.refusals import Refusal
 from exchange.store.search import search
 from exchange.store.store import now_us
 from exchange.v1 import records_pb2, sync_pb2

@@ -110,7 +110,7 @@ def assert_refused(node: Node, envelope: records_pb2.Envelope, kind: str, reason
     rows = [q for q in quarantined(node.store) if bytes(q.content_hash) == digest]
     assert len(rows) == 1, quarantined(node.store)
     assert rows[0].peer == KOR and reason in rows[0].reason, rows[0].reason
-    assert [e for e in events(node, kind) if e["content_hash"] == digest.hex()], security_events(node.store)
+    assert [e for e in events(node, kind) if digest.hex() in e["content_hashes"]], security_events(node.store)
     assert digest not in log_hashes(node)
     assert all(envelope.payload not in bytes(r.envelope) for r in log_rows(node))
 
@@ -363,7 +363,8 @@ def test_a_record_the_node_may_not_hold_leaves_only_its_hash_and_the_reason(
     [row] = quarantined(jpn.store)
     assert bytes(row.content_hash) == content_hash(bad.payload)
     [event] = events(jpn, "refused-not-holdable")
-    assert set(event) == {"content_hash", "reason"} and event["content_hash"] == content_hash(bad.payload).hex()
+    assert set(event) == {"content_hashes", "count", "reason"}
+    assert event["content_hashes"] == [content_hash(bad.payload).hex()] and event["count"] == 1
     assert_stored(jpn, before, after)
     # Nothing of the content was written anywhere: not its id, not its words.
     bad_id = ref_of(bad)[1]
@@ -604,9 +605,9 @@ def test_a_refused_record_shows_up_in_exchange_events(
     capsys.readouterr()
     assert main(["events", "--config", str(config), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert [(e["kind"], e["peer"], e["detail"]["content_hash"]) for e in shown] == [
-        ("refused-invalid", KOR, hash_of(bad).hex()),
-        ("refused-not-holdable", KOR, hash_of(not_ours).hex()),
+    assert [(e["kind"], e["peer"], e["detail"]["content_hashes"], e["detail"]["count"]) for e in shown] == [
+        ("refused-invalid", KOR, [hash_of(bad).hex()], 1),
+        ("refused-not-holdable", KOR, [hash_of(not_ours).hex()], 1),
     ]
 
 

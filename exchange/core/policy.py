@@ -91,6 +91,34 @@ def may_hold(
     )
 
 
+def may_accept(
+    *,
+    agency: str,
+    accreditation: str,
+    originator: str,
+    served_by: str,
+    marking: Marking,
+    known_agencies: frozenset[str],
+) -> Decision:
+    """May ``agency``'s node store this record as ``served_by``'s node served it?
+
+    Rules 1, 2 and 5 as :func:`may_hold`; then rule 3 asked of the server: could
+    ``served_by`` disclose it to this node? A record whose marking forbids relay
+    (ORCON, TLP:RED, TLP:AMBER+STRICT), served by a node other than its originator,
+    was relayed against its marking; the reason names the relay.
+    """
+    held = may_hold(agency=agency, accreditation=accreditation, originator=originator, marking=marking,
+                    known_agencies=known_agencies)
+    if not held.allowed:
+        return held
+    node = Principal(Identity(agency, None), Role.NODE, accreditation)
+    served = decide(holder=served_by, principal=node, originator=originator, marking=marking,
+                    known_agencies=known_agencies)
+    if not served.allowed:
+        return Decision(False, f"relayed by {served_by}: {served.reason}")
+    return ALLOW
+
+
 def link_allowed(
     *,
     originator: str,

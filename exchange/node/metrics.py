@@ -51,6 +51,8 @@ log = logging.getLogger("exchange.metrics")
 REJECTION_REASONS = {
     "refused-invalid": "invalid",
     "refused-not-holdable": "not-holdable",
+    "refused-relayed": "relayed",
+    "refused-excess-evidence": "excess-evidence",
     "equivocation": "equivocation",
 }
 

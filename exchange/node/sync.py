@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
 from exchange.config import Limits
 from exchange.core.identity import Principal
@@ -44,6 +45,24 @@ class SyncService:
             Method("Pull", sync_pb2.PullRequest, self.pull, streaming=True),
             Method("Digest", sync_pb2.DigestRequest, self.digest),
         ]
+
+    def _released(
+        self, request: sync_pb2.DigestRequest, caller: Principal, prefix: str, end: int,
+    ) -> Iterator[tuple[str, str, int, bytes]]:
+        """What the digest describes: the entries up to ``end`` released to the caller.
+
+        A listing over ``max_digest_entries`` is refused as soon as the count passes it,
+        not after the whole bucket has been read.
+        """
+        listed = 0
+        for entry in log_after(self.store, 0, upto=end, originator=request.originator or None, id_prefix=prefix,
+                               audience_of=caller.agency):
+            if not self._releasable(entry, caller):
+                continue
+            listed += 1
+            if request.list_entries and listed > self.limits.max_digest_entries:
+                _over_listing(self.limits.max_digest_entries)
+            yield (entry.originator, entry.record_id, entry.version, entry.content_hash)
 
     def _releasable(self, entry: LogEntry, caller: Principal) -> bool:
         return decide_entry(holder=self.agency, principal=caller, entry=entry,
@@ -138,19 +157,13 @@ class SyncService:
             raise InvalidInput("list_entries", "name the originator whose bucket to list")
         end = log_end(self.store)  # the digest describes the log up to here
         fingerprint = log_fingerprint(self.store, end) or b"\x00" * 8
-        released = (
-            (entry.originator, entry.record_id, entry.version, entry.content_hash)
-            for entry in log_after(self.store, 0, upto=end, originator=request.originator or None, id_prefix=prefix,
-                                         audience_of=caller.agency)
-            if self._releasable(entry, caller)
-        )
-        groups = digests.group(released, prefix=prefix, by_bucket=bool(request.originator))
+        groups = digests.group(self._released(request, caller, prefix, end), prefix=prefix,
+                               by_bucket=bool(request.originator))
         listed: list[sync_pb2.DigestEntry] = []
         if request.list_entries:
             items = [item for group in groups.values() for item in group]
             if len(items) > self.limits.max_digest_entries:
-                raise InvalidInput("bucket_prefix", f"bucket holds over {self.limits.max_digest_entries} "
-                                   "entries; bisect further")
+                _over_listing(self.limits.max_digest_entries)
             listed = [sync_pb2.DigestEntry(originator=o, record_id=r, version=v, content_hash=h)
                       for o, r, v, h in sorted(items)]
         return sync_pb2.DigestResponse(
@@ -163,6 +176,11 @@ class SyncService:
             ],
             cursor=self._cursor(caller, end, fingerprint),
         )
+
+
+def _over_listing(cap: int) -> NoReturn:
+    """A listing is at most ``cap`` entries: what a puller accepts (exchange.sync.repair)."""
+    raise InvalidInput("bucket_prefix", f"bucket holds over {cap} entries; bisect further")
 
 
 def _field(number: int, value: bytes) -> bytes:

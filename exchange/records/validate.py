@@ -151,11 +151,13 @@ def validate_reference(reference: str) -> None:
 MAX_VERSION = 2**31 - 1
 
 
-def validate_received(record: records_pb2.Record) -> None:
+def validate_received(record: records_pb2.Record, *, limits: Limits, partners: frozenset[str]) -> None:
     """What a partner served must fit what the store keeps, or it is refused (not stored).
 
     The signature says who wrote it, not that it is well formed: an originator's node
-    with a bug (or a thief with its key) must not be able to block a batch.
+    with a bug (or a thief with its key) must not be able to block a batch. And every
+    rule a submission here obeys applies to it too (this node's limits, not the
+    originator's): a partner can't make this node hold what its own analysts couldn't.
     """
     validate_ref(record.ref, "record.ref")
     if not 1 <= record.version <= MAX_VERSION:
@@ -175,6 +177,21 @@ def validate_received(record: records_pb2.Record) -> None:
     for name, values in (("countries", content.countries), ("sectors", content.sectors)):
         if len(values) > MAX_LIST or any(len(v) > 64 for v in values):
             raise InvalidInput(f"record.content.{name}", "too many or too long")
+    _local_rules(record, limits=limits, partners=partners)
+
+
+def _local_rules(record: records_pb2.Record, *, limits: Limits, partners: frozenset[str]) -> None:
+    """The submission rules (``validate_draft``), named as the received record's fields."""
+    content = record.content
+    try:
+        if record.status == records_pb2.STATUS_ACTIVE:
+            validate_draft(content, partners=partners, limits=limits)
+        else:  # a retraction carries only the kind and the marking (exchange.node.submission)
+            validate_marking(content.marking, "draft.marking", partners)
+            if len(content.observables) > limits.max_observables or len(content.related) > limits.max_related:
+                raise InvalidInput("draft", "a retraction over the observable or link limits")
+    except InvalidInput as error:
+        raise InvalidInput("record.content" + error.field.removeprefix("draft"), error.problem) from None
 
 
 def validate_received_withdrawal(withdrawal: records_pb2.Withdrawal) -> None:

@@ -26,9 +26,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store.bulk import insert_many
 from exchange.store.current import index_record, unindex_record
-from exchange.store.events import quarantine_entry, security_event
 from exchange.store.log import append_log
 from exchange.store.peers import save_cursor
+from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_equivocation, record_refusals
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -60,15 +60,6 @@ class Incoming:
     withdrawal: records_pb2.Withdrawal | None = None
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """An entry refused on receipt: only its hash and the reason are kept."""
-
-    content_hash: bytes
-    reason: str
-    violation: bool  # the partner served something we may not hold: a rule broken
-
-
 @dataclass
 class BatchReport:
     stored: int = 0
@@ -81,7 +72,8 @@ class BatchReport:
 
 
 def apply_batch(
-    store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False
+    store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False,
+    tally: RefusalTally | None = None,
 ) -> BatchReport:
     """Apply one pulled batch and store the cursor after it, atomically.
 
@@ -91,12 +83,16 @@ def apply_batch(
     entry the checks let through, the batch is applied again entry by entry,
     each in a savepoint, and the entries that cannot be stored are quarantined:
     one bad entry never blocks the rest of its batch.
+
+    ``tally`` carries a pull's refusals from batch to batch, so they are aggregated
+    per pull (``exchange.store.refusals``); without one, per batch.
     """
+    tally = tally or RefusalTally()
     # Not durable: a batch lost to a power cut is lost with its cursor, so the next pull
     # fetches it again from the partner (Store.write says what SQLite does instead).
     try:
-        with store.write(durable=False) as tx:
-            report = apply_entries(tx, peer, entries)
+        with tally.transaction(), store.write(durable=False) as tx:
+            report = apply_entries(tx, peer, entries, tally)
             if cursor is not None:
                 save_cursor(tx, peer, cursor, repaired=repaired)
         return report
@@ -105,17 +101,19 @@ def apply_batch(
         # COPY context does), and record content never goes to the log.
         logger.warning("batch from %s failed in bulk (%s %s); applying entry by entry", peer,
                        type(error).__name__, getattr(getattr(error, "orig", None), "sqlstate", "") or "")
-    with store.write(durable=False) as tx:
+    with tally.transaction(), store.write(durable=False) as tx:
         report = BatchReport()
+        unstorable: list[Refusal] = []
         for entry in entries:
             try:
-                with tx.begin_nested():
-                    single = apply_entries(tx, peer, [entry])
+                with tally.transaction(), tx.begin_nested():
+                    single = apply_entries(tx, peer, [entry], tally)
             except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                 digest = entry.content_hash
-                _refuse(tx, peer, Refusal(digest, f"could not be stored: {type(error).__name__}", False), report)
+                unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
                 continue
             merge(report, single)
+        _refuse(tx, peer, unstorable, tally, report)
         if cursor is not None:
             save_cursor(tx, peer, cursor, repaired=repaired)
     return report
@@ -127,18 +125,20 @@ def apply_batch(
 _CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 
-def apply_entries(conn: Connection, peer: str, entries: list[Incoming | Refusal]) -> BatchReport:
+def apply_entries(
+    conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None
+) -> BatchReport:
     """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in)."""
+    tally = tally or RefusalTally()
     report = BatchReport()
-    for entry in entries:
-        if isinstance(entry, Refusal):
-            _refuse(conn, peer, entry, report)
+    refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [(e, e.record) for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        _apply_versions(conn, peer, versions, report)
+        refused += _apply_versions(conn, peer, versions, report, tally)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
             _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
+    _refuse(conn, peer, refused, tally, report)
     return report
 
 
@@ -148,12 +148,10 @@ def merge(report: BatchReport, other: BatchReport) -> None:
     report.events += other.events
 
 
-def _refuse(conn: Connection, peer: str, refusal: Refusal, report: BatchReport) -> None:
-    quarantine_entry(conn, peer, refusal.content_hash, refusal.reason)
-    kind = "refused-not-holdable" if refusal.violation else "refused-invalid"
-    security_event(conn, kind, peer, {"content_hash": refusal.content_hash.hex(), "reason": refusal.reason})
-    report.refused += 1
-    report.events.append(kind)
+def _refuse(conn: Connection, peer: str, refusals: list[Refusal], tally: RefusalTally, report: BatchReport) -> None:
+    """Aggregated events and bounded quarantine: ``exchange.store.refusals``."""
+    report.events += record_refusals(conn, peer, refusals, tally)
+    report.refused += len(refusals)
 
 
 def _withdrawn_below(conn: Connection, ref: records_pb2.RecordRef) -> int:
@@ -214,10 +212,16 @@ def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
 Version = tuple[Incoming, records_pb2.Record]  # an entry that carries a record version, and that version
 
 
-def _apply_versions(conn: Connection, peer: str, entries: list[Version], report: BatchReport) -> None:
+def _apply_versions(
+    conn: Connection, peer: str, entries: list[Version], report: BatchReport, tally: RefusalTally
+) -> list[Refusal]:
+    """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
+    for their version (``refusals.excess_evidence``)."""
     known = _Known.load(conn, sorted({(record.ref.originator, record.ref.record_id) for _, record in entries}))
     to_log: list[Version] = []
     equivocal: list[Version] = []
+    excess: list[Refusal] = []
+    max_evidence = tally.limits.max_equivocation_envelopes
     for entry, record in entries:
         ref, version = record.ref, record.version
         key = (ref.originator, ref.record_id)
@@ -226,13 +230,16 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Version], report:
             report.older += 1
         elif entry.content_hash in held:  # rule 2 (also within this batch)
             report.duplicates += 1
+        elif held and len(held) >= max_evidence:  # rule 3, evidence enough already
+            held.add(entry.content_hash)
+            excess.append(excess_evidence(entry.content_hash, ref, version, max_evidence))
         else:
             if held:  # rule 3
                 equivocal.append((entry, record))
             held.add(entry.content_hash)
             to_log.append((entry, record))
     if not to_log:
-        return
+        return excess
     now = now_us()
     # Sequence numbers are allocated here, under the write lock this transaction holds,
     # so the whole batch is one executemany (RETURNING would go row by row).
@@ -265,8 +272,9 @@ def _apply_versions(conn: Connection, peer: str, entries: list[Version], report:
             report.older += 1
     _write_current(conn, known, newest, markings)
     report.stored += len(newest)
-    for _, record in equivocal:
-        _equivocation(conn, peer, record, report)
+    for entry, record in equivocal:
+        _equivocation(conn, peer, entry, record, report, tally)
+    return excess
 
 
 def _write_current(
@@ -293,7 +301,10 @@ def _write_current(
     write_index(conn, indexed)
 
 
-def _equivocation(conn: Connection, peer: str, record: records_pb2.Record, report: BatchReport) -> None:
+def _equivocation(
+    conn: Connection, peer: str, entry: Incoming, record: records_pb2.Record, report: BatchReport,
+    tally: RefusalTally,
+) -> None:
     ref, version = record.ref, record.version
     hashes = conn.execute(
         select(log.c.content_hash).where(
@@ -303,10 +314,10 @@ def _equivocation(conn: Connection, peer: str, record: records_pb2.Record, repor
     ).scalars().all()
     report.equivocations += 1
     report.events.append("equivocation")
-    security_event(conn, "equivocation", peer, {
+    record_equivocation(conn, peer, {
         "originator": ref.originator, "record_id": ref.record_id, "version": version,
         "content_hashes": sorted(bytes(h).hex() for h in hashes),
-    })
+    }, entry.content_hash, tally)
     current = conn.execute(
         select(records.c.rid, records.c.version).where(
             records.c.originator == ref.originator, records.c.record_id == ref.record_id

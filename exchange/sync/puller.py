@@ -20,14 +20,15 @@ from exchange import logs
 from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
-from exchange.core.policy import Decision, holders, may_hold
+from exchange.core.policy import Decision, holders, may_accept, may_hold
 from exchange.errors import ConfigError, InvalidInput, VerificationError
 from exchange.observe import NO_METRICS, Metrics
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
 from exchange.records.validate import validate_received, validate_received_withdrawal
 from exchange.store import Store
 from exchange.store.peers import note_pull, peer_cursor, peer_needs_repair, received_from
-from exchange.store.received import Incoming, Refusal, apply_batch
+from exchange.store.received import Incoming, apply_batch
+from exchange.store.refusals import Refusal, RefusalTally
 from exchange.store.store import marking_of
 from exchange.sync.repair import repair
 from exchange.sync.report import Progress, PullReport
@@ -45,30 +46,39 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 class Verifier:
-    """Checks one served entry: signature over the received bytes, then what we may hold."""
+    """Checks one served entry: size, signature over the received bytes, this node's own
+    submission rules, then what we may hold and whether the server could pass it on."""
 
-    def __init__(self, agency: str, manifest: Manifest) -> None:
+    def __init__(self, agency: str, manifest: Manifest, limits: Limits | None = None) -> None:
         self._agency = agency
         self._manifest = manifest
+        self._limits = limits or Limits()
         self._accreditation = manifest.partner(agency).accreditation
         self._accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
-        # Markings repeat across a partner's records: decide each (originator, marking) once.
-        self._decisions: dict[tuple[str, Marking], tuple[Decision, frozenset[str]]] = {}
+        # Markings repeat across a partner's records: decide each (originator, marking, server) once.
+        self._decisions: dict[tuple[str, Marking, str], tuple[Decision, Decision, frozenset[str]]] = {}
 
-    def _hold(self, originator: str, marking: Marking) -> tuple[Decision, frozenset[str]]:
-        key = (originator, marking)
+    def _hold(self, originator: str, marking: Marking, served_by: str) -> tuple[Decision, Decision, frozenset[str]]:
+        key = (originator, marking, served_by)
         found = self._decisions.get(key)
         if found is None:
-            decision = may_hold(agency=self._agency, accreditation=self._accreditation, originator=originator,
-                                marking=marking, known_agencies=self._manifest.agencies)
+            known = self._manifest.agencies
+            held = may_hold(agency=self._agency, accreditation=self._accreditation, originator=originator,
+                            marking=marking, known_agencies=known)
+            accepted = may_accept(agency=self._agency, accreditation=self._accreditation, originator=originator,
+                                  served_by=served_by, marking=marking, known_agencies=known)
             audience = holders(originator=originator, marking=marking, accreditations=self._accreditations)
             if len(self._decisions) > 10_000:
                 self._decisions.clear()
-            found = self._decisions[key] = (decision, audience)
+            found = self._decisions[key] = (held, accepted, audience)
         return found
 
-    def check(self, envelope: records_pb2.Envelope) -> Incoming | Refusal:
+    def check(self, envelope: records_pb2.Envelope, served_by: str = "") -> Incoming | Refusal:
+        """``served_by``: the partner whose node served it ("" when it is unknown: no relay check)."""
         digest = content_hash(envelope.payload)
+        if len(envelope.payload) > self._limits.max_record_bytes:  # before any work on it
+            return Refusal(digest, f"record is {len(envelope.payload)} bytes, over the limit of "
+                           f"{self._limits.max_record_bytes}", violation=False)
         try:
             if envelope.payload_type == WITHDRAWAL_TYPE:
                 withdrawal = open_withdrawal(envelope, self._manifest)
@@ -77,14 +87,18 @@ class Verifier:
             if envelope.payload_type != RECORD_TYPE:
                 return Refusal(digest, f"unknown payload type {envelope.payload_type[:80]!r}", violation=False)
             record = open_record(envelope, self._manifest)
-            validate_received(record)
+            validate_received(record, limits=self._limits, partners=self._manifest.agencies)
         except (VerificationError, InvalidInput) as error:
             return Refusal(digest, str(error), violation=False)
         except Exception as error:  # a malformed entry never blocks the rest of its batch
             return Refusal(digest, f"malformed entry: {error}", violation=False)
-        decision, audience = self._hold(record.ref.originator, marking_of(record.content.marking))
-        if not decision.allowed:
-            return Refusal(digest, f"may not hold this record: {decision.reason}", violation=True)
+        originator = record.ref.originator
+        held, accepted, audience = self._hold(originator, marking_of(record.content.marking), served_by or originator)
+        if not held.allowed:
+            return Refusal(digest, f"may not hold this record: {held.reason}", violation=True)
+        if not accepted.allowed:  # DESIGN.md rule 3: relayed against its marking
+            return Refusal(digest, f"may not accept this record: {accepted.reason}", violation=True,
+                           relay=served_by)
         return Incoming(envelope, digest, audience, record=record)
 
 
@@ -108,13 +122,14 @@ class Puller:
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self.verifier = Verifier(agency, manifest)
+        self.verifier = Verifier(agency, manifest, limits)
         if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
             sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self._key, self._cert = node_key, node_cert
         self._channels: dict[str, grpc.Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._repaired_at: dict[str, float] = {}  # peer -> time.monotonic() of its last repair
         # Asked between batches: a replica that lost the schedule's election stops pulling at
         # the next batch boundary (what it holds is applied with its cursor), so the new
         # leader and the old one overlap by at most a batch. The schedule sets it.
@@ -177,7 +192,7 @@ class Puller:
 
     def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
         started = time.monotonic()
-        report = PullReport(peer)
+        report = PullReport(peer, tally=RefusalTally(self.limits))
         cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)
         if needs_repair or (not cursor and received_from(self.store, peer)):
             self._repair(peer, report, progress)
@@ -204,10 +219,28 @@ class Puller:
                 self._forget(peer)  # the schedule backs off; the next try connects afresh
 
     def _repair(self, peer: str, report: PullReport, progress: Progress | None) -> None:
+        if not self._may_repair(peer, report):
+            return
         repair(self, peer, report, progress=progress)
         if report.repaired:
             # Entries appended after the digest are pulled now, from the digest's cursor.
             self._pull(peer, peer_cursor(self.store, peer), report, progress)
+
+    def _may_repair(self, peer: str, report: PullReport) -> bool:
+        """At most one repair per partner every ``repair_interval_seconds``: a partner that
+        answers every pull with FAILED_PRECONDITION can't make this node bisect its digests
+        over and over. A postponed repair is an error (the schedule backs off); the stale
+        cursor or the repair flag is still there for the pull that may repair."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._repaired_at.get(peer)
+            interval = self.limits.repair_interval_seconds
+            if last is not None and now - last < interval:
+                report.error = (f"repair postponed: the last repair from {peer} was {now - last:.0f} s ago "
+                                f"(at most one every {interval} s)")
+                return False
+            self._repaired_at[peer] = now
+        return True
 
     def stream(
         self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,
@@ -219,7 +252,7 @@ class Puller:
             try:
                 max_batches = self.limits.pull_max_entries // max(1, self.limits.pull_batch_entries) + 2
                 for batch in _bounded(call, self.limits.pull_max_entries, max_batches, report):
-                    verified = pool.submit(self._verify, list(batch.entries))
+                    verified = pool.submit(self._verify, list(batch.entries), peer)
                     if pending is not None:
                         previous, pending = pending, None  # never applied twice, even if it fails
                         self._apply(peer, previous, report, progress, save_cursor)
@@ -233,15 +266,15 @@ class Puller:
                 if pending is not None:
                     self._apply(peer, pending, report, progress, save_cursor)
 
-    def _verify(self, entries: list[records_pb2.Envelope]) -> list[Incoming | Refusal]:
-        return [self.verifier.check(envelope) for envelope in entries]
+    def _verify(self, entries: list[records_pb2.Envelope], peer: str) -> list[Incoming | Refusal]:
+        return [self.verifier.check(envelope, peer) for envelope in entries]
 
     def _apply(
         self, peer: str, pending: tuple[Future[list[Incoming | Refusal]], bytes], report: PullReport,
         progress: Progress | None, save_cursor: bool,
     ) -> None:
         entries = pending[0].result()
-        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None)
+        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None, tally=report.tally)
         self.metrics.entries_rejected(peer, applied.events)  # counted once committed
         report.add(applied)
         report.received += len(entries)

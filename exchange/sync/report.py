@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exchange.store.received import BatchReport, merge
+from exchange.store.refusals import RefusalTally
 
 Progress = Callable[[int], None]  # called with the number of entries received so far
 
@@ -25,6 +26,8 @@ class PullReport:
     error: str = ""
     applied: BatchReport = field(default_factory=BatchReport)
     seconds: float = 0.0
+    # The pull's refusals, aggregated across its batches into bounded events (store.refusals).
+    tally: RefusalTally = field(default_factory=RefusalTally, repr=False, compare=False)
 
     def add(self, batch: BatchReport) -> None:
         merge(self.applied, batch)
