@@ -30,11 +30,13 @@ from exchange.errors import (
     IdentityError,
     InvalidInput,
     NotFound,
+    Overloaded,
     PermissionDenied,
     StaleCursor,
     TooLarge,
     VerificationError,
 )
+from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
 from exchange.observe import NO_METRICS, Metrics
 
@@ -75,6 +77,7 @@ _STATUS: tuple[tuple[type[ExchangeError], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (VerificationError, grpc.StatusCode.INVALID_ARGUMENT),
     (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -195,8 +198,9 @@ class Guard:
     """Authenticates and authorises a call, maps errors to statuses, and logs and times every
     call: one INFO line per RPC (method, status, duration, caller) and a latency histogram."""
 
-    def __init__(self, authenticator: Authenticator, metrics: Metrics = NO_METRICS) -> None:
+    def __init__(self, authenticator: Authenticator, admission: Admission, metrics: Metrics = NO_METRICS) -> None:
         self._authenticator = authenticator
+        self._admission = admission  # fair serving: bounds per caller, the stream watchdog
         self._metrics = metrics
 
     def admit(self, method: str, context: grpc.ServicerContext, call: _Call | None = None) -> Principal:
@@ -250,7 +254,7 @@ class Guard:
                 principal = self.admit(method, context, call)
                 if isinstance(request, _Malformed):
                     raise InvalidInput("", request.problem)
-                with logs.bound(identity=call.who):
+                with logs.bound(identity=call.who), self._admission.call(method, principal, request, context):
                     return fn(request, principal)
             raise AssertionError("unreachable: the guard aborts every failed call")
 
@@ -267,8 +271,9 @@ class Guard:
                 # A long-lived stream (health Watch) asks whether its client is still there.
                 token = call_active.set(context.is_active)
                 try:
-                    with logs.bound(identity=call.who):
-                        yield from fn(request, principal)
+                    with logs.bound(identity=call.who), \
+                            self._admission.call(method, principal, request, context) as ticket:
+                        yield from ticket.watch(fn(request, principal))
                 finally:
                     call_active.reset(token)
 
@@ -282,8 +287,8 @@ class Guard:
         def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
             with self._observe(method, context) as call:
                 principal = self.admit(method, context, call)
-                with logs.bound(identity=call.who):
-                    yield from fn(_well_formed(requests), principal)
+                with logs.bound(identity=call.who), self._admission.call(method, principal, None, context) as ticket:
+                    yield from ticket.watch(fn(_well_formed(requests), principal))
 
         return behaviour
 
