@@ -22,7 +22,7 @@ from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import Decision, holders, may_hold
-from exchange.errors import ConfigError, InvalidInput, VerificationError
+from exchange.errors import ConfigError, InvalidInput, VerificationError, clip
 from exchange.observe import NO_METRICS, Metrics
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
 from exchange.records.validate import validate_received, validate_received_withdrawal
@@ -49,7 +49,7 @@ class PullReport:
     peer: str
     received: int = 0
     batches: int = 0
-    stale_cursor: bool = False
+    stale_cursor: bool = False  # the peer refused our cursor (stale, or one it cannot open): repaired
     repaired: bool = False
     truncated: bool = False  # stopped at pull_max_entries; the rest comes with the next pull
     error: str = ""
@@ -213,6 +213,14 @@ class Puller:
         except grpc.RpcError as error:
             code = error.code()
             if code == grpc.StatusCode.FAILED_PRECONDITION:
+                report.stale_cursor = True
+            elif code == grpc.StatusCode.INVALID_ARGUMENT and cursor:
+                # A cursor the peer cannot open (damaged or planted in our database, or sealed
+                # under a key the peer no longer has) would be refused on every retry, and the
+                # records only the originator serves (ORCON, TLP:RED) would never arrive: it is
+                # repaired like a stale one. The request holds nothing else the peer could refuse.
+                log.warning("%s refused our cursor (%s); repairing by digest", peer, clip(error.details()),
+                            extra={"peer": peer})
                 report.stale_cursor = True
             else:
                 report.error = f"{code.name}: {error.details()}"
