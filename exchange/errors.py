@@ -109,4 +109,4 @@ def clip(value: object, limit: int = CLIP_CHARS) -> str:
     some clients' channels never recover from.
     """
     text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

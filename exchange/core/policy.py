@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import Marking, classification_level
+from exchange.errors import clip
+
+MAX_NAMED = 5  # unknown marking values named in a reason; a record can carry thousands
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,13 @@ def decide(
     # 5. Every marking value is known (and so is the caller's clearance).
     unknown = marking.unknown_values(known_agencies)
     if unknown:
-        return Decision(False, "unknown marking value: " + ", ".join(unknown))
+        return Decision(False, "unknown marking value: " + ", ".join(unknown[:MAX_NAMED]) +
+                        (f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""))
     if originator not in known_agencies:
-        return Decision(False, f"unknown originator {originator!r}")
+        return Decision(False, f"unknown originator {clip(originator)!r}")
     clearance = classification_level(principal.clearance)
     if clearance is None:
-        return Decision(False, f"unknown clearance {principal.clearance!r}")
+        return Decision(False, f"unknown clearance {clip(principal.clearance)!r}")
 
     # 4. A user is only ever served by their own agency's node.
     if principal.role is not Role.NODE and principal.agency != holder:

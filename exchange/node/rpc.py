@@ -35,6 +35,7 @@ from exchange.errors import (
     StaleCursor,
     TooLarge,
     VerificationError,
+    clip,
 )
 from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
@@ -46,6 +47,7 @@ log = logging.getLogger("exchange.node")
 call_active: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
     "call_active", default=lambda: True
 )
+MAX_STATUS_CHARS = 512  # characters of a status message at most
 access = logging.getLogger("exchange.rpc")  # one line per call: filter or route it on its own
 
 USERS = frozenset({Role.ANALYST, Role.LIAISON})
@@ -228,7 +230,9 @@ class Guard:
                 raise
             except Exception as error:  # mapped to a status; nothing escapes unlogged
                 if isinstance(error, ExchangeError):
-                    status = (status_for(error), str(error))
+                    # Messages quote request values (each clipped where it is quoted): the
+                    # whole is bounded too, so no caller can make the node send back a megabyte.
+                    status = (status_for(error), clip(str(error), MAX_STATUS_CHARS))
                     call.reason = _reason(error)
                 else:
                     log.exception("internal error in %s for %s", method, call.who, extra={"identity": call.who})

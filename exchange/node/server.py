@@ -32,7 +32,7 @@ from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
-from exchange.store import Store
+from exchange.store import Store, files
 from exchange.store.received import reevaluate_holdings
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
@@ -75,7 +75,8 @@ class Node:
         self._server_key = _read(agency_dir / "node.key")
         self._server_cert = _read(agency_dir / "node.crt")
         if config.database_url.startswith("sqlite:///"):
-            config.data_dir.mkdir(parents=True, exist_ok=True)
+            config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
+        files.check_private(config.database_url)  # every record and the sealing key: never group-readable
         self.store = Store.open(config.database_url, agency=config.agency)
         self.store.distrusted_keys = frozenset(
             key.key_id for partner in self.manifest.partners.values() for key in partner.keys if key.compromised

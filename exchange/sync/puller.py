@@ -95,9 +95,9 @@ class Verifier:
             record = open_record(envelope, self._manifest)
             validate_received(record)
         except (VerificationError, InvalidInput) as error:
-            return Refusal(digest, str(error), violation=False)
+            return Refusal(digest, clip(str(error), 300), violation=False)
         except Exception as error:  # a malformed entry never blocks the rest of its batch
-            return Refusal(digest, f"malformed entry: {error}", violation=False)
+            return Refusal(digest, f"malformed entry: {clip(str(error), 300)}", violation=False)
         decision, audience = self._hold(record.ref.originator, marking_of(record.content.marking))
         if not decision.allowed:
             return Refusal(digest, f"may not hold this record: {decision.reason}", violation=True)
@@ -223,7 +223,7 @@ class Puller:
                             extra={"peer": peer})
                 report.stale_cursor = True
             else:
-                report.error = f"{code.name}: {error.details()}"
+                report.error = f"{code.name}: {clip(error.details(), 300)}"  # the partner's words: logged, stored
             if code == grpc.StatusCode.UNAVAILABLE:
                 self._forget(peer)  # the schedule backs off; the next try connects afresh
 

@@ -13,7 +13,7 @@ import grpc
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.policy import decide_version, withdrawal_releasable
-from exchange.errors import RefusedError
+from exchange.errors import RefusedError, clip
 from exchange.store.store import LogEntry
 from exchange.sync.puller import Progress, Puller, PullReport
 from exchange.v1 import sync_pb2
@@ -94,7 +94,7 @@ def _bisect(puller: Puller, peer: str, originator: str, prefix: str, budget: lis
         # A bucket must be this one split by one more character: anything else is a
         # peer steering us (a bucket equal to its parent would recurse without end).
         if bucket_originator != originator or len(bucket) != len(prefix) + 1 or not bucket.startswith(prefix):
-            raise RepairError(f"{peer} answered a digest of {originator}/{prefix!r} with bucket {bucket!r}")
+            raise RepairError(f"{peer} answered a digest of {clip(originator)}/{prefix!r} with bucket {clip(bucket)!r}")
         if local.get((originator, bucket)) == summary:
             continue
         if count <= LEAF_COUNT or len(bucket) >= MAX_PREFIX:
@@ -137,6 +137,6 @@ def repair(puller: Puller, peer: str, report: PullReport, *, progress: Progress 
         apply_batch(puller.store, peer, [], cursor, repaired=True)
         report.repaired = True
     except grpc.RpcError as error:
-        report.error = f"repair failed: {error.code().name}: {error.details()}"
+        report.error = f"repair failed: {error.code().name}: {clip(error.details(), 300)}"
     except RepairError as error:
-        report.error = f"repair failed: {error}"
+        report.error = f"repair failed: {clip(str(error), 300)}"
