@@ -147,6 +147,20 @@ def test_a_partner_over_its_rate_of_pulls_from_an_empty_cursor_is_refused(
     list(kor.Pull(sync_pb2.PullRequest(cursor=cursor), timeout=5))  # resuming is not limited
 
 
+def test_a_pull_from_an_empty_log_gets_a_cursor_to_resume_from(federation: Federation, tmp_path: Path) -> None:
+    """A partner that pulls on a schedule from a node with nothing logged yet resumes from a
+    cursor, so its pulls do not spend its allowance of pulls from an empty cursor."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn",
+                                limits=Limits(empty_cursor_burst_pulls=1, empty_cursor_pulls_per_hour=1))
+    kor = partner_sync(federation, jpn, "KOR-KNPA")
+    [batch] = list(kor.Pull(sync_pb2.PullRequest(), timeout=5))
+    assert list(batch.entries) == [] and batch.cursor
+    for _ in range(3):
+        assert list(kor.Pull(sync_pb2.PullRequest(cursor=batch.cursor), timeout=5)) == []
+    fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 2)
+    assert sum(len(b.entries) for b in kor.Pull(sync_pb2.PullRequest(cursor=batch.cursor), timeout=5)) == 2
+
+
 def _watch(channel: grpc.Channel) -> Iterator[health_pb2.HealthCheckResponse]:
     stub = health_pb2_grpc.HealthStub(channel)  # type: ignore[no-untyped-call]
     responses: Iterator[health_pb2.HealthCheckResponse] = stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
