@@ -75,7 +75,7 @@ def jpn(federation: Federation, tmp_path: Path) -> Node:
 
 
 def test_unread_streams_of_one_partner_take_nothing_from_users_or_other_partners(
-    federation: Federation, jpn: Node, tmp_path: Path
+    federation: Federation, jpn: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     assert usa.puller.pull("JPN-NPA").error == ""  # USA-DTSF is in step before the attack
@@ -106,6 +106,9 @@ def test_unread_streams_of_one_partner_take_nothing_from_users_or_other_partners
     wait_for(lambda: jpn.admission.in_progress(KOR_NODE) == 0, "the stalled streams to be cancelled",
              timeout=STALL_SECONDS + 5)
     assert time.monotonic() - opened < STALL_SECONDS + 3
+    cancelled_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cancelled ")]
+    assert cancelled_lines == [f"cancelled exchange.v1.Sync/Pull from {KOR_NODE}: its client took no message for "
+                               f"{STALL_SECONDS} s (stream_stall_seconds)"] * PER_PARTNER
     for stream in stalled:
         with pytest.raises(grpc.RpcError) as cancelled:
             for _ in stream:  # what was buffered before the server gave up, then the status
