@@ -33,6 +33,26 @@ class Limits:
     pull_deadline_seconds: int = 600  # deadline of one pull call
     digest_deadline_seconds: int = 60  # deadline of one digest call
     max_digest_entries: int = 2000  # entries listed by one digest call, buckets in one repair pull
+    # Fair serving (exchange/node/admission.py): partners never take the threads users need.
+    rpc_threads: int = 32  # server threads; each serves one call at a time
+    partner_concurrent_calls: int = 4  # calls in progress at once from one partner node
+    all_partners_concurrent_calls: int = 12  # from all partner nodes together; fewer than rpc_threads
+    user_concurrent_calls: int = 8  # calls in progress at once from one user
+    stream_max_seconds: int = 900  # a server stream (Pull, Watch, reflection) is cancelled after this
+    stream_stall_seconds: int = 30  # a stream whose client has not taken the next message for this long
+    digest_calls_per_minute: int = 120  # per partner, sustained
+    digest_burst_calls: int = 600  # per partner, at once (a repair's bisection makes many)
+    empty_cursor_pulls_per_hour: int = 60  # per partner, sustained: each reads the whole log
+    empty_cursor_burst_pulls: int = 10  # per partner, at once
+
+    def check(self) -> None:
+        """Refuse bounds that would let partners take every thread (ConfigError)."""
+        if self.all_partners_concurrent_calls >= self.rpc_threads:
+            raise ConfigError(f"all_partners_concurrent_calls ({self.all_partners_concurrent_calls}) must be "
+                              f"below rpc_threads ({self.rpc_threads}), or partners could leave users no thread")
+        if self.partner_concurrent_calls > self.all_partners_concurrent_calls:
+            raise ConfigError(f"partner_concurrent_calls ({self.partner_concurrent_calls}) must be at most "
+                              f"all_partners_concurrent_calls ({self.all_partners_concurrent_calls})")
 
     # What one partner can make this node do or keep (issue 10 "bounded repair and evidence"):
     # a partner's claims never size our memory, our event list or our tables.
@@ -124,7 +144,12 @@ def _limits(data: object, where: str) -> Limits:
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{where}.{name}: expected a positive integer, got {value!r}")
         values[name] = value
-    return Limits(**values)
+    limits = Limits(**values)
+    try:
+        limits.check()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return limits
 
 
 def _users(data: object, where: str) -> dict[str, UserEntry]:

@@ -4,6 +4,7 @@
     ├── RefusedError              untrusted input refused: the caller or the data is wrong
     │   ├── InvalidInput          a malformed request or record (names the field)
     │   ├── TooLarge              over a configured bound
+    │   ├── Overloaded            over a bound on calls in progress or calls per minute
     │   ├── VerificationError     bad signature, unknown or foreign key, wrong payload type
     │   ├── IdentityError         a certificate that does not establish who the caller is
     │   ├── PermissionDenied      the caller's role may not do this
@@ -28,12 +29,14 @@ __all__ = [
     "InternalError",
     "InvalidInput",
     "NotFound",
+    "Overloaded",
     "PermissionDenied",
     "RefusedError",
     "StaleCursor",
     "TooLarge",
     "TransportError",
     "VerificationError",
+    "clip",
 ]
 
 
@@ -56,6 +59,10 @@ class InvalidInput(RefusedError):
 
 class TooLarge(RefusedError):
     """Input over a configured bound (bytes, entries, observables)."""
+
+
+class Overloaded(RefusedError):
+    """A caller over its share of the node (calls in progress, calls per minute): try later."""
 
 
 class VerificationError(RefusedError):
@@ -99,3 +106,17 @@ class InternalError(ExchangeError):
     Raised where an ``assert`` would be dropped by ``python -O``; the gRPC layer answers
     INTERNAL, the command line prints one line.
     """
+
+
+CLIP_CHARS = 64  # characters of a client-supplied value quoted in a message
+
+
+def clip(value: object, limit: int = CLIP_CHARS) -> str:
+    """A client-supplied value cut to a short prefix, for a status message or a log line.
+
+    A message that echoes a value at full length lets a caller make the node send (and
+    log) whatever it sent: a 100,000-character field came back as a 100 KB status, which
+    some clients' channels never recover from.
+    """
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -73,7 +73,7 @@ class Backend:
 
     def migrated(self, data_dir: Path) -> str:
         url = self.url(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a node refuses a folder others can read
         migrate.upgrade_url(url, data_dir=data_dir)
         return url
 

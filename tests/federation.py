@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import socket
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,14 +131,23 @@ class Federation:
         key: bytes | None,
         cert: bytes | None,
         roots: bytes | None = None,
+        options: Sequence[tuple[str, int | str]] = (),
     ) -> grpc.Channel:
         root = roots if roots is not None else (self.pki_dir / server_agency / "ca.crt").read_bytes()
         credentials = grpc.ssl_channel_credentials(root, key, cert)
         return grpc.secure_channel(
             f"127.0.0.1:{port}",
             credentials,
-            options=[("grpc.ssl_target_name_override", node_dns_name(server_agency))],
+            options=[("grpc.ssl_target_name_override", node_dns_name(server_agency)), *options],
         )
+
+    def node_channel(
+        self, node: Node, agency: str, *, options: Sequence[tuple[str, int | str]] = ()
+    ) -> grpc.Channel:
+        """A channel to ``node`` presenting ``agency``'s own node certificate (a partner node)."""
+        base = self.pki_dir / agency
+        return self.channel(node.port, server_agency=node.config.agency, key=(base / "node.key").read_bytes(),
+                            cert=(base / "node.crt").read_bytes(), options=options)
 
     def user_channel(self, node: Node, agency: str, handle: str) -> grpc.Channel:
         key, cert = self.user_files(agency, handle)

@@ -24,7 +24,7 @@ from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2
 
 
-def make_record(agency: str, i: int, marking: records_pb2.Marking) -> records_pb2.Record:
+def make_record(agency: str, i: int, marking: records_pb2.Marking, summary: str = "") -> records_pb2.Record:
     now = Timestamp()
     now.FromMicroseconds(now_us())
     return records_pb2.Record(
@@ -36,7 +36,7 @@ def make_record(agency: str, i: int, marking: records_pb2.Marking) -> records_pb
         content=records_pb2.RecordDraft(
             kind=records_pb2.KIND_ACTOR,
             title=f"フロント企業 {i} による半導体の迂回調達",
-            summary=f"Front company {i} procures microcontrollers via a third country; 第三国経由で輸出。",
+            summary=summary or f"Front company {i} procures microcontrollers via a third country; 第三国経由で輸出。",
             countries=["RUS"],
             sectors=["semiconductors"],
             observables=[
@@ -51,9 +51,10 @@ def make_record(agency: str, i: int, marking: records_pb2.Marking) -> records_pb
 
 def fill(
     store: Store, manifest: Manifest, pki_dir: Path, agency: str, count: int,
-    marking: records_pb2.Marking | None = None, chunk: int = 1000,
+    marking: records_pb2.Marking | None = None, chunk: int = 1000, summary: str = "",
 ) -> list[records_pb2.RecordRef]:
-    """Sign and store ``count`` records of ``agency``; returns their refs."""
+    """Sign and store ``count`` records of ``agency`` (with ``summary``, if given, to make
+    them large); returns their refs."""
     signer = load_signer(agency, pki_dir / agency / "signing.key", manifest)
     marking = marking or records_pb2.Marking(
         classification="CONFIDENTIAL", releasable_to=[a for a in manifest.agencies if a != agency], tlp="GREEN"
@@ -64,7 +65,7 @@ def fill(
     for start in range(0, count, chunk):
         batch: list[Incoming | Refusal] = []
         for i in range(start, min(count, start + chunk)):
-            record = make_record(agency, i, marking)
+            record = make_record(agency, i, marking, summary)
             envelope = signer.seal(RECORD_TYPE, record.SerializeToString())
             batch.append(Incoming(envelope, content_hash(envelope.payload), audience, record=record))
             refs.append(record.ref)

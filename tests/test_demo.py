@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -112,6 +114,13 @@ class DemoRun:
     def output(self) -> str:
         return "\n".join(self.lines)
 
+    def kept(self) -> Path | None:
+        """The work folder the demo says it kept (``--keep``), if any."""
+        for line in self.lines:
+            if line.strip().startswith("Kept /"):
+                return Path(line.strip().removeprefix("Kept ").split(" (", 1)[0])
+        return None
+
 
 def node_pids(lines: list[str]) -> dict[str, int]:
     """The node processes as step 2 lists them: ``JPN-NPA   pid 1234   port ...``."""
@@ -149,7 +158,8 @@ def classification(name: str) -> str:
 @pytest.fixture(scope="module", params=selected())
 def finished(request: pytest.FixtureRequest) -> Iterator[DemoRun]:
     """One whole demo per storage back end (``exchange demo --postgres URL`` for PostgreSQL)."""
-    args = []
+    # On SQLite the work folder is kept, to look at the files the demo's nodes made.
+    args = ["--keep"]
     if request.param == "postgresql":
         args = ["--postgres", request.getfixturevalue("postgres").server_url]
     run = DemoRun(args).start()
@@ -158,6 +168,9 @@ def finished(request: pytest.FixtureRequest) -> Iterator[DemoRun]:
         yield run
     finally:
         run.kill()
+        kept = run.kept()
+        if kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
 
 
 def test_the_demo_succeeds_and_says_so(finished: DemoRun) -> None:
@@ -214,6 +227,19 @@ def test_output_carries_classification_banners(finished: DemoRun) -> None:
     output = finished.output()
     assert "==== SECRET // ORCON // REL TO JPN-NPA // TLP:RED ====" in output  # JPN-NPA's view
     assert "==== RESTRICTED // REL TO GBR-NPSA, JPN-NPA, KOR-KNPA, USA-DTSF // TLP:GREEN ====" in output
+
+
+def test_the_demos_databases_are_private(finished: DemoRun) -> None:
+    kept = finished.kept()
+    if kept is None:
+        pytest.skip("PostgreSQL: no database files")
+    folders = sorted((kept / "var").iterdir())
+    assert [f.name for f in folders] == sorted(EXPECTED)
+    for folder in folders:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        files = list(folder.glob("node.db*"))
+        assert folder / "node.db" in files
+        assert {f: stat.S_IMODE(f.stat().st_mode) for f in files} == dict.fromkeys(files, 0o600)
 
 
 def test_no_node_is_left_running(finished: DemoRun) -> None:

@@ -142,7 +142,7 @@ def test_a_database_made_before_migrations_is_adopted_or_refused(backend: Backen
     schema_version 1 in meta): `db upgrade` stamps and upgrades it. Anything else with tables
     but no revision is refused in one line (PostgreSQL nodes never existed before migrations)."""
     url = backend.url(tmp_path / "old")
-    (tmp_path / "old").mkdir()
+    (tmp_path / "old").mkdir(mode=0o700)
     engine = make_engine(url)
     migrate.upgrade(engine, first_revision())
     with engine.begin() as conn:  # what the code before migrations left

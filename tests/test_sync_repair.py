@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from sqlalchemy import text
+
 from exchange.core.manifest import Manifest
 from exchange.node.server import Node
 from exchange.store.current import current_record
@@ -73,6 +75,36 @@ def test_lost_cursor_is_repaired_not_repulled(federation: Federation, tmp_path: 
     report = usa.puller.pull("JPN-NPA")
     assert report.repaired and report.applied.stored == 5 and report.received <= 10, report
     assert {("JPN-NPA", r.record_id) for r in extra} <= _held(usa)
+
+
+def test_a_cursor_the_partner_cannot_open_is_repaired_and_the_link_heals(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A garbage cursor planted in the database (the partner answers INVALID_ARGUMENT) is
+    repaired by digest like a stale one, so records only their originator may serve (ORCON)
+    still arrive, instead of the same refusal being retried for ever."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "JPN-NPA")
+    usa = federation.start_node("USA-DTSF", tmp_path / "USA-DTSF")
+    orcon = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["USA-DTSF"], tlp="AMBER",
+                                caveats=["ORCON"])
+    fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 20)
+    fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 5, marking=orcon)
+    assert usa.puller.pull("JPN-NPA").applied.stored == 25
+    missing = (fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 3)
+               + fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 4, marking=orcon))
+    with usa.store.engine.begin() as conn:  # the insider's edit
+        conn.execute(text("UPDATE peers SET cursor = :garbage WHERE agency = 'JPN-NPA'"),
+                     {"garbage": b"planted" * 9})
+
+    report = usa.puller.pull("JPN-NPA")
+    assert report.stale_cursor and report.repaired and report.error == "", report
+    assert report.applied.stored == 7 and report.received <= 14, report  # what it lacked, not all again
+    assert {("JPN-NPA", r.record_id) for r in missing} <= _held(usa)
+    # The link is whole again: the next pull resumes from a cursor the partner issued.
+    again = usa.puller.pull("JPN-NPA")
+    assert not again.stale_cursor and again.error == "" and again.received == 0
+    fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 2, marking=orcon)
+    assert usa.puller.pull("JPN-NPA").applied.stored == 2
 
 
 def test_manifest_change_entitling_more_is_picked_up_by_repair(federation: Federation, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from exchange.errors import IdentityError
+from exchange.errors import IdentityError, clip
 
 AGENCY_RE = re.compile(r"^[A-Z]{3}-[A-Z0-9]{2,12}$")
 HANDLE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -71,14 +71,14 @@ def parse_identity_uri(uri: str) -> Identity:
     """Parse a SAN URI into an Identity, or raise IdentityError."""
     match = _URI_RE.match(uri)
     if match is None:
-        raise IdentityError(f"not an Exchange identity URI: {uri!r}")
+        raise IdentityError(f"not an Exchange identity URI: {clip(uri)!r}")
     agency, kind, handle = match["agency"], match["kind"], match["handle"]
     if not AGENCY_RE.match(agency):
-        raise IdentityError(f"malformed agency code in {uri!r}")
+        raise IdentityError(f"malformed agency code in {clip(uri)!r}")
     if kind == "node":
         if handle is not None:
-            raise IdentityError(f"node identity with a handle: {uri!r}")
+            raise IdentityError(f"node identity with a handle: {clip(uri)!r}")
         return Identity(agency, None)
     if handle is None or not HANDLE_RE.match(handle):
-        raise IdentityError(f"malformed user handle in {uri!r}")
+        raise IdentityError(f"malformed user handle in {clip(uri)!r}")
     return Identity(agency, handle)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from exchange.errors import clip
+
 # Ordered from least to most sensitive; the index is the level.
 CLASSIFICATIONS: tuple[str, ...] = (
     "UNCLASSIFIED",
@@ -51,11 +53,11 @@ class Marking:
         """Every value of this marking that is not in the vocabulary."""
         unknown: list[str] = []
         if classification_level(self.classification) is None:
-            unknown.append(f"classification {self.classification!r}")
+            unknown.append(f"classification {clip(self.classification)!r}")
         if self.tlp not in TLP_LABELS:
-            unknown.append(f"tlp {self.tlp!r}")
-        unknown.extend(f"caveat {c!r}" for c in sorted(self.caveats - CAVEATS))
-        unknown.extend(f"agency {a!r}" for a in sorted(self.releasable_to - known_agencies))
+            unknown.append(f"tlp {clip(self.tlp)!r}")
+        unknown.extend(f"caveat {clip(c)!r}" for c in sorted(self.caveats - CAVEATS))
+        unknown.extend(f"agency {clip(a)!r}" for a in sorted(self.releasable_to - known_agencies))
         return unknown
 
     @property

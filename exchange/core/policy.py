@@ -14,6 +14,9 @@ from typing import Protocol
 
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import Marking, classification_level
+from exchange.errors import clip
+
+MAX_NAMED = 5  # unknown marking values named in a reason; a record can carry thousands
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,13 @@ def decide(
     unknown = marking.unknown_values(known_agencies)
     level = classification_level(marking.classification)
     if unknown or level is None:
-        return Decision(False, "unknown marking value: " + ", ".join(unknown))
+        return Decision(False, "unknown marking value: " + ", ".join(unknown[:MAX_NAMED]) +
+                        (f" and {len(unknown) - MAX_NAMED} more" if len(unknown) > MAX_NAMED else ""))
     if originator not in known_agencies:
-        return Decision(False, f"unknown originator {originator!r}")
+        return Decision(False, f"unknown originator {clip(originator)!r}")
     clearance = classification_level(principal.clearance)
     if clearance is None:
-        return Decision(False, f"unknown clearance {principal.clearance!r}")
+        return Decision(False, f"unknown clearance {clip(principal.clearance)!r}")
 
     # 4. A user is only ever served by their own agency's node.
     if principal.role is not Role.NODE and principal.agency != holder:

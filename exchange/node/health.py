@@ -13,7 +13,7 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from exchange.core.identity import Principal
-from exchange.errors import NotFound, TooLarge
+from exchange.errors import NotFound, TooLarge, clip
 from exchange.node.rpc import Method, call_active
 from exchange.store import Store
 from exchange.store.schema import meta
@@ -57,7 +57,7 @@ class Health:
     def check(self, request: health_pb2.HealthCheckRequest, _caller: Principal) -> health_pb2.HealthCheckResponse:
         status = self._status.get(request.service)
         if status is None:
-            raise NotFound(f"service {request.service!r}")
+            raise NotFound(f"service {clip(request.service)!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
     def watch(

@@ -24,7 +24,7 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
-from exchange.errors import InvalidInput, NotFound, TooLarge
+from exchange.errors import InvalidInput, NotFound, TooLarge, clip
 from exchange.node.query import held_record
 from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
 from exchange.node.rpc import Method
@@ -113,7 +113,7 @@ class LiaisonService:
     def watch_add(self, request: liaison_pb2.WatchAddRequest, caller: Principal) -> liaison_pb2.WatchAddResponse:
         obs_type, value = request.type, request.value
         if obs_type and obs_type not in OBSERVABLE_TYPES:
-            raise InvalidInput("type", f"unknown observable type {obs_type[:32]!r}; expected one of "
+            raise InvalidInput("type", f"unknown observable type {clip(obs_type)!r}; expected one of "
                                + ", ".join(sorted(OBSERVABLE_TYPES)) + ", or none for any type")
         if not value.strip():
             raise InvalidInput("value", "required: the observable value to watch")

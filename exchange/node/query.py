@@ -16,7 +16,7 @@ from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
-from exchange.errors import InvalidInput, NotFound
+from exchange.errors import InvalidInput, NotFound, clip
 from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
@@ -87,7 +87,7 @@ class QueryService:
             kinds.append(kind_name(kind))
         for i, code in enumerate(request.originators):
             if not AGENCY_RE.match(code):
-                raise InvalidInput(f"originators[{i}]", f"malformed agency code {code[:32]!r}")
+                raise InvalidInput(f"originators[{i}]", f"malformed agency code {clip(code)!r}")
         observables: tuple[tuple[str, str], ...] = ()
         if request.HasField("observable"):
             obs = request.observable

@@ -30,11 +30,14 @@ from exchange.errors import (
     IdentityError,
     InvalidInput,
     NotFound,
+    Overloaded,
     PermissionDenied,
     StaleCursor,
     TooLarge,
     VerificationError,
+    clip,
 )
+from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
 from exchange.observe import NO_METRICS, Metrics
 
@@ -44,6 +47,7 @@ log = logging.getLogger("exchange.node")
 call_active: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
     "call_active", default=lambda: True
 )
+MAX_STATUS_CHARS = 512  # characters of a status message at most
 access = logging.getLogger("exchange.rpc")  # one line per call: filter or route it on its own
 
 USERS = frozenset({Role.ANALYST, Role.LIAISON})
@@ -75,6 +79,7 @@ _STATUS: tuple[tuple[type[ExchangeError], grpc.StatusCode], ...] = (
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (VerificationError, grpc.StatusCode.INVALID_ARGUMENT),
     (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -195,8 +200,9 @@ class Guard:
     """Authenticates and authorises a call, maps errors to statuses, and logs and times every
     call: one INFO line per RPC (method, status, duration, caller) and a latency histogram."""
 
-    def __init__(self, authenticator: Authenticator, metrics: Metrics = NO_METRICS) -> None:
+    def __init__(self, authenticator: Authenticator, admission: Admission, metrics: Metrics = NO_METRICS) -> None:
         self._authenticator = authenticator
+        self._admission = admission  # fair serving: bounds per caller, the stream watchdog
         self._metrics = metrics
 
     def admit(self, method: str, context: grpc.ServicerContext, call: _Call | None = None) -> Principal:
@@ -224,7 +230,9 @@ class Guard:
                 raise
             except Exception as error:  # mapped to a status; nothing escapes unlogged
                 if isinstance(error, ExchangeError):
-                    status = (status_for(error), str(error))
+                    # Messages quote request values (each clipped where it is quoted): the
+                    # whole is bounded too, so no caller can make the node send back a megabyte.
+                    status = (status_for(error), clip(str(error), MAX_STATUS_CHARS))
                     call.reason = _reason(error)
                 else:
                     log.exception("internal error in %s for %s", method, call.who, extra={"identity": call.who})
@@ -250,7 +258,7 @@ class Guard:
                 principal = self.admit(method, context, call)
                 if isinstance(request, _Malformed):
                     raise InvalidInput("", request.problem)
-                with logs.bound(identity=call.who):
+                with logs.bound(identity=call.who), self._admission.call(method, principal, request, context):
                     return fn(request, principal)
             raise AssertionError("unreachable: the guard aborts every failed call")
 
@@ -267,8 +275,9 @@ class Guard:
                 # A long-lived stream (health Watch) asks whether its client is still there.
                 token = call_active.set(context.is_active)
                 try:
-                    with logs.bound(identity=call.who):
-                        yield from fn(request, principal)
+                    with logs.bound(identity=call.who), \
+                            self._admission.call(method, principal, request, context) as ticket:
+                        yield from ticket.watch(fn(request, principal))
                 finally:
                     call_active.reset(token)
 
@@ -282,8 +291,8 @@ class Guard:
         def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
             with self._observe(method, context) as call:
                 principal = self.admit(method, context, call)
-                with logs.bound(identity=call.who):
-                    yield from fn(_well_formed(requests), principal)
+                with logs.bound(identity=call.who), self._admission.call(method, principal, None, context) as ticket:
+                    yield from ticket.watch(fn(_well_formed(requests), principal))
 
         return behaviour
 

@@ -18,6 +18,7 @@ from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import may_hold
 from exchange.errors import ConfigError
+from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
 from exchange.node.health import Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
@@ -31,7 +32,7 @@ from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
-from exchange.store import Store
+from exchange.store import Store, files
 from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
@@ -39,8 +40,6 @@ from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
 
 log = logging.getLogger("exchange.node")
-
-WORKERS = 16
 
 
 def load_signer(agency: str, key_path: Path, manifest: Manifest) -> Signer:
@@ -77,7 +76,8 @@ class Node:
         self._server_key = _read(agency_dir / "node.key")
         self._server_cert = _read(agency_dir / "node.crt")
         if config.database_url.startswith("sqlite:///"):
-            config.data_dir.mkdir(parents=True, exist_ok=True)
+            config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
+        files.check_private(config.database_url)  # every record and the sealing key: never group-readable
         self.store = Store.open(config.database_url, agency=config.agency,
                                 distrusted_keys=self.manifest.compromised_keys)
         self._adopt_manifest()
@@ -86,8 +86,9 @@ class Node:
                               "exchange.v1.Liaison"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
+        self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
         guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
-                      self.metrics)
+                      self.admission, self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
@@ -143,12 +144,13 @@ class Node:
     def start(self, listen: str | None = None) -> int:
         limits = self.config.limits
         # Kept, so stop() can wait for every handler to return before the store closes.
-        self._executor = futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix=f"{self.config.agency}-rpc")
+        self._executor = futures.ThreadPoolExecutor(max_workers=limits.rpc_threads,
+                                                    thread_name_prefix=f"{self.config.agency}-rpc")
         server = grpc.server(
             self._executor,
             handlers=self._handlers,
             # Beyond this, calls are refused (RESOURCE_EXHAUSTED) instead of queueing without end.
-            maximum_concurrent_rpcs=WORKERS * 8,
+            maximum_concurrent_rpcs=limits.rpc_threads * 8,
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -163,6 +165,7 @@ class Node:
         if self.port == 0:
             raise ConfigError(f"cannot listen on {address}")
         self.monitor.start()  # health tells the truth about the database from the first call
+        self.admission.start()  # the watchdog that cancels stalled and overlong streams
         server.start()
         self._server = server
         self._start_metrics()
@@ -207,6 +210,7 @@ class Node:
         if self._executor is not None:
             self._executor.shutdown(wait=True)  # every handler has returned, its transaction ended
             self._executor = None
+        self.admission.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None

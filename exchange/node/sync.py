@@ -119,6 +119,10 @@ class SyncService:
         # the rest skipped (most of them already in SQL), so the final cursor is ``end``.
         end = log_end(self.store)
         if end <= after:
+            if not request.cursor:
+                # An empty log still gives a cursor: the partner's next pulls resume from it
+                # instead of counting as pulls from an empty cursor (rate-limited per partner).
+                yield self._batch([], caller, end)
             return
         last = after
         decided: dict[tuple[object, ...], bool] = {}

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from google.protobuf.message import DecodeError
 
 from exchange.core.manifest import Manifest
-from exchange.errors import VerificationError
+from exchange.errors import VerificationError, clip
 from exchange.v1 import records_pb2
 
 RECORD_TYPE = "application/vnd.exchange.record.v1+protobuf"
@@ -56,13 +56,13 @@ def verify_envelope(envelope: records_pb2.Envelope, originator: str, manifest: M
     Returns nothing: a caller cannot forget to look at a result.
     """
     if envelope.payload_type not in PAYLOAD_TYPES:
-        raise VerificationError(f"unknown payload type {envelope.payload_type!r}")
+        raise VerificationError(f"unknown payload type {clip(envelope.payload_type)!r}")
     key = manifest.signing_key(originator, envelope.key_id)
     if key is None:
         # The key id only selects a key; it must belong to the record's originator.
-        raise VerificationError(f"key {envelope.key_id!r} is not a signing key of {originator}")
+        raise VerificationError(f"key {clip(envelope.key_id)!r} is not a signing key of {originator}")
     if key.compromised:
-        raise VerificationError(f"key {envelope.key_id!r} of {originator} is marked compromised")
+        raise VerificationError(f"key {clip(envelope.key_id)!r} of {originator} is marked compromised")
     public_key = _public_key(key.public_key)
     try:
         public_key.verify(envelope.signature, pae(envelope.payload_type, envelope.payload))
@@ -83,7 +83,7 @@ def claimed_originator(envelope: records_pb2.Envelope) -> str:
     """
     agency, sep, _ = envelope.key_id.partition("/")
     if not sep:
-        raise VerificationError(f"malformed key id {envelope.key_id!r}")
+        raise VerificationError(f"malformed key id {clip(envelope.key_id)!r}")
     return agency
 
 
@@ -94,7 +94,7 @@ def open_record(envelope: records_pb2.Envelope, manifest: Manifest) -> records_p
     so no agency can issue versions of another's record.
     """
     if envelope.payload_type != RECORD_TYPE:
-        raise VerificationError(f"expected a record, got payload type {envelope.payload_type!r}")
+        raise VerificationError(f"expected a record, got payload type {clip(envelope.payload_type)!r}")
     signer = claimed_originator(envelope)
     verify_envelope(envelope, signer, manifest)
     record = records_pb2.Record()
@@ -104,14 +104,14 @@ def open_record(envelope: records_pb2.Envelope, manifest: Manifest) -> records_p
         raise VerificationError("signed payload is not a record") from None
     if record.ref.originator != signer:
         raise VerificationError(
-            f"record claims originator {record.ref.originator!r} but is signed by {signer}"
+            f"record claims originator {clip(record.ref.originator)!r} but is signed by {signer}"
         )
     return record
 
 
 def open_withdrawal(envelope: records_pb2.Envelope, manifest: Manifest) -> records_pb2.Withdrawal:
     if envelope.payload_type != WITHDRAWAL_TYPE:
-        raise VerificationError(f"expected a withdrawal, got payload type {envelope.payload_type!r}")
+        raise VerificationError(f"expected a withdrawal, got payload type {clip(envelope.payload_type)!r}")
     signer = claimed_originator(envelope)
     verify_envelope(envelope, signer, manifest)
     withdrawal = records_pb2.Withdrawal()
@@ -121,6 +121,6 @@ def open_withdrawal(envelope: records_pb2.Envelope, manifest: Manifest) -> recor
         raise VerificationError("signed payload is not a withdrawal") from None
     if withdrawal.ref.originator != signer:
         raise VerificationError(
-            f"withdrawal claims originator {withdrawal.ref.originator!r} but is signed by {signer}"
+            f"withdrawal claims originator {clip(withdrawal.ref.originator)!r} but is signed by {signer}"
         )
     return withdrawal

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import idna
 import phonenumbers
 
-from exchange.errors import InternalError, InvalidInput
+from exchange.errors import InternalError, InvalidInput, clip
 
 __all__ = ["OBSERVABLE_TYPES", "normalize", "normalize_any"]
 
@@ -340,7 +340,7 @@ def normalize(obs_type: str, value: str, field: str = "value") -> str:
     """
     normalizer = _NORMALIZERS.get(obs_type) if isinstance(obs_type, str) else None
     if normalizer is None:
-        raise InvalidInput(field, f"unknown observable type {obs_type!r}")
+        raise InvalidInput(field, f"unknown observable type {clip(obs_type)!r}")
     key = normalizer(_prepare(value, field), field)
     # NFKC and case folding can lengthen text (e.g. "ß" -> "ss"); bounding the
     # key as well keeps every key re-normalisable.

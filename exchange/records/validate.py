@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE
 from exchange.core.marking import CAVEATS, TLP_LABELS, classification_level
-from exchange.errors import InvalidInput
+from exchange.errors import InvalidInput, clip
 from exchange.records.normalize import normalize
 from exchange.v1 import records_pb2
 
@@ -39,7 +39,7 @@ def validate_timestamp(ts: Timestamp, field: str) -> None:
 
 def validate_ref(ref: records_pb2.RecordRef, field: str) -> None:
     if not AGENCY_RE.match(ref.originator):
-        raise InvalidInput(f"{field}.originator", f"malformed agency code {ref.originator!r}")
+        raise InvalidInput(f"{field}.originator", f"malformed agency code {clip(ref.originator)!r}")
     validate_record_id(ref.record_id, f"{field}.record_id")
 
 
@@ -54,7 +54,7 @@ def validate_record_id(record_id: str, field: str) -> None:
     try:
         parsed = uuid.UUID(record_id)
     except ValueError:
-        raise InvalidInput(field, f"not a UUID: {record_id[:64]!r}") from None
+        raise InvalidInput(field, f"not a UUID: {clip(record_id)!r}") from None
     if str(parsed) != record_id:
         raise InvalidInput(field, "record ids are lower-case hyphenated UUIDs")
 
@@ -73,18 +73,18 @@ def validate_marking(marking: records_pb2.Marking, field: str, partners: frozens
     if not marking.classification:
         raise InvalidInput(f"{field}.classification", "missing")
     if classification_level(marking.classification) is None:
-        raise InvalidInput(f"{field}.classification", f"unknown classification {marking.classification!r}")
+        raise InvalidInput(f"{field}.classification", f"unknown classification {clip(marking.classification)!r}")
     if not marking.tlp:
         raise InvalidInput(f"{field}.tlp", "missing")
     if marking.tlp not in TLP_LABELS:
-        raise InvalidInput(f"{field}.tlp", f"unknown TLP label {marking.tlp!r}")
+        raise InvalidInput(f"{field}.tlp", f"unknown TLP label {clip(marking.tlp)!r}")
     for i, caveat in enumerate(marking.caveats):
         if caveat not in CAVEATS:
-            raise InvalidInput(f"{field}.caveats[{i}]", f"unknown caveat {caveat!r}")
+            raise InvalidInput(f"{field}.caveats[{i}]", f"unknown caveat {clip(caveat)!r}")
     seen: set[str] = set()
     for i, agency in enumerate(marking.releasable_to):
         if agency not in partners:
-            raise InvalidInput(f"{field}.releasable_to[{i}]", f"{agency!r} is not a partner agency")
+            raise InvalidInput(f"{field}.releasable_to[{i}]", f"{clip(agency)!r} is not a partner agency")
         if agency in seen:
             raise InvalidInput(f"{field}.releasable_to[{i}]", f"{agency} is listed twice")
         seen.add(agency)
@@ -114,7 +114,7 @@ def validate_draft(draft: records_pb2.RecordDraft, *, partners: frozenset[str], 
         for i, value in enumerate(values):
             if not pattern.match(value):
                 expected = "an ISO 3166-1 alpha-3 code" if name == "countries" else "a lower-case slug"
-                raise InvalidInput(f"draft.{name}[{i}]", f"expected {expected}, got {value[:64]!r}")
+                raise InvalidInput(f"draft.{name}[{i}]", f"expected {expected}, got {clip(value)!r}")
     if len(draft.observables) > limits.max_observables:
         raise InvalidInput(
             "draft.observables",

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, inspect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 
 from exchange.errors import ConfigError
+from exchange.store import files
 from exchange.store.engine import WRITE, make_engine, serialise_writers
 
 SCRIPTS = "exchange.store:migrations"
@@ -84,9 +85,11 @@ def _adopt(conn: Connection) -> None:
 
 
 def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, str]:
-    """:func:`upgrade` for a database URL (a SQLite file's folder is made if missing)."""
+    """:func:`upgrade` for a database URL; a SQLite file (0600) and, given ``data_dir``, its
+    folder (0700) are made if missing, and refused if group or others may use them."""
     if url.startswith("sqlite:///") and data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
+    files.create_private(url, make_folder=data_dir is not None)
     with database_errors(url):
         engine = make_engine(url)
         try:

@@ -21,7 +21,7 @@ from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import Decision, holders, may_accept, may_hold
-from exchange.errors import ConfigError, InvalidInput, VerificationError
+from exchange.errors import ConfigError, InvalidInput, VerificationError, clip
 from exchange.observe import NO_METRICS, Metrics
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
 from exchange.records.validate import validate_received, validate_received_withdrawal
@@ -89,9 +89,9 @@ class Verifier:
             record = open_record(envelope, self._manifest)
             validate_received(record, limits=self._limits, partners=self._manifest.agencies)
         except (VerificationError, InvalidInput) as error:
-            return Refusal(digest, str(error), violation=False)
+            return Refusal(digest, clip(str(error), 300), violation=False)
         except Exception as error:  # a malformed entry never blocks the rest of its batch
-            return Refusal(digest, f"malformed entry: {error}", violation=False)
+            return Refusal(digest, f"malformed entry: {clip(str(error), 300)}", violation=False)
         originator = record.ref.originator
         held, accepted, audience = self._hold(originator, marking_of(record.content.marking), served_by or originator)
         if not held.allowed:
@@ -213,8 +213,16 @@ class Puller:
             code = error.code()
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 report.stale_cursor = True
+            elif code == grpc.StatusCode.INVALID_ARGUMENT and cursor:
+                # A cursor the peer cannot open (damaged or planted in our database, or sealed
+                # under a key the peer no longer has) would be refused on every retry, and the
+                # records only the originator serves (ORCON, TLP:RED) would never arrive: it is
+                # repaired like a stale one. The request holds nothing else the peer could refuse.
+                log.warning("%s refused our cursor (%s); repairing by digest", peer, clip(error.details()),
+                            extra={"peer": peer})
+                report.stale_cursor = True
             else:
-                report.error = f"{code.name}: {error.details()}"
+                report.error = f"{code.name}: {clip(error.details(), 300)}"  # the partner's words: logged, stored
             if code == grpc.StatusCode.UNAVAILABLE:
                 self._forget(peer)  # the schedule backs off; the next try connects afresh
 

@@ -20,7 +20,7 @@ class PullReport:
     peer: str
     received: int = 0
     batches: int = 0
-    stale_cursor: bool = False
+    stale_cursor: bool = False  # the peer refused our cursor (stale, or one it cannot open): repaired
     repaired: bool = False
     truncated: bool = False  # stopped at pull_max_entries; the rest comes with the next pull
     error: str = ""
