@@ -131,8 +131,8 @@ def _users(data: object, where: str) -> dict[str, UserEntry]:
             role = Role(entry.get("role"))
         except ValueError:
             raise ConfigError(f"{at}.role: expected analyst or liaison, got {entry.get('role')!r}") from None
-        if role is Role.NODE:
-            raise ConfigError(f"{at}.role: a user cannot have the node role")
+        if role in (Role.NODE, Role.OPERATOR):
+            raise ConfigError(f"{at}.role: a user cannot have the {role.value} role")
         clearance = entry.get("clearance")
         if not isinstance(clearance, str) or classification_level(clearance) is None:
             raise ConfigError(f"{at}.clearance: unknown classification {clearance!r}")

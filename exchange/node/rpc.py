@@ -64,7 +64,8 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.Liaison/WatchHits": frozenset({Role.LIAISON}),
     "/exchange.v1.Sync/Pull": frozenset({Role.NODE}),
     "/exchange.v1.Sync/Digest": frozenset({Role.NODE}),
-    # Operational: any authenticated federation identity may ask if the node is up.
+    # Operational: any authenticated federation identity may ask if the node is up, and so
+    # may the node's operator with the node's own certificate (`exchange health`).
     "/grpc.health.v1.Health/Check": ANYONE,
     "/grpc.health.v1.Health/Watch": ANYONE,
     # Server reflection (exchange/node/reflection.py): service and message descriptors, no data.
