@@ -59,6 +59,21 @@ class PullReport:
     def add(self, batch: BatchReport) -> None:
         merge(self.applied, batch)
 
+    def fields(self) -> dict[str, object]:
+        """The report as log fields (exchange/logs.py), one JSON field each, never a repr."""
+        applied = self.applied
+        fields: dict[str, object] = {
+            "peer": self.peer, "received": self.received, "batches": self.batches,
+            "stored": applied.stored, "duplicates": applied.duplicates, "older": applied.older,
+            "refused": applied.refused, "withdrawals": applied.withdrawals,
+            "equivocations": applied.equivocations, "stale_cursor": self.stale_cursor,
+            "repaired": self.repaired, "truncated": self.truncated,
+            "duration_ms": round(self.seconds * 1000, 1),
+        }
+        if self.error:
+            fields["error"] = " ".join(self.error.split())
+        return fields
+
 
 class Verifier:
     """Checks one served entry: signature over the received bytes, then what we may hold."""
@@ -203,7 +218,9 @@ class Puller:
                 self._repair(peer, report, progress)
         self.store.note_pull(peer, report.error or None)
         report.seconds = time.monotonic() - started
-        log.info("pull from %s: %s", peer, report)
+        log.info("pull from %s: received %d, stored %d, refused %d, %.0f ms%s", peer, report.received,
+                 report.applied.stored, report.applied.refused, report.seconds * 1000,
+                 f"; error: {report.error}" if report.error else "", extra=report.fields())
         return report
 
     def _pull(self, peer: str, cursor: bytes, report: PullReport, progress: Progress | None) -> None:
