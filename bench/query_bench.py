@@ -12,7 +12,7 @@ real ``Query.Search`` RPC over mutual TLS by one of the node's liaison officers:
   large share of the records (their titles and summaries mix Japanese, Korean and English).
 
 90% of the records are not releasable to the querying user: a node only ever holds
-records released to its own agency (it refuses anything else on receipt, DESIGN.md), so
+records released to its own agency (it refuses anything else on receipt, docs/design.md), so
 what keeps 90% from this user is the classification: the user (``ito``, a liaison officer
 cleared to RESTRICTED) may see UNCLASSIFIED and RESTRICTED records; 90% are CONFIDENTIAL
 or SECRET. Every answer goes through the disclosure decision and is audited, as always.

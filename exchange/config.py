@@ -160,7 +160,7 @@ def _peers(data: object, where: str) -> tuple[PeerEntry, ...]:
     return tuple(peers)
 
 
-# Loopback only: per-originator counts are themselves sensitive (DESIGN.md "Interfaces").
+# Loopback only: per-originator counts are themselves sensitive (docs/design.md "Interfaces").
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9101"
 
 

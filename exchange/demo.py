@@ -1,4 +1,4 @@
-"""`exchange demo`: SCENARIOS.md's story on a four-node federation, on real parts.
+"""`exchange demo`: docs/scenarios.md's story on a four-node federation, on real parts.
 
 Makes a throwaway federation PKI, starts the node of every agency in nodes/
 (JPN-NPA, USA-DTSF, KOR-KNPA, GBR-NPSA) as a separate process with the

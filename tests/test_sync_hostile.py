@@ -3,7 +3,7 @@
 Every case puts honest records in the same batch as the bad entry: the bad one is
 refused (quarantined, with a security event) or handled by the version rules, the
 honest ones are stored, the cursor moves batch by batch, and afterwards the node
-still serves its liaison officer. DESIGN.md "Sync" and "Who may see what".
+still serves its liaison officer. docs/design.md "Sync" and "Who may see what".
 """
 
 from __future__ import annotations
@@ -525,7 +525,7 @@ UNSTORABLE: dict[str, Callable[[Forge], list[Batch]]] = {
 def test_a_signed_entry_that_cannot_be_stored_does_not_block_its_batch(
     federation: Federation, jpn: Node, hostile: HostilePartner, forge: Forge, script: Callable[[Forge], list[Batch]]
 ) -> None:
-    """DESIGN.md "Schedule": a bad record never blocks the rest of a batch (it is quarantined)."""
+    """docs/design.md "Schedule": a bad record never blocks the rest of a batch (it is quarantined)."""
     batches = script(forge)
     bad = batches[-1].entries[1]
     honest = [e for b in batches for e in b.entries if e.payload_type == RECORD_TYPE and e is not bad]

@@ -1,7 +1,7 @@
 """A node's Prometheus metrics, served on their own HTTP port (loopback by default).
 
 Per-originator counts say who shares how much with whom, which is itself
-sensitive (DESIGN.md "Interfaces"): the endpoint binds 127.0.0.1 unless
+sensitive (docs/design.md "Interfaces"): the endpoint binds 127.0.0.1 unless
 ``metrics_listen`` in node.toml says otherwise, and a non-loopback address is
 logged as a warning. Each node has its own registry (never the process-global
 one), so several nodes in one process do not mix their series.

@@ -192,7 +192,7 @@ class Store:
         # lock is far cheaper than its busy back-off (a sleep of up to 100 ms).
         self.write_lock = threading.RLock()
         # Signing keys the manifest marks compromised: every signature they made is void,
-        # so entries signed with them are neither shown nor served (DESIGN.md "Signing").
+        # so entries signed with them are neither shown nor served (docs/design.md "Signing").
         self.distrusted_keys: frozenset[str] = frozenset()
         self.agency = agency
 
