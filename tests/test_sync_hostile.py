@@ -570,7 +570,11 @@ def test_a_stalling_partner_delays_only_its_own_pulls(
     while not hostile.calls:  # KOR-KNPA's pull has started and is stalled...
         assert time.monotonic() < deadline, "the schedule never pulled KOR-KNPA"
         time.sleep(0.02)
-    time.sleep(0.5)  # ...and USA-DTSF's first pull has come and gone
+    assert jpn.schedule is not None
+    deadline = time.monotonic() + 10
+    while "USA-DTSF" not in jpn.schedule.last:  # ...and USA-DTSF's first pull has come and gone
+        assert time.monotonic() < deadline, "the schedule never finished a pull from USA-DTSF"
+        time.sleep(0.02)
     writer = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
     marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="GREEN")
     ref = writer.submission.Submit(submission_pb2.SubmitRequest(draft=draft(marking=marking)), timeout=10).ref
