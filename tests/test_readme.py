@@ -66,8 +66,8 @@ def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         # The pulls README "For liaison officers" makes before its examples.
         for pull in readme_commands("For liaison officers"):
             if pull[0] == "sync":
-                config = pull[pull.index("--config") + 1]
-                pull[pull.index("--config") + 1] = str(tmp_path / config)
+                at = pull.index("--config") + 1
+                pull[at] = str(tmp_path / pull[at])
                 assert main(pull) == 0
         monkeypatch.setenv("EXCHANGE_PROFILE", str(certs / "JPN-NPA" / "users" / "suzuki.profile.toml"))
         yield tmp_path
