@@ -12,7 +12,7 @@ real ``Query.Search`` RPC over mutual TLS by one of the node's liaison officers:
   large share of the records (their titles and summaries mix Japanese, Korean and English).
 
 90% of the records are not releasable to the querying user: a node only ever holds
-records released to its own agency (it refuses anything else on receipt, DESIGN.md), so
+records released to its own agency (it refuses anything else on receipt, docs/design.md), so
 what keeps 90% from this user is the classification: the user (``ito``, a liaison officer
 cleared to RESTRICTED) may see UNCLASSIFIED and RESTRICTED records; 90% are CONFIDENTIAL
 or SECRET. Every answer goes through the disclosure decision and is audited, as always.
@@ -637,19 +637,25 @@ def check_page(response: Any, *, must_contain: str | None = None, hs: bool = Fal
 
 def match_counts(database_url: str) -> dict[str, int]:
     """How many records each fixed query matches before the decision (for the report)."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
 
     from exchange.store.engine import make_engine
     from exchange.store.schema import observables, records
-    from exchange.store.textsearch import condition
+    from exchange.store.textsearch import record_terms
 
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
             hs = conn.execute(select(func.count()).select_from(observables).where(
                 observables.c.type == "hs_code", observables.c.value == SHARED_HS.replace(".", ""))).scalar_one()
-            text_matches = conn.execute(select(func.count()).select_from(records).where(
-                condition(conn, [TEXT_QUERY]))).scalar_one()
+            # What the text index holds for the query's one term (SQLite FTS5, or PostgreSQL's
+            # record_terms arrays), counted directly: the search itself never counts it.
+            if conn.dialect.name == "sqlite":
+                text_matches = conn.execute(text("SELECT count(*) FROM record_text WHERE record_text MATCH :q"),
+                                            {"q": f'"{TEXT_QUERY}"'}).scalar_one()
+            else:
+                text_matches = conn.execute(select(func.count()).select_from(record_terms).where(
+                    record_terms.c.terms.contains([TEXT_QUERY]))).scalar_one()
             visible = conn.execute(select(func.count()).select_from(records).where(
                 records.c.classification.in_(("UNCLASSIFIED", "RESTRICTED")))).scalar_one()
             total = conn.execute(select(func.count()).select_from(records)).scalar_one()

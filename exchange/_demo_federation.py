@@ -11,6 +11,7 @@ URL, each node's database is a schema of its own in that database, dropped at th
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ __all__ = ["DemoNode", "Federation", "find_nodes_dir", "shielded_from_signals", 
 START_TIMEOUT = 30.0  # seconds for every node to answer its first query
 STOP_TIMEOUT = 10.0  # seconds for the nodes to drain after SIGTERM before they are killed
 POLL = 0.2  # seconds between checks while waiting
+DEMO_PULL_SECONDS = 1  # every node pulls each peer this often in the demo, so the story is quick
 
 
 def find_nodes_dir(given: str | None) -> Path:
@@ -119,10 +121,13 @@ class Federation:
             if not node_toml.exists():
                 continue  # a partner without a node here (none today) is only in the manifest
             address = f"127.0.0.1:{_free_port(taken)}"
-            template = template.replace(f'address = "{partner["address"]}"', f'address = "{address}"')
+            if "address" in partner:  # else pki init takes the node.toml's listen, rewritten below
+                template = template.replace(f'address = "{partner["address"]}"', f'address = "{address}"')
             text = node_toml.read_text(encoding="utf-8")
             settings = tomllib.loads(text)
             text = text.replace(f'"{settings["listen"]}"', f'"{address}"')
+            # The demo's own pull interval: a shipped node.toml pulls every few minutes.
+            text = re.sub(r"(?m)^interval_seconds\s*=.*$", f"interval_seconds = {DEMO_PULL_SECONDS}", text)
             if settings.get("metrics_listen"):  # its own free port too, beside a real federation
                 text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port(taken)}"')
             if self._postgres is not None:  # a top-level key: first in the file, before any table

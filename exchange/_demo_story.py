@@ -2,7 +2,7 @@
 
 The expectations are written out by hand, one line of reasoning per record,
 rather than computed with the disclosure decision: the demo checks the running
-federation against what a person reading DESIGN.md would predict, so a bug in
+federation against what a person reading docs/design.md would predict, so a bug in
 the decision cannot make its own expectations agree with it.
 """
 

@@ -165,8 +165,8 @@ def _users(data: object, where: str) -> dict[str, UserEntry]:
             role = Role(entry.get("role"))
         except ValueError:
             raise ConfigError(f"{at}.role: expected analyst or liaison, got {entry.get('role')!r}") from None
-        if role is Role.NODE:
-            raise ConfigError(f"{at}.role: a user cannot have the node role")
+        if role in (Role.NODE, Role.OPERATOR):
+            raise ConfigError(f"{at}.role: a user cannot have the {role.value} role")
         clearance = entry.get("clearance")
         if not isinstance(clearance, str) or classification_level(clearance) is None:
             raise ConfigError(f"{at}.clearance: unknown classification {clearance!r}")
@@ -194,7 +194,7 @@ def _peers(data: object, where: str) -> tuple[PeerEntry, ...]:
     return tuple(peers)
 
 
-# Loopback only: per-originator counts are themselves sensitive (DESIGN.md "Interfaces").
+# Loopback only: per-originator counts are themselves sensitive (docs/design.md "Interfaces").
 DEFAULT_METRICS_LISTEN = "127.0.0.1:9101"
 
 

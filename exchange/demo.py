@@ -1,4 +1,4 @@
-"""`exchange demo`: SCENARIOS.md's story on a four-node federation, on real parts.
+"""`exchange demo`: docs/scenarios.md's story on a four-node federation, on real parts.
 
 Makes a throwaway federation PKI, starts the node of every agency in nodes/
 (JPN-NPA, USA-DTSF, KOR-KNPA, GBR-NPSA) as a separate process with the
@@ -88,7 +88,7 @@ class Story:
         self.make_pki()
         self.start_nodes()
         self.submit_samples()
-        say("4. Nobody calls pull: each node's own schedule pulls its peers every ~1 s (node.toml).")
+        say("4. Nobody calls pull: each node's own schedule pulls its peers every ~1 s (set by the demo).")
         if self.sync("Waiting until every liaison officer sees exactly what the markings allow", changed=False):
             self.revise_and_retract()
             self.sync("Waiting for the schedules to carry the new versions", changed=True)

@@ -102,7 +102,7 @@ def json_handler(*, agency: str, stream: TextIO | None = None) -> logging.Handle
     return handler
 
 
-def configure(*, agency: str, level: int = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
+def configure(*, agency: str, level: int | str = logging.INFO, stream: TextIO | None = None) -> logging.Handler:
     """Send every log line of this process to ``stream`` (stderr) as JSON; returns the handler.
 
     Replaces the root logger's handlers, so calling it twice does not double lines.

@@ -195,28 +195,47 @@ def read_template(nodes_dir: Path) -> tuple[dict[str, object], list[UserSpec]]:
         raise ConfigError(f"{template_path}: {exc}") from None
     from exchange.core.manifest import parse_manifest
 
-    try:
-        manifest = parse_manifest(template, require_keys=False)  # validates codes and accreditations
-    except ConfigError as exc:  # the message names the field; the file is named here
-        raise ConfigError(f"{template_path}: {exc}") from None
     users: list[UserSpec] = []
-    for code in manifest.partners:
-        node_toml = nodes_dir / code / "node.toml"
-        if not node_toml.exists():
-            continue
+    partners = template.get("partners")
+    for entry in partners if isinstance(partners, list) else []:
+        code = entry.get("code") if isinstance(entry, dict) else None
+        node_toml = nodes_dir / str(code) / "node.toml"
+        if not isinstance(code, str) or not node_toml.exists():
+            continue  # parse_manifest below names what is wrong with the entry
         try:
             node = tomllib.loads(node_toml.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{node_toml}: {exc}") from None
-        for entry in node.get("users", []):
-            users.append(UserSpec(code, str(entry.get("handle", ""))))
+        # One place for a node's address: its node.toml's `listen`, unless the template
+        # names another (a node behind NAT or a load balancer is dialled elsewhere).
+        if "address" not in entry and isinstance(node.get("listen"), str):
+            entry["address"] = node["listen"]
+        for user in node.get("users", []):
+            users.append(UserSpec(code, str(user.get("handle", ""))))
+    try:
+        parse_manifest(template, require_keys=False)  # validates codes, accreditations, addresses
+    except ConfigError as exc:  # the message names the field; the file is named here
+        raise ConfigError(f"{template_path}: {exc}") from None
     return template, users
 
 
-def init_federation(nodes_dir: Path, out_dir: Path, *, now: dt.datetime | None = None) -> Path:
+def existing_pki(out_dir: Path) -> Path | None:
+    """The first file of a PKI already in ``out_dir`` (its manifest or an agency's key), if any."""
+    manifest = out_dir / "manifest.toml"
+    if manifest.exists():
+        return manifest
+    found = sorted(out_dir.glob("*/ca.key")) + sorted(out_dir.glob("*/signing.key")) if out_dir.is_dir() else []
+    return found[0] if found else None
+
+
+def init_federation(
+    nodes_dir: Path, out_dir: Path, *, now: dt.datetime | None = None, force: bool = False
+) -> Path:
     """Make every agency's CA, node certificate, signing key and user certificates.
 
-    Returns the path of the complete manifest written into ``out_dir``.
+    Returns the path of the complete manifest written into ``out_dir``. Refuses (ConfigError,
+    nothing written) when ``out_dir`` already holds a PKI, unless ``force``: replacing it would
+    replace every CA and signing key, and every record already signed would stop verifying.
     """
     import tomli_w
 
@@ -224,6 +243,12 @@ def init_federation(nodes_dir: Path, out_dir: Path, *, now: dt.datetime | None =
 
     now = now or dt.datetime.now(dt.UTC)
     template, users = read_template(nodes_dir)
+    existing = existing_pki(out_dir)
+    if existing is not None and not force:
+        raise ConfigError(
+            f"{out_dir} already holds a PKI ({existing}): making a new one would replace every CA and "
+            "signing key, and records already signed would stop verifying; pass --force to replace it"
+        )
     partners = template["partners"]
     if not isinstance(partners, list):  # parse_manifest checked it; the type is for mypy
         raise ConfigError(f"{nodes_dir / 'federation.toml'}: partners must be an array of tables")
@@ -279,3 +304,43 @@ def write_profile(path: Path, agency: str, address: str, handle: str) -> None:
         "ca": "../ca.crt",
     }
     write_public(path, tomli_w.dumps(profile).encode("utf-8"))
+
+
+# --- `exchange pki addresses` ---------------------------------------------------------------
+
+
+def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str]]:
+    """Bring the addresses in ``out_dir``'s manifest and user profiles in line with ``nodes/``.
+
+    A node's address lives in one place, the ``listen`` of its node.toml (or the template's
+    ``address``); this rewrites what ``pki init`` derived from it, keys and certificates
+    untouched. Returns (agency, old, new) for every address that changed.
+    """
+    import tomllib
+
+    import tomli_w
+
+    template, _users = read_template(nodes_dir)
+    wanted = {str(p["code"]): str(p["address"]) for p in template["partners"]}  # type: ignore[attr-defined]
+    manifest_path = out_dir / "manifest.toml"
+    try:
+        manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {manifest_path}: {exc.strerror} (run `exchange pki init` first)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{manifest_path}: {exc}") from None
+    changed: list[tuple[str, str, str]] = []
+    for partner in manifest.get("partners", []):
+        new = wanted.get(str(partner.get("code")))
+        if new is not None and partner.get("address") != new:
+            changed.append((str(partner["code"]), str(partner.get("address")), new))
+            partner["address"] = new
+    if changed:
+        write_public(manifest_path, tomli_w.dumps(manifest).encode("utf-8"))
+    for code, address in wanted.items():
+        for profile_path in sorted((out_dir / code / "users").glob("*.profile.toml")):
+            profile = tomllib.loads(profile_path.read_text(encoding="utf-8"))
+            if profile.get("node") != address:
+                profile["node"] = address
+                write_public(profile_path, tomli_w.dumps(profile).encode("utf-8"))
+    return changed

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,3 +65,28 @@ def federation(pki: Federation, backend: Backend) -> Iterator[Federation]:
     pki.backend = backend
     yield pki
     pki.stop()
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Each test leaves the next the logging it found.
+
+    ``exchange node serve`` run in-process (through ``main``) points the root logger at the
+    stderr of the moment, which pytest closes after the test, and installs a thread exception
+    hook: without this, a later test's log line would go to a closed file, or to a handler
+    that formats it for a test long finished.
+    """
+    root = logging.getLogger()
+    handlers, level, excepthook = root.handlers[:], root.level, threading.excepthook
+    yield
+    def ours(handler: logging.Handler) -> bool:
+        return not type(handler).__module__.startswith("_pytest")  # pytest's come and go with each phase
+
+    for handler in root.handlers[:]:
+        if handler not in handlers and ours(handler):
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers and ours(handler):  # removed by logs.configure
+            root.addHandler(handler)
+    root.setLevel(level)
+    threading.excepthook = excepthook

@@ -1,7 +1,7 @@
 """`exchange demo` as a user runs it: a subprocess, judged by its outcome.
 
 The demo checks itself against its own expectations; these tests check it
-against expectations written here, from SCENARIOS.md and DESIGN.md, so an
+against expectations written here, from docs/scenarios.md and docs/design.md, so an
 edit that makes both the federation and the demo's expectations wrong fails.
 Each run starts four real node processes, so the whole module is slow.
 """

@@ -335,6 +335,6 @@ def test_partner_nodes_and_analysts_cannot_call_the_liaison_rpcs(federation: Fed
     ]
     for call in calls:
         assert _refused(lambda call=call: call(partner)).code() == grpc.StatusCode.PERMISSION_DENIED
-    # Disclosures and the watch list are the liaison officer's (DESIGN.md's actors table).
+    # Disclosures and the watch list are the liaison officer's (docs/design.md's actors table).
     for call in calls:
         assert _refused(lambda call=call: call(analyst)).code() == grpc.StatusCode.PERMISSION_DENIED

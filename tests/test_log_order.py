@@ -114,8 +114,8 @@ def test_writers_out_of_order_and_idle_never_cost_the_puller_an_entry(
         assert a.appended.wait(10)
         b.finish.set()  # B would commit at once if it could append
         b.start()
-        time.sleep(0.5)
-        assert not b.appended.is_set(), "a second writer appended while the first was still open"
+        # B must not append while A is open: watch for it for half a second (it would come at once).
+        assert not b.appended.wait(0.5), "a second writer appended while the first was still open"
 
         # A sits idle in its open transaction: the puller is not held up, and sees nothing uncommitted.
         got, seconds = puller.pull()

@@ -1,4 +1,4 @@
-"""The disclosure decision against DESIGN.md's rules, example by example and by property."""
+"""The disclosure decision against docs/design.md's rules, example by example and by property."""
 
 from __future__ import annotations
 
@@ -123,10 +123,10 @@ def test_links_only_to_records_at_least_as_widely_releasable() -> None:
                             target_marking=orcon)
 
 
-# --- property: the decision equals the rules as DESIGN.md states them --------------------
+# --- property: the decision equals the rules as docs/design.md states them --------------------
 
 def oracle(holder: str, p: Principal, originator: str, m: Marking) -> bool:
-    """DESIGN.md "Who may see what", restated independently of the implementation."""
+    """docs/design.md "Who may see what", restated independently of the implementation."""
     every_value_known = (
         m.classification in LEVELS
         and m.tlp in {"CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"}

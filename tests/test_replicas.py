@@ -127,8 +127,9 @@ def test_one_replica_pulls_and_another_takes_over_when_it_dies(
     states = [r.leading() for r in replicas]
     assert sorted(states) == [False, True], states  # exactly one runs the schedule
     leader, standby = (replicas[0], replicas[1]) if states[0] else (replicas[1], replicas[0])
-    time.sleep(5 * INTERVAL)  # several scheduled pulls: all of them the leader's
-    assert leader.pulls() >= 3 and standby.pulls() == 0, (leader.pulls(), standby.pulls())
+    # Several scheduled pulls, each a line in the leader's log once it is written: all of them the leader's.
+    wait_for(lambda: leader.pulls() >= 3, "three scheduled pulls logged by the leader")
+    assert standby.pulls() == 0, standby.pulls()
 
     # Both serve queries from the one database.
     for replica in replicas:
@@ -143,7 +144,7 @@ def test_one_replica_pulls_and_another_takes_over_when_it_dies(
     took_over = time.monotonic() - killed_at
     wait_for(lambda: len(held()) == 500, "the records added after the kill", timeout=30)
     assert took_over < 10 * INTERVAL + 5, took_over
-    assert standby.pulls() > 0
+    wait_for(lambda: standby.pulls() > 0, "the new leader's pull logged")
 
     assert held() == {r.record_id for r in first + later}  # nothing lost
     duplicates = federation.backend.rows(

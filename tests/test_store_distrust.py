@@ -1,4 +1,4 @@
-"""A store distrusts the keys it was opened with, whoever opens it (DESIGN.md "Signing").
+"""A store distrusts the keys it was opened with, whoever opens it (docs/design.md "Signing").
 
 The compromised keys are an argument of ``Store.open``, not something a node sets
 afterwards: a store opened outside ``Node`` (a tool, a test, a replica) serves none of

@@ -3,7 +3,7 @@
 Every case puts honest records in the same batch as the bad entry: the bad one is
 refused (quarantined, with a security event) or handled by the version rules, the
 honest ones are stored, the cursor moves batch by batch, and afterwards the node
-still serves its liaison officer. DESIGN.md "Sync" and "Who may see what".
+still serves its liaison officer. docs/design.md "Sync" and "Who may see what".
 """
 
 from __future__ import annotations
@@ -530,7 +530,7 @@ UNSTORABLE: dict[str, Callable[[Forge], list[Batch]]] = {
 def test_a_signed_entry_that_cannot_be_stored_does_not_block_its_batch(
     federation: Federation, jpn: Node, hostile: HostilePartner, forge: Forge, script: Callable[[Forge], list[Batch]]
 ) -> None:
-    """DESIGN.md "Schedule": a bad record never blocks the rest of a batch (it is quarantined)."""
+    """docs/design.md "Schedule": a bad record never blocks the rest of a batch (it is quarantined)."""
     batches = script(forge)
     bad = batches[-1].entries[1]
     honest = [e for b in batches for e in b.entries if e.payload_type == RECORD_TYPE and e is not bad]
@@ -575,7 +575,11 @@ def test_a_stalling_partner_delays_only_its_own_pulls(
     while not hostile.calls:  # KOR-KNPA's pull has started and is stalled...
         assert time.monotonic() < deadline, "the schedule never pulled KOR-KNPA"
         time.sleep(0.02)
-    time.sleep(0.5)  # ...and USA-DTSF's first pull has come and gone
+    assert jpn.schedule is not None
+    deadline = time.monotonic() + 10
+    while "USA-DTSF" not in jpn.schedule.last:  # ...and USA-DTSF's first pull has come and gone
+        assert time.monotonic() < deadline, "the schedule never finished a pull from USA-DTSF"
+        time.sleep(0.02)
     writer = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
     marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="GREEN")
     ref = writer.submission.Submit(submission_pb2.SubmitRequest(draft=draft(marking=marking)), timeout=10).ref

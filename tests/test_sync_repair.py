@@ -148,7 +148,7 @@ def test_manifest_change_narrowing_drops_what_may_no_longer_be_held(federation: 
 def test_entries_signed_with_a_key_marked_compromised_are_neither_shown_nor_served(
     federation: Federation, tmp_path: Path
 ) -> None:
-    """DESIGN.md: a compromised key invalidates every signature it made, whatever its timestamp."""
+    """docs/design.md: a compromised key invalidates every signature it made, whatever its timestamp."""
     jpn = federation.start_node("JPN-NPA", tmp_path / "JPN-NPA")
     usa = federation.start_node("USA-DTSF", tmp_path / "USA-DTSF")
     refs = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 3,

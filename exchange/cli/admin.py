@@ -1,15 +1,18 @@
-"""Administrator and operator commands: ``pki init``, ``db upgrade``/``db status``, ``node serve``,
-``audit verify``, ``demo``."""
+"""Administrator and operator commands: ``pki init``/``pki addresses``, ``db upgrade``/``db status``,
+``node serve``, ``health``, ``audit verify``, ``demo``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
 
 __all__ = ["register"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def register(commands: Commands) -> None:
@@ -19,14 +22,32 @@ def register(commands: Commands) -> None:
     init.add_argument("--out", metavar="DIR", required=True, help="where to write the PKI")
     init.add_argument("--nodes", metavar="DIR", default="nodes",
                       help="folder with federation.toml and <AGENCY>/node.toml (default: nodes)")
+    init.add_argument("--force", action="store_true",
+                      help="replace a PKI already in --out (every CA and signing key: records signed "
+                           "with the old keys stop verifying)")
     init.set_defaults(handler=run_pki_init)
+    addresses = pki_commands.add_parser(
+        "addresses", help="rewrite the manifest's and profiles' node addresses from each node.toml's listen")
+    addresses.add_argument("--out", metavar="DIR", required=True, help="the PKI made by `pki init`")
+    addresses.add_argument("--nodes", metavar="DIR", default="nodes",
+                           help="folder with federation.toml and <AGENCY>/node.toml (default: nodes)")
+    addresses.set_defaults(handler=run_pki_addresses)
 
     node = commands.add_parser("node", help="run an agency's node")
     node_commands = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
     serve = node_commands.add_parser("serve", help="serve until SIGTERM or SIGINT")
     serve.add_argument("config", metavar="CONFIG", help="the node's node.toml")
     config_overrides(serve)
+    serve.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
+                       help="the least severe log lines written (default: INFO)")
     serve.set_defaults(handler=run_node_serve)
+
+    health = commands.add_parser("health", help="ask a node for its health (as its operator, with its own certificate)")
+    health.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    health.add_argument("--service", default="", help="one service, e.g. exchange.v1.Query (default: the node)")
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="default: 5")
+    config_overrides(health)
+    health.set_defaults(handler=run_health)
 
     db = commands.add_parser("db", help="the node's database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
@@ -61,7 +82,7 @@ def run_pki_init(args: argparse.Namespace) -> int:
     from exchange.pki import init_federation
 
     out = Path(args.out)
-    manifest = init_federation(Path(args.nodes), out)
+    manifest = init_federation(Path(args.nodes), out, force=args.force)
     print(f"wrote the federation manifest {manifest}")
     for agency_dir in sorted(p for p in out.iterdir() if p.is_dir()):
         print(f"{agency_dir.name}: CA, node certificate and signing key in {agency_dir}")
@@ -71,13 +92,63 @@ def run_pki_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pki_addresses(args: argparse.Namespace) -> int:
+    from exchange.pki import update_addresses
+
+    changed = update_addresses(Path(args.nodes), Path(args.out))
+    for agency, old, new in changed:
+        print(f"{agency}: {old} -> {new}")
+    if changed:
+        print("restart every node, so that they dial the new addresses")
+    else:
+        print("addresses already current")
+    return 0
+
+
 def run_node_serve(args: argparse.Namespace) -> int:
     config = node_config(args)
-    # Imported here: serving pulls in the whole node, which other commands never need.
-    from exchange.node.server import run_node
+    from exchange.node.grpclog import route_grpc_logs
 
-    run_node(config)
+    routing = route_grpc_logs()  # before gRPC is imported: its own lines become JSON lines too
+    try:
+        # Imported here: serving pulls in the whole node, which other commands never need.
+        from exchange.node.server import run_node
+
+        run_node(config, level=args.log_level, stream=routing.stream)
+    finally:
+        routing.stop()
     return 0
+
+
+def _dial(listen: str) -> str:
+    """The address to reach a node that listens on ``listen`` from its own host."""
+    host, _, port = listen.rpartition(":")
+    wildcard = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}  # bound everywhere: use loopback
+    return f"{wildcard.get(host, host)}:{port}"
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """SERVING (exit 0) or NOT_SERVING (exit 1), from the node's grpc.health.v1 service, over
+    mutual TLS with the node's own certificate (only its operator holds that key)."""
+    # Before gRPC's first import: its C core would log a refused connection itself, and the
+    # error below already says it in one line.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from exchange.client import Profile, call, connect
+
+    config = node_config(args)
+    address = _dial(config.listen)
+    own = config.agency_dir
+    profile = Profile(node=address, agency=config.agency, cert=own / "node.crt", key=own / "node.key",
+                      ca=own / "ca.crt")
+    with connect(profile) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = call(stub.Check, health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout,
+                     address=address)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

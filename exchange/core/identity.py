@@ -23,6 +23,9 @@ class Role(enum.Enum):
     ANALYST = "analyst"
     LIAISON = "liaison"
     NODE = "node"
+    # The agency's own node certificate, used by its operator's commands on the node's host
+    # (`exchange health`): operational calls only, never a disclosure (exchange/node/rpc.py).
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True)

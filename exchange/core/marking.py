@@ -1,7 +1,7 @@
 """Marking vocabulary: classifications, TLP 2.0 labels, caveats.
 
 Values arrive as strings (from a signed record, a config file or a request).
-Anything not in these tables is *unknown*, and unknown denies (DESIGN.md rule 5).
+Anything not in these tables is *unknown*, and unknown denies (docs/design.md rule 5).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ CLASSIFICATIONS: tuple[str, ...] = (
 TLP_LABELS: frozenset[str] = frozenset({"CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"})
 CAVEATS: frozenset[str] = frozenset({"ORCON"})
 
-# Markings under which only the originator may serve a record (DESIGN.md rule 3).
+# Markings under which only the originator may serve a record (docs/design.md rule 3).
 NO_RELAY_TLP: frozenset[str] = frozenset({"RED", "AMBER+STRICT"})
 NO_RELAY_CAVEATS: frozenset[str] = frozenset({"ORCON"})
 

@@ -2,7 +2,7 @@
 
 Every read path (get, search, pull, digest, export) and the acceptance check
 on received records call :func:`decide`; nothing re-implements it. The rules
-are DESIGN.md's, numbered the same way. Deny is the default: a decision is
+are docs/design.md's, numbered the same way. Deny is the default: a decision is
 ``allowed`` only when every rule has passed.
 """
 

@@ -32,6 +32,7 @@ class Health:
         self._changed = threading.Condition()
         self._stopped = False
         self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
+        self._watching = 0  # Watch streams open now, at most MAX_WATCHERS
 
     def methods(self) -> list[Method]:
         return [
@@ -67,10 +68,19 @@ class Health:
         # soon as its client is gone, or one identity could take every thread.
         if not self._watchers.acquire(blocking=False):
             raise TooLarge(f"at most {MAX_WATCHERS} health watches at a time")
+        with self._changed:
+            self._watching += 1
         try:
             yield from self._watch(request.service)
         finally:
+            with self._changed:
+                self._watching -= 1
             self._watchers.release()
+
+    @property
+    def watching(self) -> int:
+        """How many Watch streams are open now."""
+        return self._watching
 
     def _watch(self, service: str) -> Iterator[health_pb2.HealthCheckResponse]:
         active = call_active.get()

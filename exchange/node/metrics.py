@@ -1,7 +1,7 @@
 """A node's Prometheus metrics, served on their own HTTP port (loopback by default).
 
 Per-originator counts say who shares how much with whom, which is itself
-sensitive (DESIGN.md "Interfaces"): the endpoint binds 127.0.0.1 unless
+sensitive (docs/design.md "Interfaces"): the endpoint binds 127.0.0.1 unless
 ``metrics_listen`` in node.toml says otherwise, and a non-loopback address is
 logged as a warning. Each node has its own registry (never the process-global
 one), so several nodes in one process do not mix their series.
@@ -26,12 +26,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,6 +44,10 @@ from exchange.observe import Metrics
 from exchange.store import Store
 from exchange.store.current import held_by_originator
 from exchange.store.peers import peer_states
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse
+    from wsgiref.types import WSGIApplication as WSGIApp
 
 __all__ = ["REJECTION_REASONS", "MetricsServer", "NodeMetrics"]
 
@@ -166,8 +173,35 @@ class _StoreCollector(Collector):
         )
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never holds the node's exit
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access lines: the node's log is JSON only (exchange/logs.py), and scrapes are noise."""
+
+
+def metrics_app(registry: CollectorRegistry) -> WSGIApp:
+    """The exposition at /metrics and 404 everywhere else, so a mistyped scrape path fails loudly."""
+    exposition = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: the metrics are at /metrics\n"]
+        body: Iterable[bytes] = exposition(environ, start_response)
+        return body
+
+    return app
+
+
 class MetricsServer:
-    """The HTTP endpoint serving one registry at /metrics (any path, as prometheus_client does)."""
+    """The HTTP endpoint serving one registry at /metrics (404 on any other path)."""
 
     def __init__(self, registry: CollectorRegistry, listen: str) -> None:
         self._registry = registry
@@ -182,7 +216,11 @@ class MetricsServer:
         if not _is_loopback(host):
             log.warning("metrics listen on %s, not loopback: per-originator counts are sensitive; "
                         "restrict who can reach this port", self.listen)
-        self._server, self._thread = start_http_server(port, addr=host, registry=self._registry)
+        server_class = _Server6 if ":" in host else _Server
+        self._server = make_server(host, port, metrics_app(self._registry), server_class=server_class,
+                                   handler_class=_Quiet)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         self.port = int(self._server.server_port)
         log.info("metrics on http://%s:%d/metrics", host, self.port)
         return self.port

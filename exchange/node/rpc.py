@@ -2,7 +2,7 @@
 
 Services register plain functions ``fn(request, principal) -> response``; the
 guard derives the principal from the verified certificate (never from the
-request), checks the caller's role against :data:`ROLES` (DESIGN.md's table;
+request), checks the caller's role against :data:`ROLES` (docs/design.md's table;
 anything not listed is denied), and turns Exchange errors into gRPC statuses.
 It also logs one line per call (method, status, duration; the caller's
 identity is on every line logged during the call) and times it for metrics.
@@ -53,14 +53,14 @@ access = logging.getLogger("exchange.rpc")  # one line per call: filter or route
 USERS = frozenset({Role.ANALYST, Role.LIAISON})
 ANYONE = frozenset(Role)
 
-# DESIGN.md "Actors and identities": who may call what. Deny by default.
+# docs/design.md "Actors and identities": who may call what. Deny by default.
 ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.Submission/Submit": frozenset({Role.ANALYST}),
     "/exchange.v1.Submission/Revise": frozenset({Role.ANALYST}),
     "/exchange.v1.Submission/Retract": frozenset({Role.ANALYST}),
     "/exchange.v1.Query/Get": USERS,
     "/exchange.v1.Query/Search": USERS,
-    "/exchange.v1.Liaison/Disclosures": frozenset({Role.LIAISON}),  # DESIGN.md: liaison officers
+    "/exchange.v1.Liaison/Disclosures": frozenset({Role.LIAISON}),  # docs/design.md: liaison officers
     # The watch list is the liaison officer's tool (exchange/node/liaison.py).
     "/exchange.v1.Liaison/WatchAdd": frozenset({Role.LIAISON}),
     "/exchange.v1.Liaison/WatchRemove": frozenset({Role.LIAISON}),
@@ -68,7 +68,8 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.Liaison/WatchHits": frozenset({Role.LIAISON}),
     "/exchange.v1.Sync/Pull": frozenset({Role.NODE}),
     "/exchange.v1.Sync/Digest": frozenset({Role.NODE}),
-    # Operational: any authenticated federation identity may ask if the node is up.
+    # Operational: any authenticated federation identity may ask if the node is up, and so
+    # may the node's operator with the node's own certificate (`exchange health`).
     "/grpc.health.v1.Health/Check": ANYONE,
     "/grpc.health.v1.Health/Watch": ANYONE,
     # Server reflection (exchange/node/reflection.py): service and message descriptors, no data.

@@ -7,6 +7,7 @@ import signal
 import threading
 from concurrent import futures
 from pathlib import Path
+from typing import TextIO
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -217,9 +218,13 @@ class Node:
         self.store.close()
 
 
-def run_node(config: NodeConfig) -> None:
+def run_node(config: NodeConfig, *, level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and close the store."""
-    logs.configure(agency=config.agency)  # JSON lines on stderr (exchange/logs.py)
+    logs.configure(agency=config.agency, level=level, stream=stream)  # JSON lines on stderr (exchange/logs.py)
+    # A thread's uncaught exception is logged like any other line, not printed as a bare traceback.
+    threading.excepthook = lambda hook: log.error(
+        "uncaught exception in thread %s", hook.thread.name if hook.thread else "?",
+        exc_info=hook.exc_value or True)
     node = Node(config)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

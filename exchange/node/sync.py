@@ -143,7 +143,7 @@ class SyncService:
         their originator's signature covers were never re-encoded, and are not now)."""
         fingerprint = log_fingerprint(self.store, upto) or b"\x00" * 8
         if batch:
-            # A disclosure (DESIGN.md "Audit"): one audit entry per batch, written before the
+            # A disclosure (docs/design.md "Audit"): one audit entry per batch, written before the
             # batch is handed to gRPC, so a batch is never sent unaudited (if the partner
             # drops the stream, the log may list a batch it never read, never the reverse).
             watch.audit_pull(

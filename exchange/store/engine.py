@@ -2,7 +2,7 @@
 
 Writers are serialised on both back ends: SQLite allows one anyway, and on
 PostgreSQL every write transaction first takes one transaction-scoped advisory
-lock (:func:`serialise_writers`). That is DESIGN.md's "appends are serialised":
+lock (:func:`serialise_writers`). That is docs/design.md's "appends are serialised":
 a log sequence number is allocated and committed under the lock, so entries
 commit in sequence order and a puller that has passed seq n never misses an
 n - 1 that commits later. A writer that rolls back releases the lock and leaves

@@ -1,6 +1,6 @@
 """Applying what a partner served: versions, duplicates, equivocation, withdrawals.
 
-One batch and the cursor after it are applied in one transaction (DESIGN.md
+One batch and the cursor after it are applied in one transaction (docs/design.md
 "Sync"), so an interrupted pull resumes without loss or duplication. The
 rules, in the order they are checked for a record version:
 

@@ -71,7 +71,7 @@ class Store:
 
         ``distrusted_keys``: the signing key ids the manifest marks compromised. Every
         signature they made is void, so entries signed with them are neither shown nor
-        served by this store (DESIGN.md "Signing"), whoever opened it.
+        served by this store (docs/design.md "Signing"), whoever opened it.
         """
         migrate.refuse_missing_sqlite(url)  # connecting would create an empty file
         with migrate.database_errors(url):

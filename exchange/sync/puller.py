@@ -96,7 +96,7 @@ class Verifier:
         held, accepted, audience = self._hold(originator, marking_of(record.content.marking), served_by or originator)
         if not held.allowed:
             return Refusal(digest, f"may not hold this record: {held.reason}", violation=True)
-        if not accepted.allowed:  # DESIGN.md rule 3: relayed against its marking
+        if not accepted.allowed:  # docs/design.md rule 3: relayed against its marking
             return Refusal(digest, f"may not accept this record: {accepted.reason}", violation=True,
                            relay=served_by)
         return Incoming(envelope, digest, audience, record=record)
@@ -202,7 +202,9 @@ class Puller:
                 self._repair(peer, report, progress)
         note_pull(self.store, peer, report.error or None)
         report.seconds = time.monotonic() - started
-        log.info("pull from %s: %s", peer, report)
+        log.info("pull from %s: received %d, stored %d, refused %d, %.0f ms%s", peer, report.received,
+                 report.applied.stored, report.applied.refused, report.seconds * 1000,
+                 f"; error: {report.error}" if report.error else "", extra=report.fields())
         return report
 
     def _pull(self, peer: str, cursor: bytes, report: PullReport, progress: Progress | None) -> None:

@@ -31,3 +31,18 @@ class PullReport:
 
     def add(self, batch: BatchReport) -> None:
         merge(self.applied, batch)
+
+    def fields(self) -> dict[str, object]:
+        """The report as log fields (exchange/logs.py), one JSON field each, never a repr."""
+        applied = self.applied
+        fields: dict[str, object] = {
+            "peer": self.peer, "received": self.received, "batches": self.batches,
+            "stored": applied.stored, "duplicates": applied.duplicates, "older": applied.older,
+            "refused": applied.refused, "withdrawals": applied.withdrawals,
+            "equivocations": applied.equivocations, "stale_cursor": self.stale_cursor,
+            "repaired": self.repaired, "truncated": self.truncated,
+            "duration_ms": round(self.seconds * 1000, 1),
+        }
+        if self.error:
+            fields["error"] = " ".join(self.error.split())
+        return fields

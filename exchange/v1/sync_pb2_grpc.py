@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class SyncStub:
-    """Partner nodes pull what they may hold (DESIGN.md "Sync").
+    """Partner nodes pull what they may hold (docs/design.md "Sync").
     """
 
     def __init__(self, channel):
@@ -48,7 +48,7 @@ class SyncStub:
 
 
 class SyncServicer:
-    """Partner nodes pull what they may hold (DESIGN.md "Sync").
+    """Partner nodes pull what they may hold (docs/design.md "Sync").
     """
 
     def Pull(self, request, context):
@@ -85,7 +85,7 @@ def add_SyncServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Sync:
-    """Partner nodes pull what they may hold (DESIGN.md "Sync").
+    """Partner nodes pull what they may hold (docs/design.md "Sync").
     """
 
     @staticmethod
