@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
-from exchange.cli.drafts import draft_from_json, load_json
 from exchange.cli.options import client_from
-from exchange.cli.render import clean
+from exchange.drafts import draft_from_json, load_json
 from exchange.errors import Conflict, ExchangeError, InvalidInput, NotFound, TooLarge, VerificationError
+from exchange.render import clean
 from exchange.v1 import records_pb2, submission_pb2
 
 if TYPE_CHECKING:

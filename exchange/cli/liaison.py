@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import DecodeError, Message
 
-from exchange.cli.drafts import parse_time
 from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
 from exchange.cli.query import search_filters, search_request
-from exchange.cli.render import (
+from exchange.drafts import parse_time
+from exchange.errors import InvalidInput, NotFound, TransportError
+from exchange.render import (
     NO_RECORDS,
     Shown,
     banner,
@@ -31,7 +32,6 @@ from exchange.cli.render import (
     held_to_json,
     truncate,
 )
-from exchange.errors import InvalidInput, NotFound, TransportError
 from exchange.v1 import liaison_pb2, query_pb2, records_pb2
 
 if TYPE_CHECKING:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 
-from exchange.cli.drafts import KINDS, parse_time
 from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
-from exchange.cli.render import NO_RECORDS, Shown, banner, dumps, held_to_json, record_lines, table_lines
+from exchange.drafts import KINDS, parse_time
 from exchange.errors import InvalidInput, TransportError
+from exchange.render import NO_RECORDS, Shown, banner, dumps, held_to_json, record_lines, table_lines
 from exchange.v1 import query_pb2, records_pb2
 
 if TYPE_CHECKING:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from google.protobuf.json_format import MessageToDict
 
 from exchange.cli.bulk import DEFAULT_PARALLEL, run_bulk
-from exchange.cli.drafts import draft_label, read_draft
 from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
-from exchange.cli.render import dumps
+from exchange.drafts import draft_label, read_draft
 from exchange.errors import InvalidInput
+from exchange.render import dumps
 from exchange.v1 import submission_pb2
 
 if TYPE_CHECKING:  # gRPC is imported only once a command connects (see options.client_from)

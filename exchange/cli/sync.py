@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
-from exchange.cli.render import clean, dumps
 from exchange.core.manifest import Manifest
 from exchange.errors import ConfigError
+from exchange.render import clean, dumps
 
 if TYPE_CHECKING:
     from exchange.sync.puller import PullReport

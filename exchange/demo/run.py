@@ -25,8 +25,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange._demo_federation import Federation, find_nodes_dir, shielded_from_signals, sigterm_interrupts
-from exchange._demo_story import (
+from exchange.client import Client
+from exchange.demo.federation import Federation, find_nodes_dir, shielded_from_signals, sigterm_interrupts
+from exchange.demo.story import (
     PLAN,
     RETRACTED,
     RETRACTION_REASON,
@@ -39,10 +40,9 @@ from exchange._demo_story import (
     search_all,
     wait_for,
 )
-from exchange.cli.drafts import read_draft
-from exchange.cli.render import Shown, banner, combined_marking, table_lines
-from exchange.client import Client
+from exchange.drafts import read_draft
 from exchange.errors import ExchangeError, NotFound, TransportError
+from exchange.render import Shown, banner, combined_marking, table_lines
 from exchange.store.migrate import database_errors
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 
