@@ -138,7 +138,8 @@ class Federation:
 
     def _schema_url(self, agency: str) -> str:
         """A fresh schema for ``agency`` in the PostgreSQL database, and the URL that selects it."""
-        assert self._postgres is not None
+        if self._postgres is None:  # a bug: only called when the demo runs on PostgreSQL
+            raise TypeError("_schema_url without a PostgreSQL URL")
         schema = f"demo_{self.work.name.rsplit('-', 1)[-1]}_{agency}".lower().replace("-", "_")
         url = create_schema(self._postgres, schema)
         self.schemas.append(schema)

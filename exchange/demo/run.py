@@ -146,10 +146,9 @@ class Story:
         self.names[(receipt.ref.originator, receipt.ref.record_id)] = sample.name
         self.refs[sample.name] = receipt.ref
         marking = combined_marking([records_pb2.Record(ref=receipt.ref, content=draft)])
-        assert marking is not None
         reach = ", ".join(sorted(sample.reach)) or "no partner"
         say(f"     {sample.name} ({receipt.ref.record_id[:8]}): {draft.title}")
-        say(f"         {marking.text()}")
+        say(f"         {marking.text() if marking is not None else '-'}")
         say(f"         expected at {reach}. Why: {sample.why}")
 
     def sync(self, waiting: str, *, changed: bool) -> bool:
