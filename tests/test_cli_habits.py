@@ -62,6 +62,10 @@ def test_completion_prints_shell_code_and_the_command_completes_its_own_words(tm
     done = exchange("completion", "bash")
     assert done.returncode == 0 and "complete " in done.stdout and "exchange" in done.stdout
     assert exchange("completion", "tcsh").returncode == USAGE
+    # bash accepts the code and registers the completion for `exchange`.
+    bash = subprocess.run(["bash", "-c", 'eval "$(cat)"; complete -p exchange'], input=done.stdout,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert bash.returncode == 0 and bash.stdout.strip().endswith(" exchange"), bash.stderr
 
     # What the shell code does on Tab: run the command with argcomplete's variables set.
     answer = tmp_path / "completions"
