@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import pty
 import subprocess
 import sys
 import tomllib
@@ -337,6 +338,30 @@ def test_long_operations_draw_a_progress_bar_only_on_a_terminal_or_when_asked(
     assert main(["submit", "--bulk", str(bulk), "--progress", *analyst]) == 0
     err = capfd.readouterr().err
     assert "submitting" in err and "3/3" in err and "lines/s" in err and "ETA" in err
+
+
+def test_on_a_real_terminal_the_bar_appears_unasked(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 5)
+    parent, child = pty.openpty()  # the command's stderr is a terminal; its stdout a pipe
+    with subprocess.Popen([*COMMAND, "export", "--out", "-", "--profile", profile(federation)],
+                          stdout=subprocess.PIPE, stderr=child, cwd=REPO) as process:
+        os.close(child)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(parent, 65536)
+            except OSError:  # EIO: the command exited and the terminal closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = process.communicate(timeout=60)
+    os.close(parent)
+    assert process.returncode == 0
+    assert len(out.splitlines()) == 5  # the records, and nothing of the bar, on stdout
+    text = shown.decode("utf-8", "replace")
+    assert "exporting" in text and "records/s" in text and "exported 5 records to standard output" in text
 
 
 def test_sync_draws_its_bar_when_asked_and_a_failed_sync_prints_one_error_line(

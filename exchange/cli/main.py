@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from importlib import metadata
+from typing import Any
 
 import argcomplete
 
@@ -28,11 +28,22 @@ EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _version() -> str:
-    try:
-        return f"exchange {metadata.version('exchange')}"
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "exchange (not installed)"
+class _Version(argparse.Action):
+    """--version, looked up only when asked (reading the package metadata takes a while)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from importlib import metadata
+
+        try:
+            text = f"exchange {metadata.version('exchange')}"
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            text = "exchange (not installed)"
+        print(text)
+        parser.exit()
 
 
 def _epilog() -> str:
@@ -54,7 +65,7 @@ def build_parser() -> Parser:
         parents=[connection_flags(top_level=True)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     connection = connection_flags()
     admin.register(commands)

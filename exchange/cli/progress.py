@@ -11,20 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
 
 __all__ = ["Bar", "progress_flag"]
 
@@ -34,16 +24,31 @@ def progress_flag(parser: argparse._ActionsContainer) -> None:
                         help="a progress bar with rate and ETA on stderr (default: only when stderr is a terminal)")
 
 
-class _Rate(ProgressColumn):
-    """Items per second, over rich's recent window (the whole run once finished)."""
+def _columns(description: str, unit: str, total: int | None) -> list[ProgressColumn]:
+    # rich is imported only once a bar is made: completion and --help run without it.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
 
-    def __init__(self, unit: str) -> None:
-        super().__init__()
-        self._unit = unit
+    class Rate(ProgressColumn):
+        """Items per second, over rich's recent window (the whole run once finished)."""
 
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{'-' if speed is None else f'{speed:,.0f}'} {self._unit}/s")
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{'-' if speed is None else f'{speed:,.0f}'} {unit}/s")
+
+    columns: list[ProgressColumn] = [TextColumn(description)]
+    if total is None:  # no end known in advance: the count and the time so far, no ETA
+        return [*columns, TextColumn(f"{{task.completed:,}} {unit}"), Rate(), TextColumn("elapsed"),
+                TimeElapsedColumn()]
+    return [*columns, BarColumn(), MofNCompleteColumn(), Rate(), TextColumn("ETA"), TimeRemainingColumn()]
 
 
 class Bar:
@@ -53,15 +58,12 @@ class Bar:
                  stream: TextIO | None = None) -> None:
         stream = sys.stderr if stream is None else stream
         self.enabled = stream.isatty() if force is None else force
+        from rich.console import Console
+        from rich.progress import Progress
+
         console = Console(file=stream, force_terminal=True if force else None)
-        columns: list[ProgressColumn | str] = [TextColumn(description)]
-        if total is None:
-            columns += [TextColumn(f"{{task.completed:,}} {unit}"), _Rate(unit), TextColumn("elapsed"),
-                        TimeElapsedColumn()]
-        else:
-            columns += [BarColumn(), MofNCompleteColumn(), _Rate(unit), TextColumn("ETA"), TimeRemainingColumn()]
         self._progress = Progress(
-            *columns, console=console, disable=not self.enabled, refresh_per_second=8,
+            *_columns(description, unit, total), console=console, disable=not self.enabled, refresh_per_second=8,
             # Lines printed on a terminal stdout while the bar runs go above it; a
             # redirected stdout is left alone (the bar is on stderr, apart from it).
             redirect_stdout=self.enabled and sys.stdout.isatty(), redirect_stderr=False,
