@@ -46,8 +46,11 @@ def register(commands: Commands, connection: Parser) -> None:
 
     revise = commands.add_parser(
         "revise", parents=[connection], help="issue a new version of one of your agency's records",
+        # argparse would show FILE as optional: both positionals are, to argparse (see main).
+        usage="exchange revise [options] [[ORIGINATOR/]ID] FILE",
         description="FILE is the complete new draft, or a record as `exchange get --json` printed it "
-                    "(edited): then the record and --base-version default to the file's ref and version.",
+                    "(edited): then the record and --base-version default to the file's ref and version "
+                    "(given on the command line, they win).",
     )
     revise.add_argument("ref", metavar=REF_METAVAR, nargs="?", help=REF_HELP + " (default: the file's ref)")
     revise.set_defaults(trailing_positionals=True)
