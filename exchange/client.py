@@ -111,16 +111,26 @@ def resolve_profile(
     key: str | None,
     ca: str | None,
     agency: str | None,
+    *,
+    default: Path | None = None,
 ) -> Profile:
-    """The profile from ``--profile`` or $EXCHANGE_PROFILE, with each given flag overriding it."""
+    """The profile, with each given flag overriding its value.
+
+    Which profile: ``profile`` (--profile), else $EXCHANGE_PROFILE, else ``default``
+    (the user's configuration folder) if that file exists, else none: then the
+    five flags must say it all.
+    """
     profile_path = profile or os.environ.get(PROFILE_ENV) or None
+    if profile_path is None and default is not None and default.is_file():
+        profile_path = str(default)
     if profile_path is not None:
         base = load_profile(Path(profile_path))
     elif node and cert and key and ca and agency:
         base = Profile(node=node, agency=agency, cert=Path(cert), key=Path(key), ca=Path(ca))
     else:
+        where = f", or write {default}" if default is not None else ""
         raise ConfigError(
-            "no profile: pass --profile FILE or set EXCHANGE_PROFILE "
+            f"no profile: pass --profile FILE or set EXCHANGE_PROFILE{where} "
             "(or give --node, --cert, --key, --ca and --agency)"
         )
     # Flag paths are relative to the working directory, like any other command-line path.

@@ -90,3 +90,11 @@ def _logging_restored() -> Iterator[None]:
             root.addHandler(handler)
     root.setLevel(level)
     threading.excepthook = excepthook
+
+
+@pytest.fixture(autouse=True)
+def no_default_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's default profile lives in the user's configuration folder (XDG_CONFIG_HOME):
+    point it at an empty folder, so a profile on the machine running the tests changes nothing."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+    monkeypatch.delenv("EXCHANGE_PROFILE", raising=False)

@@ -8,7 +8,7 @@ trip per record.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,11 +24,13 @@ from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2
 
 
-def make_record(agency: str, i: int, marking: records_pb2.Marking, summary: str = "") -> records_pb2.Record:
+def make_record(
+    agency: str, i: int, marking: records_pb2.Marking, summary: str = "", record_id: str | None = None
+) -> records_pb2.Record:
     now = Timestamp()
     now.FromMicroseconds(now_us())
     return records_pb2.Record(
-        ref=records_pb2.RecordRef(originator=agency, record_id=str(uuid.uuid4())),
+        ref=records_pb2.RecordRef(originator=agency, record_id=record_id or str(uuid.uuid4())),
         version=1,
         status=records_pb2.STATUS_ACTIVE,
         created_at=now,
@@ -51,10 +53,11 @@ def make_record(agency: str, i: int, marking: records_pb2.Marking, summary: str 
 
 def fill(
     store: Store, manifest: Manifest, pki_dir: Path, agency: str, count: int,
-    marking: records_pb2.Marking | None = None, chunk: int = 1000, summary: str = "",
+    marking: records_pb2.Marking | None = None, chunk: int = 1000, summary: str = "", record_ids: Sequence[str] = (),
 ) -> list[records_pb2.RecordRef]:
     """Sign and store ``count`` records of ``agency`` (with ``summary``, if given, to make
-    them large); returns their refs."""
+    them large); returns their refs. The first records take their ids from ``record_ids``
+    if given (e.g. ids that share a prefix); the rest are random."""
     signer = load_signer(agency, pki_dir / agency / "signing.key", manifest)
     marking = marking or records_pb2.Marking(
         classification="CONFIDENTIAL", releasable_to=[a for a in manifest.agencies if a != agency], tlp="GREEN"
@@ -65,7 +68,7 @@ def fill(
     for start in range(0, count, chunk):
         batch: list[Incoming | Refusal] = []
         for i in range(start, min(count, start + chunk)):
-            record = make_record(agency, i, marking, summary)
+            record = make_record(agency, i, marking, summary, record_ids[i] if i < len(record_ids) else None)
             envelope = signer.seal(RECORD_TYPE, record.SerializeToString())
             batch.append(Incoming(envelope, content_hash(envelope.payload), audience, record=record))
             refs.append(record.ref)

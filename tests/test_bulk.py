@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from exchange.cli.bulk import BulkResult, ProgressBar, parse_line, read_lines
+from exchange.cli.bulk import BulkResult, parse_line, read_lines
 from exchange.cli.main import main
+from exchange.cli.progress import Bar
 from exchange.errors import InvalidInput
 from exchange.node.server import Node
 from exchange.store.schema import records, references
@@ -144,14 +146,14 @@ def test_a_node_going_away_mid_file_stops_the_run_and_a_rerun_finishes_it(
     command = ["submit", "--bulk", str(bulk), "--profile", profile(federation)]
 
     # Stop the node once 100 lines are done, from inside the run (the bar is told of every line).
-    update = ProgressBar.update
+    update = Bar.update
 
-    def stop_at_100(self: ProgressBar, done: int, *, force: bool = False) -> None:
+    def stop_at_100(self: Bar, done: int) -> None:
         if done == 100:
             federation.stop()
-        update(self, done, force=force)
+        update(self, done)
 
-    monkeypatch.setattr(ProgressBar, "update", stop_at_100)
+    monkeypatch.setattr(Bar, "update", stop_at_100)
     assert main(command) == 1
     captured = capsys.readouterr()
     summary = captured.out.splitlines()[-1]
@@ -251,34 +253,26 @@ def test_lines_keep_their_numbers_across_blank_lines(tmp_path: Path) -> None:
         read_lines(str(tmp_path / "nothing.jsonl"))
 
 
-class Terminal:
+class Terminal(io.StringIO):
     """A stand-in for a terminal's stderr."""
-
-    def __init__(self) -> None:
-        self.text = ""
 
     def isatty(self) -> bool:
         return True
 
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
 
-    def flush(self) -> None:
-        pass
-
-
-def test_progress_bar_draws_on_a_terminal_and_clears_itself() -> None:
+def test_progress_bar_draws_on_a_terminal_with_rate_and_eta() -> None:
     terminal = Terminal()
-    bar = ProgressBar(terminal, 4)  # type: ignore[arg-type]
-    bar.update(0, force=True)
-    bar.update(4)  # the last line always draws
-    bar.clear()
-    assert terminal.text == (
-        "\r[------------------------------] 0/4 lines"
-        "\r[##############################] 4/4 lines"
-        "\r\x1b[K"
-    )
+    with Bar("submitting", "lines", 4, force=None, stream=terminal) as bar:
+        bar.update(4)
+    shown = terminal.getvalue()
+    assert "submitting" in shown and "4/4" in shown and "lines/s" in shown and "ETA" in shown
+
+
+def test_progress_bar_stays_silent_off_a_terminal() -> None:
+    log = io.StringIO()
+    with Bar("submitting", "lines", 4, force=None, stream=log) as bar:
+        bar.update(4)
+    assert log.getvalue() == ""
 
 
 def test_summary_of_a_stopped_run_counts_what_was_not_sent() -> None:

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from exchange.cli.drafts import draft_from_json, read_draft
 from exchange.cli.main import main
-from exchange.cli.render import (
+from exchange.drafts import draft_from_json, read_draft
+from exchange.errors import InvalidInput
+from exchange.render import (
     NO_RECORDS,
     Shown,
     banner,
@@ -21,7 +22,6 @@ from exchange.cli.render import (
     table_lines,
     truncate,
 )
-from exchange.errors import InvalidInput
 from exchange.v1 import records_pb2
 
 GOOD: dict[str, Any] = {

@@ -96,7 +96,7 @@ def test_sync_shows_progress_on_a_terminal(
     monkeypatch.setattr("sys.stderr", terminal)
     assert main(["sync", "--peer", "JPN-NPA", "--config", str(usa_node)]) == 0
     shown = terminal.getvalue()
-    assert shown.startswith("\r  0 entries received") and shown.endswith("\r  1,200 entries received\n")
+    assert "pulling from JPN-NPA" in shown and "1,200 entries" in shown and "entries/s" in shown
     assert "received 1,200, stored 1,200," in capsys.readouterr().out
 
 
@@ -150,7 +150,7 @@ def test_sync_from_a_peer_that_is_down_fails_in_one_line(
     # No KOR-KNPA node is running: its manifest address refuses connections.
     assert main(["sync", "--peer", "KOR-KNPA", "--config", str(usa_node)]) == 1
     out, err = capsys.readouterr()
-    assert out.startswith("pull from KOR-KNPA: received 0, stored 0,")
+    assert out == ""  # no summary: "received 0, stored 0" would read as a pull that worked
     assert err.startswith("exchange: pull from KOR-KNPA failed: UNAVAILABLE: ") and err.count("\n") == 1
 
 

@@ -283,14 +283,14 @@ def test_ctrl_c_during_the_story_stops_every_node() -> None:
 
 
 def test_the_demos_expectations_agree_with_this_files() -> None:
-    from exchange._demo_story import expected_holdings
+    from exchange.demo.story import expected_holdings
 
     expected = expected_holdings(EXPECTED, changed=True)
     assert {agency: set(held) for agency, held in expected.items()} == EXPECTED
 
 
 def test_a_federation_that_does_not_converge_is_reported_record_by_record() -> None:
-    from exchange._demo_story import Seen, differences, expected_holdings
+    from exchange.demo.story import Seen, differences, expected_holdings
 
     expected = expected_holdings(EXPECTED, changed=True)
     observed = {a: {n: Seen(v, s, a) for n, (v, s) in held.items()} for a, held in expected.items()}
@@ -302,3 +302,11 @@ def test_a_federation_that_does_not_converge_is_reported_record_by_record() -> N
         "GBR-NPSA misses dprk-it-workers (v2, active)",
         "KOR-KNPA holds forwarder-domain v1 active, not v2 retracted",
     ]
+
+
+def test_the_demo_package_does_not_import_the_cli() -> None:
+    # The CLI's `demo` subcommand imports the demo, never the other way round (no cycle).
+    # A fresh interpreter, so that modules other tests imported do not count.
+    code = "import sys, exchange.demo; print(sorted(m for m in sys.modules if m.split('.')[:2] == ['exchange', 'cli']))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert found.stdout.strip() == "[]", found.stdout

@@ -165,7 +165,8 @@ def test_watch_commands(federation: Federation, tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().err == "exchange: give --type TYPE VALUE, or --value VALUE for any type\n"
     assert main(["watch", "add", "--type", "shoe_size", "42", *profile]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("exchange: type: unknown observable type") and err.count("\n") == 1
+    assert err.startswith("exchange: argument --type: unknown observable type 'shoe_size' (one of: address,")
+    assert err.count("\n") == 1
     ref = _submit(_user(federation, usa, "jmiller"), "フロント企業", _marking(["JPN-NPA"]),
                   _observables(("company_name", COMPANY_FULL_WIDTH)))
     jpn.puller.pull("USA-DTSF")

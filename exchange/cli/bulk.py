@@ -13,27 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
+from typing import IO, TYPE_CHECKING, Any, Literal
 
-from exchange.cli.drafts import draft_from_json, load_json
 from exchange.cli.options import client_from
-from exchange.cli.render import clean
-from exchange.errors import (
-    Conflict,
-    ExchangeError,
-    InternalError,
-    InvalidInput,
-    NotFound,
-    TooLarge,
-    VerificationError,
-)
+from exchange.cli.progress import Bar
+from exchange.drafts import draft_from_json, load_json
+from exchange.errors import Conflict, ExchangeError, InternalError, InvalidInput, NotFound, TooLarge, VerificationError
+from exchange.render import clean
 from exchange.v1 import records_pb2, submission_pb2
 
 if TYPE_CHECKING:
@@ -256,40 +248,6 @@ def submit_lines(
 # --- the command ----------------------------------------------------------------------------
 
 
-class ProgressBar:
-    """A bar rewritten in place on a terminal; silent when stderr is a file or a pipe,
-    where carriage returns would only litter a log."""
-
-    WIDTH = 30
-    INTERVAL = 0.1  # seconds between redraws: drawing every line would cost more than it shows
-
-    def __init__(self, stream: TextIO, total: int) -> None:
-        self._stream = stream
-        self._total = total
-        self._enabled = stream.isatty()
-        self._drawn_at = 0.0
-        self._shown = False
-
-    def update(self, done: int, *, force: bool = False) -> None:
-        if not self._enabled:
-            return
-        now = time.monotonic()
-        if not force and now - self._drawn_at < self.INTERVAL and done < self._total:
-            return
-        filled = self.WIDTH * done // max(self._total, 1)
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self._stream.write(f"\r[{bar}] {done}/{self._total} lines")
-        self._stream.flush()
-        self._drawn_at, self._shown = now, True
-
-    def clear(self) -> None:
-        """Erase the bar, so that a report line printed next starts at the left edge."""
-        if self._shown:
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
-            self._shown = False
-
-
 def _stopped_message(result: BulkResult) -> str:
     if result.done == 0:  # e.g. the node is down, or this profile may not submit: nothing to resume
         return f"stopped at line {result.stopped_at}: {result.error}; nothing was submitted"
@@ -303,31 +261,26 @@ def _stopped_message(result: BulkResult) -> str:
 def run_bulk(args: argparse.Namespace) -> int:
     """Submit every line of ``args.bulk``; 0 if all were stored, 1 if any was rejected or the run stopped."""
     lines = read_lines(args.bulk)  # usage errors first, before any profile or node is needed
-    progress = ProgressBar(sys.stderr, len(lines))
     done = 0
     with ExitStack() as stack:
         report: IO[str] | None = None
         if args.report:
             report = stack.enter_context(open(args.report, "w", encoding="utf-8"))
+        bar = stack.enter_context(Bar("submitting", "lines", len(lines), force=args.progress))
 
         def emit(outcome: Outcome) -> None:
             nonlocal done
             if outcome.status == "rejected":
-                progress.clear()
                 print(clean(f"line {outcome.line}: {outcome.reason}"), flush=True)
             if report is not None:
                 report.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
             done += 1
-            progress.update(done)
+            bar.update(done)
 
-        progress.update(0, force=True)
-        try:
-            # A file whose every line is refused locally needs no profile or node to say so.
-            sendable = any(line.problem is None for line in lines)
-            client = stack.enter_context(client_from(args)) if sendable else None
-            result = submit_lines(client, lines, emit, parallel=args.parallel)
-        finally:
-            progress.clear()
+        # A file whose every line is refused locally needs no profile or node to say so.
+        sendable = any(line.problem is None for line in lines)
+        client = stack.enter_context(client_from(args)) if sendable else None
+        result = submit_lines(client, lines, emit, parallel=args.parallel)
     print(result.summary(), flush=True)
     if result.error is not None:
         print(f"exchange: {' '.join(_stopped_message(result).split())}", file=sys.stderr)

@@ -11,9 +11,12 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
-from exchange.cli import admin, liaison, query, records, sync
-from exchange.cli.options import Parser, connection_flags
+import argcomplete
+
+from exchange.cli import admin, completion, export, liaison, query, records, sync, watch
+from exchange.cli.options import OBSERVABLE_TYPES_HELP, PROFILE_ENV, Parser, connection_flags, default_profile
 from exchange.errors import ConfigError, ExchangeError, InvalidInput, TooLarge
 
 __all__ = ["build_parser", "main"]
@@ -25,19 +28,54 @@ EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Version(argparse.Action):
+    """--version, looked up only when asked (reading the package metadata takes a while)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the installed version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        from importlib import metadata
+
+        try:
+            text = f"exchange {metadata.version('exchange')}"
+        except metadata.PackageNotFoundError:  # a source tree that was never installed
+            text = "exchange (not installed)"
+        print(text)
+        parser.exit()
+
+
+def _epilog() -> str:
+    # Built when asked for, not at import: the default profile's folder follows $XDG_CONFIG_HOME.
+    return f"""\
+Profile: the first of --profile FILE, ${PROFILE_ENV}, and {default_profile()} (if it
+exists) is used; --node, --cert, --key, --ca and --agency override its values.
+Connection options go before or after COMMAND. Run `exchange COMMAND --help` for a
+command's options, and `exchange completion bash` (or zsh, fish) for tab completion.
+
+{OBSERVABLE_TYPES_HELP}"""
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="exchange",
         description="Indicator exchange between partner agencies.",
-        epilog="Run `exchange COMMAND --help` for a command's options.",
+        epilog=_epilog(),
+        parents=[connection_flags(top_level=True)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     connection = connection_flags()
     admin.register(commands)
     records.register(commands, connection)
     query.register(commands, connection)
     liaison.register(commands, connection)
+    watch.register(commands, connection)
+    export.register(commands, connection)
     sync.register(commands)
+    completion.register(commands)
     return parser
 
 
@@ -75,10 +113,22 @@ def run(handler: Handler, args: argparse.Namespace) -> int:
         return _report("interrupted", EXIT_INTERRUPTED)
 
 
+def _all_positional(extras: list[str]) -> bool:
+    return all(e == "-" or not e.startswith("-") for e in extras)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    # Answers the shell's completion request and exits, when the shell asked; otherwise nothing.
+    argcomplete.autocomplete(parser)
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        # argparse gives each positional one stretch of the command line, so a command whose
+        # positionals may sit on both sides of an option (revise REF --base-version N FILE)
+        # receives the later ones here; any other command refuses them, as parse_args would.
+        if extras and not (getattr(args, "trailing_positionals", False) and _all_positional(extras)):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.extras = extras
     except SystemExit as exc:  # --help (0), or a usage error already reported in one line (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
     handler: Handler = args.handler

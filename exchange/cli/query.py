@@ -8,16 +8,35 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 
-from exchange.cli.drafts import KINDS, parse_time
-from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
-from exchange.cli.render import NO_RECORDS, Shown, banner, dumps, held_to_json, record_lines, table_lines
+from exchange.cli.listing import Listing, emit, format_flag
+from exchange.cli.options import (
+    OBSERVABLE_TYPE_NAMES,
+    Commands,
+    Parser,
+    check_observable_type,
+    client_from,
+    positive_int,
+)
+from exchange.cli.refs import REF_HELP, REF_METAVAR, ref_arg, resolve_ref
+from exchange.drafts import KINDS, parse_time
 from exchange.errors import InvalidInput, TransportError
+from exchange.render import (
+    KIND_NAMES,
+    NO_RECORDS,
+    STATUS_NAMES,
+    Shown,
+    banner,
+    dumps,
+    held_to_json,
+    record_lines,
+    table_lines,
+)
 from exchange.v1 import query_pb2, records_pb2
 
 if TYPE_CHECKING:
     from exchange.client import Client
 
-__all__ = ["fetch", "register", "search_filters", "search_request"]
+__all__ = ["fetch", "record_cells", "records_listing", "register", "search_filters", "search_request"]
 
 DEFAULT_LIMIT = 50
 # With a limit, never ask for more records than will be shown: the node audits
@@ -26,9 +45,10 @@ _PAGE = 50
 
 
 def register(commands: Commands, connection: Parser) -> None:
-    get = commands.add_parser("get", parents=[connection], help="show one record")
-    get.add_argument("ref", metavar="ORIGINATOR/RECORD_ID")
-    get.add_argument("--json", action="store_true", help="print JSON instead of text")
+    get = commands.add_parser("get", parents=[connection], help="show one record",
+                              description="Show one record; `get --json` output, edited, is what `revise` takes.")
+    get.add_argument("ref", metavar=REF_METAVAR, type=ref_arg, help=REF_HELP)
+    get.add_argument("--json", action="store_true", help="print JSON (a revision `exchange revise FILE` takes back)")
     get.set_defaults(handler=run_get)
 
     query = commands.add_parser(
@@ -38,7 +58,7 @@ def register(commands: Commands, connection: Parser) -> None:
     query.add_argument("--limit", metavar="N", type=positive_int, default=DEFAULT_LIMIT,
                        help=f"show at most N records (default {DEFAULT_LIMIT})")
     query.add_argument("--all", action="store_true", help="show every matching record")
-    query.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    format_flag(query)
     query.set_defaults(handler=run_query)
 
 
@@ -51,7 +71,8 @@ def search_filters() -> Parser:
     group.add_argument("--country", metavar="ISO3", action="append", default=[])
     group.add_argument("--sector", metavar="S", action="append", default=[])
     which = group.add_mutually_exclusive_group()
-    which.add_argument("--observable", metavar="TYPE=VALUE", help="an observable of one type")
+    which.add_argument("--observable", metavar="TYPE=VALUE",
+                       help=f"an observable of one type; types: {OBSERVABLE_TYPE_NAMES}")
     which.add_argument("--value", metavar="VALUE", help="an observable value of any type")
     group.add_argument("--text", metavar="TEXT", help="words that must all occur in title or summary")
     group.add_argument("--since", metavar="ISO8601", help="issued at or after (UTC if no zone)")
@@ -70,8 +91,8 @@ def _decode(held: records_pb2.HeldRecord, client: Client) -> Shown:
 
 
 def run_get(args: argparse.Namespace) -> int:
-    request = query_pb2.GetRequest(ref=parse_ref(args.ref))
     with client_from(args) as client:
+        request = query_pb2.GetRequest(ref=resolve_ref(client, args.ref))
         shown = _decode(client.call(client.get, request), client)
     if args.json:
         print(dumps(held_to_json(shown)))
@@ -89,7 +110,7 @@ def _observable(args: argparse.Namespace) -> query_pb2.ObservableQuery | None:
     kind, sep, value = args.observable.partition("=")
     if not sep or not kind or not value:
         raise InvalidInput("--observable", f"expected TYPE=VALUE, got {args.observable!r}")
-    return query_pb2.ObservableQuery(type=kind, value=value)
+    return query_pb2.ObservableQuery(type=check_observable_type(kind, "--observable"), value=value)
 
 
 def search_request(args: argparse.Namespace) -> query_pb2.SearchRequest:
@@ -131,17 +152,32 @@ def fetch(client: Client, request: query_pb2.SearchRequest, limit: int | None) -
         request.page_token = response.next_page_token
 
 
+RECORD_COLUMNS = ("originator", "record_id", "version", "status", "kind", "classification", "tlp", "title",
+                  "issued_at", "received_from", "equivocated")
+
+
+def record_cells(s: Shown) -> list[object]:
+    r = s.record
+    return [r.ref.originator, r.ref.record_id, r.version, STATUS_NAMES.get(r.status, "unknown"),
+            KIND_NAMES.get(r.content.kind, "unknown"), r.content.marking.classification, r.content.marking.tlp,
+            r.content.title, r.issued_at.ToJsonString(), s.received_from, s.equivocated]
+
+
+def records_listing(shown: list[Shown]) -> Listing:
+    def table() -> list[str]:
+        if not shown:
+            return [NO_RECORDS]
+        frame = banner([s.record for s in shown])
+        return [frame, *table_lines(shown), frame]
+
+    return Listing([held_to_json(s) for s in shown], RECORD_COLUMNS, [record_cells(s) for s in shown], table)
+
+
 def run_query(args: argparse.Namespace) -> int:
     request = search_request(args)
     with client_from(args) as client:
         shown, more = fetch(client, request, None if args.all else args.limit)
-    if args.json:
-        print(dumps([held_to_json(s) for s in shown]))
-    elif not shown:
-        print(NO_RECORDS)
-    else:
-        frame = banner([s.record for s in shown])
-        print("\n".join([frame, *table_lines(shown), frame]))
+    emit(args.format, records_listing(shown))
     if more:
         # stderr, so the note never mixes with JSON or falls outside the banners.
         print(f"exchange: showing the first {len(shown)} records; more match (use --limit N or --all)",

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from google.protobuf.json_format import MessageToDict
 
 from exchange.cli.bulk import DEFAULT_PARALLEL, run_bulk
-from exchange.cli.drafts import draft_label, read_draft
-from exchange.cli.options import Commands, Parser, client_from, parse_ref, positive_int
-from exchange.cli.render import dumps
+from exchange.cli.options import Commands, Parser, client_from, positive_int
+from exchange.cli.progress import progress_flag
+from exchange.cli.refs import REF_HELP, REF_METAVAR, check_ref, ref_arg, resolve_ref
+from exchange.drafts import draft_label, read_draft, read_revision
 from exchange.errors import InvalidInput
+from exchange.render import dumps
 from exchange.v1 import submission_pb2
 
 if TYPE_CHECKING:  # gRPC is imported only once a command connects (see options.client_from)
@@ -39,22 +41,31 @@ def register(commands: Commands, connection: Parser) -> None:
     bulk.add_argument("--report", metavar="FILE", help="write each line's outcome to FILE as JSON Lines")
     bulk.add_argument("--parallel", metavar="N", type=positive_int, default=DEFAULT_PARALLEL,
                       help=f"submissions in flight at once (default {DEFAULT_PARALLEL})")
+    progress_flag(bulk)
     submit.set_defaults(handler=run_submit)
 
     revise = commands.add_parser(
         "revise", parents=[connection], help="issue a new version of one of your agency's records",
+        # argparse would show FILE as optional: both positionals are, to argparse (see main).
+        usage="exchange revise [options] [[ORIGINATOR/]ID] FILE",
+        description="FILE is the complete new draft, or a record as `exchange get --json` printed it "
+                    "(edited): then the record and --base-version default to the file's ref and version "
+                    "(given on the command line, they win).",
     )
-    revise.add_argument("ref", metavar="ORIGINATOR/RECORD_ID")
-    revise.add_argument("--base-version", metavar="N", type=positive_int, required=True,
-                        help="the version you are revising (refused if it is no longer current)")
-    revise.add_argument("file", metavar="FILE", help="the complete new draft in JSON")
+    revise.add_argument("ref", metavar=REF_METAVAR, nargs="?", help=REF_HELP + " (default: the file's ref)")
+    revise.set_defaults(trailing_positionals=True)
+    revise.add_argument("--base-version", metavar="N", type=positive_int,
+                        help="the version you are revising (refused if it is no longer current; "
+                             "default: the file's version)")
+    revise.add_argument("file", metavar="FILE", nargs="?",
+                        help="the complete new draft in JSON, or `get --json` output")
     revise.add_argument("--json", action="store_true", help="print the receipt as JSON")
     revise.set_defaults(handler=run_revise)
 
     retract = commands.add_parser(
         "retract", parents=[connection], help="retract one of your agency's records",
     )
-    retract.add_argument("ref", metavar="ORIGINATOR/RECORD_ID")
+    retract.add_argument("ref", metavar=REF_METAVAR, type=ref_arg, help=REF_HELP)
     retract.add_argument("--base-version", metavar="N", type=positive_int, required=True,
                          help="the version you are retracting (refused if it is no longer current)")
     retract.add_argument("--reason", metavar="TEXT", required=True, help="why, for every holder to see")
@@ -124,18 +135,34 @@ def run_submit(args: argparse.Namespace) -> int:
     return _print_receipt(args, receipt, text)
 
 
+def _revise_positionals(args: argparse.Namespace) -> tuple[str | None, str]:
+    """``(REF or None, FILE)`` from ``revise [REF] FILE``, wherever the options sat between them."""
+    given = [v for v in (args.ref, args.file) if v is not None] + list(getattr(args, "extras", []))
+    if len(given) == 1:
+        return None, given[0]
+    if len(given) == 2:
+        return check_ref(given[0]), given[1]
+    raise InvalidInput("", "expected [ORIGINATOR/]ID FILE, or FILE alone (see `exchange revise --help`)")
+
+
 def run_revise(args: argparse.Namespace) -> int:
-    ref = parse_ref(args.ref)
-    draft, _reference = read_draft(args.file)  # a revision keeps the record; a reference names a new one
-    request = submission_pb2.ReviseRequest(ref=ref, base_version=args.base_version, draft=draft)
+    args.ref, args.file = _revise_positionals(args)
+    file_ref, file_version, draft = read_revision(args.file)
+    base_version = args.base_version or file_version  # the command line wins over the file
+    if args.ref is None and file_ref is None:  # checked before connecting, so no node is asked in vain
+        raise InvalidInput("", "name the record: ORIGINATOR/ID before FILE (FILE is a draft, not `get --json` output)")
+    if base_version is None:
+        raise InvalidInput("--base-version", "required when FILE is a draft rather than `get --json` output")
     with client_from(args) as client:
+        ref = file_ref if args.ref is None else resolve_ref(client, args.ref)
+        request = submission_pb2.ReviseRequest(ref=ref, base_version=base_version, draft=draft)
         receipt = _call_with_draft(client, client.revise, request, args.file)
     return _print_receipt(args, receipt, f"revised {_name(receipt)} version {receipt.version}")
 
 
 def run_retract(args: argparse.Namespace) -> int:
-    ref = parse_ref(args.ref)
-    request = submission_pb2.RetractRequest(ref=ref, base_version=args.base_version, reason=args.reason)
     with client_from(args) as client:
+        ref = resolve_ref(client, args.ref)
+        request = submission_pb2.RetractRequest(ref=ref, base_version=args.base_version, reason=args.reason)
         receipt = client.call(client.retract, request)
     return _print_receipt(args, receipt, f"retracted {_name(receipt)} version {receipt.version}")

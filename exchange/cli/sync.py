@@ -13,13 +13,15 @@ import datetime as dt
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from exchange.cli.listing import Listing, emit, format_flag
 from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
-from exchange.cli.render import clean, dumps
+from exchange.cli.progress import Bar, progress_flag
 from exchange.core.manifest import Manifest
 from exchange.errors import ConfigError
+from exchange.render import clean
 
 if TYPE_CHECKING:
     from exchange.store.events import SecurityEvent
@@ -36,39 +38,17 @@ def register(commands: Commands) -> None:
     sync.add_argument("--peer", metavar="AGENCY", required=True, help="the partner to pull from, e.g. JPN-NPA")
     sync.add_argument("--config", metavar="CONFIG", required=True, help="this node's node.toml")
     config_overrides(sync)
+    progress_flag(sync)
     sync.set_defaults(handler=run_sync)
 
     events = commands.add_parser("events", help="list the node's security events, newest last")
     events.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
     config_overrides(events)
-    events.add_argument("--json", action="store_true", help="print a JSON array instead of text")
+    format_flag(events)
     events.set_defaults(handler=run_events)
 
 
 # --- exchange sync ---------------------------------------------------------------------------
-
-
-class ProgressLine:
-    """A counter rewritten in place on a terminal; silent when stderr is a file or a pipe,
-    where carriage returns would only litter a log."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._enabled = stream.isatty()
-        self._shown = False
-
-    def update(self, received: int) -> None:
-        if self._enabled:
-            self._stream.write(f"\r  {received:,} entries received")
-            self._stream.flush()
-            self._shown = True
-
-    def finish(self) -> None:
-        # End the counter's line so that what follows starts on a line of its own.
-        if self._shown:
-            self._stream.write("\n")
-            self._stream.flush()
-            self._shown = False
 
 
 def check_peer(peer: str, agency: str, manifest: Manifest) -> None:
@@ -90,6 +70,13 @@ def summary(report: PullReport) -> str:
     )
 
 
+def failure(report: PullReport) -> str:
+    error = " ".join(report.error.split())  # gRPC details can span several lines
+    kept = report.applied.stored + report.applied.withdrawals
+    done = f" ({kept:,} entries stored before it failed)" if kept else ""
+    return f"pull from {report.peer} failed: {error}{done}"
+
+
 def run_sync(args: argparse.Namespace) -> int:
     config = node_config(args)
     manifest = config.load_manifest()
@@ -101,18 +88,16 @@ def run_sync(args: argparse.Namespace) -> int:
     from exchange.node.server import Node
 
     node = Node(config, manifest=manifest, schedule=False)  # opens the store; never listens
-    progress = ProgressLine(sys.stderr)
     try:
-        progress.update(0)  # something on screen while the first batch is on its way
-        report = node.puller.pull(args.peer, progress=progress.update)
+        with Bar(f"pulling from {args.peer}", "entries", None, force=args.progress) as bar:
+            report = node.puller.pull(args.peer, progress=bar.update)
     finally:
-        progress.finish()
         node.stop(grace=0)
-    print(summary(report), flush=True)
     if report.error:
-        error = " ".join(report.error.split())  # gRPC details can span several lines
-        print(f"exchange: pull from {args.peer} failed: {error}", file=sys.stderr)
+        # One error line and nothing on stdout: a summary there would read as success to a script.
+        print(f"exchange: {failure(report)}", file=sys.stderr)
         return EXIT_PULL_FAILED
+    print(summary(report), flush=True)
     return 0
 
 
@@ -149,15 +134,20 @@ def event_line(row: SecurityEvent) -> str:
     return clean(f"{_iso(row.at, 'seconds')}  #{row.id}  {row.kind}  {row.peer}  {detail}")
 
 
+EVENT_COLUMNS = ("id", "at", "kind", "peer", "detail")
+
+
 def run_events(args: argparse.Namespace) -> int:
     from exchange.store.events import security_events
 
     with existing_store(args) as store:
         rows = security_events(store)  # oldest first: the newest ends up last on screen
-    if args.json:
-        print(dumps([event_to_json(row) for row in rows]))
-    elif not rows:
-        print("no security events")
-    else:
-        print("\n".join(event_line(row) for row in rows))
+    objects = [event_to_json(row) for row in rows]
+    cells = [[o["id"], o["at"], o["kind"], o["peer"], json.dumps(o["detail"], ensure_ascii=False, sort_keys=True)]
+             for o in objects]
+
+    def text() -> list[str]:
+        return [event_line(row) for row in rows] if rows else ["no security events"]
+
+    emit(args.format, Listing(objects, EVENT_COLUMNS, cells, text))
     return 0

@@ -19,7 +19,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.errors import InvalidInput
 from exchange.v1 import records_pb2
 
-__all__ = ["KINDS", "draft_from_json", "draft_label", "load_json", "parse_time", "read_draft"]
+__all__ = [
+    "KINDS",
+    "draft_from_json",
+    "draft_label",
+    "load_json",
+    "parse_time",
+    "read_draft",
+    "read_revision",
+    "revision_from_json",
+]
 
 KINDS: dict[str, records_pb2.Kind] = {
     "actor": records_pb2.KIND_ACTOR,
@@ -189,13 +198,49 @@ def load_json(text: str, *, one_line: bool = False) -> object:
         raise InvalidInput("", str(exc)) from None
 
 
+# What `exchange get --json` prints for a record (exchange.render.held_to_json), so that
+# its output, edited, is a revision `exchange revise` takes back.
+_RECORD_KEYS = frozenset(
+    {"ref", "version", "status", "created_at", "issued_at", "content", "retraction_reason",
+     "received_from", "equivocated"}
+)
+_KIND_BY_ENUM_NAME = {records_pb2.Kind.Name(value): name for name, value in KINDS.items()}
+
+
+def _version(value: object, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= _UINT32_MAX:
+        raise InvalidInput(path, "expected a positive whole number")
+    return value
+
+
+def revision_from_json(data: object) -> tuple[records_pb2.RecordRef | None, int | None, records_pb2.RecordDraft]:
+    """A revision from parsed JSON: a draft as ``submit`` takes it (no ref, no version), or a
+    record as ``get --json`` prints it, whose ``content`` is the draft and whose ``ref`` and
+    ``version`` say what it revises."""
+    if not (isinstance(data, dict) and "content" in data):
+        draft, _reference = draft_from_json(data)  # a revision keeps its record; a reference names a new one
+        return None, None, draft
+    top = _object(data, "", _RECORD_KEYS)
+    ref = _ref(_required(top, "ref", ""), "ref")
+    version = _version(_required(top, "version", ""), "version")
+    content = dict(_object(top["content"], "content", _TOP_LEVEL - {"reference"}))
+    kind = content.get("kind")
+    if isinstance(kind, str) and kind in _KIND_BY_ENUM_NAME:
+        content["kind"] = _KIND_BY_ENUM_NAME[kind]  # get --json writes the enum's name, KIND_ACTOR
+    try:
+        draft, _ = draft_from_json(content)
+    except InvalidInput as exc:
+        raise InvalidInput(_at("content", exc.field), exc.problem) from None
+    return ref, version, draft
+
+
 def draft_label(name: str) -> str:
     """How errors name a draft file given on the command line."""
     return "<stdin>" if name == "-" else name
 
 
-def read_draft(name: str) -> tuple[records_pb2.RecordDraft, str]:
-    """Read a draft file ("-" for standard input); errors name the file."""
+def _read_json(name: str, parse: Callable[[object], T]) -> T:
+    """Read a JSON file ("-" for standard input) and ``parse`` it; errors name the file."""
     label = draft_label(name)
     raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     try:
@@ -203,6 +248,16 @@ def read_draft(name: str) -> tuple[records_pb2.RecordDraft, str]:
     except UnicodeDecodeError as exc:
         raise InvalidInput(label, f"not UTF-8 text (byte {exc.start})") from None
     try:
-        return draft_from_json(load_json(text))
+        return parse(load_json(text))
     except InvalidInput as exc:
         raise InvalidInput(f"{label}: {exc.field}" if exc.field else label, exc.problem) from None
+
+
+def read_draft(name: str) -> tuple[records_pb2.RecordDraft, str]:
+    """Read a draft file ("-" for standard input); errors name the file."""
+    return _read_json(name, draft_from_json)
+
+
+def read_revision(name: str) -> tuple[records_pb2.RecordRef | None, int | None, records_pb2.RecordDraft]:
+    """Read a revision: a draft file, or a record as ``get --json`` printed it (see ``revision_from_json``)."""
+    return _read_json(name, revision_from_json)

@@ -1,6 +1,6 @@
 """The demo's federation: a throwaway PKI and one ``node serve`` process per agency.
 
-``exchange demo`` (``exchange/demo.py``) tells the story; this module owns the
+``exchange demo`` (``exchange/demo/run.py``) tells the story; this module owns the
 machinery under it: copying ``nodes/`` to a throwaway folder with free loopback
 ports, making the PKI there, starting each node as its own process with the
 peers of its node.toml, waiting until each answers, and stopping them all

@@ -25,8 +25,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange._demo_federation import Federation, find_nodes_dir, shielded_from_signals, sigterm_interrupts
-from exchange._demo_story import (
+from exchange.client import Client
+from exchange.demo.federation import Federation, find_nodes_dir, shielded_from_signals, sigterm_interrupts
+from exchange.demo.story import (
     PLAN,
     RETRACTED,
     RETRACTION_REASON,
@@ -39,10 +40,9 @@ from exchange._demo_story import (
     search_all,
     wait_for,
 )
-from exchange.cli.drafts import read_draft
-from exchange.cli.render import Shown, banner, combined_marking, table_lines
-from exchange.client import Client
-from exchange.errors import ExchangeError, InternalError, NotFound, TransportError
+from exchange.drafts import read_draft
+from exchange.errors import ExchangeError, NotFound, TransportError
+from exchange.render import Shown, banner, combined_marking, table_lines
 from exchange.store.migrate import database_errors
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 
@@ -146,11 +146,9 @@ class Story:
         self.names[(receipt.ref.originator, receipt.ref.record_id)] = sample.name
         self.refs[sample.name] = receipt.ref
         marking = combined_marking([records_pb2.Record(ref=receipt.ref, content=draft)])
-        if marking is None:  # one record always has a marking
-            raise InternalError(f"no marking for sample {sample.name}")
         reach = ", ".join(sorted(sample.reach)) or "no partner"
         say(f"     {sample.name} ({receipt.ref.record_id[:8]}): {draft.title}")
-        say(f"         {marking.text()}")
+        say(f"         {marking.text() if marking is not None else '-'}")
         say(f"         expected at {reach}. Why: {sample.why}")
 
     def sync(self, waiting: str, *, changed: bool) -> bool:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from exchange.cli.render import Shown
 from exchange.client import Client
+from exchange.render import Shown
 from exchange.v1 import query_pb2, records_pb2
 
 __all__ = [
