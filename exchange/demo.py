@@ -142,7 +142,7 @@ class Story:
 
     def _submit(self, analyst: Client, sample: Sample) -> None:
         draft, reference = read_draft(str(self._sample_path(sample.agency, f"{sample.name}.json")))
-        receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference))
+        receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference)).receipt
         self.names[(receipt.ref.originator, receipt.ref.record_id)] = sample.name
         self.refs[sample.name] = receipt.ref
         marking = combined_marking([records_pb2.Record(ref=receipt.ref, content=draft)])
@@ -176,11 +176,11 @@ class Story:
         jpn, usa = self._analyst("JPN-NPA"), self._analyst("USA-DTSF")
         draft, _ = read_draft(str(self._sample_path("JPN-NPA", f"{REVISED}.v2.json")))
         revised = jpn.call(jpn.revise, submission_pb2.ReviseRequest(ref=self.refs[REVISED], base_version=1,
-                                                                    draft=draft))
+                                                                    draft=draft)).receipt
         say(f"   JPN-NPA revises {REVISED} to v{revised.version}: a third platform account paid through the same")
         say("   bank account. A revision names the version it revises, so two revisions can never both win.")
         retracted = usa.call(usa.retract, submission_pb2.RetractRequest(ref=self.refs[RETRACTED], base_version=1,
-                                                                        reason=RETRACTION_REASON))
+                                                                        reason=RETRACTION_REASON)).receipt
         say(f'   USA-DTSF retracts {RETRACTED} (v{retracted.version}): "{RETRACTION_REASON}".')
         say("   A retraction is a signed version without content, and a signed withdrawal tells every")
         say("   earlier holder, relays included, to purge the earlier payload.")

@@ -188,7 +188,7 @@ def submit_lines(
     def submit(line: Line) -> submission_pb2.Receipt:
         assert client is not None  # a client is required exactly when some line is sent
         request = submission_pb2.SubmitRequest(draft=line.draft, reference=line.reference or "")
-        return client.call(client.submit, request)
+        return client.call(client.submit, request).receipt
 
     def record(outcome: Outcome) -> None:
         if outcome.status == "new":

@@ -103,7 +103,7 @@ def register(commands: Commands, connection: Parser) -> None:
 
 def _method(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]) -> Any:
     # The path comes from the descriptors, so it cannot drift from liaison.proto.
-    method = liaison_pb2.DESCRIPTOR.services_by_name["Liaison"].methods_by_name[name]
+    method = liaison_pb2.DESCRIPTOR.services_by_name["LiaisonService"].methods_by_name[name]
     assert method.input_type.full_name == request.DESCRIPTOR.full_name
     assert method.output_type.full_name == response.DESCRIPTOR.full_name
     return channel.unary_unary(

@@ -35,7 +35,7 @@ SERVICE: str = reflection.SERVICE_NAME  # "grpc.reflection.v1alpha.ServerReflect
 
 
 class Reflection:
-    """Reflection over ``services`` (full names, e.g. "exchange.v1.Sync") and itself."""
+    """Reflection over ``services`` (full names, e.g. "exchange.v1.SyncService") and itself."""
 
     def __init__(self, services: Sequence[str]) -> None:
         known = descriptor_pool.Default()  # every generated _pb2 module registers its file here

@@ -83,8 +83,8 @@ class Node:
         )
         self._adopt_manifest()
         limits = config.limits
-        self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync",
-                              "exchange.v1.Liaison"])
+        self.health = Health(["exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
+                              "exchange.v1.LiaisonService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
         guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
@@ -95,10 +95,10 @@ class Node:
         sync = SyncService(config.agency, self.store, self.manifest, limits)
         liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
         self._handlers = [
-            service_handler(guard, "exchange.v1.Sync", sync.methods()),
-            service_handler(guard, "exchange.v1.Submission", submission.methods()),
-            service_handler(guard, "exchange.v1.Query", query.methods()),
-            service_handler(guard, "exchange.v1.Liaison", liaison.methods()),
+            service_handler(guard, "exchange.v1.SyncService", sync.methods()),
+            service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
+            service_handler(guard, "exchange.v1.QueryService", query.methods()),
+            service_handler(guard, "exchange.v1.LiaisonService", liaison.methods()),
             service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
         ]
         # Reflection describes exactly the services registered above, through the same guard.
