@@ -68,6 +68,7 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/grpc.health.v1.Health/Check": ANYONE,
     "/grpc.health.v1.Health/Watch": ANYONE,
     # Server reflection (exchange/node/reflection.py): service and message descriptors, no data.
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": ANYONE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ANYONE,
 }
 

@@ -23,7 +23,7 @@ from exchange.node.health import Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
 from exchange.node.metrics import MetricsServer, NodeMetrics
 from exchange.node.query import QueryService
-from exchange.node.reflection import SERVICE as REFLECTION_SERVICE
+from exchange.node.reflection import SERVICES as REFLECTION_SERVICES
 from exchange.node.reflection import Reflection
 from exchange.node.rpc import Guard, service_handler
 from exchange.node.submission import SubmissionService
@@ -103,7 +103,8 @@ class Node:
         ]
         # Reflection describes exactly the services registered above, through the same guard.
         served = [h.service_name() for h in self._handlers if isinstance(h, grpc.ServiceRpcHandler)]
-        self._handlers.append(service_handler(guard, REFLECTION_SERVICE, Reflection(served).methods()))
+        reflection = Reflection(served)
+        self._handlers += [service_handler(guard, name, reflection.methods()) for name in REFLECTION_SERVICES]
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
         self._metrics_server: MetricsServer | None = None
