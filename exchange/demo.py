@@ -42,6 +42,7 @@ from exchange._demo_story import (
 from exchange.cli.drafts import read_draft
 from exchange.cli.render import Shown, banner, combined_marking, table_lines
 from exchange.client import Client
+from exchange.core.manifest import node_dns_name
 from exchange.errors import ExchangeError, NotFound, TransportError
 from exchange.store.migrate import database_errors
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
@@ -247,6 +248,11 @@ def _exchange_command() -> str:
     return str(beside) if beside.exists() else "exchange"
 
 
+def _buf_command() -> str:
+    installed = Path("node_modules/.bin/buf")  # by `make install`, in the repository the demo runs from
+    return str(installed) if installed.exists() else "buf"
+
+
 def _how_to_use(fed: Federation) -> None:
     command = _exchange_command()
     say()
@@ -257,6 +263,11 @@ def _how_to_use(fed: Federation) -> None:
     say(f"  {command} query --profile {gbr} --value @kenta_dev_tokyo    # a platform handle, relayed to GBR-NPSA")
     say("or submit as an analyst (drafts like nodes/*/samples/*.json):")
     say(f"  {command} submit --profile {fed.profile('KOR-KNPA', fed.nodes['KOR-KNPA'].analyst)} FILE.json")
+    jpn, pki = fed.nodes["JPN-NPA"], fed.pki / "JPN-NPA"
+    say("or list its services (then call them) with buf curl, through gRPC server reflection:")
+    say(f"  {_buf_command()} curl --protocol grpc --servername {node_dns_name('JPN-NPA')} --cacert {pki / 'ca.crt'}"
+        f" --cert {pki / 'users' / jpn.liaison}.crt --key {pki / 'users' / jpn.liaison}.key"
+        f" --list-services https://127.0.0.1:{jpn.port}")
     say(f"Node logs: {fed.work}/<AGENCY>.log. Stop everything with Ctrl-C here, or: kill {os.getpid()}")
 
 
