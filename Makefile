@@ -1,11 +1,13 @@
 # `make demo` and `make test` work on a fresh machine: they make .venv if it is
-# missing and install the project with its dev tools into it.
+# missing and install the project with its dev tools into it, and `make test`
+# installs buf from npm (package.json, pinned by package-lock.json) into node_modules.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck protos protos-check install clean
+.PHONY: demo test lint typecheck protos protos-check proto-baseline install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,13 +15,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# --ignore-scripts: no package code runs at install; buf's launcher finds its binary without it.
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NPM_STAMP)
+
+install: $(STAMP) $(NPM_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/exchange demo
 
-test: $(STAMP)
+test: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/buf_check.py
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
@@ -33,8 +41,14 @@ typecheck: $(STAMP)
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
-protos-check: $(STAMP)
+protos-check: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/buf_check.py
+
+# After a proto change: record it as the baseline `buf breaking` compares with (refused
+# if it breaks the old one). A deliberate break: make proto-baseline BREAKING=yes
+proto-baseline: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python scripts/buf_check.py --update-baseline $(if $(filter yes,$(BREAKING)),--allow-breaking)
 
 clean:
-	rm -rf $(VENV) var certs/out
+	rm -rf $(VENV) node_modules var certs/out

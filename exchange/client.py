@@ -35,7 +35,7 @@ from exchange.errors import (
     PermissionDenied,
     TransportError,
 )
-from exchange.v1 import query_pb2, records_pb2, submission_pb2
+from exchange.v1 import query_pb2, submission_pb2
 
 __all__ = [
     "PROFILE_ENV",
@@ -282,11 +282,11 @@ class Client:
         self.timeout = timeout
         self.channel = connect(profile, max_message_bytes=max_message_bytes)
         sub, qry = submission_pb2, query_pb2
-        self.submit = _method(self.channel, "Submission", "Submit", sub.SubmitRequest, sub.Receipt)
-        self.revise = _method(self.channel, "Submission", "Revise", sub.ReviseRequest, sub.Receipt)
-        self.retract = _method(self.channel, "Submission", "Retract", sub.RetractRequest, sub.Receipt)
-        self.get = _method(self.channel, "Query", "Get", qry.GetRequest, records_pb2.HeldRecord)
-        self.search = _method(self.channel, "Query", "Search", qry.SearchRequest, qry.SearchResponse)
+        self.submit = _method(self.channel, "SubmissionService", "Submit", sub.SubmitRequest, sub.SubmitResponse)
+        self.revise = _method(self.channel, "SubmissionService", "Revise", sub.ReviseRequest, sub.ReviseResponse)
+        self.retract = _method(self.channel, "SubmissionService", "Retract", sub.RetractRequest, sub.RetractResponse)
+        self.get = _method(self.channel, "QueryService", "Get", qry.GetRequest, qry.GetResponse)
+        self.search = _method(self.channel, "QueryService", "Search", qry.SearchRequest, qry.SearchResponse)
 
     def call(self, fn: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
         return call(fn, request, timeout=self.timeout, address=self.address)

@@ -213,12 +213,13 @@ class UserClient:
     """Stubs for one user connected to one node."""
 
     channel: grpc.Channel
-    submission: submission_pb2_grpc.SubmissionStub
-    query: query_pb2_grpc.QueryStub
+    submission: submission_pb2_grpc.SubmissionServiceStub
+    query: query_pb2_grpc.QueryServiceStub
 
     @classmethod
     def of(cls, channel: grpc.Channel) -> UserClient:
-        return cls(channel, submission_pb2_grpc.SubmissionStub(channel), query_pb2_grpc.QueryStub(channel))
+        return cls(channel, submission_pb2_grpc.SubmissionServiceStub(channel),
+                   query_pb2_grpc.QueryServiceStub(channel))
 
 
 def draft(**overrides: object) -> records_pb2.RecordDraft:

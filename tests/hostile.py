@@ -9,7 +9,7 @@ puller refusing a server that is not the partner's node.
 Each Pull call it receives plays the next script (a list of steps):
 
 - :class:`Batch`: send these envelopes and this cursor;
-- :class:`Oversize`: send one PullBatch bigger than a given message limit;
+- :class:`Oversize`: send one PullResponse bigger than a given message limit;
 - :class:`Endless`: send batches made by a factory until the call is cancelled;
 - :class:`Stall`: send nothing more, keep the call open until it is cancelled;
 - :class:`Abort`: end the call with a status (UNAVAILABLE by default) mid-stream.
@@ -40,14 +40,14 @@ from exchange.v1 import records_pb2, sync_pb2
 from tests.federation import AGENCIES, Federation
 from tests.fill import make_record
 
-PULL_METHOD = "/exchange.v1.Sync/Pull"
+PULL_METHOD = "/exchange.v1.SyncService/Pull"
 
 # --- script steps ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Batch:
-    """One PullBatch, sent as is."""
+    """One PullResponse, sent as is."""
 
     entries: Sequence[records_pb2.Envelope]
     cursor: bytes
@@ -55,7 +55,7 @@ class Batch:
 
 @dataclass(frozen=True)
 class Oversize:
-    """One PullBatch whose serialised size exceeds ``limit`` bytes (what the puller accepts).
+    """One PullResponse whose serialised size exceeds ``limit`` bytes (what the puller accepts).
 
     ``entries`` (honest, say) travel in the same message, padded with a junk
     envelope, so a test can show they are lost with the message, not applied.
@@ -101,7 +101,7 @@ class Call:
 
     request: sync_pb2.PullRequest
     peer_identities: tuple[bytes, ...]
-    sent: list[sync_pb2.PullBatch] = field(default_factory=list)  # batches handed to gRPC to send
+    sent: list[sync_pb2.PullResponse] = field(default_factory=list)  # batches handed to gRPC to send
     ended: threading.Event = field(default_factory=threading.Event)  # the RPC terminated (any way)
 
 
@@ -154,11 +154,11 @@ class HostilePartner:
         credentials = grpc.ssl_server_credentials(
             [(self._key_pem, self._cert_pem)], root_certificates=roots, require_client_auth=True
         )
-        handler = grpc.method_handlers_generic_handler("exchange.v1.Sync", {
+        handler = grpc.method_handlers_generic_handler("exchange.v1.SyncService", {
             "Pull": grpc.unary_stream_rpc_method_handler(
                 self._pull,
                 request_deserializer=sync_pb2.PullRequest.FromString,
-                response_serializer=sync_pb2.PullBatch.SerializeToString,
+                response_serializer=sync_pb2.PullResponse.SerializeToString,
             ),
             "Digest": grpc.unary_unary_rpc_method_handler(
                 self._digest,
@@ -194,7 +194,7 @@ class HostilePartner:
 
     # the handler --------------------------------------------------------------------------------
 
-    def _pull(self, request: sync_pb2.PullRequest, context: grpc.ServicerContext) -> Iterator[sync_pb2.PullBatch]:
+    def _pull(self, request: sync_pb2.PullRequest, context: grpc.ServicerContext) -> Iterator[sync_pb2.PullResponse]:
         call = Call(request, tuple(context.peer_identities() or ()))
         context.add_callback(call.ended.set)
         with self._lock:
@@ -202,13 +202,13 @@ class HostilePartner:
         script = self._next_script()
         for step in script:
             if isinstance(step, Batch):
-                yield self._send(call, sync_pb2.PullBatch(entries=list(step.entries), cursor=step.cursor))
+                yield self._send(call, sync_pb2.PullResponse(entries=list(step.entries), cursor=step.cursor))
             elif isinstance(step, Oversize):
                 yield self._send(call, oversize_batch(step))
             elif isinstance(step, Endless):
                 n = 0
                 while context.is_active() and not self._stopping.is_set():
-                    yield self._send(call, sync_pb2.PullBatch(entries=list(step.make(n)), cursor=endless_cursor(n)))
+                    yield self._send(call, sync_pb2.PullResponse(entries=list(step.make(n)), cursor=endless_cursor(n)))
                     n += 1
                     if step.pause:
                         time.sleep(step.pause)
@@ -230,17 +230,17 @@ class HostilePartner:
         return answer(request)
 
     @staticmethod
-    def _send(call: Call, batch: sync_pb2.PullBatch) -> sync_pb2.PullBatch:
+    def _send(call: Call, batch: sync_pb2.PullResponse) -> sync_pb2.PullResponse:
         call.sent.append(batch)
         return batch
 
 
-def oversize_batch(step: Oversize) -> sync_pb2.PullBatch:
+def oversize_batch(step: Oversize) -> sync_pb2.PullResponse:
     padding = records_pb2.Envelope(
         payload_type=RECORD_TYPE, payload=b"\x00" * (step.limit + 1024), key_id="KOR-KNPA/padding",
         signature=b"\x00" * 64,
     )
-    batch = sync_pb2.PullBatch(entries=[*step.entries, padding], cursor=step.cursor)
+    batch = sync_pb2.PullResponse(entries=[*step.entries, padding], cursor=step.cursor)
     assert batch.ByteSize() > step.limit
     return batch
 

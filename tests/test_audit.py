@@ -17,7 +17,7 @@ def _filled_node(federation: Federation, tmp_path: Path) -> Path:
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
     liaison = UserClient.of(federation.user_channel(node, "JPN-NPA", "suzuki"))
     for i in range(4):
-        receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=f"監査 {i}")))
+        receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=f"監査 {i}"))).receipt
         liaison.query.Get(query_pb2.GetRequest(ref=receipt.ref))
     liaison.query.Search(query_pb2.SearchRequest(text="監査"))
     actions = [e.action for e in audit.read_entries(node.store)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.backends import selected
+from tests.buf import installed_buf
 
 pytestmark = pytest.mark.slow
 
@@ -255,7 +257,14 @@ def test_keep_running_waits_for_sigterm_then_stops_the_nodes() -> None:
         run.wait_for_line("The federation keeps running")
         command = run.wait_for_line(f"{Path(sys.executable).with_name('exchange')}", timeout=5)
         assert " query --profile " in command and command.rstrip().endswith("--include-retracted")
+        buf = installed_buf()  # the demo names node_modules/.bin/buf once `make install` put it there
+        curl = run.wait_for_line("node_modules/.bin/buf curl" if buf else "buf curl", timeout=5)
         run.wait_for_line("Node logs:", timeout=5)
+        if buf is not None:  # the printed command, run as printed, against the demo's node
+            listed = subprocess.run(shlex.split(curl), cwd=REPO, capture_output=True, text=True, timeout=60)
+            assert listed.returncode == 0, listed.stderr
+            assert {"exchange.v1.QueryService", "exchange.v1.SubmissionService", "exchange.v1.SyncService",
+                    "exchange.v1.LiaisonService", "grpc.reflection.v1.ServerReflection"} <= set(listed.stdout.split())
         assert run.process is not None
         run.process.send_signal(signal.SIGTERM)
         assert run.finish() == 0, run.output()

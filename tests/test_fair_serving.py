@@ -52,8 +52,8 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def partner_sync(federation: Federation, node: Node, agency: str, **kwargs: object) -> sync_pb2_grpc.SyncStub:
-    return sync_pb2_grpc.SyncStub(federation.node_channel(node, agency, **kwargs))  # type: ignore[arg-type]
+def partner_sync(federation: Federation, node: Node, agency: str, **kwargs: object) -> sync_pb2_grpc.SyncServiceStub:
+    return sync_pb2_grpc.SyncServiceStub(federation.node_channel(node, agency, **kwargs))  # type: ignore[arg-type]
 
 
 def status(call: grpc.Future) -> grpc.StatusCode | None:
@@ -107,8 +107,8 @@ def test_unread_streams_of_one_partner_take_nothing_from_users_or_other_partners
              timeout=STALL_SECONDS + 5)
     assert time.monotonic() - opened < STALL_SECONDS + 3
     cancelled_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cancelled ")]
-    assert cancelled_lines == [f"cancelled exchange.v1.Sync/Pull from {KOR_NODE}: its client took no message for "
-                               f"{STALL_SECONDS} s (stream_stall_seconds)"] * PER_PARTNER
+    assert cancelled_lines == [f"cancelled exchange.v1.SyncService/Pull from {KOR_NODE}: its client took no message "
+                               f"for {STALL_SECONDS} s (stream_stall_seconds)"] * PER_PARTNER
     for stream in stalled:
         with pytest.raises(grpc.RpcError) as cancelled:
             for _ in stream:  # what was buffered before the server gave up, then the status

@@ -92,7 +92,7 @@ def test_request_fields_never_change_who_the_caller_is(federation: Federation, j
         liaison.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), metadata=spoof, timeout=5)
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
-    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), metadata=spoof, timeout=5)
+    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), metadata=spoof, timeout=5).receipt
     assert receipt.ref.originator == "JPN-NPA"
     # The request has no field for originator, record id or version: the node decides them.
     fields = {f.name for f in submission_pb2.SubmitRequest.DESCRIPTOR.fields}

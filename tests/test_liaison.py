@@ -38,18 +38,18 @@ def _user(federation: Federation, node: Node, handle: str) -> UserClient:
     return UserClient.of(federation.user_channel(node, node.config.agency, handle))
 
 
-def _liaison(federation: Federation, node: Node, handle: str) -> liaison_pb2_grpc.LiaisonStub:
-    return liaison_pb2_grpc.LiaisonStub(federation.user_channel(node, node.config.agency, handle))
+def _liaison(federation: Federation, node: Node, handle: str) -> liaison_pb2_grpc.LiaisonServiceStub:
+    return liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(node, node.config.agency, handle))
 
 
 def _submit(analyst: UserClient, title: str, marking: records_pb2.Marking,
             observables: list[records_pb2.Observable] | None = None) -> records_pb2.RecordRef:
     extra: dict[str, Any] = {} if observables is None else {"observables": observables}
     request = submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking, **extra))
-    return analyst.submission.Submit(request, timeout=10).ref
+    return analyst.submission.Submit(request, timeout=10).receipt.ref
 
 
-def _hits(stub: liaison_pb2_grpc.LiaisonStub, **kwargs: Any) -> list[liaison_pb2.WatchHit]:
+def _hits(stub: liaison_pb2_grpc.LiaisonServiceStub, **kwargs: Any) -> list[liaison_pb2.WatchHit]:
     return list(stub.WatchHits(liaison_pb2.WatchHitsRequest(**kwargs), timeout=10).hits)
 
 
@@ -325,9 +325,10 @@ def test_partner_nodes_and_analysts_cannot_call_the_liaison_rpcs(federation: Fed
     ref = _submit(_user(federation, jpn, "sato"), "role check", _marking(["USA-DTSF"]))
     key = (federation.pki_dir / "USA-DTSF" / "node.key").read_bytes()
     cert = (federation.pki_dir / "USA-DTSF" / "node.crt").read_bytes()
-    partner = liaison_pb2_grpc.LiaisonStub(federation.channel(jpn.port, server_agency="JPN-NPA", key=key, cert=cert))
-    analyst = liaison_pb2_grpc.LiaisonStub(federation.user_channel(jpn, "JPN-NPA", "sato"))
-    calls: list[Callable[[liaison_pb2_grpc.LiaisonStub], object]] = [
+    partner = liaison_pb2_grpc.LiaisonServiceStub(
+        federation.channel(jpn.port, server_agency="JPN-NPA", key=key, cert=cert))
+    analyst = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    calls: list[Callable[[liaison_pb2_grpc.LiaisonServiceStub], object]] = [
         lambda s: s.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10),
         lambda s: s.WatchAdd(liaison_pb2.WatchAddRequest(value=EMAIL), timeout=10),
         lambda s: s.WatchRemove(liaison_pb2.WatchRemoveRequest(id=1), timeout=10),

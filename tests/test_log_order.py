@@ -46,7 +46,8 @@ class Puller:
     def __init__(self, federation: Federation, node: Node) -> None:
         key = (federation.pki_dir / "USA-DTSF" / "node.key").read_bytes()
         cert = (federation.pki_dir / "USA-DTSF" / "node.crt").read_bytes()
-        self._stub = sync_pb2_grpc.SyncStub(federation.channel(node.port, server_agency="JPN-NPA", key=key, cert=cert))
+        self._stub = sync_pb2_grpc.SyncServiceStub(
+            federation.channel(node.port, server_agency="JPN-NPA", key=key, cert=cert))
         self._manifest = federation.manifest
         self.cursor = b""
         self.received: list[str] = []  # record ids, in the order received, duplicates kept

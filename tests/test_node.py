@@ -25,7 +25,8 @@ def client(federation: Federation, node, handle: str, agency: str = "JPN-NPA") -
 
 
 def submit(c: UserClient, d: records_pb2.RecordDraft | None = None, reference: str = "") -> submission_pb2.Receipt:
-    return c.submission.Submit(submission_pb2.SubmitRequest(draft=d or draft(), reference=reference), timeout=10)
+    request = submission_pb2.SubmitRequest(draft=d or draft(), reference=reference)
+    return c.submission.Submit(request, timeout=10).receipt
 
 
 def search(c: UserClient, **kwargs: object) -> list[records_pb2.Record]:
@@ -73,7 +74,7 @@ def test_analyst_submits_and_liaison_finds_it_every_way(federation: Federation, 
     assert ids(search(liaison, text="nothing")) == {other.ref.record_id}
 
     # By id; the envelope as stored verifies with the manifest's public key, over its bytes.
-    held = liaison.query.Get(query_pb2.GetRequest(ref=receipt.ref), timeout=10)
+    held = liaison.query.Get(query_pb2.GetRequest(ref=receipt.ref), timeout=10).record
     assert held.received_from == "JPN-NPA"
     verify_envelope(held.envelope, "JPN-NPA", federation.manifest)
     record = open_record(held.envelope, federation.manifest)
@@ -129,7 +130,7 @@ def test_concurrent_revisions_of_one_version_one_wins(federation: Federation, jp
     with pytest.raises(grpc.RpcError) as stale:
         sato.submission.Revise(submission_pb2.ReviseRequest(ref=receipt.ref, base_version=1, draft=draft()))
     assert stale.value.code() == grpc.StatusCode.ABORTED
-    v3 = sato.submission.Revise(submission_pb2.ReviseRequest(ref=receipt.ref, base_version=2, draft=draft()))
+    v3 = sato.submission.Revise(submission_pb2.ReviseRequest(ref=receipt.ref, base_version=2, draft=draft())).receipt
     assert v3.version == 3
 
 
@@ -137,9 +138,9 @@ def test_retraction_is_a_signed_version_and_hides_the_record(federation: Federat
     analyst, liaison = client(federation, jpn, "sato"), client(federation, jpn, "suzuki")
     receipt = submit(analyst, draft(title="撤回される記録"))
     retracted = analyst.submission.Retract(
-        submission_pb2.RetractRequest(ref=receipt.ref, base_version=1, reason="source withdrew"), timeout=10)
+        submission_pb2.RetractRequest(ref=receipt.ref, base_version=1, reason="source withdrew"), timeout=10).receipt
     assert retracted.version == 2
-    held = liaison.query.Get(query_pb2.GetRequest(ref=receipt.ref), timeout=10)
+    held = liaison.query.Get(query_pb2.GetRequest(ref=receipt.ref), timeout=10).record
     record = open_record(held.envelope, federation.manifest)
     assert record.status == records_pb2.STATUS_RETRACTED and record.content.title == ""
     assert record.content.marking.classification == "CONFIDENTIAL"  # routing survives, content does not
@@ -268,12 +269,12 @@ def test_roles_are_checked_on_every_rpc(federation: Federation, jpn) -> None:  #
         submit(liaison)
     assert submit_denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     analyst_channel = federation.user_channel(jpn, "JPN-NPA", "sato")
-    pull = sync_pb2_grpc.SyncStub(analyst_channel).Pull(sync_pb2.PullRequest(), timeout=10)
+    pull = sync_pb2_grpc.SyncServiceStub(analyst_channel).Pull(sync_pb2.PullRequest(), timeout=10)
     with pytest.raises(grpc.RpcError) as pull_denied:
         list(pull)
     assert pull_denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with pytest.raises(grpc.RpcError) as digest_denied:
-        sync_pb2_grpc.SyncStub(analyst_channel).Digest(sync_pb2.DigestRequest(), timeout=10)
+        sync_pb2_grpc.SyncServiceStub(analyst_channel).Digest(sync_pb2.DigestRequest(), timeout=10)
     assert digest_denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # A partner node may not submit or query as if it were a user.
     key, cert = (federation.pki_dir / "USA-DTSF" / "node.key").read_bytes(), (

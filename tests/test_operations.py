@@ -85,7 +85,8 @@ def test_reflection_lists_and_describes_the_services_to_a_federation_identity(
     jpn = start(federation, "JPN-NPA", tmp_path / "jpn")
     liaison = federation.user_channel(jpn, "JPN-NPA", "suzuki")
     services = list_services(liaison)
-    assert {"exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync", "grpc.health.v1.Health",
+    assert {"exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
+            "exchange.v1.LiaisonService", "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection"} <= set(services)
     # A partner node may look too (any authenticated federation identity, as for health).
     key, cert = (federation.pki_dir / "USA-DTSF" / "node.key").read_bytes(), \
@@ -95,7 +96,7 @@ def test_reflection_lists_and_describes_the_services_to_a_federation_identity(
     # What grpcurl does to call a method it has no .proto for: fetch the file declaring the
     # service (with its imports), build the message types, call with them.
     [response] = reflect(liaison, reflection_pb2.ServerReflectionRequest(
-        file_containing_symbol="exchange.v1.Query"))
+        file_containing_symbol="exchange.v1.QueryService"))
     pool = descriptor_pool.DescriptorPool()
     files = [descriptor_pb2.FileDescriptorProto.FromString(b)
              for b in response.file_descriptor_response.file_descriptor_proto]
@@ -105,12 +106,12 @@ def test_reflection_lists_and_describes_the_services_to_a_federation_identity(
             if not set(proto.dependency) & set(pending):
                 pool.Add(proto)
                 del pending[name]
-    method = pool.FindServiceByName("exchange.v1.Query").methods_by_name["Search"]
+    method = pool.FindServiceByName("exchange.v1.QueryService").methods_by_name["Search"]
     request_type = message_factory.GetMessageClass(method.input_type)
     response_type = message_factory.GetMessageClass(method.output_type)
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
     analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title="第三国経由の迂回輸出")), timeout=10)
-    search = liaison.unary_unary("/exchange.v1.Query/Search", request_serializer=lambda m: m.SerializeToString(),
+    search = liaison.unary_unary("/exchange.v1.QueryService/Search", request_serializer=lambda m: m.SerializeToString(),
                                  response_deserializer=response_type.FromString)
     found = search(request_type(text="迂回"), timeout=10)
     assert len(found.records) == 1
@@ -152,11 +153,11 @@ def test_health_is_not_serving_while_the_database_cannot_be_used(federation: Fed
     """
     jpn = start(federation, "JPN-NPA", tmp_path / "jpn")
     channel = federation.user_channel(jpn, "JPN-NPA", "suzuki")
-    assert health(channel) == SERVING and health(channel, "exchange.v1.Query") == SERVING
+    assert health(channel) == SERVING and health(channel, "exchange.v1.QueryService") == SERVING
     federation.backend.make_unusable(tmp_path / "jpn")
     try:
         wait_for(lambda: health(channel) == NOT_SERVING, "NOT_SERVING")
-        assert health(channel, "exchange.v1.Sync") == NOT_SERVING  # every service, not just the node
+        assert health(channel, "exchange.v1.SyncService") == NOT_SERVING  # every service, not just the node
         assert scrape(jpn)["exchange_database_up"][()] == 0
     finally:
         federation.backend.make_usable(tmp_path / "jpn")
@@ -240,14 +241,14 @@ def test_metrics_move_with_pulls_refusals_and_calls(
         foreign.query.Search(query_pb2.SearchRequest(text="x"), timeout=5)
     counts = scrape(jpn)["exchange_rpc_duration_seconds_count"]
     assert counts[(("code", "OK"), ("method", "grpc.health.v1.Health/Check"))] == 1
-    assert counts[(("code", "PERMISSION_DENIED"), ("method", "exchange.v1.Query/Search"))] == 1
+    assert counts[(("code", "PERMISSION_DENIED"), ("method", "exchange.v1.QueryService/Search"))] == 1
 
     # The log: JSON lines; the guard's carry the caller, the puller's the partner; no contents.
     lines = [json.loads(line) for line in log_lines.getvalue().splitlines()]
     calls = [line for line in lines if line["logger"] == "exchange.rpc"]
     assert {(c["identity"], c["method"], c["code"]) for c in calls} >= {
         ("urn:exchange:JPN-NPA:user:suzuki", "grpc.health.v1.Health/Check", "OK"),
-        ("urn:exchange:USA-DTSF:user:rchen", "exchange.v1.Query/Search", "PERMISSION_DENIED"),
+        ("urn:exchange:USA-DTSF:user:rchen", "exchange.v1.QueryService/Search", "PERMISSION_DENIED"),
     }
     assert all(isinstance(c["duration_ms"], float) and c["client"].startswith("ipv4:127.0.0.1") for c in calls)
     pulls = [line for line in lines if line["logger"] == "exchange.sync"]
@@ -356,4 +357,4 @@ def test_cancelled_health_watches_do_not_hold_the_nodes_threads(federation: Fede
         # Each watch notices its client left within its poll interval, and gives its thread back.
         wait_for(lambda: node.health.watching == 0, "every cancelled watch to end")
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
-    assert analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), timeout=5).created
+    assert analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), timeout=5).receipt.created

@@ -190,7 +190,7 @@ def test_health_asks_the_node_with_its_own_certificate(
     config = _node_toml(tmp_path / "node.toml", federation.pki_dir, listen=node.config.listen)
     assert health(config) == 0
     assert capfd.readouterr().out == "SERVING\n"
-    assert health(config, "--service", "exchange.v1.Query") == 0
+    assert health(config, "--service", "exchange.v1.QueryService") == 0
     assert capfd.readouterr().out == "SERVING\n"
 
     node.health.set_all(health_pb2.HealthCheckResponse.NOT_SERVING)  # as the database monitor would
@@ -202,7 +202,7 @@ def test_health_asks_the_node_with_its_own_certificate(
     channel = federation.channel(node.port, server_agency="JPN-NPA", key=(own / "node.key").read_bytes(),
                                  cert=(own / "node.crt").read_bytes())
     with pytest.raises(grpc.RpcError) as refused:
-        query_pb2_grpc.QueryStub(channel).Search(query_pb2.SearchRequest(text="x"), timeout=5)
+        query_pb2_grpc.QueryServiceStub(channel).Search(query_pb2.SearchRequest(text="x"), timeout=5)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     channel.close()
 
@@ -288,7 +288,7 @@ def test_every_line_a_node_logs_is_json_with_refused_handshakes_and_pulls_as_fie
     key, cert = _foreign_client_files(tmp_path)
     channel = pki.channel(port, server_agency="JPN-NPA", key=key, cert=cert)
     with pytest.raises(grpc.RpcError) as refused:
-        query_pb2_grpc.QueryStub(channel).Search(query_pb2.SearchRequest(text="x"), timeout=5)
+        query_pb2_grpc.QueryServiceStub(channel).Search(query_pb2.SearchRequest(text="x"), timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # refused at the TLS handshake
     channel.close()
 

@@ -235,7 +235,8 @@ def test_pull_and_digest_serve_exactly_what_the_decision_releases(
     # Each partner node at its accreditation in the manifest, as the node authenticates it.
     for caller in [partner, *(p for p in EVERY_NODE if p.clearance == ACCREDITATIONS[p.agency])]:
         cursor, after = positions.get((caller.identity.uri, caller.clearance), (b"", 0))
-        batches = [sync_pb2.PullBatch.FromString(b) for b in service.pull(sync_pb2.PullRequest(cursor=cursor), caller)]
+        request = sync_pb2.PullRequest(cursor=cursor)
+        batches = [sync_pb2.PullResponse.FromString(b) for b in service.pull(request, caller)]
         if batches:  # none when the log has not grown since this caller's last pull
             positions[(caller.identity.uri, caller.clearance)] = (batches[-1].cursor, end)
         got = sorted((e.payload_type, content_hash(e.payload)) for batch in batches for e in batch.entries)

@@ -75,14 +75,14 @@ def test_malformed_submission_is_refused_and_nothing_is_stored(
     assert field in (refused.value.details() or ""), refused.value.details()
     assert _count(node) == before and len(audit.read_entries(node.store)) == audit_before
     # The node keeps serving.
-    ok = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), timeout=10)
+    ok = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft()), timeout=10).receipt
     assert ok.created
 
 
 def test_link_to_a_less_releasable_record_is_refused(federation: Federation, node) -> None:  # type: ignore[no-untyped-def]
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
     narrow = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(marking=_marking(releasable_to=["USA-DTSF"]))), timeout=10)
+        draft=draft(marking=_marking(releasable_to=["USA-DTSF"]))), timeout=10).receipt
     wide = draft(marking=_marking(releasable_to=["USA-DTSF", "KOR-KNPA"]), related=[narrow.ref])
     with pytest.raises(grpc.RpcError) as refused:
         analyst.submission.Submit(submission_pb2.SubmitRequest(draft=wide), timeout=10)
@@ -90,9 +90,9 @@ def test_link_to_a_less_releasable_record_is_refused(federation: Federation, nod
     assert "draft.related[0]" in (refused.value.details() or "")
     # Linking the other way round (narrow -> wide) is fine.
     wide_receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(marking=_marking(releasable_to=["USA-DTSF", "KOR-KNPA"]))), timeout=10)
+        draft=draft(marking=_marking(releasable_to=["USA-DTSF", "KOR-KNPA"]))), timeout=10).receipt
     linked = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(marking=_marking(releasable_to=["USA-DTSF"]), related=[wide_receipt.ref])), timeout=10)
+        draft=draft(marking=_marking(releasable_to=["USA-DTSF"]), related=[wide_receipt.ref])), timeout=10).receipt
     assert linked.created
     # A link to a record that does not exist names the field too.
     ghost = records_pb2.RecordRef(originator="JPN-NPA", record_id="00000000-0000-4000-8000-000000000001")
@@ -104,8 +104,8 @@ def test_link_to_a_less_releasable_record_is_refused(federation: Federation, nod
 def test_invalid_utf8_names_the_field(federation: Federation, node) -> None:  # type: ignore[no-untyped-def]
     channel = federation.user_channel(node, "JPN-NPA", "sato")
     raw_submit = channel.unary_unary(
-        "/exchange.v1.Submission/Submit", request_serializer=lambda b: b,
-        response_deserializer=submission_pb2.Receipt.FromString,
+        "/exchange.v1.SubmissionService/Submit", request_serializer=lambda b: b,
+        response_deserializer=submission_pb2.SubmitResponse.FromString,
     )
     good = submission_pb2.SubmitRequest(draft=draft(title="XXXX")).SerializeToString()
     bad = good.replace(b"XXXX", b"X\xff\xfeX")

@@ -164,7 +164,7 @@ def test_concurrent_revisions_through_two_replicas_never_mint_one_version_twice(
     federation.nodes.append(second)
     clients = [UserClient.of(federation.user_channel(node, "JPN-NPA", handle))
                for node in (jpn, second) for handle in ("sato", "kato")]
-    receipt = clients[0].submission.Submit(submission_pb2.SubmitRequest(draft=draft()))
+    receipt = clients[0].submission.Submit(submission_pb2.SubmitRequest(draft=draft())).receipt
 
     def revise(client: UserClient, base: int, barrier: threading.Barrier, outcomes: list[str]) -> None:
         barrier.wait()

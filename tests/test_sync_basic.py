@@ -17,8 +17,8 @@ def _marking(rel: list[str], classification: str = "CONFIDENTIAL") -> records_pb
 
 def _submit(federation: Federation, node: Node, title: str, rel: list[str]) -> records_pb2.RecordRef:
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
-    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=title, marking=_marking(rel))))
-    return receipt.ref
+    request = submission_pb2.SubmitRequest(draft=draft(title=title, marking=_marking(rel)))
+    return analyst.submission.Submit(request).receipt.ref
 
 
 def _held(node: Node) -> dict[tuple[str, str], int]:

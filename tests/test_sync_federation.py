@@ -103,7 +103,7 @@ def test_federation_converges_to_the_expected_holdings(
     for title, (originator, classification, rel, tlp, caveats) in RECORDS.items():
         marking = records_pb2.Marking(classification=classification, releasable_to=rel, tlp=tlp, caveats=caveats)
         receipt = analysts[originator].submission.Submit(
-            submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking)), timeout=10)
+            submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking)), timeout=10).receipt
         refs[title] = receipt.ref
         titles[(receipt.ref.originator, receipt.ref.record_id)] = title
 

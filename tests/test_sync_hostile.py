@@ -131,7 +131,7 @@ def assert_serving(federation: Federation, node: Node, expected: set[Ref]) -> No
         assert {ref_of(h.envelope) for h in by_text.records} == expected  # the text index was written too
         for originator, record_id in sorted(expected)[:3]:
             got = client.query.Get(query_pb2.GetRequest(
-                ref=records_pb2.RecordRef(originator=originator, record_id=record_id)), timeout=10)
+                ref=records_pb2.RecordRef(originator=originator, record_id=record_id)), timeout=10).record
             assert ref_of(got.envelope) == (originator, record_id) and got.received_from == KOR
     finally:
         client.channel.close()
@@ -207,7 +207,7 @@ def test_a_partner_cannot_touch_a_record_of_another_originator_with_the_same_id(
 ) -> None:
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
     receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(title="迂回調達 JPN original", marking=marking("CONFIDENTIAL", ["KOR-KNPA"]))), timeout=10)
+        draft=draft(title="迂回調達 JPN original", marking=marking("CONFIDENTIAL", ["KOR-KNPA"]))), timeout=10).receipt
     analyst.channel.close()
     jpn_id = receipt.ref.record_id
     original = current_record(jpn.store, "JPN-NPA", jpn_id)
@@ -242,10 +242,10 @@ def test_a_partner_cannot_touch_a_record_of_another_originator_with_the_same_id(
 
     client = liaison(federation, jpn)
     try:
-        mine = client.query.Get(query_pb2.GetRequest(ref=receipt.ref), timeout=10)
+        mine = client.query.Get(query_pb2.GetRequest(ref=receipt.ref), timeout=10).record
         assert mine.envelope.SerializeToString() == original.envelope and mine.received_from == "JPN-NPA"
         theirs = client.query.Get(query_pb2.GetRequest(
-            ref=records_pb2.RecordRef(originator=KOR, record_id=jpn_id)), timeout=10)
+            ref=records_pb2.RecordRef(originator=KOR, record_id=jpn_id)), timeout=10).record
         assert theirs.envelope == same_id_v2
     finally:
         client.channel.close()
@@ -319,7 +319,7 @@ def test_equivocation_keeps_evidence_flags_and_shows_the_last_unequivocal_versio
     client = liaison(federation, jpn)
     try:
         shown = client.query.Get(query_pb2.GetRequest(ref=records_pb2.RecordRef(originator=KOR, record_id=rid)),
-                                 timeout=10)
+                                 timeout=10).record
         assert shown.equivocated and shown.envelope == v1
     finally:
         client.channel.close()
@@ -582,7 +582,7 @@ def test_a_stalling_partner_delays_only_its_own_pulls(
         time.sleep(0.02)
     writer = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
     marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="GREEN")
-    ref = writer.submission.Submit(submission_pb2.SubmitRequest(draft=draft(marking=marking)), timeout=10).ref
+    ref = writer.submission.Submit(submission_pb2.SubmitRequest(draft=draft(marking=marking)), timeout=10).receipt.ref
     deadline = time.monotonic() + 8
     while ("USA-DTSF", ref.record_id) not in held(jpn):
         assert time.monotonic() < deadline, "USA-DTSF's record waited behind the stalled KOR-KNPA pull"
@@ -632,7 +632,7 @@ def test_a_forged_withdrawal_never_purges_a_record(
     assert jpn.puller.pull(KOR).applied.stored == 1
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
     receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(title="JPN's own", marking=marking("CONFIDENTIAL", ["KOR-KNPA"]))), timeout=10)
+        draft=draft(title="JPN's own", marking=marking("CONFIDENTIAL", ["KOR-KNPA"]))), timeout=10).receipt
     analyst.channel.close()
     jpn_ref, kor_ref = receipt.ref, record_of(kor_record).ref
     forged = {

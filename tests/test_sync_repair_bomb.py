@@ -106,7 +106,7 @@ def _search(federation: Federation, timeout: float) -> query_pb2.SearchResponse:
     port = int(federation.manifest.partner("JPN-NPA").address.rsplit(":", 1)[1])
     channel = federation.channel(port, server_agency="JPN-NPA", key=key, cert=cert)
     try:
-        stub = query_pb2_grpc.QueryStub(channel)  # type: ignore[no-untyped-call]
+        stub = query_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
         response: query_pb2.SearchResponse = stub.Search(query_pb2.SearchRequest(page_size=10), timeout=timeout)
         return response
     finally:

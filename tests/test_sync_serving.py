@@ -19,14 +19,14 @@ def _marking(classification: str, rel: list[str], tlp: str = "AMBER", caveats: l
     return records_pb2.Marking(classification=classification, releasable_to=rel, tlp=tlp, caveats=caveats or [])
 
 
-def _partner(federation: Federation, node: Node, agency: str) -> sync_pb2_grpc.SyncStub:
+def _partner(federation: Federation, node: Node, agency: str) -> sync_pb2_grpc.SyncServiceStub:
     key = (federation.pki_dir / agency / "node.key").read_bytes()
     cert = (federation.pki_dir / agency / "node.crt").read_bytes()
-    return sync_pb2_grpc.SyncStub(federation.channel(node.port, server_agency=node.config.agency, key=key,
+    return sync_pb2_grpc.SyncServiceStub(federation.channel(node.port, server_agency=node.config.agency, key=key,
                                                      cert=cert))
 
 
-def _pull(manifest: Manifest, stub: sync_pb2_grpc.SyncStub, cursor: bytes = b"", max_entries: int = 0
+def _pull(manifest: Manifest, stub: sync_pb2_grpc.SyncServiceStub, cursor: bytes = b"", max_entries: int = 0
           ) -> tuple[list[records_pb2.Record], bytes, int]:
     """Pull to the end; every entry must verify as the originator's signed record."""
     records, batches = [], 0
@@ -44,7 +44,7 @@ def jpn(federation: Federation, tmp_path: Path) -> Node:
 
 def _submit(federation: Federation, node: Node, marking: records_pb2.Marking, title: str) -> str:
     analyst = UserClient.of(federation.user_channel(node, "JPN-NPA", "sato"))
-    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking)))
+    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking))).receipt
     return receipt.ref.record_id
 
 
@@ -110,7 +110,7 @@ def test_cursor_from_before_a_restore_is_stale(federation: Federation, tmp_path:
 def test_only_the_current_marking_counts(federation: Federation, jpn: Node) -> None:
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
     receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(marking=_marking("CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"]))))
+        draft=draft(marking=_marking("CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"])))).receipt
     analyst.submission.Revise(submission_pb2.ReviseRequest(
         ref=receipt.ref, base_version=1, draft=draft(marking=_marking("CONFIDENTIAL", ["USA-DTSF"]))))
     kor_stub = _partner(federation, jpn, "KOR-KNPA")
@@ -144,7 +144,7 @@ def test_a_widening_never_releases_an_earlier_version(federation: Federation, jp
     """v1 was for JPN-NPA only; v2 is released to USA-DTSF: USA-DTSF gets v2, never v1's content."""
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
     receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(title="SOURCE NAME: agent X", marking=_marking("SECRET", []))))
+        draft=draft(title="SOURCE NAME: agent X", marking=_marking("SECRET", [])))).receipt
     analyst.submission.Revise(submission_pb2.ReviseRequest(
         ref=receipt.ref, base_version=1,
         draft=draft(title="sanitised", marking=_marking("CONFIDENTIAL", ["USA-DTSF"]))))
@@ -162,8 +162,9 @@ def test_a_version_that_forbade_relay_is_not_relayed_after_the_marking_allows_it
     jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     analyst = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
-    receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(title="orcon v1", marking=_marking("CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"], caveats=["ORCON"]))))
+    orcon = _marking("CONFIDENTIAL", ["USA-DTSF", "KOR-KNPA"], caveats=["ORCON"])
+    request = submission_pb2.SubmitRequest(draft=draft(title="orcon v1", marking=orcon))
+    receipt = analyst.submission.Submit(request).receipt
     assert usa.puller.pull("JPN-NPA").applied.stored == 1
     analyst.submission.Revise(submission_pb2.ReviseRequest(
         ref=receipt.ref, base_version=1, draft=draft(title="relayable v2", marking=_marking(
@@ -183,6 +184,6 @@ def test_a_batch_encoded_from_stored_envelopes_is_the_protobuf_encoding() -> Non
         for size in (0, 1, 60, 127, 128, 300, 16_383, 16_384, 70_000)
     ]
     for entries, cursor in ((envelopes, b"c" * 60), (envelopes[:1], b""), ([], b"c" * 200), ([], b"")):
-        expected = sync_pb2.PullBatch(entries=entries, cursor=cursor).SerializeToString()
+        expected = sync_pb2.PullResponse(entries=entries, cursor=cursor).SerializeToString()
         assert encode_pull_batch([e.SerializeToString() for e in entries], cursor) == expected
-    assert encode_pull_batch([b""], b"") == sync_pb2.PullBatch(entries=[records_pb2.Envelope()]).SerializeToString()
+    assert encode_pull_batch([b""], b"") == sync_pb2.PullResponse(entries=[records_pb2.Envelope()]).SerializeToString()

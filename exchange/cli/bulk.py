@@ -189,7 +189,7 @@ def submit_lines(
         if client is None:  # a client is required exactly when some line is sent
             raise InternalError("a line to send, and no client to send it")
         request = submission_pb2.SubmitRequest(draft=line.draft, reference=line.reference or "")
-        return client.call(client.submit, request)
+        return client.call(client.submit, request).receipt
 
     def record(outcome: Outcome) -> None:
         if outcome.status == "new":

@@ -24,7 +24,7 @@ Resp = TypeVar("Resp", bound=Message)
 
 def _method(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]) -> Any:
     # The path comes from the descriptors, so it cannot drift from liaison.proto.
-    method = liaison_pb2.DESCRIPTOR.services_by_name["Liaison"].methods_by_name[name]
+    method = liaison_pb2.DESCRIPTOR.services_by_name["LiaisonService"].methods_by_name[name]
     if (method.input_type.full_name, method.output_type.full_name) != (
         request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
     ):

@@ -93,7 +93,7 @@ def _decode(held: records_pb2.HeldRecord, client: Client) -> Shown:
 def run_get(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         request = query_pb2.GetRequest(ref=resolve_ref(client, args.ref))
-        shown = _decode(client.call(client.get, request), client)
+        shown = _decode(client.call(client.get, request).record, client)
     if args.json:
         print(dumps(held_to_json(shown)))
     else:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # gRPC is imported only once a command connects (see options.
     from exchange.client import Client
 
 Req = TypeVar("Req", submission_pb2.SubmitRequest, submission_pb2.ReviseRequest)
+Resp = TypeVar("Resp", submission_pb2.SubmitResponse, submission_pb2.ReviseResponse)
 
 __all__ = ["register"]
 
@@ -89,8 +90,8 @@ def _name(receipt: submission_pb2.Receipt) -> str:
 
 
 def _call_with_draft(
-    client: Client, fn: grpc.UnaryUnaryMultiCallable[Req, submission_pb2.Receipt], request: Req, file: str
-) -> submission_pb2.Receipt:
+    client: Client, fn: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req, file: str
+) -> Resp:
     """Make the call; a refusal of the draft's content also names the file it came from."""
     try:
         return client.call(fn, request)
@@ -127,7 +128,7 @@ def run_submit(args: argparse.Namespace) -> int:
         reference = args.reference
     request = submission_pb2.SubmitRequest(draft=draft, reference=reference)
     with client_from(args) as client:
-        receipt = _call_with_draft(client, client.submit, request, args.file)
+        receipt = _call_with_draft(client, client.submit, request, args.file).receipt
     if receipt.created:
         text = f"submitted {_name(receipt)} version {receipt.version}"
     else:
@@ -156,7 +157,7 @@ def run_revise(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         ref = file_ref if args.ref is None else resolve_ref(client, args.ref)
         request = submission_pb2.ReviseRequest(ref=ref, base_version=base_version, draft=draft)
-        receipt = _call_with_draft(client, client.revise, request, args.file)
+        receipt = _call_with_draft(client, client.revise, request, args.file).receipt
     return _print_receipt(args, receipt, f"revised {_name(receipt)} version {receipt.version}")
 
 
@@ -164,5 +165,5 @@ def run_retract(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         ref = resolve_ref(client, args.ref)
         request = submission_pb2.RetractRequest(ref=ref, base_version=args.base_version, reason=args.reason)
-        receipt = client.call(client.retract, request)
+        receipt = client.call(client.retract, request).receipt
     return _print_receipt(args, receipt, f"retracted {_name(receipt)} version {receipt.version}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exchange.client import Client
+from exchange.core.manifest import node_dns_name
 from exchange.demo.federation import Federation, find_nodes_dir, shielded_from_signals, sigterm_interrupts
 from exchange.demo.story import (
     PLAN,
@@ -142,7 +143,7 @@ class Story:
 
     def _submit(self, analyst: Client, sample: Sample) -> None:
         draft, reference = read_draft(str(self._sample_path(sample.agency, f"{sample.name}.json")))
-        receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference))
+        receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft, reference=reference)).receipt
         self.names[(receipt.ref.originator, receipt.ref.record_id)] = sample.name
         self.refs[sample.name] = receipt.ref
         marking = combined_marking([records_pb2.Record(ref=receipt.ref, content=draft)])
@@ -175,11 +176,11 @@ class Story:
         jpn, usa = self._analyst("JPN-NPA"), self._analyst("USA-DTSF")
         draft, _ = read_draft(str(self._sample_path("JPN-NPA", f"{REVISED}.v2.json")))
         revised = jpn.call(jpn.revise, submission_pb2.ReviseRequest(ref=self.refs[REVISED], base_version=1,
-                                                                    draft=draft))
+                                                                    draft=draft)).receipt
         say(f"   JPN-NPA revises {REVISED} to v{revised.version}: a third platform account paid through the same")
         say("   bank account. A revision names the version it revises, so two revisions can never both win.")
         retracted = usa.call(usa.retract, submission_pb2.RetractRequest(ref=self.refs[RETRACTED], base_version=1,
-                                                                        reason=RETRACTION_REASON))
+                                                                        reason=RETRACTION_REASON)).receipt
         say(f'   USA-DTSF retracts {RETRACTED} (v{retracted.version}): "{RETRACTION_REASON}".')
         say("   A retraction is a signed version without content, and a signed withdrawal tells every")
         say("   earlier holder, relays included, to purge the earlier payload.")
@@ -246,6 +247,11 @@ def _exchange_command() -> str:
     return str(beside) if beside.exists() else "exchange"
 
 
+def _buf_command() -> str:
+    installed = Path("node_modules/.bin/buf")  # by `make install`, in the repository the demo runs from
+    return str(installed) if installed.exists() else "buf"
+
+
 def _how_to_use(fed: Federation) -> None:
     command = _exchange_command()
     say()
@@ -256,6 +262,11 @@ def _how_to_use(fed: Federation) -> None:
     say(f"  {command} query --profile {gbr} --value @kenta_dev_tokyo    # a platform handle, relayed to GBR-NPSA")
     say("or submit as an analyst (drafts like nodes/*/samples/*.json):")
     say(f"  {command} submit --profile {fed.profile('KOR-KNPA', fed.nodes['KOR-KNPA'].analyst)} FILE.json")
+    jpn, pki = fed.nodes["JPN-NPA"], fed.pki / "JPN-NPA"
+    say("or list its services (then call them) with buf curl, through gRPC server reflection:")
+    say(f"  {_buf_command()} curl --protocol grpc --servername {node_dns_name('JPN-NPA')} --cacert {pki / 'ca.crt'}"
+        f" --cert {pki / 'users' / jpn.liaison}.crt --key {pki / 'users' / jpn.liaison}.key"
+        f" --list-services https://127.0.0.1:{jpn.port}")
     say(f"Node logs: {fed.work}/<AGENCY>.log. Stop everything with Ctrl-C here, or: kill {os.getpid()}")
 
 

@@ -35,8 +35,8 @@ from exchange.errors import Overloaded
 
 log = logging.getLogger("exchange.node")
 
-PULL = "/exchange.v1.Sync/Pull"
-DIGEST = "/exchange.v1.Sync/Digest"
+PULL = "/exchange.v1.SyncService/Pull"
+DIGEST = "/exchange.v1.SyncService/Digest"
 WATCHDOG_TICK_SECONDS = 0.1  # how late past its bound a stream may be cancelled, at most
 
 T = TypeVar("T")

@@ -58,13 +58,13 @@ class QueryService:
     def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
         return visible(self.agency, self.manifest, record, caller)
 
-    def get(self, request: query_pb2.GetRequest, caller: Principal) -> records_pb2.HeldRecord:
+    def get(self, request: query_pb2.GetRequest, caller: Principal) -> query_pb2.GetResponse:
         validate_ref(request.ref, "ref")
         record = current_record(self.store, request.ref.originator, request.ref.record_id)
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not releasable
         audit_disclosure(self.store, caller, "get", [record])
-        return held_record(record)
+        return query_pb2.GetResponse(record=held_record(record))
 
     def search(self, request: query_pb2.SearchRequest, caller: Principal) -> query_pb2.SearchResponse:
         criteria = self._criteria(request, caller)

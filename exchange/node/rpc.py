@@ -55,24 +55,25 @@ ANYONE = frozenset(Role)
 
 # docs/design.md "Actors and identities": who may call what. Deny by default.
 ROLES: Mapping[str, frozenset[Role]] = {
-    "/exchange.v1.Submission/Submit": frozenset({Role.ANALYST}),
-    "/exchange.v1.Submission/Revise": frozenset({Role.ANALYST}),
-    "/exchange.v1.Submission/Retract": frozenset({Role.ANALYST}),
-    "/exchange.v1.Query/Get": USERS,
-    "/exchange.v1.Query/Search": USERS,
-    "/exchange.v1.Liaison/Disclosures": frozenset({Role.LIAISON}),  # docs/design.md: liaison officers
+    "/exchange.v1.SubmissionService/Submit": frozenset({Role.ANALYST}),
+    "/exchange.v1.SubmissionService/Revise": frozenset({Role.ANALYST}),
+    "/exchange.v1.SubmissionService/Retract": frozenset({Role.ANALYST}),
+    "/exchange.v1.QueryService/Get": USERS,
+    "/exchange.v1.QueryService/Search": USERS,
+    "/exchange.v1.LiaisonService/Disclosures": frozenset({Role.LIAISON}),  # docs/design.md: liaison officers
     # The watch list is the liaison officer's tool (exchange/node/liaison.py).
-    "/exchange.v1.Liaison/WatchAdd": frozenset({Role.LIAISON}),
-    "/exchange.v1.Liaison/WatchRemove": frozenset({Role.LIAISON}),
-    "/exchange.v1.Liaison/WatchList": frozenset({Role.LIAISON}),
-    "/exchange.v1.Liaison/WatchHits": frozenset({Role.LIAISON}),
-    "/exchange.v1.Sync/Pull": frozenset({Role.NODE}),
-    "/exchange.v1.Sync/Digest": frozenset({Role.NODE}),
+    "/exchange.v1.LiaisonService/WatchAdd": frozenset({Role.LIAISON}),
+    "/exchange.v1.LiaisonService/WatchRemove": frozenset({Role.LIAISON}),
+    "/exchange.v1.LiaisonService/WatchList": frozenset({Role.LIAISON}),
+    "/exchange.v1.LiaisonService/WatchHits": frozenset({Role.LIAISON}),
+    "/exchange.v1.SyncService/Pull": frozenset({Role.NODE}),
+    "/exchange.v1.SyncService/Digest": frozenset({Role.NODE}),
     # Operational: any authenticated federation identity may ask if the node is up, and so
     # may the node's operator with the node's own certificate (`exchange health`).
     "/grpc.health.v1.Health/Check": ANYONE,
     "/grpc.health.v1.Health/Watch": ANYONE,
     # Server reflection (exchange/node/reflection.py): service and message descriptors, no data.
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": ANYONE,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ANYONE,
 }
 

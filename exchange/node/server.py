@@ -25,7 +25,7 @@ from exchange.node.health import Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
 from exchange.node.metrics import MetricsServer, NodeMetrics
 from exchange.node.query import QueryService
-from exchange.node.reflection import SERVICE as REFLECTION_SERVICE
+from exchange.node.reflection import SERVICES as REFLECTION_SERVICES
 from exchange.node.reflection import Reflection
 from exchange.node.rpc import Guard, service_handler
 from exchange.node.submission import SubmissionService
@@ -83,8 +83,8 @@ class Node:
                                 distrusted_keys=self.manifest.compromised_keys)
         self._adopt_manifest()
         limits = config.limits
-        self.health = Health(["exchange.v1.Submission", "exchange.v1.Query", "exchange.v1.Sync",
-                              "exchange.v1.Liaison"])
+        self.health = Health(["exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
+                              "exchange.v1.LiaisonService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
         self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
@@ -96,15 +96,16 @@ class Node:
         sync = SyncService(config.agency, self.store, self.manifest, limits)
         liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
         self._handlers = [
-            service_handler(guard, "exchange.v1.Sync", sync.methods()),
-            service_handler(guard, "exchange.v1.Submission", submission.methods()),
-            service_handler(guard, "exchange.v1.Query", query.methods()),
-            service_handler(guard, "exchange.v1.Liaison", liaison.methods()),
+            service_handler(guard, "exchange.v1.SyncService", sync.methods()),
+            service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
+            service_handler(guard, "exchange.v1.QueryService", query.methods()),
+            service_handler(guard, "exchange.v1.LiaisonService", liaison.methods()),
             service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
         ]
         # Reflection describes exactly the services registered above, through the same guard.
         served = [h.service_name() for h in self._handlers if isinstance(h, grpc.ServiceRpcHandler)]
-        self._handlers.append(service_handler(guard, REFLECTION_SERVICE, Reflection(served).methods()))
+        reflection = Reflection(served)
+        self._handlers += [service_handler(guard, name, reflection.methods()) for name in REFLECTION_SERVICES]
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
         self._metrics_server: MetricsServer | None = None

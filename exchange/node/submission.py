@@ -51,13 +51,13 @@ class SubmissionService:
 
     # --- the three operations -------------------------------------------------------------
 
-    def submit(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.Receipt:
+    def submit(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.SubmitResponse:
         validate_reference(request.reference)
         handle = caller.identity.handle or ""
         if request.reference:
             existing = find_reference(self.store, handle, request.reference)
             if existing is not None:
-                return self._existing(existing)
+                return submission_pb2.SubmitResponse(receipt=self._existing(existing))
         if not request.HasField("draft"):
             raise InvalidInput("draft", "missing")
         self._check_draft(request.draft, caller)
@@ -76,10 +76,10 @@ class SubmissionService:
             audience=self._audience(record), submitter=handle, reference=request.reference,
         )
         if existing is not None:  # the same reference won a concurrent race
-            return self._existing(existing)
-        return self._receipt(record, envelope, created=True)
+            return submission_pb2.SubmitResponse(receipt=self._existing(existing))
+        return submission_pb2.SubmitResponse(receipt=self._receipt(record, envelope, created=True))
 
-    def revise(self, request: submission_pb2.ReviseRequest, caller: Principal) -> submission_pb2.Receipt:
+    def revise(self, request: submission_pb2.ReviseRequest, caller: Principal) -> submission_pb2.ReviseResponse:
         current = self._own_current(request.ref, request.base_version, caller)
         if not request.HasField("draft"):
             raise InvalidInput("draft", "missing")
@@ -90,9 +90,9 @@ class SubmissionService:
             self.store, record, envelope, actor=caller.identity.uri, action="revise", audience=self._audience(record),
             base_version=request.base_version, withdrawal=self._withdrawal(record, current),
         )
-        return self._receipt(record, envelope, created=True)
+        return submission_pb2.ReviseResponse(receipt=self._receipt(record, envelope, created=True))
 
-    def retract(self, request: submission_pb2.RetractRequest, caller: Principal) -> submission_pb2.Receipt:
+    def retract(self, request: submission_pb2.RetractRequest, caller: Principal) -> submission_pb2.RetractResponse:
         current = self._own_current(request.ref, request.base_version, caller)
         if len(request.reason) > 2000:
             raise InvalidInput("reason", "over 2000 characters")
@@ -109,7 +109,7 @@ class SubmissionService:
             self.store, record, envelope, actor=caller.identity.uri, action="retract", audience=self._audience(record),
             base_version=request.base_version, withdrawal=self._withdrawal(record, current),
         )
-        return self._receipt(record, envelope, created=True)
+        return submission_pb2.RetractResponse(receipt=self._receipt(record, envelope, created=True))
 
     # --- steps ----------------------------------------------------------------------------
 

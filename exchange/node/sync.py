@@ -105,7 +105,7 @@ class SyncService:
     # --- Pull -------------------------------------------------------------------------------
 
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[bytes]:
-        """Serialised ``PullBatch`` messages (``rpc`` passes bytes through as they are)."""
+        """Serialised ``PullResponse`` messages (``rpc`` passes bytes through as they are)."""
         after = self._position(request.cursor, caller)
         if len(request.only) > self.limits.max_digest_entries:
             raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")
@@ -139,7 +139,7 @@ class SyncService:
         yield self._batch(batch, caller, end)
 
     def _batch(self, batch: list[LogEntry], caller: Principal, upto: int) -> bytes:
-        """One ``PullBatch``, serialised: the stored envelopes go out verbatim (the bytes
+        """One ``PullResponse``, serialised: the stored envelopes go out verbatim (the bytes
         their originator's signature covers were never re-encoded, and are not now)."""
         fingerprint = log_fingerprint(self.store, upto) or b"\x00" * 8
         if batch:
@@ -199,7 +199,7 @@ def _field(number: int, value: bytes) -> bytes:
 
 
 def encode_pull_batch(envelopes: list[bytes], cursor: bytes) -> bytes:
-    """``PullBatch(entries=envelopes, cursor=cursor).SerializeToString()``, with each stored
+    """``PullResponse(entries=envelopes, cursor=cursor).SerializeToString()``, with each stored
     envelope's bytes copied as they are instead of parsed and encoded again."""
     parts = [_field(1, envelope) for envelope in envelopes]  # repeated Envelope entries = 1
     if cursor:

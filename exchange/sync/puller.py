@@ -175,8 +175,8 @@ class Puller:
                 channel.close()
             self._channels.clear()
 
-    def stub(self, peer: str) -> sync_pb2_grpc.SyncStub:
-        return sync_pb2_grpc.SyncStub(self.channel(peer))  # type: ignore[no-untyped-call]
+    def stub(self, peer: str) -> sync_pb2_grpc.SyncServiceStub:
+        return sync_pb2_grpc.SyncServiceStub(self.channel(peer))  # type: ignore[no-untyped-call]
 
     def pull(self, peer: str, *, progress: Progress | None = None) -> PullReport:
         """Pull everything new from ``peer`` once.
@@ -294,8 +294,8 @@ class Puller:
 
 
 def _bounded(
-    call: Iterator[sync_pb2.PullBatch], limit: int, max_batches: int, report: PullReport
-) -> Iterator[sync_pb2.PullBatch]:
+    call: Iterator[sync_pb2.PullResponse], limit: int, max_batches: int, report: PullReport
+) -> Iterator[sync_pb2.PullResponse]:
     """Stop reading a stream after ``limit`` entries or ``max_batches`` batches: an endless
     stream (of entries, or of empty batches) ends here."""
     count = 0

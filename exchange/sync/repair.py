@@ -40,7 +40,7 @@ class Puller(Protocol):
     store: Store
     limits: Limits
 
-    def stub(self, peer: str) -> sync_pb2_grpc.SyncStub: ...
+    def stub(self, peer: str) -> sync_pb2_grpc.SyncServiceStub: ...
 
     def stream(
         self, peer: str, request: sync_pb2.PullRequest, report: PullReport, progress: Progress | None,

@@ -25,11 +25,11 @@ if _version_not_supported:
     )
 
 
-class LiaisonStub:
+class LiaisonServiceStub:
     """What a liaison officer asks of the own agency's node beyond reading records:
     who received a record, and a watch list of observables that flags what
     partners share. Every record returned passes the disclosure decision and is
-    audited as a disclosure, as in Query.
+    audited as a disclosure, as in QueryService.
     """
 
     def __init__(self, channel):
@@ -39,37 +39,37 @@ class LiaisonStub:
             channel: A grpc.Channel.
         """
         self.Disclosures = channel.unary_unary(
-                '/exchange.v1.Liaison/Disclosures',
+                '/exchange.v1.LiaisonService/Disclosures',
                 request_serializer=exchange_dot_v1_dot_liaison__pb2.DisclosuresRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_liaison__pb2.DisclosuresResponse.FromString,
                 _registered_method=True)
         self.WatchAdd = channel.unary_unary(
-                '/exchange.v1.Liaison/WatchAdd',
+                '/exchange.v1.LiaisonService/WatchAdd',
                 request_serializer=exchange_dot_v1_dot_liaison__pb2.WatchAddRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchAddResponse.FromString,
                 _registered_method=True)
         self.WatchRemove = channel.unary_unary(
-                '/exchange.v1.Liaison/WatchRemove',
+                '/exchange.v1.LiaisonService/WatchRemove',
                 request_serializer=exchange_dot_v1_dot_liaison__pb2.WatchRemoveRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchRemoveResponse.FromString,
                 _registered_method=True)
         self.WatchList = channel.unary_unary(
-                '/exchange.v1.Liaison/WatchList',
+                '/exchange.v1.LiaisonService/WatchList',
                 request_serializer=exchange_dot_v1_dot_liaison__pb2.WatchListRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchListResponse.FromString,
                 _registered_method=True)
         self.WatchHits = channel.unary_unary(
-                '/exchange.v1.Liaison/WatchHits',
+                '/exchange.v1.LiaisonService/WatchHits',
                 request_serializer=exchange_dot_v1_dot_liaison__pb2.WatchHitsRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchHitsResponse.FromString,
                 _registered_method=True)
 
 
-class LiaisonServicer:
+class LiaisonServiceServicer:
     """What a liaison officer asks of the own agency's node beyond reading records:
     who received a record, and a watch list of observables that flags what
     partners share. Every record returned passes the disclosure decision and is
-    audited as a disclosure, as in Query.
+    audited as a disclosure, as in QueryService.
     """
 
     def Disclosures(self, request, context):
@@ -105,7 +105,7 @@ class LiaisonServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_LiaisonServicer_to_server(servicer, server):
+def add_LiaisonServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Disclosures': grpc.unary_unary_rpc_method_handler(
                     servicer.Disclosures,
@@ -134,17 +134,17 @@ def add_LiaisonServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'exchange.v1.Liaison', rpc_method_handlers)
+            'exchange.v1.LiaisonService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('exchange.v1.Liaison', rpc_method_handlers)
+    server.add_registered_method_handlers('exchange.v1.LiaisonService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Liaison:
+class LiaisonService:
     """What a liaison officer asks of the own agency's node beyond reading records:
     who received a record, and a watch list of observables that flags what
     partners share. Every record returned passes the disclosure decision and is
-    audited as a disclosure, as in Query.
+    audited as a disclosure, as in QueryService.
     """
 
     @staticmethod
@@ -161,7 +161,7 @@ class Liaison:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Liaison/Disclosures',
+            '/exchange.v1.LiaisonService/Disclosures',
             exchange_dot_v1_dot_liaison__pb2.DisclosuresRequest.SerializeToString,
             exchange_dot_v1_dot_liaison__pb2.DisclosuresResponse.FromString,
             options,
@@ -188,7 +188,7 @@ class Liaison:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Liaison/WatchAdd',
+            '/exchange.v1.LiaisonService/WatchAdd',
             exchange_dot_v1_dot_liaison__pb2.WatchAddRequest.SerializeToString,
             exchange_dot_v1_dot_liaison__pb2.WatchAddResponse.FromString,
             options,
@@ -215,7 +215,7 @@ class Liaison:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Liaison/WatchRemove',
+            '/exchange.v1.LiaisonService/WatchRemove',
             exchange_dot_v1_dot_liaison__pb2.WatchRemoveRequest.SerializeToString,
             exchange_dot_v1_dot_liaison__pb2.WatchRemoveResponse.FromString,
             options,
@@ -242,7 +242,7 @@ class Liaison:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Liaison/WatchList',
+            '/exchange.v1.LiaisonService/WatchList',
             exchange_dot_v1_dot_liaison__pb2.WatchListRequest.SerializeToString,
             exchange_dot_v1_dot_liaison__pb2.WatchListResponse.FromString,
             options,
@@ -269,7 +269,7 @@ class Liaison:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Liaison/WatchHits',
+            '/exchange.v1.LiaisonService/WatchHits',
             exchange_dot_v1_dot_liaison__pb2.WatchHitsRequest.SerializeToString,
             exchange_dot_v1_dot_liaison__pb2.WatchHitsResponse.FromString,
             options,

@@ -16,6 +16,12 @@ class GetRequest(_message.Message):
     ref: _records_pb2.RecordRef
     def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ...) -> None: ...
 
+class GetResponse(_message.Message):
+    __slots__ = ("record",)
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    record: _records_pb2.HeldRecord
+    def __init__(self, record: _Optional[_Union[_records_pb2.HeldRecord, _Mapping]] = ...) -> None: ...
+
 class ObservableQuery(_message.Message):
     __slots__ = ("type", "value")
     TYPE_FIELD_NUMBER: _ClassVar[int]

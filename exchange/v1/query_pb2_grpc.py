@@ -4,7 +4,6 @@ import grpc
 import warnings
 
 from exchange.v1 import query_pb2 as exchange_dot_v1_dot_query__pb2
-from exchange.v1 import records_pb2 as exchange_dot_v1_dot_records__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -26,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class QueryStub:
+class QueryServiceStub:
     """Users of the node's own agency read what the node holds, through the
     disclosure decision.
     """
@@ -38,18 +37,18 @@ class QueryStub:
             channel: A grpc.Channel.
         """
         self.Get = channel.unary_unary(
-                '/exchange.v1.Query/Get',
+                '/exchange.v1.QueryService/Get',
                 request_serializer=exchange_dot_v1_dot_query__pb2.GetRequest.SerializeToString,
-                response_deserializer=exchange_dot_v1_dot_records__pb2.HeldRecord.FromString,
+                response_deserializer=exchange_dot_v1_dot_query__pb2.GetResponse.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
-                '/exchange.v1.Query/Search',
+                '/exchange.v1.QueryService/Search',
                 request_serializer=exchange_dot_v1_dot_query__pb2.SearchRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_query__pb2.SearchResponse.FromString,
                 _registered_method=True)
 
 
-class QueryServicer:
+class QueryServiceServicer:
     """Users of the node's own agency read what the node holds, through the
     disclosure decision.
     """
@@ -67,12 +66,12 @@ class QueryServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_QueryServicer_to_server(servicer, server):
+def add_QueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
                     request_deserializer=exchange_dot_v1_dot_query__pb2.GetRequest.FromString,
-                    response_serializer=exchange_dot_v1_dot_records__pb2.HeldRecord.SerializeToString,
+                    response_serializer=exchange_dot_v1_dot_query__pb2.GetResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -81,13 +80,13 @@ def add_QueryServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'exchange.v1.Query', rpc_method_handlers)
+            'exchange.v1.QueryService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('exchange.v1.Query', rpc_method_handlers)
+    server.add_registered_method_handlers('exchange.v1.QueryService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Query:
+class QueryService:
     """Users of the node's own agency read what the node holds, through the
     disclosure decision.
     """
@@ -106,9 +105,9 @@ class Query:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Query/Get',
+            '/exchange.v1.QueryService/Get',
             exchange_dot_v1_dot_query__pb2.GetRequest.SerializeToString,
-            exchange_dot_v1_dot_records__pb2.HeldRecord.FromString,
+            exchange_dot_v1_dot_query__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -133,7 +132,7 @@ class Query:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Query/Search',
+            '/exchange.v1.QueryService/Search',
             exchange_dot_v1_dot_query__pb2.SearchRequest.SerializeToString,
             exchange_dot_v1_dot_query__pb2.SearchResponse.FromString,
             options,

@@ -14,6 +14,12 @@ class SubmitRequest(_message.Message):
     reference: str
     def __init__(self, draft: _Optional[_Union[_records_pb2.RecordDraft, _Mapping]] = ..., reference: _Optional[str] = ...) -> None: ...
 
+class SubmitResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: Receipt
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+
 class ReviseRequest(_message.Message):
     __slots__ = ("ref", "base_version", "draft")
     REF_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +30,12 @@ class ReviseRequest(_message.Message):
     draft: _records_pb2.RecordDraft
     def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., base_version: _Optional[int] = ..., draft: _Optional[_Union[_records_pb2.RecordDraft, _Mapping]] = ...) -> None: ...
 
+class ReviseResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: Receipt
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+
 class RetractRequest(_message.Message):
     __slots__ = ("ref", "base_version", "reason")
     REF_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +45,12 @@ class RetractRequest(_message.Message):
     base_version: int
     reason: str
     def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., base_version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RetractResponse(_message.Message):
+    __slots__ = ("receipt",)
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    receipt: Receipt
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
 
 class Receipt(_message.Message):
     __slots__ = ("ref", "version", "content_hash", "created")

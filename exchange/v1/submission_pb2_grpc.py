@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class SubmissionStub:
+class SubmissionServiceStub:
     """Analysts of the node's own agency write records through this service.
     """
 
@@ -36,23 +36,23 @@ class SubmissionStub:
             channel: A grpc.Channel.
         """
         self.Submit = channel.unary_unary(
-                '/exchange.v1.Submission/Submit',
+                '/exchange.v1.SubmissionService/Submit',
                 request_serializer=exchange_dot_v1_dot_submission__pb2.SubmitRequest.SerializeToString,
-                response_deserializer=exchange_dot_v1_dot_submission__pb2.Receipt.FromString,
+                response_deserializer=exchange_dot_v1_dot_submission__pb2.SubmitResponse.FromString,
                 _registered_method=True)
         self.Revise = channel.unary_unary(
-                '/exchange.v1.Submission/Revise',
+                '/exchange.v1.SubmissionService/Revise',
                 request_serializer=exchange_dot_v1_dot_submission__pb2.ReviseRequest.SerializeToString,
-                response_deserializer=exchange_dot_v1_dot_submission__pb2.Receipt.FromString,
+                response_deserializer=exchange_dot_v1_dot_submission__pb2.ReviseResponse.FromString,
                 _registered_method=True)
         self.Retract = channel.unary_unary(
-                '/exchange.v1.Submission/Retract',
+                '/exchange.v1.SubmissionService/Retract',
                 request_serializer=exchange_dot_v1_dot_submission__pb2.RetractRequest.SerializeToString,
-                response_deserializer=exchange_dot_v1_dot_submission__pb2.Receipt.FromString,
+                response_deserializer=exchange_dot_v1_dot_submission__pb2.RetractResponse.FromString,
                 _registered_method=True)
 
 
-class SubmissionServicer:
+class SubmissionServiceServicer:
     """Analysts of the node's own agency write records through this service.
     """
 
@@ -75,32 +75,32 @@ class SubmissionServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_SubmissionServicer_to_server(servicer, server):
+def add_SubmissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Submit': grpc.unary_unary_rpc_method_handler(
                     servicer.Submit,
                     request_deserializer=exchange_dot_v1_dot_submission__pb2.SubmitRequest.FromString,
-                    response_serializer=exchange_dot_v1_dot_submission__pb2.Receipt.SerializeToString,
+                    response_serializer=exchange_dot_v1_dot_submission__pb2.SubmitResponse.SerializeToString,
             ),
             'Revise': grpc.unary_unary_rpc_method_handler(
                     servicer.Revise,
                     request_deserializer=exchange_dot_v1_dot_submission__pb2.ReviseRequest.FromString,
-                    response_serializer=exchange_dot_v1_dot_submission__pb2.Receipt.SerializeToString,
+                    response_serializer=exchange_dot_v1_dot_submission__pb2.ReviseResponse.SerializeToString,
             ),
             'Retract': grpc.unary_unary_rpc_method_handler(
                     servicer.Retract,
                     request_deserializer=exchange_dot_v1_dot_submission__pb2.RetractRequest.FromString,
-                    response_serializer=exchange_dot_v1_dot_submission__pb2.Receipt.SerializeToString,
+                    response_serializer=exchange_dot_v1_dot_submission__pb2.RetractResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'exchange.v1.Submission', rpc_method_handlers)
+            'exchange.v1.SubmissionService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('exchange.v1.Submission', rpc_method_handlers)
+    server.add_registered_method_handlers('exchange.v1.SubmissionService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Submission:
+class SubmissionService:
     """Analysts of the node's own agency write records through this service.
     """
 
@@ -118,9 +118,9 @@ class Submission:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Submission/Submit',
+            '/exchange.v1.SubmissionService/Submit',
             exchange_dot_v1_dot_submission__pb2.SubmitRequest.SerializeToString,
-            exchange_dot_v1_dot_submission__pb2.Receipt.FromString,
+            exchange_dot_v1_dot_submission__pb2.SubmitResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -145,9 +145,9 @@ class Submission:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Submission/Revise',
+            '/exchange.v1.SubmissionService/Revise',
             exchange_dot_v1_dot_submission__pb2.ReviseRequest.SerializeToString,
-            exchange_dot_v1_dot_submission__pb2.Receipt.FromString,
+            exchange_dot_v1_dot_submission__pb2.ReviseResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -172,9 +172,9 @@ class Submission:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Submission/Retract',
+            '/exchange.v1.SubmissionService/Retract',
             exchange_dot_v1_dot_submission__pb2.RetractRequest.SerializeToString,
-            exchange_dot_v1_dot_submission__pb2.Receipt.FromString,
+            exchange_dot_v1_dot_submission__pb2.RetractResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ class Bucket(_message.Message):
     bucket_prefix: str
     def __init__(self, originator: _Optional[str] = ..., bucket_prefix: _Optional[str] = ...) -> None: ...
 
-class PullBatch(_message.Message):
+class PullResponse(_message.Message):
     __slots__ = ("entries", "cursor")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]

@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class SyncStub:
+class SyncServiceStub:
     """Partner nodes pull what they may hold (docs/design.md "Sync").
     """
 
@@ -36,18 +36,18 @@ class SyncStub:
             channel: A grpc.Channel.
         """
         self.Pull = channel.unary_stream(
-                '/exchange.v1.Sync/Pull',
+                '/exchange.v1.SyncService/Pull',
                 request_serializer=exchange_dot_v1_dot_sync__pb2.PullRequest.SerializeToString,
-                response_deserializer=exchange_dot_v1_dot_sync__pb2.PullBatch.FromString,
+                response_deserializer=exchange_dot_v1_dot_sync__pb2.PullResponse.FromString,
                 _registered_method=True)
         self.Digest = channel.unary_unary(
-                '/exchange.v1.Sync/Digest',
+                '/exchange.v1.SyncService/Digest',
                 request_serializer=exchange_dot_v1_dot_sync__pb2.DigestRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_sync__pb2.DigestResponse.FromString,
                 _registered_method=True)
 
 
-class SyncServicer:
+class SyncServiceServicer:
     """Partner nodes pull what they may hold (docs/design.md "Sync").
     """
 
@@ -64,12 +64,12 @@ class SyncServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_SyncServicer_to_server(servicer, server):
+def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Pull': grpc.unary_stream_rpc_method_handler(
                     servicer.Pull,
                     request_deserializer=exchange_dot_v1_dot_sync__pb2.PullRequest.FromString,
-                    response_serializer=exchange_dot_v1_dot_sync__pb2.PullBatch.SerializeToString,
+                    response_serializer=exchange_dot_v1_dot_sync__pb2.PullResponse.SerializeToString,
             ),
             'Digest': grpc.unary_unary_rpc_method_handler(
                     servicer.Digest,
@@ -78,13 +78,13 @@ def add_SyncServicer_to_server(servicer, server):
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'exchange.v1.Sync', rpc_method_handlers)
+            'exchange.v1.SyncService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('exchange.v1.Sync', rpc_method_handlers)
+    server.add_registered_method_handlers('exchange.v1.SyncService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Sync:
+class SyncService:
     """Partner nodes pull what they may hold (docs/design.md "Sync").
     """
 
@@ -102,9 +102,9 @@ class Sync:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/exchange.v1.Sync/Pull',
+            '/exchange.v1.SyncService/Pull',
             exchange_dot_v1_dot_sync__pb2.PullRequest.SerializeToString,
-            exchange_dot_v1_dot_sync__pb2.PullBatch.FromString,
+            exchange_dot_v1_dot_sync__pb2.PullResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -129,7 +129,7 @@ class Sync:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/exchange.v1.Sync/Digest',
+            '/exchange.v1.SyncService/Digest',
             exchange_dot_v1_dot_sync__pb2.DigestRequest.SerializeToString,
             exchange_dot_v1_dot_sync__pb2.DigestResponse.FromString,
             options,
