@@ -20,6 +20,11 @@ def register(commands: Commands) -> None:
     init.add_argument("--nodes", metavar="DIR", default="nodes",
                       help="folder with federation.toml and <AGENCY>/node.toml (default: nodes)")
     init.set_defaults(handler=run_pki_init)
+    key = pki_commands.add_parser("integrity-key",
+                                  help="make the node's integrity key (seals its database; never replaced)")
+    key.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    config_overrides(key)
+    key.set_defaults(handler=run_pki_integrity_key)
 
     node = commands.add_parser("node", help="run an agency's node")
     node_commands = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
@@ -41,7 +46,7 @@ def register(commands: Commands) -> None:
 
     audit = commands.add_parser("audit", help="the node's audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
+    verify = audit_commands.add_parser("verify", help="check the audit log's chain and every record's seal")
     verify.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
     config_overrides(verify)
     verify.set_defaults(handler=run_audit_verify)
@@ -71,6 +76,16 @@ def run_pki_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pki_integrity_key(args: argparse.Namespace) -> int:
+    from exchange.store import integrity
+
+    config = node_config(args)
+    path = integrity.key_path(config.pki_dir, config.agency)
+    integrity.make_key(path)
+    print(f"wrote {config.agency}'s integrity key {path} (mode 0600); back it up with the node's private keys")
+    return 0
+
+
 def run_node_serve(args: argparse.Namespace) -> int:
     config = node_config(args)
     # Imported here: serving pulls in the whole node, which other commands never need.
@@ -81,10 +96,13 @@ def run_node_serve(args: argparse.Namespace) -> int:
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
-    from exchange.store import migrate
+    from exchange.store import integrity, migrate
 
     config = node_config(args)
-    before, after = migrate.upgrade_url(config.database_url, data_dir=config.data_dir)
+    # Only rows written before revision 0003 need the key (to be sealed); migrate says so if missing.
+    has_key = integrity.key_path(config.pki_dir, config.agency).exists()
+    seal = integrity.for_node(config.pki_dir, config.agency, config.database_url) if has_key else None
+    before, after = migrate.upgrade_url(config.database_url, data_dir=config.data_dir, seal=seal)
     if before == after:
         print(f"schema already at revision {after}")
     else:
@@ -106,13 +124,18 @@ def run_audit_verify(args: argparse.Namespace) -> int:
     with existing_store(args) as store:
         problems = store.audit_verify()
         count = len(store.audit_entries())
+        sealed = store.integrity_problems()  # records, log entries and disclosure_index against their seals
+    for problem in problems + sealed:
+        print(problem)
     if problems:
-        for problem in problems:
-            print(problem)
         print(f"audit log damaged: {len(problems)} problem(s) in {count} entries")
-        return 1
-    print(f"audit log intact: {count} entries")
-    return 0
+    else:
+        print(f"audit log intact: {count} entries")
+    if sealed:
+        print(f"records damaged: {len(sealed)} row(s) do not match their seals; they are not served")
+    else:
+        print("records intact: every seal matches")
+    return 1 if problems or sealed else 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

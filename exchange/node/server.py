@@ -31,7 +31,7 @@ from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
-from exchange.store import Store
+from exchange.store import Store, integrity
 from exchange.store.received import reevaluate_holdings
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
@@ -77,7 +77,8 @@ class Node:
         self._server_cert = _read(agency_dir / "node.crt")
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store.open(config.database_url, agency=config.agency)
+        seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
+        self.store = Store.open(config.database_url, agency=config.agency, seal=seal)
         self.store.distrusted_keys = frozenset(
             key.key_id for partner in self.manifest.partners.values() for key in partner.keys if key.compromised
         )

@@ -24,7 +24,7 @@ from exchange.errors import Conflict
 from exchange.records import textindex
 from exchange.records.envelope import WITHDRAWAL_TYPE, content_hash
 from exchange.store import audit as audit_log
-from exchange.store import migrate, textsearch
+from exchange.store import integrity, migrate, textsearch
 from exchange.store.engine import WRITE, make_engine, serialise_writers
 from exchange.store.rows import clear_index, current_values, log_values, next_id, next_seq, write_index
 from exchange.store.schema import (
@@ -185,9 +185,13 @@ def _row_to_record(row: Any) -> StoredRecord:
 
 
 class Store:
-    def __init__(self, engine: Engine, *, agency: str) -> None:
-        self._engine = engine
-        self._writer = engine.execution_options(**WRITE)
+    def __init__(self, engine: Engine, *, agency: str, seal: integrity.Integrity) -> None:
+        self._base_engine = engine
+        # Every connection carries the node's seal (integrity.of): rows are sealed where written.
+        self._engine = engine.execution_options(**{integrity.OPTION: seal})
+        self._writer = self._engine.execution_options(**WRITE)
+        self.seal = seal
+        seal.reporter = integrity.Reporter(self.write, agency)
         # One writer at a time in this process: SQLite allows one anyway, and waiting on a
         # lock is far cheaper than its busy back-off (a sleep of up to 100 ms).
         self.write_lock = threading.RLock()
@@ -200,7 +204,7 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """A write transaction, one at a time in this process and, through the writers' lock,
         across every replica sharing the database (exchange/store/engine.py says why)."""
-        with self.write_lock, self._writer.begin() as conn:
+        with self.write_lock, self.seal.anchoring(), self._writer.begin() as conn:
             serialise_writers(conn)
             yield conn
 
@@ -215,11 +219,11 @@ class Store:
             with self.write() as conn:
                 yield conn
             return
-        with self._writer.begin() as conn:
+        with self.seal.anchoring(), self._writer.begin() as conn:
             yield conn
 
     @classmethod
-    def open(cls, url: str, *, agency: str) -> Store:
+    def open(cls, url: str, *, agency: str, seal: integrity.Integrity) -> Store:
         """Open a database whose schema is at this software's head revision (else ConfigError)."""
         migrate.refuse_missing_sqlite(url)  # connecting would create an empty file
         with migrate.database_errors(url):
@@ -229,10 +233,10 @@ class Store:
             except BaseException:
                 engine.dispose()
                 raise
-        return cls(engine, agency=agency)
+        return cls(engine, agency=agency, seal=seal)
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._base_engine.dispose()
 
     @property
     def engine(self) -> Engine:
@@ -274,6 +278,10 @@ class Store:
                 records.c.releasable_to, records.c.tlp, records.c.caveats,
                 log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
                 log.c.tlp.label("v_tlp"), log.c.caveats.label("v_caveats"),
+                # What the seals cover besides (integrity.Integrity.entry_problem).
+                log.c.key_id, log.c.purged, log.c.mac, records.c.version.label("r_version"),
+                records.c.seq.label("r_seq"), records.c.status.label("r_status"), records.c.kind.label("r_kind"),
+                records.c.mac.label("r_mac"),
             )
             .outerjoin(
                 records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id)
@@ -316,9 +324,11 @@ class Store:
             # every chunk, quadratic on the server (80 ms a chunk at 50,000 entries).
             with self._engine.connect() as conn, _in_index_order(conn, walk=True):
                 rows = conn.execute(page).all()
-            for (seq, originator, record_id, version, digest, envelope, payload_type, audience,
-                 classification, releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp,
-                 v_caveats) in rows:
+            for row in rows:
+                (seq, originator, record_id, version, digest, envelope, payload_type, audience, classification,
+                 releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp, v_caveats) = row[:16]
+                if not self.seal.served(originator, record_id, self.seal.entry_problem(row)):
+                    continue  # integrity: an edited row is never served
                 withdrawal = payload_type == WITHDRAWAL_TYPE
                 yield LogEntry(
                     seq=seq, originator=originator, record_id=record_id, version=version,
@@ -456,24 +466,22 @@ class Store:
         marking: records_pb2.Marking | None = None,
     ) -> int:
         seq = next_seq(conn)
-        conn.execute(
-            insert(log).values(
-                seq=seq,
-                **log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience,
-                             marking),
-            )
-        )
+        values = log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience, marking)
+        values["mac"] = integrity.of(conn).log_mac_of(seq, values)  # integrity: sealed where written
+        conn.execute(insert(log).values(seq=seq, **values))
         return seq
 
     @staticmethod
     def _insert_current(conn: Connection, record: records_pb2.Record, seq: int) -> int:
         rid = next_id(conn, records.c.rid)
+        values = current_values(record, seq)
+        values["mac"] = integrity.of(conn).records_mac_of(record.ref.originator, record.ref.record_id, values)
         conn.execute(
             insert(records).values(
                 rid=rid,
                 originator=record.ref.originator,
                 record_id=record.ref.record_id,
-                **current_values(record, seq),
+                **values,
             )
         )
         return rid
@@ -481,6 +489,8 @@ class Store:
     def _replace_current(self, conn: Connection, record: records_pb2.Record, seq: int, base: int) -> int:
         # Compare-and-set on the version: of two revisions of the same base, only
         # one can match; the other finds zero rows and loses (ABORTED).
+        values = current_values(record, seq)
+        values["mac"] = integrity.of(conn).records_mac_of(record.ref.originator, record.ref.record_id, values)
         result = conn.execute(
             update(records)
             .where(
@@ -488,7 +498,7 @@ class Store:
                 records.c.record_id == record.ref.record_id,
                 records.c.version == base,
             )
-            .values(**current_values(record, seq))
+            .values(**values)
             .returning(records.c.rid)
         )
         rid = result.scalar_one_or_none()
@@ -514,6 +524,10 @@ class Store:
             log.c.envelope,
             log.c.received_from,
             log.c.received_at,
+            # What the log entry's seal covers (integrity.Integrity.current_problem).
+            *(log.c[name].label("log_" + name) for name in (
+                "payload_type", "key_id", "audience", "classification", "releasable_to", "tlp", "caveats",
+                "content_hash", "mac")),
         ).join(log, log.c.seq == records.c.seq)
         if self.distrusted_keys:
             query = query.where(log.c.key_id.not_in(self.distrusted_keys))
@@ -525,7 +539,9 @@ class Store:
         )
         with self._engine.connect() as conn:
             row = conn.execute(query).first()
-        return None if row is None else _row_to_record(row)
+        if row is None or not self.seal.served(originator, record_id, self.seal.current_problem(row)):
+            return None  # integrity: an edited row is never served
+        return _row_to_record(row)
 
     def search(
         self, criteria: SearchFilter, *, after: tuple[int, int] | None = None, first_chunk: int = SCAN_CHUNK
@@ -610,7 +626,9 @@ class Store:
                         rows = conn.execute(query.with_only_columns(rid_column, time_column).limit(chunk)).all()
                     kept = keep(conn, [int(r.rid) for r in rows])
                     shown = conn.execute(query.where(rid_column.in_(kept))).all() if kept else []
-            yield from (_row_to_record(r) for r in shown)
+            # integrity: an edited row is never served
+            yield from (_row_to_record(r) for r in shown
+                        if self.seal.served(r.originator, r.record_id, self.seal.current_problem(r)))
             if len(rows) < chunk:
                 return
             position = (int(getattr(rows[-1], time_column.name)), int(rows[-1].rid))
@@ -716,6 +734,13 @@ class Store:
     def audit_verify(self) -> list[str]:
         with self._engine.connect() as conn:
             return audit_log.verify(conn)
+
+    def integrity_problems(self) -> list[str]:
+        """Every row whose seal does not match, naming its record (exchange/store/sealcheck.py)."""
+        from exchange.store import sealcheck
+
+        with self._engine.connect() as conn:
+            return sealcheck.problems(conn, self.select_current(), self.seal)
 
     def audit_entries(self, action: str | None = None) -> list[audit_log.AuditEntry]:
         with self._engine.connect() as conn:
