@@ -9,6 +9,8 @@ event, and ``exchange audit verify`` exits non-zero naming the record.
 from __future__ import annotations
 
 import json
+import shutil
+import stat
 from pathlib import Path
 
 import grpc
@@ -79,6 +81,7 @@ def _verify(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 
 
 def _integrity_events(node: Node) -> list[dict[str, str]]:
+    """The details of the node's integrity events."""
     return [json.loads(e.detail) for e in node.store.security_events() if e.kind == "integrity"]
 
 
@@ -248,12 +251,52 @@ def _rehash_tail(federation: Federation, data_dir: Path, keep: int, rehash: str)
 def test_a_truncated_tail_with_a_recomputed_head_is_detected(
     federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], rehash: str
 ) -> None:
-    jpn, _, data_dir = _pulled_by_two(federation, tmp_path)
+    jpn, ref, data_dir = _pulled_by_two(federation, tmp_path)
     assert len(jpn.store.audit_entries()) == 3
     federation.stop()
     _rehash_tail(federation, data_dir, 2, rehash)
-    code, out = _verify(_config(federation, tmp_path, data_dir), capsys)
+    config = _config(federation, tmp_path, data_dir)
+    code, out = _verify(config, capsys)
     assert code == 1
     assert "the chain does not reach the anchored head, entry 3 (it ends at entry 2)" in out
     if rehash == "sha256":
         assert "entry 1 was altered" in out
+
+    # The node goes on (restarted, as after a reboot) and its chain grows past the anchored
+    # entry: the anchor stays where it was, as evidence, and the operator is told.
+    jpn = federation.start_node("JPN-NPA", data_dir)
+    suzuki = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    for _ in range(3):
+        suzuki.query.Get(query_pb2.GetRequest(ref=ref), timeout=10)
+    assert len(jpn.store.audit_entries()) == 5
+    assert [e["problem"] for e in _integrity_events(jpn)] == ["the audit chain no longer holds its anchored head"]
+    federation.stop()
+    code, out = _verify(config, capsys)
+    assert code == 1 and "does not reach the anchored head, entry 3" in out
+
+
+def test_the_integrity_key_is_made_once_and_its_absence_is_one_line(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = federation.pki_dir / "JPN-NPA" / "integrity.key"  # by `pki init`, like every private key
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600 and len(made.read_bytes()) == 32
+    pki_dir = tmp_path / "pki"  # this node's own copy of the PKI, without a key
+    shutil.copytree(federation.pki_dir / "JPN-NPA", pki_dir / "JPN-NPA")
+    shutil.copy(federation.pki_dir / "manifest.toml", pki_dir / "manifest.toml")
+    (pki_dir / "JPN-NPA" / "integrity.key").unlink()
+    config = _config(federation, tmp_path, tmp_path / "jpn")
+    argv = ["--config", str(config), "--pki-dir", str(pki_dir)]
+    assert main(["db", "upgrade", *argv]) == 0  # a new database has nothing to seal yet
+    capsys.readouterr()
+
+    assert main(["node", "serve", str(config), "--pki-dir", str(pki_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no integrity key at" in err and "exchange pki integrity-key --config" in err
+
+    assert main(["pki", "integrity-key", *argv]) == 0
+    key = pki_dir / "JPN-NPA" / "integrity.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+    before = key.read_bytes()
+    capsys.readouterr()
+    assert main(["pki", "integrity-key", *argv]) == 2  # never replaced: every seal depends on it
+    assert "never replaced" in capsys.readouterr().err and key.read_bytes() == before

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 
 from exchange.errors import ConfigError
 from exchange.store import integrity
 from exchange.store.engine import serialise_audit
-from exchange.store.schema import audit, meta
+from exchange.store.schema import audit, meta, security_events
 
 GENESIS = b"\x00" * 32
 HEAD_KEY = "audit_head"
@@ -82,8 +82,26 @@ def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[s
         conn.execute(meta.insert().values(key=HEAD_KEY, value=head))
     else:
         conn.execute(meta.update().where(meta.c.key == HEAD_KEY).values(value=head))
-    seal.written_head(seq, digest)  # anchored once this transaction commits
+    if _holds_anchor(conn, seal, last_seq, last_hash):
+        seal.written_head(seq, digest)  # anchored once this transaction commits
+    elif seal.anchor_broken():
+        conn.execute(insert(security_events).values(
+            at=at, kind="integrity", peer=actor[:160],
+            detail=json.dumps({"problem": "the audit chain no longer holds its anchored head"})))
     return seq
+
+
+def _holds_anchor(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes) -> bool:
+    """Does the chain being extended still hold the anchored head? Usually the anchored head is
+    the last entry (no query); with several replicas, one lookup by seq."""
+    anchored = seal.last_anchored
+    if anchored is None:
+        return True
+    seq, digest = anchored
+    if seq >= last_seq:
+        return seq == last_seq and hmac.compare_digest(digest, last_hash)
+    found = conn.execute(select(audit.c.hash).where(audit.c.seq == seq)).scalar_one_or_none()
+    return found is not None and hmac.compare_digest(bytes(found), digest)
 
 
 def verify(conn: Connection) -> list[str]:

@@ -124,7 +124,11 @@ class Integrity:
         self.reporter: Reporter | None = None
         self._pending = threading.local()  # the audit head this thread's open transaction wrote
         self._anchor_lock = threading.Lock()
-        self._anchored = 0
+        # The head this process last anchored (or found anchored at start): a new head is
+        # anchored only if the chain still holds this one (audit.append checks), so a cut
+        # or rewritten chain never gets a fresh anchor that would hide it.
+        self.last_anchored = self.anchored()
+        self._broken_logged = False
 
     def _mac(self, tag: bytes, fields: tuple[Any, ...]) -> bytes:
         return hmac.digest(self._key, _encode(tag, fields), "sha256")
@@ -254,7 +258,7 @@ class Integrity:
         if self.anchor is None:
             return
         with self._anchor_lock:
-            if seq <= self._anchored:
+            if self.last_anchored is not None and seq <= self.last_anchored[0]:
                 return  # another thread's later commit got here first: never move back
             record = ANCHOR_MAGIC + seq.to_bytes(8, "big") + digest
             fd = os.open(self.anchor, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -262,7 +266,17 @@ class Integrity:
                 os.pwrite(fd, record, 0)
             finally:
                 os.close(fd)
-            self._anchored = seq
+            self.last_anchored = (seq, digest)
+
+    def anchor_broken(self) -> bool:
+        """The chain no longer holds the anchored head: the anchor stays as evidence (never
+        moved again by this process). True the first time, so the caller raises one event."""
+        with self._anchor_lock:
+            first, self._broken_logged = not self._broken_logged, True
+        if first:
+            log.error("integrity: the audit chain no longer holds the anchored head %s; the anchor is kept "
+                      "as evidence (`exchange audit verify` says more)", self.last_anchored and self.last_anchored[0])
+        return first
 
     def anchored(self) -> tuple[int, bytes] | None:
         """The anchored audit head (seq, hash), or None if this database was never anchored."""
