@@ -9,6 +9,7 @@ event, and ``exchange audit verify`` exits non-zero naming the record.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import stat
 from pathlib import Path
@@ -289,7 +290,13 @@ def test_the_integrity_key_is_made_once_and_its_absence_is_one_line(
     assert main(["db", "upgrade", *argv]) == 0  # a new database has nothing to seal yet
     capsys.readouterr()
 
-    assert main(["node", "serve", str(config), "--pki-dir", str(pki_dir)]) == 2
+    root = logging.getLogger()  # `node serve` points logging at this test's stderr: put it back
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert main(["node", "serve", str(config), "--pki-dir", str(pki_dir)]) == 2
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no integrity key at" in err and "exchange pki integrity-key --config" in err
 
