@@ -347,7 +347,7 @@ def build_store(database_url: str, pki_dir: Path, params: dict[str, Any], worker
     from exchange.config import load_manifest
     from exchange.core.policy import holders
     from exchange.records.envelope import content_hash
-    from exchange.store import Store
+    from exchange.store import Store, integrity
     from exchange.store.received import Incoming, Refusal, apply_batch
     from exchange.store.store import marking_of
     from exchange.v1 import records_pb2
@@ -358,7 +358,7 @@ def build_store(database_url: str, pki_dir: Path, params: dict[str, Any], worker
     n = params["records"]
     chunk = 2000
     spans = [(start, min(n, start + chunk)) for start in range(0, n, chunk)]
-    store = Store.open(database_url, agency=NODE)
+    store = Store.open(database_url, agency=NODE, seal=integrity.for_node(pki_dir, NODE, database_url))
     started = time.perf_counter()
     write_seconds = 0.0
     done = 0
@@ -672,13 +672,13 @@ def measure_in_store(database_url: str, pki_dir: Path, args: argparse.Namespace)
     from exchange.node.reads import fill_page
     from exchange.records import textindex
     from exchange.records.normalize import normalize
-    from exchange.store import SearchFilter, Store
+    from exchange.store import SearchFilter, Store, integrity
     from exchange.store.search import search
 
     manifest = load_manifest(pki_dir / "manifest.toml")
     caller = Principal(Identity(NODE, USER), Role.LIAISON, "RESTRICTED")
     prefilter = {"audience_of": NODE, "classifications": within_clearance("RESTRICTED")}
-    store = Store.open(database_url, agency=NODE)
+    store = Store.open(database_url, agency=NODE, seal=integrity.for_node(pki_dir, NODE, database_url))
     rng = random.Random(args.seed + 1)
     dist = Distribution(args.zipf)
     size = args.page_size

@@ -220,7 +220,7 @@ class _Split:
 def role_fill(args: argparse.Namespace) -> int:
     """Sign and store ``--count`` records of JPN-NPA in its database (the bulk path)."""
     from exchange.config import load_manifest
-    from exchange.store import Store
+    from exchange.store import Store, integrity
     from exchange.v1 import records_pb2
     from tests.fill import fill
 
@@ -233,7 +233,8 @@ def role_fill(args: argparse.Namespace) -> int:
         marking = records_pb2.Marking(
             classification="CONFIDENTIAL", releasable_to=[PULLER, OTHER, "GBR-NPSA"], tlp="GREEN"
         )
-    store = Store.open(args.database_url, agency=SERVER)
+    seal = integrity.for_node(pki_dir, SERVER, args.database_url)
+    store = Store.open(args.database_url, agency=SERVER, seal=seal)
     started = time.perf_counter()
     try:
         fill(store, manifest, pki_dir, SERVER, args.count, marking=marking)

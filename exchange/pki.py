@@ -265,6 +265,8 @@ def init_federation(
         write_private(agency_dir / "node.key", node.key_pem)
         key_id, signing_key = new_signing_key(code, now)
         write_private(agency_dir / "signing.key", private_key_pem(signing_key))
+        # Seals the node's database rows and audit chain (exchange/store/integrity.py).
+        write_private(agency_dir / "integrity.key", secrets.token_bytes(32))
         for user in (u for u in users if u.agency == code):
             identity = parse_identity_uri(f"urn:exchange:{code}:user:{user.handle}")
             issued = issue(ca, identity, now=now)

@@ -22,6 +22,7 @@ from exchange.core.identity import Identity, Role
 from exchange.core.manifest import Manifest, node_dns_name
 from exchange.node.server import Node
 from exchange.pki import Issued, init_federation, issue, load_cert, load_private_key
+from exchange.store.integrity import Integrity, for_node
 from exchange.v1 import query_pb2_grpc, records_pb2, submission_pb2_grpc
 from tests.backends import Backend
 
@@ -113,6 +114,10 @@ class Federation:
         node.start()
         self.nodes.append(node)
         return node
+
+    def seal(self, agency: str, data_dir: Path) -> Integrity:
+        """The seal of ``agency``'s node whose database is in ``data_dir`` (as ``Node`` makes it)."""
+        return for_node(self.pki_dir, agency, self.backend.url(data_dir))
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -58,6 +58,7 @@ def test_deleting_or_editing_one_row_is_detected(
     engine.dispose()
     assert main(["audit", "verify", "--config", str(config)]) == 1
     assert expected in capsys.readouterr().out
-    store = Store.open(federation.backend.url(tmp_path / "jpn"), agency="JPN-NPA")
+    store = Store.open(federation.backend.url(tmp_path / "jpn"), agency="JPN-NPA",
+                       seal=federation.seal("JPN-NPA", tmp_path / "jpn"))
     assert any(expected in problem for problem in audit.verify_store(store))
     store.close()

@@ -163,7 +163,8 @@ def test_events_lists_a_security_event_newest_last(
     assert main(["events", "--config", str(usa_node)]) == 0
     assert capsys.readouterr().out.endswith("no security events\n")
 
-    store = Store.open(federation.backend.url(tmp_path / "usa"), agency="USA-DTSF")
+    store = Store.open(federation.backend.url(tmp_path / "usa"), agency="USA-DTSF",
+                       seal=federation.seal("USA-DTSF", tmp_path / "usa"))
     try:
         for reason in ("first reason", "test reason\u202e"):  # a bidi override, as a hostile partner might send
             apply_batch(store, "JPN-NPA", [Refusal(b"\x00" * 32, reason, violation=True)], None)

@@ -90,7 +90,7 @@ class Writer(threading.Thread):
 
 
 def _second_store(federation: Federation, data_dir: Path) -> Store:
-    return Store.open(federation.backend.url(data_dir), agency="JPN-NPA")
+    return Store.open(federation.backend.url(data_dir), agency="JPN-NPA", seal=federation.seal("JPN-NPA", data_dir))
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ from sqlalchemy import Engine, inspect, text
 from exchange.cli.main import main
 from exchange.errors import ConfigError
 from exchange.records import textindex
-from exchange.store import Store, audit, migrate
+from exchange.store import Store, audit, migrate, sealcheck
 from exchange.store.engine import make_engine
+from exchange.store.integrity import Integrity
 from exchange.store.schema import metadata
 from exchange.store.search import SearchFilter, search
 from tests.backends import Backend
@@ -24,6 +25,7 @@ from tests.fill import fill
 
 TABLES = ("log", "records", "observables", "record_countries", "record_sectors", "analyst_refs", "audit", "meta",
           "peers", "quarantine", "security_events", "withdrawn")
+SEAL = Integrity(b"\x02" * 32)  # these databases' integrity key (anchoring left out: no node host here)
 
 
 def first_revision() -> str:
@@ -34,7 +36,10 @@ def first_revision() -> str:
 
 def snapshot(backend: Backend, data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables revision 0001 made, in the columns it made them with."""
-    columns = {"observables": "type, value, rid"}
+    # Revision 0003 keys the audit chain: its hashes, and the head in meta, change (and must verify).
+    columns = {"observables": "type, value, rid", "audit": "seq, at, actor, action, detail", "meta": "key",
+               **{t: ", ".join(c.name for c in metadata.tables[t].columns if c.name != "mac")  # 0003's seals
+                  for t in ("log", "records")}}
     return {t: sorted(backend.rows(data_dir, f"SELECT {columns.get(t, '*')} FROM {t}"), key=repr) for t in TABLES}
 
 
@@ -69,6 +74,7 @@ def copy_into_first_revision(source: Engine, target: Engine) -> None:
             if rows:
                 marks = ", ".join(f":{c}" for c in columns)
                 dst.execute(text(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"), rows)
+        _unkey_audit_chain(dst)
         if target.dialect.name == "sqlite":
             index = src.exec_driver_sql("SELECT rowid, terms FROM record_text").all()
             dst.exec_driver_sql("INSERT INTO record_text (rowid, terms) VALUES (?, ?)", [tuple(r) for r in index])
@@ -78,11 +84,24 @@ def copy_into_first_revision(source: Engine, target: Engine) -> None:
             dst.execute(text("INSERT INTO terms (term, rid) VALUES (:term, :rid)"), terms)
 
 
+def _unkey_audit_chain(conn: Any) -> None:
+    """The audit chain as the code before revision 0003 hashed it (plain SHA-256)."""
+    prev = audit.GENESIS
+    rows = conn.execute(text("SELECT seq, at, actor, action, detail FROM audit ORDER BY seq")).all()
+    for row in rows:
+        digest = audit.unkeyed_hash(prev, *row)
+        conn.execute(text("UPDATE audit SET prev_hash = :p, hash = :h WHERE seq = :s"),
+                     {"p": prev, "h": digest, "s": row.seq})
+        prev = digest
+    conn.execute(text("UPDATE meta SET value = :v WHERE key = 'audit_head'"),
+                 {"v": len(rows).to_bytes(8, "big") + prev})
+
+
 def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lost(
     federation: Federation, tmp_path: Path
 ) -> None:
     backend, data_dir = federation.backend, tmp_path / "old"
-    source = Store.open(backend.migrated(tmp_path / "source"), agency="JPN-NPA")
+    source = Store.open(backend.migrated(tmp_path / "source"), agency="JPN-NPA", seal=SEAL)
     refs = fill(source, federation.manifest, federation.pki_dir, "JPN-NPA", 50)
     fill(source, federation.manifest, federation.pki_dir, "KOR-KNPA", 20)
     for i in range(5):
@@ -99,8 +118,10 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
     assert len(before["records"]) == 70 and len(before["audit"]) == 5 and len(before["observables"]) == 140
 
     with pytest.raises(ConfigError, match="run `exchange db upgrade"):
-        Store.open(url, agency="JPN-NPA")  # not at head: refused
-    assert migrate.upgrade(engine) == (first_revision(), migrate.head())
+        Store.open(url, agency="JPN-NPA", seal=SEAL)  # not at head: refused
+    with pytest.raises(ConfigError, match="must be sealed with the node's integrity key"):
+        migrate.upgrade(engine)  # the rows there need the key to be sealed
+    assert migrate.upgrade(engine, seal=SEAL) == (first_revision(), migrate.head())
     engine.dispose()
 
     after = snapshot(backend, data_dir)
@@ -110,9 +131,10 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
     issued = dict(backend.rows(data_dir, "SELECT rid, issued_at FROM records"))
     assert sorted((t, v, rid, issued[rid]) for t, v, rid in before["observables"]) == sorted(
         backend.rows(data_dir, "SELECT type, value, rid, issued_at FROM observables"))
-    store = Store.open(url, agency="JPN-NPA")
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
     try:
         assert audit.verify_store(store) == []
+        assert sealcheck.store_problems(store) == []  # every row sealed at the upgrade
         found = list(search(store, SearchFilter(originators=("JPN-NPA",),
                                                observables=(("company_name", "sample trading 7 llc"),))))
         assert [(r.originator, r.record_id) for r in found] == [("JPN-NPA", refs[7].record_id)]
@@ -132,7 +154,7 @@ def test_a_node_refuses_a_database_without_the_schema(backend: Backend, tmp_path
     # SQLite: no file (and refusing makes none); PostgreSQL: the schema is there, its tables are not.
     what = "no database at .*" if backend.name == "sqlite" else "the database has no Exchange schema"
     with pytest.raises(ConfigError, match=f"{what}: run `exchange db upgrade --config node.toml`"):
-        Store.open(url, agency="JPN-NPA")
+        Store.open(url, agency="JPN-NPA", seal=SEAL)
     assert list((tmp_path / "empty").iterdir()) == []
     assert migrate.current_url(url) is None  # refusing made nothing
 
@@ -150,10 +172,10 @@ def test_a_database_made_before_migrations_is_adopted_or_refused(backend: Backen
         conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', :v)"), {"v": b"1"})
     engine.dispose()
     with pytest.raises(ConfigError, match="has an Exchange schema made before migrations: run `exchange db upgrade"):
-        Store.open(url, agency="JPN-NPA")
+        Store.open(url, agency="JPN-NPA", seal=SEAL)
     if backend.name == "sqlite":
         assert migrate.upgrade_url(url) == (None, migrate.head())
-        Store.open(url, agency="JPN-NPA").close()
+        Store.open(url, agency="JPN-NPA", seal=SEAL).close()
         assert backend.rows(tmp_path / "old", "SELECT key FROM meta WHERE key = 'schema_version'") == []
     else:
         with pytest.raises(ConfigError, match="has tables that no Exchange migration made"):
@@ -181,7 +203,7 @@ def test_a_node_refuses_a_schema_newer_than_it_knows(backend: Backend, tmp_path:
         conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
     engine.dispose()
     with pytest.raises(ConfigError, match=r"revision 0099 is newer than this software knows"):
-        Store.open(url, agency="JPN-NPA")
+        Store.open(url, agency="JPN-NPA", seal=SEAL)
 
 
 def test_db_upgrade_and_status_commands(

@@ -32,6 +32,7 @@ from exchange.node.sync import SyncService
 from exchange.records import digest as digests
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
 from exchange.store import SearchFilter, Store, watch
+from exchange.store.integrity import Integrity
 from exchange.store.log import LogEntry, log_after, log_end
 from exchange.store.received import Incoming, apply_batch
 from exchange.store.refusals import Refusal
@@ -133,7 +134,7 @@ def store_all(store: Store, drawn: list[Held]) -> set[tuple[str, str]]:
 @pytest.fixture
 def store(backend: Backend, tmp_path: Path) -> Iterator[Store]:
     """One store per test (and back end); each example adds fresh records to it."""
-    opened = Store.open(backend.migrated(tmp_path / "node"), agency=HOLDER)
+    opened = Store.open(backend.migrated(tmp_path / "node"), agency=HOLDER, seal=Integrity(b"\x01" * 32))
     yield opened
     opened.close()
 

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.records import textindex
 from exchange.records.envelope import RECORD_TYPE, content_hash
 from exchange.store import SearchFilter, Store, StoredRecord, textsearch
+from exchange.store.integrity import Integrity
 from exchange.store.received import Incoming, apply_batch
 from exchange.store.schema import observables
 from exchange.store.search import search
@@ -54,7 +55,7 @@ def _record(i: int, rng: random.Random, *, issued_us: int, record_id: str | None
 
 
 def _store(url: str, records: list[records_pb2.Record]) -> Store:
-    store = Store.open(url, agency=AGENCY)
+    store = Store.open(url, agency=AGENCY, seal=Integrity(b"\x01" * 32))
     batch: list[Incoming | object] = []
     for record in records:
         payload = record.SerializeToString()

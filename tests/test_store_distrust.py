@@ -13,6 +13,7 @@ from pathlib import Path
 from exchange.core.manifest import Manifest
 from exchange.store import SearchFilter, Store
 from exchange.store.current import current_record
+from exchange.store.integrity import Integrity
 from exchange.store.log import log_after
 from exchange.store.search import search
 from tests.backends import Backend
@@ -20,6 +21,8 @@ from tests.federation import Federation
 from tests.fill import fill
 
 JPN, USA, KOR = "JPN-NPA", "USA-DTSF", "KOR-KNPA"
+
+SEAL = Integrity(b"\x02" * 32)  # the node's integrity key (exchange/store/integrity.py)
 
 
 def _compromised(manifest: Manifest, agency: str) -> Manifest:
@@ -34,7 +37,7 @@ def test_a_store_opened_with_a_distrusted_key_serves_nothing_it_signed(
     pki: Federation, backend: Backend, tmp_path: Path
 ) -> None:
     url = backend.migrated(tmp_path / "kor")
-    writer = Store.open(url, agency=KOR)
+    writer = Store.open(url, agency=KOR, seal=SEAL)
     try:
         jpn_refs = fill(writer, pki.manifest, pki.pki_dir, JPN, 3)
         usa_refs = fill(writer, pki.manifest, pki.pki_dir, USA, 2)
@@ -47,7 +50,7 @@ def test_a_store_opened_with_a_distrusted_key_serves_nothing_it_signed(
 
     distrusted = _compromised(pki.manifest, JPN).compromised_keys
     assert distrusted == {k.key_id for k in pki.manifest.partner(JPN).keys} and distrusted
-    store = Store.open(url, agency=KOR, distrusted_keys=distrusted)
+    store = Store.open(url, agency=KOR, seal=SEAL, distrusted_keys=distrusted)
     try:
         assert store.distrusted_keys == distrusted
         assert [(e.originator, e.record_id) for e in log_after(store, 0)] == [

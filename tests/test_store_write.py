@@ -16,6 +16,7 @@ from sqlalchemy import delete, insert, select, text
 
 from exchange.store import Store
 from exchange.store.engine import WRITERS_LOCK
+from exchange.store.integrity import Integrity
 from exchange.store.schema import meta
 from tests.backends import Backend
 
@@ -50,7 +51,7 @@ def _writers_lock_free(backend: Backend, data_dir: Path) -> bool:
 @pytest.fixture
 def opened(backend: Backend, tmp_path: Path) -> Iterator[tuple[Store, Path]]:
     data_dir = tmp_path / "db"
-    store = Store.open(backend.migrated(data_dir), agency=AGENCY)
+    store = Store.open(backend.migrated(data_dir), agency=AGENCY, seal=Integrity(b"\x01" * 32))
     yield store, data_dir
     store.close()
 
@@ -102,7 +103,7 @@ def test_a_write_that_need_not_be_durable_relaxes_sqlite_sync_for_itself_only(tm
     """SQLite only (PostgreSQL commits the same way either way): synchronous=NORMAL while a
     non-durable transaction runs, FULL again after it and for every durable one."""
     data_dir = tmp_path / "db"
-    store = Store.open(Backend("sqlite").migrated(data_dir), agency=AGENCY)
+    store = Store.open(Backend("sqlite").migrated(data_dir), agency=AGENCY, seal=Integrity(b"\x01" * 32))
     try:
         for durable, inside in ((True, SYNCHRONOUS_FULL), (False, SYNCHRONOUS_NORMAL), (True, SYNCHRONOUS_FULL)):
             with store.write(durable=durable) as tx:

@@ -33,6 +33,12 @@ def register(commands: Commands) -> None:
                            help="folder with federation.toml and <AGENCY>/node.toml (default: nodes)")
     addresses.set_defaults(handler=run_pki_addresses)
 
+    key = pki_commands.add_parser("integrity-key",
+                                  help="make the node's integrity key (seals its database; never replaced)")
+    key.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    config_overrides(key)
+    key.set_defaults(handler=run_pki_integrity_key)
+
     node = commands.add_parser("node", help="run an agency's node")
     node_commands = node.add_subparsers(dest="node_command", metavar="COMMAND", required=True)
     serve = node_commands.add_parser("serve", help="serve until SIGTERM or SIGINT")
@@ -62,7 +68,7 @@ def register(commands: Commands) -> None:
 
     audit = commands.add_parser("audit", help="the node's audit log")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
-    verify = audit_commands.add_parser("verify", help="check the audit log's hash chain")
+    verify = audit_commands.add_parser("verify", help="check the audit log's chain and every record's seal")
     verify.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
     config_overrides(verify)
     verify.set_defaults(handler=run_audit_verify)
@@ -102,6 +108,16 @@ def run_pki_addresses(args: argparse.Namespace) -> int:
         print("restart every node, so that they dial the new addresses")
     else:
         print("addresses already current")
+    return 0
+
+
+def run_pki_integrity_key(args: argparse.Namespace) -> int:
+    from exchange.store import integrity
+
+    config = node_config(args)
+    path = integrity.key_path(config.pki_dir, config.agency)
+    integrity.make_key(path)
+    print(f"wrote {config.agency}'s integrity key {path} (mode 0600); back it up with the node's private keys")
     return 0
 
 
@@ -152,10 +168,13 @@ def run_health(args: argparse.Namespace) -> int:
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:
-    from exchange.store import migrate
+    from exchange.store import integrity, migrate
 
     config = node_config(args)
-    before, after = migrate.upgrade_url(config.database_url, data_dir=config.data_dir)
+    # Only rows written before revision 0003 need the key (to be sealed); migrate says so if missing.
+    has_key = integrity.key_path(config.pki_dir, config.agency).exists()
+    seal = integrity.for_node(config.pki_dir, config.agency, config.database_url) if has_key else None
+    before, after = migrate.upgrade_url(config.database_url, data_dir=config.data_dir, seal=seal)
     if before == after:
         print(f"schema already at revision {after}")
     else:
@@ -175,17 +194,23 @@ def run_db_status(args: argparse.Namespace) -> int:
 
 def run_audit_verify(args: argparse.Namespace) -> int:
     from exchange.store import audit as audit_log  # the store's dependencies only for commands that need it
+    from exchange.store import sealcheck
 
     with existing_store(args) as store:
         problems = audit_log.verify_store(store)
         count = len(audit_log.read_entries(store))
+        sealed = sealcheck.store_problems(store)  # records, log entries and disclosure_index against their seals
+    for problem in problems + sealed:
+        print(problem)
     if problems:
-        for problem in problems:
-            print(problem)
         print(f"audit log damaged: {len(problems)} problem(s) in {count} entries")
-        return 1
-    print(f"audit log intact: {count} entries")
-    return 0
+    else:
+        print(f"audit log intact: {count} entries")
+    if sealed:
+        print(f"records damaged: {len(sealed)} row(s) do not match their seals; they are not served")
+    else:
+        print("records intact: every seal matches")
+    return 1 if problems or sealed else 0
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -34,9 +34,10 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 def existing_store(args: argparse.Namespace) -> Iterator[Store]:
     """The store of the node ``args.config`` describes; never creates one (Store.open refuses)."""
     config = node_config(args)
-    from exchange.store import Store  # the store's dependencies only for commands that need it
+    from exchange.store import Store, integrity  # the store's dependencies only for commands that need it
 
-    store = Store.open(config.database_url, agency=config.agency)
+    seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
+    store = Store.open(config.database_url, agency=config.agency, seal=seal)
     try:
         yield store
     finally:

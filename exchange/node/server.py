@@ -33,7 +33,7 @@ from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
-from exchange.store import Store, files
+from exchange.store import Store, files, integrity
 from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
@@ -79,7 +79,8 @@ class Node:
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
         files.check_private(config.database_url)  # every record and the sealing key: never group-readable
-        self.store = Store.open(config.database_url, agency=config.agency,
+        seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
+        self.store = Store.open(config.database_url, agency=config.agency, seal=seal,
                                 distrusted_keys=self.manifest.compromised_keys)
         self._adopt_manifest()
         limits = config.limits

@@ -1,24 +1,29 @@
 """The hash-chained audit log of submissions and disclosures.
 
-Entry n stores hash(n) = SHA-256(hash(n-1) || canonical JSON of its fields);
-the head (last seq and hash) is also kept in ``meta``. Editing a row breaks
-its hash, deleting one breaks the chain or the head, so ``exchange audit
-verify`` detects either. (Someone able to rewrite the whole chain and the head
-is not stopped by this; anchoring the head elsewhere is a later step.)
+Entry n stores hash(n) = HMAC-SHA256(integrity key, hash(n-1) || canonical JSON of
+its fields); the head (last seq and hash) is also kept in ``meta``, and after each
+commit in an anchor file beside the key (exchange/store/integrity.py). Editing a row
+breaks its hash, deleting one breaks the chain or the head, and since the hashes are
+keyed, a database writer without the key cannot recompute a rewritten tail; a
+truncated one (head recomputed, or rolled back to an earlier entry) no longer reaches
+the anchored head. ``exchange audit verify`` detects each.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 
+from exchange.errors import ConfigError
+from exchange.store import integrity
 from exchange.store.engine import serialise_audit
-from exchange.store.schema import audit, meta
+from exchange.store.schema import audit, meta, security_events
 from exchange.store.store import Store, now_us
 
 GENESIS = b"\x00" * 32
@@ -34,9 +39,19 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
-def entry_hash(prev_hash: bytes, seq: int, at: int, actor: str, action: str, detail: str) -> bytes:
-    body = json.dumps([seq, at, actor, action, detail], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(prev_hash + body.encode("utf-8")).digest()
+def _body(seq: int, at: int, actor: str, action: str, detail: str) -> bytes:
+    return json.dumps([seq, at, actor, action, detail], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def entry_hash(seal: integrity.Integrity, prev_hash: bytes, seq: int, at: int, actor: str, action: str,
+               detail: str) -> bytes:
+    return seal.chain(prev_hash, _body(seq, at, actor, action, detail))
+
+
+def unkeyed_hash(prev_hash: bytes, seq: int, at: int, actor: str, action: str, detail: str) -> bytes:
+    """The chain's hash before revision 0003 (plain SHA-256): only to check an old chain once,
+    before ``rekey`` keys it."""
+    return hashlib.sha256(prev_hash + _body(seq, at, actor, action, detail)).digest()
 
 
 def _read_head(conn: Connection) -> tuple[int, bytes]:
@@ -53,10 +68,11 @@ def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[s
     read here is the last committed one.
     """
     serialise_audit(conn)
+    seal = integrity.of(conn)
     last_seq, last_hash = _read_head(conn)
     seq = last_seq + 1
     text = json.dumps(detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    digest = entry_hash(last_hash, seq, at, actor, action, text)
+    digest = entry_hash(seal, last_hash, seq, at, actor, action, text)
     conn.execute(
         audit.insert().values(
             seq=seq, at=at, actor=actor, action=action, detail=text, prev_hash=last_hash, hash=digest
@@ -67,11 +83,33 @@ def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[s
         conn.execute(meta.insert().values(key=HEAD_KEY, value=head))
     else:
         conn.execute(meta.update().where(meta.c.key == HEAD_KEY).values(value=head))
+    if _holds_anchor(conn, seal, last_seq, last_hash):
+        seal.written_head(seq, digest)  # anchored once this transaction commits
+    elif seal.anchor_broken():
+        conn.execute(insert(security_events).values(
+            at=at, kind="integrity", peer=actor[:160],
+            detail=json.dumps({"problem": "the audit chain no longer holds its anchored head"})))
     return seq
+
+
+def _holds_anchor(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes) -> bool:
+    """Does the chain being extended still hold the anchored head? Usually the anchored head is
+    the last entry (no query); with several replicas, one lookup by seq."""
+    anchored = seal.last_anchored
+    if anchored is None:
+        return True
+    seq, digest = anchored
+    if seq >= last_seq:
+        return seq == last_seq and hmac.compare_digest(digest, last_hash)
+    found = conn.execute(select(audit.c.hash).where(audit.c.seq == seq)).scalar_one_or_none()
+    return found is not None and hmac.compare_digest(bytes(found), digest)
 
 
 def verify(conn: Connection) -> list[str]:
     """Every inconsistency in the chain, in order; an empty list means intact."""
+    seal = integrity.of(conn)
+    anchored = seal.anchored()
+    reached: bytes | None = None  # the hash of the anchored entry, as the chain has it
     problems: list[str] = []
     expected_seq, prev = 1, GENESIS
     for row in conn.execute(select(audit).order_by(audit.c.seq)):
@@ -79,13 +117,46 @@ def verify(conn: Connection) -> list[str]:
             problems.append(f"entry {expected_seq} is missing (next is {row.seq})")
         if row.prev_hash != prev:
             problems.append(f"entry {row.seq} does not chain to the entry before it")
-        if entry_hash(row.prev_hash, row.seq, row.at, row.actor, row.action, row.detail) != row.hash:
+        if not hmac.compare_digest(entry_hash(seal, row.prev_hash, row.seq, row.at, row.actor, row.action,
+                                              row.detail), bytes(row.hash)):
             problems.append(f"entry {row.seq} was altered (its hash does not match its content)")
-        expected_seq, prev = row.seq + 1, row.hash
+        if anchored is not None and row.seq == anchored[0]:
+            reached = bytes(row.hash)
+        expected_seq, prev = row.seq + 1, bytes(row.hash)
     head_seq, head_hash = _read_head(conn)
     if (head_seq, head_hash) != (expected_seq - 1, prev):
         problems.append(f"the chain ends at entry {expected_seq - 1} but the recorded head is entry {head_seq}")
+    if anchored is None:
+        if seal.anchor is not None and expected_seq > 1:
+            problems.append(f"no anchor of the audit head at {seal.anchor}: a truncated chain cannot be ruled out")
+    elif reached is None or not hmac.compare_digest(reached, anchored[1]):
+        problems.append(f"the chain does not reach the anchored head, entry {anchored[0]} "
+                        f"(it ends at entry {expected_seq - 1}): entries were removed or rewritten")
     return problems
+
+
+def rekey(conn: Connection, seal: integrity.Integrity) -> None:
+    """Revision 0003: check the unkeyed chain, then key it (every hash recomputed under the key).
+
+    Refused over a chain that does not verify: keying it would launder an edit.
+    """
+    prev, keyed = GENESIS, GENESIS
+    rows = conn.execute(select(audit).order_by(audit.c.seq)).all()
+    for expected, row in enumerate(rows, start=1):
+        fields = (row.seq, row.at, row.actor, row.action, row.detail)
+        if row.seq != expected or bytes(row.prev_hash) != prev or unkeyed_hash(prev, *fields) != bytes(row.hash):
+            raise ConfigError(f"the audit log is damaged at entry {expected} (`exchange audit verify` says more); "
+                              "it is not re-keyed over damage: restore a backup, or keep this database as evidence")
+        prev = bytes(row.hash)
+        digest = entry_hash(seal, keyed, *fields)
+        conn.execute(audit.update().where(audit.c.seq == row.seq).values(prev_hash=keyed, hash=digest))
+        keyed = digest
+    if _read_head(conn) != (len(rows), prev):
+        raise ConfigError("the audit log's recorded head is not its last entry (`exchange audit verify` says more); "
+                          "it is not re-keyed over damage: restore a backup, or keep this database as evidence")
+    if rows:
+        conn.execute(meta.update().where(meta.c.key == HEAD_KEY).values(value=len(rows).to_bytes(8, "big") + keyed))
+        seal.written_head(len(rows), keyed)
 
 
 def entries(conn: Connection, *, action: str | None = None) -> Iterator[AuditEntry]:

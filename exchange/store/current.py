@@ -8,7 +8,7 @@ transaction; the reads leave out every entry signed with a key the store distrus
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
 from exchange.core.marking import Marking
 from exchange.errors import Conflict
+from exchange.store import integrity
 from exchange.store.rows import clear_index, current_values, next_id, raise_seq_floor, write_index
 from exchange.store.schema import log, records
 from exchange.store.store import Store
@@ -29,6 +30,8 @@ __all__ = [
     "insert_current",
     "reevaluate_holdings",
     "replace_current",
+    "sealed",
+    "sealed_values",
     "select_current",
     "to_record",
     "unindex_record",
@@ -95,6 +98,10 @@ def select_current(store: Store) -> Select[Any]:
         log.c.envelope,
         log.c.received_from,
         log.c.received_at,
+        # What the log entry's seal covers (integrity.Integrity.current_problem).
+        *(log.c[name].label("log_" + name) for name in (
+            "payload_type", "key_id", "audience", "classification", "releasable_to", "tlp", "caveats",
+            "content_hash", "mac")),
     ).join(log, log.c.seq == records.c.seq)
     if store.distrusted_keys:
         query = query.where(log.c.key_id.not_in(store.distrusted_keys))
@@ -105,7 +112,24 @@ def current_record(store: Store, originator: str, record_id: str) -> StoredRecor
     query = select_current(store).where(records.c.originator == originator, records.c.record_id == record_id)
     with store.engine.connect() as conn:
         row = conn.execute(query).first()
-    return None if row is None else to_record(row)
+    if row is None or not store.seal.served(originator, record_id, store.seal.current_problem(row)):
+        return None  # integrity: an edited row is never served
+    return to_record(row)
+
+
+def sealed(store: Store, rows: Iterable[Any]) -> Iterator[StoredRecord]:
+    """The rows of a :func:`select_current` query whose seals match, as records; an edited
+    row is never served (and is reported once: integrity.Integrity.served)."""
+    for row in rows:
+        if store.seal.served(row.originator, row.record_id, store.seal.current_problem(row)):
+            yield to_record(row)
+
+
+def sealed_values(tx: Connection, record: records_pb2.Record, seq: int) -> dict[str, Any]:
+    """A current-version row's values with its seal (integrity: sealed where written)."""
+    values = current_values(record, seq)
+    values["mac"] = integrity.of(tx).records_mac_of(record.ref.originator, record.ref.record_id, values)
+    return values
 
 
 def held_by_originator(store: Store) -> dict[str, int]:
@@ -127,7 +151,7 @@ def insert_current(tx: Connection, record: records_pb2.Record, seq: int) -> int:
             rid=rid,
             originator=record.ref.originator,
             record_id=record.ref.record_id,
-            **current_values(record, seq),
+            **sealed_values(tx, record, seq),
         )
     )
     return rid
@@ -144,7 +168,7 @@ def replace_current(tx: Connection, record: records_pb2.Record, seq: int, base: 
             records.c.record_id == record.ref.record_id,
             records.c.version == base,
         )
-        .values(**current_values(record, seq))
+        .values(**sealed_values(tx, record, seq))
         .returning(records.c.rid)
     )
     rid = result.scalar_one_or_none()

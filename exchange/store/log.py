@@ -16,6 +16,7 @@ from sqlalchemy import Connection, and_, func, insert, or_, select
 
 from exchange.core.marking import Marking
 from exchange.records.envelope import WITHDRAWAL_TYPE
+from exchange.store import integrity
 from exchange.store.engine import in_index_order
 from exchange.store.rows import log_values, next_seq
 from exchange.store.schema import log, records
@@ -112,6 +113,10 @@ def log_after(
             records.c.releasable_to, records.c.tlp, records.c.caveats,
             log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
             log.c.tlp.label("v_tlp"), log.c.caveats.label("v_caveats"),
+            # What the seals cover besides (integrity.Integrity.entry_problem).
+            log.c.key_id, log.c.purged, log.c.mac, records.c.version.label("r_version"),
+            records.c.seq.label("r_seq"), records.c.status.label("r_status"), records.c.kind.label("r_kind"),
+            records.c.mac.label("r_mac"),
         )
         .outerjoin(
             records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id)
@@ -154,9 +159,11 @@ def log_after(
         # every chunk, quadratic on the server (80 ms a chunk at 50,000 entries).
         with store.engine.connect() as conn, in_index_order(conn, walk=True):
             rows = conn.execute(page).all()
-        for (seq, originator, record_id, version, digest, envelope, payload_type, audience,
-             classification, releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp,
-             v_caveats) in rows:
+        for row in rows:
+            (seq, originator, record_id, version, digest, envelope, payload_type, audience, classification,
+             releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp, v_caveats) = row[:16]
+            if not store.seal.served(originator, record_id, store.seal.entry_problem(row)):
+                continue  # integrity: an edited row is never served
             withdrawal = payload_type == WITHDRAWAL_TYPE
             yield LogEntry(
                 seq=seq, originator=originator, record_id=record_id, version=version,
@@ -219,11 +226,7 @@ def append_log(
 
     ``marking`` is the version's own (None for a withdrawal)."""
     seq = next_seq(tx)
-    tx.execute(
-        insert(log).values(
-            seq=seq,
-            **log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience,
-                         marking),
-        )
-    )
+    values = log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience, marking)
+    values["mac"] = integrity.of(tx).log_mac_of(seq, values)  # integrity: sealed where written
+    tx.execute(insert(log).values(seq=seq, **values))
     return seq

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
@@ -26,8 +27,12 @@ from exchange.errors import ConfigError
 from exchange.store import files
 from exchange.store.engine import WRITE, make_engine, serialise_writers
 
+if TYPE_CHECKING:
+    from exchange.store.integrity import Integrity
+
 SCRIPTS = "exchange.store:migrations"
 FIRST_REVISION = "0001"
+UNSEALED = {"0001", "0002"}  # revisions whose rows 0003 seals (exchange/store/sealcheck.py)
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -55,22 +60,41 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+def upgrade(engine: Engine, revision: str = "head", *, seal: Integrity | None = None) -> tuple[str | None, str]:
     """Apply the migrations up to ``revision``; returns (revision before, revision after).
 
     One transaction, so a failure leaves the schema as it was; on PostgreSQL the
     writers' lock is taken first, so replicas upgrading at once run one after another.
+    Rows written before revision 0003 are sealed with ``seal`` (the node's integrity key),
+    in the same transaction.
     """
     before = current(engine)
     if before is not None and before not in known_revisions():
         raise ConfigError(_newer(before))
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines narrate every step
-    with engine.execution_options(**WRITE).begin() as conn:
+    with seal.anchoring() if seal is not None else nullcontext(), engine.execution_options(**WRITE).begin() as conn:
         serialise_writers(conn)
+        unsealed = before in UNSEALED
         if before is None and "log" in inspect(conn).get_table_names():
             _adopt(conn)
+            unsealed = True
         command.upgrade(_config(conn), revision)
+        if unsealed and revision == "head":
+            _seal(conn, seal)
     return before, current(engine) or ""
+
+
+def _seal(conn: Connection, seal: Integrity | None) -> None:
+    from exchange.store import sealcheck
+
+    if seal is not None:
+        sealcheck.seal_existing(conn, seal)
+        return
+    for table in ("log", "audit", "disclosure_index"):
+        if conn.exec_driver_sql(f"SELECT 1 FROM {table} LIMIT 1").first() is not None:
+            raise ConfigError("the rows already in the database must be sealed with the node's integrity key: "
+                              "run `exchange db upgrade --config node.toml` where the key is (make it first with "
+                              "`exchange pki integrity-key --config node.toml` if the node has none)")
 
 
 def _adopt(conn: Connection) -> None:
@@ -84,7 +108,7 @@ def _adopt(conn: Connection) -> None:
     conn.exec_driver_sql("DELETE FROM meta WHERE key = 'schema_version'")  # Alembic keeps the revision now
 
 
-def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, str]:
+def upgrade_url(url: str, *, data_dir: Path | None = None, seal: Integrity | None = None) -> tuple[str | None, str]:
     """:func:`upgrade` for a database URL; a SQLite file (0600) and, given ``data_dir``, its
     folder (0700) are made if missing, and refused if group or others may use them."""
     if url.startswith("sqlite:///") and data_dir is not None:
@@ -93,7 +117,7 @@ def upgrade_url(url: str, *, data_dir: Path | None = None) -> tuple[str | None, 
     with database_errors(url):
         engine = make_engine(url)
         try:
-            return upgrade(engine)
+            return upgrade(engine, seal=seal)
         finally:
             engine.dispose()
 

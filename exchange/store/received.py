@@ -24,8 +24,9 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
+from exchange.store import integrity
 from exchange.store.bulk import insert_many
-from exchange.store.current import index_record, unindex_record
+from exchange.store.current import index_record, sealed_values, unindex_record
 from exchange.store.log import append_log
 from exchange.store.peers import save_cursor
 from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_equivocation, record_refusals
@@ -35,7 +36,6 @@ from exchange.store.rows import (
     MarkingColumns,
     clear_index,
     current_row,
-    current_values,
     log_row,
     marking_columns,
     next_id,
@@ -245,7 +245,8 @@ def _apply_versions(
     # so the whole batch is one executemany (RETURNING would go row by row).
     first = next_seq(conn)
     seqs = list(range(first, first + len(to_log)))
-    columns = ("seq", *LOG_COLUMNS)
+    columns = ("seq", *LOG_COLUMNS, "mac")
+    seal = integrity.of(conn)
     rows = []
     audiences: dict[frozenset[str], str] = {}  # audiences repeat: each joined once per batch
     markings: dict[int, MarkingColumns] = {}  # each version's own, for its current row below
@@ -254,8 +255,9 @@ def _apply_versions(
         if audience is None:
             audience = audiences[e.audience] = " ".join(sorted(e.audience))
         marking = markings[seq] = marking_columns(record.content.marking)
-        rows.append((seq, *log_row(record.ref, record.version, e.envelope, e.envelope.SerializeToString(),
-                                   e.content_hash, peer, now, audience, marking)))
+        row = log_row(record.ref, record.version, e.envelope, e.envelope.SerializeToString(), e.content_hash, peer,
+                      now, audience, marking)
+        rows.append((seq, *row, seal.log_mac_of(seq, dict(zip(LOG_COLUMNS, row, strict=True)))))  # integrity
     insert_many(conn, log, columns, rows)
     # The newest unequivocal version of each record in this batch becomes current (rule 4).
     newest: dict[Key, tuple[records_pb2.Record, int]] = {}
@@ -287,14 +289,17 @@ def _write_current(
     if inserts:
         first = next_id(conn, records.c.rid)
         rows = []
+        seal = integrity.of(conn)
         for rid, (key, record, seq) in enumerate(inserts, start=first):
-            rows.append((rid, key[0], key[1], *current_row(record, seq, markings.get(seq))))
+            row = current_row(record, seq, markings.get(seq))
+            mac = seal.records_mac_of(key[0], key[1], dict(zip(CURRENT_COLUMNS, row, strict=True)))  # integrity
+            rows.append((rid, key[0], key[1], *row, mac))
             indexed.append((rid, record))
-        insert_many(conn, records, ("rid", "originator", "record_id", *CURRENT_COLUMNS), rows)
+        insert_many(conn, records, ("rid", "originator", "record_id", *CURRENT_COLUMNS, "mac"), rows)
     if replaces:
         conn.execute(
             update(records).where(records.c.rid == bindparam("target")),
-            [{"target": rid, **current_values(record, seq)} for rid, record, seq in replaces],
+            [{"target": rid, **sealed_values(conn, record, seq)} for rid, record, seq in replaces],
         )
         clear_index(conn, [rid for rid, _, _ in replaces])
         indexed += [(rid, record) for rid, record, _ in replaces]
@@ -337,7 +342,7 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
     ).first()
     if earlier is not None:
         record = records_pb2.Record.FromString(records_pb2.Envelope.FromString(earlier.envelope).payload)
-        conn.execute(update(records).where(records.c.rid == rid).values(**current_values(record, earlier.seq)))
+        conn.execute(update(records).where(records.c.rid == rid).values(**sealed_values(conn, record, earlier.seq)))
         index_record(conn, rid, record)
     conn.execute(update(records).where(records.c.rid == rid).values(equivocated=True))
 

@@ -56,6 +56,9 @@ log = Table(
     Column("caveats", Text, nullable=False, default=""),
     # Payload purged after a withdrawal: the row stays so the version is never re-accepted.
     Column("purged", Boolean, nullable=False, default=False),
+    # HMAC under the node's integrity key over the columns above that disclosure reads
+    # (exchange/store/integrity.py); NULL: never sealed, never served.
+    Column("mac", LargeBinary(32), nullable=True),
     # The same bytes under another payload type are another entry (a signature binds the type).
     UniqueConstraint("originator", "record_id", "version", "payload_type", "content_hash", name="uq_log_version"),
 )
@@ -82,6 +85,7 @@ records = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("issued_at", BigInteger, nullable=False),
     Column("equivocated", Boolean, nullable=False, default=False),
+    Column("mac", LargeBinary(32), nullable=True),  # as log.mac (exchange/store/integrity.py)
     UniqueConstraint("originator", "record_id", name="uq_records_ref"),
 )
 Index("ix_records_issued", records.c.issued_at, records.c.rid)
@@ -126,7 +130,7 @@ references = Table(
     Column("record_id", String(36), nullable=False),
 )
 
-# Hash-chained audit log of submissions and disclosures.
+# Hash-chained audit log of submissions and disclosures (keyed: exchange/store/audit.py).
 audit = Table(
     "audit",
     metadata,
@@ -204,6 +208,7 @@ disclosure_index = Table(
     Column("version", Integer, primary_key=True),
     Column("withdrawal", Boolean, primary_key=True),  # a withdrawal below ``version`` was sent
     Column("partner", String(32), nullable=False),
+    Column("mac", LargeBinary(32), nullable=True),  # as log.mac; checked against the audit chain
 )
 
 # A user's watch list: observables of interest, as entered; ids are per user.

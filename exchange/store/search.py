@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, tup
 
 from exchange.records import textindex
 from exchange.store import textsearch
-from exchange.store.current import StoredRecord, select_current, to_record
+from exchange.store.current import StoredRecord, sealed, select_current
 from exchange.store.engine import in_index_order
 from exchange.store.schema import observables, record_countries, record_sectors, records
 from exchange.store.store import Store
@@ -148,7 +148,7 @@ def newest_first(
                     rows = conn.execute(query.with_only_columns(order_rid, time_column).limit(chunk)).all()
                 kept = keep(conn, [int(r.rid) for r in rows])
                 shown = conn.execute(query.where(order_rid.in_(kept))).all() if kept else []
-        yield from (to_record(r) for r in shown)
+        yield from sealed(store, shown)  # integrity: an edited row is never served
         if len(rows) < chunk:
             return
         position = (int(getattr(rows[-1], str(time_column.name))), int(rows[-1].rid))

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection, Engine, select
 
 from exchange.core.marking import Marking
-from exchange.store import migrate
+from exchange.store import integrity, migrate
 from exchange.store.engine import WRITE, make_engine, serialise_writers
 from exchange.store.schema import meta
 from exchange.v1 import records_pb2
@@ -56,9 +56,16 @@ def marking_of(marking: records_pb2.Marking) -> Marking:
 class Store:
     """An open database at this software's schema, for one agency's node."""
 
-    def __init__(self, engine: Engine, *, agency: str, distrusted_keys: Iterable[str] = ()) -> None:
-        self._engine = engine
-        self._writer = engine.execution_options(**WRITE)
+    def __init__(
+        self, engine: Engine, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = ()
+    ) -> None:
+        self._base_engine = engine
+        # Every connection carries the node's seal (integrity.of): rows are sealed where
+        # written and checked where read, whichever module does either.
+        self._engine = engine.execution_options(**{integrity.OPTION: seal})
+        self._writer = self._engine.execution_options(**WRITE)
+        self.seal = seal
+        seal.reporter = integrity.Reporter(self.write, agency)
         # One writer at a time in this process: SQLite allows one anyway, and waiting on a
         # lock is far cheaper than its busy back-off (a sleep of up to 100 ms).
         self._write_lock = threading.RLock()
@@ -66,8 +73,13 @@ class Store:
         self.agency = agency
 
     @classmethod
-    def open(cls, url: str, *, agency: str, distrusted_keys: Iterable[str] = ()) -> Store:
+    def open(
+        cls, url: str, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = ()
+    ) -> Store:
         """Open a database whose schema is at this software's head revision (else ConfigError).
+
+        ``seal``: the node's integrity key (exchange/store/integrity.py), kept outside the
+        database; rows are sealed under it when written and checked when read.
 
         ``distrusted_keys``: the signing key ids the manifest marks compromised. Every
         signature they made is void, so entries signed with them are neither shown nor
@@ -81,10 +93,10 @@ class Store:
             except BaseException:
                 engine.dispose()
                 raise
-        return cls(engine, agency=agency, distrusted_keys=distrusted_keys)
+        return cls(engine, agency=agency, seal=seal, distrusted_keys=distrusted_keys)
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._base_engine.dispose()
 
     @property
     def engine(self) -> Engine:
@@ -114,11 +126,14 @@ class Store:
         waits for a writer that is slow or idle in its transaction. On SQLite, one write
         lock serves all, so it is an ordinary write transaction there.
         """
+        # seal.anchoring: once the transaction commits, the audit head it wrote is anchored
+        # outside the database (exchange/store/integrity.py).
         if audit_only and self._engine.dialect.name != "sqlite":
-            with self._writer.begin() as conn:
+            with self.seal.anchoring(), self._writer.begin() as conn:
                 yield conn
             return
-        with self._write_lock, self._writer.connect() as conn, self._durability(conn, durable), conn.begin():
+        with self._write_lock, self.seal.anchoring(), self._writer.connect() as conn, \
+                self._durability(conn, durable), conn.begin():
             serialise_writers(conn)
             yield conn
 

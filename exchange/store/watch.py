@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
 from exchange.store import audit as audit_log
+from exchange.store import integrity
 from exchange.store.bulk import insert_many
 from exchange.store.current import StoredRecord, select_current
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
@@ -82,10 +83,12 @@ def audit_pull(
     rows = {(o, r, v, False) for o, r, v in sent} | {(o, r, v, True) for o, r, v in withdrawals}
     with store.write(audit_only=True) as conn:
         seq = audit_log.append(conn, at=now_us(), actor=actor, action=PULL_ACTION, detail=detail)
+        seal = integrity.of(conn)  # integrity: each row sealed, and checked against this entry by verify
         # Plain tuples in one executemany: a pull batch is hundreds of rows.
         insert_many(conn, disclosure_index, ("originator", "record_id", "audit_seq", "version", "withdrawal",
-                                             "partner"),
-                    [(o, r, seq, v, w, partner) for o, r, v, w in sorted(rows)])
+                                             "partner", "mac"),
+                    [(o, r, seq, v, w, partner, seal.disclosure_mac(o, r, seq, v, w, partner))
+                     for o, r, v, w in sorted(rows)])
     return seq
 
 
@@ -94,7 +97,7 @@ def disclosures(store: Store, originator: str, record_id: str, *, limit: int) ->
     query = (
         select(
             disclosure_index.c.audit_seq, audit.c.at, disclosure_index.c.partner, disclosure_index.c.version,
-            disclosure_index.c.withdrawal,
+            disclosure_index.c.withdrawal, disclosure_index.c.mac,
         )
         .join(audit, audit.c.seq == disclosure_index.c.audit_seq)
         .where(disclosure_index.c.originator == originator, disclosure_index.c.record_id == record_id)
@@ -104,7 +107,10 @@ def disclosures(store: Store, originator: str, record_id: str, *, limit: int) ->
     )
     with store.engine.connect() as conn:
         rows = conn.execute(query).all()
-    found = [Disclosed(int(r.audit_seq), int(r.at), r.partner, int(r.version), bool(r.withdrawal)) for r in rows]
+    # integrity: an edited row is left out (and reported); a deleted one, by `exchange audit verify`.
+    found = [Disclosed(int(r.audit_seq), int(r.at), r.partner, int(r.version), bool(r.withdrawal)) for r in rows
+             if store.seal.served(originator, record_id, store.seal.disclosure_problem(
+                 originator, record_id, r.audit_seq, r.version, r.withdrawal, r.partner, r.mac))]
     return found[:limit], len(found) > limit
 
 

@@ -1,0 +1,123 @@
+"""Every seal at once: what ``exchange audit verify`` reports, and sealing at revision 0003.
+
+The read paths check the rows they are about to serve (exchange/store/integrity.py);
+this walks all of them, so an operator learns of an edit before anyone asks for the
+record, and checks ``disclosure_index`` against the audit chain it is derived from:
+a row deleted, added or edited there is named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, select, update
+
+from exchange.store import audit as audit_log
+from exchange.store.current import select_current
+from exchange.store.integrity import LOG_SEALED, RECORDS_SEALED, Integrity
+from exchange.store.schema import disclosure_index, log, records
+from exchange.store.store import Store
+
+__all__ = ["problems", "seal_existing", "store_problems"]
+
+MAX_LISTED = 1000  # problems named one by one; beyond, a count
+
+
+def _entries(conn: Connection) -> Iterator[Any]:
+    """Every log row with the current-version row of its record, labelled as ``Store.log_after`` does."""
+    query = select(
+        log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash, log.c.envelope,
+        log.c.payload_type, log.c.audience, log.c.key_id, log.c.purged, log.c.mac,
+        log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
+        log.c.tlp.label("v_tlp"), log.c.caveats.label("v_caveats"),
+        records.c.classification, records.c.releasable_to, records.c.tlp, records.c.caveats,
+        records.c.version.label("r_version"), records.c.seq.label("r_seq"), records.c.status.label("r_status"),
+        records.c.kind.label("r_kind"), records.c.mac.label("r_mac"),
+    ).outerjoin(records, and_(records.c.originator == log.c.originator, records.c.record_id == log.c.record_id))
+    yield from conn.execution_options(yield_per=1000).execute(query.order_by(log.c.seq))
+
+
+def _disclosures(conn: Connection, seal: Integrity) -> Iterator[str]:
+    """disclosure_index against the pull entries of the audit chain."""
+    expected: dict[tuple[str, str, int, int, bool], str] = {}
+    for entry in audit_log.entries(conn, action="pull"):
+        partner = str(entry.detail.get("partner", ""))
+        for kind, withdrawal in (("records", False), ("withdrawals", True)):
+            for originator, record_id, version in entry.detail.get(kind, []):
+                expected[(originator, record_id, entry.seq, int(version), withdrawal)] = partner
+    for row in conn.execute(select(disclosure_index)):
+        key = (row.originator, row.record_id, int(row.audit_seq), int(row.version), bool(row.withdrawal))
+        sent_to = expected.pop(key, None)
+        what = f"record {row.originator}/{row.record_id}: disclosure_index row of audit entry {row.audit_seq}"
+        if sent_to is None:
+            yield f"{what} is not a disclosure the audit chain records (added or edited)"
+        elif sent_to != row.partner:
+            yield f"{what} names {row.partner}, the audit chain {sent_to} (edited)"
+        elif seal.disclosure_problem(*key, row.partner, row.mac) is not None:
+            yield f"{what} does not match its seal (edited)"
+    for (originator, record_id, audit_seq, version, withdrawal), partner in sorted(expected.items()):
+        what = "withdrawal below version" if withdrawal else "version"
+        yield (f"record {originator}/{record_id}: the {what} {version} sent to {partner} (audit entry {audit_seq}) "
+               "is missing from disclosure_index (deleted)")
+
+
+def _all(conn: Connection, current: Any, seal: Integrity) -> Iterator[str]:
+    for row in conn.execution_options(yield_per=1000).execute(current):
+        problem = seal.current_problem(row)
+        if problem is not None:
+            yield f"record {row.originator}/{row.record_id}: {problem}"
+    for row in _entries(conn):
+        problem = seal.entry_problem(row)
+        if problem is not None:
+            yield f"record {row.originator}/{row.record_id} version {row.version}: {problem}"
+    yield from _disclosures(conn, seal)
+
+
+def problems(conn: Connection, current: Any, seal: Integrity) -> list[str]:
+    """Every row whose seal does not match, naming its record (``current`` is
+    ``Store.select_current()``); an empty list means every seal holds."""
+    found: list[str] = []
+    extra = 0
+    for problem in _all(conn, current, seal):
+        if len(found) < MAX_LISTED:
+            found.append(problem)
+        else:
+            extra += 1
+    if extra:
+        found.append(f"... and {extra} more")
+    return found
+
+
+def seal_existing(conn: Connection, seal: Integrity) -> None:
+    """Revision 0003, in the upgrade's transaction: seal the rows written before seals existed
+    and key the audit chain (refused if that chain does not verify)."""
+    audit_log.rekey(conn, seal)
+    rows = conn.execute(select(log.c.seq, *(log.c[c] for c in LOG_SEALED))).all()
+    if rows:
+        conn.execute(update(log).where(log.c.seq == bindparam("target")).values(mac=bindparam("sealed")),
+                     [{"target": r.seq, "sealed": seal.log_mac(r.seq, *r[1:])} for r in rows])
+    rows = conn.execute(select(records.c.rid, records.c.originator, records.c.record_id,
+                               *(records.c[c] for c in RECORDS_SEALED))).all()
+    if rows:
+        conn.execute(update(records).where(records.c.rid == bindparam("target")).values(mac=bindparam("sealed")),
+                     [{"target": r.rid, "sealed": seal.records_mac(*r[1:])} for r in rows])
+    index = disclosure_index.c
+    rows = conn.execute(select(index.originator, index.record_id, index.audit_seq, index.version, index.withdrawal,
+                               index.partner)).all()
+    if rows:
+        conn.execute(
+            update(disclosure_index).where(
+                index.originator == bindparam("o"), index.record_id == bindparam("r"),
+                index.audit_seq == bindparam("a"), index.version == bindparam("v"),
+                index.withdrawal == bindparam("w"),
+            ).values(mac=bindparam("sealed")),
+            [{"o": r.originator, "r": r.record_id, "a": r.audit_seq, "v": r.version, "w": r.withdrawal,
+              "sealed": seal.disclosure_mac(*r)} for r in rows],
+        )
+
+
+def store_problems(store: Store) -> list[str]:
+    """Every row of ``store`` whose seal does not match, naming its record (:func:`problems`)."""
+    with store.engine.connect() as conn:
+        return problems(conn, select_current(store), store.seal)
