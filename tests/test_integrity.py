@@ -20,7 +20,8 @@ import pytest
 from exchange.cli.main import main
 from exchange.node.server import Node
 from exchange.records.envelope import RECORD_TYPE, open_record
-from exchange.store import audit, sealcheck
+from exchange.store import audit
+from exchange.store.current import seal_problems
 from exchange.store.events import security_events
 from exchange.v1 import liaison_pb2, liaison_pb2_grpc, query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
@@ -193,7 +194,7 @@ def test_honest_operation_verifies_clean(
     suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
     answer = suzuki.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10)
     assert sorted(d.partner for d in answer.disclosures) == ["KOR-KNPA", "USA-DTSF"]
-    assert sealcheck.store_problems(jpn.store) == [] and audit.verify_store(jpn.store) == []
+    assert seal_problems(jpn.store) == [] and audit.verify_store(jpn.store) == []
     federation.stop()
     code, out = _verify(_config(federation, tmp_path, data_dir), capsys)
     assert code == 0 and "audit log intact" in out and "records intact" in out

@@ -14,7 +14,8 @@ from sqlalchemy import Engine, inspect, text
 from exchange.cli.main import main
 from exchange.errors import ConfigError
 from exchange.records import textindex
-from exchange.store import Store, audit, migrate, sealcheck
+from exchange.store import Store, audit, migrate
+from exchange.store.current import seal_problems
 from exchange.store.engine import make_engine
 from exchange.store.integrity import Integrity
 from exchange.store.schema import metadata
@@ -134,7 +135,7 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
     store = Store.open(url, agency="JPN-NPA", seal=SEAL)
     try:
         assert audit.verify_store(store) == []
-        assert sealcheck.store_problems(store) == []  # every row sealed at the upgrade
+        assert seal_problems(store) == []  # every row sealed at the upgrade
         found = list(search(store, SearchFilter(originators=("JPN-NPA",),
                                                observables=(("company_name", "sample trading 7 llc"),))))
         assert [(r.originator, r.record_id) for r in found] == [("JPN-NPA", refs[7].record_id)]

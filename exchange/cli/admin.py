@@ -194,12 +194,12 @@ def run_db_status(args: argparse.Namespace) -> int:
 
 def run_audit_verify(args: argparse.Namespace) -> int:
     from exchange.store import audit as audit_log  # the store's dependencies only for commands that need it
-    from exchange.store import sealcheck
+    from exchange.store.current import seal_problems
 
     with existing_store(args) as store:
         problems = audit_log.verify_store(store)
         count = len(audit_log.read_entries(store))
-        sealed = sealcheck.store_problems(store)  # records, log entries and disclosure_index against their seals
+        sealed = seal_problems(store)  # records, log entries and disclosure_index against their seals
     for problem in problems + sealed:
         print(problem)
     if problems:

@@ -14,17 +14,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from exchange.errors import ConfigError
 from exchange.store import integrity
 from exchange.store.engine import serialise_audit
 from exchange.store.schema import audit, meta, security_events
-from exchange.store.store import Store, now_us
 
 GENESIS = b"\x00" * 32
 HEAD_KEY = "audit_head"
@@ -168,6 +169,20 @@ def entries(conn: Connection, *, action: str | None = None) -> Iterator[AuditEnt
 
 
 # --- over a store ------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """What these functions use of :class:`exchange.store.store.Store` (which imports the
+    migrations, which re-key this chain: a Protocol keeps the import one way)."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def write(self, *, durable: bool = True, audit_only: bool = False) -> AbstractContextManager[Connection]: ...
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def record(store: Store, *, actor: str, action: str, detail: dict[str, Any]) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Select, delete, func, insert, select, update
 
 from exchange.core.marking import Marking
 from exchange.errors import Conflict
-from exchange.store import integrity
+from exchange.store import integrity, sealcheck
 from exchange.store.rows import clear_index, current_values, next_id, raise_seq_floor, write_index
 from exchange.store.schema import log, records
 from exchange.store.store import Store
@@ -30,6 +30,7 @@ __all__ = [
     "insert_current",
     "reevaluate_holdings",
     "replace_current",
+    "seal_problems",
     "sealed",
     "sealed_values",
     "select_current",
@@ -130,6 +131,13 @@ def sealed_values(tx: Connection, record: records_pb2.Record, seq: int) -> dict[
     values = current_values(record, seq)
     values["mac"] = integrity.of(tx).records_mac_of(record.ref.originator, record.ref.record_id, values)
     return values
+
+
+def seal_problems(store: Store) -> list[str]:
+    """Every row whose seal does not match, naming its record (what ``exchange audit verify``
+    reports besides the chain: exchange/store/sealcheck.py)."""
+    with store.engine.connect() as conn:
+        return sealcheck.problems(conn, select_current(store), store.seal)
 
 
 def held_by_originator(store: Store) -> dict[str, int]:

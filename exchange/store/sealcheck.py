@@ -14,12 +14,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, select, update
 
 from exchange.store import audit as audit_log
-from exchange.store.current import select_current
 from exchange.store.integrity import LOG_SEALED, RECORDS_SEALED, Integrity
 from exchange.store.schema import disclosure_index, log, records
-from exchange.store.store import Store
 
-__all__ = ["problems", "seal_existing", "store_problems"]
+__all__ = ["problems", "seal_existing"]
 
 MAX_LISTED = 1000  # problems named one by one; beyond, a count
 
@@ -116,8 +114,3 @@ def seal_existing(conn: Connection, seal: Integrity) -> None:
               "sealed": seal.disclosure_mac(*r)} for r in rows],
         )
 
-
-def store_problems(store: Store) -> list[str]:
-    """Every row of ``store`` whose seal does not match, naming its record (:func:`problems`)."""
-    with store.engine.connect() as conn:
-        return problems(conn, select_current(store), store.seal)
