@@ -22,7 +22,7 @@ import pytest
 from google.protobuf import descriptor_pool, message_factory
 from grpc_reflection.v1alpha import reflection_pb2
 
-from exchange.cli.drafts import read_draft
+from exchange.drafts import read_draft
 from exchange.node.reflection import V1, V1ALPHA, v1_file
 from exchange.node.server import Node
 from exchange.v1 import records_pb2, submission_pb2
