@@ -1,8 +1,8 @@
 """The repository stands alone: a fresh clone refers to nothing outside itself.
 
 The design, the scenarios and the style notes live in docs/; a reference to a folder beside
-the clone (``../shared``), to a path on one machine, or to a design file by a name the
-repository does not have would send a newcomer looking for something they cannot find.
+the clone, to a path on one machine, or to a design file by a name the repository does not
+have would send a newcomer looking for something they cannot find.
 """
 
 from __future__ import annotations

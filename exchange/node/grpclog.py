@@ -16,6 +16,8 @@ lines) and ``error``. What is shown is chosen with ``node serve --log-level``; a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -44,6 +46,7 @@ _FAILED = re.compile(r"^handshake manager (0x[0-9a-f]+): Failed with error: (.*)
 _TRACE_FILES = frozenset({"handshaker.cc", "channel_trace.h", "trace.cc"})
 _HANDSHAKE_LINE = "Handshake failed with error"
 _REMEMBERED = 1024  # handshakes in flight whose peer is remembered, at most
+_PIPE_BYTES = 1024 * 1024  # gRPC's lines waiting to be read, at most
 
 
 @dataclass
@@ -162,6 +165,12 @@ def route_grpc_logs() -> GrpcLogRouting:
     previous.flush()
     saved = os.dup(2)
     read_fd, write_fd = os.pipe()
+    # gRPC may write while its caller holds the GIL, which the reading thread needs: were the
+    # pipe ever full, that write would wait for a reader that waits for it. So the pipe is
+    # large, and a write that finds it full fails (a gRPC line lost) instead of blocking.
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; the default is 64 KiB
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    os.set_blocking(write_fd, False)
     os.dup2(write_fd, 2)
     os.close(write_fd)
     stream = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
