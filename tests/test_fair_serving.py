@@ -184,6 +184,18 @@ def test_a_user_has_a_bound_on_calls_in_progress(federation: Federation, tmp_pat
     next(_watch(federation.user_channel(jpn, "JPN-NPA", "sato")))
 
 
+def test_partners_health_watches_leave_the_users_theirs(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    partners = [federation.node_channel(jpn, agency) for agency in ("KOR-KNPA", "USA-DTSF")]
+    watches = [_watch(partners[i % 2]) for i in range(4)]
+    for watch in watches:
+        next(watch)
+    with pytest.raises(grpc.RpcError) as refused:
+        next(_watch(partners[0]))  # the partners' watches are all taken...
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    next(_watch(federation.user_channel(jpn, "JPN-NPA", "suzuki")))  # ...not the users'
+
+
 def test_a_stream_is_cancelled_at_the_end_of_its_life(federation: Federation, tmp_path: Path) -> None:
     jpn = federation.start_node("JPN-NPA", tmp_path / "jpn", limits=Limits(stream_max_seconds=1))
     watch = _watch(federation.user_channel(jpn, "JPN-NPA", "suzuki"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
-from exchange.core.identity import Principal
+from exchange.core.identity import Principal, Role
 from exchange.errors import NotFound, TooLarge, clip
 from exchange.node.rpc import Method, call_active
 from exchange.store import Store
@@ -22,7 +22,7 @@ log = logging.getLogger("exchange.health")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-MAX_WATCHERS = 4  # concurrent Watch streams; each holds one of the node's RPC threads
+MAX_WATCHERS = 4  # concurrent Watch streams, of partners and of users each; each holds an RPC thread
 _WATCH_POLL_SECONDS = 1.0
 
 
@@ -31,8 +31,9 @@ class Health:
         self._status = dict.fromkeys(["", *services], SERVING)
         self._changed = threading.Condition()
         self._stopped = False
-        self._watchers = threading.BoundedSemaphore(MAX_WATCHERS)
-        self._watching = 0  # Watch streams open now, at most MAX_WATCHERS
+        # Partners' watches apart from users', so partners can never take the users' (fair serving).
+        self._watchers = {partner: threading.BoundedSemaphore(MAX_WATCHERS) for partner in (True, False)}
+        self._watching = 0  # Watch streams open now, at most 2 * MAX_WATCHERS
 
     def methods(self) -> list[Method]:
         return [
@@ -62,11 +63,12 @@ class Health:
         return health_pb2.HealthCheckResponse(status=status)
 
     def watch(
-        self, request: health_pb2.HealthCheckRequest, _caller: Principal
+        self, request: health_pb2.HealthCheckRequest, caller: Principal
     ) -> Iterator[health_pb2.HealthCheckResponse]:
         # A Watch holds an RPC thread while it lasts: a few at a time, and each ends as
         # soon as its client is gone, or one identity could take every thread.
-        if not self._watchers.acquire(blocking=False):
+        watchers = self._watchers[caller.role is Role.NODE]
+        if not watchers.acquire(blocking=False):
             raise TooLarge(f"at most {MAX_WATCHERS} health watches at a time")
         with self._changed:
             self._watching += 1
@@ -75,7 +77,7 @@ class Health:
         finally:
             with self._changed:
                 self._watching -= 1
-            self._watchers.release()
+            watchers.release()
 
     @property
     def watching(self) -> int:

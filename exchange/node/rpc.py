@@ -277,8 +277,8 @@ class Guard:
                 # A long-lived stream (health Watch) asks whether its client is still there.
                 token = call_active.set(context.is_active)
                 try:
-                    with logs.bound(identity=call.who), \
-                            self._admission.call(method, principal, request, context) as ticket:
+                    with (logs.bound(identity=call.who),
+                          self._admission.call(method, principal, request, context) as ticket):
                         yield from ticket.watch(fn(request, principal))
                 finally:
                     call_active.reset(token)
