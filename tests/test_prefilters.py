@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from exchange.config import Limits
@@ -57,7 +57,10 @@ own_users = users.map(lambda u: Principal(Identity(HOLDER, "someone"), u.role, u
 EVERY_USER = [Principal(Identity(HOLDER, "someone"), Role.LIAISON, level) for level in LEVELS]
 EVERY_NODE = [Principal(Identity(code, None), Role.NODE, level)
               for code in sorted(KNOWN - {HOLDER}) for level in LEVELS]
-EXAMPLES = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No shrinking: every step would store records again (minutes on a loaded machine), and a
+# failure already names the record hidden and the caller it was hidden from.
+EXAMPLES = settings(max_examples=20, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @dataclass(frozen=True)
@@ -73,12 +76,32 @@ class Held:
 
 @st.composite
 def held(draw: st.DrawFn) -> Held:
-    originator = draw(st.one_of(st.just(HOLDER), agencies))
+    originator = draw(agencies)  # the holder's own about one in four
     # Own records come from the holder; others from their originator, or relayed by a third.
     via = HOLDER if originator == HOLDER else draw(st.one_of(st.just(originator), known_agencies))
     versions = tuple(draw(st.lists(markings, min_size=1, max_size=2)))
     withdrawn = draw(st.sampled_from([0] * 6 + list(range(2, len(versions) + 2))))
     return Held(originator, via, versions, draw(st.booleans().map(lambda b: b and len(versions) > 1)), withdrawn)
+
+
+def _m(classification: str, rel: set[str], tlp: str = "GREEN", caveats: frozenset[str] = frozenset()) -> Marking:
+    return Marking(classification, frozenset(rel), tlp, caveats)
+
+
+# Tried first by every test, whatever hypothesis draws: the holder named among several
+# codes, a relay (allowed and forbidden), a narrowed second version, a withdrawal, and the
+# holder's own record released to nobody else.
+CANON = [
+    Held("USA-DTSF", "USA-DTSF", (_m("SECRET", {"GBR-NPSA", "JPN-NPA", "KOR-KNPA"}),), False, 0),
+    Held("KOR-KNPA", "USA-DTSF", (_m("CONFIDENTIAL", {"JPN-NPA", "USA-DTSF"}, "AMBER"),), False, 0),
+    Held("GBR-NPSA", "USA-DTSF", (_m("RESTRICTED", {"JPN-NPA", "USA-DTSF"}, "AMBER", frozenset({"ORCON"})),),
+         False, 0),
+    Held("USA-DTSF", "USA-DTSF", (_m("UNCLASSIFIED", {"GBR-NPSA", "JPN-NPA", "KOR-KNPA"}, "CLEAR"),
+                                  _m("TOP SECRET", {"JPN-NPA", "KOR-KNPA"}, "RED")), False, 2),
+    Held("JPN-NPA", "JPN-NPA", (_m("CONFIDENTIAL", set()),), False, 0),
+    Held("JPN-NPA", "JPN-NPA", (_m("SECRET", {"GBR-NPSA", "KOR-KNPA", "USA-DTSF"}),), False, 0),
+    Held("KOR-KNPA", "KOR-KNPA", (_m("SECRET", {"JPN-NPA", "USA-DTSF"}),), False, 2),
+]
 
 
 def _marking(m: Marking) -> records_pb2.Marking:
@@ -156,6 +179,8 @@ def user_criteria(principal: Principal, **criteria: object) -> SearchFilter:
 @EXAMPLES
 @given(drawn=st.lists(held(), min_size=1, max_size=8), principal=st.one_of(own_users, own_users, principals),
        one_observable=st.booleans())
+@example(drawn=CANON, principal=EVERY_USER[-1], one_observable=False)
+@example(drawn=CANON, principal=EVERY_USER[-1], one_observable=True)
 def test_search_prefilter_keeps_every_record_the_decision_allows(
     store: Store, drawn: list[Held], principal: Principal, one_observable: bool
 ) -> None:
@@ -178,6 +203,7 @@ def test_search_prefilter_keeps_every_record_the_decision_allows(
 
 @EXAMPLES
 @given(drawn=st.lists(held(), min_size=1, max_size=8), user=st.one_of(own_users, own_users, users))
+@example(drawn=CANON, user=EVERY_USER[-1])
 def test_watch_hits_prefilter_keeps_every_hit_the_decision_allows(
     store: Store, drawn: list[Held], user: Principal
 ) -> None:
@@ -199,6 +225,7 @@ def test_watch_hits_prefilter_keeps_every_hit_the_decision_allows(
 
 @EXAMPLES
 @given(drawn=st.lists(held(), min_size=1, max_size=8), partner=st.one_of(nodes, nodes, own_users))
+@example(drawn=CANON, partner=EVERY_NODE[-1])
 def test_log_prefilter_keeps_every_entry_the_decision_releases(
     store: Store, drawn: list[Held], partner: Principal
 ) -> None:
@@ -226,6 +253,7 @@ def positions() -> dict[tuple[str, str], tuple[bytes, int]]:
 
 @EXAMPLES
 @given(drawn=st.lists(held(), min_size=1, max_size=8), partner=nodes.filter(lambda p: p.agency != HOLDER))
+@example(drawn=CANON, partner=EVERY_NODE[-1])
 def test_pull_and_digest_serve_exactly_what_the_decision_releases(
     store: Store, positions: dict[tuple[str, str], tuple[bytes, int]], drawn: list[Held], partner: Principal
 ) -> None:
@@ -258,7 +286,7 @@ def test_the_records_drawn_include_relays_withdrawals_and_unknown_values() -> No
     """The strategy reaches the cases the prefilters could get wrong."""
     seen: set[str] = set()
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=100, deadline=None)
     @given(h=held())
     def classify(h: Held) -> None:
         if h.via not in (HOLDER, h.originator):
