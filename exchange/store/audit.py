@@ -20,12 +20,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 
 from exchange.errors import ConfigError
 from exchange.store import integrity
 from exchange.store.engine import serialise_audit
-from exchange.store.schema import audit, meta, security_events
+from exchange.store.schema import audit, meta
 
 GENESIS = b"\x00" * 32
 HEAD_KEY = "audit_head"
@@ -86,10 +86,8 @@ def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[s
         conn.execute(meta.update().where(meta.c.key == HEAD_KEY).values(value=head))
     if _holds_anchor(conn, seal, last_seq, last_hash):
         seal.written_head(seq, digest)  # anchored once this transaction commits
-    elif seal.anchor_broken():
-        conn.execute(insert(security_events).values(
-            at=at, kind="integrity", peer=actor[:160],
-            detail=json.dumps({"problem": "the audit chain no longer holds its anchored head"})))
+    else:
+        seal.anchor_broken()  # the anchor stays as evidence; one event, after this commit
     return seq
 
 

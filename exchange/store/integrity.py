@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, insert
+from sqlalchemy.exc import SQLAlchemyError
 
 from exchange.errors import ConfigError
 from exchange.store.schema import security_events
@@ -245,6 +246,10 @@ class Integrity:
         if depth == 0 and head is not None:
             self._pending.head = None
             self._anchor(*head)
+        if depth == 0 and getattr(self._pending, "broken", False):
+            self._pending.broken = False
+            if self.reporter is not None:
+                self.reporter.report("", "", "the audit chain no longer holds its anchored head")
 
     def _anchor(self, seq: int, digest: bytes) -> None:
         """Overwrite the anchor's fixed-size record in place, without fsync.
@@ -269,15 +274,13 @@ class Integrity:
                 os.close(fd)
             self.last_anchored = (seq, digest)
 
-    def anchor_broken(self) -> bool:
+    def anchor_broken(self) -> None:
         """The chain no longer holds the anchored head: the anchor stays as evidence (never
-        moved again by this process). True the first time, so the caller raises one event."""
+        moved again by this process); the first time, one security event after the commit."""
         with self._anchor_lock:
             first, self._broken_logged = not self._broken_logged, True
         if first:
-            log.error("integrity: the audit chain no longer holds the anchored head %s; the anchor is kept "
-                      "as evidence (`exchange audit verify` says more)", self.last_anchored and self.last_anchored[0])
-        return first
+            self._pending.broken = True
 
     def anchored(self) -> tuple[int, bytes] | None:
         """The anchored audit head (seq, hash), or None if this database was never anchored."""
@@ -328,10 +331,16 @@ class Reporter:
             overflow = len(self._seen) > MAX_REPORTED
         detail: dict[str, Any] = (
             {"problem": f"over {MAX_REPORTED} records failed their seal; the rest are not reported one by one"}
-            if overflow else {"originator": key[0], "record_id": key[1], "problem": problem}
+            if overflow else {"originator": key[0], "record_id": key[1], "problem": problem} if key[0]
+            else {"problem": problem}
         )
-        log.error("integrity: %s/%s not served: %s", key[0], key[1], problem)
-        with self._write() as conn:
-            conn.execute(insert(security_events).values(
-                at=time.time_ns() // 1000, kind="integrity", peer=self._agency,
-                detail=json.dumps(detail, ensure_ascii=False, sort_keys=True)))
+        log.error("integrity: %s", " ".join(f"{k}={v}" for k, v in sorted(detail.items())))
+        try:
+            with self._write() as conn:
+                conn.execute(insert(security_events).values(
+                    at=time.time_ns() // 1000, kind="integrity", peer=self._agency,
+                    detail=json.dumps(detail, ensure_ascii=False, sort_keys=True)))
+        except SQLAlchemyError as error:
+            # The read that found the problem has already left the row out; the log line above
+            # is the alert if the event cannot be written (a database that refuses writes).
+            log.error("integrity: could not record the security event (%s)", type(error).__name__)
