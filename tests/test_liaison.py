@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import stat
 import time
@@ -142,7 +143,7 @@ def test_watch_entries_are_checked_and_kept_per_user(federation: Federation, tmp
         (liaison_pb2.WatchAddRequest(type="email", value=""), "value"),
         (liaison_pb2.WatchAddRequest(value="   "), "value"),
     ):
-        error = _refused(lambda request=request: suzuki.WatchAdd(request, timeout=10))
+        error = _refused(functools.partial(suzuki.WatchAdd, request, timeout=10))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert (error.details() or "").startswith(f"{field}: "), error.details()
     missing_id = _refused(lambda: suzuki.WatchRemove(liaison_pb2.WatchRemoveRequest(), timeout=10))
@@ -336,7 +337,7 @@ def test_partner_nodes_and_analysts_cannot_call_the_liaison_rpcs(federation: Fed
         lambda s: s.WatchHits(liaison_pb2.WatchHitsRequest(), timeout=10),
     ]
     for call in calls:
-        assert _refused(lambda call=call: call(partner)).code() == grpc.StatusCode.PERMISSION_DENIED
+        assert _refused(functools.partial(call, partner)).code() == grpc.StatusCode.PERMISSION_DENIED
     # Disclosures and the watch list are the liaison officer's (docs/design.md's actors table).
     for call in calls:
-        assert _refused(lambda call=call: call(analyst)).code() == grpc.StatusCode.PERMISSION_DENIED
+        assert _refused(functools.partial(call, analyst)).code() == grpc.StatusCode.PERMISSION_DENIED

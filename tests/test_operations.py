@@ -22,7 +22,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
@@ -113,7 +113,7 @@ def test_reflection_lists_and_describes_the_services_to_a_federation_identity(
     analyst.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title="第三国経由の迂回輸出")), timeout=10)
     search = liaison.unary_unary("/exchange.v1.QueryService/Search", request_serializer=lambda m: m.SerializeToString(),
                                  response_deserializer=response_type.FromString)
-    found = search(request_type(text="迂回"), timeout=10)
+    found = search(json_format.ParseDict({"text": "迂回"}, request_type()), timeout=10)
     assert len(found.records) == 1
 
 
