@@ -348,7 +348,8 @@ def build_store(database_url: str, pki_dir: Path, params: dict[str, Any], worker
     from exchange.core.policy import holders
     from exchange.records.envelope import content_hash
     from exchange.store import Store, integrity
-    from exchange.store.received import Incoming, Refusal, apply_batch
+    from exchange.store.received import Incoming, apply_batch
+    from exchange.store.refusals import Refusal
     from exchange.store.store import marking_of
     from exchange.v1 import records_pb2
 

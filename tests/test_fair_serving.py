@@ -56,7 +56,7 @@ def partner_sync(federation: Federation, node: Node, agency: str, **kwargs: obje
     return sync_pb2_grpc.SyncServiceStub(federation.node_channel(node, agency, **kwargs))  # type: ignore[arg-type]
 
 
-def status(call: grpc.Future) -> grpc.StatusCode | None:
+def status(call: grpc.Future[object]) -> grpc.StatusCode | None:
     """The status of a call that has ended, else None (never waits)."""
     if not call.done():
         return None
