@@ -2,7 +2,7 @@
 
 An insider who can write the node's database (the SQLite file, or the PostgreSQL
 tables) but not the node host's key files must not be able to widen a disclosure
-or rewrite history unnoticed (DESIGN.md "Decide from what is signed"). So:
+or rewrite history unnoticed (docs/design.md "Decide from what is signed"). So:
 
 1. the node's **integrity key** (32 random bytes, ``<pki_dir>/<AGENCY>/integrity.key``,
    mode 0600, written by ``exchange pki init`` or ``exchange pki integrity-key``) never
