@@ -13,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -187,12 +188,7 @@ def read_template(nodes_dir: Path) -> tuple[dict[str, object], list[UserSpec]]:
     import tomllib
 
     template_path = nodes_dir / "federation.toml"
-    try:
-        template = tomllib.loads(template_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read manifest template {template_path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{template_path}: {exc}") from None
+    template = _read_toml(template_path, "manifest template ")
     from exchange.core.manifest import parse_manifest
 
     users: list[UserSpec] = []
@@ -325,12 +321,7 @@ def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str
     template, _users = read_template(nodes_dir)
     wanted = {str(p["code"]): str(p["address"]) for p in template["partners"]}  # type: ignore[attr-defined]
     manifest_path = out_dir / "manifest.toml"
-    try:
-        manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {manifest_path}: {exc.strerror} (run `exchange pki init` first)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{manifest_path}: {exc}") from None
+    manifest = _read_toml(manifest_path, hint=" (run `exchange pki init` first)")
     changed: list[tuple[str, str, str]] = []
     for partner in manifest.get("partners", []):
         new = wanted.get(str(partner.get("code")))
@@ -346,3 +337,15 @@ def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str
                 profile["node"] = address
                 write_public(profile_path, tomli_w.dumps(profile).encode("utf-8"))
     return changed
+
+
+def _read_toml(path: Path, what: str = "", hint: str = "") -> dict[str, Any]:
+    """A TOML file as a table, or one ConfigError line naming the file."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}{path}: {exc.strerror}{hint}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -10,6 +10,7 @@ import pytest
 
 from tests.backends import Backend, find_postgres, selected
 from tests.federation import Federation, make_federation
+from tests.hostile import Forge, HostilePartner
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +99,19 @@ def no_default_profile(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     point it at an empty folder, so a profile on the machine running the tests changes nothing."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
     monkeypatch.delenv("EXCHANGE_PROFILE", raising=False)
+
+
+# --- a hostile partner: "KOR-KNPA" with KOR-KNPA's own node certificate, on its address ----------
+# (tests/hostile.py; used by the hostile-partner and bounds tests)
+
+
+@pytest.fixture
+def forge(federation: Federation) -> Forge:
+    return Forge(federation, "KOR-KNPA")
+
+
+@pytest.fixture
+def hostile(federation: Federation) -> Iterator[HostilePartner]:
+    partner = HostilePartner(federation, "KOR-KNPA").start()
+    yield partner
+    partner.stop()

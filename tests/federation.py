@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import socket
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import grpc
 from exchange.config import Limits, NodeConfig, PeerEntry, UserEntry, load_manifest
 from exchange.core.identity import Identity, Role
 from exchange.core.manifest import Manifest, node_dns_name
+from exchange.demo.federation import free_port as free_port  # one picker of loopback ports
 from exchange.node.server import Node
 from exchange.pki import Issued, init_federation, issue, load_cert, load_private_key
 from exchange.store.integrity import Integrity, for_node
@@ -170,17 +170,6 @@ class Federation:
         issued = issue(self.ca(ca_agency), identity, now=dt.datetime.now(dt.UTC), lifetime=lifetime,
                        not_before=not_before)
         return issued.key_pem, issued.cert_pem
-
-
-def free_port(taken: set[int]) -> int:
-    """A loopback port free now and not one already chosen (a closed port can be offered again)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
 
 
 def make_federation(root: Path) -> Federation:

@@ -347,3 +347,4 @@ __all__ = [
     "PULL_METHOD", "Abort", "Batch", "Call", "Endless", "Forge", "HostilePartner", "Oversize", "Script", "Stall",
     "Step", "endless_cursor", "fresh_id", "hash_of", "marking", "record_of", "ref_of", "retyped", "tampered",
 ]
+

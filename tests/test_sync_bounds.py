@@ -38,16 +38,6 @@ from tests.hostile import Abort, Batch, Forge, HostilePartner, hash_of, marking,
 KOR = "KOR-KNPA"
 
 
-@pytest.fixture
-def forge(federation: Federation) -> Forge:
-    return Forge(federation, KOR)
-
-
-@pytest.fixture
-def hostile(federation: Federation) -> Iterator[HostilePartner]:
-    partner = HostilePartner(federation, KOR).start()
-    yield partner
-    partner.stop()
 
 
 def start_jpn(federation: Federation, tmp_path: Path, **limits: int) -> Node:

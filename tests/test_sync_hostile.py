@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,17 +51,6 @@ Ref = tuple[str, str]
 # --- fixtures and helpers ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def forge(federation: Federation) -> Forge:
-    return Forge(federation, KOR)
-
-
-@pytest.fixture
-def hostile(federation: Federation) -> Iterator[HostilePartner]:
-    """A hostile "KOR-KNPA" with KOR-KNPA's own node certificate, on KOR-KNPA's address."""
-    partner = HostilePartner(federation, KOR).start()
-    yield partner
-    partner.stop()
 
 
 def start_jpn(federation: Federation, tmp_path: Path, limits: Limits | None = None) -> Node:

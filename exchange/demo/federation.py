@@ -52,7 +52,7 @@ def find_nodes_dir(given: str | None) -> Path:
     raise ConfigError("cannot find nodes/federation.toml (run from the repository or pass --nodes DIR)")
 
 
-def _free_port(taken: set[int]) -> int:
+def free_port(taken: set[int]) -> int:
     """A loopback port free now and not already handed out (recorded in ``taken``): the kernel
     can offer a port again once its socket is closed, and two nodes on one port fail to start.
     Another program could still take it before the node binds it; on a developer's machine
@@ -120,7 +120,7 @@ class Federation:
             node_toml = copy / partner["code"] / "node.toml"
             if not node_toml.exists():
                 continue  # a partner without a node here (none today) is only in the manifest
-            address = f"127.0.0.1:{_free_port(taken)}"
+            address = f"127.0.0.1:{free_port(taken)}"
             if "address" in partner:  # else pki init takes the node.toml's listen, rewritten below
                 template = template.replace(f'address = "{partner["address"]}"', f'address = "{address}"')
             text = node_toml.read_text(encoding="utf-8")
@@ -129,7 +129,7 @@ class Federation:
             # The demo's own pull interval: a shipped node.toml pulls every few minutes.
             text = re.sub(r"(?m)^interval_seconds\s*=.*$", f"interval_seconds = {DEMO_PULL_SECONDS}", text)
             if settings.get("metrics_listen"):  # its own free port too, beside a real federation
-                text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{_free_port(taken)}"')
+                text = text.replace(f'"{settings["metrics_listen"]}"', f'"127.0.0.1:{free_port(taken)}"')
             if self._postgres is not None:  # a top-level key: first in the file, before any table
                 if "database_url" in settings:
                     raise ConfigError(f"{node_toml}: sets database_url; the demo chooses each node's database")
