@@ -160,10 +160,10 @@ def classification(name: str) -> str:
 @pytest.fixture(scope="module", params=selected())
 def finished(request: pytest.FixtureRequest) -> Iterator[DemoRun]:
     """One whole demo per storage back end (``exchange demo --postgres URL`` for PostgreSQL)."""
-    # On SQLite the work folder is kept, to look at the files the demo's nodes made.
+    # The work folder is kept, to look at the files the demo's nodes made.
     args = ["--keep"]
     if request.param == "postgresql":
-        args = ["--postgres", request.getfixturevalue("postgres").server_url]
+        args += ["--postgres", request.getfixturevalue("postgres").server_url]
     run = DemoRun(args).start()
     try:
         run.finish()
@@ -231,11 +231,16 @@ def test_output_carries_classification_banners(finished: DemoRun) -> None:
     assert "==== RESTRICTED // REL TO GBR-NPSA, JPN-NPA, KOR-KNPA, USA-DTSF // TLP:GREEN ====" in output
 
 
-def test_the_demos_databases_are_private(finished: DemoRun) -> None:
+def test_the_demos_databases_and_keys_are_private(finished: DemoRun) -> None:
     kept = finished.kept()
-    if kept is None:
-        pytest.skip("PostgreSQL: no database files")
-    folders = sorted((kept / "var").iterdir())
+    assert kept is not None, finished.output()
+    keys = list(kept.rglob("*.key"))
+    assert keys and {k: stat.S_IMODE(k.stat().st_mode) for k in keys} == dict.fromkeys(keys, 0o600)
+    var = kept / "var"
+    if not var.exists():  # PostgreSQL: every node's tables are in a schema of its own, no file at all
+        assert not list(kept.rglob("node.db*"))
+        return
+    folders = sorted(var.iterdir())
     assert [f.name for f in folders] == sorted(EXPECTED)
     for folder in folders:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
