@@ -27,7 +27,7 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
 from exchange.store.current import index_record, sealed_values, unindex_record
-from exchange.store.log import append_log
+from exchange.store.log import append_log, sealed_log_rows
 from exchange.store.peers import save_cursor
 from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_equivocation, record_refusals
 from exchange.store.rows import (
@@ -362,13 +362,14 @@ def _apply_withdrawal(
         return
     # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
     # audiences of the earlier versions this node held (and may have relayed) route it on.
-    earlier = conn.execute(
-        select(log.c.audience).where(
-            log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version < version,
-            log.c.payload_type == RECORD_TYPE,
-        )
-    ).scalars().all()
-    audience = entry.audience | {agency for row in earlier for agency in row.split()}
+    # A row whose seal fails is left out (and reported): an edited audience must not route the
+    # withdrawal to an agency the record was never released to.
+    seal = integrity.of(conn)
+    earlier = conn.execute(sealed_log_rows(ref.originator, ref.record_id, RECORD_TYPE, below=version)).all()
+    audience = entry.audience | {
+        agency for row in earlier if seal.served_in(conn, ref.originator, ref.record_id, seal.log_row_problem(row))
+        for agency in row.audience.split()
+    }
     append_log(
         conn, ref, version, entry.envelope, entry.envelope.SerializeToString(), entry.content_hash, peer,
         audience,
