@@ -288,3 +288,4 @@ def test_the_nodes_memory_returns_after_the_hostile_suite(
     flood_refused = f'"refused": {FLOOD_BATCHES * (FLOOD_BATCH - 1)}'
     [report] = [json.loads(line) for line in lines if flood_refused in line]
     assert report["peer"] == KOR and report["stored"] == FLOOD_BATCHES
+    assert report["events"] == {"refused-invalid": FLOOD_BATCHES * (FLOOD_BATCH - 1)}

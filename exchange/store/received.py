@@ -16,6 +16,7 @@ rules, in the order they are checked for a record version:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +69,8 @@ class BatchReport:
     equivocations: int = 0
     withdrawals: int = 0
     refused: int = 0
-    events: list[str] = field(default_factory=list)
+    # Security events by kind, counted: a pull of a million refused entries is one entry here.
+    events: Counter[str] = field(default_factory=Counter)
 
 
 def apply_batch(
@@ -145,12 +147,12 @@ def apply_entries(
 def merge(report: BatchReport, other: BatchReport) -> None:
     for name in ("stored", "duplicates", "older", "equivocations", "withdrawals", "refused"):
         setattr(report, name, getattr(report, name) + getattr(other, name))
-    report.events += other.events
+    report.events.update(other.events)
 
 
 def _refuse(conn: Connection, peer: str, refusals: list[Refusal], tally: RefusalTally, report: BatchReport) -> None:
     """Aggregated events and bounded quarantine: ``exchange.store.refusals``."""
-    report.events += record_refusals(conn, peer, refusals, tally)
+    report.events.update(record_refusals(conn, peer, refusals, tally))
     report.refused += len(refusals)
 
 
@@ -318,7 +320,7 @@ def _equivocation(
         )
     ).scalars().all()
     report.equivocations += 1
-    report.events.append("equivocation")
+    report.events["equivocation"] += 1
     record_equivocation(conn, peer, {
         "originator": ref.originator, "record_id": ref.record_id, "version": version,
         "content_hashes": sorted(bytes(h).hex() for h in hashes),
