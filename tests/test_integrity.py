@@ -212,6 +212,8 @@ def test_an_edited_audience_never_routes_a_withdrawal(federation: Federation, tm
         assert {(e["record_id"], e["problem"]) for e in _integrity_events(node)} == {
             (ref.record_id, "its log entry 1 does not match its seal" if node is jpn else
              "its log entry 2 does not match its seal")}
+        [problem] = seal_problems(node.store)  # what `exchange audit verify` reports
+        assert f"record JPN-NPA/{ref.record_id}" in problem
 
 
 def _pulled_by_two(federation: Federation, tmp_path: Path) -> tuple[Node, records_pb2.RecordRef, Path]:
