@@ -9,7 +9,7 @@ Nothing here imports a metrics library.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 __all__ = ["NO_METRICS", "Metrics"]
 
@@ -23,8 +23,9 @@ class Metrics:
     def pull_finished(self, peer: str, *, ok: bool, at: float) -> None:
         """One pull from ``peer`` ended (``at``: Unix time); ``ok`` when it ended without error."""
 
-    def entries_rejected(self, peer: str, events: Sequence[str]) -> None:
-        """A committed batch from ``peer`` raised these security events (``BatchReport.events``)."""
+    def entries_rejected(self, peer: str, events: Mapping[str, int]) -> None:
+        """A committed batch from ``peer`` raised these security events, counted by kind
+        (``BatchReport.events``)."""
 
 
 NO_METRICS = Metrics()

@@ -175,6 +175,47 @@ def test_a_received_record_edited_on_the_holder_is_not_served(federation: Federa
     assert {e["record_id"] for e in _integrity_events(usa)} == {ref.record_id}
 
 
+def _entries(stub: sync_pb2_grpc.SyncServiceStub) -> list[str]:
+    """The payload types of every entry a partner's pull from the start streams."""
+    return [e.payload_type for batch in stub.Pull(sync_pb2.PullRequest(), timeout=10) for e in batch.entries]
+
+
+WIDENED = "GBR-NPSA JPN-NPA KOR-KNPA USA-DTSF"  # the insider's audience: every agency
+
+
+def test_an_edited_audience_never_routes_a_withdrawal(federation: Federation, tmp_path: Path) -> None:
+    """A withdrawal goes to every earlier audience, read from the log rows: an insider who adds
+    an agency to a row's audience must not have the withdrawal (and with it the record's
+    existence) sent there, neither by the originator's node (submission: record A, its first
+    version's row edited on JPN) nor by a holder that receives the withdrawal and relays it
+    (received: record B, edited on USA). The edited row is left out and reported."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    released = _marking("CONFIDENTIAL", ["USA-DTSF"], "GREEN")
+    a, b = (_submit(sato, title, released) for title in ("甲", "乙"))
+    sato.submission.Revise(submission_pb2.ReviseRequest(ref=a, base_version=1, draft=draft(
+        title="甲", summary="revised", marking=released)), timeout=10)
+    assert usa.puller.pull("JPN-NPA").received == 3
+    for data_dir, ref in ((tmp_path / "jpn", a), (tmp_path / "usa", b)):
+        assert _sql(federation, data_dir, "UPDATE log SET audience = :a WHERE record_id = :rid AND version = 1",
+                    a=WIDENED, rid=ref.record_id) == 1
+    for ref, version in ((a, 2), (b, 1)):
+        sato.submission.Retract(submission_pb2.RetractRequest(ref=ref, base_version=version, reason="mistaken"),
+                                timeout=10)
+    report = usa.puller.pull("JPN-NPA")
+    assert report.applied.withdrawals == 2 and not report.error
+
+    assert _entries(_partner(federation, jpn, "KOR-KNPA")) == []  # the originator's node
+    assert _entries(_partner(federation, usa, "GBR-NPSA")) == []  # the holder that relays
+    for node, ref in ((jpn, a), (usa, b)):
+        assert {(e["record_id"], e["problem"]) for e in _integrity_events(node)} == {
+            (ref.record_id, "its log entry 1 does not match its seal" if node is jpn else
+             "its log entry 2 does not match its seal")}
+        [problem] = seal_problems(node.store)  # what `exchange audit verify` reports
+        assert f"record JPN-NPA/{ref.record_id}" in problem
+
+
 def _pulled_by_two(federation: Federation, tmp_path: Path) -> tuple[Node, records_pb2.RecordRef, Path]:
     data_dir = tmp_path / "jpn"
     jpn = federation.start_node("JPN-NPA", data_dir)

@@ -74,7 +74,7 @@ def test_a_relayed_record_whose_marking_forbids_relay_is_refused_naming_the_rela
     hostile.play([Batch([relayed, relay_allowed, own], b"c1")])
     report = jpn.puller.pull(KOR)
     assert report.error == "" and report.applied.refused == 1 and report.applied.stored == 2
-    assert report.applied.events == ["refused-relayed"]
+    assert report.applied.events == {"refused-relayed": 1}
     assert not held(jpn, relayed) and stored(jpn, relay_allowed, own)
     [(kind, peer, detail)] = events(jpn)
     assert (kind, peer, detail["relay"], detail["count"]) == ("refused-relayed", KOR, KOR, 1)

@@ -29,7 +29,7 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -100,11 +100,11 @@ class NodeMetrics(Metrics):
             with self._lock:
                 self._last_ok[peer] = max(at, self._last_ok.get(peer, 0.0))
 
-    def entries_rejected(self, peer: str, events: Sequence[str]) -> None:
-        for event in events:
+    def entries_rejected(self, peer: str, events: Mapping[str, int]) -> None:
+        for event, count in events.items():
             reason = REJECTION_REASONS.get(event)
             if reason is not None:
-                self._rejections.labels(reason).inc()
+                self._rejections.labels(reason).inc(count)
 
     def follow_leadership(self, leading: Callable[[], bool]) -> None:
         self._leader.set_function(lambda: 1.0 if leading() else 0.0)

@@ -205,6 +205,13 @@ class Integrity:
             return None  # nothing left to serve (its envelope is gone)
         return self._envelope_problem(row.seq, row.envelope, row.content_hash)
 
+    def log_row_problem(self, row: Any) -> str | None:
+        """What is wrong with a bare ``log`` row (its own columns: seq, ``LOG_SEALED``, mac)."""
+        expected = self.log_mac(row.seq, *(getattr(row, name) for name in LOG_SEALED))
+        if row.mac is None or not hmac.compare_digest(expected, bytes(row.mac)):
+            return f"its log entry {row.seq} does not match its seal"
+        return None
+
     @staticmethod
     def _envelope_problem(seq: int, envelope: bytes, content_hash: bytes) -> str | None:
         try:
@@ -220,6 +227,15 @@ class Integrity:
             return True
         if self.reporter is not None:
             self.reporter.report(originator, record_id, problem)
+        return False
+
+    def served_in(self, tx: Connection, originator: str, record_id: str, problem: str | None) -> bool:
+        """``served`` for a check inside a write transaction: the event is written in ``tx``
+        (a second writer would wait on the one this transaction holds)."""
+        if problem is None:
+            return True
+        if self.reporter is not None:
+            self.reporter.report(originator, record_id, problem, tx=tx)
         return False
 
     # --- the audit head's anchor --------------------------------------------------------------
@@ -322,7 +338,7 @@ class Reporter:
         self._seen: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
-    def report(self, originator: str, record_id: str, problem: str) -> None:
+    def report(self, originator: str, record_id: str, problem: str, *, tx: Connection | None = None) -> None:
         key = (originator[:32], record_id[:36], problem)
         with self._lock:
             if key in self._seen or len(self._seen) > MAX_REPORTED:
@@ -335,11 +351,15 @@ class Reporter:
             else {"problem": problem}
         )
         log.error("integrity: %s", " ".join(f"{k}={v}" for k, v in sorted(detail.items())))
+        event = insert(security_events).values(
+            at=time.time_ns() // 1000, kind="integrity", peer=self._agency,
+            detail=json.dumps(detail, ensure_ascii=False, sort_keys=True))
+        if tx is not None:
+            tx.execute(event)  # committed with the caller's transaction
+            return
         try:
             with self._write() as conn:
-                conn.execute(insert(security_events).values(
-                    at=time.time_ns() // 1000, kind="integrity", peer=self._agency,
-                    detail=json.dumps(detail, ensure_ascii=False, sort_keys=True)))
+                conn.execute(event)
         except SQLAlchemyError as error:
             # The read that found the problem has already left the row out; the log line above
             # is the alert if the event cannot be written (a database that refuses writes).

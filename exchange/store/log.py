@@ -11,13 +11,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select
+from sqlalchemy import Connection, Select, and_, func, insert, or_, select
 
 from exchange.core.marking import Marking
-from exchange.records.envelope import WITHDRAWAL_TYPE
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.engine import in_index_order
+from exchange.store.integrity import LOG_SEALED
 from exchange.store.rows import log_values, next_seq
 from exchange.store.schema import log, records
 from exchange.store.store import Store, now_us
@@ -32,6 +34,7 @@ __all__ = [
     "log_end",
     "log_entries",
     "log_fingerprint",
+    "sealed_log_rows",
 ]
 
 
@@ -180,15 +183,26 @@ def log_after(
 
 
 def earlier_audience(store: Store, originator: str, record_id: str) -> frozenset[str]:
-    """Every agency any held version of a record was released to."""
+    """Every agency any held version of a record was released to.
+
+    A row whose seal fails is left out (and reported): an edited audience must not route
+    a withdrawal, and with it the record's existence, to an agency never released to.
+    """
     with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(log.c.audience).where(
-                log.c.originator == originator, log.c.record_id == record_id,
-                log.c.payload_type != WITHDRAWAL_TYPE,
-            )
-        ).scalars()
-        return frozenset(agency for row in rows for agency in row.split())
+        rows = conn.execute(sealed_log_rows(originator, record_id, RECORD_TYPE)).all()
+    return frozenset(
+        agency for row in rows if store.seal.served(originator, record_id, store.seal.log_row_problem(row))
+        for agency in row.audience.split()
+    )
+
+
+def sealed_log_rows(originator: str, record_id: str, payload_type: str, *, below: int | None = None) -> Select[Any]:
+    """A record's log rows of one payload type, with what their seals cover
+    (``integrity.Integrity.log_row_problem``)."""
+    query = select(log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac).where(
+        log.c.originator == originator, log.c.record_id == record_id, log.c.payload_type == payload_type,
+    )
+    return query if below is None else query.where(log.c.version < below)
 
 
 def log_entries(store: Store, originator: str, record_id: str) -> list[LogRow]:

@@ -16,6 +16,7 @@ rules, in the order they are checked for a record version:
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
 from exchange.store.current import index_record, sealed_values, unindex_record
-from exchange.store.log import append_log
+from exchange.store.log import append_log, sealed_log_rows
 from exchange.store.peers import save_cursor
 from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_equivocation, record_refusals
 from exchange.store.rows import (
@@ -68,7 +69,8 @@ class BatchReport:
     equivocations: int = 0
     withdrawals: int = 0
     refused: int = 0
-    events: list[str] = field(default_factory=list)
+    # Security events by kind, counted: a pull of a million refused entries is one entry here.
+    events: Counter[str] = field(default_factory=Counter)
 
 
 def apply_batch(
@@ -145,12 +147,12 @@ def apply_entries(
 def merge(report: BatchReport, other: BatchReport) -> None:
     for name in ("stored", "duplicates", "older", "equivocations", "withdrawals", "refused"):
         setattr(report, name, getattr(report, name) + getattr(other, name))
-    report.events += other.events
+    report.events.update(other.events)
 
 
 def _refuse(conn: Connection, peer: str, refusals: list[Refusal], tally: RefusalTally, report: BatchReport) -> None:
     """Aggregated events and bounded quarantine: ``exchange.store.refusals``."""
-    report.events += record_refusals(conn, peer, refusals, tally)
+    report.events.update(record_refusals(conn, peer, refusals, tally))
     report.refused += len(refusals)
 
 
@@ -318,7 +320,7 @@ def _equivocation(
         )
     ).scalars().all()
     report.equivocations += 1
-    report.events.append("equivocation")
+    report.events["equivocation"] += 1
     record_equivocation(conn, peer, {
         "originator": ref.originator, "record_id": ref.record_id, "version": version,
         "content_hashes": sorted(bytes(h).hex() for h in hashes),
@@ -362,13 +364,14 @@ def _apply_withdrawal(
         return
     # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
     # audiences of the earlier versions this node held (and may have relayed) route it on.
-    earlier = conn.execute(
-        select(log.c.audience).where(
-            log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version < version,
-            log.c.payload_type == RECORD_TYPE,
-        )
-    ).scalars().all()
-    audience = entry.audience | {agency for row in earlier for agency in row.split()}
+    # A row whose seal fails is left out (and reported): an edited audience must not route the
+    # withdrawal to an agency the record was never released to.
+    seal = integrity.of(conn)
+    earlier = conn.execute(sealed_log_rows(ref.originator, ref.record_id, RECORD_TYPE, below=version)).all()
+    audience = entry.audience | {
+        agency for row in earlier if seal.served_in(conn, ref.originator, ref.record_id, seal.log_row_problem(row))
+        for agency in row.audience.split()
+    }
     append_log(
         conn, ref, version, entry.envelope, entry.envelope.SerializeToString(), entry.content_hash, peer,
         audience,

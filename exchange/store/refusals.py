@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -129,10 +130,12 @@ class RefusalTally:
         return len(self._events)
 
 
-def record_refusals(conn: Connection, peer: str, refusals: Sequence[Refusal], tally: RefusalTally) -> list[str]:
-    """Quarantine (bounded) and count ``refusals`` in their pull's events; the kind of each, in order."""
+def record_refusals(
+    conn: Connection, peer: str, refusals: Sequence[Refusal], tally: RefusalTally
+) -> Counter[str]:
+    """Quarantine (bounded) and count ``refusals`` in their pull's events; how many of each kind."""
     if not refusals:
-        return []
+        return Counter()
     limits = tally.limits
     touched: dict[int, _Event] = {}
     rows: list[dict[str, Any]] = []
@@ -152,7 +155,7 @@ def record_refusals(conn: Connection, peer: str, refusals: Sequence[Refusal], ta
         _trim_quarantine(conn, peer, limits.max_quarantine_per_peer)
     for event in touched.values():
         _write_event(conn, peer, event)
-    return [refusal.kind for refusal in refusals]
+    return Counter(refusal.kind for refusal in refusals)
 
 
 def record_equivocation(conn: Connection, peer: str, detail: dict[str, Any], content_hash: bytes,

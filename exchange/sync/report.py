@@ -42,6 +42,9 @@ class PullReport:
             "equivocations": applied.equivocations, "stale_cursor": self.stale_cursor,
             "repaired": self.repaired, "truncated": self.truncated,
             "duration_ms": round(self.seconds * 1000, 1),
+            # Counts by kind (a fixed set), never one item per entry: a line's size does not
+            # grow with what the partner sent.
+            "events": dict(sorted(applied.events.items())),
         }
         if self.error:
             fields["error"] = " ".join(self.error.split())
