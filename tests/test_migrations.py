@@ -35,11 +35,15 @@ def first_revision() -> str:
     return base
 
 
+# Columns added after revision 0001: 0003's seals, 0004's validity and confidence.
+LATER_COLUMNS = {"mac", "confidence", "valid_from", "valid_until"}
+
+
 def snapshot(backend: Backend, data_dir: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables revision 0001 made, in the columns it made them with."""
     # Revision 0003 keys the audit chain: its hashes, and the head in meta, change (and must verify).
     columns = {"observables": "type, value, rid", "audit": "seq, at, actor, action, detail", "meta": "key",
-               **{t: ", ".join(c.name for c in metadata.tables[t].columns if c.name != "mac")  # 0003's seals
+               **{t: ", ".join(c.name for c in metadata.tables[t].columns if c.name not in LATER_COLUMNS)
                   for t in ("log", "records")}}
     return {t: sorted(backend.rows(data_dir, f"SELECT {columns.get(t, '*')} FROM {t}"), key=repr) for t in TABLES}
 
