@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exchange.cli.main import main
 from exchange.node.server import Node
+from exchange.records.envelope import RECORD_TYPE, Signer, content_hash
+from exchange.render import EXPIRED, validity_state
+from exchange.store import SearchFilter, Store
+from exchange.store.integrity import Integrity
+from exchange.store.received import Incoming, apply_batch
+from exchange.store.refusals import Refusal
+from exchange.store.search import search
+from exchange.store.store import now_us
 from exchange.v1 import liaison_pb2, liaison_pb2_grpc, query_pb2, records_pb2, submission_pb2
+from tests.backends import Backend
 from tests.federation import Federation, UserClient, draft
+from tests.fill import make_record
 
 COMPANY = "Kestrel Components Ltd"
 TO_PARTNERS = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["USA-DTSF"], tlp="AMBER")
@@ -46,6 +61,13 @@ def _ids(response: Any) -> set[str]:
 
 def _profile(federation: Federation, agency: str, handle: str) -> list[str]:
     return ["--profile", str(federation.pki_dir / agency / "users" / f"{handle}.profile.toml")]
+
+
+@pytest.fixture
+def store(backend: Backend, tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(backend.migrated(tmp_path / "node"), agency="JPN-NPA", seal=Integrity(b"\x01" * 32))
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
@@ -174,3 +196,40 @@ def test_english_word_forms_meet_and_cjk_two_character_words_still_work(
     assert _ids(_search(suzuki, text="technology")) == set()
     assert _ids(_search(suzuki, text="技術")) == {japanese}
     assert _ids(_search(suzuki, text="투자")) == {korean}
+
+
+# --- the SQL prefilters against the signed records ------------------------------------------
+
+_HOUR = 3_600_000_000  # microseconds
+_SIGNER = Signer("JPN-NPA", "JPN-NPA-test", Ed25519PrivateKey.generate())
+# A validity bound: none, or some hours before or after the moment of the search.
+_BOUND = st.one_of(st.none(), st.integers(-48, 48).filter(bool))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(drawn=st.lists(st.tuples(st.integers(0, 100), _BOUND, _BOUND), min_size=1, max_size=8),
+       min_confidence=st.integers(0, 100), include_expired=st.booleans())
+def test_the_expiry_and_confidence_prefilters_agree_with_the_signed_records(
+    store: Store, drawn: list[tuple[int, int | None, int | None]], min_confidence: int, include_expired: bool
+) -> None:
+    start = now_us()
+    batch: list[Incoming | Refusal] = []
+    for i, (confidence, since, until) in enumerate(drawn):
+        record = make_record("JPN-NPA", i, TO_PARTNERS)
+        record.content.confidence = confidence
+        for name, hours in (("not_before", since), ("not_after", until)):
+            if hours is not None:
+                getattr(record.content.validity, name).FromMicroseconds(start + hours * _HOUR)
+        envelope = _SIGNER.seal(RECORD_TYPE, record.SerializeToString())
+        batch.append(Incoming(envelope, content_hash(envelope.payload), frozenset({"JPN-NPA"}), record=record))
+    apply_batch(store, "JPN-NPA", batch, None)
+    now = now_us()
+    moment = dt.datetime.fromtimestamp(now / 1e6, dt.UTC)
+    criteria = SearchFilter(issued_after=start, min_confidence=min_confidence,
+                            expired_before=None if include_expired else now)
+    found = {r.record_id for r in search(store, criteria)}
+    signed = [records_pb2.Record.FromString(records_pb2.Envelope.FromString(r.envelope).payload)
+              for r in search(store, SearchFilter(issued_after=start))]
+    expected = {r.ref.record_id for r in signed if r.content.confidence >= min_confidence
+                and (include_expired or validity_state(r, moment) != EXPIRED)}
+    assert found == expected
