@@ -234,7 +234,7 @@ def test_every_listing_command_takes_format(
     observable = records_pb2.Observable(type="company_name", value="=HYPERLINK(1) Trading")
     analyst = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
     ref = analyst.submission.Submit(submission_pb2.SubmitRequest(
-        draft=draft(title="=cmd|' /C calc'!A0", marking=marking, observables=[observable])), timeout=10).ref
+        draft=draft(title="=cmd|' /C calc'!A0", marking=marking, observables=[observable])), timeout=10).receipt.ref
     jpn.puller.pull("USA-DTSF")
     me = ["--profile", profile(federation)]
     assert main(["watch", "add", "--type", "company_name", observable.value, *me]) == 0
