@@ -178,6 +178,10 @@ def test_the_cli_labels_expired_records(
     assert main(["watch", "hits", *profile]) == 0
     assert "Expired front company" not in capsys.readouterr().out
 
+    assert main(["export", "--min-confidence", "80", "--include-expired", "--out", "-", *profile]) == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["ref"]["record_id"], r["expired"]) for r in exported] == [(made["current"], False)]
+
     assert main(["query", "--min-confidence", "101", *profile]) == 2
     assert "--min-confidence" in capsys.readouterr().err
 
