@@ -90,6 +90,8 @@ records = Table(
     # only narrow what a user is shown, never widen a disclosure; the "expired" a user
     # sees is computed from the signed validity itself (exchange/render.py).
     Column("confidence", Integer, nullable=False, default=0),
+    # valid_from filters nothing yet (a not-yet-valid record is shown, labelled); kept so a
+    # "valid now" filter needs no further migration.
     Column("valid_from", BigInteger, nullable=True),  # microseconds; NULL: no lower bound
     Column("valid_until", BigInteger, nullable=True),  # microseconds; NULL: never expires
     UniqueConstraint("originator", "record_id", name="uq_records_ref"),
