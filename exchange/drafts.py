@@ -202,7 +202,7 @@ def load_json(text: str, *, one_line: bool = False) -> object:
 # its output, edited, is a revision `exchange revise` takes back.
 _RECORD_KEYS = frozenset(
     {"ref", "version", "status", "created_at", "issued_at", "content", "retraction_reason",
-     "received_from", "equivocated"}
+     "received_from", "equivocated", "expired", "not_yet_valid"}
 )
 _KIND_BY_ENUM_NAME = {records_pb2.Kind.Name(value): name for name, value in KINDS.items()}
 

@@ -62,6 +62,33 @@ class Shown:
         record = records_pb2.Record.FromString(held.envelope.payload)
         return cls(record, held.received_from, held.equivocated)
 
+    @property
+    def expired(self) -> bool:
+        return validity_state(self.record) == EXPIRED
+
+    @property
+    def not_yet_valid(self) -> bool:
+        return validity_state(self.record) == NOT_YET_VALID
+
+
+EXPIRED = "expired"
+NOT_YET_VALID = "not yet valid"
+
+
+def validity_state(record: records_pb2.Record, now: dt.datetime | None = None) -> str:
+    """``EXPIRED`` (validity ended before ``now``), ``NOT_YET_VALID`` (starts after it), or "".
+
+    From the signed validity itself, with this machine's clock, so the label never depends
+    on the node's copy of it (a search leaves expired records out by that copy).
+    """
+    validity = record.content.validity
+    moment = now or dt.datetime.now(dt.UTC)
+    if validity.HasField("not_after") and validity.not_after.ToDatetime(tzinfo=dt.UTC) < moment:
+        return EXPIRED
+    if validity.HasField("not_before") and validity.not_before.ToDatetime(tzinfo=dt.UTC) > moment:
+        return NOT_YET_VALID
+    return ""
+
 
 # --- banners -------------------------------------------------------------------------------
 
@@ -165,7 +192,8 @@ def _date(stamp: Timestamp, *, with_time: bool = False) -> str:
 def _title(shown: Shown) -> str:
     record = shown.record
     title = record.content.title or ("(retracted)" if record.status == records_pb2.STATUS_RETRACTED else "")
-    return ("! " if shown.equivocated else "") + title
+    state = validity_state(record)
+    return ("! " if shown.equivocated else "") + (f"[{state}] " if state else "") + title
 
 
 def table_lines(rows: Sequence[Shown]) -> list[str]:
@@ -212,7 +240,8 @@ def record_lines(shown: Shown) -> list[str]:
         _field("Sectors", ", ".join(c.sectors) or "-"),
         _field("Confidence", str(c.confidence)),
         _field("Valid", f"{_date(c.validity.not_before, with_time=True)} to "
-                        f"{_date(c.validity.not_after, with_time=True)}"),
+                        f"{_date(c.validity.not_after, with_time=True)}"
+                        + (f" ({validity_state(r).upper()})" if validity_state(r) else "")),
         _field("Tags", ", ".join(c.tags) or "-"),
         _field("Received from", shown.received_from or "-"),
     ]
@@ -234,6 +263,8 @@ def held_to_json(shown: Shown) -> dict[str, Any]:
     data = MessageToDict(shown.record, preserving_proto_field_name=True)
     data["received_from"] = shown.received_from
     data["equivocated"] = shown.equivocated
+    data["expired"] = shown.expired
+    data["not_yet_valid"] = shown.not_yet_valid
     return data
 
 

@@ -108,10 +108,28 @@ def test_halfwidth_katakana_query_finds_fullwidth_text() -> None:
 
 
 def test_alnum_terms_are_whole_words() -> None:
-    # The index holds whole words, so a word fragment is not a term of it; the
-    # post-filter alone would accept it.
+    # The index holds whole words (stemmed), so a word fragment is not a term of it, and
+    # the post-filter compares stems, not substrings.
     assert "exp" not in index_terms("export")
-    assert matches("exp", "export")
+    assert not matches("exp", "export")
+
+
+@pytest.mark.parametrize(("query", "text"), [
+    ("microcontroller", "Front company buying microcontrollers"),
+    ("microcontrollers", "one microcontroller"),
+    ("FPGA", "FPGAs and ASICs"),
+    ("FPGAs", "an FPGA"),
+    ("ASIC", "FPGAs and ASICs"),
+    ("investing", "investments were investigated"),
+])
+def test_english_word_forms_meet(query: str, text: str) -> None:
+    assert found(query, text)
+
+
+def test_stems_do_not_join_unrelated_words() -> None:
+    assert not found("bus", "GPUs")  # a lower-case word ending in s is not an acronym's plural
+    assert not found("technology", "technical")
+    assert query_terms("FPGAs") == query_terms("FPGA") == ["fpga"]
 
 
 def test_query_terms_deduplicated_in_order() -> None:

@@ -23,7 +23,7 @@ from exchange.cli.options import Commands, Parser, client_from
 from exchange.cli.progress import Bar, progress_flag
 from exchange.cli.query import RECORD_COLUMNS, record_cells, search_filters, search_request
 from exchange.errors import InvalidInput
-from exchange.render import Shown, banner, clean
+from exchange.render import EXPIRED, Shown, banner, clean, validity_state
 from exchange.v1 import query_pb2, records_pb2
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ def export_line(held: records_pb2.HeldRecord, record: records_pb2.Record) -> str
     data["received_from"] = held.received_from
     data["received_at"] = held.received_at.ToJsonString()
     data["equivocated"] = held.equivocated
+    data["expired"] = validity_state(record) == EXPIRED
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -62,6 +62,17 @@ def register(commands: Commands, connection: Parser) -> None:
     query.set_defaults(handler=run_query)
 
 
+def confidence_arg(value: str) -> int:
+    """--min-confidence: a whole number from 0 to 100."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 100, got {value!r}")
+    return number
+
+
 def search_filters() -> Parser:
     """A parent parser with the search filters ``search_request`` reads (query, export)."""
     parent = Parser(add_help=False)
@@ -80,6 +91,10 @@ def search_filters() -> Parser:
     group.add_argument("--from-partners", action="store_true",
                        help="only records other agencies originated (what partners shared)")
     group.add_argument("--include-retracted", action="store_true")
+    group.add_argument("--include-expired", action="store_true",
+                       help="also records whose validity has ended (labelled expired)")
+    group.add_argument("--min-confidence", metavar="N", type=confidence_arg, default=0,
+                       help="only records with confidence at least N (0-100)")
     return parent
 
 
@@ -122,6 +137,8 @@ def search_request(args: argparse.Namespace) -> query_pb2.SearchRequest:
         text=args.text or "",
         include_retracted=args.include_retracted,
         from_partners=args.from_partners,
+        include_expired=args.include_expired,
+        min_confidence=args.min_confidence,
     )
     observable = _observable(args)
     if observable is not None:
@@ -153,14 +170,14 @@ def fetch(client: Client, request: query_pb2.SearchRequest, limit: int | None) -
 
 
 RECORD_COLUMNS = ("originator", "record_id", "version", "status", "kind", "classification", "tlp", "title",
-                  "issued_at", "received_from", "equivocated")
+                  "issued_at", "received_from", "equivocated", "expired")
 
 
 def record_cells(s: Shown) -> list[object]:
     r = s.record
     return [r.ref.originator, r.ref.record_id, r.version, STATUS_NAMES.get(r.status, "unknown"),
             KIND_NAMES.get(r.content.kind, "unknown"), r.content.marking.classification, r.content.marking.tlp,
-            r.content.title, r.issued_at.ToJsonString(), s.received_from, s.equivocated]
+            r.content.title, r.issued_at.ToJsonString(), s.received_from, s.equivocated, s.expired]
 
 
 def records_listing(shown: list[Shown]) -> Listing:

@@ -60,6 +60,8 @@ def register(commands: Commands, connection: Parser) -> None:
     hits.add_argument("--limit", metavar="N", type=positive_int, default=DEFAULT_LIMIT,
                       help=f"show at most N records (default {DEFAULT_LIMIT})")
     hits.add_argument("--all", action="store_true", help="show every hit")
+    hits.add_argument("--include-expired", action="store_true",
+                      help="also hits on records whose validity has ended (labelled expired)")
     format_flag(hits)
     hits.set_defaults(handler=run_watch_hits)
 
@@ -155,7 +157,8 @@ def _hits_table(shown: list[tuple[Shown, liaison_pb2.WatchHit]]) -> list[str]:
     rows = [
         [when(h.record.received_at), s.received_from, s.record.ref.originator, s.record.ref.record_id[:8],
          str(s.record.version), s.record.content.marking.classification, s.record.content.marking.tlp,
-         truncate(clean(("! " if s.equivocated else "") + s.record.content.title), TITLE_COLUMNS),
+         truncate(clean(("! " if s.equivocated else "") + ("[expired] " if s.expired else "")
+                        + s.record.content.title), TITLE_COLUMNS),
          ",".join(f"#{i}" for i in h.watch_ids)]
         for s, h in shown
     ]
@@ -167,7 +170,7 @@ def _hits_table(shown: list[tuple[Shown, liaison_pb2.WatchHit]]) -> list[str]:
 
 
 def run_watch_hits(args: argparse.Namespace) -> int:
-    request = liaison_pb2.WatchHitsRequest()
+    request = liaison_pb2.WatchHitsRequest(include_expired=args.include_expired)
     if args.since:
         request.received_after.CopyFrom(parse_time(args.since, "--since", assume_utc=True))
     with client_from(args) as client:

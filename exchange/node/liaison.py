@@ -34,6 +34,7 @@ from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
 from exchange.store.current import current_record
 from exchange.store.rows import timestamp_us
+from exchange.store.store import now_us
 from exchange.v1 import liaison_pb2, records_pb2
 
 __all__ = ["HITS_ACTION", "MAX_DISCLOSURES", "MAX_WATCHES", "LiaisonService"]
@@ -154,6 +155,7 @@ class LiaisonService:
         candidates = watch.watch_hits(
             self.store, owner, after=after, received_after=received_after,
             audience_of=caller.agency, classifications=within_clearance(caller.clearance),
+            expired_before=None if request.include_expired else now_us(),  # the token binds include_expired
         )
         page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         matched = watch.matched_watches(self.store, owner, [r.rid for r in page])

@@ -27,6 +27,7 @@ from exchange.store import SearchFilter, Store, StoredRecord
 from exchange.store.current import current_record
 from exchange.store.rows import kind_name, timestamp_us
 from exchange.store.search import search
+from exchange.store.store import now_us
 from exchange.v1 import query_pb2, records_pb2
 
 
@@ -105,6 +106,8 @@ class QueryService:
         before = timestamp_us(request.issued_before) if request.HasField("issued_before") else None
         if after is not None and before is not None and before <= after:
             raise InvalidInput("issued_before", "must be later than issued_after")
+        if request.min_confidence > 100:
+            raise InvalidInput("min_confidence", "expected 0 to 100")
         return SearchFilter(
             kinds=tuple(kinds),
             originators=tuple(request.originators),
@@ -118,6 +121,10 @@ class QueryService:
             issued_after=after,
             issued_before=before,
             include_retracted=request.include_retracted,
+            # Expired: validity ended before now (the token binds include_expired, so a page
+            # of a search without it never continues one with it).
+            expired_before=None if request.include_expired else now_us(),
+            min_confidence=request.min_confidence,
             audience_of=caller.agency,
             classifications=within_clearance(caller.clearance),
         )

@@ -9,11 +9,19 @@ vocabulary. So the store indexes the terms computed here instead:
   of two or more characters is then a set of bigrams that all occur in a
   matching text.
 * Other letters and digits (English, romanised names, part numbers) are
-  indexed as whole words.
+  indexed as whole words, each reduced to its English Snowball stem (Porter2) at
+  indexing and at query alike, so word forms meet: "microcontrollers" and
+  "microcontroller" are both ``microcontrol``, "FPGAs" and "FPGA" both ``fpga``.
+  A stem is a term, never shown; a part number or a name stems to itself or to
+  the same stem at both ends. Porter2 keeps the "s" after a vowel (FPGAs, GPUs),
+  so an acronym's plural as written (capitals, then a lower-case s) is read as the
+  acronym first (``_singular_acronyms``).
 
 Bigram AND-matching over-matches (技術者 matches a text with 技術 and 術者
-apart), so the store confirms each candidate with ``matches``, a substring test
-on the folded text.
+apart), so the store confirms each candidate with ``matches``: a substring test
+on the folded text for CJK words, the stems of the text's words for the others.
+Japanese and Korean get no stemmer: their bigrams already find an inflected form
+through its stem's characters (投資 in 投資した, 투자 in 투자했다).
 
 Pure functions: no I/O, no database.
 """
@@ -23,6 +31,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterator
+from functools import lru_cache
+
+import snowballstemmer
 
 from exchange.errors import InvalidInput
 
@@ -103,6 +114,27 @@ def _runs(folded: str) -> Iterator[tuple[str, bool]]:
         yield (cjk, True) if cjk else (match.group(2), False)
 
 
+_STEMMER = snowballstemmer.stemmer("english")
+# An acronym's plural as English writes it: two or more capitals (digits allowed inside),
+# then a lower-case "s", as a whole word: FPGAs, GPUs, ASICs, PCs. Read before folding,
+# which loses the case that tells "GPUs" from "bus".
+_ACRONYM_PLURAL_RE = re.compile(r"(?<![^\W_])([A-Z][A-Z0-9]*[A-Z])s(?![^\W_])")
+
+
+def _singular_acronyms(text: str) -> str:
+    return _ACRONYM_PLURAL_RE.sub(r"\1", text) if "s" in text else text
+
+
+@lru_cache(maxsize=65536)
+def _word_term(word: str) -> str:
+    """The index term of a folded non-CJK word: its English stem, at most 64 characters.
+
+    Cached: a vocabulary repeats across records, and this is on the path of every
+    record stored. Truncation after stemming, in the one place, keeps index and query
+    consistent."""
+    return (_STEMMER.stemWord(word) or word)[:MAX_TERM_CHARS]
+
+
 def _bigrams(run: str) -> list[str]:
     # A lone CJK character is its own term so one-character texts (e.g. a
     # title "株") are still indexed; queries never produce such terms.
@@ -113,7 +145,7 @@ def _bigrams(run: str) -> list[str]:
 
 def _terms_of_run(run: str, is_cjk: bool) -> list[str]:
     # Truncation here, used by both index and query, keeps the two consistent.
-    return _bigrams(run) if is_cjk else [run[:MAX_TERM_CHARS]]
+    return _bigrams(run) if is_cjk else [_word_term(run)]
 
 
 # The same terms as ``_runs`` + ``_terms_of_run`` (``_index_terms_by_runs``), with the
@@ -124,10 +156,8 @@ _CJK_RUN_RE = re.compile(f"[{_CJK_CLASS}]+")
 
 def index_terms(text: str) -> set[str]:
     """All terms to index for ``text``."""
-    folded = fold(text)
-    terms = set(_WORD_RE.findall(folded))
-    if any(len(word) > MAX_TERM_CHARS for word in terms):
-        terms = {word[:MAX_TERM_CHARS] for word in terms}
+    folded = fold(_singular_acronyms(text))
+    terms = {_word_term(word) for word in set(_WORD_RE.findall(folded))}
     if not folded.isascii():
         for run in _CJK_RUN_RE.findall(folded):
             if len(run) == 1:
@@ -140,7 +170,7 @@ def index_terms(text: str) -> set[str]:
 def _index_terms_by_runs(text: str) -> set[str]:
     """``index_terms`` as the definition reads, run by run (tests compare the two)."""
     terms: set[str] = set()
-    for run, is_cjk in _runs(fold(text)):
+    for run, is_cjk in _runs(fold(_singular_acronyms(text))):
         terms.update(_terms_of_run(run, is_cjk))
     return terms
 
@@ -153,7 +183,7 @@ def query_terms(query: str) -> list[str]:
     character stands alone), or more than 64 terms.
     """
     terms: dict[str, None] = {}
-    for run, is_cjk in _runs(fold(query)):
+    for run, is_cjk in _runs(fold(_singular_acronyms(query))):
         if is_cjk and len(run) == 1:
             raise InvalidInput(
                 "text", "a Japanese, Chinese or Korean search word needs at least two characters"
@@ -168,14 +198,25 @@ def query_terms(query: str) -> list[str]:
 
 def query_words(query: str) -> list[str]:
     """The folded query's runs (whole words, not bigrams), deduplicated, in order."""
-    return list(dict.fromkeys(run for run, _ in _runs(fold(query))))
+    return list(dict.fromkeys(run for run, _ in _runs(fold(_singular_acronyms(query)))))
 
 
 def matches(query: str, text: str) -> bool:
-    """True when every word of ``query`` occurs in ``text`` (after folding both).
+    """True when every word of ``query`` occurs in ``text`` (after folding both): a CJK
+    word as a substring, any other word as a word of the same stem.
 
     A query with no words matches everything; ``query_terms`` refuses such a
     query before the store gets this far.
     """
-    folded = fold(text)
-    return all(word in folded for word in query_words(query))
+    folded = fold(_singular_acronyms(text))
+    stems: set[str] | None = None
+    for run, is_cjk in dict.fromkeys(_runs(fold(_singular_acronyms(query)))):
+        if is_cjk:
+            if run not in folded:
+                return False
+            continue
+        if stems is None:
+            stems = {_word_term(word) for word in _WORD_RE.findall(folded)}
+        if _word_term(run) not in stems:
+            return False
+    return True

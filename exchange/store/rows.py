@@ -44,7 +44,7 @@ LOG_COLUMNS = (
 )
 CURRENT_COLUMNS = (
     "version", "seq", "status", "kind", "classification", "releasable_to", "tlp", "caveats", "title",
-    "summary", "created_at", "issued_at", "equivocated",
+    "summary", "created_at", "issued_at", "equivocated", "confidence", "valid_from", "valid_until",
 )
 
 
@@ -88,8 +88,16 @@ def current_row(record: records_pb2.Record, seq: int, marking: MarkingColumns | 
         record.version, seq, status_name(record.status), kind_name(content.kind),
         *(marking or marking_columns(content.marking)), content.title, content.summary,
         created.seconds * 1_000_000 + created.nanos // 1000, issued.seconds * 1_000_000 + issued.nanos // 1000,
-        False,
+        False, *validity_columns(content),
     )
+
+
+def validity_columns(content: records_pb2.RecordDraft) -> tuple[int, int | None, int | None]:
+    """confidence, valid_from, valid_until (microseconds; None where the record sets no bound)."""
+    validity = content.validity
+    valid_from = timestamp_us(validity.not_before) if validity.HasField("not_before") else None
+    valid_until = timestamp_us(validity.not_after) if validity.HasField("not_after") else None
+    return int(content.confidence), valid_from, valid_until
 
 
 def current_values(record: records_pb2.Record, seq: int) -> dict[str, Any]:

@@ -86,6 +86,14 @@ records = Table(
     Column("issued_at", BigInteger, nullable=False),
     Column("equivocated", Boolean, nullable=False, default=False),
     Column("mac", LargeBinary(32), nullable=True),  # as log.mac (exchange/store/integrity.py)
+    # Copies of the signed content for search prefilters (revision 0004). Not sealed: they
+    # only narrow what a user is shown, never widen a disclosure; the "expired" a user
+    # sees is computed from the signed validity itself (exchange/render.py).
+    Column("confidence", Integer, nullable=False, default=0),
+    # valid_from filters nothing yet (a not-yet-valid record is shown, labelled); kept so a
+    # "valid now" filter needs no further migration.
+    Column("valid_from", BigInteger, nullable=True),  # microseconds; NULL: no lower bound
+    Column("valid_until", BigInteger, nullable=True),  # microseconds; NULL: never expires
     UniqueConstraint("originator", "record_id", name="uq_records_ref"),
 )
 Index("ix_records_issued", records.c.issued_at, records.c.rid)

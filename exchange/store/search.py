@@ -20,7 +20,7 @@ from exchange.store.engine import in_index_order
 from exchange.store.schema import observables, record_countries, record_sectors, records
 from exchange.store.store import Store
 
-__all__ = ["SCAN_CHUNK", "SearchFilter", "newest_first", "search", "user_prefilter"]
+__all__ = ["SCAN_CHUNK", "SearchFilter", "newest_first", "search", "shown_prefilter", "user_prefilter"]
 
 SCAN_CHUNK = 200  # candidate rows fetched per round trip while filling a page
 
@@ -40,6 +40,10 @@ class SearchFilter:
     issued_after: int | None = None  # inclusive, microseconds
     issued_before: int | None = None  # exclusive
     include_retracted: bool = False
+    # Expiry: records whose valid_until is before ``expired_before`` (microseconds; the time
+    # of the search) are left out; None: expired records are included.
+    expired_before: int | None = None
+    min_confidence: int = 0
     # A coarse prefilter in SQL for a user of this node (rules 1 and 2: the user's agency in
     # the audience, the classification within the clearance), so a search does not walk
     # every record the user may not see; the disclosure decision still judges each row.
@@ -60,6 +64,18 @@ def user_prefilter(
         ))
     if classifications is not None:
         conditions.append(records.c.classification.in_(classifications))
+    return conditions
+
+
+def shown_prefilter(expired_before: int | None, min_confidence: int) -> list[ColumnElement[bool]]:
+    """What a user asked to be shown, in SQL: not expired (a record without valid_until never
+    expires), confidence at least ``min_confidence``. Not the disclosure decision: these
+    only narrow a page."""
+    conditions: list[ColumnElement[bool]] = []
+    if expired_before is not None:
+        conditions.append(or_(records.c.valid_until.is_(None), records.c.valid_until >= expired_before))
+    if min_confidence > 0:
+        conditions.append(records.c.confidence >= min_confidence)
     return conditions
 
 
@@ -162,6 +178,7 @@ def _conditions(c: SearchFilter) -> list[ColumnElement[bool]]:
     conditions = user_prefilter(c.audience_of, c.classifications)
     if not c.include_retracted:
         conditions.append(records.c.status == "active")
+    conditions += shown_prefilter(c.expired_before, c.min_confidence)
     if c.kinds:
         conditions.append(records.c.kind.in_(c.kinds))
     if c.originators:

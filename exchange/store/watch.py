@@ -30,7 +30,7 @@ from exchange.store import integrity
 from exchange.store.bulk import insert_many
 from exchange.store.current import StoredRecord, select_current
 from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
-from exchange.store.search import newest_first, user_prefilter
+from exchange.store.search import newest_first, shown_prefilter, user_prefilter
 from exchange.store.store import Store, now_us
 
 __all__ = [
@@ -218,9 +218,11 @@ def _hit_rids(owner: str) -> Select[tuple[int]]:
 def watch_hits(
     store: Store, owner: str, *, after: tuple[int, int] | None = None, received_after: int | None = None,
     audience_of: str | None = None, classifications: tuple[str, ...] | None = None,
+    expired_before: int | None = None,
 ) -> Iterator[StoredRecord]:
     """Candidate hits for ``owner``: active records received from partners with a watched
     observable, newest received first, strictly after position ``after`` (received_at, rid).
+    ``expired_before``: leave out records whose validity ended before it (microseconds).
 
     The own agency's records are never hits, even if a partner relayed one back.
     """
@@ -230,6 +232,7 @@ def watch_hits(
         log.c.received_from != store.agency,
         records.c.rid.in_(_hit_rids(owner)),
         *user_prefilter(audience_of, classifications),
+        *shown_prefilter(expired_before, 0),
     )
     if received_after is not None:
         base = base.where(log.c.received_at >= received_after)

@@ -93,14 +93,16 @@ class WatchListResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[WatchEntry, _Mapping]]] = ...) -> None: ...
 
 class WatchHitsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "received_after")
+    __slots__ = ("page_size", "page_token", "received_after", "include_expired")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     received_after: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., received_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    include_expired: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., received_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., include_expired: _Optional[bool] = ...) -> None: ...
 
 class WatchHit(_message.Message):
     __slots__ = ("record", "watch_ids")

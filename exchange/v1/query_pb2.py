@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from exchange.v1 import records_pb2 as exchange_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65xchange/v1/query.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x65xchange/v1/records.proto\"1\n\nGetRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\"6\n\x0bGetResponse\x12\'\n\x06record\x18\x01 \x01(\x0b\x32\x17.exchange.v1.HeldRecord\".\n\x0fObservableQuery\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\xe8\x02\n\rSearchRequest\x12 \n\x05kinds\x18\x01 \x03(\x0e\x32\x11.exchange.v1.Kind\x12\x13\n\x0boriginators\x18\x02 \x03(\t\x12\x11\n\tcountries\x18\x03 \x03(\t\x12\x0f\n\x07sectors\x18\x04 \x03(\t\x12\x30\n\nobservable\x18\x05 \x01(\x0b\x32\x1c.exchange.v1.ObservableQuery\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x30\n\x0cissued_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rissued_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\t \x01(\r\x12\x12\n\npage_token\x18\n \x01(\t\x12\x19\n\x11include_retracted\x18\x0b \x01(\x08\x12\x15\n\rfrom_partners\x18\x0c \x01(\x08\"S\n\x0eSearchResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.exchange.v1.HeldRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8b\x01\n\x0cQueryService\x12\x38\n\x03Get\x12\x17.exchange.v1.GetRequest\x1a\x18.exchange.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.exchange.v1.SearchRequest\x1a\x1b.exchange.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65xchange/v1/query.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x65xchange/v1/records.proto\"1\n\nGetRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\"6\n\x0bGetResponse\x12\'\n\x06record\x18\x01 \x01(\x0b\x32\x17.exchange.v1.HeldRecord\".\n\x0fObservableQuery\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x99\x03\n\rSearchRequest\x12 \n\x05kinds\x18\x01 \x03(\x0e\x32\x11.exchange.v1.Kind\x12\x13\n\x0boriginators\x18\x02 \x03(\t\x12\x11\n\tcountries\x18\x03 \x03(\t\x12\x0f\n\x07sectors\x18\x04 \x03(\t\x12\x30\n\nobservable\x18\x05 \x01(\x0b\x32\x1c.exchange.v1.ObservableQuery\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x30\n\x0cissued_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rissued_before\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\t \x01(\r\x12\x12\n\npage_token\x18\n \x01(\t\x12\x19\n\x11include_retracted\x18\x0b \x01(\x08\x12\x15\n\rfrom_partners\x18\x0c \x01(\x08\x12\x17\n\x0finclude_expired\x18\r \x01(\x08\x12\x16\n\x0emin_confidence\x18\x0e \x01(\r\"S\n\x0eSearchResponse\x12(\n\x07records\x18\x01 \x03(\x0b\x32\x17.exchange.v1.HeldRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8b\x01\n\x0cQueryService\x12\x38\n\x03Get\x12\x17.exchange.v1.GetRequest\x1a\x18.exchange.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.exchange.v1.SearchRequest\x1a\x1b.exchange.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBSERVABLEQUERY']._serialized_start=207
   _globals['_OBSERVABLEQUERY']._serialized_end=253
   _globals['_SEARCHREQUEST']._serialized_start=256
-  _globals['_SEARCHREQUEST']._serialized_end=616
-  _globals['_SEARCHRESPONSE']._serialized_start=618
-  _globals['_SEARCHRESPONSE']._serialized_end=701
-  _globals['_QUERYSERVICE']._serialized_start=704
-  _globals['_QUERYSERVICE']._serialized_end=843
+  _globals['_SEARCHREQUEST']._serialized_end=665
+  _globals['_SEARCHRESPONSE']._serialized_start=667
+  _globals['_SEARCHRESPONSE']._serialized_end=750
+  _globals['_QUERYSERVICE']._serialized_start=753
+  _globals['_QUERYSERVICE']._serialized_end=892
 # @@protoc_insertion_point(module_scope)

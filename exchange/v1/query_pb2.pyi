@@ -31,7 +31,7 @@ class ObservableQuery(_message.Message):
     def __init__(self, type: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("kinds", "originators", "countries", "sectors", "observable", "text", "issued_after", "issued_before", "page_size", "page_token", "include_retracted", "from_partners")
+    __slots__ = ("kinds", "originators", "countries", "sectors", "observable", "text", "issued_after", "issued_before", "page_size", "page_token", "include_retracted", "from_partners", "include_expired", "min_confidence")
     KINDS_FIELD_NUMBER: _ClassVar[int]
     ORIGINATORS_FIELD_NUMBER: _ClassVar[int]
     COUNTRIES_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,8 @@ class SearchRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_RETRACTED_FIELD_NUMBER: _ClassVar[int]
     FROM_PARTNERS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     kinds: _containers.RepeatedScalarFieldContainer[_records_pb2.Kind]
     originators: _containers.RepeatedScalarFieldContainer[str]
     countries: _containers.RepeatedScalarFieldContainer[str]
@@ -56,7 +58,9 @@ class SearchRequest(_message.Message):
     page_token: str
     include_retracted: bool
     from_partners: bool
-    def __init__(self, kinds: _Optional[_Iterable[_Union[_records_pb2.Kind, str]]] = ..., originators: _Optional[_Iterable[str]] = ..., countries: _Optional[_Iterable[str]] = ..., sectors: _Optional[_Iterable[str]] = ..., observable: _Optional[_Union[ObservableQuery, _Mapping]] = ..., text: _Optional[str] = ..., issued_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_retracted: _Optional[bool] = ..., from_partners: _Optional[bool] = ...) -> None: ...
+    include_expired: bool
+    min_confidence: int
+    def __init__(self, kinds: _Optional[_Iterable[_Union[_records_pb2.Kind, str]]] = ..., originators: _Optional[_Iterable[str]] = ..., countries: _Optional[_Iterable[str]] = ..., sectors: _Optional[_Iterable[str]] = ..., observable: _Optional[_Union[ObservableQuery, _Mapping]] = ..., text: _Optional[str] = ..., issued_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_retracted: _Optional[bool] = ..., from_partners: _Optional[bool] = ..., include_expired: _Optional[bool] = ..., min_confidence: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("records", "next_page_token")
