@@ -76,6 +76,7 @@ def agency_identity(agency: str) -> StixObject:
     return {
         "type": "identity", "spec_version": "2.1", "id": object_id("identity", "agency", agency),
         "created": PUBLISHED, "modified": PUBLISHED, "name": agency, "identity_class": "organization",
+        "description": f"{agency}, an agency of the Exchange federation (originator of the records it signed).",
     }
 
 

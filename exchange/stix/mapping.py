@@ -62,16 +62,18 @@ def _common(record: records_pb2.Record, stix_type: str, stix_id: str) -> StixObj
                    created=stamp(record.created_at), modified=stamp(record.issued_at))
     if marking.tlp in TLP_IDS:
         obj["object_marking_refs"] = [TLP_IDS[marking.tlp]]
-    obj["extensions"] = {EXTENSION_ID: {
-        "extension_type": "property-extension",
-        "classification": marking.classification,
-        "releasable_to": list(marking.releasable_to),
-        "caveats": list(marking.caveats),
-        "originator": record.ref.originator,
-        "record_id": record.ref.record_id,
-        "record_version": record.version,
-    }}
+    ext: StixObject = {"extension_type": "property-extension", "classification": marking.classification}
+    _put(ext, "releasable_to", list(marking.releasable_to))
+    _put(ext, "caveats", list(marking.caveats))
+    ext.update(originator=record.ref.originator, record_id=record.ref.record_id, record_version=record.version)
+    obj["extensions"] = {EXTENSION_ID: ext}
     return obj
+
+
+def _put(obj: StixObject, name: str, values: list[Any]) -> None:
+    """STIX forbids empty lists: a property with no values is left out."""
+    if values:
+        obj[name] = values
 
 
 def _main(record: records_pb2.Record, envelope: records_pb2.Envelope) -> StixObject:
@@ -101,11 +103,11 @@ def _main(record: records_pb2.Record, envelope: records_pb2.Envelope) -> StixObj
         obj["labels"] = list(content.tags)
     ext = obj["extensions"][EXTENSION_ID]
     ext["kind"] = records_pb2.Kind.Name(content.kind)
-    ext["countries"] = list(content.countries)
-    ext["sectors"] = list(content.sectors)
-    ext["observables"] = [{"type": o.type, "value": o.value} for o in content.observables
-                          if sco_type(o) is None]
-    ext["related"] = [f"{r.originator}/{r.record_id}" for r in content.related]
+    _put(ext, "countries", list(content.countries))
+    _put(ext, "sectors", list(content.sectors))
+    _put(ext, "observables", [{"type": o.type, "value": o.value} for o in content.observables
+                              if sco_type(o) is None])
+    _put(ext, "related", [f"{r.originator}/{r.record_id}" for r in content.related])
     ext["envelope"] = base64.b64encode(envelope.SerializeToString(deterministic=True)).decode("ascii")
     return obj
 
@@ -127,7 +129,9 @@ def record_objects(
         out.append(sco)
     if main["type"] in ("threat-actor", "attack-pattern") and pattern_of(record.content.observables):
         indicator = _common(record, "indicator", object_id("indicator", origin, rid, "indicator"))
-        indicator.update(name=record.content.title, pattern=pattern_of(record.content.observables),
+        indicator.update(name=record.content.title,
+                         description=f"The observables of this {main['type']}: {record.content.title}",
+                         pattern=pattern_of(record.content.observables),
                          pattern_type="stix", pattern_version="2.1", valid_from=stamp(record.issued_at))
         out.append(indicator)
         out.append(_relationship(record, "indicates", indicator["id"], main["id"], "indicates"))

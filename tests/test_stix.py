@@ -1,0 +1,192 @@
+"""STIX 2.1 export and offline verification, through the real command against real nodes:
+the bundle passes stix2-validator strictly, ids are stable across exports and nodes, a
+liaison's bundle holds only what the decision released, and `exchange verify` accepts the
+export and refuses it after one changed byte (a title, a marking, the envelope).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stix2validator import ValidationOptions, validate_instance
+
+from exchange.cli.main import main
+from exchange.node.server import Node
+from exchange.stix.common import EXTENSION_ID, TLP_IDS, published
+from exchange.v1 import records_pb2, submission_pb2
+from tests.federation import Federation, UserClient, draft
+
+REPO = Path(__file__).resolve().parent.parent
+FAILURE = 1
+# Values a pattern must escape: quotes and a backslash.
+AWKWARD_URL = "https://example.net/a'b"
+AWKWARD_HANDLE = "@o'neil\\dev"
+# Strict: every "SHOULD" is an error, but one: uuid-check (103) wants random UUIDv4 ids for
+# SDOs and SROs, and Exchange's ids are UUIDv5 by design, so every node exports the same
+# ids for a record (README, "STIX 2.1 export").
+STRICT = ValidationOptions(version="2.1", strict=True, disabled=["uuid-check"])
+
+
+def _profile(federation: Federation, agency: str, handle: str) -> list[str]:
+    return ["--profile", str(federation.pki_dir / agency / "users" / f"{handle}.profile.toml")]
+
+
+def _manifest(federation: Federation) -> list[str]:
+    return ["--manifest", str(federation.pki_dir / "manifest.toml")]
+
+
+def _submit(node: Node, federation: Federation, **fields: Any) -> records_pb2.RecordRef:
+    analyst = UserClient.of(federation.user_channel(node, node.config.agency, "sato"))
+    request = submission_pb2.SubmitRequest(draft=draft(**fields))
+    return analyst.submission.Submit(request, timeout=10).receipt.ref
+
+
+def _marking(classification: str, tlp: str, rel: tuple[str, ...] = ("USA-DTSF",)) -> records_pb2.Marking:
+    return records_pb2.Marking(classification=classification, releasable_to=list(rel), tlp=tlp)
+
+
+def _obs(*pairs: tuple[str, str]) -> list[records_pb2.Observable]:
+    return [records_pb2.Observable(type=t, value=v) for t, v in pairs]
+
+
+def _seed(node: Node, federation: Federation) -> dict[str, records_pb2.RecordRef]:
+    """One record of each kind, linked, under mixed markings; one SECRET."""
+    actor = _submit(node, federation, kind=records_pb2.KIND_ACTOR, title="Front company \"ABC\" 商事",
+                    observables=_obs(("company_name", "ABC Trading Co."), ("domain", "abc-trading.example"),
+                                     ("phone", "+81 3 1234 5678")),
+                    marking=_marking("RESTRICTED", "GREEN"))
+    technique = _submit(node, federation, related=[actor], marking=_marking("CONFIDENTIAL", "AMBER+STRICT"))
+    iocs = _submit(node, federation, kind=records_pb2.KIND_OBSERVABLE_SET, title="Recruiter lures",
+                   observables=_obs(("email", "obrien.recruit@example.net"), ("url", AWKWARD_URL),
+                                    ("ip", "192.0.2.7"), ("platform_handle", AWKWARD_HANDLE)),
+                   related=[actor], tags=["recruitment"],
+                   marking=records_pb2.Marking(classification="RESTRICTED", releasable_to=["USA-DTSF"],
+                                               tlp="CLEAR", caveats=["ORCON"]))
+    secret = _submit(node, federation, title="秘 source reporting", marking=_marking("SECRET", "RED"))
+    return {"actor": actor, "technique": technique, "iocs": iocs, "secret": secret}
+
+
+def _export(federation: Federation, out: Path, agency: str, handle: str) -> dict[str, Any]:
+    assert main(["export", "--format", "stix21", "--out", str(out), *_profile(federation, agency, handle)]) == 0
+    bundle: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return bundle
+
+
+def _record_ids(bundle: dict[str, Any]) -> set[str]:
+    return {o["extensions"][EXTENSION_ID]["record_id"] for o in bundle["objects"]
+            if EXTENSION_ID in o.get("extensions", {})}
+
+
+def test_the_bundle_is_strictly_valid_stix_with_stable_ids_and_the_published_extension(
+    federation: Federation, tmp_path: Path
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    refs = _seed(jpn, federation)
+    first = _export(federation, tmp_path / "a.json", "JPN-NPA", "suzuki")
+    result = validate_instance(first, STRICT)
+    assert result.is_valid, sorted({str(e).partition(": ")[2] for e in result.errors})
+    assert [str(w) for w in result.warnings or []] == []
+    second = _export(federation, tmp_path / "b.json", "JPN-NPA", "suzuki")
+    assert second == first  # same ids, same objects: nothing depends on the export's time
+
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for obj in first["objects"]:
+        by_type.setdefault(obj["type"], []).append(obj)
+    assert _record_ids(first) == {r.record_id for r in refs.values()}
+    assert {o["name"] for o in by_type["threat-actor"]} == {"Front company \"ABC\" 商事"}
+    assert len(by_type["attack-pattern"]) == 2  # the technique and the SECRET one (a technique by default)
+    patterns = {o["pattern"] for o in by_type["indicator"]}
+    lures = next(p for p in patterns if p.startswith("[email-addr"))
+    assert lures.startswith("[email-addr:value = 'obrien.recruit@example.net'] OR "
+                            "[url:value = 'https://example.net/a\\'b'] OR [ipv4-addr:value = '192.0.2.7'] OR "
+                            "[user-account:account_login = '")
+    assert lures.endswith("o\\'neil\\\\dev']")
+    assert "[domain-name:value = 'abc-trading.example']" in patterns  # the actor's indicator
+    assert {o["value"] for o in by_type["url"]} == {AWKWARD_URL}
+    # TLP 2.0 as the OASIS marking definitions; the rest of the marking in Exchange's extension.
+    assert {o["id"] for o in by_type["marking-definition"]} == {TLP_IDS[t] for t in ("GREEN", "AMBER+STRICT",
+                                                                                   "CLEAR", "RED")}
+    indicator = next(o for o in by_type["indicator"] if o["name"] == "Recruiter lures")
+    assert indicator["object_marking_refs"] == [TLP_IDS["CLEAR"]]
+    ext = indicator["extensions"][EXTENSION_ID]
+    assert (ext["classification"], ext["releasable_to"], ext["caveats"]) == ("RESTRICTED", ["USA-DTSF"], ["ORCON"])
+    # Links between records in the bundle are relationships; the rest stays in the extension.
+    related = {(o["source_ref"], o["target_ref"]) for o in by_type["relationship"]
+               if o["relationship_type"] == "related-to"}
+    actor_id = by_type["threat-actor"][0]["id"]
+    assert (indicator["id"], actor_id) in related and len(related) == 2
+    # The extension-definition in every export is the one published in the repository.
+    assert by_type["extension-definition"] == [published(REPO / "docs" / "stix")]
+    schema = json.loads((REPO / "docs" / "stix" / "exchange-marking.schema.json").read_text(encoding="utf-8"))
+    assert set(ext) <= set(schema["properties"]) and set(schema["required"]) <= set(ext)
+
+
+def test_a_record_has_the_same_ids_on_every_node_and_a_liaison_gets_only_what_the_decision_allows(
+    federation: Federation, tmp_path: Path
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    refs = _seed(jpn, federation)
+    report = usa.puller.pull("JPN-NPA")
+    assert report.error == "" and report.applied.refused == 0
+
+    at_jpn = _export(federation, tmp_path / "jpn.json", "JPN-NPA", "suzuki")
+    at_usa = _export(federation, tmp_path / "usa.json", "USA-DTSF", "rchen")  # SECRET: releasable ones
+    jpn_objects = {o["id"]: o for o in at_jpn["objects"]}
+    assert _record_ids(at_usa) == {r.record_id for r in refs.values()}
+    assert all(jpn_objects[o["id"]] == o for o in at_usa["objects"])  # same ids, same objects
+
+    low = _export(federation, tmp_path / "ito.json", "JPN-NPA", "ito")  # RESTRICTED clearance
+    assert _record_ids(low) == {refs["actor"].record_id, refs["iocs"].record_id}
+    assert TLP_IDS["RED"] not in {o["id"] for o in low["objects"]}
+    assert "秘" not in (tmp_path / "ito.json").read_text(encoding="utf-8")
+    assert main(["verify", str(tmp_path / "ito.json"), *_manifest(federation)]) == 0
+
+
+def _flip(text: str, needle: str, replacement: str) -> str:
+    assert text.count(needle) >= 1, needle
+    return text.replace(needle, replacement, 1)
+
+
+def test_verify_accepts_the_export_and_refuses_one_changed_byte(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    refs = _seed(jpn, federation)
+    out = tmp_path / "export.json"
+    _export(federation, out, "JPN-NPA", "suzuki")
+    capsys.readouterr()
+    assert main(["verify", str(out), *_manifest(federation)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and lines[-1] == "verified: 4 ok, 0 failed"
+    assert {line.split()[1] for line in lines[:-1]} == {f"JPN-NPA/{r.record_id}" for r in refs.values()}
+    assert all(line.startswith("ok   ") for line in lines[:-1])
+
+    text = out.read_text(encoding="utf-8")
+    envelope = json.loads(text)["objects"]
+    signed = next(o for o in envelope if o.get("name") == "Recruiter lures")["extensions"][EXTENSION_ID]["envelope"]
+    raw = bytearray(base64.b64decode(signed))
+    raw[-1] ^= 1  # one bit of the signature
+    tampered = {
+        "title": _flip(text, "Recruiter lures", "Recruiter lureS"),
+        "marking": _flip(text, '"USA-DTSF"', '"USA-DTSG"'),
+        # The reference to TLP:CLEAR on an object (the definition's own id is followed by a comma).
+        "tlp": _flip(text, TLP_IDS["CLEAR"] + '"\n', TLP_IDS["CLEAR"][:-1] + '8"\n'),
+        "envelope": text.replace(signed, base64.b64encode(bytes(raw)).decode("ascii")),
+    }
+    for what, changed in tampered.items():
+        assert changed != text, what
+        bad = tmp_path / f"{what}.json"
+        bad.write_text(changed, encoding="utf-8")
+        assert main(["verify", str(bad), *_manifest(federation)]) == FAILURE, what
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[-1].startswith("FAILED: ") and any(line.startswith("FAIL ") for line in printed), what
+    # Not JSON: one line, usage error, no traceback.
+    (tmp_path / "cut.json").write_text(text[:-40], encoding="utf-8")
+    assert main(["verify", str(tmp_path / "cut.json"), *_manifest(federation)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exchange: FILE: ") and err.count("\n") == 1
