@@ -42,7 +42,8 @@ EXPORT_COLUMNS = (*RECORD_COLUMNS, "received_at")
 
 def register(commands: Commands, connection: Parser) -> None:
     export = commands.add_parser(
-        "export", parents=[connection, search_filters()], help="write query results to a JSON Lines, CSV or STIX 2.1 file",
+        "export", parents=[connection, search_filters()],
+        help="write query results to a JSON Lines, CSV or STIX 2.1 file",
         description="Every record matching the filters (as for `query`, all pages): JSON Lines (one object a "
                     "line, the whole record), CSV (one row a record, its main fields) or a STIX 2.1 bundle "
                     "(each record's objects with its originator's signed envelope; check it with `verify`).",
