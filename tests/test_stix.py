@@ -190,3 +190,93 @@ def test_verify_accepts_the_export_and_refuses_one_changed_byte(
     assert main(["verify", str(tmp_path / "cut.json"), *_manifest(federation)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("exchange: FILE: ") and err.count("\n") == 1
+
+
+# --- import ----------------------------------------------------------------------------------
+
+
+def _comparable(bundle: dict[str, Any]) -> list[Any]:
+    """The bundle's objects without what names the originator, the record or the time."""
+    names = {o["id"]: o.get("name") for o in bundle["objects"]}
+    out = []
+    for obj in bundle["objects"]:
+        if obj["type"] == "identity":
+            continue
+        kept = {k: v for k, v in obj.items() if k not in ("id", "created_by_ref", "created", "modified",
+                                                          "valid_from", "object_refs", "source_ref", "target_ref")}
+        if "extensions" in obj and EXTENSION_ID in obj["extensions"]:
+            ext = {k: v for k, v in obj["extensions"][EXTENSION_ID].items()
+                   if k not in ("originator", "record_id", "envelope", "related")}
+            kept["extensions"] = {**obj["extensions"], EXTENSION_ID: ext}
+        if obj["type"] == "relationship":
+            kept["ends"] = (names[obj["source_ref"]], names[obj["target_ref"]])
+        out.append(json.dumps(kept, sort_keys=True, ensure_ascii=False))
+    return sorted(out)
+
+
+def test_export_import_into_a_fresh_node_export_gives_the_same_objects_and_markings(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    federation.start_node("KOR-KNPA", tmp_path / "kor")
+    _seed(jpn, federation)
+    exported = _export(federation, tmp_path / "jpn.json", "JPN-NPA", "suzuki")
+    kimjh = _profile(federation, "KOR-KNPA", "kimjh")
+    capsys.readouterr()
+    assert main(["import", "--format", "stix21", str(tmp_path / "jpn.json"), *kimjh]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1].startswith("4 imported (4 new, 0 already imported), 0 refused, ")
+    assert sum(line.startswith("imported ") for line in printed) == 4
+    # Not records: the shared objects, each listed with its reason.
+    assert "not imported marking-definition--" in "\n".join(printed)
+
+    again = _export(federation, tmp_path / "kor.json", "KOR-KNPA", "kimjh")
+    assert _record_ids(again).isdisjoint(_record_ids(exported))
+    assert {o["extensions"][EXTENSION_ID]["originator"] for o in again["objects"]
+            if EXTENSION_ID in o.get("extensions", {})} == {"KOR-KNPA"}
+    assert _comparable(again) == _comparable(exported)
+    assert validate_instance(again, STRICT).is_valid
+
+    # A rerun imports nothing twice.
+    assert main(["import", "--format", "stix21", str(tmp_path / "jpn.json"), *kimjh]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith("4 imported (0 new, 4 already imported)")
+
+
+def test_import_never_invents_a_marking_and_says_what_it_left_out(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    federation.start_node("KOR-KNPA", tmp_path / "kor")
+    actor = "threat-actor--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f"
+    indicator = "indicator--a932fcc6-e032-476c-826f-cb970a5a1ade"
+    stamp = "2026-11-02T03:04:05.000Z"
+    bundle = {"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d", "objects": [
+        {"type": "threat-actor", "spec_version": "2.1", "id": actor, "created": stamp, "modified": stamp,
+         "name": "Kestrel procurement network"},
+        {"type": "indicator", "spec_version": "2.1", "id": indicator, "created": stamp, "modified": stamp,
+         "name": "Kestrel domains", "pattern_type": "stix", "valid_from": stamp,
+         "pattern": "[domain-name:value = 'kestrel.example'] OR [email-addr:value = 'sales@kestrel.example']",
+         "object_marking_refs": [TLP_IDS["GREEN"]]},
+        {"type": "relationship", "spec_version": "2.1", "id": "relationship--2f9a4b8e-7c41-4d3e-9b6a-1c2d3e4f5a6b",
+         "created": stamp, "modified": stamp, "relationship_type": "related-to", "source_ref": indicator,
+         "target_ref": actor},
+        {"type": "malware", "spec_version": "2.1", "id": "malware--0c7b5b88-8ff7-4a4d-aa9d-feb398cd0061",
+         "created": stamp, "modified": stamp, "name": "dropper", "is_family": False},
+    ]}
+    path = tmp_path / "misp.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    kimjh = _profile(federation, "KOR-KNPA", "kimjh")
+    assert main(["import", "--format", "stix21", str(path), *kimjh]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert f"not imported {actor}: no Exchange marking (classification, releasable_to): give --marking" in printed
+    assert "not imported malware--0c7b5b88-8ff7-4a4d-aa9d-feb398cd0061: no Exchange kind for malware" in printed
+    assert printed[-1].startswith("0 imported")
+
+    marking = "RESTRICTED // REL TO USA-DTSF // TLP:AMBER"
+    assert main(["import", "--format", "stix21", str(path), "--marking", marking, *kimjh]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1].startswith("2 imported (2 new, 0 already imported), 0 refused, 1 other object not imported")
+    again = _export(federation, tmp_path / "kor.json", "KOR-KNPA", "kimjh")
+    tlp = {o.get("name"): o.get("object_marking_refs") for o in again["objects"] if o["type"] != "marking-definition"}
+    # The indicator keeps its own TLP:GREEN; the actor takes --marking's TLP:AMBER.
+    assert tlp["Kestrel domains"] == [TLP_IDS["GREEN"]] and tlp["Kestrel procurement network"] == [TLP_IDS["AMBER"]]
+    assert any(o["type"] == "relationship" and o["relationship_type"] == "related-to" for o in again["objects"])
