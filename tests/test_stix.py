@@ -280,3 +280,31 @@ def test_import_never_invents_a_marking_and_says_what_it_left_out(
     # The indicator keeps its own TLP:GREEN; the actor takes --marking's TLP:AMBER.
     assert tlp["Kestrel domains"] == [TLP_IDS["GREEN"]] and tlp["Kestrel procurement network"] == [TLP_IDS["AMBER"]]
     assert any(o["type"] == "relationship" and o["relationship_type"] == "related-to" for o in again["objects"])
+
+
+def test_verify_names_the_record_whose_signature_fails_and_any_object_no_record_accounts_for(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    refs = _seed(jpn, federation)
+    bundle = _export(federation, tmp_path / "export.json", "JPN-NPA", "suzuki")
+    main_of = next(o for o in bundle["objects"] if o.get("name") == "Recruiter lures")
+    ext = main_of["extensions"][EXTENSION_ID]
+    envelope = records_pb2.Envelope.FromString(base64.b64decode(ext["envelope"]))
+    envelope.key_id = "USA-DTSF/" + envelope.key_id.partition("/")[2]  # claims another agency's key
+    ext["envelope"] = base64.b64encode(envelope.SerializeToString()).decode("ascii")
+    stray = {"type": "indicator", "spec_version": "2.1", "id": "indicator--3f1d2c4b-5a69-4e7f-8a9b-0c1d2e3f4a5b",
+             "created": "2026-12-01T00:00:00.000Z", "modified": "2026-12-01T00:00:00.000Z", "pattern_type": "stix",
+             "pattern": "[domain-name:value = 'evil.example']", "valid_from": "2026-12-01T00:00:00.000Z"}
+    bundle["objects"].append(stray)
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["verify", str(path), *_manifest(federation)]) == FAILURE
+    lines = capsys.readouterr().out.splitlines()
+    failed = [line for line in lines if line.startswith("FAIL ")]
+    assert failed[0].startswith(f"FAIL JPN-NPA/{refs['iocs'].record_id}: ")
+    assert f"FAIL {stray['id']}: is not part of any verified record" in failed
+    # The forged record's own objects are not listed again; TLP:CLEAR only it used is unneeded.
+    assert len(failed) == 3 and failed[1].startswith(f"FAIL {TLP_IDS['CLEAR']}: ")
+    assert sum(line.startswith("ok   ") for line in lines) == 3 and lines[-1] == "FAILED: 3 ok, 3 failed"

@@ -97,6 +97,7 @@ def verify_bundle(bundle: Any, manifest: Manifest) -> list[Checked]:
         by_id[obj["id"]] = obj
 
     signed: list[Signed] = []
+    refused: set[str] = set()  # records whose envelope failed: one line each, not one per object
     for obj in by_id.values():
         try:
             envelope = _envelope_of(obj)
@@ -104,6 +105,7 @@ def verify_bundle(bundle: Any, manifest: Manifest) -> list[Checked]:
                 continue
             record = open_record(envelope, manifest)
         except ExchangeError as exc:
+            refused.add(_subject(obj))
             verdicts.append(Checked(False, _subject(obj), str(exc)))
             continue
         signed.append((record, envelope))
@@ -123,5 +125,6 @@ def verify_bundle(bundle: Any, manifest: Manifest) -> list[Checked]:
         claimed.add(obj["id"])
         if by_id.get(obj["id"]) != obj:
             verdicts.append(Checked(False, obj["id"], "differs from the standard object (or is missing)"))
-    verdicts += [Checked(False, clip(i), "is not part of any verified record") for i in by_id if i not in claimed]
+    verdicts += [Checked(False, clip(i), "is not part of any verified record") for i, obj in by_id.items()
+                 if i not in claimed and _subject(obj) not in refused]
     return verdicts
