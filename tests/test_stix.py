@@ -308,3 +308,43 @@ def test_verify_names_the_record_whose_signature_fails_and_any_object_no_record_
     # The forged record's own objects are not listed again; TLP:CLEAR only it used is unneeded.
     assert len(failed) == 3 and failed[1].startswith(f"FAIL {TLP_IDS['CLEAR']}: ")
     assert sum(line.startswith("ok   ") for line in lines) == 3 and lines[-1] == "FAILED: 3 ok, 3 failed"
+
+
+def _record(kind: records_pb2.Kind, *observables: tuple[str, str]) -> tuple[records_pb2.Record, records_pb2.Envelope]:
+    record = records_pb2.Record(
+        ref=records_pb2.RecordRef(originator="GBR-NPSA", record_id="6b1f4c1e-3d0a-4c53-9a55-0e8d2b7c4f10"),
+        version=3, status=records_pb2.STATUS_ACTIVE,
+        content=draft(kind=kind, observables=_obs(*observables), tags=["a", "b"], countries=["RUS", "CHN"]),
+    )
+    record.created_at.FromSeconds(1_780_000_000)
+    record.issued_at.FromMicroseconds(1_790_000_000_123_456)
+    return record, records_pb2.Envelope(payload_type="x", payload=record.SerializeToString(), key_id="GBR-NPSA/k")
+
+
+@pytest.mark.parametrize(("kind", "observables", "main_type"), [
+    (records_pb2.KIND_OBSERVABLE_SET, [("ip", "2001:db8::7"), ("phone", "+44 20 7946 0000")], "indicator"),
+    (records_pb2.KIND_OBSERVABLE_SET, [("phone", "+44 20 7946 0000"), ("hs_code", "8542.31")], "note"),
+    (records_pb2.KIND_ACTOR, [("wallet", "bc1qexample"), ("domain", "kestrel.example")], "threat-actor"),
+])
+def test_each_kind_maps_to_valid_stix_and_back_to_the_same_draft(
+    kind: records_pb2.Kind, observables: list[tuple[str, str]], main_type: str
+) -> None:
+    from exchange.stix.bundle import make_bundle
+    from exchange.stix.intake import read_bundle
+
+    record, envelope = _record(kind, *observables)
+    bundle = make_bundle([(record, envelope)])
+    result = validate_instance(bundle, STRICT)
+    assert result.is_valid, sorted({str(e) for e in result.errors})
+    main = next(o for o in bundle["objects"] if "envelope" in o.get("extensions", {}).get(EXTENSION_ID, {}))
+    assert main["type"] == main_type and main["modified"] == "2026-09-21T14:13:20.123456Z"
+    assert main["created"] == "2026-05-28T20:26:40.000Z"
+    intake = read_bundle(bundle, None)
+    assert len(intake.drafts) == 1 and intake.drafts[0].stix_id == main["id"]
+    back = intake.drafts[0].draft
+    assert sorted((o.type, o.value) for o in back.observables) == sorted(observables)
+    back.ClearField("observables")
+    expected = records_pb2.RecordDraft()
+    expected.CopyFrom(record.content)
+    expected.ClearField("observables")
+    assert back == expected

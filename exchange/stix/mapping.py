@@ -94,7 +94,7 @@ def _main(record: records_pb2.Record, envelope: records_pb2.Envelope) -> StixObj
         obj["pattern_version"] = "2.1"
         has = content.HasField("validity")
         not_before = content.validity.not_before if has and content.validity.HasField("not_before") else None
-        obj["valid_from"] = stamp(not_before or record.issued_at)
+        obj["valid_from"] = stamp(not_before if not_before is not None else record.issued_at)
         if has and content.validity.HasField("not_after"):
             obj["valid_until"] = stamp(content.validity.not_after)
     if content.confidence:
