@@ -348,3 +348,31 @@ def test_each_kind_maps_to_valid_stix_and_back_to_the_same_draft(
     expected.CopyFrom(record.content)
     expected.ClearField("observables")
     assert back == expected
+
+
+def test_a_misp_stix_bundle_imports_what_maps_and_says_why_for_the_rest(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    federation.start_node("GBR-NPSA", tmp_path / "gbr")
+    path = REPO / "tests" / "data" / "misp-stix-fake-recruiter.json"
+    objects = json.loads(path.read_text(encoding="utf-8"))["objects"]
+    hwright = _profile(federation, "GBR-NPSA", "hwright")
+    marking = ["--marking", "RESTRICTED // REL TO USA-DTSF, JPN-NPA // TLP:GREEN"]
+    assert main(["import", "--format", "stix21", str(path), *marking, *hwright]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    imported = {line.split()[1] for line in printed if line.startswith("imported ")}
+    assert imported == {o["id"] for o in objects if o["type"] in ("indicator", "attack-pattern")}
+    reasons = {line.split()[2].rstrip(":"): line.partition(": ")[2] for line in printed if line.startswith("not ")}
+    # Every other object has a line saying why.
+    assert set(reasons) == {o["id"] for o in objects} - imported
+    assert reasons["x-misp-attribute--6d8a1b2c-3e4f-4a5b-8c7d-9e0f1a2b3c4d"] == "no Exchange kind for x-misp-attribute"
+    summary = f"5 imported (5 new, 0 already imported), 0 refused, {len(reasons)} other objects not imported"
+    assert printed[-1] == summary
+
+    bundle = _export(federation, tmp_path / "gbr.json", "GBR-NPSA", "hwright")
+    patterns = sorted(o["pattern"] for o in bundle["objects"] if o["type"] == "indicator")
+    assert patterns == ["[domain-name:value = 'talentbridge-careers.example']",
+                        "[email-addr:value = 'hiro.talentbridge@example.net']",
+                        "[ipv4-addr:value = '198.51.100.23']",
+                        "[url:value = 'https://talentbridge-careers.example/apply']"]
+    assert {o.get("name") for o in bundle["objects"] if o["type"] == "attack-pattern"} == {"Phishing for Information"}

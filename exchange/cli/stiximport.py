@@ -79,7 +79,8 @@ def run_import(args: argparse.Namespace) -> int:
                 originator, _, record_id = outcome.record.partition("/")
                 done[draft.stix_id] = records_pb2.RecordRef(originator=originator, record_id=record_id)
                 again = " (already imported)" if outcome.status == "existing" else ""
-                print(clean(f"imported {draft.stix_id} as {outcome.record}{again}"))
+                left_out = "".join(f"; left out {note}" for note in draft.notes)
+                print(clean(f"imported {draft.stix_id} as {outcome.record}{again}{left_out}"))
 
             result = submit_lines(client, lines, emit, parallel=1)
             if result.error is not None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from exchange.records.validate import MAX_TITLE_CHARS
 from exchange.stix.common import EXTENSION_ID, TLP_BY_ID, StixObject
 from exchange.v1 import records_pb2
 
@@ -31,8 +32,11 @@ KINDS: dict[str, records_pb2.Kind] = {
 OBSERVABLE_TYPES = {
     ("email-addr", "value"): "email", ("domain-name", "value"): "domain", ("url", "value"): "url",
     ("ipv4-addr", "value"): "ip", ("ipv6-addr", "value"): "ip", ("user-account", "account_login"): "platform_handle",
+    ("email-message", "from_ref.value"): "email",  # how misp-stix writes an e-mail sender
 }
-_TERM = re.compile(r"\[([a-z0-9-]+):([a-z_]+) = '((?:[^'\\]|\\.)*)'\]")
+_BRACKET = re.compile(r"\[((?:[^'\]]|'(?:[^'\\]|\\.)*')*)\]")
+_COMPARISON = re.compile(r"([a-z0-9-]+):([a-z_.]+) = '((?:[^'\\]|\\.)*)'")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # what an Exchange tag may be
 _NOT_RECORDS = {"marking-definition": "a marking definition (applied to the objects it marks)",
                 "identity": "an identity (who made the objects; the importer's agency originates the drafts)",
                 "extension-definition": "an extension definition (its properties are read where used)"}
@@ -47,6 +51,7 @@ class Draft:
     stix_id: str
     draft: records_pb2.RecordDraft
     links: list[str] = field(default_factory=list)  # STIX ids of other drafts this one links to
+    notes: list[str] = field(default_factory=list)  # what of the object was left out, and why
 
     @property
     def reference(self) -> str:
@@ -100,17 +105,41 @@ def _marking(obj: Mapping[str, Any], fallback: records_pb2.Marking | None) -> re
 
 
 def _observables(pattern: str) -> list[records_pb2.Observable] | str:
-    terms = _TERM.findall(pattern)
-    rebuilt = " OR ".join(f"[{t}:{p} = '{v}']" for t, p, v in terms)
-    if not terms or rebuilt != pattern.strip():
-        return "pattern is not simple equalities joined by OR"
+    """The observables of a pattern of ``[...]`` terms joined by OR; a reason if it is not one."""
+    terms = _BRACKET.findall(pattern)
+    if not terms or " OR ".join(f"[{t}]" for t in terms) != pattern.strip():
+        return "pattern is not [...] terms joined by OR"
     out = []
-    for stix_type, prop, value in terms:
+    for term in terms:
+        found = _observable(term)
+        if isinstance(found, str):
+            return found
+        out.append(found)
+    return out
+
+
+def _observable(term: str) -> records_pb2.Observable | str:
+    """One ``[...]`` term: a single equality (``[domain-name:value = 'x']``), or MISP's way of
+    saying an address (``[network-traffic:dst_ref.type = 'ipv4-addr' AND network-traffic:dst_ref.value = 'x']``)."""
+    comparisons = _COMPARISON.findall(term)
+    if not comparisons or " AND ".join(f"{t}:{p} = '{v}'" for t, p, v in comparisons) != term:
+        return f"term [{term}] is not equalities joined by AND"
+    props = {(t, p): _unescape(v) for t, p, v in comparisons}
+    if len(comparisons) == 1:
+        ((stix_type, prop), value), = props.items()
         kind = OBSERVABLE_TYPES.get((stix_type, prop))
         if kind is None:
             return f"no Exchange observable type for {stix_type}:{prop}"
-        out.append(records_pb2.Observable(type=kind, value=re.sub(r"\\(.)", r"\1", value)))
-    return out
+        return records_pb2.Observable(type=kind, value=value)
+    for end in ("src_ref", "dst_ref"):
+        typed = props.get(("network-traffic", f"{end}.type"))
+        if len(props) == 2 and typed in ("ipv4-addr", "ipv6-addr") and ("network-traffic", f"{end}.value") in props:
+            return records_pb2.Observable(type="ip", value=props[("network-traffic", f"{end}.value")])
+    return f"term [{term}] is not one observable"
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
 
 
 def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marking | None) -> Draft | str:
@@ -123,11 +152,16 @@ def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marki
     marking = _marking(obj, fallback)
     if isinstance(marking, str):
         return marking
-    title = obj.get("name") or obj.get("abstract") or ""
+    # An unnamed indicator (as misp-stix writes them) is titled by what it matches.
+    title = str(obj.get("name") or obj.get("abstract") or obj.get("pattern") or "")[:MAX_TITLE_CHARS]
     summary = obj.get("description") or (obj.get("content") if obj.get("content") != title else "") or ""
+    labels = [str(label) for label in obj.get("labels", [])]
+    tags = [label for label in labels if _SLUG.fullmatch(label)]
+    notes = [f"labels not Exchange tags (lower-case words and hyphens): {', '.join(sorted(set(labels) - set(tags)))}"
+             ] if len(tags) < len(labels) else []
     draft = records_pb2.RecordDraft(kind=kind, title=title, summary=summary, marking=marking,
                                     countries=ext.get("countries", []), sectors=ext.get("sectors", []),
-                                    tags=obj.get("labels", []), confidence=obj.get("confidence", 0))
+                                    tags=tags, confidence=obj.get("confidence", 0))
     if ext:  # Exchange's own: the SCOs and the extension's list hold the observables
         for part in parts:
             key = next(((t, p) for (t, p) in OBSERVABLE_TYPES if t == part["type"] and p in part), None)
@@ -139,7 +173,7 @@ def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marki
         if isinstance(found, str):
             return found
         draft.observables.extend(found)
-    return Draft(obj["id"], draft)
+    return Draft(obj["id"], draft, notes=notes)
 
 
 def read_bundle(bundle: Mapping[str, Any], fallback: records_pb2.Marking | None) -> Intake:
