@@ -35,7 +35,11 @@ TLP_BY_ID = {v: k for k, v in TLP_IDS.items()}
 EXTENSION_ID = "extension-definition--7c1f5d3e-2a4b-5c6d-8e9f-0a1b2c3d4e5f"
 EXCHANGE_IDENTITY = "identity--0d6f1c9a-3b2e-5f4a-8c7d-6e5f4a3b2c1d"
 PUBLISHED = "2026-12-01T00:00:00.000Z"
-SCHEMA_URL = "https://github.com/exchange/exchange/blob/main/docs/stix/exchange-marking.schema.json"
+# STIX allows the schema as a URL or as text; the repository has no public URL, so text naming the file.
+SCHEMA = ("The JSON schema docs/stix/exchange-marking.schema.json in the Exchange repository: classification, "
+          "releasable_to and caveats of the record's Exchange marking; originator, record_id and record_version; on "
+          "the record's main object kind, countries, sectors, observables without a STIX object, related, and the "
+          "originator's signed envelope (base64).")
 
 
 def tlp_marking(level: str) -> StixObject:
@@ -62,7 +66,7 @@ def extension_definition() -> StixObject:
         "description": "The Exchange marking (classification, releasable_to, caveats) of the record an object "
                        "comes from, the record's identity, and on its main object the originator's signed "
                        "envelope.",
-        "schema": SCHEMA_URL, "version": "1.0.0", "extension_types": ["property-extension"],
+        "schema": SCHEMA, "version": "1.0.0", "extension_types": ["property-extension"],
     }
 
 
