@@ -376,3 +376,29 @@ def test_a_misp_stix_bundle_imports_what_maps_and_says_why_for_the_rest(
                         "[ipv4-addr:value = '198.51.100.23']",
                         "[url:value = 'https://talentbridge-careers.example/apply']"]
     assert {o.get("name") for o in bundle["objects"] if o["type"] == "attack-pattern"} == {"Phishing for Information"}
+
+
+def test_bad_files_and_flags_are_one_line_errors(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    _submit(jpn, federation, title="one record")
+    suzuki = _profile(federation, "JPN-NPA", "suzuki")
+    # To standard output: the bundle alone on stdout, the banner on stderr.
+    assert main(["export", "--format", "stix21", "--out", "-", *suzuki]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["type"] == "bundle" and "exported 1 record to standard output" in err
+    assert main(["export", "--format", "stix21", "--out", str(tmp_path / "x.jsonl"), *suzuki]) == 2
+    assert "does not end in .json" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[]", encoding="utf-8")
+    for argv, problem in [
+        (["verify", str(tmp_path / "missing.json"), *_manifest(federation)], "FILE: cannot read"),
+        (["verify", str(tmp_path / "list.json"), "--manifest", str(tmp_path / "none.toml")], "cannot read"),
+        (["import", "--format", "stix21", str(tmp_path / "list.json"), *suzuki], "is not a STIX bundle"),
+    ]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("exchange: ") and err.count("\n") == 1 and problem in err, err
+    assert main(["verify", str(tmp_path / "list.json"), *_manifest(federation)]) == FAILURE
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "FAIL bundle: not a STIX bundle (an object of type 'bundle' with 'objects')"
