@@ -10,9 +10,7 @@ no version) must resolve to that record's object whatever version the reader hol
 
 from __future__ import annotations
 
-import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 StixObject = dict[str, Any]
@@ -68,12 +66,6 @@ def extension_definition() -> StixObject:
                        "envelope.",
         "schema": SCHEMA, "version": "1.0.0", "extension_types": ["property-extension"],
     }
-
-
-def published(docs: Path) -> StixObject:
-    """The extension-definition as published in the repository (docs/stix/)."""
-    loaded: StixObject = json.loads((docs / "extension-definition.json").read_text(encoding="utf-8"))
-    return loaded
 
 
 def agency_identity(agency: str) -> StixObject:
