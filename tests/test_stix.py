@@ -53,6 +53,13 @@ def _obs(*pairs: tuple[str, str]) -> list[records_pb2.Observable]:
     return [records_pb2.Observable(type=t, value=v) for t, v in pairs]
 
 
+def _validity() -> records_pb2.Validity:
+    validity = records_pb2.Validity()
+    validity.not_before.FromSeconds(1_767_225_600)  # 2026-01-01
+    validity.not_after.FromSeconds(1_924_992_000)  # 2031-01-01
+    return validity
+
+
 def _seed(node: Node, federation: Federation) -> dict[str, records_pb2.RecordRef]:
     """One record of each kind, linked, under mixed markings; one SECRET."""
     actor = _submit(node, federation, kind=records_pb2.KIND_ACTOR, title="Front company \"ABC\" 商事",
@@ -63,7 +70,7 @@ def _seed(node: Node, federation: Federation) -> dict[str, records_pb2.RecordRef
     iocs = _submit(node, federation, kind=records_pb2.KIND_OBSERVABLE_SET, title="Recruiter lures",
                    observables=_obs(("email", "obrien.recruit@example.net"), ("url", AWKWARD_URL),
                                     ("ip", "192.0.2.7"), ("platform_handle", AWKWARD_HANDLE)),
-                   related=[actor], tags=["recruitment"],
+                   related=[actor], tags=["recruitment"], validity=_validity(),
                    marking=records_pb2.Marking(classification="RESTRICTED", releasable_to=["USA-DTSF"],
                                                tlp="CLEAR", caveats=["ORCON"]))
     secret = _submit(node, federation, title="秘 source reporting", marking=_marking("SECRET", "RED"))
@@ -315,7 +322,8 @@ def _record(kind: records_pb2.Kind, *observables: tuple[str, str]) -> tuple[reco
     record = records_pb2.Record(
         ref=records_pb2.RecordRef(originator="GBR-NPSA", record_id="6b1f4c1e-3d0a-4c53-9a55-0e8d2b7c4f10"),
         version=3, status=records_pb2.STATUS_ACTIVE,
-        content=draft(kind=kind, observables=_obs(*observables), tags=["a", "b"], countries=["RUS", "CHN"]),
+        content=draft(kind=kind, observables=_obs(*observables), tags=["a", "b"], countries=["RUS", "CHN"],
+                      validity=_validity()),
     )
     record.created_at.FromSeconds(1_780_000_000)
     record.issued_at.FromMicroseconds(1_790_000_000_123_456)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from exchange.records.validate import MAX_TITLE_CHARS
@@ -168,12 +169,29 @@ def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marki
             if key is not None:
                 draft.observables.add(type=OBSERVABLE_TYPES[key], value=part[key[1]])
         draft.observables.extend(records_pb2.Observable(**o) for o in ext.get("observables", []))
+        for name in ("not_before", "not_after"):
+            if name in ext.get("validity", {}) and not _set_time(getattr(draft.validity, name), ext["validity"][name]):
+                return f"validity.{name} is not a timestamp"
     elif obj["type"] == "indicator":
+        if "valid_until" in obj and not _set_time(draft.validity.not_after, obj["valid_until"]):
+            return "valid_until is not a timestamp"
         found = _observables(str(obj.get("pattern", ""))) if obj.get("pattern_type") == "stix" else "not a STIX pattern"
         if isinstance(found, str):
             return found
         draft.observables.extend(found)
     return Draft(obj["id"], draft, notes=notes)
+
+
+def _set_time(target: Any, text: object) -> bool:
+    """A STIX timestamp (UTC, ending in Z) into a protobuf Timestamp; False if it is not one."""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return False
+    if when.tzinfo is None:
+        return False
+    target.FromDatetime(when)
+    return True
 
 
 def read_bundle(bundle: Mapping[str, Any], fallback: records_pb2.Marking | None) -> Intake:

@@ -108,6 +108,11 @@ def _main(record: records_pb2.Record, envelope: records_pb2.Envelope) -> StixObj
     _put(ext, "observables", [{"type": o.type, "value": o.value} for o in content.observables
                               if sco_type(o) is None])
     _put(ext, "related", [f"{r.originator}/{r.record_id}" for r in content.related])
+    if content.HasField("validity"):  # only an indicator has valid_from/valid_until; any record may have this
+        bounds = {name: stamp(getattr(content.validity, name)) for name in ("not_before", "not_after")
+                  if content.validity.HasField(name)}
+        if bounds:
+            ext["validity"] = bounds
     ext["envelope"] = base64.b64encode(envelope.SerializeToString(deterministic=True)).decode("ascii")
     return obj
 
