@@ -6,7 +6,7 @@ much as a top-level one, and the test reads as the rule it enforces.
 
 Layers, lowest first (a module may import its own layer and those below):
 
-    errors, logs, observe  <  core  <  config  <  records, pki, exchange/__init__
+    errors, logs, observe  <  core  <  config  <  records, pki, stix, exchange/__init__
       <  store  <  node, sync, client, drafts, render  <  demo  <  cli
 """
 
@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "exchange.core": 1,
     "exchange.config": 2,
     "exchange.records": 3, "exchange.pki": 3, "exchange": 3,  # the package's public surface
+    "exchange.stix": 3,  # pure STIX views of signed records: beside records, below every transport
     "exchange.store": 4,
     "exchange.node": 5, "exchange.sync": 5, "exchange.client": 5, "exchange.drafts": 5, "exchange.render": 5,
     "exchange.demo": 6,  # the demo runs nodes and clients; the command line runs the demo, never the reverse

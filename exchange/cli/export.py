@@ -1,4 +1,8 @@
-"""``exchange export``: every record matching the filters, as JSON Lines or CSV, to a file or stdout.
+"""``exchange export``: every record matching the filters, as JSON Lines, CSV or a STIX 2.1
+bundle (with each record's signed envelope, see exchange.stix), to a file or stdout.
+
+The export is a client of Search: it holds exactly what the one disclosure decision
+released to the caller, whatever the format.
 
 A file is written beside its target and renamed over it at the end, so a failed
 export leaves no partial file, and it is never readable by others (mode 0600).
@@ -24,6 +28,7 @@ from exchange.cli.progress import Bar, progress_flag
 from exchange.cli.query import RECORD_COLUMNS, record_cells, search_filters, search_request
 from exchange.errors import InvalidInput
 from exchange.render import EXPIRED, Shown, banner, clean, validity_state
+from exchange.stix.bundle import make_bundle
 from exchange.v1 import query_pb2, records_pb2
 
 if TYPE_CHECKING:
@@ -31,19 +36,22 @@ if TYPE_CHECKING:
 
 __all__ = ["export_line", "register"]
 
-EXPORT_FORMATS = {"jsonl": ".jsonl", "csv": ".csv"}
+EXPORT_FORMATS = {"jsonl": ".jsonl", "csv": ".csv", "stix21": ".json"}
 EXPORT_COLUMNS = (*RECORD_COLUMNS, "received_at")
 
 
 def register(commands: Commands, connection: Parser) -> None:
     export = commands.add_parser(
-        "export", parents=[connection, search_filters()], help="write query results to a JSON Lines or CSV file",
+        "export", parents=[connection, search_filters()],
+        help="write query results to a JSON Lines, CSV or STIX 2.1 file",
         description="Every record matching the filters (as for `query`, all pages): JSON Lines (one object a "
-                    "line, the whole record) or CSV (one row a record, its main fields).",
+                    "line, the whole record), CSV (one row a record, its main fields) or a STIX 2.1 bundle "
+                    "(each record's objects with its originator's signed envelope; check it with `verify`).",
     )
     export.add_argument("--out", metavar="FILE", required=True,
-                        help="the file to write (mode 0600), named *.jsonl or *.csv as --format; - for stdout")
-    export.add_argument("--format", choices=list(EXPORT_FORMATS), default="jsonl", help="jsonl (default) or csv")
+                        help="the file to write (mode 0600), named *.jsonl, *.csv or *.json as --format; - for stdout")
+    export.add_argument("--format", choices=list(EXPORT_FORMATS), default="jsonl",
+                        help="jsonl (default), csv or stix21")
     export.add_argument("--force", action="store_true", help="replace FILE if it exists")
     progress_flag(export)
     export.set_defaults(handler=run_export)
@@ -92,12 +100,18 @@ class _Writer:
         self._csv = csv.writer(sink, lineterminator="\n") if fmt == "csv" else None
         if self._csv is not None:
             self._csv.writerow(EXPORT_COLUMNS)
+        # A bundle is one JSON object: its records are kept and written by finish().
+        self._stix: list[tuple[records_pb2.Record, records_pb2.Envelope]] | None = [] if fmt == "stix21" else None
         self.count = 0
         self.markings: dict[bytes, records_pb2.Record] = {}  # one per distinct (originator, marking)
 
     def write(self, held: records_pb2.HeldRecord, shown: Shown) -> None:
         record = shown.record
-        if self._csv is not None:
+        if self._stix is not None:
+            if record.status == records_pb2.STATUS_RETRACTED:
+                return  # a retraction has no content to map (search shows them only with --include-retracted)
+            self._stix.append((record, held.envelope))
+        elif self._csv is not None:
             self._csv.writerow([*record_cells(shown), held.received_at.ToJsonString()])
         else:
             self._sink.write(export_line(held, record) + "\n")
@@ -108,6 +122,11 @@ class _Writer:
         )
         self.markings.setdefault(key.SerializeToString(deterministic=True), key)
 
+    def finish(self) -> None:
+        if self._stix is not None:
+            json.dump(make_bundle(self._stix), self._sink, ensure_ascii=False, indent=1)
+            self._sink.write("\n")
+
 
 def _export(args: argparse.Namespace, sink: TextIO) -> _Writer:
     writer = _Writer(sink, args.format)
@@ -116,6 +135,7 @@ def _export(args: argparse.Namespace, sink: TextIO) -> _Writer:
         for held in _search_pages(client, request):
             writer.write(held, decode(held, client))
             bar.update(writer.count)
+    writer.finish()
     return writer
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import argcomplete
 
-from exchange.cli import admin, completion, export, liaison, query, records, sync, watch
+from exchange.cli import admin, completion, export, liaison, query, records, stiximport, stixverify, sync, watch
 from exchange.cli.options import OBSERVABLE_TYPES_HELP, PROFILE_ENV, Parser, connection_flags, default_profile
 from exchange.errors import ConfigError, ExchangeError, InvalidInput, TooLarge
 
@@ -74,6 +74,8 @@ def build_parser() -> Parser:
     liaison.register(commands, connection)
     watch.register(commands, connection)
     export.register(commands, connection)
+    stixverify.register(commands)
+    stiximport.register(commands, connection)
     sync.register(commands)
     completion.register(commands)
     return parser
