@@ -1,0 +1,103 @@
+"""Every benchmark in bench/ runs at a small size, so that none can silently rot.
+
+Each script runs as a subprocess, exactly as documented in bench/README.md but small,
+and must exit 0 and print its figure lines (parsed here, so a figure that stops being
+printed, or prints nonsense, fails the test). Figures are not judged: a smoke run on a
+busy machine proves only that the benchmark works end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.backends import Backend
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 300.0  # far above a smoke run's time: only a hung benchmark reaches it
+
+
+def run_bench(script: str, *args: str) -> list[str]:
+    """Run ``bench/<script>`` with ``args``; its stdout lines (it must exit 0)."""
+    argv = [sys.executable, str(REPO / "bench" / script), *args]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode == 0, f"{script} exited {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout.splitlines()
+
+
+def figure(lines: list[str], pattern: str) -> float:
+    """The number matched by ``pattern``'s group 1 on exactly one line (commas allowed)."""
+    found = [m for m in (re.fullmatch(pattern, line.strip()) for line in lines) if m is not None]
+    assert len(found) == 1, f"expected one line matching {pattern!r}, found {len(found)} in:\n" + "\n".join(lines)
+    value = float(found[0][1].replace(",", ""))
+    assert value >= 0
+    return value
+
+
+def summary(lines: list[str]) -> dict[str, object]:
+    """The JSON object every benchmark prints on its last line."""
+    value = json.loads(lines[-1])
+    assert isinstance(value, dict)
+    return value
+
+
+def postgres_args(backend: Backend, flag: str) -> list[str]:
+    return [] if backend.name == "sqlite" else [flag, backend.server_url]
+
+
+def test_sync_bench(backend: Backend, tmp_path: Path) -> None:
+    missing = tmp_path / "no-floor.py"  # the floor is optional: its absence is said, not an error
+    lines = run_bench("sync_bench.py", "--records", "300", "--floor", str(missing),
+                      *postgres_args(backend, "--postgres"))
+    assert figure(lines, r"records: +([\d,]+)") == 300
+    assert figure(lines, r"initial pull: +([\d,.]+) records/s") > 0
+    assert figure(lines, r"raw verification \(1 thread\): +([\d,.]+) verifications/s") > 0
+    figure(lines, r"incremental pull, nothing new: +([\d.]+) ms median of 5 .*")
+    figure(lines, r"pull after 300 hidden entries: ([\d.]+) ms .*")
+    assert f"floor: absent ({missing} not found): no ratio to the floor" in lines
+    assert summary(lines)["floor_records_per_second"] is None
+
+
+def test_sync_bench_against_a_floor(tmp_path: Path) -> None:
+    """The ratio to the floor: a ruler script that prints a fixed rate, in the floor's output
+    format, stands in for the real one (which lives outside the repository)."""
+    ruler = tmp_path / "ruler.py"
+    ruler.write_text(
+        "import json, sys\n"
+        "assert sys.argv[1:3] == ['--records', '300'], sys.argv\n"
+        "print('floor pull: 300 records in 0.10 s = 3,000 records/s')\n"
+        "print(json.dumps({'floor_records_per_second': 3000.0}))\n",
+        encoding="utf-8",
+    )
+    lines = run_bench("sync_bench.py", "--records", "300", "--floor", str(ruler))
+    rate = figure(lines, r"initial pull: +([\d,.]+) records/s")
+    assert figure(lines, r"floor \(same run\): +([\d,.]+) records/s") == 3000
+    ratio = figure(lines, r"initial pull / floor: +([\d.]+) .*")
+    assert ratio == pytest.approx(rate / 3000, abs=0.01)
+    assert summary(lines)["floor_records_per_second"] == 3000.0
+
+
+def test_query_bench(backend: Backend, tmp_path: Path) -> None:
+    database = [] if backend.name == "sqlite" else ["--database-url", backend.url(tmp_path / "store")]
+    lines = run_bench("query_bench.py", "--records", "2000", "--calls", "20", "--warmup", "2", "--workers", "1",
+                      "--data-dir", str(tmp_path), *database)
+    assert figure(lines, r"records: ([\d,]+) .*") == 2000
+    for query in (r"observable lookup \(Zipf\)", r"shared HS code [\d.]+, first page",
+                  r"Japanese text '技術', first page"):
+        # count, mean, p50, p99, max, the target, and whether it was met
+        match = [line for line in lines if re.fullmatch(rf"{query} +20( +[\d.]+){{5}} +p99 < \d+ +(OK|MISSED)", line)]
+        assert len(match) == 1, f"no figures for {query!r} in:\n" + "\n".join(lines)
+    assert len(summary(lines)["results"]) == 3  # type: ignore[arg-type]
+
+
+def test_bulk_bench(backend: Backend) -> None:
+    lines = run_bench("bulk_bench.py", "--records", "200", *postgres_args(backend, "--postgres"))
+    figure(lines, r"first run: 200 new records in [\d.]+ s = ([\d,]+) records/s .*")
+    figure(lines, r"rerun \(idempotent\): 200 already submitted in ([\d.]+) s .*")
+    assert figure(lines, r"bulk submit: +([\d,]+) records/s .*") > 0
+    assert summary(lines)["records"] == 200
