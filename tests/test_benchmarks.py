@@ -19,7 +19,7 @@ import pytest
 from tests.backends import Backend
 
 REPO = Path(__file__).resolve().parent.parent
-TIMEOUT = 300.0  # far above a smoke run's time: only a hung benchmark reaches it
+TIMEOUT = 600.0  # far above a smoke run's time (even on a busy machine): only a hung benchmark reaches it
 
 
 def run_bench(script: str, *args: str) -> list[str]:
@@ -50,47 +50,52 @@ def postgres_args(backend: Backend, flag: str) -> list[str]:
     return [] if backend.name == "sqlite" else [flag, backend.server_url]
 
 
-def test_sync_bench(backend: Backend, tmp_path: Path) -> None:
-    missing = tmp_path / "no-floor.py"  # the floor is optional: its absence is said, not an error
-    lines = run_bench("sync_bench.py", "--records", "300", "--floor", str(missing),
-                      *postgres_args(backend, "--postgres"))
-    assert figure(lines, r"records: +([\d,]+)") == 300
-    assert figure(lines, r"initial pull: +([\d,.]+) records/s") > 0
-    assert figure(lines, r"raw verification \(1 thread\): +([\d,.]+) verifications/s") > 0
-    figure(lines, r"incremental pull, nothing new: +([\d.]+) ms median of 5 .*")
-    figure(lines, r"pull after 300 hidden entries: ([\d.]+) ms .*")
-    assert f"floor: absent ({missing} not found): no ratio to the floor" in lines
-    assert summary(lines)["floor_records_per_second"] is None
-
-
-def test_sync_bench_against_a_floor(tmp_path: Path) -> None:
-    """The ratio to the floor: a ruler script that prints a fixed rate, in the floor's output
-    format, stands in for the real one (which lives outside the repository)."""
-    ruler = tmp_path / "ruler.py"
-    ruler.write_text(
+def ruler(tmp_path: Path) -> Path:
+    """A floor script that prints a fixed rate in the floor's output format: it stands in for
+    the real floor (which is not part of this repository), so what is checked is that the
+    benchmark runs it, reads it and prints the ratio."""
+    path = tmp_path / "ruler.py"
+    path.write_text(
         "import json, sys\n"
         "assert sys.argv[1:3] == ['--records', '300'], sys.argv\n"
         "print('floor pull: 300 records in 0.10 s = 3,000 records/s')\n"
         "print(json.dumps({'floor_records_per_second': 3000.0}))\n",
         encoding="utf-8",
     )
-    lines = run_bench("sync_bench.py", "--records", "300", "--floor", str(ruler))
+    return path
+
+
+def test_sync_bench(backend: Backend, tmp_path: Path) -> None:
+    # One run per back end (a run takes a while): on SQLite against a floor, on PostgreSQL
+    # without one, whose absence is said and is no error.
+    floor = ruler(tmp_path) if backend.name == "sqlite" else tmp_path / "no-floor.py"
+    lines = run_bench("sync_bench.py", "--records", "300", "--floor", str(floor),
+                      *postgres_args(backend, "--postgres"))
+    assert figure(lines, r"records: +([\d,]+)") == 300
     rate = figure(lines, r"initial pull: +([\d,.]+) records/s")
-    assert figure(lines, r"floor \(same run\): +([\d,.]+) records/s") == 3000
-    ratio = figure(lines, r"initial pull / floor: +([\d.]+) .*")
-    assert ratio == pytest.approx(rate / 3000, abs=0.01)
-    assert summary(lines)["floor_records_per_second"] == 3000.0
+    assert rate > 0
+    assert figure(lines, r"raw verification \(1 thread\): +([\d,.]+) verifications/s") > 0
+    figure(lines, r"incremental pull, nothing new: +([\d.]+) ms median of 5 .*")
+    figure(lines, r"pull after 300 hidden entries: ([\d.]+) ms .*")
+    if backend.name == "sqlite":
+        assert figure(lines, r"floor \(same run\): +([\d,.]+) records/s") == 3000
+        assert figure(lines, r"initial pull / floor: +([\d.]+) .*") == pytest.approx(rate / 3000, abs=0.01)
+        assert summary(lines)["floor_records_per_second"] == 3000.0
+    else:
+        assert f"floor: absent ({floor} not found): no ratio to the floor" in lines
+        assert "initial pull / floor:                 - (no floor)" in lines
+        assert summary(lines)["floor_records_per_second"] is None
 
 
 def test_query_bench(backend: Backend, tmp_path: Path) -> None:
     database = [] if backend.name == "sqlite" else ["--database-url", backend.url(tmp_path / "store")]
-    lines = run_bench("query_bench.py", "--records", "2000", "--calls", "20", "--warmup", "2", "--workers", "1",
+    lines = run_bench("query_bench.py", "--records", "1000", "--calls", "10", "--warmup", "2", "--workers", "1",
                       "--data-dir", str(tmp_path), *database)
-    assert figure(lines, r"records: ([\d,]+) .*") == 2000
+    assert figure(lines, r"records: ([\d,]+) .*") == 1000
     for query in (r"observable lookup \(Zipf\)", r"shared HS code [\d.]+, first page",
                   r"Japanese text '技術', first page"):
-        # count, mean, p50, p99, max, the target, and whether it was met
-        match = [line for line in lines if re.fullmatch(rf"{query} +20( +[\d.]+){{5}} +p99 < \d+ +(OK|MISSED)", line)]
+        # the count, then mean, p50, p99 and max, the target, and whether it was met
+        match = [line for line in lines if re.fullmatch(rf"{query} +10( +[\d.]+){{4}} +p99 < \d+ +(OK|MISSED)", line)]
         assert len(match) == 1, f"no figures for {query!r} in:\n" + "\n".join(lines)
     assert len(summary(lines)["results"]) == 3  # type: ignore[arg-type]
 
