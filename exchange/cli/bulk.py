@@ -42,6 +42,9 @@ __all__ = [
 # the call's records in one transaction, so the commit (an fsync) is paid once per call.
 # Past ~100 a larger call gains little, and a smaller one keeps the progress bar moving.
 BATCH = 100
+# ...and at most this many bytes of drafts, far below the node's message limit (4 MiB by
+# default), which 100 drafts near the record limit (256 KiB) would pass.
+BATCH_BYTES = 1024 * 1024
 # Calls in flight at once: the node stores one call while the next is sent and parsed, and
 # a network round trip is hidden. More only makes calls queue for the node's one writer.
 DEFAULT_PARALLEL = 2
@@ -169,17 +172,23 @@ def _record_name(receipt: submission_pb2.Receipt) -> str:
     return f"{receipt.ref.originator}/{receipt.ref.record_id}"
 
 
-def _chunks(lines: list[Line], batch: int) -> Iterator[list[Line]]:
-    """Consecutive lines holding at most ``batch`` sendable ones (lines refused locally ride
-    along unsent, so that outcomes stay in line order)."""
+def _size(line: Line) -> int:
+    return (line.draft.ByteSize() if line.draft is not None else 0) + len(line.reference or "")
+
+
+def _chunks(lines: list[Line], batch: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Line]]:
+    """Consecutive lines holding at most ``batch`` sendable ones of at most ``max_bytes`` in
+    all (one larger line goes alone); lines refused locally ride along unsent, so that
+    outcomes stay in line order."""
     chunk: list[Line] = []
-    sendable = 0
+    sendable = size = 0
     for line in lines:
         if line.problem is None:
-            if sendable == batch:
+            if sendable and (sendable == batch or size + _size(line) > max_bytes):
                 yield chunk
-                chunk, sendable = [], 0
+                chunk, sendable, size = [], 0, 0
             sendable += 1
+            size += _size(line)
         chunk.append(line)
     if chunk:
         yield chunk
