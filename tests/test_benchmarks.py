@@ -18,6 +18,8 @@ import pytest
 
 from tests.backends import Backend
 
+pytestmark = pytest.mark.slow  # each is a whole benchmark run, small
+
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 600.0  # far above a smoke run's time (even on a busy machine): only a hung benchmark reaches it
 
