@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "bench"):  # the project, and query_bench's data generator
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 SERVER = "JPN-NPA"
 PULLER = "USA-DTSF"
@@ -242,11 +243,63 @@ def role_fill(args: argparse.Namespace) -> int:
     store = Store.open(args.database_url, agency=SERVER, seal=seal)
     started = time.perf_counter()
     try:
-        fill(store, manifest, pki_dir, SERVER, args.count, marking=marking)
+        if args.hidden:
+            fill(store, manifest, pki_dir, SERVER, args.count, marking=marking)
+        else:
+            _fill_realistic(store, manifest, pki_dir, args.count)
     finally:
         store.close()
     _emit({"event": "filled", "count": args.count, "seconds": time.perf_counter() - started})
     return 0
+
+
+def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk: int = 1000) -> None:
+    """``count`` records of SERVER, all releasable to PULLER, with content as varied as
+    query_bench.py's: Japanese, Korean and English text, one to four observables of every
+    type, several countries, every TLP label, classifications up to CONFIDENTIAL, released
+    to a random set of partners besides the puller."""
+    import random
+    import uuid
+
+    from query_bench import COUNTRIES, SECTORS, Distribution, _text
+
+    from exchange.core.policy import holders
+    from exchange.node.server import load_signer
+    from exchange.records.envelope import RECORD_TYPE, content_hash
+    from exchange.store.received import Incoming, apply_batch
+    from exchange.store.store import marking_of
+    from exchange.v1 import records_pb2
+    from tests.fill import make_record
+
+    signer = load_signer(SERVER, pki_dir / SERVER / "signing.key", manifest)
+    accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
+    dist = Distribution(1.1)
+    rng = random.Random(15)
+    for start in range(0, count, chunk):
+        batch: list[Any] = []
+        for i in range(start, min(count, start + chunk)):
+            marking = records_pb2.Marking(
+                classification=rng.choice(("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL")),
+                releasable_to=sorted({PULLER} | {p for p in (OTHER, "GBR-NPSA") if rng.random() < 0.5}),
+                tlp=rng.choices(("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"), weights=(5, 35, 45, 10, 5))[0],
+            )
+            record = make_record(SERVER, i, marking, record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+            sector = rng.choice(SECTORS)
+            title, summary = _text(rng, sector)
+            content = record.content
+            content.kind = rng.choice((records_pb2.KIND_ACTOR, records_pb2.KIND_TECHNIQUE,
+                                       records_pb2.KIND_OBSERVABLE_SET))
+            content.title, content.summary = title, summary
+            content.sectors[:] = [sector]
+            content.countries[:] = sorted({rng.choice(COUNTRIES) for _ in range(rng.randint(1, 2))})
+            del content.observables[:]
+            content.observables.extend(records_pb2.Observable(type=t, value=v)
+                                       for t, v in sorted({dist.observable(rng) for _ in range(rng.randint(1, 4))}))
+            content.confidence = rng.randrange(30, 95)
+            envelope = signer.seal(RECORD_TYPE, record.SerializeToString())
+            audience = holders(originator=SERVER, marking=marking_of(marking), accreditations=accreditations)
+            batch.append(Incoming(envelope, content_hash(envelope.payload), audience, record=record))
+        apply_batch(store, SERVER, batch, None)
 
 
 # --- role: pull ----------------------------------------------------------------------------
