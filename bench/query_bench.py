@@ -496,7 +496,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, str, dict[str, Any]]:
         shutil.rmtree(folder)
     if args.database_url:
         drop_store(database_url)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, mode=0o700)  # a node refuses a database folder others can read
     (folder / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True))
     print(f"building a store of {args.records:,} records in {folder} with {args.workers} signing "
           f"process(es) ...", flush=True)

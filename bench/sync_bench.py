@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "bench"):  # the project, and query_bench's data generator
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 SERVER = "JPN-NPA"
 PULLER = "USA-DTSF"
@@ -49,11 +50,16 @@ OTHER = "KOR-KNPA"  # the only agency the "hidden" records are released to
 
 TARGET_RATIO = 0.9  # issue 3, SQLite
 TARGET_RATIO_POSTGRES = 0.7  # issue 5
+TARGET_FLOOR_RATIO = 0.6  # issue 15: initial pull / floor, SQLite
+TARGET_FLOOR_RATIO_POSTGRES = 0.5
 TARGET_NOOP_MS = 50.0
 TARGET_HIDDEN_MS = 250.0
 TARGET_MEMORY_RATIO = 1.3
 
 STARTUP_TIMEOUT = 60.0
+# The ruler of issue 15: the floor of any verified pull, measured in the same run. It is not
+# part of this repository; it is used when found beside it (or named with --floor).
+DEFAULT_FLOOR = REPO.parent / "shared" / "bench" / "floor_pull.py"
 
 
 # --- helpers shared by the roles -----------------------------------------------------------
@@ -237,11 +243,63 @@ def role_fill(args: argparse.Namespace) -> int:
     store = Store.open(args.database_url, agency=SERVER, seal=seal)
     started = time.perf_counter()
     try:
-        fill(store, manifest, pki_dir, SERVER, args.count, marking=marking)
+        if args.hidden:
+            fill(store, manifest, pki_dir, SERVER, args.count, marking=marking)
+        else:
+            _fill_realistic(store, manifest, pki_dir, args.count)
     finally:
         store.close()
     _emit({"event": "filled", "count": args.count, "seconds": time.perf_counter() - started})
     return 0
+
+
+def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk: int = 1000) -> None:
+    """``count`` records of SERVER, all releasable to PULLER, with content as varied as
+    query_bench.py's: Japanese, Korean and English text, one to four observables of every
+    type, several countries, every TLP label, classifications up to CONFIDENTIAL, released
+    to a random set of partners besides the puller."""
+    import random
+    import uuid
+
+    from query_bench import COUNTRIES, SECTORS, Distribution, _text
+
+    from exchange.core.policy import holders
+    from exchange.node.server import load_signer
+    from exchange.records.envelope import RECORD_TYPE, content_hash
+    from exchange.store.received import Incoming, apply_batch
+    from exchange.store.store import marking_of
+    from exchange.v1 import records_pb2
+    from tests.fill import make_record
+
+    signer = load_signer(SERVER, pki_dir / SERVER / "signing.key", manifest)
+    accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
+    dist = Distribution(1.1)
+    rng = random.Random(15)
+    for start in range(0, count, chunk):
+        batch: list[Any] = []
+        for i in range(start, min(count, start + chunk)):
+            marking = records_pb2.Marking(
+                classification=rng.choice(("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL")),
+                releasable_to=sorted({PULLER} | {p for p in (OTHER, "GBR-NPSA") if rng.random() < 0.5}),
+                tlp=rng.choices(("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"), weights=(5, 35, 45, 10, 5))[0],
+            )
+            record = make_record(SERVER, i, marking, record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+            sector = rng.choice(SECTORS)
+            title, summary = _text(rng, sector)
+            content = record.content
+            content.kind = rng.choice((records_pb2.KIND_ACTOR, records_pb2.KIND_TECHNIQUE,
+                                       records_pb2.KIND_OBSERVABLE_SET))
+            content.title, content.summary = title, summary
+            content.sectors[:] = [sector]
+            content.countries[:] = sorted({rng.choice(COUNTRIES) for _ in range(rng.randint(1, 2))})
+            del content.observables[:]
+            content.observables.extend(records_pb2.Observable(type=t, value=v)
+                                       for t, v in sorted({dist.observable(rng) for _ in range(rng.randint(1, 4))}))
+            content.confidence = rng.randrange(30, 95)
+            envelope = signer.seal(RECORD_TYPE, record.SerializeToString())
+            audience = holders(originator=SERVER, marking=marking_of(marking), accreditations=accreditations)
+            batch.append(Incoming(envelope, content_hash(envelope.payload), audience, record=record))
+        apply_batch(store, SERVER, batch, None)
 
 
 # --- role: pull ----------------------------------------------------------------------------
@@ -473,6 +531,25 @@ def _raw_verify_rate(database_url: str, pki_dir: Path, limit: int) -> dict[str, 
     return {"verifications": len(items), "seconds": seconds, "per_second": len(items) / seconds}
 
 
+def _floor_rate(floor: Path, records: int, postgres_url: str | None) -> float | None:
+    """Run the floor script (the project's Python) on ``records`` records; its records/s, or
+    None (said on stdout) when the script is absent."""
+    if not floor.is_file():
+        print(f"floor: absent ({floor} not found): no ratio to the floor", flush=True)
+        return None
+    argv = [sys.executable, str(floor), "--records", str(records)]
+    if postgres_url is not None:
+        argv += ["--postgres", postgres_url]
+    print(f"floor: {shlex.join(argv)}", flush=True)
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"the floor exited {done.returncode}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+    for line in lines[:-1]:
+        print(f"floor: {line}", flush=True)
+    return float(json.loads(lines[-1])["floor_records_per_second"])
+
+
 def _describe_split(pull: dict[str, Any]) -> str:
     split, wall = pull.get("split", {}), pull["wall_seconds"]
     n = max(1, pull["received"])
@@ -532,8 +609,8 @@ def run_once(
         federation = make_federation(tmp / "federation")
         pki_dir = federation.pki_dir
         server_dir, puller_dir = tmp / "jpn", tmp / "usa"
-        server_dir.mkdir()
-        puller_dir.mkdir()
+        server_dir.mkdir(mode=0o700)  # a node refuses a database folder others can read
+        puller_dir.mkdir(mode=0o700)
         server_url, puller_url, schemas = _database_urls(tmp, postgres_url)
         from exchange.store import migrate
 
@@ -708,10 +785,13 @@ def main_bench(args: argparse.Namespace) -> int:
             for label in ("10k", "100k"):
                 _print_profiles(profile_dir, label)
     else:
+        # The ruler first, on a quiet machine, before this run's own setup and pull.
+        floor = _floor_rate(Path(args.floor), args.records, args.postgres)
         r = run_once(args.records, incremental=True, profile_dir=profile_dir, keep=args.keep, limits=limits,
                      label="main", switch_interval=args.switch_interval, postgres_url=args.postgres)
         rate = r["initial_pull"]["records_per_second"]
         target = TARGET_RATIO_POSTGRES if args.postgres else TARGET_RATIO
+        floor_target = TARGET_FLOOR_RATIO_POSTGRES if args.postgres else TARGET_FLOOR_RATIO
         met = {
             "ratio": r["ratio_to_raw_verify"] >= target,
             "noop_pull": r["noop_pull_ms"]["median"] < TARGET_NOOP_MS,
@@ -721,6 +801,11 @@ def main_bench(args: argparse.Namespace) -> int:
         print(f"records:                              {args.records:,}")
         print(f"initial pull:                         {rate:,.0f} records/s")
         print(f"raw verification (1 thread):          {r['raw_verify']['per_second']:,.0f} verifications/s")
+        if floor is not None:
+            print(f"floor (same run):                     {floor:,.0f} records/s")
+            print(f"initial pull / floor:                 {rate / floor:.2f} (target >= {floor_target})")
+        else:
+            print("initial pull / floor:                 - (no floor)")
         print(f"sync / raw verification:              {r['ratio_to_raw_verify']:.2f} (target >= {target}) "
               f"{'OK' if met['ratio'] else 'MISSED'}")
         print(f"puller peak RSS:                      {r['puller_peak_rss_kib'] / 1024:,.1f} MiB")
@@ -742,6 +827,8 @@ def main_bench(args: argparse.Namespace) -> int:
             "noop_pull_median_ms": round(r["noop_pull_ms"]["median"], 2),
             "noop_pull_ms": [round(t, 2) for t in r["noop_pull_ms"]["all"]],
             "hidden_pull_ms": round(r["hidden_pull_ms"], 2),
+            "floor_records_per_second": floor,
+            "floor_ratio": round(rate / floor, 3) if floor else None,
             "pull_after_hidden_again_ms": round(r["pull_after_hidden_again_ms"], 2),
             "targets_met": met,
             "server_command": r["server_command"],
@@ -768,6 +855,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "postgresql+psycopg://postgres@127.0.0.1:5432/test); without it, SQLite files")
     parser.add_argument("--switch-interval", type=float, metavar="SECONDS",
                         help="experiment: sys.setswitchinterval() in the puller process (Python's default 0.005)")
+    parser.add_argument("--floor", metavar="SCRIPT", default=str(DEFAULT_FLOOR),
+                        help="the floor script run before the pull, as the ruler (default: "
+                             "bench/floor_pull.py in the 'shared' folder beside the repository; "
+                             "skipped, and said, when absent)")
     # Internal: the subprocesses this script starts.
     parser.add_argument("--role", choices=("fill", "pull", "serve", "verify"), help=argparse.SUPPRESS)
     parser.add_argument("--pki-dir", help=argparse.SUPPRESS)

@@ -283,6 +283,8 @@ class Client:
         self.channel = connect(profile, max_message_bytes=max_message_bytes)
         sub, qry = submission_pb2, query_pb2
         self.submit = _method(self.channel, "SubmissionService", "Submit", sub.SubmitRequest, sub.SubmitResponse)
+        self.submit_bulk = _method(self.channel, "SubmissionService", "SubmitBulk", sub.SubmitBulkRequest,
+                                   sub.SubmitBulkResponse)
         self.revise = _method(self.channel, "SubmissionService", "Revise", sub.ReviseRequest, sub.ReviseResponse)
         self.retract = _method(self.channel, "SubmissionService", "Retract", sub.RetractRequest, sub.RetractResponse)
         self.get = _method(self.channel, "QueryService", "Get", qry.GetRequest, qry.GetResponse)

@@ -280,3 +280,24 @@ def test_summary_of_a_stopped_run_counts_what_was_not_sent() -> None:
     assert result.summary() == (
         "4 submitted (3 new, 1 already submitted), 2 rejected, 4 not submitted (stopped at line 7)"
     )
+
+
+def test_calls_are_bounded_by_lines_and_bytes_and_keep_line_order() -> None:
+    """Lines go to the node at most BATCH, and at most BATCH_BYTES of drafts, to a call (one
+    larger draft alone), far below the node's message limit; lines refused locally ride along."""
+    from exchange.cli.bulk import BATCH, BATCH_BYTES, _chunks
+
+    small = [parse_line(n, changed(n).encode()) for n in range(1, 2 * BATCH + 2)]
+    small[4] = parse_line(5, b"{oops")
+    chunks = list(_chunks(small, BATCH))
+    assert [line.number for chunk in chunks for line in chunk] == list(range(1, 2 * BATCH + 2))
+    assert [sum(line.problem is None for line in chunk) for chunk in chunks] == [BATCH, BATCH]
+
+    observables = [{"type": "domain", "value": f"front-{i:05d}.example.net"} for i in range(5000)]
+    big = [parse_line(n, changed(n, observables=observables).encode()) for n in range(1, 13)]
+    size = big[0].draft.ByteSize() + len("BULK-00001")  # type: ignore[union-attr]  # all the same size
+    per_call = BATCH_BYTES // size
+    assert 1 < per_call < 12
+    assert [len(chunk) for chunk in _chunks(big, BATCH)] == [per_call] * (12 // per_call) + (
+        [12 % per_call] if 12 % per_call else [])
+    assert [len(chunk) for chunk in _chunks(big[:3], BATCH, max_bytes=size - 1)] == [1, 1, 1]

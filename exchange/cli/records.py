@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 
-from exchange.cli.bulk import DEFAULT_PARALLEL, run_bulk
+from exchange.cli.bulk import BATCH, DEFAULT_PARALLEL, run_bulk
 from exchange.cli.options import Commands, Parser, client_from, positive_int
 from exchange.cli.progress import progress_flag
 from exchange.cli.refs import REF_HELP, REF_METAVAR, check_ref, ref_arg, resolve_ref
@@ -41,7 +41,7 @@ def register(commands: Commands, connection: Parser) -> None:
                       help="one draft per line, each with its own reference (a rerun submits nothing twice)")
     bulk.add_argument("--report", metavar="FILE", help="write each line's outcome to FILE as JSON Lines")
     bulk.add_argument("--parallel", metavar="N", type=positive_int, default=DEFAULT_PARALLEL,
-                      help=f"submissions in flight at once (default {DEFAULT_PARALLEL})")
+                      help=f"calls of {BATCH} lines in flight at once (default {DEFAULT_PARALLEL})")
     progress_flag(bulk)
     submit.set_defaults(handler=run_submit)
 

@@ -56,6 +56,7 @@ ANYONE = frozenset(Role)
 # docs/design.md "Actors and identities": who may call what. Deny by default.
 ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.SubmissionService/Submit": frozenset({Role.ANALYST}),
+    "/exchange.v1.SubmissionService/SubmitBulk": frozenset({Role.ANALYST}),
     "/exchange.v1.SubmissionService/Revise": frozenset({Role.ANALYST}),
     "/exchange.v1.SubmissionService/Retract": frozenset({Role.ANALYST}),
     "/exchange.v1.QueryService/Get": USERS,

@@ -16,16 +16,23 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, holders, link_allowed, narrows
-from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
-from exchange.store.local import Withdrawal, find_reference, put_local
+from exchange.store.local import LocalWrite, Withdrawal, find_reference, put_local, put_local_many
 from exchange.store.log import earlier_audience
 from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
+
+# Submissions in one SubmitBulk call at most: a bounded request (500 drafts of a few KB) and
+# a bounded transaction, yet one commit covers enough records to make its cost small.
+MAX_BULK_SUBMISSIONS = 500
+MAX_REFUSAL_CHARS = 512  # as a status message (exchange/node/rpc.py MAX_STATUS_CHARS)
+# Refusals of one submission's content: that submission's result in a bulk call.
+BULK_REFUSALS = (InvalidInput, TooLarge, NotFound, Conflict)
 
 
 def _timestamp(micros: int) -> Timestamp:
@@ -45,6 +52,7 @@ class SubmissionService:
     def methods(self) -> list[Method]:
         return [
             Method("Submit", submission_pb2.SubmitRequest, self.submit),
+            Method("SubmitBulk", submission_pb2.SubmitBulkRequest, self.submit_bulk),
             Method("Revise", submission_pb2.ReviseRequest, self.revise),
             Method("Retract", submission_pb2.RetractRequest, self.retract),
         ]
@@ -52,32 +60,39 @@ class SubmissionService:
     # --- the three operations -------------------------------------------------------------
 
     def submit(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.SubmitResponse:
-        validate_reference(request.reference)
-        handle = caller.identity.handle or ""
-        if request.reference:
-            existing = find_reference(self.store, handle, request.reference)
-            if existing is not None:
-                return submission_pb2.SubmitResponse(receipt=self._existing(existing))
-        if not request.HasField("draft"):
-            raise InvalidInput("draft", "missing")
-        self._check_draft(request.draft, caller)
-        now = now_us()
-        record = records_pb2.Record(
-            ref=records_pb2.RecordRef(originator=self.agency, record_id=str(uuid.uuid4())),
-            version=1,
-            status=records_pb2.STATUS_ACTIVE,
-            created_at=_timestamp(now),
-            issued_at=_timestamp(now),
-            content=request.draft,
-        )
-        envelope = self._sign(record)
-        existing = put_local(
-            self.store, record, envelope, actor=caller.identity.uri, action="submit",
-            audience=self._audience(record), submitter=handle, reference=request.reference,
-        )
-        if existing is not None:  # the same reference won a concurrent race
-            return submission_pb2.SubmitResponse(receipt=self._existing(existing))
-        return submission_pb2.SubmitResponse(receipt=self._receipt(record, envelope, created=True))
+        prepared = self._prepare(request, caller)
+        if isinstance(prepared, submission_pb2.Receipt):
+            return submission_pb2.SubmitResponse(receipt=prepared)
+        existing = put_local_many(self.store, [prepared])[0]
+        return submission_pb2.SubmitResponse(receipt=self._stored(prepared, existing))
+
+    def submit_bulk(
+        self, request: submission_pb2.SubmitBulkRequest, caller: Principal
+    ) -> submission_pb2.SubmitBulkResponse:
+        """Each submission as :meth:`submit` would make it; the new records in one transaction.
+
+        A refusal of one submission's content is that submission's result, and the others
+        go on; anything else (the store failing) fails the call, and nothing of it is stored.
+        """
+        if len(request.submissions) > MAX_BULK_SUBMISSIONS:
+            raise TooLarge(f"submissions: {len(request.submissions)}, over the limit of {MAX_BULK_SUBMISSIONS} a call")
+        results: list[submission_pb2.SubmitBulkResult] = []
+        writes: list[tuple[int, LocalWrite]] = []
+        for i, submission in enumerate(request.submissions):
+            try:
+                prepared = self._prepare(submission, caller)
+            except BULK_REFUSALS as exc:
+                results.append(submission_pb2.SubmitBulkResult(refusal=clip(str(exc), MAX_REFUSAL_CHARS)))
+                continue
+            if isinstance(prepared, submission_pb2.Receipt):
+                results.append(submission_pb2.SubmitBulkResult(receipt=prepared))
+            else:
+                results.append(submission_pb2.SubmitBulkResult())  # filled in once stored
+                writes.append((i, prepared))
+        stored = put_local_many(self.store, [write for _, write in writes])
+        for (i, write), existing in zip(writes, stored, strict=True):
+            results[i].receipt.CopyFrom(self._stored(write, existing))
+        return submission_pb2.SubmitBulkResponse(results=results)
 
     def revise(self, request: submission_pb2.ReviseRequest, caller: Principal) -> submission_pb2.ReviseResponse:
         current = self._own_current(request.ref, request.base_version, caller)
@@ -112,6 +127,36 @@ class SubmissionService:
         return submission_pb2.RetractResponse(receipt=self._receipt(record, envelope, created=True))
 
     # --- steps ----------------------------------------------------------------------------
+
+    def _prepare(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.Receipt | LocalWrite:
+        """The receipt of the record a known reference made, or the new record checked and signed."""
+        validate_reference(request.reference)
+        handle = caller.identity.handle or ""
+        if request.reference:
+            existing = find_reference(self.store, handle, request.reference)
+            if existing is not None:
+                return self._existing(existing)
+        if not request.HasField("draft"):
+            raise InvalidInput("draft", "missing")
+        self._check_draft(request.draft, caller)
+        now = now_us()
+        record = records_pb2.Record(
+            ref=records_pb2.RecordRef(originator=self.agency, record_id=str(uuid.uuid4())),
+            version=1,
+            status=records_pb2.STATUS_ACTIVE,
+            created_at=_timestamp(now),
+            issued_at=_timestamp(now),
+            content=request.draft,
+        )
+        envelope = self._sign(record)
+        return LocalWrite(record, envelope, actor=caller.identity.uri, action="submit",
+                          audience=self._audience(record), submitter=handle, reference=request.reference)
+
+    def _stored(self, write: LocalWrite, existing: str | None) -> submission_pb2.Receipt:
+        """The receipt of a new record just stored, or of the one its reference named (a race lost)."""
+        if existing is not None:
+            return self._existing(existing)
+        return self._receipt(write.record, write.envelope, created=True)
 
     def _own_current(self, ref: records_pb2.RecordRef, base_version: int, caller: Principal) -> StoredRecord:
         validate_ref(ref, "ref")

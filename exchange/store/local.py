@@ -6,21 +6,23 @@ made, so a submission sent twice stores one record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from exchange.errors import Conflict
+from exchange.errors import Conflict, InternalError
 from exchange.records.envelope import content_hash
 from exchange.store import audit as audit_log
 from exchange.store.current import index_record, insert_current, replace_current
 from exchange.store.log import append_log
+from exchange.store.rows import write_index
 from exchange.store.schema import references
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
-__all__ = ["Withdrawal", "find_reference", "put_local"]
+__all__ = ["LocalWrite", "Withdrawal", "find_reference", "put_local", "put_local_many"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,21 @@ def _reference(conn: Connection, agency: str, submitter: str, reference: str) ->
     return found
 
 
+@dataclass(frozen=True)
+class LocalWrite:
+    """One version this node just signed, to store with its audit entry (see :func:`put_local`)."""
+
+    record: records_pb2.Record
+    envelope: records_pb2.Envelope
+    actor: str
+    action: str
+    audience: frozenset[str]
+    submitter: str = ""
+    reference: str = ""
+    base_version: int | None = None
+    withdrawal: Withdrawal | None = None
+
+
 def put_local(
     store: Store,
     record: records_pb2.Record,
@@ -70,50 +87,10 @@ def put_local(
     withdrawal of the earlier versions, when the version narrows its
     audience, is appended in the same transaction.
     """
-    envelope_bytes = envelope.SerializeToString()
-    digest = content_hash(envelope.payload)
+    item = LocalWrite(record, envelope, actor, action, audience, submitter, reference, base_version, withdrawal)
     try:
         with store.write() as tx:
-            if base_version is None and reference:
-                existing = _reference(tx, store.agency, submitter, reference)
-                if existing is not None:
-                    return existing
-            seq = append_log(
-                tx, record.ref, record.version, envelope, envelope_bytes, digest, store.agency, audience,
-                record.content.marking,
-            )
-            if withdrawal is not None:
-                append_log(
-                    tx, withdrawal.message.ref, withdrawal.message.version, withdrawal.envelope,
-                    withdrawal.envelope.SerializeToString(), content_hash(withdrawal.envelope.payload),
-                    store.agency, withdrawal.audience,
-                )
-            if base_version is None:
-                rid = insert_current(tx, record, seq)
-                if reference:
-                    tx.execute(
-                        insert(references).values(
-                            originator=store.agency,
-                            submitter=submitter,
-                            reference=reference,
-                            record_id=record.ref.record_id,
-                        )
-                    )
-            else:
-                rid = replace_current(tx, record, seq, base_version)
-            index_record(tx, rid, record)
-            audit_log.append(
-                tx,
-                at=now_us(),
-                actor=actor,
-                action=action,
-                detail={
-                    "originator": record.ref.originator,
-                    "record_id": record.ref.record_id,
-                    "version": record.version,
-                    "content_hash": digest.hex(),
-                },
-            )
+            return _write(tx, store.agency, item)
     except IntegrityError:
         # Lost a race: the same reference or version was written concurrently.
         if base_version is None and reference:
@@ -121,4 +98,79 @@ def put_local(
             if existing is not None:
                 return existing
         raise Conflict(f"version {record.version} of the record already exists") from None
+
+
+def put_local_many(store: Store, items: Sequence[LocalWrite]) -> list[str | None]:
+    """Store new records, each as :func:`put_local` would, all in ONE transaction: one commit
+    (one fsync) for the lot instead of one each, and a crash keeps all of them or none.
+
+    Returns, per item, the existing record id its reference already named (that item is not
+    stored) or None. If the transaction loses a race with a concurrent write of the same
+    reference, the items are stored one by one instead, each settling its own race.
+    """
+    if any(item.base_version is not None for item in items):
+        raise InternalError("put_local_many stores new records only")
+    try:
+        with store.write() as tx:
+            # New records have no index rows to clear: index them all at once, at the end.
+            indexing: list[tuple[int, records_pb2.Record]] = []
+            existing = [_write(tx, store.agency, item, indexing) for item in items]
+            write_index(tx, indexing)
+            return existing
+    except IntegrityError:
+        return [
+            put_local(store, i.record, i.envelope, actor=i.actor, action=i.action, audience=i.audience,
+                      submitter=i.submitter, reference=i.reference)
+            for i in items
+        ]
+
+
+def _write(
+    tx: Connection, agency: str, item: LocalWrite, indexing: list[tuple[int, records_pb2.Record]] | None = None
+) -> str | None:
+    """Write one item; a new record's index rows are left to the caller if ``indexing`` is given."""
+    record, envelope, reference = item.record, item.envelope, item.reference
+    if item.base_version is None and reference:
+        existing = _reference(tx, agency, item.submitter, reference)
+        if existing is not None:
+            return existing
+    envelope_bytes = envelope.SerializeToString()
+    digest = content_hash(envelope.payload)
+    seq = append_log(
+        tx, record.ref, record.version, envelope, envelope_bytes, digest, agency, item.audience,
+        record.content.marking,
+    )
+    if item.withdrawal is not None:
+        withdrawal = item.withdrawal
+        append_log(
+            tx, withdrawal.message.ref, withdrawal.message.version, withdrawal.envelope,
+            withdrawal.envelope.SerializeToString(), content_hash(withdrawal.envelope.payload),
+            agency, withdrawal.audience,
+        )
+    if item.base_version is None:
+        rid = insert_current(tx, record, seq)
+        if indexing is not None:
+            indexing.append((rid, record))
+        if reference:
+            tx.execute(
+                insert(references).values(
+                    originator=agency, submitter=item.submitter, reference=reference, record_id=record.ref.record_id,
+                )
+            )
+    else:
+        rid = replace_current(tx, record, seq, item.base_version)
+    if indexing is None or item.base_version is not None:
+        index_record(tx, rid, record)
+    audit_log.append(
+        tx,
+        at=now_us(),
+        actor=item.actor,
+        action=item.action,
+        detail={
+            "originator": record.ref.originator,
+            "record_id": record.ref.record_id,
+            "version": record.version,
+            "content_hash": digest.hex(),
+        },
+    )
     return None

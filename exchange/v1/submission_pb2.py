@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from exchange.v1 import records_pb2 as exchange_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65xchange/v1/submission.proto\x12\x0b\x65xchange.v1\x1a\x19\x65xchange/v1/records.proto\"K\n\rSubmitRequest\x12\'\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x18.exchange.v1.RecordDraft\x12\x11\n\treference\x18\x02 \x01(\t\"7\n\x0eSubmitResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.Receipt\"s\n\rReviseRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\r\x12\'\n\x05\x64raft\x18\x03 \x01(\x0b\x32\x18.exchange.v1.RecordDraft\"7\n\x0eReviseResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.Receipt\"[\n\x0eRetractRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"8\n\x0fRetractResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.Receipt\"f\n\x07Receipt\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x32\xdf\x01\n\x11SubmissionService\x12\x41\n\x06Submit\x12\x1a.exchange.v1.SubmitRequest\x1a\x1b.exchange.v1.SubmitResponse\x12\x41\n\x06Revise\x12\x1a.exchange.v1.ReviseRequest\x1a\x1b.exchange.v1.ReviseResponse\x12\x44\n\x07Retract\x12\x1b.exchange.v1.RetractRequest\x1a\x1c.exchange.v1.RetractResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65xchange/v1/submission.proto\x12\x0b\x65xchange.v1\x1a\x19\x65xchange/v1/records.proto\"K\n\rSubmitRequest\x12\'\n\x05\x64raft\x18\x01 \x01(\x0b\x32\x18.exchange.v1.RecordDraft\x12\x11\n\treference\x18\x02 \x01(\t\"7\n\x0eSubmitResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.Receipt\"D\n\x11SubmitBulkRequest\x12/\n\x0bsubmissions\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.SubmitRequest\"D\n\x12SubmitBulkResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.exchange.v1.SubmitBulkResult\"Y\n\x10SubmitBulkResult\x12\'\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.ReceiptH\x00\x12\x11\n\x07refusal\x18\x02 \x01(\tH\x00\x42\t\n\x07outcome\"s\n\rReviseRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\r\x12\'\n\x05\x64raft\x18\x03 \x01(\x0b\x32\x18.exchange.v1.RecordDraft\"7\n\x0eReviseResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.Receipt\"[\n\x0eRetractRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"8\n\x0fRetractResponse\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x14.exchange.v1.Receipt\"f\n\x07Receipt\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x32\xae\x02\n\x11SubmissionService\x12\x41\n\x06Submit\x12\x1a.exchange.v1.SubmitRequest\x1a\x1b.exchange.v1.SubmitResponse\x12M\n\nSubmitBulk\x12\x1e.exchange.v1.SubmitBulkRequest\x1a\x1f.exchange.v1.SubmitBulkResponse\x12\x41\n\x06Revise\x12\x1a.exchange.v1.ReviseRequest\x1a\x1b.exchange.v1.ReviseResponse\x12\x44\n\x07Retract\x12\x1b.exchange.v1.RetractRequest\x1a\x1c.exchange.v1.RetractResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,16 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITREQUEST']._serialized_end=147
   _globals['_SUBMITRESPONSE']._serialized_start=149
   _globals['_SUBMITRESPONSE']._serialized_end=204
-  _globals['_REVISEREQUEST']._serialized_start=206
-  _globals['_REVISEREQUEST']._serialized_end=321
-  _globals['_REVISERESPONSE']._serialized_start=323
-  _globals['_REVISERESPONSE']._serialized_end=378
-  _globals['_RETRACTREQUEST']._serialized_start=380
-  _globals['_RETRACTREQUEST']._serialized_end=471
-  _globals['_RETRACTRESPONSE']._serialized_start=473
-  _globals['_RETRACTRESPONSE']._serialized_end=529
-  _globals['_RECEIPT']._serialized_start=531
-  _globals['_RECEIPT']._serialized_end=633
-  _globals['_SUBMISSIONSERVICE']._serialized_start=636
-  _globals['_SUBMISSIONSERVICE']._serialized_end=859
+  _globals['_SUBMITBULKREQUEST']._serialized_start=206
+  _globals['_SUBMITBULKREQUEST']._serialized_end=274
+  _globals['_SUBMITBULKRESPONSE']._serialized_start=276
+  _globals['_SUBMITBULKRESPONSE']._serialized_end=344
+  _globals['_SUBMITBULKRESULT']._serialized_start=346
+  _globals['_SUBMITBULKRESULT']._serialized_end=435
+  _globals['_REVISEREQUEST']._serialized_start=437
+  _globals['_REVISEREQUEST']._serialized_end=552
+  _globals['_REVISERESPONSE']._serialized_start=554
+  _globals['_REVISERESPONSE']._serialized_end=609
+  _globals['_RETRACTREQUEST']._serialized_start=611
+  _globals['_RETRACTREQUEST']._serialized_end=702
+  _globals['_RETRACTRESPONSE']._serialized_start=704
+  _globals['_RETRACTRESPONSE']._serialized_end=760
+  _globals['_RECEIPT']._serialized_start=762
+  _globals['_RECEIPT']._serialized_end=864
+  _globals['_SUBMISSIONSERVICE']._serialized_start=867
+  _globals['_SUBMISSIONSERVICE']._serialized_end=1169
 # @@protoc_insertion_point(module_scope)

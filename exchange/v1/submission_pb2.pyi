@@ -1,7 +1,8 @@
 from exchange.v1 import records_pb2 as _records_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -19,6 +20,26 @@ class SubmitResponse(_message.Message):
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     receipt: Receipt
     def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
+
+class SubmitBulkRequest(_message.Message):
+    __slots__ = ("submissions",)
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    submissions: _containers.RepeatedCompositeFieldContainer[SubmitRequest]
+    def __init__(self, submissions: _Optional[_Iterable[_Union[SubmitRequest, _Mapping]]] = ...) -> None: ...
+
+class SubmitBulkResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitBulkResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitBulkResult, _Mapping]]] = ...) -> None: ...
+
+class SubmitBulkResult(_message.Message):
+    __slots__ = ("receipt", "refusal")
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_FIELD_NUMBER: _ClassVar[int]
+    receipt: Receipt
+    refusal: str
+    def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ..., refusal: _Optional[str] = ...) -> None: ...
 
 class ReviseRequest(_message.Message):
     __slots__ = ("ref", "base_version", "draft")

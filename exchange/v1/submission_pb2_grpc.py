@@ -40,6 +40,11 @@ class SubmissionServiceStub:
                 request_serializer=exchange_dot_v1_dot_submission__pb2.SubmitRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_submission__pb2.SubmitResponse.FromString,
                 _registered_method=True)
+        self.SubmitBulk = channel.unary_unary(
+                '/exchange.v1.SubmissionService/SubmitBulk',
+                request_serializer=exchange_dot_v1_dot_submission__pb2.SubmitBulkRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_submission__pb2.SubmitBulkResponse.FromString,
+                _registered_method=True)
         self.Revise = channel.unary_unary(
                 '/exchange.v1.SubmissionService/Revise',
                 request_serializer=exchange_dot_v1_dot_submission__pb2.ReviseRequest.SerializeToString,
@@ -58,6 +63,15 @@ class SubmissionServiceServicer:
 
     def Submit(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBulk(self, request, context):
+        """Many submissions in one call (`exchange submit --bulk`): each is checked, signed,
+        stored and audited exactly as by Submit, and the stored ones commit together in one
+        transaction, so a crash keeps all of a call's records or none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -81,6 +95,11 @@ def add_SubmissionServiceServicer_to_server(servicer, server):
                     servicer.Submit,
                     request_deserializer=exchange_dot_v1_dot_submission__pb2.SubmitRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_submission__pb2.SubmitResponse.SerializeToString,
+            ),
+            'SubmitBulk': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBulk,
+                    request_deserializer=exchange_dot_v1_dot_submission__pb2.SubmitBulkRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_submission__pb2.SubmitBulkResponse.SerializeToString,
             ),
             'Revise': grpc.unary_unary_rpc_method_handler(
                     servicer.Revise,
@@ -121,6 +140,33 @@ class SubmissionService:
             '/exchange.v1.SubmissionService/Submit',
             exchange_dot_v1_dot_submission__pb2.SubmitRequest.SerializeToString,
             exchange_dot_v1_dot_submission__pb2.SubmitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBulk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.SubmissionService/SubmitBulk',
+            exchange_dot_v1_dot_submission__pb2.SubmitBulkRequest.SerializeToString,
+            exchange_dot_v1_dot_submission__pb2.SubmitBulkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,103 @@
+"""SubmitBulk: many submissions in one call, each checked, signed, stored and audited as Submit
+would, the stored ones committed together; one submission's refusal is its own result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from exchange.node.server import Node
+from exchange.node.submission import MAX_BULK_SUBMISSIONS
+from exchange.records.envelope import content_hash, verify_envelope
+from exchange.store import audit
+from exchange.store.log import log_entries
+from exchange.store.schema import audit as audit_table
+from exchange.store.schema import records, references
+from exchange.v1 import records_pb2, submission_pb2
+from tests.federation import Federation, UserClient, draft
+
+
+def analyst(federation: Federation, node: Node, handle: str = "sato") -> UserClient:
+    return UserClient.of(federation.user_channel(node, "JPN-NPA", handle))
+
+
+def bulk(c: UserClient, *items: tuple[records_pb2.RecordDraft, str]) -> list[submission_pb2.SubmitBulkResult]:
+    request = submission_pb2.SubmitBulkRequest(
+        submissions=[submission_pb2.SubmitRequest(draft=d, reference=r) for d, r in items]
+    )
+    return list(c.submission.SubmitBulk(request, timeout=30).results)
+
+
+def counts(node: Node) -> tuple[int, int, int]:
+    """(records, references, audit entries) in the node's store."""
+    with node.store.engine.connect() as conn:
+        return tuple(  # type: ignore[return-value]
+            conn.execute(select(func.count()).select_from(t)).scalar_one() for t in (records, references, audit_table)
+        )
+
+
+def test_each_submission_is_stored_signed_and_audited_or_refused_on_its_own(
+    federation: Federation, tmp_path: Path
+) -> None:
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    sato = analyst(federation, node)
+    _, _, audit_before = counts(node)
+    bad_tlp = draft(marking=records_pb2.Marking(classification="CONFIDENTIAL", tlp="WHITE"))
+    results = bulk(sato, (draft(title="一件目"), "B-1"), (bad_tlp, "B-2"), (draft(title="三件目"), "B-3"),
+                   (draft(confidence=150), "B-4"), (draft(title="五件目"), ""))
+    assert [r.WhichOneof("outcome") for r in results] == ["receipt", "refusal", "receipt", "refusal", "receipt"]
+    assert results[1].refusal == "draft.marking.tlp: unknown TLP label 'WHITE'"
+    assert results[3].refusal == "draft.confidence: expected 0..100, got 150"
+    stored = [results[i].receipt for i in (0, 2, 4)]
+    assert all(r.created and r.version == 1 and r.ref.originator == "JPN-NPA" for r in stored)
+    assert len({r.ref.record_id for r in stored}) == 3
+    assert counts(node) == (3, 2, audit_before + 3)  # the unreferenced one has no reference row
+
+    # Each is a record the node signed on its own, as Submit makes them.
+    for receipt, title in zip(stored, ("一件目", "三件目", "五件目"), strict=True):
+        [entry] = log_entries(node.store, "JPN-NPA", receipt.ref.record_id)
+        envelope = records_pb2.Envelope.FromString(entry.envelope)
+        verify_envelope(envelope, "JPN-NPA", federation.manifest)
+        assert content_hash(envelope.payload) == receipt.content_hash
+        assert records_pb2.Record.FromString(envelope.payload).content.title == title
+    assert audit.verify_store(node.store) == []
+
+    # Again: the referenced ones are already submitted, the refused ones still refused.
+    again = bulk(sato, (draft(title="一件目"), "B-1"), (bad_tlp, "B-2"), (draft(title="別物"), "B-3"))
+    assert [r.WhichOneof("outcome") for r in again] == ["receipt", "refusal", "receipt"]
+    assert again[0].receipt == submission_pb2.Receipt(**{**_fields(stored[0]), "created": False})
+    assert again[2].receipt.ref == stored[1].ref and not again[2].receipt.created
+    assert counts(node)[:2] == (3, 2)
+
+
+def _fields(receipt: submission_pb2.Receipt) -> dict[str, object]:
+    return {"ref": receipt.ref, "version": receipt.version, "content_hash": receipt.content_hash}
+
+
+def test_one_reference_twice_in_a_call_stores_one_record(federation: Federation, tmp_path: Path) -> None:
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    results = bulk(analyst(federation, node), (draft(title="最初"), "SAME"), (draft(title="二度目"), "SAME"))
+    assert results[0].receipt.created and not results[1].receipt.created
+    assert results[1].receipt.ref == results[0].receipt.ref
+    assert counts(node)[:2] == (1, 1)
+
+
+def test_a_call_over_the_limit_is_refused_whole(federation: Federation, tmp_path: Path) -> None:
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    items = [(draft(), f"R-{i}") for i in range(MAX_BULK_SUBMISSIONS + 1)]
+    with pytest.raises(grpc.RpcError) as refused:
+        bulk(analyst(federation, node), *items)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"over the limit of {MAX_BULK_SUBMISSIONS}" in str(refused.value.details())
+    assert counts(node)[:2] == (0, 0)
+
+
+def test_only_analysts_may_submit_in_bulk(federation: Federation, tmp_path: Path) -> None:
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    with pytest.raises(grpc.RpcError) as denied:
+        bulk(analyst(federation, node, "suzuki"), (draft(), "L-1"))  # a liaison officer
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert counts(node)[:2] == (0, 0)
