@@ -68,13 +68,11 @@ def test_each_submission_is_stored_signed_and_audited_or_refused_on_its_own(
     # Again: the referenced ones are already submitted, the refused ones still refused.
     again = bulk(sato, (draft(title="一件目"), "B-1"), (bad_tlp, "B-2"), (draft(title="別物"), "B-3"))
     assert [r.WhichOneof("outcome") for r in again] == ["receipt", "refusal", "receipt"]
-    assert again[0].receipt == submission_pb2.Receipt(**{**_fields(stored[0]), "created": False})
+    first = stored[0]
+    assert again[0].receipt == submission_pb2.Receipt(
+        ref=first.ref, version=first.version, content_hash=first.content_hash, created=False)
     assert again[2].receipt.ref == stored[1].ref and not again[2].receipt.created
     assert counts(node)[:2] == (3, 2)
-
-
-def _fields(receipt: submission_pb2.Receipt) -> dict[str, object]:
-    return {"ref": receipt.ref, "version": receipt.version, "content_hash": receipt.content_hash}
 
 
 def test_one_reference_twice_in_a_call_stores_one_record(federation: Federation, tmp_path: Path) -> None:
