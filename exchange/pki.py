@@ -314,7 +314,6 @@ def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str
     ``address``); this rewrites what ``pki init`` derived from it, keys and certificates
     untouched. Returns (agency, old, new) for every address that changed.
     """
-    import tomllib
 
     import tomli_w
 
@@ -332,7 +331,7 @@ def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str
         write_public(manifest_path, tomli_w.dumps(manifest).encode("utf-8"))
     for code, address in wanted.items():
         for profile_path in sorted((out_dir / code / "users").glob("*.profile.toml")):
-            profile = tomllib.loads(profile_path.read_text(encoding="utf-8"))
+            profile = _read_toml(profile_path, "profile ")
             if profile.get("node") != address:
                 profile["node"] = address
                 write_public(profile_path, tomli_w.dumps(profile).encode("utf-8"))

@@ -158,6 +158,14 @@ def test_a_nodes_port_is_one_edit_in_its_node_toml(
         assert tomllib.loads(profile.read_text(encoding="utf-8"))["node"] == new
     assert main(["pki", "addresses", "--out", str(out), "--nodes", str(nodes)]) == 0
     assert capfd.readouterr().out == "addresses already current\n"
+    # A profile that is not TOML is one line naming it, never a traceback.
+    broken = next((out / "KOR-KNPA" / "users").glob("*.profile.toml"))
+    kept = broken.read_bytes()
+    broken.write_text("node = [", encoding="utf-8")
+    assert main(["pki", "addresses", "--out", str(out), "--nodes", str(nodes)]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and str(broken) in err and "Traceback" not in err, err
+    broken.write_bytes(kept)
 
     # The node serves on the new port, and a user's profile reaches it there.
     config = jpn

@@ -411,3 +411,27 @@ def test_bad_files_and_flags_are_one_line_errors(
     assert main(["verify", str(tmp_path / "list.json"), *_manifest(federation)]) == FAILURE
     first = capsys.readouterr().out.splitlines()[0]
     assert first == "FAIL bundle: not a STIX bundle (an object of type 'bundle' with 'objects')"
+
+
+def test_objects_of_the_wrong_shape_are_reported_not_a_traceback(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    federation.start_node("JPN-NPA", tmp_path / "jpn")  # the analyst's node, for the import
+    bundle = {"type": "bundle", "id": "bundle--5d0092c5-5f74-4287-9642-33f4c354e56d", "objects": [
+        {"type": "threat-actor", "spec_version": "2.1", "id": "threat-actor--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+         "created": "2025-01-01T00:00:00.000Z", "modified": "2025-01-01T00:00:00.000Z", "name": "Shape",
+         "confidence": "high", "description": [1], "object_marking_refs": [{}]},
+        {"type": "threat-actor", "spec_version": "2.1", "id": "threat-actor--1e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+         "created": "2025-01-01T00:00:00.000Z", "modified": "2025-01-01T00:00:00.000Z", "name": "Odd",
+         "extensions": "not a mapping"},
+    ]}
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    sato = _profile(federation, "JPN-NPA", "sato")
+    assert main(["import", "--format", "stix21", str(path), *sato,
+                 "--marking", "UNCLASSIFIED // REL TO USA-DTSF // TLP:GREEN"]) in (0, FAILURE)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "malformed (" in captured.out + captured.err
+    assert main(["verify", str(path), *_manifest(federation)]) == FAILURE
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out.startswith("FAIL ")

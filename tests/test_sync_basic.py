@@ -62,7 +62,7 @@ def test_applying_the_same_batch_twice_changes_nothing(federation: Federation, t
     for i in range(3):
         _submit(federation, jpn, f"重複 {i}", ["USA-DTSF"])
     batches = list(usa.puller.stub("JPN-NPA").Pull(sync_pb2.PullRequest(), timeout=10))
-    entries = [usa.puller.verifier.check(e) for b in batches for e in b.entries]
+    entries = [usa.puller.verifier.check(e, "JPN-NPA") for b in batches for e in b.entries]
     first = apply_batch(usa.store, "JPN-NPA", entries, batches[-1].cursor)
     held = _held(usa)
     with usa.store.engine.connect() as conn:

@@ -52,7 +52,8 @@ def ref_arg(text: str) -> str:
 
 
 def _candidates(client: Client, originator: str, prefix: str) -> list[records_pb2.RecordRef]:
-    request = query_pb2.SearchRequest(include_retracted=True, originators=[originator] if originator else [])
+    request = query_pb2.SearchRequest(include_retracted=True, include_expired=True,
+                                      originators=[originator] if originator else [])
     found: dict[tuple[str, str], records_pb2.RecordRef] = {}
     while True:
         answer = client.call(client.search, request)

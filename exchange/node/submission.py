@@ -64,7 +64,7 @@ class SubmissionService:
         if isinstance(prepared, submission_pb2.Receipt):
             return submission_pb2.SubmitResponse(receipt=prepared)
         existing = put_local_many(self.store, [prepared])[0]
-        return submission_pb2.SubmitResponse(receipt=self._stored(prepared, existing))
+        return submission_pb2.SubmitResponse(receipt=self._stored(prepared, existing, caller))
 
     def submit_bulk(
         self, request: submission_pb2.SubmitBulkRequest, caller: Principal
@@ -91,7 +91,10 @@ class SubmissionService:
                 writes.append((i, prepared))
         stored = put_local_many(self.store, [write for _, write in writes])
         for (i, write), existing in zip(writes, stored, strict=True):
-            results[i].receipt.CopyFrom(self._stored(write, existing))
+            try:
+                results[i].receipt.CopyFrom(self._stored(write, existing, caller))
+            except NotFound:  # its reference named a record gone or not the caller's since: said per draft
+                results[i].refusal = "its reference names a record this node no longer shows you"
         return submission_pb2.SubmitBulkResponse(results=results)
 
     def revise(self, request: submission_pb2.ReviseRequest, caller: Principal) -> submission_pb2.ReviseResponse:
@@ -135,7 +138,7 @@ class SubmissionService:
         if request.reference:
             existing = find_reference(self.store, handle, request.reference)
             if existing is not None:
-                return self._existing(existing)
+                return self._existing(existing, caller)
         if not request.HasField("draft"):
             raise InvalidInput("draft", "missing")
         self._check_draft(request.draft, caller)
@@ -152,10 +155,10 @@ class SubmissionService:
         return LocalWrite(record, envelope, actor=caller.identity.uri, action="submit",
                           audience=self._audience(record), submitter=handle, reference=request.reference)
 
-    def _stored(self, write: LocalWrite, existing: str | None) -> submission_pb2.Receipt:
+    def _stored(self, write: LocalWrite, existing: str | None, caller: Principal) -> submission_pb2.Receipt:
         """The receipt of a new record just stored, or of the one its reference named (a race lost)."""
         if existing is not None:
-            return self._existing(existing)
+            return self._existing(existing, caller)
         return self._receipt(write.record, write.envelope, created=True)
 
     def _own_current(self, ref: records_pb2.RecordRef, base_version: int, caller: Principal) -> StoredRecord:
@@ -247,9 +250,11 @@ class SubmissionService:
             ref=record.ref, version=record.version, content_hash=content_hash(envelope.payload), created=created
         )
 
-    def _existing(self, record_id: str) -> submission_pb2.Receipt:
+    def _existing(self, record_id: str, caller: Principal) -> submission_pb2.Receipt:
         current = current_record(self.store, self.agency, record_id)
-        if current is None:  # a reference names a stored record, unless it was withdrawn since
+        # A reference names a stored record, unless it was withdrawn since; and what the record
+        # is now (another analyst may have raised its marking) goes through the decision too.
+        if current is None or not self._visible(current, caller):
             raise NotFound()
         envelope = records_pb2.Envelope.FromString(current.envelope)
         return submission_pb2.Receipt(

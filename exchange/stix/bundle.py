@@ -75,7 +75,8 @@ def _envelope_of(obj: StixObject) -> records_pb2.Envelope | None:
 
 
 def _subject(obj: StixObject) -> str:
-    ext = obj.get("extensions", {}).get(EXTENSION_ID, {})
+    extensions = obj.get("extensions")
+    ext = extensions.get(EXTENSION_ID) if isinstance(extensions, dict) else None
     if isinstance(ext, dict) and isinstance(ext.get("originator"), str) and isinstance(ext.get("record_id"), str):
         return clip(f"{ext['originator']}/{ext['record_id']}")
     return clip(str(obj.get("id", "?")))

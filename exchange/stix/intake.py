@@ -214,7 +214,10 @@ def read_bundle(bundle: Mapping[str, Any], fallback: records_pb2.Marking | None)
             candidates.append(obj)
     drafts: dict[str, Draft] = {}
     for obj in candidates:
-        made = _draft(obj, parts.get(obj["id"], []), fallback)
+        try:
+            made = _draft(obj, parts.get(obj["id"], []), fallback)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a value of the wrong shape
+            made = f"malformed ({type(exc).__name__}): a property does not have the type STIX gives it"
         if isinstance(made, str):
             intake.skipped.append((obj["id"], made))
         else:

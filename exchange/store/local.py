@@ -106,23 +106,23 @@ def put_local_many(store: Store, items: Sequence[LocalWrite]) -> list[str | None
 
     Returns, per item, the existing record id its reference already named (that item is not
     stored) or None. If the transaction loses a race with a concurrent write of the same
-    reference, the items are stored one by one instead, each settling its own race.
+    reference, the whole lot is tried once more in one transaction (the references written
+    meanwhile are then found and returned); losing again is a Conflict, with nothing stored.
     """
     if any(item.base_version is not None for item in items):
         raise InternalError("put_local_many stores new records only")
-    try:
-        with store.write() as tx:
-            # New records have no index rows to clear: index them all at once, at the end.
-            indexing: list[tuple[int, records_pb2.Record]] = []
-            existing = [_write(tx, store.agency, item, indexing) for item in items]
-            write_index(tx, indexing)
-            return existing
-    except IntegrityError:
-        return [
-            put_local(store, i.record, i.envelope, actor=i.actor, action=i.action, audience=i.audience,
-                      submitter=i.submitter, reference=i.reference)
-            for i in items
-        ]
+    for attempt in range(2):
+        try:
+            with store.write() as tx:
+                # New records have no index rows to clear: index them all at once, at the end.
+                indexing: list[tuple[int, records_pb2.Record]] = []
+                existing = [_write(tx, store.agency, item, indexing) for item in items]
+                write_index(tx, indexing)
+                return existing
+        except IntegrityError:
+            if attempt:
+                break
+    raise Conflict("concurrent submissions of the same references: nothing of this call was stored; submit again")
 
 
 def _write(

@@ -73,8 +73,8 @@ class Verifier:
             found = self._decisions[key] = (held, accepted, audience)
         return found
 
-    def check(self, envelope: records_pb2.Envelope, served_by: str = "") -> Incoming | Refusal:
-        """``served_by``: the partner whose node served it ("" when it is unknown: no relay check)."""
+    def check(self, envelope: records_pb2.Envelope, served_by: str) -> Incoming | Refusal:
+        """``served_by``: the partner whose node served it (rule 3 asks whether it may pass it on)."""
         digest = content_hash(envelope.payload)
         if len(envelope.payload) > self._limits.max_record_bytes:  # before any work on it
             return Refusal(digest, f"record is {len(envelope.payload)} bytes, over the limit of "
