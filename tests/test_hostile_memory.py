@@ -26,7 +26,6 @@ sent at length (every line stays under ``MAX_LOG_LINE`` characters).
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from tests.backends import Backend
 from tests.federation import Federation
 from tests.fill import fill
 from tests.hostile import Abort, Batch, Forge, HostilePartner, tampered
+from tests.processes import memory, stop
 
 KOR = "KOR-KNPA"
 USA = "USA-DTSF"
@@ -66,13 +66,6 @@ LIMITS = {
 # send waits for reads that never come (as in tests/test_fair_serving.py).
 SMALL_WINDOW = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024))
 
-
-def _status(pid: int, field: str) -> int:
-    """A /proc/<pid>/status memory figure, in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 def _wait(condition: Callable[[], bool], what: str, seconds: float, proc: subprocess.Popen[bytes]) -> None:
@@ -174,12 +167,7 @@ def victim(federation: Federation, tmp_path: Path) -> Iterator[tuple[subprocess.
     try:
         yield proc, hostile, log_path
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
         hostile.stop()
 
 
@@ -200,7 +188,7 @@ def test_the_nodes_memory_returns_after_the_hostile_suite(
         warm.cancel()
         assert len(first.entries) == LIMITS["pull_batch_entries"] and first.cursor
         assert _code(lambda: usa.Digest(sync_pb2.DigestRequest(), timeout=10)) is grpc.StatusCode.OK
-        start = _status(proc.pid, "VmRSS")
+        start = memory(proc.pid, "VmRSS")
 
         # 1. Unread Pull streams, 4x the per-partner bound, from the first batch's cursor.
         stalling = nodes.partner(SMALL_WINDOW)
@@ -268,8 +256,8 @@ def test_the_nodes_memory_returns_after_the_hostile_suite(
         started = time.monotonic()
         nodes.user().Search(query_pb2.SearchRequest(page_size=10), timeout=10)
         searched = time.monotonic() - started
-        end = _status(proc.pid, "VmRSS")
-        peak = _status(proc.pid, "VmHWM")
+        end = memory(proc.pid, "VmRSS")
+        peak = memory(proc.pid, "VmHWM")
         print(f"\nnode RSS after warm-up {start / 2**20:.0f} MiB, after the suite {end / 2**20:.0f} MiB "
               f"(peak {peak / 2**20:.0f} MiB, bound +{RSS_BOUND_BYTES / 2**20:.0f} MiB); "
               f"Search {searched * 1000:.0f} ms; "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import pytest
 from exchange.v1 import query_pb2, query_pb2_grpc, sync_pb2
 from tests.federation import Federation
 from tests.hostile import Abort, HostilePartner
+from tests.processes import memory, stop
 
 KOR = "KOR-KNPA"
 RSS_BOUND_BYTES = 100 * 1024 * 1024  # the node's peak may exceed its resident size before the bomb by this much
@@ -40,13 +40,6 @@ PER_LISTING = 2_000  # entries per listing: the victim's default max_digest_entr
 BOMB_CURSOR = b"bomb-cursor"
 DEADLINE = 300.0  # seconds for the whole repair on a loaded machine
 
-
-def _status(pid: int, field: str) -> int:
-    """A /proc/<pid>/status memory figure, in bytes (psutil is not a dependency)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
-    raise AssertionError(f"no {field} in /proc/{pid}/status")
 
 
 class Bomb:
@@ -136,7 +129,7 @@ def test_a_repair_bomb_leaves_the_nodes_memory_bounded_and_the_node_serving(
     try:
         _wait(lambda: _serving(federation), "the node to serve", 60, proc)
         _wait(lambda: len(hostile.calls) >= 3, "the schedule to pull KOR-KNPA (nothing yet)", 30, proc)
-        before = _status(proc.pid, "VmRSS")
+        before = memory(proc.pid, "VmRSS")
 
         bomb = Bomb()
         hostile.digest = bomb
@@ -146,7 +139,7 @@ def test_a_repair_bomb_leaves_the_nodes_memory_bounded_and_the_node_serving(
             return any(c.request.cursor == BOMB_CURSOR for c in list(hostile.calls))
 
         _wait(repaired, "the repair to end and pulls to resume from the digest's cursor", DEADLINE, proc)
-        peak = _status(proc.pid, "VmHWM")
+        peak = memory(proc.pid, "VmHWM")
         asked = sum(len(c.request.only) for c in hostile.calls)
         print(f"\nnode RSS before the bomb {before / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB; "
               f"{bomb.listed:,} ids listed, {asked:,} asked for")
@@ -160,12 +153,7 @@ def test_a_repair_bomb_leaves_the_nodes_memory_bounded_and_the_node_serving(
         _search(federation, 10)
         assert time.monotonic() - started < 1.0  # still serving, promptly
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
         hostile.stop()
     rows = federation.backend.rows(data_dir, "SELECT kind, peer, detail FROM security_events WHERE kind = :k",
                                    k="digest-refused")
