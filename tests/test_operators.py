@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -48,8 +49,14 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+_GRPC_CORE = re.compile(r"[IWED]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] ")
+
+
 def one_error_line(capfd: pytest.CaptureFixture[str]) -> str:
-    err = capfd.readouterr().err
+    # capfd holds fd 2 of this whole test process: lines gRPC's C core logs for the test's own
+    # channels (e.g. "I1204 19:41:49.727284 16633 chttp2_transport.cc:1403] ... GOAWAY") are
+    # not the command's output, which is what must be one line.
+    err = "".join(line for line in capfd.readouterr().err.splitlines(keepends=True) if not _GRPC_CORE.match(line))
     assert "Traceback" not in err
     assert err.count("\n") == 1 and err.startswith("exchange: "), err
     return err[len("exchange: "):-1]
