@@ -30,7 +30,7 @@ from exchange.client import load_profile
 from exchange.console.app import ConsoleThread
 from exchange.console.i18n import MESSAGES
 from exchange.console.run import console_settings
-from exchange.errors import NotFound
+from exchange.errors import ConfigError, NotFound
 from exchange.node.server import Node
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.backends import Backend
@@ -261,6 +261,8 @@ def test_watch_list_shows_unseen_hits_once(world, consoles, context):
     page.fill("input[name=value]", "＠recruit_tanaka")  # full width and another case: normalised by the node
     page.get_by_role("button", name="Watch").click()
     assert "Watching it as entry #" in page.locator(".done").inner_text()
+    entry = page.locator("table.records").first.locator("tbody tr").first.locator("td")
+    assert entry.nth(3).inner_text() == "platform_handle=recruit_tanaka"  # what the node matches on
     rows = page.locator("table.records").nth(1).locator("tbody tr")
     assert rows.count() == 2  # both of the hostile partner's records carry the handle
     assert HOSTILE_SCRIPT in rows.all_inner_texts()[0] + rows.all_inner_texts()[1]
@@ -559,3 +561,22 @@ def test_not_found_is_never_distinguished():
     from exchange.console.app import _refusal
 
     assert _refusal(NotFound(), MESSAGES["en"]) == _refusal(NotFound("watch entry #3"), MESSAGES["en"])
+
+
+def test_the_profile_console_table_sets_language_zone_and_manifest(world, tmp_path):
+    users = world.fed.pki_dir / "JPN-NPA" / "users"
+    profile_path = users / "kato.profile.toml"
+    text = profile_path.read_text(encoding="utf-8")
+    written = users / "kato-console.profile.toml"
+    written.write_text(text + '\n[console]\nlanguage = "ja"\ntimezone = "Asia/Seoul"\n'
+                       'manifest = "../../manifest.toml"\n', encoding="utf-8")
+    settings = console_settings(load_profile(written), written)
+    assert (settings.language, settings.timezone) == ("ja", "Asia/Seoul")
+    assert settings.manifest is not None and "KOR-KNPA" in settings.manifest.agencies
+    # Flags win over the profile.
+    flagged = console_settings(load_profile(written), written, language="en", timezone="UTC")
+    assert (flagged.language, flagged.timezone) == ("en", "UTC")
+    written.write_text(text + '\n[console]\nlanguage = "fr"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="console language: expected one of en, ja, got 'fr'"):
+        console_settings(load_profile(written), written)
+    written.unlink()

@@ -449,7 +449,7 @@ class Console:
             self.seen_hits = newest
             self._save_seen()
         entry_rows = [{"id": e.id, "type": e.type, "value": e.value, "created": fmt_time(e.created_at, ctx.zone),
-                       "keys": ", ".join(f"{k.type}={k.value}" for k in e.keys)} for e in entries]
+                       "matches": ", ".join(f"{k.type}={k.value}" for k in e.keys)} for e in entries]
         words = MESSAGES[ctx.lang]
         return self.page(request, "watch.html", banner_for([s.record for s, _ in hits], words["no_records"]),
                          entries=entry_rows, hits=rows, unseen=sum(1 for r in rows if r["new"]),

@@ -58,10 +58,17 @@ def console_settings(profile: Profile, profile_path: Path | None, *, language: s
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(f"console timezone: unknown time zone {timezone!r}") from None
-    named = manifest or _text(table, "manifest", profile_path)
-    # pki init writes certs/out/manifest.toml beside the agencies' folders (the CA is <AGENCY>/ca.crt).
-    manifest_path = Path(named) if named else profile.ca.resolve().parent.parent / "manifest.toml"
-    loaded = load_manifest(manifest_path) if named or manifest_path.is_file() else None
+    in_profile = _text(table, "manifest", profile_path)
+    if manifest:
+        manifest_path: Path | None = Path(manifest)  # a flag's path is relative to the working directory
+    elif in_profile:
+        base = profile_path.parent if profile_path is not None else Path()
+        manifest_path = base / in_profile  # a profile's paths are relative to the profile's folder
+    else:
+        # pki init writes certs/out/manifest.toml beside the agencies' folders (the CA is <AGENCY>/ca.crt).
+        default = profile.ca.resolve().parent.parent / "manifest.toml"
+        manifest_path = default if default.is_file() else None
+    loaded = load_manifest(manifest_path) if manifest_path is not None else None
     state = platformdirs.user_state_path("exchange") / f"console-{profile.agency}-{profile.cert.stem}.json"
     return Settings(profile=profile, manifest=loaded, language=language, timezone=timezone, state_file=state)
 
