@@ -21,20 +21,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright, sync_playwright
 
 from exchange.client import load_profile
-from exchange.console.app import ConsoleThread
+from exchange.console.app import ConsoleThread, templates
 from exchange.console.i18n import MESSAGES
 from exchange.console.run import console_settings
+from exchange.console.views import Banner, Row
 from exchange.errors import ConfigError, NotFound
 from exchange.node.server import Node
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.backends import Backend
-from tests.federation import Federation, UserClient, draft, make_federation
+from tests.federation import Federation, UserClient, draft, free_port, make_federation
 
 pytestmark = pytest.mark.slow
 
@@ -470,6 +474,33 @@ def test_a_record_not_yours_to_see_looks_like_one_that_does_not_exist(world, con
     assert titles == [HOSTILE_SCRIPT]  # the one record under 技術 within her clearance (its summary has it)
 
 
+def test_search_results_come_a_page_at_a_time(world, consoles, context):
+    console = consoles("suzuki")
+    console.console.page_size = 2
+    page = context().new_page()
+    sign_in(page, console)
+    page.goto(f"{console.console.guard.base_url}/search?text=技術")
+    first = page.locator("table.records tbody a").all_inner_texts()
+    assert len(first) == 2
+    page.get_by_role("link", name="Next page").click()
+    second = page.locator("table.records tbody a").all_inner_texts()
+    assert len(second) == 1 and not set(first) & set(second)
+    assert page.get_by_role("link", name="Next page").count() == 0
+    page.get_by_role("link", name="First page").click()
+    assert page.locator("table.records tbody a").all_inner_texts() == first
+
+
+def test_an_unreachable_node_is_one_sentence(world, consoles, context):
+    profile = load_profile(world.fed.pki_dir / "JPN-NPA" / "users" / "suzuki.profile.toml")
+    console = consoles("suzuki", profile=dataclasses.replace(profile, node=f"127.0.0.1:{free_port(set())}"))
+    page = context().new_page()
+    response = page.goto(console.console.guard.login_url)
+    assert response is not None and response.status == 502
+    message = page.locator("#message").inner_text()
+    assert message.startswith("Node at 127.0.0.1:") and " is unreachable: " in message and message.endswith(".")
+    assert "\n" not in message and "Traceback" not in page.content()
+
+
 def test_errors_are_one_sentence_on_the_page(world, consoles, context):
     console = consoles("sato")  # an analyst: the watch list is the liaison officer's
     page = context().new_page()
@@ -580,3 +611,58 @@ def test_the_profile_console_table_sets_language_zone_and_manifest(world, tmp_pa
     with pytest.raises(ConfigError, match="console language: expected one of en, ja, got 'fr'"):
         console_settings(load_profile(written), written)
     written.unlink()
+
+
+class _Parsed(HTMLParser):
+    """Every start tag of a page, and the text inside its result links."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: set[str] = set()
+        self.links: list[str] = []
+        self._in_link = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        if tag == "a" and (dict(attrs).get("href") or "").startswith("/record/"):
+            self._in_link = True
+            self.links.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._in_link = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_link:
+            self.links[-1] += data
+
+
+SEARCH_PAGE_TAGS = {"html", "head", "meta", "title", "link", "script", "body", "a", "div", "header", "span", "nav",
+                    "main", "h1", "form", "label", "input", "select", "option", "fieldset", "legend", "button",
+                    "section", "h2", "table", "thead", "tr", "th", "tbody", "td", "p"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(title=st.text(st.characters(blacklist_categories=("Cs", "Cc"))), originator=st.text(max_size=12))
+def test_any_partner_text_is_rendered_as_that_text(title, originator):
+    """Whatever a partner signs (markup, quotes, entities), the page shows it as text and gains no tag."""
+    words = MESSAGES["en"]
+    row = Row(originator=originator, record_id="0" * 8, version=1, kind="actor", classification=originator,
+              tlp=title, title=title, issued="-", received_from=originator, state="", equivocated=False,
+              banner_css="level-unknown")
+    html = templates().get_template("search.html").render(
+        t=lambda key, **fields: words[key].format(**fields), lang="en", tz="UTC", tz_source="default", csrf="c",
+        banner=Banner(title, "banner-unknown", title), agency="JPN-NPA", user="u", path="/search",
+        reloadable=True, bare=False, values={"text": title, "value": title, "type": "", "kinds": [],
+        "originator": "", "classification": "", "from_partners": False, "include_expired": False,
+        "include_retracted": False, "min_confidence": ""}, rows=[row], error="", hidden=0, next_query=None,
+        first_query=None, searched=True, agencies=["JPN-NPA"], classifications=["SECRET"], kinds=["actor"],
+        observable_types=["email"],
+    )
+    parsed = _Parsed()
+    parsed.feed(html)
+    parsed.close()
+    assert parsed.tags <= SEARCH_PAGE_TAGS
+    expected = title or row.record_id
+    # HTML reads a carriage return as a line feed; everything else comes back exactly.
+    assert parsed.links == [expected.replace("\r\n", "\n").replace("\r", "\n")]

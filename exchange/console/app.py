@@ -56,7 +56,7 @@ from exchange.render import TLP_ORDER, Shown
 from exchange.stix.bundle import make_bundle
 from exchange.v1 import liaison_pb2, query_pb2, records_pb2, submission_pb2
 
-__all__ = ["Console", "ConsoleThread", "Settings"]
+__all__ = ["Console", "ConsoleThread", "Settings", "templates"]
 
 log = logging.getLogger("exchange.console")
 
@@ -67,6 +67,18 @@ EXPORT_LIMIT = 10_000  # records in one bundle; a larger export is the CLI's (`e
 MAX_CSP_REPORTS = 100
 MAX_BODY = 1024 * 1024
 TZ_COOKIE = "exchange_tz"
+
+
+def templates() -> jinja2.Environment:
+    """The console's templates, autoescaping every value: partner text is escaped unless a template
+    says otherwise, and none does (tests/test_console.py checks there is no |safe or autoescape)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -97,18 +109,11 @@ class Console:
     calls: NodeCalls
     csp_reports: list[dict[str, Any]] = field(default_factory=list)
     seen_hits: float = 0.0  # received_at (POSIX seconds) of the newest hit the user has seen
+    page_size: int = PAGE_SIZE
     env: jinja2.Environment = field(init=False)
 
     def __post_init__(self) -> None:
-        # autoescape for every template: partner text is escaped unless a template says otherwise,
-        # and none does (tests/test_console.py checks there is no |safe or autoescape false).
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(PACKAGE / "templates"),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+        self.env = templates()
         self.seen_hits = self._load_seen()
 
     # --- state ------------------------------------------------------------------------------
@@ -279,7 +284,7 @@ class Console:
         shown: list[Shown] = []
         next_token, hidden = "", 0
         if not error:
-            search.page_size = PAGE_SIZE
+            search.page_size = self.page_size
             search.page_token = request.query.get("page", "")
             answer = await self.calls(self.calls.client.search, search)
             shown = [shown_of(h, self.calls.client.address) for h in answer.records]
