@@ -337,6 +337,27 @@ def test_analyst_submits_through_the_form_and_the_record_reaches_a_partner(world
     assert page.locator("h1").inner_text().startswith("工作機械の迂回輸出（改訂）")
 
 
+def test_without_a_manifest_the_nodes_refusal_names_the_field(world, consoles, context):
+    console = consoles("kato", manifest=None)  # nothing to check here: the node's own check answers
+    page = context().new_page()
+    sign_in(page, console)
+    page.goto(f"{console.console.guard.base_url}/submit")
+    page.select_option("#f-kind", "actor")
+    page.fill("#f-title", "Intermediary in a third country")
+    page.fill("#f-countries", "CHN, japan")
+    page.select_option("#f-classification", "UNCLASSIFIED")
+    page.select_option("#f-tlp", "GREEN")
+    response_status = []
+    page.on("response", lambda r: response_status.append(r.status) if r.request.method == "POST" else None)
+    page.get_by_role("button", name="Sign and submit").click()
+    assert response_status == [400]
+    assert page.locator(".field-error").all_inner_texts() == [
+        "Countries (ISO 3166-1 alpha-3, separated by commas): expected an ISO 3166-1 alpha-3 code, got 'japan'"]
+    ref = world.refs["confidential"]
+    page.goto(f"{console.console.guard.base_url}/record/{ref.originator}/{ref.record_id}")
+    assert page.locator("#verified").inner_text() == MESSAGES["en"]["record.verified_node"]
+
+
 # --- hostile content ----------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from pathlib import Path
 
@@ -45,5 +46,6 @@ def run(args: argparse.Namespace) -> int:
     path = Path(named) if named else (default_profile() if default_profile().is_file() else None)
     settings = console_settings(profile, path, language=args.language, timezone=args.timezone,
                                 manifest=args.manifest)
-    run_console(settings, port=args.port, open_browser=not args.no_browser)
+    run_console(dataclasses.replace(settings, timeout=args.timeout), port=args.port,
+                open_browser=not args.no_browser)
     return 0

@@ -90,6 +90,7 @@ class Settings:
     language: str | None = None       # "en" or "ja"; None: the browser's
     timezone: str | None = None       # an IANA zone; None: the browser's
     state_file: Path | None = None    # where "seen" watch hits are remembered; None: in memory
+    timeout: float = 30.0             # deadline of each call to the node, seconds
 
 
 @dataclass
@@ -561,7 +562,7 @@ def listening_socket(port: int) -> socket.socket:
 
 
 def make_console(settings: Settings, sock: socket.socket) -> Console:
-    client = Client(settings.profile)
+    client = Client(settings.profile, timeout=settings.timeout)
     return Console(settings, Guard(port=sock.getsockname()[1]), NodeCalls(client))
 
 
