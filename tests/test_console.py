@@ -30,9 +30,10 @@ from hypothesis import strategies as st
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, Playwright, sync_playwright
 
 from exchange.client import load_profile
-from exchange.console.app import ConsoleThread, templates
+from exchange.console.app import templates
 from exchange.console.i18n import MESSAGES
 from exchange.console.run import console_settings
+from exchange.console.serve import ConsoleThread
 from exchange.console.views import Banner, Row
 from exchange.errors import ConfigError, NotFound
 from exchange.node.server import Node

@@ -1,4 +1,4 @@
-"""The console's web application: its pages, and running it on 127.0.0.1.
+"""The console's web application: its pages (served by ``exchange.console.serve``).
 
 Each page asks the user's node (``NodeCalls``), shapes the answer (``views``, ``forms``) and
 renders a template with autoescaping on. Every failure becomes one sentence on a page with
@@ -7,12 +7,9 @@ the right status, never a traceback; a bug's traceback goes to the console's log
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
-import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +22,7 @@ import jinja2
 from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from exchange.client import Client, Profile
+from exchange.client import Profile
 from exchange.console.forms import KINDS, RecordForm, form_from_record, node_error
 from exchange.console.guard import CSP_REPORT_PATH, Guard
 from exchange.console.i18n import MESSAGES, choose_language
@@ -56,7 +53,7 @@ from exchange.render import TLP_ORDER, Shown
 from exchange.stix.bundle import make_bundle
 from exchange.v1 import liaison_pb2, query_pb2, records_pb2, submission_pb2
 
-__all__ = ["Console", "ConsoleThread", "Settings", "templates"]
+__all__ = ["Console", "Settings", "templates"]
 
 log = logging.getLogger("exchange.console")
 
@@ -546,55 +543,3 @@ def _bundle_response(bundle: dict[str, Any], name: str) -> web.Response:
                             content_type="application/stix+json")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}-{day}.stix.json"'
     return response
-
-
-def listening_socket(port: int) -> socket.socket:
-    """A socket on 127.0.0.1 only: the console is never reachable from another machine."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("127.0.0.1", port))
-    except OSError as exc:
-        sock.close()
-        raise TransportError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-    sock.listen(64)
-    return sock
-
-
-def make_console(settings: Settings, sock: socket.socket) -> Console:
-    client = Client(settings.profile, timeout=settings.timeout)
-    return Console(settings, Guard(port=sock.getsockname()[1]), NodeCalls(client))
-
-
-async def serve(console: Console, sock: socket.socket, stop: asyncio.Event) -> None:
-    runner = web.AppRunner(console.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.SockSite(runner, sock).start()
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        console.calls.close()
-
-
-class ConsoleThread:
-    """A console served from a thread of its own (tests, and anything embedding one)."""
-
-    def __init__(self, settings: Settings, port: int = 0) -> None:
-        self.sock = listening_socket(port)
-        self.console = make_console(settings, self.sock)
-        self._loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        self._thread = threading.Thread(target=self._run, name="console", daemon=True)
-
-    def _run(self) -> None:
-        self._loop.run_until_complete(serve(self.console, self.sock, self._stop))
-        self._loop.close()
-
-    def start(self) -> ConsoleThread:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=10)

@@ -15,8 +15,9 @@ import platformdirs
 
 from exchange.client import Profile
 from exchange.config import load_manifest
-from exchange.console.app import Settings, listening_socket, make_console, serve
+from exchange.console.app import Settings
 from exchange.console.i18n import LANGUAGES
+from exchange.console.serve import listening_socket, make_console, serve
 from exchange.errors import ConfigError
 
 __all__ = ["console_settings", "run_console"]
