@@ -54,6 +54,16 @@ HOSTILE_SCRIPT = "<script>alert(document.cookie)</script>"
 BLUE, GREEN, RED = "rgb(0, 51, 160)", "rgb(0, 122, 51)", "rgb(200, 16, 46)"
 
 
+# Translations are signed with the record once the protocol has them (RecordDraft.translations).
+HAS_TRANSLATIONS = "translations" in records_pb2.RecordDraft.DESCRIPTOR.fields_by_name
+TRANSLATION_TITLE = "Circumvention procurement of semiconductor manufacturing technology"
+TRANSLATED: dict[str, object] = (
+    {"translations": [getattr(records_pb2, "Translation")(language="en", title=TRANSLATION_TITLE,  # noqa: B009
+                                                          summary="ABC Shoji buys tools via a third country.")]}
+    if HAS_TRANSLATIONS else {}
+)
+
+
 @dataclass
 class World:
     fed: Federation
@@ -110,7 +120,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     jpn = fed.start_node("JPN-NPA", root / "jpn", peers=("KOR-KNPA",), schedule=True)
     usa = fed.start_node("USA-DTSF", root / "usa", peers=("JPN-NPA",), schedule=True)
     refs["confidential"] = _submit(
-        fed, jpn, "JPN-NPA", "sato", title="半導体製造技術の迂回調達",
+        fed, jpn, "JPN-NPA", "sato", title="半導体製造技術の迂回調達", **TRANSLATED,
         summary="ABC商事が第三国経由で半導体製造装置を調達。\n반도체 장비 우회 조달 투자.\n"
                 "Front company buys lithography parts.",
         observables=[records_pb2.Observable(type="company_name", value="ABC商事"),
@@ -243,6 +253,11 @@ def test_liaison_officer_finds_records_by_japanese_text_and_full_width_observabl
     assert MESSAGES["ja"]["record.verified_ok"] in page.locator("#verified").inner_text()
     assert "반도체 장비 우회 조달" in page.locator("#summary").inner_text()
     assert "JST" in page.locator("#versions").inner_text()  # the browser's time zone
+    if HAS_TRANSLATIONS:
+        assert TRANSLATION_TITLE in page.locator("#translations").inner_text()
+        assert page.locator("#translations [lang=en]").count() == 1
+    else:  # the protocol has no translations yet: the page says nothing of them
+        assert page.locator("#translations").count() == 0
     shot(page, world, "record")
 
     page.get_by_role("link", name=MESSAGES["ja"]["record.disclosures"]).click()

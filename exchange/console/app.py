@@ -23,7 +23,7 @@ from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.client import Profile
-from exchange.console.forms import KINDS, RecordForm, form_from_record, node_error
+from exchange.console.forms import KINDS, RecordForm, form_from_record, keep_unshown, node_error
 from exchange.console.guard import CSP_REPORT_PATH, Guard
 from exchange.console.i18n import MESSAGES, choose_language
 from exchange.console.node import NodeCalls
@@ -35,6 +35,7 @@ from exchange.console.views import (
     marking_record,
     record_rows,
     shown_of,
+    translations,
     verification,
 )
 from exchange.core.manifest import Manifest
@@ -353,6 +354,7 @@ class Console:
             issued=fmt_time(r.issued_at, ctx.zone), not_before=fmt_time(r.content.validity.not_before, ctx.zone),
             not_after=fmt_time(r.content.validity.not_after, ctx.zone),
             extras=extra_fields([held, r, r.content]), own=r.ref.originator == self.settings.profile.agency,
+            translations=translations(r.content),
             equivocated=shown.equivocated, received_from=shown.received_from, done=done,
         )
 
@@ -428,6 +430,7 @@ class Console:
             return self._form_page(request, form, status=400, revising=shown.record)
         if not base.isdigit():
             raise InvalidInput("", "the form lost the version it revises; open the record again")
+        keep_unshown(draft, shown.record.content)
         revise = submission_pb2.ReviseRequest(ref=shown.record.ref, base_version=int(base), draft=draft)
         try:
             answer = await self.calls(self.calls.client.revise, revise)

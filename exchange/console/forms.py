@@ -21,7 +21,7 @@ from exchange.errors import InvalidInput
 from exchange.records.validate import validate_draft
 from exchange.v1 import records_pb2
 
-__all__ = ["FIELDS", "KINDS", "RecordForm", "field_of", "form_from_record"]
+__all__ = ["FIELDS", "KINDS", "RecordForm", "field_of", "form_from_record", "keep_unshown"]
 
 KINDS: dict[str, records_pb2.Kind] = {
     "actor": records_pb2.KIND_ACTOR,
@@ -167,3 +167,23 @@ def form_from_record(record: records_pb2.Record, zone: ZoneInfo) -> RecordForm:
     }
     return RecordForm(values=values,
                       chosen={"releasable_to": list(c.marking.releasable_to), "caveats": list(c.marking.caveats)})
+
+
+# The draft's fields the form edits; any other (translations, as the protocol gains them) is kept.
+_FORM_FIELDS = frozenset({"kind", "title", "summary", "countries", "sectors", "tags", "observables", "related",
+                          "confidence", "validity", "marking"})
+
+
+def keep_unshown(draft: records_pb2.RecordDraft, base: records_pb2.RecordDraft) -> None:
+    """Copy into a revision every field of the revised content that the form does not show, so
+    revising in the console never drops what it cannot edit."""
+    for descriptor, _ in base.ListFields():
+        if descriptor.name not in _FORM_FIELDS:
+            target = getattr(draft, descriptor.name)
+            if descriptor.is_repeated:
+                del target[:]
+                target.extend(getattr(base, descriptor.name))
+            elif descriptor.message_type is not None:
+                target.CopyFrom(getattr(base, descriptor.name))
+            else:
+                setattr(draft, descriptor.name, getattr(base, descriptor.name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,8 @@ from exchange.records.envelope import open_record
 from exchange.render import EXPIRED, NOT_YET_VALID, Shown, combined_marking, validity_state
 from exchange.v1 import records_pb2
 
-__all__ = ["Banner", "Row", "banner_for", "fmt_time", "record_rows", "shown_of", "verification"]
+__all__ = ["Banner", "Row", "Translation", "banner_for", "fmt_time", "record_rows", "shown_of", "translations",
+           "verification"]
 
 # The colours agencies use for each level; an unknown value is shown as the most sensitive.
 LEVEL_CLASSES = {
@@ -134,7 +136,7 @@ def record_rows(shown: Iterable[Shown], zone: ZoneInfo) -> list[Row]:
 _SHOWN_FIELDS = {
     "exchange.v1.Record": {"ref", "version", "status", "created_at", "issued_at", "content", "retraction_reason"},
     "exchange.v1.RecordDraft": {"kind", "title", "summary", "countries", "sectors", "observables", "related",
-                                "confidence", "validity", "tags", "marking"},
+                                "confidence", "validity", "tags", "marking", "translations"},
     "exchange.v1.HeldRecord": {"envelope", "received_from", "received_at", "equivocated"},
 }
 
@@ -165,3 +167,26 @@ def _lines(descriptor: FieldDescriptor, value: Any) -> list[str]:
 
 def _plain(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+
+
+@dataclass(frozen=True)
+class Translation:
+    language: str
+    lang_attribute: str  # the tag for the page's lang attribute, "" when it is not one
+    title: str
+    summary: str
+
+
+def translations(content: records_pb2.RecordDraft) -> list[Translation]:
+    """The record's translations of title and summary, when the protocol carries them."""
+    if "translations" not in content.DESCRIPTOR.fields_by_name:
+        return []
+    found = []
+    for item in getattr(content, "translations"):  # noqa: B009 (a field newer protocols have)
+        language = str(getattr(item, "language", ""))
+        found.append(Translation(language, language if _LANGUAGE_TAG.match(language) else "",
+                                 str(getattr(item, "title", "")), str(getattr(item, "summary", ""))))
+    return found
