@@ -703,7 +703,7 @@ def test_any_partner_text_is_rendered_as_that_text(title, originator):
         reloadable=True, bare=False, values={"text": title, "value": title, "type": "", "kinds": [],
         "originator": "", "classification": "", "from_partners": False, "include_expired": False,
         "include_retracted": False, "min_confidence": ""}, rows=[row], error="", hidden=0, next_query=None,
-        first_query=None, searched=True, agencies=["JPN-NPA"], classifications=["SECRET"], kinds=["actor"],
+        first_query=None, agencies=["JPN-NPA"], classifications=["SECRET"], kinds=["actor"],
         observable_types=["email"],
     )
     parsed = _Parsed()

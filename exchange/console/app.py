@@ -300,7 +300,7 @@ class Console:
             values=values, rows=record_rows(shown, zone), error=error, hidden=hidden,
             next_query=[*query, ("page", next_token)] if next_token else None,
             first_query=query if request.query.get("page") else None,
-            searched=bool(request.query), **self._form_choices(),
+            **self._form_choices(),
         )
 
     async def export_form(self, request: web.Request) -> web.StreamResponse:

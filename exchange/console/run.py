@@ -81,6 +81,9 @@ def run_console(settings: Settings, *, port: int, open_browser: bool, out: TextI
     profile = settings.profile
     print(f"Exchange console for {profile.agency} ({profile.cert.stem}) at {console.guard.base_url}", file=out)
     print(f"Open this link (it works once): {console.guard.login_url}", file=out)
+    if settings.manifest is None:
+        print("No federation manifest found: signatures are checked by your node only "
+              "(--manifest FILE checks them in the console too).", file=out)
     print("Ctrl-C stops the console.", file=out, flush=True)
     if open_browser:
         webbrowser.open(console.guard.login_url)
