@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 import tomllib
@@ -19,6 +20,7 @@ from exchange.console.app import Settings
 from exchange.console.i18n import LANGUAGES
 from exchange.console.serve import listening_socket, make_console, serve
 from exchange.errors import ConfigError
+from exchange.logs import configure
 
 __all__ = ["console_settings", "run_console"]
 
@@ -78,6 +80,8 @@ def run_console(settings: Settings, *, port: int, open_browser: bool, out: TextI
     """Serve the console on 127.0.0.1:``port`` until SIGINT or SIGTERM."""
     sock = listening_socket(port)
     console = make_console(settings, sock)
+    # Log lines (CSP reports, a bug's traceback) go to stderr as JSON, as a node's do.
+    configure(agency=settings.profile.agency, level=logging.WARNING)
     profile = settings.profile
     print(f"Exchange console for {profile.agency} ({profile.cert.stem}) at {console.guard.base_url}", file=out)
     print(f"Open this link (it works once): {console.guard.login_url}", file=out)
