@@ -460,6 +460,7 @@ class Console:
         return self.page(request, "watch.html", banner_for([s.record for s, _ in hits], words["no_records"]),
                          entries=entry_rows, hits=rows, unseen=sum(1 for r in rows if r["new"]),
                          more=bool(hits_answer.next_page_token), done=_done(request, words),
+                         include_expired=request.query.get("include_expired") == "on",
                          observable_types=sorted(OBSERVABLE_TYPES))
 
     async def watch_add(self, request: web.Request) -> web.StreamResponse:

@@ -32,7 +32,11 @@ def listening_socket(port: int) -> socket.socket:
 
 
 def make_console(settings: Settings, sock: socket.socket) -> Console:
-    client = Client(settings.profile, timeout=settings.timeout)
+    try:
+        client = Client(settings.profile, timeout=settings.timeout)
+    except BaseException:
+        sock.close()  # unusable key material: the port is not held on to
+        raise
     return Console(settings, Guard(port=sock.getsockname()[1]), NodeCalls(client))
 
 
