@@ -7,7 +7,7 @@ much as a top-level one, and the test reads as the rule it enforces.
 Layers, lowest first (a module may import its own layer and those below):
 
     errors, logs, observe  <  core  <  config  <  records, pki, stix, exchange/__init__
-      <  store  <  node, sync, client, drafts, render  <  demo  <  cli
+      <  store  <  node, sync, client, drafts, render  <  demo, console  <  cli
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "exchange.store": 4,
     "exchange.node": 5, "exchange.sync": 5, "exchange.client": 5, "exchange.drafts": 5, "exchange.render": 5,
     "exchange.demo": 6,  # the demo runs nodes and clients; the command line runs the demo, never the reverse
+    "exchange.console": 6,  # the web console is a client beside the demo; the command line starts it
     "exchange.cli": 7,
 }
 UNIT_ALIASES: dict[str, str] = {}
