@@ -22,7 +22,7 @@ from exchange.store.schema import references
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
-__all__ = ["LocalWrite", "Withdrawal", "find_reference", "put_local", "put_local_many"]
+__all__ = ["LocalWrite", "Withdrawal", "find_reference", "put_local", "put_local_many", "write_local"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,12 @@ def put_local_many(store: Store, items: Sequence[LocalWrite]) -> list[str | None
             if attempt:
                 break
     raise Conflict("concurrent submissions of the same references: nothing of this call was stored; submit again")
+
+
+def write_local(tx: Connection, agency: str, item: LocalWrite) -> str | None:
+    """Write one item inside the caller's write transaction (a released draft, with its review
+    rows in the same transaction); as :func:`put_local` does otherwise."""
+    return _write(tx, agency, item)
 
 
 def _write(
