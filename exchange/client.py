@@ -35,6 +35,7 @@ from exchange.errors import (
     PermissionDenied,
     TransportError,
 )
+from exchange.records.translations import well_formed
 from exchange.v1 import query_pb2, submission_pb2
 
 __all__ = [
@@ -63,6 +64,9 @@ class Profile:
     cert: Path
     key: Path
     ca: Path
+    # BCP 47 tag of the language the user reads (`language = "en"` in the profile): records are
+    # shown with their translation into it where they carry one, the original beside it.
+    language: str = ""
 
 
 def _check_node(node: str, where: str) -> None:
@@ -94,8 +98,12 @@ def load_profile(path: Path) -> Profile:
     where = f"{path}: "
     _check_node(values["node"], where)
     _check_agency(values["agency"], where)
+    language = data.get("language", "")
+    if not isinstance(language, str) or (language and not well_formed(language)):
+        raise ConfigError(f"{path}: language: expected a BCP 47 language tag such as \"en\", got {language!r}")
     base = path.parent
     return Profile(
+        language=language,
         node=values["node"],
         agency=values["agency"],
         cert=base / values["cert"],
@@ -279,6 +287,7 @@ class Client:
     ) -> None:
         self.address = profile.node
         self.agency = profile.agency
+        self.language = profile.language
         self.timeout = timeout
         self.channel = connect(profile, max_message_bytes=max_message_bytes)
         sub, qry = submission_pb2, query_pb2
