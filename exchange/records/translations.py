@@ -17,11 +17,14 @@ from exchange.v1 import records_pb2
 MAX_TRANSLATIONS = 16  # languages per record
 MAX_TAG_CHARS = 35  # RFC 5646 section 4.4.1: implementations need not support longer tags
 
-# RFC 5646 "langtag" (section 2.1), with privateuse-only tags; irregular grandfathered tags
-# (i-klingon) are not accepted: they are deprecated and none is a language a partner uses.
+# RFC 5646 "langtag" (section 2.1), with privateuse-only tags, except that the primary
+# language subtag must be an ISO 639 code (2 or 3 letters): the RFC's 4-letter subtags are
+# reserved and its 5-8 letter ones are registered for no language, so a tag such as
+# "english" is a mistake to name, not a language. Irregular grandfathered tags (i-klingon)
+# are not accepted: they are deprecated and none is a language a partner uses.
 _LANGTAG = re.compile(
     r"""^(?:
-      (?P<language>[a-z]{2,3}(?:-[a-z]{3}){0,3}|[a-z]{4,8})
+      (?P<language>[a-z]{2,3}(?:-[a-z]{3}){0,3})
       (?:-[a-z]{4})?                      # script
       (?:-(?:[a-z]{2}|[0-9]{3}))?         # region
       (?:-(?:[a-z0-9]{5,8}|[0-9][a-z0-9]{3}))*   # variants
