@@ -36,7 +36,7 @@ from exchange.errors import (
     TransportError,
 )
 from exchange.records.translations import well_formed
-from exchange.v1 import query_pb2, submission_pb2
+from exchange.v1 import query_pb2, review_pb2, submission_pb2
 
 __all__ = [
     "PROFILE_ENV",
@@ -298,6 +298,14 @@ class Client:
         self.retract = _method(self.channel, "SubmissionService", "Retract", sub.RetractRequest, sub.RetractResponse)
         self.get = _method(self.channel, "QueryService", "Get", qry.GetRequest, qry.GetResponse)
         self.search = _method(self.channel, "QueryService", "Search", qry.SearchRequest, qry.SearchResponse)
+        rev = review_pb2  # release review (exchange/node/review.py)
+        self.list_drafts = _method(self.channel, "ReviewService", "ListDrafts", rev.ListDraftsRequest,
+                                   rev.ListDraftsResponse)
+        self.get_draft = _method(self.channel, "ReviewService", "GetDraft", rev.GetDraftRequest, rev.GetDraftResponse)
+        self.approve_draft = _method(self.channel, "ReviewService", "ApproveDraft", rev.ApproveDraftRequest,
+                                     rev.ApproveDraftResponse)
+        self.reject_draft = _method(self.channel, "ReviewService", "RejectDraft", rev.RejectDraftRequest,
+                                    rev.RejectDraftResponse)
 
     def call(self, fn: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
         return call(fn, request, timeout=self.timeout, address=self.address)

@@ -40,10 +40,11 @@ CLASSIFICATIONS = ["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP 
 # Who should hold what at the end, by sample name; derived by hand from the
 # markings in nodes/*/samples and the [[peers]] topology in nodes/*/node.toml.
 EXPECTED = {
-    "JPN-NPA": {"sns-approach", "dprk-it-workers", "insider-email", "front-company", "procurement-agent",
-                "forwarder-domain", "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
-    "USA-DTSF": {"sns-approach", "dprk-it-workers", "front-company", "procurement-agent", "forwarder-domain",
-                 "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
+    "JPN-NPA": {"sns-approach", "dprk-it-workers", "insider-email", "lithography-parts", "front-company",
+                "procurement-agent", "forwarder-domain", "ip-disclosure-demand", "headhunter-approach",
+                "fake-recruiter-uk"},
+    "USA-DTSF": {"sns-approach", "dprk-it-workers", "lithography-parts", "front-company", "procurement-agent",
+                 "forwarder-domain", "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
     "KOR-KNPA": {"sns-approach", "dprk-it-workers", "procurement-agent", "forwarder-domain",
                  "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
     "GBR-NPSA": {"dprk-it-workers", "forwarder-domain", "ip-disclosure-demand", "fake-recruiter-uk"},

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
 from exchange.cli.calls import table, when
@@ -25,28 +24,6 @@ __all__ = ["register"]
 
 _STATE = {review_pb2.DRAFT_STATE_HELD: "held", review_pb2.DRAFT_STATE_RELEASED: "released",
           review_pb2.DRAFT_STATE_REJECTED: "rejected"}
-
-
-class ReviewCalls:
-    """The Review service's methods on a client's channel."""
-
-    def __init__(self, client: Client) -> None:
-        channel, rp = client.channel, review_pb2
-        self.list: grpc.UnaryUnaryMultiCallable[rp.ListDraftsRequest, rp.ListDraftsResponse] = _method(
-            channel, "ListDrafts", rp.ListDraftsRequest, rp.ListDraftsResponse)
-        self.get: grpc.UnaryUnaryMultiCallable[rp.GetDraftRequest, rp.GetDraftResponse] = _method(
-            channel, "GetDraft", rp.GetDraftRequest, rp.GetDraftResponse)
-        self.approve: grpc.UnaryUnaryMultiCallable[rp.ApproveDraftRequest, rp.ApproveDraftResponse] = _method(
-            channel, "ApproveDraft", rp.ApproveDraftRequest, rp.ApproveDraftResponse)
-        self.reject: grpc.UnaryUnaryMultiCallable[rp.RejectDraftRequest, rp.RejectDraftResponse] = _method(
-            channel, "RejectDraft", rp.RejectDraftRequest, rp.RejectDraftResponse)
-
-
-def _method(channel: grpc.Channel, name: str, request: Any, response: Any) -> Any:
-    method = review_pb2.DESCRIPTOR.services_by_name["ReviewService"].methods_by_name[name]
-    return channel.unary_unary(f"/{method.containing_service.full_name}/{method.name}",
-                               request_serializer=request.SerializeToString,
-                               response_deserializer=response.FromString)
 
 
 def register(commands: Commands, connection: Parser) -> None:
@@ -81,13 +58,13 @@ def _draft_json(draft: review_pb2.HeldDraft) -> dict[str, Any]:
     return data
 
 
-def _resolve(client: Client, calls: ReviewCalls, given: str) -> str:
+def _resolve(client: Client, given: str) -> str:
     """A whole draft id, or the one held draft (of those the caller sees) that starts with ``given``."""
     if len(given) >= 36:
         return given
     if len(given) < 4:
         raise InvalidInput("DRAFT", "give the draft's id, or at least its first 4 characters")
-    drafts = client.call(calls.list, review_pb2.ListDraftsRequest(all=True)).drafts
+    drafts = client.call(client.list_drafts, review_pb2.ListDraftsRequest(all=True)).drafts
     matches = [d.draft_id for d in drafts if d.draft_id.startswith(given)]
     if len(matches) != 1:
         found = "no draft" if not matches else f"{len(matches)} drafts ({', '.join(m[:12] for m in matches)})"
@@ -106,7 +83,7 @@ def _summary(draft: review_pb2.HeldDraft) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     with client_from(args) as client:
-        drafts = client.call(ReviewCalls(client).list, review_pb2.ListDraftsRequest(all=args.all)).drafts
+        drafts = client.call(client.list_drafts, review_pb2.ListDraftsRequest(all=args.all)).drafts
     if args.json:
         print(dumps([_draft_json(d) for d in drafts]))
         return 0
@@ -137,18 +114,16 @@ def _show(draft: review_pb2.HeldDraft) -> str:
 
 def run_show(args: argparse.Namespace) -> int:
     with client_from(args) as client:
-        calls = ReviewCalls(client)
-        request = review_pb2.GetDraftRequest(draft_id=_resolve(client, calls, args.draft_id))
-        draft = client.call(calls.get, request).draft
+        request = review_pb2.GetDraftRequest(draft_id=_resolve(client, args.draft_id))
+        draft = client.call(client.get_draft, request).draft
     print(dumps(_draft_json(draft)) if args.json else _show(draft))
     return 0
 
 
 def run_approve(args: argparse.Namespace) -> int:
     with client_from(args) as client:
-        calls = ReviewCalls(client)
-        approval = review_pb2.ApproveDraftRequest(draft_id=_resolve(client, calls, args.draft_id))
-        answer = client.call(calls.approve, approval)
+        approval = review_pb2.ApproveDraftRequest(draft_id=_resolve(client, args.draft_id))
+        answer = client.call(client.approve_draft, approval)
     draft = answer.draft
     if draft.state == review_pb2.DRAFT_STATE_RELEASED:
         print(f"approved and released {draft.ref.originator}/{draft.ref.record_id} version {draft.released_version}")
@@ -160,8 +135,7 @@ def run_approve(args: argparse.Namespace) -> int:
 
 def run_reject(args: argparse.Namespace) -> int:
     with client_from(args) as client:
-        calls = ReviewCalls(client)
-        request = review_pb2.RejectDraftRequest(draft_id=_resolve(client, calls, args.draft_id), reason=args.reason)
-        draft = client.call(calls.reject, request).draft
+        request = review_pb2.RejectDraftRequest(draft_id=_resolve(client, args.draft_id), reason=args.reason)
+        draft = client.call(client.reject_draft, request).draft
     print(f"rejected draft {draft.draft_id}: {draft.reason}")
     return 0
