@@ -4,6 +4,7 @@ disclosure officers approve it; the two-person rule for widening; pre-approved m
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import grpc
@@ -11,9 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exchange.config import UserEntry
+from exchange.config import UserEntry, load_node_config
 from exchange.core.identity import Role
-from exchange.core.review import Preapproval, ReviewPolicy
+from exchange.core.marking import CLASSIFICATIONS, Marking
+from exchange.core.review import TLP_ORDER, Preapproval, ReviewPolicy, preapproved, requirement
+from exchange.errors import ConfigError
 from exchange.node.server import Node
 from exchange.store.audit import read_entries
 from exchange.v1 import query_pb2, records_pb2, review_pb2, review_pb2_grpc, submission_pb2, sync_pb2, sync_pb2_grpc
@@ -258,3 +261,59 @@ def test_no_held_draft_is_ever_served(
     finally:
         jpn.stop(grace=0)
         federation.nodes.remove(jpn)
+
+
+# --- the rules and their configuration --------------------------------------------------------
+
+_CORE_MARKINGS = st.builds(
+    Marking,
+    st.sampled_from(["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET"]),
+    st.frozensets(st.sampled_from(PARTNERS)),
+    st.sampled_from(["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"]),
+    st.frozensets(st.just("ORCON")),
+)
+
+
+@given(before=_CORE_MARKINGS, after=_CORE_MARKINGS, same=st.booleans())
+def test_a_widening_always_needs_two_approvals_and_nothing_else_does(before: Marking, after: Marking,
+                                                                      same: bool) -> None:
+    needed = requirement(POLICY, before=before, after=after, same_content=same).approvals
+    wider = (bool(after.releasable_to - before.releasable_to) or bool(before.caveats - after.caveats)
+             or CLASSIFICATIONS.index(after.classification) < CLASSIFICATIONS.index(before.classification)
+             or TLP_ORDER.index(after.tlp) < TLP_ORDER.index(before.tlp))
+    assert (needed == 2) == wider
+    if not wider and same:
+        assert needed == 0  # narrowing (or no change to the marking) takes effect at once
+    first = requirement(POLICY, before=None, after=after).approvals
+    assert first == (0 if not after.releasable_to or preapproved(POLICY, after) else 1)
+
+
+def _config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "node.toml"
+    officers = "".join(f'[[users]]\nhandle = "{h}"\nrole = "disclosure_officer"\nclearance = "SECRET"\n'
+                       for h in ("tanaka", "yamada"))
+    path.write_text(f'agency = "JPN-NPA"\nlisten = "127.0.0.1:1"\n{officers}{body}', encoding="utf-8")
+    return path
+
+
+def test_the_review_table_is_read_and_checked(tmp_path: Path) -> None:
+    config = load_node_config(_config(tmp_path, '[review]\n[[review.preapproved]]\npartners = ["*"]\n'
+                                                'max_classification = "UNCLASSIFIED"\ntlp = ["CLEAR"]\n'))
+    assert config.review == ReviewPolicy((Preapproval(frozenset({"*"}), "UNCLASSIFIED", frozenset({"CLEAR"})),))
+    assert load_node_config(_config(tmp_path, "")).review is None  # no table: released at once
+    for body, problem in (
+        ('[review]\n[[review.preapproved]]\npartners = ["*"]\nmax_classification = "SECRET"\ntlp = ["WHITE"]\n',
+         "review.preapproved[0].tlp"),
+        ('[review]\n[[review.preapproved]]\npartners = ["usa"]\nmax_classification = "SECRET"\ntlp = ["CLEAR"]\n',
+         "review.preapproved[0].partners"),
+        ('[review]\n[[review.preapproved]]\npartners = ["*"]\nmax_classification = "HUSH"\ntlp = ["CLEAR"]\n',
+         "review.preapproved[0].max_classification"),
+        ('[review]\nauto_approve = true\n', "review.auto_approve: unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            load_node_config(_config(tmp_path, body))
+    lone = tmp_path / "lone.toml"
+    lone.write_text('agency = "JPN-NPA"\nlisten = "127.0.0.1:1"\n[[users]]\nhandle = "tanaka"\n'
+                    'role = "disclosure_officer"\nclearance = "SECRET"\n[review]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="two-person rule"):
+        load_node_config(lone)
