@@ -4,6 +4,7 @@ disclosure officers approve it; the two-person rule for widening; pre-approved m
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exchange.cli.main import main
 from exchange.config import UserEntry, load_node_config
 from exchange.core.identity import Role
 from exchange.core.marking import CLASSIFICATIONS, Marking
@@ -317,3 +319,43 @@ def test_the_review_table_is_read_and_checked(tmp_path: Path) -> None:
                     'role = "disclosure_officer"\nclearance = "SECRET"\n[review]\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="two-person rule"):
         load_node_config(lone)
+
+
+def test_the_review_commands(federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    federation.start_node("JPN-NPA", tmp_path / "jpn", review=POLICY)
+
+    def profile(handle: str) -> list[str]:
+        return ["--profile", str(federation.pki_dir / "JPN-NPA" / "users" / f"{handle}.profile.toml")]
+
+    def run(args: list[str], status: int = 0) -> str:
+        capsys.readouterr()
+        assert main(args) == status
+        out = capsys.readouterr()
+        return out.out if status == 0 else out.err
+
+    file = tmp_path / "draft.json"
+    file.write_text(json.dumps({
+        "kind": "actor", "title": "審査待ちの商社", "reference": "CASE-7",
+        "translations": [{"language": "en", "title": "A trading house awaiting review"}],
+        "marking": {"classification": "SECRET", "releasable_to": ["USA-DTSF"], "tlp": "AMBER"},
+    }, ensure_ascii=False), encoding="utf-8")
+    said = run(["submit", str(file), *profile("sato")])
+    assert "held for review as draft" in said and "until 1 disclosure officer approval" in said
+    draft_id = said.split("as draft ")[1].split()[0]
+    assert draft_id in run(["review", "list", *profile("sato")])
+    assert "already submitted" not in run(["submit", str(file), *profile("sato")])  # the same draft again
+    listed = run(["review", "list", *profile("tanaka")])
+    assert listed.startswith("==== SECRET // REL TO JPN-NPA, USA-DTSF // TLP:AMBER ====")
+    assert draft_id in listed and "0 of 1 approvals" in listed and listed.count("審査待ちの商社") == 1
+    shown = run(["review", "show", draft_id, *profile("yamada")])
+    assert "Needs    1 approval(s): release to partners" in shown and "[en] A trading house" in shown
+    refused = run(["review", "approve", draft_id, *profile("sato")], status=1)
+    assert refused.startswith("exchange: ") and refused.count("\n") == 1 and "may not call ApproveDraft" in refused
+    assert run(["review", "reject", draft_id, *profile("tanaka")], status=2).count("\n") == 1  # --reason required
+    released = run(["review", "approve", draft_id, *profile("tanaka")])
+    assert released.startswith("approved and released JPN-NPA/") and released.strip().endswith("version 1")
+    assert run(["review", "list", *profile("tanaka")]).count("No drafts held for review.") == 1
+    assert "released as version 1" in run(["review", "list", "--all", *profile("sato")])
+    again = run(["review", "approve", draft_id, *profile("yamada")], status=1)
+    assert "is released, not held" in again
+    assert "no draft you can see" in run(["review", "show", "ffff", *profile("sato")], status=2)
