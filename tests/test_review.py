@@ -12,6 +12,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import insert, update
 
 from exchange.cli.main import main
 from exchange.config import UserEntry, load_node_config
@@ -21,6 +22,8 @@ from exchange.core.review import TLP_ORDER, Preapproval, ReviewPolicy, preapprov
 from exchange.errors import ConfigError
 from exchange.node.server import Node
 from exchange.store.audit import read_entries
+from exchange.store.events import security_events
+from exchange.store.schema import review_approvals, review_drafts
 from exchange.v1 import query_pb2, records_pb2, review_pb2, review_pb2_grpc, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
 
@@ -359,3 +362,31 @@ def test_the_review_commands(federation: Federation, tmp_path: Path, capsys: pyt
     again = run(["review", "approve", draft_id, *profile("yamada")], status=1)
     assert "is released, not held" in again
     assert "no draft you can see" in run(["review", "show", "ffff", *profile("sato")], status=2)
+
+
+def test_a_draft_edited_in_the_database_or_a_planted_approval_releases_nothing(
+    federation: Federation, tmp_path: Path
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn", review=POLICY)
+    analyst = _analyst(federation, jpn)
+    edited = _submit(analyst, "改ざんされる下書き", _marking(["KOR-KNPA"]))
+    planted = _submit(analyst, "承認の偽造", _marking(["USA-DTSF", "KOR-KNPA"]))
+    wider = draft(title="改ざん", marking=_marking(["USA-DTSF", "KOR-KNPA", "GBR-NPSA"]))
+    with jpn.store.write() as tx:
+        # An insider widens the held draft after submission...
+        tx.execute(update(review_drafts).where(review_drafts.c.draft_id == edited.held_draft_id)
+                   .values(draft=wider.SerializeToString()))
+        # ...and plants an approval, with a seal made up without the key.
+        tx.execute(insert(review_approvals).values(draft_id=planted.held_draft_id, officer="yamada", at=1,
+                                                   mac=b"\x00" * 32))
+    tanaka = _officer(federation, jpn, "tanaka")
+    with pytest.raises(grpc.RpcError) as refused:
+        tanaka.ApproveDraft(review_pb2.ApproveDraftRequest(draft_id=edited.held_draft_id), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INTERNAL and "seal" in (refused.value.details() or "")
+    listed = {d.draft_id: d for d in tanaka.ListDrafts(review_pb2.ListDraftsRequest(), timeout=10).drafts}
+    assert edited.held_draft_id not in listed  # never shown either
+    events = [e for e in security_events(jpn.store) if e.kind == "integrity"]
+    assert [json.loads(e.detail)["record_id"] for e in events] == [edited.ref.record_id]
+    assert list(listed[planted.held_draft_id].approvals) == []  # the planted approval counts for nothing
+    for partner in PARTNERS:
+        assert not _pulled(federation, jpn, partner) & {edited.ref.record_id, planted.ref.record_id}

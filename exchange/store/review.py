@@ -98,7 +98,13 @@ def find_held(store: Store, author: str, reference: str) -> DraftRow | None:
         return None if draft_id is None else _read(conn, draft_id)
 
 
-def _read(conn: Connection, draft_id: str) -> DraftRow | None:
+DRAFT_SEAL_PROBLEM = "held draft does not match its seal (edited in the database)"
+
+
+def _read(conn: Connection, draft_id: str, *, report: bool = False) -> DraftRow | None:
+    """The draft, with its sealed approvals; InternalError if its row does not match its seal
+    (and, with ``report``, one integrity security event: not inside a write transaction,
+    which the refusal rolls back)."""
     row = conn.execute(select(review_drafts).where(review_drafts.c.draft_id == draft_id)).first()
     if row is None:
         return None
@@ -116,13 +122,15 @@ def _read(conn: Connection, draft_id: str) -> DraftRow | None:
         released_version=row.released_version, approvals=approvals,
     )
     if bytes(row.mac) != _draft_mac(seal, found):
+        if report and seal.reporter is not None:
+            seal.reporter.report(found.originator, found.record_id, DRAFT_SEAL_PROBLEM)
         raise InternalError(f"draft {draft_id}: its row does not match its seal (edited in the database)")
     return found
 
 
 def get_draft(store: Store, draft_id: str) -> DraftRow | None:
     with store.engine.connect() as conn:
-        return _read(conn, draft_id)
+        return _read(conn, draft_id, report=True)
 
 
 def drafts(store: Store, *, author: str | None, states: tuple[str, ...]) -> list[DraftRow]:
@@ -135,7 +143,7 @@ def drafts(store: Store, *, author: str | None, states: tuple[str, ...]) -> list
         found = []
         for draft_id in ids:
             try:
-                row = _read(conn, draft_id)
+                row = _read(conn, draft_id, report=True)
             except InternalError:
                 continue  # never shown; release refuses it too (get_draft names it)
             if row is not None:
