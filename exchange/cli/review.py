@@ -9,16 +9,18 @@ banner of the drafts' markings.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.json_format import MessageToDict
 
 from exchange.cli.calls import table, when
 from exchange.cli.options import Commands, Parser, client_from
-from exchange.client import Client
 from exchange.errors import InvalidInput
 from exchange.render import banner, clean, dumps, marking_text
 from exchange.v1 import records_pb2, review_pb2
+
+if TYPE_CHECKING:  # gRPC is imported only once a command connects (exchange/cli/options.py says why)
+    from exchange.client import Client
 
 __all__ = ["register"]
 
