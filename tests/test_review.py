@@ -21,7 +21,7 @@ from exchange.core.marking import CLASSIFICATIONS, Marking
 from exchange.core.review import TLP_ORDER, Preapproval, ReviewPolicy, preapproved, requirement
 from exchange.errors import ConfigError
 from exchange.node.server import Node
-from exchange.store.audit import read_entries
+from exchange.store.audit import read_entries, verify_store
 from exchange.store.events import security_events
 from exchange.store.schema import review_approvals, review_drafts
 from exchange.v1 import query_pb2, records_pb2, review_pb2, review_pb2_grpc, submission_pb2, sync_pb2, sync_pb2_grpc
@@ -109,6 +109,7 @@ def test_an_unapproved_draft_reaches_no_partner_until_an_officer_approves_it(
     assert ("review-approve", "urn:exchange:JPN-NPA:user:tanaka") in actions
     release = [e for e in read_entries(jpn.store, "review-release") if e.detail["record_id"] == rid]
     assert release[0].detail["approved_by"] == ["tanaka"] and release[0].detail["author"] == "sato"
+    assert verify_store(jpn.store) == []  # the chain, seals and disclosure index hold with review entries
 
 
 def test_the_author_cannot_approve_their_own_draft_nor_an_analyst_any(federation: Federation, tmp_path: Path) -> None:
