@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -25,9 +26,12 @@ from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
 from exchange.store.local import LocalWrite, Withdrawal, find_reference, put_local, put_local_many
 from exchange.store.log import earlier_audience
-from exchange.store.review import DraftRow, HeldWrite, find_held, hold
+from exchange.store.review import DraftRow, HeldWrite, find_held, hold, hold_in
 from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection  # SubmitBulk's transaction, handed through to the store
 
 # Submissions in one SubmitBulk call at most: a bounded request (500 drafts of a few KB) and
 # a bounded transaction, yet one commit covers enough records to make its cost small.
@@ -104,14 +108,20 @@ class SubmissionService:
             else:
                 results.append(submission_pb2.SubmitBulkResult())  # filled in once stored
                 writes.append((i, prepared))
-        # Release review, as for Submit: the drafts that need approval are held (one
-        # transaction), the others stored (another); neither enters what the other writes.
-        held_at = {i for i, w in writes if self._needs(w, None).approvals}
-        holding = [(i, w) for i, w in writes if i in held_at]
-        writes = [(i, w) for i, w in writes if i not in held_at]
-        for (i, _), receipt in zip(holding, self._hold([w for _, w in holding], caller), strict=True):
-            results[i].receipt.CopyFrom(receipt)
-        stored = put_local_many(self.store, [write for _, write in writes])
+        # Release review, as for Submit: the drafts that need approval are held, the others
+        # stored, all in the call's one transaction (a crash keeps all of it or none).
+        needs = {i: self._needs(w, None) for i, w in writes}
+        holding = [(i, self._held(w.record, caller, base_version=0, reference=w.reference, needs=needs[i]))
+                   for i, w in writes if needs[i].approvals]
+        writes = [(i, w) for i, w in writes if not needs[i].approvals]
+        held: list[HeldWrite] = []
+
+        def hold_too(tx: Connection) -> None:
+            held[:] = hold_in(tx, [item for _, item in holding], actor=caller.identity.uri)
+
+        stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
+        for (i, _), item in zip(holding, held, strict=True):
+            results[i].receipt.CopyFrom(self._held_receipt(item))
         for (i, write), existing in zip(writes, stored, strict=True):
             try:
                 results[i].receipt.CopyFrom(self._stored(write, existing, caller))

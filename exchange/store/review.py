@@ -24,7 +24,7 @@ from exchange.store.local import LocalWrite, write_local
 from exchange.store.schema import review_approvals, review_drafts
 from exchange.store.store import Store, now_us
 
-__all__ = ["DraftRow", "HeldWrite", "approve", "drafts", "find_held", "get_draft", "hold", "reject"]
+__all__ = ["DraftRow", "HeldWrite", "approve", "drafts", "find_held", "get_draft", "hold", "hold_in", "reject"]
 
 HELD, RELEASED, REJECTED = "held", "released", "rejected"
 
@@ -69,23 +69,28 @@ def _draft_mac(seal: integrity.Integrity, row: HeldWrite | DraftRow) -> bytes:
 
 def hold(store: Store, items: list[HeldWrite], *, actor: str) -> list[HeldWrite]:
     """Hold drafts, each with a 'review-hold' audit entry, in one transaction; returns them with their ids."""
-    held = []
     with store.write() as tx:
-        seal = integrity.of(tx)
-        at = now_us()
-        for item in items:
-            item = HeldWrite(**{**item.__dict__, "draft_id": str(uuid.uuid4())})
-            tx.execute(insert(review_drafts).values(
-                draft_id=item.draft_id, originator=item.originator, record_id=item.record_id,
-                base_version=item.base_version, author=item.author, reference=item.reference, draft=item.draft,
-                approvals_needed=item.approvals_needed, rule=item.rule, state=HELD, reason="", submitted_at=at,
-                decided_at=None, released_version=None, mac=_draft_mac(seal, item),
-            ))
-            audit_log.append(tx, at=at, actor=actor, action="review-hold", detail={
-                "draft_id": item.draft_id, "originator": item.originator, "record_id": item.record_id,
-                "base_version": item.base_version, "approvals_needed": item.approvals_needed, "rule": item.rule,
-            })
-            held.append(item)
+        return hold_in(tx, items, actor=actor)
+
+
+def hold_in(tx: Connection, items: list[HeldWrite], *, actor: str) -> list[HeldWrite]:
+    """:func:`hold` inside the caller's write transaction (SubmitBulk's, with the records it stores)."""
+    held = []
+    seal = integrity.of(tx)
+    at = now_us()
+    for item in items:
+        item = HeldWrite(**{**item.__dict__, "draft_id": str(uuid.uuid4())})
+        tx.execute(insert(review_drafts).values(
+            draft_id=item.draft_id, originator=item.originator, record_id=item.record_id,
+            base_version=item.base_version, author=item.author, reference=item.reference, draft=item.draft,
+            approvals_needed=item.approvals_needed, rule=item.rule, state=HELD, reason="", submitted_at=at,
+            decided_at=None, released_version=None, mac=_draft_mac(seal, item),
+        ))
+        audit_log.append(tx, at=at, actor=actor, action="review-hold", detail={
+            "draft_id": item.draft_id, "originator": item.originator, "record_id": item.record_id,
+            "base_version": item.base_version, "approvals_needed": item.approvals_needed, "rule": item.rule,
+        })
+        held.append(item)
     return held
 
 
