@@ -35,7 +35,8 @@ from exchange.errors import (
     PermissionDenied,
     TransportError,
 )
-from exchange.v1 import query_pb2, submission_pb2
+from exchange.records.translations import well_formed
+from exchange.v1 import query_pb2, review_pb2, submission_pb2
 
 __all__ = [
     "PROFILE_ENV",
@@ -63,6 +64,9 @@ class Profile:
     cert: Path
     key: Path
     ca: Path
+    # BCP 47 tag of the language the user reads (`language = "en"` in the profile): records are
+    # shown with their translation into it where they carry one, the original beside it.
+    language: str = ""
 
 
 def _check_node(node: str, where: str) -> None:
@@ -94,8 +98,12 @@ def load_profile(path: Path) -> Profile:
     where = f"{path}: "
     _check_node(values["node"], where)
     _check_agency(values["agency"], where)
+    language = data.get("language", "")
+    if not isinstance(language, str) or (language and not well_formed(language)):
+        raise ConfigError(f"{path}: language: expected a BCP 47 language tag such as \"en\", got {language!r}")
     base = path.parent
     return Profile(
+        language=language,
         node=values["node"],
         agency=values["agency"],
         cert=base / values["cert"],
@@ -279,6 +287,7 @@ class Client:
     ) -> None:
         self.address = profile.node
         self.agency = profile.agency
+        self.language = profile.language
         self.timeout = timeout
         self.channel = connect(profile, max_message_bytes=max_message_bytes)
         sub, qry = submission_pb2, query_pb2
@@ -289,6 +298,14 @@ class Client:
         self.retract = _method(self.channel, "SubmissionService", "Retract", sub.RetractRequest, sub.RetractResponse)
         self.get = _method(self.channel, "QueryService", "Get", qry.GetRequest, qry.GetResponse)
         self.search = _method(self.channel, "QueryService", "Search", qry.SearchRequest, qry.SearchResponse)
+        rev = review_pb2  # release review (exchange/node/review.py)
+        self.list_drafts = _method(self.channel, "ReviewService", "ListDrafts", rev.ListDraftsRequest,
+                                   rev.ListDraftsResponse)
+        self.get_draft = _method(self.channel, "ReviewService", "GetDraft", rev.GetDraftRequest, rev.GetDraftResponse)
+        self.approve_draft = _method(self.channel, "ReviewService", "ApproveDraft", rev.ApproveDraftRequest,
+                                     rev.ApproveDraftResponse)
+        self.reject_draft = _method(self.channel, "ReviewService", "RejectDraft", rev.RejectDraftRequest,
+                                    rev.RejectDraftResponse)
 
     def call(self, fn: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
         return call(fn, request, timeout=self.timeout, address=self.address)

@@ -15,6 +15,7 @@ from typing import Any
 from exchange.core.identity import AGENCY_RE, HANDLE_RE, Role
 from exchange.core.manifest import Manifest, parse_manifest
 from exchange.core.marking import classification_level
+from exchange.core.review import ANY_PARTNER, TLP_LABELS, Preapproval, ReviewPolicy
 from exchange.errors import ConfigError
 
 
@@ -92,6 +93,9 @@ class NodeConfig:
     # none unless asked; node.toml without the key gets DEFAULT_METRICS_LISTEN.
     metrics_listen: str = ""
     health_check_seconds: float = 1.0  # how often the health monitor tries the database
+    # Release review (exchange/core/review.py): on when node.toml has a [review] table. Off
+    # (None), an analyst's submission is released at once, as before review existed.
+    review: ReviewPolicy | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -164,7 +168,9 @@ def _users(data: object, where: str) -> dict[str, UserEntry]:
         try:
             role = Role(entry.get("role"))
         except ValueError:
-            raise ConfigError(f"{at}.role: expected analyst or liaison, got {entry.get('role')!r}") from None
+            raise ConfigError(
+                f"{at}.role: expected analyst, liaison or disclosure_officer, got {entry.get('role')!r}"
+            ) from None
         if role in (Role.NODE, Role.OPERATOR):
             raise ConfigError(f"{at}.role: a user cannot have the {role.value} role")
         clearance = entry.get("clearance")
@@ -192,6 +198,43 @@ def _peers(data: object, where: str) -> tuple[PeerEntry, ...]:
             raise ConfigError(f"{at}.interval_seconds: expected a positive number")
         peers.append(PeerEntry(agency, float(interval)))
     return tuple(peers)
+
+
+def _review(data: object, users: dict[str, UserEntry], where: str) -> ReviewPolicy | None:
+    """The [review] table: pre-approved markings per partner. Review needs two disclosure
+    officers among the users, or a widening (two approvals) could never be released."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    unknown = sorted(set(data) - {"preapproved"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (expected preapproved)")
+    officers = [u for u in users.values() if u.role is Role.DISCLOSURE_OFFICER]
+    if len(officers) < 2:
+        raise ConfigError(f"{where}: release review needs at least two users with role = \"disclosure_officer\" "
+                          f"(the two-person rule), found {len(officers)}")
+    entries = data.get("preapproved", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}.preapproved: expected a list of [[review.preapproved]] tables")
+    rules = []
+    for i, entry in enumerate(entries):
+        at = f"{where}.preapproved[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a table")
+        partners = entry.get("partners")
+        if not isinstance(partners, list) or not partners or not all(
+            isinstance(p, str) and (p == ANY_PARTNER or AGENCY_RE.match(p)) for p in partners
+        ):
+            raise ConfigError(f"{at}.partners: expected a list of agency codes or \"*\", got {partners!r}")
+        ceiling = entry.get("max_classification")
+        if not isinstance(ceiling, str) or classification_level(ceiling) is None:
+            raise ConfigError(f"{at}.max_classification: unknown classification {ceiling!r}")
+        tlp = entry.get("tlp")
+        if not isinstance(tlp, list) or not tlp or not all(isinstance(t, str) and t in TLP_LABELS for t in tlp):
+            raise ConfigError(f"{at}.tlp: expected a list of TLP labels ({', '.join(sorted(TLP_LABELS))}), got {tlp!r}")
+        rules.append(Preapproval(frozenset(partners), ceiling, frozenset(tlp)))
+    return ReviewPolicy(tuple(rules))
 
 
 # Loopback only: per-originator counts are themselves sensitive (docs/design.md "Interfaces").
@@ -246,6 +289,7 @@ def load_node_config(
     database_url = data.get("database_url") or f"sqlite:///{resolved_data / 'node.db'}"
     if not isinstance(database_url, str):
         raise ConfigError(f"{where}: database_url: expected a string")
+    users = _users(data.get("users", []), f"{where}: users")
     return NodeConfig(
         path=path,
         agency=agency,
@@ -253,9 +297,10 @@ def load_node_config(
         data_dir=resolved_data,
         database_url=database_url,
         pki_dir=resolved_pki,
-        users=_users(data.get("users", []), f"{where}: users"),
+        users=users,
         peers=_peers(data.get("peers"), f"{where}: peers"),
         limits=_limits(data.get("limits"), f"{where}: limits"),
         metrics_listen=_metrics_listen(data.get("metrics_listen"), f"{where}: metrics_listen"),
         health_check_seconds=_seconds(data.get("health_check_seconds"), 1.0, f"{where}: health_check_seconds"),
+        review=_review(data.get("review"), users, f"{where}: review"),
     )

@@ -144,9 +144,19 @@ def _confidence(value: object, path: str) -> int:
     return value
 
 
+def _translation(value: object, path: str) -> records_pb2.Translation:
+    data = _object(value, path, frozenset({"language", "title", "summary"}))
+    return records_pb2.Translation(
+        language=_string(_required(data, "language", path), _at(path, "language")),
+        title=_string(data.get("title", ""), _at(path, "title")),
+        summary=_string(data.get("summary", ""), _at(path, "summary")),
+    )
+
+
 _LISTS = ("countries", "sectors", "tags")
 _TOP_LEVEL = frozenset(
-    {"kind", "title", "summary", "observables", "related", "confidence", "validity", "reference", "marking"}
+    {"kind", "title", "summary", "observables", "related", "confidence", "validity", "reference", "marking",
+     "translations"}
     | set(_LISTS)
 )
 
@@ -164,6 +174,7 @@ def draft_from_json(data: object) -> tuple[records_pb2.RecordDraft, str]:
         related=_list(top.get("related", []), "related", _ref),
         confidence=_confidence(top.get("confidence", 0), "confidence"),
         marking=_marking(_required(top, "marking", ""), "marking"),
+        translations=_list(top.get("translations", []), "translations", _translation),
     )
     for name in _LISTS:
         getattr(draft, name).extend(_strings(top.get(name, []), name))
@@ -202,7 +213,7 @@ def load_json(text: str, *, one_line: bool = False) -> object:
 # its output, edited, is a revision `exchange revise` takes back.
 _RECORD_KEYS = frozenset(
     {"ref", "version", "status", "created_at", "issued_at", "content", "retraction_reason",
-     "received_from", "equivocated", "expired", "not_yet_valid"}
+     "received_from", "equivocated", "expired", "not_yet_valid", "translation"}
 )
 _KIND_BY_ENUM_NAME = {records_pb2.Kind.Name(value): name for name, value in KINDS.items()}
 

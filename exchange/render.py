@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.core.marking import CLASSIFICATIONS
+from exchange.records.translations import translation_for
 from exchange.v1 import records_pb2
 
 __all__ = [
@@ -132,6 +133,13 @@ def combined_marking(records: Iterable[records_pb2.Record]) -> BannerMarking | N
     return BannerMarking(classification, rel_to, tlp, caveats)
 
 
+def marking_text(originator: str, marking: records_pb2.Marking) -> str:
+    """One marking as a banner reads it (``SECRET // REL TO JPN-NPA, USA-DTSF // TLP:AMBER``)."""
+    record = records_pb2.Record(ref=records_pb2.RecordRef(originator=originator),
+                                content=records_pb2.RecordDraft(marking=marking))
+    return clean(_marking_of(record).text())
+
+
 def banner(records: Iterable[records_pb2.Record]) -> str:
     """``==== CONFIDENTIAL // REL TO JPN-NPA, USA-DTSF // TLP:AMBER ====`` for these records."""
     marking = combined_marking(records)
@@ -189,15 +197,19 @@ def _date(stamp: Timestamp, *, with_time: bool = False) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ" if with_time else "%Y-%m-%d")
 
 
-def _title(shown: Shown) -> str:
+def _title(shown: Shown, language: str = "") -> str:
     record = shown.record
     title = record.content.title or ("(retracted)" if record.status == records_pb2.STATUS_RETRACTED else "")
+    translated = translation_for(record.content, language)
+    if translated is not None and translated.title:
+        title = f"[{translated.language}] {translated.title} / {title}"  # the original always beside it
     state = validity_state(record)
     return ("! " if shown.equivocated else "") + (f"[{state}] " if state else "") + title
 
 
-def table_lines(rows: Sequence[Shown]) -> list[str]:
-    """A table of records: one line each, columns aligned in terminal columns."""
+def table_lines(rows: Sequence[Shown], language: str = "") -> list[str]:
+    """A table of records: one line each, columns aligned in terminal columns; with ``language``,
+    the title in that language where the record has a translation, then the original."""
     header = ["ORIGINATOR", "ID", "VER", "KIND", "CLASSIFICATION", "TLP", "TITLE", "ISSUED"]
     cells = [
         [
@@ -207,7 +219,7 @@ def table_lines(rows: Sequence[Shown]) -> list[str]:
             KIND_NAMES.get(s.record.content.kind, "?"),
             s.record.content.marking.classification,
             s.record.content.marking.tlp,
-            truncate(clean(_title(s)), TITLE_COLUMNS),
+            truncate(clean(_title(s, language)), TITLE_COLUMNS),
             _date(s.record.issued_at),
         ]
         for s in rows
@@ -226,10 +238,15 @@ def _field(label: str, value: str) -> str:
     return f"{label + ':':<15}{value}"
 
 
-def record_lines(shown: Shown) -> list[str]:
-    """One record in full, for reading."""
+def record_lines(shown: Shown, language: str = "") -> list[str]:
+    """One record in full, for reading. With ``language``, the title and summary in that language
+    where the record carries a translation, each with the original beside it."""
     r, c = shown.record, shown.record.content
-    lines = [
+    translated = translation_for(c, language)
+    lines = []
+    if translated is not None and translated.title:
+        lines.append(_field(f"Title [{translated.language}]", translated.title))
+    lines += [
         _field("Title", c.title or "-"),
         _field("Record", f"{r.ref.originator}/{r.ref.record_id}"),
         _field("Version", f"{r.version} ({STATUS_NAMES.get(r.status, 'unknown status')})"),
@@ -254,13 +271,23 @@ def record_lines(shown: Shown) -> list[str]:
     lines.extend(f"  {fit(o.type, type_width)}  {o.value}" for o in c.observables)
     lines.append(f"Related ({len(c.related)}):")
     lines.extend(f"  {ref.originator}/{ref.record_id}" for ref in c.related)
-    lines.append("Summary:")
+    if c.translations:
+        lines.append(_field("Translations", ", ".join(t.language for t in c.translations)))
+    if language and translated is None:
+        lines.append(_field("Translation", f"none into {language}; the original follows"))
+    if translated is not None and translated.summary:
+        lines.append(f"Summary [{translated.language}]:")
+        lines.extend(f"  {line}" for line in translated.summary.splitlines())
+    lines.append("Summary:" if translated is None or not translated.summary else "Summary (original):")
     lines.extend(f"  {line}" for line in (c.summary or "-").splitlines())
     return [clean(line) for line in lines]
 
 
-def held_to_json(shown: Shown) -> dict[str, Any]:
+def held_to_json(shown: Shown, language: str = "") -> dict[str, Any]:
     data = MessageToDict(shown.record, preserving_proto_field_name=True)
+    translated = translation_for(shown.record.content, language)
+    if language:  # the one asked for, beside the original in content (null: none in that language)
+        data["translation"] = None if translated is None else MessageToDict(translated)
     data["received_from"] = shown.received_from
     data["equivocated"] = shown.equivocated
     data["expired"] = shown.expired

@@ -19,6 +19,7 @@ import grpc
 from exchange.config import Limits, NodeConfig, PeerEntry, UserEntry, load_manifest
 from exchange.core.identity import Identity, Role
 from exchange.core.manifest import Manifest, node_dns_name
+from exchange.core.review import ReviewPolicy
 from exchange.demo.federation import free_port as free_port  # one picker of loopback ports
 from exchange.node.server import Node
 from exchange.pki import Issued, init_federation, issue, load_cert, load_private_key
@@ -67,6 +68,11 @@ USERS: dict[str, dict[str, tuple[Role, str]]] = {
         "kato": (Role.ANALYST, "SECRET"),
         "suzuki": (Role.LIAISON, "SECRET"),
         "ito": (Role.LIAISON, "RESTRICTED"),
+        # Disclosure officers (release review, tests/test_review.py); the node reviews only
+        # when started with a review policy.
+        "tanaka": (Role.DISCLOSURE_OFFICER, "SECRET"),
+        "yamada": (Role.DISCLOSURE_OFFICER, "SECRET"),
+        "mori": (Role.DISCLOSURE_OFFICER, "RESTRICTED"),
     },
     "USA-DTSF": {"jmiller": (Role.ANALYST, "TOP SECRET"), "rchen": (Role.LIAISON, "SECRET")},
     "KOR-KNPA": {"kimjh": (Role.ANALYST, "SECRET"), "parksy": (Role.LIAISON, "SECRET")},
@@ -101,14 +107,14 @@ class Federation:
 
     def start_node(
         self, agency: str, data_dir: Path, *, limits: Limits | None = None, peers: tuple[str, ...] = (),
-        schedule: bool = False, interval: float = 0.2,
+        schedule: bool = False, interval: float = 0.2, review: ReviewPolicy | None = None,
     ) -> Node:
         """Start ``agency``'s node on its manifest address; it pulls from ``peers`` if ``schedule``."""
         self.backend.migrated(data_dir)
         config = self.node_config(agency, data_dir, limits=limits)
         config = dataclasses.replace(
             config, listen=self.manifest.partner(agency).address,
-            peers=tuple(PeerEntry(p, interval) for p in peers),
+            peers=tuple(PeerEntry(p, interval) for p in peers), review=review,
         )
         node = Node(config, manifest=self.manifest, schedule=schedule)
         node.start()

@@ -40,10 +40,11 @@ CLASSIFICATIONS = ["UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL", "SECRET", "TOP 
 # Who should hold what at the end, by sample name; derived by hand from the
 # markings in nodes/*/samples and the [[peers]] topology in nodes/*/node.toml.
 EXPECTED = {
-    "JPN-NPA": {"sns-approach", "dprk-it-workers", "insider-email", "front-company", "procurement-agent",
-                "forwarder-domain", "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
-    "USA-DTSF": {"sns-approach", "dprk-it-workers", "front-company", "procurement-agent", "forwarder-domain",
-                 "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
+    "JPN-NPA": {"sns-approach", "dprk-it-workers", "insider-email", "lithography-parts", "front-company",
+                "procurement-agent", "forwarder-domain", "ip-disclosure-demand", "headhunter-approach",
+                "fake-recruiter-uk"},
+    "USA-DTSF": {"sns-approach", "dprk-it-workers", "lithography-parts", "front-company", "procurement-agent",
+                 "forwarder-domain", "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
     "KOR-KNPA": {"sns-approach", "dprk-it-workers", "procurement-agent", "forwarder-domain",
                  "ip-disclosure-demand", "headhunter-approach", "fake-recruiter-uk"},
     "GBR-NPSA": {"dprk-it-workers", "forwarder-domain", "ip-disclosure-demand", "fake-recruiter-uk"},
@@ -218,6 +219,22 @@ def test_the_revision_and_the_retraction_reach_every_holder(finished: DemoRun) -
         assert holdings[agency]["forwarder-domain"]["version"] == 2
         assert holdings[agency]["forwarder-domain"]["status"] == "retracted"
     assert "(retracted)" in finished.output()
+
+
+def test_a_draft_is_held_until_jpn_npas_disclosure_officer_approves_it(finished: DemoRun) -> None:
+    output = finished.output()
+    # Held at submission, and through the first convergence (which expects it nowhere, for
+    # over two pull rounds); released by the officer, then at JPN-NPA and USA-DTSF only.
+    assert "HELD for release review as draft" in output
+    assert "JPN-NPA's disclosure officer tanaka reviews it" in output and "released as v1" in output
+    holdings = finished.summary()["holdings"]
+    assert {a for a, held in holdings.items() if "lithography-parts" in held} == {"JPN-NPA", "USA-DTSF"}
+
+
+def test_a_korean_record_is_read_in_english_beside_the_original(finished: DemoRun) -> None:
+    output = finished.output()
+    assert "Title [en]:    Demand to disclose intellectual property" in output
+    assert "Title:         투자 계약 체결 전 지식재산 공개 요구" in output
 
 
 def test_a_restricted_liaison_sees_nothing_above_restricted(finished: DemoRun) -> None:

@@ -29,8 +29,8 @@ from exchange.v1 import records_pb2, submission_pb2
 from tests.buf import ROOT, require_buf
 from tests.federation import Federation, UserClient
 
-RENAMED = ["exchange.v1.LiaisonService", "exchange.v1.QueryService", "exchange.v1.SubmissionService",
-           "exchange.v1.SyncService"]
+RENAMED = ["exchange.v1.LiaisonService", "exchange.v1.QueryService", "exchange.v1.ReviewService",
+           "exchange.v1.SubmissionService", "exchange.v1.SyncService"]
 SERVED = sorted([*RENAMED, "grpc.health.v1.Health", V1, V1ALPHA])
 
 # grpc/reflection/v1/reflection.proto upstream (grpc-proto): each message's fields by number.

@@ -71,12 +71,15 @@ class Outcome:
     record: str | None = None  # ORIGINATOR/RECORD_ID, as `exchange revise` takes it
     version: int | None = None
     reason: str | None = None
+    held_draft: str | None = None  # release review: the draft it is held as, until approved
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"line": self.line, "reference": self.reference, "status": self.status}
         if self.status == "rejected":
             data["reason"] = self.reason
         else:
+            if self.held_draft:
+                data["held_draft"] = self.held_draft
             data["record"] = self.record
             data["version"] = self.version
         return data
@@ -88,6 +91,7 @@ class BulkResult:
     new: int = 0
     existing: int = 0
     rejected: int = 0
+    held: int = 0  # of new and existing: drafts held for release review
     stopped_at: int | None = None  # the line the run stopped at, if it did
     error: ExchangeError | None = None
 
@@ -100,6 +104,8 @@ class BulkResult:
             f"{self.new + self.existing} submitted ({self.new} new, {self.existing} already submitted), "
             f"{self.rejected} rejected"
         )
+        if self.held:
+            text += f"; {self.held} held for release review (exchange review list)"
         if self.stopped_at is not None:
             text += f", {self.total - self.done} not submitted (stopped at line {self.stopped_at})"
         return text
@@ -232,6 +238,8 @@ def submit_lines(
             result.existing += 1
         else:
             result.rejected += 1
+        if outcome.held_draft:
+            result.held += 1
         emit(outcome)
 
     def settle(chunk: list[Line], future: Future[list[submission_pb2.SubmitBulkResult]] | None) -> None:
@@ -260,7 +268,8 @@ def submit_lines(
                 continue
             receipt = answer.receipt
             status: Status = "new" if receipt.created else "existing"
-            record(Outcome(line.number, line.reference, status, _record_name(receipt), receipt.version))
+            record(Outcome(line.number, line.reference, status, _record_name(receipt), receipt.version,
+                           held_draft=receipt.held_draft_id or None))
 
     pending: deque[tuple[list[Line], Future[list[submission_pb2.SubmitBulkResult]] | None]] = deque()
     upcoming = _chunks(lines, batch)

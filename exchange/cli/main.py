@@ -22,6 +22,7 @@ from exchange.cli import (
     liaison,
     query,
     records,
+    review,
     stiximport,
     stixverify,
     sync,
@@ -82,6 +83,7 @@ def build_parser() -> Parser:
     connection = connection_flags()
     admin.register(commands)
     records.register(commands, connection)
+    review.register(commands, connection)
     query.register(commands, connection)
     liaison.register(commands, connection)
     watch.register(commands, connection)

@@ -20,6 +20,7 @@ from exchange.cli.options import (
 from exchange.cli.refs import REF_HELP, REF_METAVAR, ref_arg, resolve_ref
 from exchange.drafts import KINDS, parse_time
 from exchange.errors import InvalidInput, TransportError
+from exchange.records.translations import well_formed
 from exchange.render import (
     KIND_NAMES,
     NO_RECORDS,
@@ -49,6 +50,7 @@ def register(commands: Commands, connection: Parser) -> None:
                               description="Show one record; `get --json` output, edited, is what `revise` takes.")
     get.add_argument("ref", metavar=REF_METAVAR, type=ref_arg, help=REF_HELP)
     get.add_argument("--json", action="store_true", help="print JSON (a revision `exchange revise FILE` takes back)")
+    language_flag(get)
     get.set_defaults(handler=run_get)
 
     query = commands.add_parser(
@@ -59,7 +61,27 @@ def register(commands: Commands, connection: Parser) -> None:
                        help=f"show at most N records (default {DEFAULT_LIMIT})")
     query.add_argument("--all", action="store_true", help="show every matching record")
     format_flag(query)
+    language_flag(query)
     query.set_defaults(handler=run_query)
+
+
+def language_flag(parser: Parser) -> None:
+    parser.add_argument("--lang", metavar="TAG", type=language_arg, default=None,
+                        help="show titles and summaries translated into this language (BCP 47: en, ja, ko) "
+                             "where a record carries a translation, the original beside it; default: the "
+                             "profile's `language`")
+
+
+def language_arg(value: str) -> str:
+    if not well_formed(value):
+        raise argparse.ArgumentTypeError(f"not a BCP 47 language tag: {value!r} (e.g. en, ja, ko)")
+    return value
+
+
+def language_of(args: argparse.Namespace, client: Client) -> str:
+    """--lang, else the profile's language, else none (originals only)."""
+    given: str | None = getattr(args, "lang", None)
+    return given if given is not None else client.language
 
 
 def confidence_arg(value: str) -> int:
@@ -109,11 +131,12 @@ def run_get(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         request = query_pb2.GetRequest(ref=resolve_ref(client, args.ref))
         shown = _decode(client.call(client.get, request).record, client)
+        language = language_of(args, client)
     if args.json:
-        print(dumps(held_to_json(shown)))
+        print(dumps(held_to_json(shown, language)))
     else:
         frame = banner([shown.record])
-        print("\n".join([frame, *record_lines(shown), frame]))
+        print("\n".join([frame, *record_lines(shown, language), frame]))
     return 0
 
 
@@ -180,21 +203,23 @@ def record_cells(s: Shown) -> list[object]:
             r.content.title, r.issued_at.ToJsonString(), s.received_from, s.equivocated, s.expired]
 
 
-def records_listing(shown: list[Shown]) -> Listing:
+def records_listing(shown: list[Shown], language: str = "") -> Listing:
     def table() -> list[str]:
         if not shown:
             return [NO_RECORDS]
         frame = banner([s.record for s in shown])
-        return [frame, *table_lines(shown), frame]
+        return [frame, *table_lines(shown, language), frame]
 
-    return Listing([held_to_json(s) for s in shown], RECORD_COLUMNS, [record_cells(s) for s in shown], table)
+    return Listing([held_to_json(s, language) for s in shown], RECORD_COLUMNS, [record_cells(s) for s in shown],
+                   table)
 
 
 def run_query(args: argparse.Namespace) -> int:
     request = search_request(args)
     with client_from(args) as client:
         shown, more = fetch(client, request, None if args.all else args.limit)
-    emit(args.format, records_listing(shown))
+        language = language_of(args, client)
+    emit(args.format, records_listing(shown, language))
     if more:
         # stderr, so the note never mixes with JSON or falls outside the banners.
         print(f"exchange: showing the first {len(shown)} records; more match (use --limit N or --all)",

@@ -129,7 +129,9 @@ def run_submit(args: argparse.Namespace) -> int:
     request = submission_pb2.SubmitRequest(draft=draft, reference=reference)
     with client_from(args) as client:
         receipt = _call_with_draft(client, client.submit, request, args.file).receipt
-    if receipt.created:
+    if receipt.held_draft_id:
+        text = _held_text("submitted", receipt)
+    elif receipt.created:
         text = f"submitted {_name(receipt)} version {receipt.version}"
     else:
         text = f"already submitted as {_name(receipt)} (reference {reference})"
@@ -158,7 +160,17 @@ def run_revise(args: argparse.Namespace) -> int:
         ref = file_ref if args.ref is None else resolve_ref(client, args.ref)
         request = submission_pb2.ReviseRequest(ref=ref, base_version=base_version, draft=draft)
         receipt = _call_with_draft(client, client.revise, request, args.file).receipt
+    if receipt.held_draft_id:
+        return _print_receipt(args, receipt, _held_text("revised", receipt))
     return _print_receipt(args, receipt, f"revised {_name(receipt)} version {receipt.version}")
+
+
+def _held_text(done: str, receipt: submission_pb2.Receipt) -> str:
+    """A receipt of a draft held for release review: what it will be, and how to follow it."""
+    approvals = "approval" if receipt.approvals_needed == 1 else "approvals"
+    return (f"{done} {_name(receipt)} version {receipt.version}: held for review as draft "
+            f"{receipt.held_draft_id[:8]} until {receipt.approvals_needed} disclosure officer {approvals} "
+            f"(exchange review show {receipt.held_draft_id[:8]})")
 
 
 def run_retract(args: argparse.Namespace) -> int:

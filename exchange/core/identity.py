@@ -22,6 +22,8 @@ _URI_RE = re.compile(r"^urn:exchange:(?P<agency>[^:]+):(?P<kind>node|user)(?::(?
 class Role(enum.Enum):
     ANALYST = "analyst"
     LIAISON = "liaison"
+    # Reviews the agency's drafts before they are released to partners (exchange/node/review.py).
+    DISCLOSURE_OFFICER = "disclosure_officer"
     NODE = "node"
     # The agency's own node certificate, used by its operator's commands on the node's host
     # (`exchange health`): operational calls only, never a disclosure (exchange/node/rpc.py).

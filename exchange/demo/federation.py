@@ -91,6 +91,11 @@ class DemoNode:
         return _top_user(self.config, Role.LIAISON)
 
     @property
+    def officer(self) -> str:
+        """The disclosure officer the story speaks as (release review)."""
+        return _top_user(self.config, Role.DISCLOSURE_OFFICER)
+
+    @property
     def peers(self) -> list[str]:
         return [p.agency for p in self.config.peers]
 

@@ -32,7 +32,9 @@ from exchange.demo.story import (
     PLAN,
     RETRACTED,
     RETRACTION_REASON,
+    REVIEWED,
     REVISED,
+    TRANSLATED,
     Holdings,
     Names,
     Sample,
@@ -43,9 +45,9 @@ from exchange.demo.story import (
 )
 from exchange.drafts import read_draft
 from exchange.errors import ExchangeError, NotFound, TransportError
-from exchange.render import Shown, banner, combined_marking, table_lines
+from exchange.render import Shown, banner, combined_marking, record_lines, table_lines
 from exchange.store.migrate import database_errors
-from exchange.v1 import query_pb2, records_pb2, submission_pb2
+from exchange.v1 import query_pb2, records_pb2, review_pb2, submission_pb2
 
 __all__ = ["run_demo"]
 
@@ -83,6 +85,7 @@ class Story:
         self.refs: dict[str, records_pb2.RecordRef] = {}
         self.liaisons: dict[str, Client] = {}
         self.analysts: dict[str, Client] = {}
+        self.held: dict[str, submission_pb2.Receipt] = {}  # sample name -> receipt of a draft held for review
         self.outcome = Outcome()
 
     def tell(self) -> Outcome:
@@ -92,8 +95,10 @@ class Story:
         say("4. Nobody calls pull: each node's own schedule pulls its peers every ~1 s (set by the demo).")
         if self.sync("Waiting until every liaison officer sees exactly what the markings allow", changed=False):
             self.revise_and_retract()
+            self.approve_held()
             self.sync("Waiting for the schedules to carry the new versions", changed=True)
         self.show_liaison_views()
+        self.show_translation()
         self.show_clearance()
         self.show_handle_search()
         return self.outcome
@@ -150,6 +155,11 @@ class Story:
         reach = ", ".join(sorted(sample.reach)) or "no partner"
         say(f"     {sample.name} ({receipt.ref.record_id[:8]}): {draft.title}")
         say(f"         {marking.text() if marking is not None else '-'}")
+        if receipt.held_draft_id:
+            self.held[sample.name] = receipt
+            say(f"         HELD for release review as draft {receipt.held_draft_id[:8]}: no partner gets it until a")
+            say(f"         disclosure officer approves it. Then expected at {reach}. Why: {sample.why}")
+            return
         say(f"         expected at {reach}. Why: {sample.why}")
 
     def sync(self, waiting: str, *, changed: bool) -> bool:
@@ -184,6 +194,32 @@ class Story:
         say(f'   USA-DTSF retracts {RETRACTED} (v{retracted.version}): "{RETRACTION_REASON}".')
         say("   A retraction is a signed version without content, and a signed withdrawal tells every")
         say("   earlier holder, relays included, to purge the earlier payload.")
+
+    def approve_held(self) -> None:
+        """JPN-NPA's disclosure officer approves the draft held since step 3 (it stayed unserved meanwhile)."""
+        receipt = self.held.get(REVIEWED)
+        if receipt is None:
+            raise ExchangeError(f"{REVIEWED} was not held for review: check JPN-NPA's [review] pre-approvals")
+        node = self.fed.nodes[receipt.ref.originator]
+        with self.fed.client(receipt.ref.originator, node.officer) as officer:
+            draft = officer.call(officer.get_draft, review_pb2.GetDraftRequest(draft_id=receipt.held_draft_id)).draft
+            answer = officer.call(officer.approve_draft, review_pb2.ApproveDraftRequest(draft_id=draft.draft_id))
+        say(f"   Release review: {REVIEWED} stayed held through those pull rounds (nobody, not even JPN-NPA's own")
+        say(f"   liaison, was served it). JPN-NPA's disclosure officer {node.officer} reviews it ({draft.rule}) and")
+        say(f"   approves: released as v{answer.draft.released_version}, signed now, audited with who approved it.")
+        say("   (The analyst cannot approve their own draft; widening a released marking needs two officers.)")
+
+    def show_translation(self) -> None:
+        agency, name = TRANSLATED
+        reader = "USA-DTSF"
+        say()
+        say(f"   A Korean record with an English translation: {agency}'s analyst added it, signed with the record;")
+        say(f"   {reader}'s liaison reads it in English (`exchange get --lang en`), the original beside it:")
+        client = self.liaisons[reader]
+        shown = Shown.from_held(client.call(client.get, query_pb2.GetRequest(ref=self.refs[name])).record)
+        for line in record_lines(shown, "en"):
+            if line.startswith(("Title", "Translations")):
+                say(f"     {line}")
 
     def show_liaison_views(self) -> None:
         say("6. What each agency's liaison officer sees (`exchange query --include-retracted`). Each table is")

@@ -20,7 +20,9 @@ __all__ = [
     "PLAN",
     "RETRACTED",
     "RETRACTION_REASON",
+    "REVIEWED",
     "REVISED",
+    "TRANSLATED",
     "Holdings",
     "Names",
     "Sample",
@@ -46,6 +48,10 @@ class Sample:
     name: str
     reach: frozenset[str]  # the partners whose nodes should hold it (the originator always does)
     why: str  # why exactly those: shown to the newcomer, and where it is missing
+    # Held for release review at submission (its marking is above the pre-approved ones):
+    # no node, not even the originator's search, holds it until the disclosure officer
+    # approves it in step 5.
+    reviewed: bool = False
 
 
 PLAN: tuple[Sample, ...] = (
@@ -55,6 +61,9 @@ PLAN: tuple[Sample, ...] = (
            "released to all; GBR-NPSA gets it relayed by USA-DTSF (TLP:GREEN allows relay)"),
     Sample(JPN, "insider-email", frozenset(),
            "TLP:RED, released to no partner; it never leaves JPN-NPA"),
+    Sample(JPN, "lithography-parts", frozenset({USA}),
+           "SECRET to USA-DTSF, above JPN-NPA's pre-approved markings: held until a disclosure officer approved it",
+           reviewed=True),
     Sample(USA, "front-company", frozenset({JPN}),
            "released to JPN-NPA only, and ORCON: JPN-NPA may not pass it on"),
     Sample(USA, "procurement-agent", frozenset({JPN, KOR}),
@@ -68,6 +77,8 @@ PLAN: tuple[Sample, ...] = (
     Sample(GBR, "fake-recruiter-uk", frozenset({USA, JPN, KOR}),
            "released to the trilateral partners; only USA-DTSF pulls from GBR-NPSA, the others get it relayed"),
 )
+REVIEWED = "lithography-parts"  # approved by JPN-NPA's disclosure officer in step 5
+TRANSLATED = ("KOR-KNPA", "ip-disclosure-demand")  # a Korean record with an English translation
 REVISED = "dprk-it-workers"  # version 2 is nodes/JPN-NPA/samples/dprk-it-workers.v2.json
 RETRACTED = "forwarder-domain"
 RETRACTION_REASON = "misattributed: the domain belongs to an unrelated, legitimate forwarder"
@@ -94,6 +105,8 @@ def expected_holdings(agencies: Iterable[str], *, changed: bool) -> Expected:
     """What each agency's node should hold: before (``changed=False``) or after the revision and retraction."""
     expected: Expected = {agency: {} for agency in agencies}
     for sample in PLAN:
+        if sample.reviewed and not changed:
+            continue  # held for review: served to no one, not even the originator's own search
         state = (1, "active")
         if changed and sample.name == REVISED:
             state = (2, "active")

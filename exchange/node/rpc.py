@@ -67,6 +67,12 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.LiaisonService/WatchRemove": frozenset({Role.LIAISON}),
     "/exchange.v1.LiaisonService/WatchList": frozenset({Role.LIAISON}),
     "/exchange.v1.LiaisonService/WatchHits": frozenset({Role.LIAISON}),
+    # Release review (exchange/node/review.py): analysts see their own drafts; disclosure
+    # officers review the agency's. Approving is the officer's alone.
+    "/exchange.v1.ReviewService/ListDrafts": frozenset({Role.ANALYST, Role.DISCLOSURE_OFFICER}),
+    "/exchange.v1.ReviewService/GetDraft": frozenset({Role.ANALYST, Role.DISCLOSURE_OFFICER}),
+    "/exchange.v1.ReviewService/ApproveDraft": frozenset({Role.DISCLOSURE_OFFICER}),
+    "/exchange.v1.ReviewService/RejectDraft": frozenset({Role.DISCLOSURE_OFFICER}),
     "/exchange.v1.SyncService/Pull": frozenset({Role.NODE}),
     "/exchange.v1.SyncService/Digest": frozenset({Role.NODE}),
     # Operational: any authenticated federation identity may ask if the node is up, and so

@@ -27,6 +27,7 @@ from exchange.node.metrics import MetricsServer, NodeMetrics
 from exchange.node.query import QueryService
 from exchange.node.reflection import SERVICES as REFLECTION_SERVICES
 from exchange.node.reflection import Reflection
+from exchange.node.review import ReviewService
 from exchange.node.rpc import Guard, service_handler
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
@@ -85,13 +86,14 @@ class Node:
         self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
-                              "exchange.v1.LiaisonService"])
+                              "exchange.v1.LiaisonService", "exchange.v1.ReviewService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
         self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
         guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
                       self.admission, self.metrics)
-        submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
+        submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits, config.review)
+        review = ReviewService(config.agency, submission, config.users)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
         sync = SyncService(config.agency, self.store, self.manifest, limits)
@@ -101,6 +103,7 @@ class Node:
             service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
             service_handler(guard, "exchange.v1.QueryService", query.methods()),
             service_handler(guard, "exchange.v1.LiaisonService", liaison.methods()),
+            service_handler(guard, "exchange.v1.ReviewService", review.methods()),
             service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
         ]
         # Reflection describes exactly the services registered above, through the same guard.

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.config import Limits
-from exchange.core.identity import Principal
+from exchange.core.identity import Identity, Principal, Role
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, holders, link_allowed, narrows
+from exchange.core.review import Requirement, ReviewPolicy, requirement
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
@@ -24,8 +26,12 @@ from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
 from exchange.store.local import LocalWrite, Withdrawal, find_reference, put_local, put_local_many
 from exchange.store.log import earlier_audience
+from exchange.store.review import DraftRow, HeldWrite, find_held, hold, hold_in
 from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection  # SubmitBulk's transaction, handed through to the store
 
 # Submissions in one SubmitBulk call at most: a bounded request (500 drafts of a few KB) and
 # a bounded transaction, yet one commit covers enough records to make its cost small.
@@ -33,6 +39,14 @@ MAX_BULK_SUBMISSIONS = 500
 MAX_REFUSAL_CHARS = 512  # as a status message (exchange/node/rpc.py MAX_STATUS_CHARS)
 # Refusals of one submission's content: that submission's result in a bulk call.
 BULK_REFUSALS = (InvalidInput, TooLarge, NotFound, Conflict)
+
+
+def _without_marking(content: records_pb2.RecordDraft) -> bytes:
+    """The draft's content but its marking, to tell a revision that only narrows the marking."""
+    copy = records_pb2.RecordDraft()
+    copy.CopyFrom(content)
+    copy.ClearField("marking")
+    return copy.SerializeToString(deterministic=True)
 
 
 def _timestamp(micros: int) -> Timestamp:
@@ -48,6 +62,8 @@ class SubmissionService:
     signer: Signer
     manifest: Manifest
     limits: Limits
+    # Release review (exchange/core/review.py): None releases every submission at once.
+    review: ReviewPolicy | None = None
 
     def methods(self) -> list[Method]:
         return [
@@ -63,6 +79,9 @@ class SubmissionService:
         prepared = self._prepare(request, caller)
         if isinstance(prepared, submission_pb2.Receipt):
             return submission_pb2.SubmitResponse(receipt=prepared)
+        held = self._hold([prepared], caller)
+        if held:
+            return submission_pb2.SubmitResponse(receipt=held[0])
         existing = put_local_many(self.store, [prepared])[0]
         return submission_pb2.SubmitResponse(receipt=self._stored(prepared, existing, caller))
 
@@ -89,7 +108,20 @@ class SubmissionService:
             else:
                 results.append(submission_pb2.SubmitBulkResult())  # filled in once stored
                 writes.append((i, prepared))
-        stored = put_local_many(self.store, [write for _, write in writes])
+        # Release review, as for Submit: the drafts that need approval are held, the others
+        # stored, all in the call's one transaction (a crash keeps all of it or none).
+        needs = {i: self._needs(w, None) for i, w in writes}
+        holding = [(i, self._held(w.record, caller, base_version=0, reference=w.reference, needs=needs[i]))
+                   for i, w in writes if needs[i].approvals]
+        writes = [(i, w) for i, w in writes if not needs[i].approvals]
+        held: list[HeldWrite] = []
+
+        def hold_too(tx: Connection) -> None:
+            held[:] = hold_in(tx, [item for _, item in holding], actor=caller.identity.uri)
+
+        stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
+        for (i, _), item in zip(holding, held, strict=True):
+            results[i].receipt.CopyFrom(self._held_receipt(item))
         for (i, write), existing in zip(writes, stored, strict=True):
             try:
                 results[i].receipt.CopyFrom(self._stored(write, existing, caller))
@@ -104,6 +136,11 @@ class SubmissionService:
         self._check_draft(request.draft, caller, own=request.ref)
         record = self._next_version(current, records_pb2.STATUS_ACTIVE, request.draft)
         envelope = self._sign(record)
+        needs = self._needs(record, current)
+        if needs.approvals:
+            item = self._held(record, caller, base_version=request.base_version, reference="", needs=needs)
+            return submission_pb2.ReviseResponse(receipt=self._held_receipt(hold(self.store, [item],
+                                                                                 actor=caller.identity.uri)[0]))
         put_local(
             self.store, record, envelope, actor=caller.identity.uri, action="revise", audience=self._audience(record),
             base_version=request.base_version, withdrawal=self._withdrawal(record, current),
@@ -139,6 +176,9 @@ class SubmissionService:
             existing = find_reference(self.store, handle, request.reference)
             if existing is not None:
                 return self._existing(existing, caller)
+            waiting = find_held(self.store, handle, request.reference) if self.review is not None else None
+            if waiting is not None:  # submitted again while held: the same draft, not another
+                return self._held_receipt(waiting, created=False)
         if not request.HasField("draft"):
             raise InvalidInput("draft", "missing")
         self._check_draft(request.draft, caller)
@@ -234,6 +274,75 @@ class SubmissionService:
         message = records_pb2.Withdrawal(ref=record.ref, version=record.version, issued_at=record.issued_at)
         envelope = self.signer.seal(WITHDRAWAL_TYPE, message.SerializeToString())
         return Withdrawal(message, envelope, earlier)
+
+    # --- release review (exchange/node/review.py approves and rejects) ------------------------
+
+    def _needs(self, item: LocalWrite | records_pb2.Record, current: StoredRecord | None) -> Requirement:
+        """The approvals a new version needs before release (none with review off)."""
+        if self.review is None:
+            return Requirement(0, "review off")
+        record = item.record if isinstance(item, LocalWrite) else item
+        before = None
+        same = False
+        if current is not None:
+            before = current.marking
+            previous = records_pb2.Record.FromString(records_pb2.Envelope.FromString(current.envelope).payload)
+            same = _without_marking(previous.content) == _without_marking(record.content)
+        return requirement(self.review, before=before, after=marking_of(record.content.marking), same_content=same)
+
+    def _held(
+        self, record: records_pb2.Record, caller: Principal, *, base_version: int, reference: str, needs: Requirement
+    ) -> HeldWrite:
+        return HeldWrite(
+            originator=self.agency, record_id=record.ref.record_id, base_version=base_version,
+            author=caller.identity.handle or "", reference=reference, draft=record.content.SerializeToString(),
+            approvals_needed=needs.approvals, rule=needs.reason,
+        )
+
+    def _hold(self, writes: list[LocalWrite], caller: Principal) -> list[submission_pb2.Receipt]:
+        """Hold the new records that need review; their receipts (empty: none needed review)."""
+        items = [(w, self._needs(w, None)) for w in writes]
+        if not any(needs.approvals for _, needs in items):
+            return []
+        held = hold(self.store, [
+            self._held(w.record, caller, base_version=0, reference=w.reference, needs=needs) for w, needs in items
+        ], actor=caller.identity.uri)
+        return [self._held_receipt(h) for h in held]
+
+    def _held_receipt(self, item: HeldWrite | DraftRow, *, created: bool = True) -> submission_pb2.Receipt:
+        return submission_pb2.Receipt(
+            ref=records_pb2.RecordRef(originator=item.originator, record_id=item.record_id),
+            version=item.base_version + 1, created=created, held_draft_id=item.draft_id,
+            approvals_needed=item.approvals_needed,
+        )
+
+    def release_write(self, row: DraftRow, author: Principal) -> LocalWrite:
+        """The version a held draft becomes once approved, checked again and signed now.
+
+        The links and the base version are checked as at submission (a revision whose base
+        is no longer current is a Conflict: reject it, and the analyst revises again).
+        """
+        draft = records_pb2.RecordDraft.FromString(row.draft)
+        ref = records_pb2.RecordRef(originator=row.originator, record_id=row.record_id)
+        self._check_draft(draft, author, own=ref if row.base_version else None)
+        if row.base_version == 0:
+            now = now_us()
+            record = records_pb2.Record(ref=ref, version=1, status=records_pb2.STATUS_ACTIVE,
+                                        created_at=_timestamp(now), issued_at=_timestamp(now), content=draft)
+            return LocalWrite(record, self._sign(record), actor=author.identity.uri, action="submit",
+                              audience=self._audience(record), submitter=row.author, reference=row.reference)
+        current = self._own_current(ref, row.base_version, author)
+        record = self._next_version(current, records_pb2.STATUS_ACTIVE, draft)
+        return LocalWrite(record, self._sign(record), actor=author.identity.uri, action="revise",
+                          audience=self._audience(record), base_version=row.base_version,
+                          withdrawal=self._withdrawal(record, current))
+
+    def receipt_of(self, write: LocalWrite) -> submission_pb2.Receipt:
+        return self._receipt(write.record, write.envelope, created=True)
+
+    def author_of(self, row: DraftRow, clearance: str) -> Principal:
+        """The analyst who wrote a draft, as the checks at release see them."""
+        return Principal(Identity(self.agency, row.author), Role.ANALYST, clearance)
 
     def _sign(self, record: records_pb2.Record) -> records_pb2.Envelope:
         payload = record.SerializeToString()  # serialised once: these bytes are the record

@@ -16,6 +16,7 @@ from exchange.core.identity import AGENCY_RE
 from exchange.core.marking import CAVEATS, TLP_LABELS, classification_level
 from exchange.errors import InvalidInput, clip
 from exchange.records.normalize import normalize
+from exchange.records.translations import validate_translations
 from exchange.v1 import records_pb2
 
 MAX_TITLE_CHARS = 300
@@ -100,6 +101,12 @@ def validate_draft(draft: records_pb2.RecordDraft, *, partners: frozenset[str], 
         raise InvalidInput("draft.kind", "expected actor, technique or observable_set")
     _text(draft.title, "draft.title", MAX_TITLE_CHARS, required=True, multiline=False)
     _text(draft.summary, "draft.summary", MAX_SUMMARY_CHARS, required=False, multiline=True)
+    validate_translations(draft.translations, "draft.translations", max_title=MAX_TITLE_CHARS,
+                          max_summary=MAX_SUMMARY_CHARS)
+    for i, translation in enumerate(draft.translations):
+        _text(translation.title, f"draft.translations[{i}].title", MAX_TITLE_CHARS, required=False, multiline=False)
+        _text(translation.summary, f"draft.translations[{i}].summary", MAX_SUMMARY_CHARS, required=False,
+              multiline=True)
     if not draft.HasField("marking"):
         raise InvalidInput("draft.marking", "missing")
     validate_marking(draft.marking, "draft.marking", partners)

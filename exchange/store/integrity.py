@@ -156,6 +156,17 @@ class Integrity:
         """The seal of a current-version row given as its column values (``rows.current_values``)."""
         return self.records_mac(originator, record_id, *(values[c] for c in RECORDS_SEALED))
 
+    def draft_mac(self, draft_id: str, originator: str, record_id: str, base_version: int, author: str,
+                  reference: str, draft: bytes, approvals_needed: int) -> bytes:
+        """A draft held for release review: what an approval releases is what the analyst submitted
+        (an insider editing the row cannot change what officers approved, nor lower the count)."""
+        return self._mac(b"draft\x00", (draft_id, originator, record_id, base_version, author, reference,
+                                         bytes(draft), approvals_needed))
+
+    def approval_mac(self, draft_id: str, officer: str, at: int) -> bytes:
+        """One officer's approval of a draft: a row planted in the database counts for nothing."""
+        return self._mac(b"approval\x00", (draft_id, officer, at))
+
     def disclosure_mac(self, originator: str, record_id: str, audit_seq: int, version: int, withdrawal: bool,
                        partner: str) -> bytes:
         return self._mac(b"disclosure\x00", (originator, record_id, audit_seq, version, int(bool(withdrawal)),

@@ -6,7 +6,7 @@ made, so a submission sent twice stores one record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select
@@ -22,7 +22,7 @@ from exchange.store.schema import references
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
-__all__ = ["LocalWrite", "Withdrawal", "find_reference", "put_local", "put_local_many"]
+__all__ = ["LocalWrite", "Withdrawal", "find_reference", "put_local", "put_local_many", "write_local"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,9 @@ def put_local(
         raise Conflict(f"version {record.version} of the record already exists") from None
 
 
-def put_local_many(store: Store, items: Sequence[LocalWrite]) -> list[str | None]:
+def put_local_many(
+    store: Store, items: Sequence[LocalWrite], *, also: Callable[[Connection], None] | None = None
+) -> list[str | None]:
     """Store new records, each as :func:`put_local` would, all in ONE transaction: one commit
     (one fsync) for the lot instead of one each, and a crash keeps all of them or none.
 
@@ -108,6 +110,7 @@ def put_local_many(store: Store, items: Sequence[LocalWrite]) -> list[str | None
     stored) or None. If the transaction loses a race with a concurrent write of the same
     reference, the whole lot is tried once more in one transaction (the references written
     meanwhile are then found and returned); losing again is a Conflict, with nothing stored.
+    ``also`` writes more in the same transaction (SubmitBulk's drafts held for review).
     """
     if any(item.base_version is not None for item in items):
         raise InternalError("put_local_many stores new records only")
@@ -118,11 +121,19 @@ def put_local_many(store: Store, items: Sequence[LocalWrite]) -> list[str | None
                 indexing: list[tuple[int, records_pb2.Record]] = []
                 existing = [_write(tx, store.agency, item, indexing) for item in items]
                 write_index(tx, indexing)
+                if also is not None:
+                    also(tx)
                 return existing
         except IntegrityError:
             if attempt:
                 break
     raise Conflict("concurrent submissions of the same references: nothing of this call was stored; submit again")
+
+
+def write_local(tx: Connection, agency: str, item: LocalWrite) -> str | None:
+    """Write one item inside the caller's write transaction (a released draft, with its review
+    rows in the same transaction); as :func:`put_local` does otherwise."""
+    return _write(tx, agency, item)
 
 
 def _write(

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, delete, func, select
 
 from exchange.records import textindex
 from exchange.records.normalize import normalize
+from exchange.records.translations import searchable_text
 from exchange.store import textsearch
 from exchange.store.bulk import insert_many
 from exchange.store.schema import log, meta, observables, record_countries, record_sectors
@@ -151,7 +152,7 @@ def write_index(conn: Connection, items: Sequence[tuple[int, records_pb2.Record]
         sectors += [(rid, s) for s in set(content.sectors)]
         issued_at = timestamp_us(record.issued_at)
         keys += [(rid, t, v, issued_at) for t, v in observable_keys(content)]
-        words.append((rid, textindex.index_terms(content.title + "\n" + content.summary)))
+        words.append((rid, textindex.index_terms(searchable_text(content))))  # translations too
     insert_many(conn, record_countries, ("rid", "country"), countries)
     insert_many(conn, record_sectors, ("rid", "sector"), sectors)
     insert_many(conn, observables, ("rid", "type", "value", "issued_at"), keys)

@@ -239,3 +239,37 @@ watch_keys = Table(
     Column("type", String(32), primary_key=True),
     Column("value", String(1024), primary_key=True),
 )
+
+# Release review (exchange/store/review.py): drafts held until disclosure officers approve
+# them. Apart from log and records on purpose: no serving path reads this table, so a held
+# draft cannot reach a partner by any query, pull or digest.
+review_drafts = Table(
+    "review_drafts",
+    metadata,
+    Column("draft_id", String(36), primary_key=True),
+    Column("originator", String(32), nullable=False),
+    Column("record_id", String(36), nullable=False),
+    Column("base_version", Integer, nullable=False),  # 0: a new record
+    Column("author", String(64), nullable=False),  # the analyst's handle
+    Column("reference", String(256), nullable=False),
+    Column("draft", LargeBinary, nullable=False),  # the RecordDraft as submitted
+    Column("approvals_needed", Integer, nullable=False),
+    Column("rule", Text, nullable=False),  # why that many approvals, for people
+    Column("state", String(16), nullable=False),  # held, released, rejected
+    Column("reason", Text, nullable=False),  # a rejection's reason, for the analyst
+    Column("submitted_at", BigInteger, nullable=False),
+    Column("decided_at", BigInteger, nullable=True),
+    Column("released_version", Integer, nullable=True),
+    Column("mac", LargeBinary(32), nullable=False),  # integrity.draft_mac
+    Index("review_drafts_state", "state", "submitted_at"),
+    Index("review_drafts_author", "author", "reference"),
+)
+
+review_approvals = Table(
+    "review_approvals",
+    metadata,
+    Column("draft_id", String(36), ForeignKey("review_drafts.draft_id"), primary_key=True),
+    Column("officer", String(64), primary_key=True),  # a disclosure officer's handle
+    Column("at", BigInteger, nullable=False),
+    Column("mac", LargeBinary(32), nullable=False),  # integrity.approval_mac
+)

@@ -14,11 +14,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, tuple_
 
 from exchange.records import textindex
+from exchange.records.translations import searchable_text
 from exchange.store import textsearch
 from exchange.store.current import StoredRecord, sealed, select_current
 from exchange.store.engine import in_index_order
 from exchange.store.schema import observables, record_countries, record_sectors, records
 from exchange.store.store import Store
+from exchange.v1 import records_pb2
 
 __all__ = ["SCAN_CHUNK", "SearchFilter", "newest_first", "search", "shown_prefilter", "user_prefilter"]
 
@@ -117,9 +119,18 @@ def search(
     rows = newest_first(store, base, time_column, after, rid_column=rid_column, first_chunk=first_chunk,
                         keep=keep, walk=walk)
     for row in rows:
-        if criteria.text and not textindex.matches(criteria.text, row.title + "\n" + row.summary):
+        if criteria.text and not _text_matches(criteria.text, row):
             continue  # bigrams present but not as the words asked for
         yield row
+
+
+def _text_matches(text: str, row: StoredRecord) -> bool:
+    """The words asked for occur in the title or summary, or in a translation of them (read
+    from the signed record only when the original text does not match: translations are rare)."""
+    if textindex.matches(text, row.title + "\n" + row.summary):
+        return True
+    record = records_pb2.Record.FromString(records_pb2.Envelope.FromString(row.envelope).payload)
+    return bool(record.content.translations) and textindex.matches(text, searchable_text(record.content))
 
 
 def newest_first(

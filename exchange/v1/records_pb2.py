@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65xchange/v1/records.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\tRecordRef\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"V\n\x07Marking\x12\x16\n\x0e\x63lassification\x18\x01 \x01(\t\x12\x15\n\rreleasable_to\x18\x02 \x03(\t\x12\x0b\n\x03tlp\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61veats\x18\x04 \x03(\t\")\n\nObservable\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"i\n\x08Validity\x12.\n\nnot_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbb\x02\n\x0bRecordDraft\x12\x1f\n\x04kind\x18\x01 \x01(\x0e\x32\x11.exchange.v1.Kind\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x11\n\tcountries\x18\x04 \x03(\t\x12\x0f\n\x07sectors\x18\x05 \x03(\t\x12,\n\x0bobservables\x18\x06 \x03(\x0b\x32\x17.exchange.v1.Observable\x12\'\n\x07related\x18\x07 \x03(\x0b\x32\x16.exchange.v1.RecordRef\x12\x12\n\nconfidence\x18\x08 \x01(\r\x12\'\n\x08validity\x18\t \x01(\x0b\x32\x15.exchange.v1.Validity\x12\x0c\n\x04tags\x18\n \x03(\t\x12%\n\x07marking\x18\x0b \x01(\x0b\x32\x14.exchange.v1.Marking\"\x88\x02\n\x06Record\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0f\n\x07version\x18\x02 \x01(\r\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.exchange.v1.Status\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07\x63ontent\x18\x06 \x01(\x0b\x32\x18.exchange.v1.RecordDraft\x12\x19\n\x11retraction_reason\x18\x07 \x01(\t\"q\n\nWithdrawal\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0f\n\x07version\x18\x02 \x01(\r\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x92\x01\n\nHeldRecord\x12\'\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x15.exchange.v1.Envelope\x12\x15\n\rreceived_from\x18\x02 \x01(\t\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65quivocated\x18\x04 \x01(\x08*Y\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_ACTOR\x10\x01\x12\x12\n\x0eKIND_TECHNIQUE\x10\x02\x12\x17\n\x13KIND_OBSERVABLE_SET\x10\x03*I\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTIVE\x10\x01\x12\x14\n\x10STATUS_RETRACTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65xchange/v1/records.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\tRecordRef\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\"V\n\x07Marking\x12\x16\n\x0e\x63lassification\x18\x01 \x01(\t\x12\x15\n\rreleasable_to\x18\x02 \x03(\t\x12\x0b\n\x03tlp\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61veats\x18\x04 \x03(\t\")\n\nObservable\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"i\n\x08Validity\x12.\n\nnot_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x02\n\x0bRecordDraft\x12\x1f\n\x04kind\x18\x01 \x01(\x0e\x32\x11.exchange.v1.Kind\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x11\n\tcountries\x18\x04 \x03(\t\x12\x0f\n\x07sectors\x18\x05 \x03(\t\x12,\n\x0bobservables\x18\x06 \x03(\x0b\x32\x17.exchange.v1.Observable\x12\'\n\x07related\x18\x07 \x03(\x0b\x32\x16.exchange.v1.RecordRef\x12\x12\n\nconfidence\x18\x08 \x01(\r\x12\'\n\x08validity\x18\t \x01(\x0b\x32\x15.exchange.v1.Validity\x12\x0c\n\x04tags\x18\n \x03(\t\x12%\n\x07marking\x18\x0b \x01(\x0b\x32\x14.exchange.v1.Marking\x12.\n\x0ctranslations\x18\x0c \x03(\x0b\x32\x18.exchange.v1.Translation\"?\n\x0bTranslation\x12\x10\n\x08language\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\"\x88\x02\n\x06Record\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0f\n\x07version\x18\x02 \x01(\r\x12#\n\x06status\x18\x03 \x01(\x0e\x32\x13.exchange.v1.Status\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07\x63ontent\x18\x06 \x01(\x0b\x32\x18.exchange.v1.RecordDraft\x12\x19\n\x11retraction_reason\x18\x07 \x01(\t\"q\n\nWithdrawal\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0f\n\x07version\x18\x02 \x01(\r\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x92\x01\n\nHeldRecord\x12\'\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x15.exchange.v1.Envelope\x12\x15\n\rreceived_from\x18\x02 \x01(\t\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65quivocated\x18\x04 \x01(\x08*Y\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nKIND_ACTOR\x10\x01\x12\x12\n\x0eKIND_TECHNIQUE\x10\x02\x12\x17\n\x13KIND_OBSERVABLE_SET\x10\x03*I\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTIVE\x10\x01\x12\x14\n\x10STATUS_RETRACTED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_KIND']._serialized_start=1300
-  _globals['_KIND']._serialized_end=1389
-  _globals['_STATUS']._serialized_start=1391
-  _globals['_STATUS']._serialized_end=1464
+  _globals['_KIND']._serialized_start=1413
+  _globals['_KIND']._serialized_end=1502
+  _globals['_STATUS']._serialized_start=1504
+  _globals['_STATUS']._serialized_end=1577
   _globals['_RECORDREF']._serialized_start=75
   _globals['_RECORDREF']._serialized_end=125
   _globals['_MARKING']._serialized_start=127
@@ -45,13 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDITY']._serialized_start=258
   _globals['_VALIDITY']._serialized_end=363
   _globals['_RECORDDRAFT']._serialized_start=366
-  _globals['_RECORDDRAFT']._serialized_end=681
-  _globals['_RECORD']._serialized_start=684
-  _globals['_RECORD']._serialized_end=948
-  _globals['_WITHDRAWAL']._serialized_start=950
-  _globals['_WITHDRAWAL']._serialized_end=1063
-  _globals['_ENVELOPE']._serialized_start=1065
-  _globals['_ENVELOPE']._serialized_end=1149
-  _globals['_HELDRECORD']._serialized_start=1152
-  _globals['_HELDRECORD']._serialized_end=1298
+  _globals['_RECORDDRAFT']._serialized_end=729
+  _globals['_TRANSLATION']._serialized_start=731
+  _globals['_TRANSLATION']._serialized_end=794
+  _globals['_RECORD']._serialized_start=797
+  _globals['_RECORD']._serialized_end=1061
+  _globals['_WITHDRAWAL']._serialized_start=1063
+  _globals['_WITHDRAWAL']._serialized_end=1176
+  _globals['_ENVELOPE']._serialized_start=1178
+  _globals['_ENVELOPE']._serialized_end=1262
+  _globals['_HELDRECORD']._serialized_start=1265
+  _globals['_HELDRECORD']._serialized_end=1411
 # @@protoc_insertion_point(module_scope)

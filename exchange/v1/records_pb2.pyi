@@ -67,7 +67,7 @@ class Validity(_message.Message):
     def __init__(self, not_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RecordDraft(_message.Message):
-    __slots__ = ("kind", "title", "summary", "countries", "sectors", "observables", "related", "confidence", "validity", "tags", "marking")
+    __slots__ = ("kind", "title", "summary", "countries", "sectors", "observables", "related", "confidence", "validity", "tags", "marking", "translations")
     KIND_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class RecordDraft(_message.Message):
     VALIDITY_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     MARKING_FIELD_NUMBER: _ClassVar[int]
+    TRANSLATIONS_FIELD_NUMBER: _ClassVar[int]
     kind: Kind
     title: str
     summary: str
@@ -90,7 +91,18 @@ class RecordDraft(_message.Message):
     validity: Validity
     tags: _containers.RepeatedScalarFieldContainer[str]
     marking: Marking
-    def __init__(self, kind: _Optional[_Union[Kind, str]] = ..., title: _Optional[str] = ..., summary: _Optional[str] = ..., countries: _Optional[_Iterable[str]] = ..., sectors: _Optional[_Iterable[str]] = ..., observables: _Optional[_Iterable[_Union[Observable, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[RecordRef, _Mapping]]] = ..., confidence: _Optional[int] = ..., validity: _Optional[_Union[Validity, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., marking: _Optional[_Union[Marking, _Mapping]] = ...) -> None: ...
+    translations: _containers.RepeatedCompositeFieldContainer[Translation]
+    def __init__(self, kind: _Optional[_Union[Kind, str]] = ..., title: _Optional[str] = ..., summary: _Optional[str] = ..., countries: _Optional[_Iterable[str]] = ..., sectors: _Optional[_Iterable[str]] = ..., observables: _Optional[_Iterable[_Union[Observable, _Mapping]]] = ..., related: _Optional[_Iterable[_Union[RecordRef, _Mapping]]] = ..., confidence: _Optional[int] = ..., validity: _Optional[_Union[Validity, _Mapping]] = ..., tags: _Optional[_Iterable[str]] = ..., marking: _Optional[_Union[Marking, _Mapping]] = ..., translations: _Optional[_Iterable[_Union[Translation, _Mapping]]] = ...) -> None: ...
+
+class Translation(_message.Message):
+    __slots__ = ("language", "title", "summary")
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    language: str
+    title: str
+    summary: str
+    def __init__(self, language: _Optional[str] = ..., title: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class Record(_message.Message):
     __slots__ = ("ref", "version", "status", "created_at", "issued_at", "content", "retraction_reason")

@@ -74,13 +74,17 @@ class RetractResponse(_message.Message):
     def __init__(self, receipt: _Optional[_Union[Receipt, _Mapping]] = ...) -> None: ...
 
 class Receipt(_message.Message):
-    __slots__ = ("ref", "version", "content_hash", "created")
+    __slots__ = ("ref", "version", "content_hash", "created", "held_draft_id", "approvals_needed")
     REF_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    HELD_DRAFT_ID_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_NEEDED_FIELD_NUMBER: _ClassVar[int]
     ref: _records_pb2.RecordRef
     version: int
     content_hash: bytes
     created: bool
-    def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., version: _Optional[int] = ..., content_hash: _Optional[bytes] = ..., created: _Optional[bool] = ...) -> None: ...
+    held_draft_id: str
+    approvals_needed: int
+    def __init__(self, ref: _Optional[_Union[_records_pb2.RecordRef, _Mapping]] = ..., version: _Optional[int] = ..., content_hash: _Optional[bytes] = ..., created: _Optional[bool] = ..., held_draft_id: _Optional[str] = ..., approvals_needed: _Optional[int] = ...) -> None: ...
