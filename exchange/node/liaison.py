@@ -32,6 +32,7 @@ from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
+from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
 from exchange.store.rows import timestamp_us
 from exchange.store.store import now_us
@@ -100,6 +101,7 @@ class LiaisonService:
                 for d in found
             ],
             truncated=truncated,
+            relayed=self._relayed(record, found),
             current_version=record.version,
             marking=records_pb2.Marking(
                 classification=record.marking.classification,
@@ -108,6 +110,22 @@ class LiaisonService:
                 caveats=sorted(record.marking.caveats),
             ),
         )
+
+    def _relayed(self, record: StoredRecord, found: list[watch.Disclosed]) -> list[liaison_pb2.RelayedHolder]:
+        """Holders the record reached through a partner, first time each, and how this node knows:
+        "reported" (the relaying partner's signed report, exchange/node/sightings.py) or "audit"
+        (this node relayed a partner's record itself; its own pull disclosures say to whom)."""
+        first: dict[tuple[str, str, str], int] = {}
+        for report in stored_sightings.relayed_reported(self.store, record.originator, record.record_id):
+            key = (report.holder, report.reporter, "reported")
+            first[key] = min(first.get(key, report.reported_at), report.reported_at)
+        if record.originator != self.agency:
+            for d in found:
+                if not d.withdrawal and d.partner != record.originator:
+                    key = (d.partner, self.agency, "audit")
+                    first[key] = min(first.get(key, d.at), d.at)
+        return [liaison_pb2.RelayedHolder(holder=h, via=v, source=src, at=_timestamp(at))
+                for (h, v, src), at in sorted(first.items())]
 
     # --- the watch list ---------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from exchange.node.query import QueryService
 from exchange.node.reflection import SERVICES as REFLECTION_SERVICES
 from exchange.node.reflection import Reflection
 from exchange.node.rpc import Guard, service_handler
+from exchange.node.sightings import SightingService
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
@@ -94,13 +95,14 @@ class Node:
         submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
-        sync = SyncService(config.agency, self.store, self.manifest, limits)
+        sightings = SightingService(config.agency, self.store, self.manifest, limits, self.signer)
+        sync = SyncService(config.agency, self.store, self.manifest, limits, after_batch=sightings.report_relays)
         liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
         self._handlers = [
-            service_handler(guard, "exchange.v1.SyncService", sync.methods()),
+            service_handler(guard, "exchange.v1.SyncService", sync.methods() + sightings.sync_methods()),
             service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
             service_handler(guard, "exchange.v1.QueryService", query.methods()),
-            service_handler(guard, "exchange.v1.LiaisonService", liaison.methods()),
+            service_handler(guard, "exchange.v1.LiaisonService", liaison.methods() + sightings.liaison_methods()),
             service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
         ]
         # Reflection describes exactly the services registered above, through the same guard.

@@ -1,0 +1,202 @@
+"""Sightings: partners tell an originator "we saw this too", "confirmed" or "false positive".
+
+- ``ReportSighting`` (an analyst or liaison officer, on a partner's record the caller
+  may see): the node signs a :class:`Sighting` with its record-signing key, as DSSE
+  with its own payload type, and keeps it. It is addressed to the record's originator,
+  and to the agencies the reporter names in ``releasable_to``, if any.
+- ``PullSightings`` (partner nodes): this node's own sightings, oldest first, each
+  passing :func:`exchange.core.policy.sighting_releasable` for the caller, read from
+  the *signed* payload (checked against this node's key as it is served, so an edited
+  row cannot widen a release). A batch is audited before it is sent, like a pull batch.
+- ``Sightings`` (users): the sightings this node holds on a record the caller may see.
+- Relay reports: when this node serves a partner's record to a third agency (a relay),
+  it reports that to the record's originator as a sighting with ``VERDICT_RELAYED``,
+  once per (record, holder), so the originator's Disclosures can list "GBR-NPSA via
+  USA-DTSF" as reported by the relaying partner.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.config import Limits
+from exchange.core.identity import Principal
+from exchange.core.manifest import Manifest
+from exchange.core.policy import decide, sighting_releasable, sighting_visible
+from exchange.errors import InvalidInput, NotFound, VerificationError, clip
+from exchange.node.reads import visible
+from exchange.node.rpc import Method
+from exchange.node.tokens import Sealer
+from exchange.records.envelope import SIGHTING_TYPE, Signer, open_sighting
+from exchange.records.validate import validate_ref, validate_timestamp
+from exchange.store import Store, audit
+from exchange.store import sightings as stored
+from exchange.store.current import current_record
+from exchange.store.log import LogEntry
+from exchange.store.store import now_us
+from exchange.v1 import liaison_pb2, records_pb2, sync_pb2
+
+__all__ = ["MAX_NOTE_CHARS", "PULL_SIGHTINGS_ACTION", "SightingService"]
+
+log = logging.getLogger("exchange.node")
+
+PULL_SIGHTINGS_ACTION = "pull_sightings"  # audit action of a served batch of sightings
+MAX_NOTE_CHARS = 2000
+_CURSOR = ">q"  # the last scanned seq of this node's sightings
+_PEOPLES = {records_pb2.VERDICT_SEEN, records_pb2.VERDICT_CONFIRMED, records_pb2.VERDICT_FALSE_POSITIVE}
+
+
+def _timestamp(microseconds: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMicroseconds(microseconds)
+    return stamp
+
+
+@dataclass
+class SightingService:
+    agency: str
+    store: Store
+    manifest: Manifest
+    limits: Limits
+    signer: Signer
+
+    def __post_init__(self) -> None:
+        self._sealer = Sealer(self.store.token_key(), b"exchange sightings cursor v1")
+
+    def sync_methods(self) -> list[Method]:
+        return [Method("PullSightings", sync_pb2.PullSightingsRequest, self.pull_sightings)]
+
+    def liaison_methods(self) -> list[Method]:
+        return [
+            Method("ReportSighting", liaison_pb2.ReportSightingRequest, self.report),
+            Method("Sightings", liaison_pb2.SightingsRequest, self.sightings),
+        ]
+
+    # --- users ------------------------------------------------------------------------------
+
+    def report(
+        self, request: liaison_pb2.ReportSightingRequest, caller: Principal
+    ) -> liaison_pb2.ReportSightingResponse:
+        validate_ref(request.ref, "ref")
+        if request.verdict not in _PEOPLES:
+            raise InvalidInput("verdict", "expected seen, confirmed or false_positive")
+        if len(request.note) > MAX_NOTE_CHARS:
+            raise InvalidInput("note", f"at most {MAX_NOTE_CHARS} characters")
+        if request.HasField("observed_at"):
+            validate_timestamp(request.observed_at, "observed_at")
+        released = sorted(set(request.releasable_to))
+        for agency in released:
+            if agency not in self.manifest.agencies:
+                raise InvalidInput("releasable_to", f"unknown agency {clip(agency)!r}")
+        record = current_record(self.store, request.ref.originator, request.ref.record_id)
+        if record is None or not visible(self.agency, self.manifest, record, caller):
+            raise NotFound()  # the same answer whether absent or not the caller's to see
+        if record.originator == self.agency:
+            raise InvalidInput("ref", "a sighting is feedback on a partner's record, not the own agency's")
+        now = now_us()
+        sighting = records_pb2.Sighting(
+            sighting_id=str(uuid.uuid4()), reporter=self.agency, reported_by=caller.identity.handle or "",
+            ref=records_pb2.RecordRef(originator=record.originator, record_id=record.record_id),
+            record_version=record.version, verdict=request.verdict, note=request.note,
+            observed_at=request.observed_at if request.HasField("observed_at") else _timestamp(now),
+            reported_at=_timestamp(now),
+            releasable_to=[a for a in released if a not in (record.originator, self.agency)],
+        )
+        envelope = self.signer.seal(SIGHTING_TYPE, sighting.SerializeToString())
+        stored.add_own(self.store, [(sighting, envelope.SerializeToString())])
+        audit.record(self.store, actor=caller.identity.uri, action="sighting",
+                     detail={"sighting": sighting.sighting_id, "record": [record.originator, record.record_id],
+                             "verdict": stored.VERDICTS[sighting.verdict]})
+        return liaison_pb2.ReportSightingResponse(sighting=sighting)
+
+    def sightings(self, request: liaison_pb2.SightingsRequest, caller: Principal) -> liaison_pb2.SightingsResponse:
+        validate_ref(request.ref, "ref")
+        record = current_record(self.store, request.ref.originator, request.ref.record_id)
+        if record is None:
+            raise NotFound()
+        on_record = decide(holder=self.agency, principal=caller, originator=record.originator,
+                           marking=record.marking, known_agencies=self.manifest.agencies)
+        if not sighting_visible(holder=self.agency, principal=caller, record=on_record).allowed:
+            raise NotFound()  # the same answer whether absent or not the caller's to see
+        found = stored.sightings_on(self.store, record.originator, record.record_id)
+        return liaison_pb2.SightingsResponse(
+            sightings=[records_pb2.Sighting.FromString(records_pb2.Envelope.FromString(s.envelope).payload)
+                       for s in found]
+        )
+
+    # --- partners ---------------------------------------------------------------------------
+
+    def _position(self, cursor: bytes, caller: Principal) -> int:
+        if not cursor:
+            return 0
+        plain = self._sealer.open(cursor, caller.identity.uri.encode())
+        if plain is None or len(plain) != struct.calcsize(_CURSOR):
+            raise InvalidInput("cursor", "not a sightings cursor issued by this node to this partner")
+        return int(struct.unpack(_CURSOR, plain)[0])
+
+    def _releasable(self, envelope: records_pb2.Envelope, caller: Principal) -> bool:
+        try:
+            sighting = open_sighting(envelope, self.manifest)  # our own signature, over the stored bytes
+        except VerificationError as error:
+            log.warning("own sighting fails verification, not served: %s", error)
+            return False
+        if sighting.reporter != self.agency:
+            return False
+        record = current_record(self.store, sighting.ref.originator, sighting.ref.record_id)
+        on_record = None if record is None else decide(
+            holder=self.agency, principal=caller, originator=record.originator, marking=record.marking,
+            known_agencies=self.manifest.agencies)
+        return sighting_releasable(principal=caller, record_originator=sighting.ref.originator,
+                                   released_to=frozenset(sighting.releasable_to), record=on_record).allowed
+
+    def pull_sightings(
+        self, request: sync_pb2.PullSightingsRequest, caller: Principal
+    ) -> sync_pb2.PullSightingsResponse:
+        after = self._position(request.cursor, caller)
+        limit = min(request.max_entries or self.limits.pull_batch_entries, self.limits.pull_batch_entries)
+        scanned = stored.own_after(self.store, after, limit)
+        released: list[records_pb2.Envelope] = []
+        for item in scanned:
+            envelope = records_pb2.Envelope.FromString(item.envelope)
+            if self._releasable(envelope, caller):
+                released.append(envelope)
+        last = scanned[-1].seq if scanned else max(after, 0)
+        if released:
+            # A disclosure, audited before it is handed to gRPC (as a pull batch is).
+            audit.record(self.store, actor=caller.identity.uri, action=PULL_SIGHTINGS_ACTION, detail={
+                "partner": caller.agency,
+                "sightings": [records_pb2.Sighting.FromString(e.payload).sighting_id for e in released],
+            })
+        cursor = self._sealer.seal(struct.pack(_CURSOR, last), caller.identity.uri.encode())
+        return sync_pb2.PullSightingsResponse(entries=released, cursor=cursor, more=len(scanned) == limit)
+
+    # --- relay reports ----------------------------------------------------------------------
+
+    def report_relays(self, batch: Sequence[LogEntry], caller: Principal) -> None:
+        """After serving ``batch`` to ``caller``'s node: report each partner's record in it that
+        went to a third agency (a relay) to its originator, once per (record, holder)."""
+        relayed = sorted({(e.originator, e.record_id, e.version) for e in batch
+                          if not e.is_withdrawal and e.originator not in (self.agency, caller.agency)})
+        if not relayed:
+            return
+        known = stored.relays_known(self.store, caller.agency, [(o, r) for o, r, _ in relayed])
+        now = _timestamp(now_us())
+        items = []
+        done: set[tuple[str, str]] = set()
+        for originator, record_id, version in relayed:
+            if (originator, record_id) in known or (originator, record_id) in done:
+                continue
+            done.add((originator, record_id))
+            sighting = records_pb2.Sighting(
+                sighting_id=str(uuid.uuid4()), reporter=self.agency,
+                ref=records_pb2.RecordRef(originator=originator, record_id=record_id), record_version=version,
+                verdict=records_pb2.VERDICT_RELAYED, observed_at=now, reported_at=now, holder=caller.agency,
+            )
+            items.append((sighting, self.signer.seal(SIGHTING_TYPE, sighting.SerializeToString()).SerializeToString()))
+        stored.add_own(self.store, items)

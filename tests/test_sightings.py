@@ -1,0 +1,192 @@
+"""Sightings on real nodes: feedback reaches the originator and no one else; forgeries are refused."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.node.server import Node
+from exchange.records.envelope import SIGHTING_TYPE
+from exchange.store import sightings as stored
+from exchange.store.events import security_events
+from exchange.v1 import liaison_pb2, liaison_pb2_grpc, query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
+from tests.federation import Federation, UserClient, draft
+from tests.hostile import Forge, HostilePartner
+
+
+def _liaison(federation: Federation, node: Node, handle: str) -> liaison_pb2_grpc.LiaisonServiceStub:
+    return liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(node, node.config.agency, handle))
+
+
+def _submit(federation: Federation, node: Node, handle: str, releasable_to: list[str], tlp: str = "AMBER"
+            ) -> records_pb2.RecordRef:
+    user = UserClient.of(federation.user_channel(node, node.config.agency, handle))
+    marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=releasable_to, tlp=tlp)
+    request = submission_pb2.SubmitRequest(draft=draft(marking=marking))
+    return user.submission.Submit(request, timeout=10).receipt.ref
+
+
+def _report(stub: liaison_pb2_grpc.LiaisonServiceStub, ref: records_pb2.RecordRef, verdict: int, note: str = "",
+            releasable_to: tuple[str, ...] = ()) -> records_pb2.Sighting:
+    request = liaison_pb2.ReportSightingRequest(ref=ref, verdict=verdict, note=note,  # type: ignore[arg-type]
+                                                releasable_to=list(releasable_to))
+    return stub.ReportSighting(request, timeout=10).sighting
+
+
+def _held(node: Node, ref: records_pb2.RecordRef) -> list[records_pb2.Sighting]:
+    return [records_pb2.Sighting.FromString(records_pb2.Envelope.FromString(s.envelope).payload)
+            for s in stored.sightings_on(node.store, ref.originator, ref.record_id)]
+
+
+def test_a_sighting_reaches_the_originator_and_no_third_party(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    kor = federation.start_node("KOR-KNPA", tmp_path / "kor")
+    ref = _submit(federation, jpn, "sato", ["USA-DTSF", "KOR-KNPA"])
+    assert usa.puller.pull("JPN-NPA").applied.stored == 1
+    assert kor.puller.pull("JPN-NPA").applied.stored == 1
+    jmiller = _liaison(federation, usa, "jmiller")  # an analyst reports
+    seen = _report(jmiller, ref, records_pb2.VERDICT_SEEN, "same front company in a US case")
+    assert (seen.reporter, seen.reported_by, seen.record_version) == ("USA-DTSF", "jmiller", 1)
+
+    # KOR-KNPA holds the record too, and pulls from USA-DTSF: it gets nothing.
+    kor.puller.pull("USA-DTSF")
+    assert _held(kor, ref) == []
+    # The originator gets it, with who reported it (and USA-DTSF's report that KOR-KNPA's
+    # pull just now received the record through it: a relay report, see the last test).
+    report = jpn.puller.pull("USA-DTSF")
+    assert report.error == "" and report.sightings == 2
+    sato = _liaison(federation, jpn, "sato")
+    shown = list(sato.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings)
+    assert [(s.reporter, s.reported_by, s.verdict, s.note) for s in shown] == [
+        ("USA-DTSF", "jmiller", records_pb2.VERDICT_SEEN, "same front company in a US case")]
+    # Pulled again: nothing new, nothing twice.
+    assert jpn.puller.pull("USA-DTSF").sightings == 0 and len(_held(jpn, ref)) == 1
+
+    # Counts per record in the originator's search results.
+    rchen = _liaison(federation, usa, "rchen")
+    _report(rchen, ref, records_pb2.VERDICT_FALSE_POSITIVE, "the address is a registered agent")
+    _report(rchen, ref, records_pb2.VERDICT_CONFIRMED, releasable_to=("KOR-KNPA",))  # released wider
+    jpn.puller.pull("USA-DTSF")
+    user = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    found = user.query.Search(query_pb2.SearchRequest(), timeout=10).records
+    counts = next(r.sightings for r in found if records_pb2.Record.FromString(r.envelope.payload).ref == ref)
+    assert (counts.seen, counts.confirmed, counts.false_positive) == (1, 1, 1)
+    # The one released wider reaches KOR-KNPA (which holds the record); the others do not.
+    kor.puller.pull("USA-DTSF")
+    assert [s.verdict for s in _held(kor, ref)] == [records_pb2.VERDICT_CONFIRMED]
+    # A partner's user sees what its node holds; GBR-NPSA's node, never addressed, has nothing to pull.
+    assert [s.verdict for s in _liaison(federation, kor, "parksy").Sightings(
+        liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings] == [records_pb2.VERDICT_CONFIRMED]
+    gbr_channel = federation.node_channel(usa, "GBR-NPSA")
+    stub = sync_pb2_grpc.SyncServiceStub(gbr_channel)  # type: ignore[no-untyped-call]
+    answer = stub.PullSightings(sync_pb2.PullSightingsRequest(), timeout=10)
+    assert list(answer.entries) == []
+
+
+def test_reporting_needs_a_partners_record_the_caller_may_see(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    ref = _submit(federation, jpn, "sato", ["USA-DTSF"])
+    sato = _liaison(federation, jpn, "sato")
+    with pytest.raises(grpc.RpcError) as own:
+        _report(sato, ref, records_pb2.VERDICT_SEEN)
+    assert own.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    rchen = _liaison(federation, usa, "rchen")
+    with pytest.raises(grpc.RpcError) as absent:  # not pulled yet: not there
+        _report(rchen, ref, records_pb2.VERDICT_SEEN)
+    assert absent.value.code() == grpc.StatusCode.NOT_FOUND
+    usa.puller.pull("JPN-NPA")
+    with pytest.raises(grpc.RpcError) as verdict:
+        _report(rchen, ref, records_pb2.VERDICT_RELAYED)  # only nodes report relays
+    assert verdict.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _sighting(reporter: str, ref: records_pb2.RecordRef, verdict: int = records_pb2.VERDICT_SEEN
+              ) -> records_pb2.Sighting:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return records_pb2.Sighting(sighting_id=str(uuid.uuid4()), reporter=reporter, ref=ref, record_version=1,
+                                verdict=verdict, reported_at=now, observed_at=now)  # type: ignore[arg-type]
+
+
+def test_forged_sightings_are_refused_with_a_security_event(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    holdable = _submit(federation, jpn, "sato", ["USA-DTSF", "KOR-KNPA"])
+    not_for_kor = _submit(federation, jpn, "sato", ["USA-DTSF"])
+    forge = Forge(federation, "KOR-KNPA")
+    hostile = HostilePartner(federation, "KOR-KNPA").start()
+    try:
+        def seal(sighting: records_pb2.Sighting, by: str) -> records_pb2.Envelope:
+            return forge.seal(sighting.SerializeToString(), by=by, payload_type=SIGHTING_TYPE)
+
+        honest = seal(_sighting("KOR-KNPA", holdable), "KOR-KNPA")
+        wrong_key = seal(_sighting("KOR-KNPA", holdable), "GBR-NPSA")
+        wrong_key.key_id = honest.key_id  # names KOR-KNPA's key, signed by another
+        claims_other = seal(_sighting("KOR-KNPA", holdable), "GBR-NPSA")  # GBR's node claiming to be KOR
+        relayed_usa = seal(_sighting("USA-DTSF", holdable), "USA-DTSF")  # USA's, served by KOR
+        not_holdable = seal(_sighting("KOR-KNPA", not_for_kor), "KOR-KNPA")
+        unknown = seal(_sighting("KOR-KNPA", records_pb2.RecordRef(originator="JPN-NPA",
+                                                                    record_id=str(uuid.uuid4()))), "KOR-KNPA")
+        noted = _sighting("KOR-KNPA", holdable)
+        noted.note = "seen at Busan port"
+        changed = seal(noted, "KOR-KNPA")
+        changed.payload = changed.payload.replace(b"Busan", b"Pusan")  # one byte changed after signing
+        hostile.sightings.append(sync_pb2.PullSightingsResponse(
+            entries=[wrong_key, claims_other, relayed_usa, not_holdable, unknown, changed, honest],
+            cursor=b"after-7"))
+        report = jpn.puller.pull("KOR-KNPA")
+        assert report.sightings == 1
+        assert [s.sighting_id for s in _held(jpn, holdable)] == [
+            records_pb2.Sighting.FromString(honest.payload).sighting_id]
+        assert _held(jpn, not_for_kor) == []
+        events = [e for e in security_events(jpn.store) if e.kind == "sighting-refused"]
+        assert len(events) == 6 and {e.peer for e in events} == {"KOR-KNPA"}
+        reasons = [json.loads(e.detail)["reason"] for e in events]
+        assert "bad signature" in reasons[0]
+        assert "claims reporter 'KOR-KNPA' but is signed by GBR-NPSA" in reasons[1]
+        assert "never relayed" in reasons[2]
+        assert "reporter may not hold the record" in reasons[3]
+        assert "does not know" in reasons[4]
+        assert "bad signature" in reasons[5]
+        # The batch was stored with its cursor: the next pull resumes after it.
+        assert stored.sighting_cursor(jpn.store, "KOR-KNPA") == b"after-7"
+        jpn.puller.pull("KOR-KNPA")
+        assert hostile.sighting_calls[-1].cursor == b"after-7"
+        # A batch over the size asked is refused whole, cursor and all.
+        hostile.sightings.append(sync_pb2.PullSightingsResponse(
+            entries=[honest] * (jpn.config.limits.pull_batch_entries + 1), cursor=b"flood"))
+        assert "over the" in jpn.puller.pull("KOR-KNPA").error
+        assert stored.sighting_cursor(jpn.store, "KOR-KNPA") == b"after-7"
+    finally:
+        hostile.stop()
+
+
+def test_relayed_holders_appear_in_disclosures(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    gbr = federation.start_node("GBR-NPSA", tmp_path / "gbr")
+    ref = _submit(federation, jpn, "sato", ["USA-DTSF", "GBR-NPSA"], tlp="GREEN")
+    usa.puller.pull("JPN-NPA")
+    assert gbr.puller.pull("USA-DTSF").applied.stored == 1  # GBR-NPSA gets it from USA-DTSF, not JPN-NPA
+    # USA-DTSF's own audit knows it relayed the record.
+    rchen = _liaison(federation, usa, "rchen")
+    at_usa = rchen.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10)
+    assert [(r.holder, r.via, r.source) for r in at_usa.relayed] == [("GBR-NPSA", "USA-DTSF", "audit")]
+    # JPN-NPA learns it from USA-DTSF's signed report, pulled with its sightings.
+    suzuki = _liaison(federation, jpn, "suzuki")
+    assert list(suzuki.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10).relayed) == []
+    jpn.puller.pull("USA-DTSF")
+    at_jpn = suzuki.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10)
+    assert [d.partner for d in at_jpn.disclosures] == ["USA-DTSF"]  # its own pulls: USA-DTSF only
+    assert [(r.holder, r.via, r.source) for r in at_jpn.relayed] == [("GBR-NPSA", "USA-DTSF", "reported")]
+    # Reported once per holder, however often it is relayed again; never shown as a sighting.
+    gbr.puller.pull("USA-DTSF")
+    jpn.puller.pull("USA-DTSF")
+    assert len(suzuki.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10).relayed) == 1
+    assert list(suzuki.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings) == []
