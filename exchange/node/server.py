@@ -24,6 +24,7 @@ from exchange.node.auth import Authenticator
 from exchange.node.health import Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
 from exchange.node.metrics import MetricsServer, NodeMetrics
+from exchange.node.notify import Notifier
 from exchange.node.query import QueryService
 from exchange.node.reflection import SERVICES as REFLECTION_SERVICES
 from exchange.node.reflection import Reflection
@@ -97,7 +98,8 @@ class Node:
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
         sightings = SightingService(config.agency, self.store, self.manifest, limits, self.signer)
         sync = SyncService(config.agency, self.store, self.manifest, limits, after_batch=sightings.report_relays)
-        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
+        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens,
+                                 notify_targets=frozenset(config.notify))
         self._handlers = [
             service_handler(guard, "exchange.v1.SyncService", sync.methods() + sightings.sync_methods()),
             service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
@@ -123,6 +125,12 @@ class Node:
         )
         if self.schedule is not None:
             self.metrics.follow_leadership(lambda: self.schedule is not None and self.schedule.leading)
+        # Watch hits pushed to node.toml's [[notify]] targets; of replicas, only the leader pushes.
+        self.notifier = Notifier(
+            agency=config.agency, store=self.store, manifest=self.manifest, users=config.users,
+            targets=config.notify, interval=config.notify_check_seconds,
+            may_run=lambda: self.schedule is None or self.schedule.leading,
+        ) if config.notify else None
 
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""
@@ -176,6 +184,8 @@ class Node:
         self._start_metrics()
         if self.schedule is not None:
             self.schedule.start()
+        if self.notifier is not None:
+            self.notifier.start()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
 
@@ -207,6 +217,8 @@ class Node:
         if self.schedule is not None:
             self.schedule.stop(timeout=0)  # no new pull starts...
         self.puller.close()  # ...and the one in flight is cancelled at its next batch
+        if self.notifier is not None:
+            self.notifier.stop()  # a delivery in flight finishes (and is marked) first
         if self.schedule is not None:
             self.schedule.stop()  # waits for that batch's commit
         if stopped is not None:

@@ -1,0 +1,205 @@
+"""Watch hits pushed to a real HTTPS webhook on loopback: retried while it is down, each hit once
+across node restarts; hits marked seen."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import http.server
+import ipaddress
+import json
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from exchange.config import NotifyTarget
+from exchange.node.server import Node
+from exchange.store import audit
+from exchange.store.outbox import NOTIFY_ACTION
+from exchange.store.schema import watch_outbox
+from exchange.v1 import liaison_pb2, liaison_pb2_grpc, records_pb2, submission_pb2
+from tests.federation import Federation, UserClient, draft, free_port
+
+COMPANY = "Kestrel Components Ltd"
+SECRET = b"a shared secret between the node and the SOC"
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A server certificate for 127.0.0.1, made here (the webhook's own, not the federation's)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soc webhook")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "hook.crt", tmp / "hook.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class Webhook:
+    """The agency's receiver: HTTPS on 127.0.0.1, checks the HMAC, deduplicates on the idempotency key."""
+
+    def __init__(self, port: int, cert: Path, key: Path) -> None:
+        self.port = port
+        self.cert, self.key = cert, key
+        self.posts: list[str] = []  # every accepted POST's key, in order (duplicates included)
+        self.acted_on: dict[str, dict[str, object]] = {}  # what the receiver acts on: once per key
+        self.bad_signatures = 0
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+                if not hmac.compare_digest(expected, self.headers.get("X-Exchange-Signature", "")):
+                    hook.bad_signatures += 1
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                key = self.headers["Idempotency-Key"]
+                hook.posts.append(key)
+                hook.acted_on.setdefault(key, json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(self.cert), str(self.key))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _start_jpn(federation: Federation, data_dir: Path, target: NotifyTarget) -> Node:
+    federation.backend.migrated(data_dir)
+    config = dataclasses.replace(
+        federation.node_config("JPN-NPA", data_dir), listen=federation.manifest.partner("JPN-NPA").address,
+        notify={target.name: target}, notify_check_seconds=0.05,
+    )
+    node = Node(config, manifest=federation.manifest, schedule=False)
+    node.start()
+    federation.nodes.append(node)
+    return node
+
+
+def _submit(federation: Federation, usa: Node, title: str) -> records_pb2.RecordRef:
+    user = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
+    marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="AMBER")
+    observables = [records_pb2.Observable(type="company_name", value=COMPANY)]
+    request = submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking, observables=observables))
+    return user.submission.Submit(request, timeout=10).receipt.ref
+
+
+def _attempts(node: Node) -> int:
+    with node.store.engine.connect() as conn:
+        return max([int(a) for a in conn.execute(select(watch_outbox.c.attempts)).scalars()] or [0])
+
+
+def test_a_watch_hit_reaches_the_webhook_once_across_restarts_and_is_retried_while_it_is_down(
+    federation: Federation, tmp_path: Path
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    (tmp_path / "secret").write_bytes(SECRET)
+    port = free_port(set())
+    target = NotifyTarget(name="soc", url=f"https://127.0.0.1:{port}/exchange-hits", ca_file=cert,
+                          secret_file=tmp_path / "secret", retry_seconds=0.1, max_retry_seconds=0.5)
+    hook = Webhook(port, cert, key)
+    jpn = _start_jpn(federation, tmp_path / "jpn", target)
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    with pytest.raises(grpc.RpcError) as unknown:
+        suzuki.WatchAdd(liaison_pb2.WatchAddRequest(value=COMPANY, notify="pager"), timeout=10)
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "pager" in (unknown.value.details() or "")
+    added = suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="soc"), timeout=10)
+    assert added.entry.notify == "soc"
+    try:
+        first = _submit(federation, usa, "first front company sighting")
+        jpn.puller.pull("USA-DTSF")
+        _wait(lambda: _attempts(jpn) >= 3, "retries while the webhook is down")  # backing off, not lost
+        hook.start()
+        _wait(lambda: len(hook.posts) == 1, "the first hit")
+        # The node restarts: the delivered hit is not sent again; a new one is.
+        jpn.stop(grace=0)
+        federation.nodes.remove(jpn)
+        jpn = _start_jpn(federation, tmp_path / "jpn", target)
+        second = _submit(federation, usa, "second front company sighting")
+        jpn.puller.pull("USA-DTSF")
+        _wait(lambda: len(hook.posts) == 2, "the second hit")
+        time.sleep(0.5)  # several more notifier rounds: nothing more arrives
+        assert len(hook.posts) == 2 and len(set(hook.posts)) == 2 and hook.bad_signatures == 0
+        sent = [(p["record"]["record_id"], p["user"]) for p in hook.acted_on.values()]  # type: ignore[index]
+        assert sent == [(first.record_id, "urn:exchange:JPN-NPA:user:suzuki"),
+                        (second.record_id, "urn:exchange:JPN-NPA:user:suzuki")]
+        # Each delivery is audited once, as a disclosure to the user's own system.
+        notified = [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
+        assert sorted(e.detail["key"] for e in notified) == sorted(hook.posts)
+    finally:
+        hook.stop()
+
+
+def test_hits_are_marked_seen(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY), timeout=10)
+    first = _submit(federation, usa, "one")
+    second = _submit(federation, usa, "two")
+    jpn.puller.pull("USA-DTSF")
+
+    def unseen() -> list[str]:
+        hits = suzuki.WatchHits(liaison_pb2.WatchHitsRequest(unseen=True), timeout=10).hits
+        return sorted(records_pb2.Record.FromString(h.record.envelope.payload).ref.record_id for h in hits)
+
+    assert unseen() == sorted([first.record_id, second.record_id])
+    assert suzuki.WatchSeen(liaison_pb2.WatchSeenRequest(refs=[first]), timeout=10).marked == 1
+    assert unseen() == [second.record_id]
+    flags = {records_pb2.Record.FromString(h.record.envelope.payload).ref.record_id: h.seen
+             for h in suzuki.WatchHits(liaison_pb2.WatchHitsRequest(), timeout=10).hits}
+    assert flags == {first.record_id: True, second.record_id: False}
+    assert suzuki.WatchSeen(liaison_pb2.WatchSeenRequest(all=True), timeout=10).marked == 1
+    assert unseen() == []
+    # Not a hit (the own agency's record is never one): the same answer as absent.
+    own = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato")).submission.Submit(
+        submission_pb2.SubmitRequest(draft=draft()), timeout=10).receipt.ref
+    with pytest.raises(grpc.RpcError) as refused:
+        suzuki.WatchSeen(liaison_pb2.WatchSeenRequest(refs=[own]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
