@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
+from exchange.cli.main import main
 from exchange.config import NotifyTarget
 from exchange.node.server import Node
 from exchange.store import audit
@@ -70,7 +71,7 @@ class Webhook:
         hook = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
                 if not hmac.compare_digest(expected, self.headers.get("X-Exchange-Signature", "")):
@@ -203,3 +204,25 @@ def test_hits_are_marked_seen(federation: Federation, tmp_path: Path) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         suzuki.WatchSeen(liaison_pb2.WatchSeenRequest(refs=[own]), timeout=10)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_watch_commands_for_alerts_and_seen(federation: Federation, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    profile = ["--profile", str(federation.pki_dir / "JPN-NPA" / "users" / "suzuki.profile.toml")]
+    assert main(["watch", "add", "--type", "company_name", COMPANY, "--notify", "soc", *profile]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown notify target 'soc'" in err and "none configured" in err
+    assert main(["watch", "add", "--type", "company_name", COMPANY, *profile]) == 0
+    ref = _submit(federation, usa, "one")
+    jpn.puller.pull("USA-DTSF")
+    capsys.readouterr()
+    assert main(["watch", "hits", "--unseen", "--format", "json", *profile]) == 0
+    assert [h["seen"] for h in json.loads(capsys.readouterr().out)] == [False]
+    assert main(["watch", "seen", ref.record_id[:8], *profile]) == 0
+    assert "marked 1 hit seen" in capsys.readouterr().out
+    assert main(["watch", "hits", "--unseen", "--format", "json", *profile]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["watch", "seen", *profile]) == 2
+    assert "--all" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from exchange.cli.main import main
 from exchange.node.server import Node
 from exchange.records.envelope import SIGHTING_TYPE
 from exchange.store import sightings as stored
@@ -190,3 +191,31 @@ def test_relayed_holders_appear_in_disclosures(federation: Federation, tmp_path:
     jpn.puller.pull("USA-DTSF")
     assert len(suzuki.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10).relayed) == 1
     assert list(suzuki.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings) == []
+
+
+def _profile(federation: Federation, agency: str, handle: str) -> list[str]:
+    return ["--profile", str(federation.pki_dir / agency / "users" / f"{handle}.profile.toml")]
+
+
+def test_sighting_commands(federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    gbr = federation.start_node("GBR-NPSA", tmp_path / "gbr")
+    ref = _submit(federation, jpn, "sato", ["USA-DTSF", "GBR-NPSA"], tlp="GREEN")
+    usa.puller.pull("JPN-NPA")
+    gbr.puller.pull("USA-DTSF")
+    name = f"JPN-NPA/{ref.record_id}"
+    usa_user = _profile(federation, "USA-DTSF", "rchen")
+    assert main(["sighting", name, "--verdict", "confirmed", "--note", "same shipper", *usa_user]) == 0
+    assert "reported confirmed on " + name in capsys.readouterr().out
+    assert main(["sighting", name, "--verdict", "maybe", *usa_user]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    jpn.puller.pull("USA-DTSF")
+    assert main(["sightings", ref.record_id[:8], *_profile(federation, "JPN-NPA", "sato")]) == 0
+    out = capsys.readouterr().out
+    assert "USA-DTSF" in out and "rchen" in out and "confirmed" in out and "same shipper" in out
+    assert main(["disclosures", name, "--format", "json", *_profile(federation, "JPN-NPA", "suzuki")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(r["holder"], r["via"], r["source"]) for r in shown["relayed"]] == [("GBR-NPSA", "USA-DTSF", "reported")]
+    assert main(["disclosures", name, *_profile(federation, "JPN-NPA", "suzuki")]) == 0
+    assert "reported by USA-DTSF" in capsys.readouterr().out

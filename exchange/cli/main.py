@@ -15,7 +15,19 @@ from typing import Any
 
 import argcomplete
 
-from exchange.cli import admin, completion, export, liaison, query, records, stiximport, stixverify, sync, watch
+from exchange.cli import (
+    admin,
+    completion,
+    export,
+    liaison,
+    query,
+    records,
+    sightings,
+    stiximport,
+    stixverify,
+    sync,
+    watch,
+)
 from exchange.cli.options import OBSERVABLE_TYPES_HELP, PROFILE_ENV, Parser, connection_flags, default_profile
 from exchange.errors import ConfigError, ExchangeError, InvalidInput, TooLarge
 
@@ -73,6 +85,7 @@ def build_parser() -> Parser:
     query.register(commands, connection)
     liaison.register(commands, connection)
     watch.register(commands, connection)
+    sightings.register(commands, connection)
     export.register(commands, connection)
     stixverify.register(commands)
     stiximport.register(commands, connection)
