@@ -56,11 +56,14 @@ class Shown:
     record: records_pb2.Record
     received_from: str
     equivocated: bool
+    # Partners' sightings on the own agency's records (the node sets them for the originator only).
+    sightings: records_pb2.SightingCounts | None = None
 
     @classmethod
     def from_held(cls, held: records_pb2.HeldRecord) -> Shown:
         record = records_pb2.Record.FromString(held.envelope.payload)
-        return cls(record, held.received_from, held.equivocated)
+        return cls(record, held.received_from, held.equivocated,
+                   held.sightings if held.HasField("sightings") else None)
 
     @property
     def expired(self) -> bool:
@@ -265,6 +268,9 @@ def held_to_json(shown: Shown) -> dict[str, Any]:
     data["equivocated"] = shown.equivocated
     data["expired"] = shown.expired
     data["not_yet_valid"] = shown.not_yet_valid
+    if shown.sightings is not None:
+        data["sightings"] = {"seen": shown.sightings.seen, "confirmed": shown.sightings.confirmed,
+                             "false_positive": shown.sightings.false_positive}
     return data
 
 

@@ -214,6 +214,9 @@ def test_sighting_commands(federation: Federation, tmp_path: Path, capsys: pytes
     assert main(["sightings", ref.record_id[:8], *_profile(federation, "JPN-NPA", "sato")]) == 0
     out = capsys.readouterr().out
     assert "USA-DTSF" in out and "rchen" in out and "confirmed" in out and "same shipper" in out
+    assert main(["query", "--format", "json", *_profile(federation, "JPN-NPA", "sato")]) == 0
+    counts = [r.get("sightings") for r in json.loads(capsys.readouterr().out)]
+    assert counts == [{"seen": 0, "confirmed": 1, "false_positive": 0}]
     assert main(["disclosures", name, "--format", "json", *_profile(federation, "JPN-NPA", "suzuki")]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [(r["holder"], r["via"], r["source"]) for r in shown["relayed"]] == [("GBR-NPSA", "USA-DTSF", "reported")]
