@@ -11,6 +11,8 @@ import http.server
 import ipaddress
 import json
 import ssl
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from exchange.cli.main import main
-from exchange.config import NotifyTarget
+from exchange.config import NotifyTarget, load_node_config
+from exchange.errors import ConfigError
 from exchange.node.server import Node
 from exchange.store import audit
 from exchange.store.outbox import NOTIFY_ACTION
@@ -34,11 +37,13 @@ from exchange.v1 import liaison_pb2, liaison_pb2_grpc, records_pb2, submission_p
 from tests.federation import Federation, UserClient, draft, free_port
 
 COMPANY = "Kestrel Components Ltd"
+EMAIL = "procurement@kestrel-components.example"
 SECRET = b"a shared secret between the node and the SOC"
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    """A server certificate for 127.0.0.1, made here (the webhook's own, not the federation's)."""
+def _self_signed(tmp: Path, name_prefix: str = "hook") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, made here (the webhook's own, or the node's client certificate
+    for it: not the federation's)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "soc webhook")])
     now = dt.datetime.now(dt.UTC)
@@ -49,7 +54,7 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
                            critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "hook.crt", tmp / "hook.key"
+    cert_path, key_path = tmp / f"{name_prefix}.crt", tmp / f"{name_prefix}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
@@ -59,9 +64,10 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 class Webhook:
     """The agency's receiver: HTTPS on 127.0.0.1, checks the HMAC, deduplicates on the idempotency key."""
 
-    def __init__(self, port: int, cert: Path, key: Path) -> None:
+    def __init__(self, port: int, cert: Path, key: Path, *, client_ca: Path | None = None) -> None:
         self.port = port
         self.cert, self.key = cert, key
+        self.client_ca = client_ca  # mutual TLS: the node's client certificate must chain to it (no HMAC then)
         self.posts: list[str] = []  # every accepted POST's key, in order (duplicates included)
         self.acted_on: dict[str, dict[str, object]] = {}  # what the receiver acts on: once per key
         self.bad_signatures = 0
@@ -74,7 +80,8 @@ class Webhook:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(expected, self.headers.get("X-Exchange-Signature", "")):
+                signed = hmac.compare_digest(expected, self.headers.get("X-Exchange-Signature", ""))
+                if hook.client_ca is None and not signed:
                     hook.bad_signatures += 1
                     self.send_response(401)
                     self.end_headers()
@@ -91,6 +98,9 @@ class Webhook:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(self.cert), str(self.key))
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=str(self.client_ca))
         server.socket = context.wrap_socket(server.socket, server_side=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         self._server = server
@@ -110,11 +120,11 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> No
         time.sleep(0.05)
 
 
-def _start_jpn(federation: Federation, data_dir: Path, target: NotifyTarget) -> Node:
+def _start_jpn(federation: Federation, data_dir: Path, *targets: NotifyTarget) -> Node:
     federation.backend.migrated(data_dir)
     config = dataclasses.replace(
         federation.node_config("JPN-NPA", data_dir), listen=federation.manifest.partner("JPN-NPA").address,
-        notify={target.name: target}, notify_check_seconds=0.05,
+        notify={t.name: t for t in targets}, notify_check_seconds=0.05,
     )
     node = Node(config, manifest=federation.manifest, schedule=False)
     node.start()
@@ -122,10 +132,10 @@ def _start_jpn(federation: Federation, data_dir: Path, target: NotifyTarget) -> 
     return node
 
 
-def _submit(federation: Federation, usa: Node, title: str) -> records_pb2.RecordRef:
+def _submit(federation: Federation, usa: Node, title: str, *extra: records_pb2.Observable) -> records_pb2.RecordRef:
     user = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
     marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="AMBER")
-    observables = [records_pb2.Observable(type="company_name", value=COMPANY)]
+    observables = [records_pb2.Observable(type="company_name", value=COMPANY), *extra]
     request = submission_pb2.SubmitRequest(draft=draft(title=title, marking=marking, observables=observables))
     return user.submission.Submit(request, timeout=10).receipt.ref
 
@@ -226,3 +236,68 @@ def test_watch_commands_for_alerts_and_seen(federation: Federation, tmp_path: Pa
     assert json.loads(capsys.readouterr().out) == []
     assert main(["watch", "seen", *profile]) == 2
     assert "--all" in capsys.readouterr().err
+
+
+def test_hits_go_to_a_mutual_tls_webhook_and_to_a_local_command(federation: Federation, tmp_path: Path) -> None:
+    server_cert, server_key = _self_signed(tmp_path)
+    client_cert, client_key = _self_signed(tmp_path, "node-client")
+    port = free_port(set())
+    hook = Webhook(port, server_cert, server_key, client_ca=client_cert)
+    script, received = tmp_path / "page.py", tmp_path / "paged.jsonl"
+    script.write_text(
+        "import json, os, sys\n"
+        f"with open({str(received)!r}, 'a') as out:\n"
+        "    hit = {'key': os.environ['EXCHANGE_IDEMPOTENCY_KEY'], 'hit': json.load(sys.stdin)}\n"
+        "    out.write(json.dumps(hit) + '\\n')\n",
+        encoding="utf-8")
+    mtls = NotifyTarget(name="soc", url=f"https://127.0.0.1:{port}/hits", ca_file=server_cert,
+                        client_cert=client_cert, client_key=client_key, retry_seconds=0.1)
+    pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1)
+    jpn = _start_jpn(federation, tmp_path / "jpn", mtls, pager)
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="soc"), timeout=10)
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(value=EMAIL, notify="pager"), timeout=10)
+    hook.start()
+    try:
+        ref = _submit(federation, usa, "both", records_pb2.Observable(type="email", value=EMAIL))
+        jpn.puller.pull("USA-DTSF")
+        _wait(lambda: len(hook.posts) == 1 and received.exists(), "both targets")
+        time.sleep(0.3)
+        paged = [json.loads(line) for line in received.read_text(encoding="utf-8").splitlines()]
+        assert len(paged) == 1 and paged[0]["hit"]["record"]["record_id"] == ref.record_id
+        assert paged[0]["key"] == paged[0]["hit"]["idempotency_key"]
+        assert len(hook.posts) == 1 and hook.posts[0] != paged[0]["key"]  # one hit per target
+    finally:
+        hook.stop()
+
+
+def test_notify_targets_in_node_toml(tmp_path: Path) -> None:
+    base = 'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\n'
+    path = tmp_path / "node.toml"
+    path.write_text(base + textwrap.dedent("""
+        [[notify]]
+        name = "soc"
+        url = "https://soc.example:8443/hits"
+        ca_file = "soc-ca.crt"
+        secret_file = "soc.secret"
+        retry_seconds = 1
+
+        [[notify]]
+        name = "pager"
+        command = ["/usr/local/bin/page", "--urgent"]
+        """), encoding="utf-8")
+    config = load_node_config(path)
+    assert config.notify["soc"].secret_file == tmp_path / "soc.secret" and config.notify["soc"].retry_seconds == 1
+    assert config.notify["pager"].command == ("/usr/local/bin/page", "--urgent")
+    bad = {
+        'name = "x"\nurl = "http://soc.example/hits"\nsecret_file = "s"': "a webhook must be https://",
+        'name = "x"\nurl = "https://soc.example/hits"': "needs secret_file (HMAC) or client_cert",
+        'name = "x"': "give exactly one of command or url",
+        'name = "x"\ncommand = ["a"]\nurl = "https://soc.example/"': "give exactly one of command or url",
+        'name = "x"\nurl = "https://s/"\nclient_cert = "c"': "client_cert and client_key go together",
+    }
+    for body, problem in bad.items():
+        path.write_text(base + "[[notify]]\n" + body + "\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            load_node_config(path)

@@ -9,8 +9,13 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exchange.cli.main import main
+from exchange.core.identity import Principal, Role
+from exchange.core.marking import Marking
+from exchange.core.policy import Decision, decide, sighting_acceptable, sighting_releasable
 from exchange.node.server import Node
 from exchange.records.envelope import SIGHTING_TYPE
 from exchange.store import sightings as stored
@@ -18,6 +23,7 @@ from exchange.store.events import security_events
 from exchange.v1 import liaison_pb2, liaison_pb2_grpc, query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
 from tests.hostile import Forge, HostilePartner
+from tests.markings import KNOWN, agencies, markings, principals
 
 
 def _liaison(federation: Federation, node: Node, handle: str) -> liaison_pb2_grpc.LiaisonServiceStub:
@@ -222,3 +228,39 @@ def test_sighting_commands(federation: Federation, tmp_path: Path, capsys: pytes
     assert [(r["holder"], r["via"], r["source"]) for r in shown["relayed"]] == [("GBR-NPSA", "USA-DTSF", "reported")]
     assert main(["disclosures", name, *_profile(federation, "JPN-NPA", "suzuki")]) == 0
     assert "reported by USA-DTSF" in capsys.readouterr().out
+
+
+# --- property: the sighting decisions -----------------------------------------------------------
+
+released_sets = st.frozensets(st.sampled_from(sorted(KNOWN)), max_size=4)
+
+
+@given(principal=principals, originator=agencies, released=released_sets, m=markings)
+def test_a_sighting_goes_only_to_the_originator_or_where_released_and_held(
+    principal: Principal, originator: str, released: frozenset[str], m: Marking
+) -> None:
+    """Served to a node of the originator, or of an agency it was released to *that may hold the
+    record*; never to a user, never anywhere else."""
+    record = decide(holder="USA-DTSF", principal=principal, originator=originator, marking=m, known_agencies=KNOWN)
+    allowed = sighting_releasable(principal=principal, record_originator=originator, released_to=released,
+                                  record=record).allowed
+    expected = principal.role is Role.NODE and (
+        principal.agency == originator or (principal.agency in released and record.allowed))
+    assert allowed == expected
+    # Without the record's decision (the reporter no longer holds it) only the originator gets it.
+    alone = sighting_releasable(principal=principal, record_originator=originator, released_to=released, record=None)
+    assert alone.allowed == (principal.role is Role.NODE and principal.agency == originator)
+
+
+@given(reporter=agencies, served_by=agencies, receiver=agencies, originator=agencies, released=released_sets,
+       holds=st.booleans(), reporter_may=st.sampled_from([None, True, False]))
+def test_a_sighting_is_kept_only_from_its_reporter_on_a_record_it_may_hold(
+    reporter: str, served_by: str, receiver: str, originator: str, released: frozenset[str], holds: bool,
+    reporter_may: bool | None,
+) -> None:
+    decision = None if reporter_may is None else Decision(reporter_may, "x")
+    kept = sighting_acceptable(receiver=receiver, reporter=reporter, served_by=served_by,
+                               record_originator=originator, released_to=released, reporter_holds=decision,
+                               receiver_holds=holds).allowed
+    addressed = receiver == originator or (receiver in released and holds)
+    assert kept == (served_by == reporter and addressed and reporter_may is True)
