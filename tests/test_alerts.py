@@ -132,6 +132,12 @@ def _start_jpn(federation: Federation, data_dir: Path, *targets: NotifyTarget) -
     return node
 
 
+def _restart(federation: Federation, node: Node, data_dir: Path, target: NotifyTarget) -> Node:
+    node.stop(grace=0)
+    federation.nodes.remove(node)
+    return _start_jpn(federation, data_dir, target)
+
+
 def _submit(federation: Federation, usa: Node, title: str, *extra: records_pb2.Observable) -> records_pb2.RecordRef:
     user = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
     marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["JPN-NPA"], tlp="AMBER")
@@ -166,12 +172,12 @@ def test_a_watch_hit_reaches_the_webhook_once_across_restarts_and_is_retried_whi
         first = _submit(federation, usa, "first front company sighting")
         jpn.puller.pull("USA-DTSF")
         _wait(lambda: _attempts(jpn) >= 3, "retries while the webhook is down")  # backing off, not lost
+        # The node restarts while the webhook is still down: the hit owed is in the database.
+        jpn = _restart(federation, jpn, tmp_path / "jpn", target)
         hook.start()
         _wait(lambda: len(hook.posts) == 1, "the first hit")
-        # The node restarts: the delivered hit is not sent again; a new one is.
-        jpn.stop(grace=0)
-        federation.nodes.remove(jpn)
-        jpn = _start_jpn(federation, tmp_path / "jpn", target)
+        # And again: the delivered hit is not sent again; a new one is.
+        jpn = _restart(federation, jpn, tmp_path / "jpn", target)
         second = _submit(federation, usa, "second front company sighting")
         jpn.puller.pull("USA-DTSF")
         _wait(lambda: len(hook.posts) == 2, "the second hit")

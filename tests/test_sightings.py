@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange.cli.main import main
+from exchange.config import Limits
 from exchange.core.identity import Principal, Role
 from exchange.core.marking import Marking
 from exchange.core.policy import Decision, decide, sighting_acceptable, sighting_releasable
@@ -264,3 +265,21 @@ def test_a_sighting_is_kept_only_from_its_reporter_on_a_record_it_may_hold(
                                receiver_holds=holds).allowed
     addressed = receiver == originator or (receiver in released and holds)
     assert kept == (served_by == reporter and addressed and reporter_may is True)
+
+
+def test_a_partner_that_always_has_more_sightings_is_cut_at_the_pulls_bounds(
+    federation: Federation, tmp_path: Path
+) -> None:
+    limits = Limits(pull_batch_entries=2, pull_max_entries=6)
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn", limits=limits)
+    hostile = HostilePartner(federation, "KOR-KNPA").start()
+    try:
+        hostile.sightings.extend(sync_pb2.PullSightingsResponse(cursor=b"c%d" % i, more=True) for i in range(100))
+        report = jpn.puller.pull("KOR-KNPA")
+        assert report.error == "" and len(hostile.sighting_calls) == 6 // 2 + 2
+        # Each empty batch was still stored with its cursor: the next pull resumes from the last.
+        assert stored.sighting_cursor(jpn.store, "KOR-KNPA") == b"c4"
+        jpn.puller.pull("KOR-KNPA")
+        assert hostile.sighting_calls[5].cursor == b"c4"
+    finally:
+        hostile.stop()
