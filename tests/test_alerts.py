@@ -307,3 +307,28 @@ def test_notify_targets_in_node_toml(tmp_path: Path) -> None:
         path.write_text(base + "[[notify]]\n" + body + "\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
             load_node_config(path)
+
+
+def test_a_hit_owed_to_a_removed_watch_entry_is_not_pushed(federation: Federation, tmp_path: Path) -> None:
+    script, received, down = tmp_path / "page.py", tmp_path / "paged.txt", tmp_path / "down"
+    script.write_text(
+        "import os, sys\n"
+        f"if os.path.exists({str(down)!r}):\n"
+        "    sys.exit(75)\n"
+        f"open({str(received)!r}, 'a').write(os.environ['EXCHANGE_IDEMPOTENCY_KEY'] + '\\n')\n",
+        encoding="utf-8")
+    down.touch()
+    pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1,
+                         max_retry_seconds=0.2)
+    jpn = _start_jpn(federation, tmp_path / "jpn", pager)
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    entry = suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="pager"),
+                            timeout=10).entry
+    _submit(federation, usa, "owed")
+    jpn.puller.pull("USA-DTSF")
+    _wait(lambda: _attempts(jpn) >= 2, "the command failing")
+    suzuki.WatchRemove(liaison_pb2.WatchRemoveRequest(id=entry.id), timeout=10)
+    down.unlink()
+    _wait(lambda: any(not e.detail["sent"] for e in audit.read_entries(jpn.store, NOTIFY_ACTION)), "the drop")
+    assert not received.exists()

@@ -127,7 +127,8 @@ class Notifier:
         principal = self._principal(pending.owner)
         record = current_record(self.store, pending.originator, pending.record_id)
         if (target is None or principal is None or record is None or record.status != "active"
-                or not visible(self.agency, self.manifest, record, principal)):
+                or not visible(self.agency, self.manifest, record, principal)
+                or not self._still_watched(pending, record.rid)):
             outbox.delivered(self.store, pending, key=key, sent=False)  # nothing to push any more
             return False
         body = json.dumps({
@@ -150,6 +151,12 @@ class Notifier:
             return False
         outbox.delivered(self.store, pending, key=key, sent=True)
         return True
+
+    def _still_watched(self, pending: outbox.Pending, rid: int) -> bool:
+        """Whether one of the owner's entries that push to this target still matches the record
+        (an entry removed, or its notify target changed, since the hit was queued: not pushed)."""
+        ids = watch.matched_watches(self.store, pending.owner, [rid]).get(rid, [])
+        return any(w.notify == pending.target for w in watch.list_watches(self.store, pending.owner) if w.id in ids)
 
     def _send(self, target: NotifyTarget, key: str, body: bytes) -> str:
         """Send once; "" on success, else what went wrong."""
