@@ -252,6 +252,10 @@ def record_lines(shown: Shown) -> list[str]:
         lines.append(_field("Retracted", r.retraction_reason or "(no reason given)"))
     if shown.equivocated:
         lines.append("WARNING: equivocated: the originator signed two different contents for this version")
+    if shown.sightings is not None:
+        counts = shown.sightings
+        lines.append(_field("Sightings", f"{counts.seen} seen, {counts.confirmed} confirmed, "
+                            f"{counts.false_positive} false positive by partners (`exchange sightings`)"))
     lines.append(f"Observables ({len(c.observables)}):")
     type_width = max((display_width(o.type) for o in c.observables), default=0)
     lines.extend(f"  {fit(o.type, type_width)}  {o.value}" for o in c.observables)

@@ -224,6 +224,8 @@ def test_sighting_commands(federation: Federation, tmp_path: Path, capsys: pytes
     assert main(["query", "--format", "json", *_profile(federation, "JPN-NPA", "sato")]) == 0
     counts = [r.get("sightings") for r in json.loads(capsys.readouterr().out)]
     assert counts == [{"seen": 0, "confirmed": 1, "false_positive": 0}]
+    assert main(["get", ref.record_id[:8], *_profile(federation, "JPN-NPA", "sato")]) == 0
+    assert "0 seen, 1 confirmed, 0 false positive by partners" in capsys.readouterr().out
     assert main(["disclosures", name, "--format", "json", *_profile(federation, "JPN-NPA", "suzuki")]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [(r["holder"], r["via"], r["source"]) for r in shown["relayed"]] == [("GBR-NPSA", "USA-DTSF", "reported")]
