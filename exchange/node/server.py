@@ -97,7 +97,7 @@ class Node:
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
         sightings = SightingService(config.agency, self.store, self.manifest, limits, self.signer)
-        sync = SyncService(config.agency, self.store, self.manifest, limits, after_batch=sightings.report_relays)
+        sync = SyncService(config.agency, self.store, self.manifest, limits)
         liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens,
                                  notify_targets=frozenset(config.notify))
         self._handlers = [

@@ -9,10 +9,13 @@
   the *signed* payload (checked against this node's key as it is served, so an edited
   row cannot widen a release). A batch is audited before it is sent, like a pull batch.
 - ``Sightings`` (users): the sightings this node holds on a record the caller may see.
-- Relay reports: when this node serves a partner's record to a third agency (a relay),
-  it reports that to the record's originator as a sighting with ``VERDICT_RELAYED``,
-  once per (record, holder), so the originator's Disclosures can list "GBR-NPSA via
-  USA-DTSF" as reported by the relaying partner.
+- Relay reports: when this node has passed a partner's record on to a third agency (a
+  relay), ``PullSightings`` also tells the record's originator, as a sighting with
+  ``VERDICT_RELAYED``, once per (record, holder), so the originator's Disclosures can list
+  "GBR-NPSA via USA-DTSF" as reported by the relaying partner. They are derived when served
+  from the pull disclosures this node's audit log already holds (``disclosure_index``),
+  with an id fixed by (record, holder), so serving a pull writes nothing more, and a report
+  served twice is one report.
 """
 
 from __future__ import annotations
@@ -35,10 +38,9 @@ from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
 from exchange.records.envelope import SIGHTING_TYPE, Signer, open_sighting
 from exchange.records.validate import validate_ref, validate_timestamp
-from exchange.store import Store, audit
+from exchange.store import Store, audit, watch
 from exchange.store import sightings as stored
 from exchange.store.current import current_record
-from exchange.store.log import LogEntry
 from exchange.store.store import now_us
 from exchange.v1 import liaison_pb2, records_pb2, sync_pb2
 
@@ -48,7 +50,10 @@ log = logging.getLogger("exchange.node")
 
 PULL_SIGHTINGS_ACTION = "pull_sightings"  # audit action of a served batch of sightings
 MAX_NOTE_CHARS = 2000
-_CURSOR = ">q"  # the last scanned seq of this node's sightings
+# The last scanned seq of this node's sightings, and the position in its relays
+# (audit seq, record id, version) of the caller's records.
+_CURSOR = ">qq36sI"
+_RELAY_IDS = uuid.UUID("5b0c8f0e-3d6a-5a8e-9c53-7e1f2a4b6c8d")  # namespace of relay reports' ids
 _PEOPLES = {records_pb2.VERDICT_SEEN, records_pb2.VERDICT_CONFIRMED, records_pb2.VERDICT_FALSE_POSITIVE}
 
 
@@ -132,13 +137,18 @@ class SightingService:
 
     # --- partners ---------------------------------------------------------------------------
 
-    def _position(self, cursor: bytes, caller: Principal) -> int:
+    def _position(self, cursor: bytes, caller: Principal) -> tuple[int, watch.RelayPosition]:
         if not cursor:
-            return 0
+            return 0, (0, "", 0)
         plain = self._sealer.open(cursor, caller.identity.uri.encode())
         if plain is None or len(plain) != struct.calcsize(_CURSOR):
             raise InvalidInput("cursor", "not a sightings cursor issued by this node to this partner")
-        return int(struct.unpack(_CURSOR, plain)[0])
+        seq, audit_seq, record_id, version = struct.unpack(_CURSOR, plain)
+        return int(seq), (int(audit_seq), record_id.rstrip(b"\x00").decode("ascii"), int(version))
+
+    def _cursor(self, caller: Principal, seq: int, relays: watch.RelayPosition) -> bytes:
+        plain = struct.pack(_CURSOR, seq, relays[0], relays[1].encode("ascii"), relays[2])
+        return self._sealer.seal(plain, caller.identity.uri.encode())
 
     def _releasable(self, envelope: records_pb2.Envelope, caller: Principal) -> bool:
         try:
@@ -158,7 +168,7 @@ class SightingService:
     def pull_sightings(
         self, request: sync_pb2.PullSightingsRequest, caller: Principal
     ) -> sync_pb2.PullSightingsResponse:
-        after = self._position(request.cursor, caller)
+        after, relays_after = self._position(request.cursor, caller)
         limit = min(request.max_entries or self.limits.pull_batch_entries, self.limits.pull_batch_entries)
         scanned = stored.own_after(self.store, after, limit)
         released: list[records_pb2.Envelope] = []
@@ -166,6 +176,9 @@ class SightingService:
             envelope = records_pb2.Envelope.FromString(item.envelope)
             if self._releasable(envelope, caller):
                 released.append(envelope)
+        relay_limit = max(1, limit - len(released))
+        relays, relays_end = watch.first_relays(self.store, caller.agency, after=relays_after, limit=relay_limit)
+        released += self._relay_reports(relays, caller)
         last = scanned[-1].seq if scanned else max(after, 0)
         if released:
             # A disclosure, audited before it is handed to gRPC (as a pull batch is).
@@ -173,30 +186,24 @@ class SightingService:
                 "partner": caller.agency,
                 "sightings": [records_pb2.Sighting.FromString(e.payload).sighting_id for e in released],
             })
-        cursor = self._sealer.seal(struct.pack(_CURSOR, last), caller.identity.uri.encode())
-        return sync_pb2.PullSightingsResponse(entries=released, cursor=cursor, more=len(scanned) == limit)
+        more = len(scanned) == limit or relays_end != relays_after  # the next call says when it is all
+        return sync_pb2.PullSightingsResponse(entries=released, cursor=self._cursor(caller, last, relays_end),
+                                              more=more)
 
-    # --- relay reports ----------------------------------------------------------------------
-
-    def report_relays(self, batch: Sequence[LogEntry], caller: Principal) -> None:
-        """After serving ``batch`` to ``caller``'s node: report each partner's record in it that
-        went to a third agency (a relay) to its originator, once per (record, holder)."""
-        relayed = sorted({(e.originator, e.record_id, e.version) for e in batch
-                          if not e.is_withdrawal and e.originator not in (self.agency, caller.agency)})
-        if not relayed:
-            return
-        known = stored.relays_known(self.store, caller.agency, [(o, r) for o, r, _ in relayed])
-        now = _timestamp(now_us())
-        items = []
-        done: set[tuple[str, str]] = set()
-        for originator, record_id, version in relayed:
-            if (originator, record_id) in known or (originator, record_id) in done:
-                continue
-            done.add((originator, record_id))
+    def _relay_reports(self, relays: Sequence[watch.Relayed], caller: Principal) -> list[records_pb2.Envelope]:
+        """Signed reports that this node passed ``caller``'s records on, each at its first disclosure
+        to that agency; only to the originator (``caller``), and only while the record may still be
+        disclosed to it (its own record: always, unless it is gone)."""
+        reports = []
+        for relay in relays:
             sighting = records_pb2.Sighting(
-                sighting_id=str(uuid.uuid4()), reporter=self.agency,
-                ref=records_pb2.RecordRef(originator=originator, record_id=record_id), record_version=version,
-                verdict=records_pb2.VERDICT_RELAYED, observed_at=now, reported_at=now, holder=caller.agency,
+                sighting_id=str(uuid.uuid5(_RELAY_IDS, f"{self.agency}/{caller.agency}/{relay.record_id}/"
+                                                        f"{relay.partner}")),
+                reporter=self.agency, ref=records_pb2.RecordRef(originator=caller.agency, record_id=relay.record_id),
+                record_version=relay.version, verdict=records_pb2.VERDICT_RELAYED,
+                observed_at=_timestamp(relay.at), reported_at=_timestamp(relay.at), holder=relay.partner,
             )
-            items.append((sighting, self.signer.seal(SIGHTING_TYPE, sighting.SerializeToString()).SerializeToString()))
-        stored.add_own(self.store, items)
+            if sighting_releasable(principal=caller, record_originator=caller.agency, released_to=frozenset(),
+                                   record=None).allowed:
+                reports.append(self.signer.seal(SIGHTING_TYPE, sighting.SerializeToString()))
+        return reports

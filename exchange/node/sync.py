@@ -10,7 +10,7 @@ and refused with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -35,8 +35,6 @@ class SyncService:
     store: Store
     manifest: Manifest
     limits: Limits
-    # Called after each served batch is audited (exchange/node/sightings.py reports relays).
-    after_batch: Callable[[Sequence[LogEntry], Principal], None] | None = None
 
     def __post_init__(self) -> None:
         self._sealer = Sealer(self.store.token_key(), b"exchange pull cursor v1")
@@ -153,8 +151,6 @@ class SyncService:
                 sent=[(e.originator, e.record_id, e.version) for e in batch if not e.is_withdrawal],
                 withdrawals=[(e.originator, e.record_id, e.version) for e in batch if e.is_withdrawal],
             )
-            if self.after_batch is not None:
-                self.after_batch(batch, caller)
         return encode_pull_batch([entry.envelope for entry in batch], self._cursor(caller, upto, fingerprint))
 
     # --- Digest -----------------------------------------------------------------------------

@@ -37,7 +37,6 @@ __all__ = [
     "own_after",
     "own_end",
     "relayed_reported",
-    "relays_known",
     "reset_cursor",
     "sighting_cursor",
     "sightings_on",
@@ -138,21 +137,6 @@ def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str
             for record_id, verdict, n in rows:
                 found.setdefault((originator, record_id), Counter())[verdict] = int(n)
     return found
-
-
-def relays_known(store: Store, holder: str, refs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of ``refs`` this node already reported relaying to ``holder``."""
-    wanted = sorted(set(refs))
-    if not wanted:
-        return set()
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(sightings.c.originator, sightings.c.record_id).where(
-                sightings.c.received_from == store.agency, sightings.c.verdict == "relayed",
-                sightings.c.holder == holder, sightings.c.record_id.in_([r for _, r in wanted]),
-            )
-        )
-        return {(o, r) for o, r in rows} & set(wanted)
 
 
 def relayed_reported(store: Store, originator: str, record_id: str) -> list[StoredSighting]:

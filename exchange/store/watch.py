@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
@@ -45,11 +45,14 @@ from exchange.store.store import Store, now_us
 __all__ = [
     "PULL_ACTION",
     "Disclosed",
+    "RelayPosition",
+    "Relayed",
     "Watch",
     "add_watch",
     "audit_pull",
     "count_watches",
     "disclosures",
+    "first_relays",
     "hit_rids",
     "list_watches",
     "mark_seen",
@@ -125,6 +128,54 @@ def disclosures(store: Store, originator: str, record_id: str, *, limit: int) ->
              if store.seal.served(originator, record_id, store.seal.disclosure_problem(
                  originator, record_id, r.audit_seq, r.version, r.withdrawal, r.partner, r.mac))]
     return found[:limit], len(found) > limit
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """A partner's record this node passed on to a third agency: the first pull that carried it there."""
+
+    audit_seq: int
+    at: int  # microseconds since the epoch
+    record_id: str
+    version: int
+    partner: str  # the agency whose node received it
+
+
+RelayPosition = tuple[int, str, int]  # (audit_seq, record_id, version): where a listing of relays resumes
+
+
+def first_relays(store: Store, originator: str, *, after: RelayPosition, limit: int
+                 ) -> tuple[list[Relayed], RelayPosition]:
+    """``originator``'s records this node served to agencies other than ``originator``, each
+    (record, agency) once, at its first pull disclosure, after position ``after``, oldest first;
+    at most ``limit`` rows read. Returns them and the position to resume from."""
+    earlier = disclosure_index.alias("earlier")
+    seq, record_id, version = after
+    later = or_(disclosure_index.c.audit_seq > seq, and_(
+        disclosure_index.c.audit_seq == seq,
+        or_(disclosure_index.c.record_id > record_id,
+            and_(disclosure_index.c.record_id == record_id, disclosure_index.c.version > version))))
+    query = (
+        select(disclosure_index.c.audit_seq, audit.c.at, disclosure_index.c.record_id, disclosure_index.c.version,
+               disclosure_index.c.partner, disclosure_index.c.withdrawal, disclosure_index.c.mac)
+        .join(audit, audit.c.seq == disclosure_index.c.audit_seq)
+        .where(disclosure_index.c.originator == originator, disclosure_index.c.partner != originator,
+               disclosure_index.c.withdrawal.is_(False), later,
+               ~select(earlier.c.audit_seq).where(
+                   earlier.c.originator == disclosure_index.c.originator,
+                   earlier.c.record_id == disclosure_index.c.record_id,
+                   earlier.c.partner == disclosure_index.c.partner, earlier.c.withdrawal.is_(False),
+                   earlier.c.audit_seq < disclosure_index.c.audit_seq).exists())
+        .order_by(disclosure_index.c.audit_seq, disclosure_index.c.record_id, disclosure_index.c.version)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    position = (int(rows[-1].audit_seq), rows[-1].record_id, int(rows[-1].version)) if rows else after
+    # integrity: an edited row is left out (and reported), as in ``disclosures``.
+    return [Relayed(int(r.audit_seq), int(r.at), r.record_id, int(r.version), r.partner) for r in rows
+            if store.seal.served(originator, r.record_id, store.seal.disclosure_problem(
+                originator, r.record_id, r.audit_seq, r.version, r.withdrawal, r.partner, r.mac))], position
 
 
 # --- watch lists --------------------------------------------------------------------------
