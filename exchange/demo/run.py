@@ -284,11 +284,14 @@ class Story:
         liaison = self.liaisons["JPN-NPA"]
         stub = liaison_pb2_grpc.LiaisonServiceStub(liaison.channel)  # type: ignore[no-untyped-call]
         answer = liaison.call(stub.Disclosures, liaison_pb2.DisclosuresRequest(ref=self.refs[name]))
-        pulled = ", ".join(sorted({d.partner for d in answer.disclosures})) or "nobody"
+        direct = {d.partner for d in answer.disclosures}
+        pulled = ", ".join(sorted(direct)) or "nobody"
+        # Partners also pass copies to agencies that pulled from JPN-NPA too (kept once there):
+        # those are listed as well, but the news is who holds it *only* through a partner.
         relayed = ", ".join(f"{r.holder} via {r.via} ({'reported by ' + r.via if r.source == 'reported' else 'audit'})"
-                            for r in answer.relayed) or "none reported yet"
+                            for r in answer.relayed if r.holder not in direct) or "none reported yet"
         say(f"   Relays are reported the same way: `exchange disclosures {name}` at JPN-NPA lists who pulled it")
-        say(f"   from JPN-NPA ({pulled}) and who holds it through a partner: {relayed}.")
+        say(f"   from JPN-NPA ({pulled}) and who holds it only through a partner: {relayed}.")
 
     def show_expiry(self) -> None:
         say("10. Records outlive their validity. JPN-NPA's analyst files an old case valid for 2020-2021 only")
