@@ -73,6 +73,27 @@ class UserEntry:
 
 
 @dataclass(frozen=True)
+class NotifyTarget:
+    """Where watch hits are pushed (exchange/node/notify.py): a local command or an HTTPS webhook.
+
+    A webhook needs a way for the receiver to know the node sent it: mutual TLS (the node's
+    ``client_cert``/``client_key``) or an HMAC-SHA256 of the body under ``secret_file``'s
+    contents, or both. The command, the URL and the files are the operator's (node.toml),
+    never a user's: ``watch add --notify`` names a target, it does not define one.
+    """
+
+    name: str
+    command: tuple[str, ...] = ()  # argv; the hit's JSON on stdin; exit status 0: delivered
+    url: str = ""  # https://...; a 2xx answer: delivered
+    ca_file: Path | None = None  # CA certificates the webhook's server certificate must chain to
+    client_cert: Path | None = None  # mutual TLS: the node's certificate for the webhook...
+    client_key: Path | None = None  # ...and its key
+    secret_file: Path | None = None  # shared secret: X-Exchange-Signature: sha256=HMAC(secret, body)
+    retry_seconds: float = 5.0  # first retry after a failure; doubled each time...
+    max_retry_seconds: float = 300.0  # ...up to this
+
+
+@dataclass(frozen=True)
 class PeerEntry:
     agency: str
     interval_seconds: float = 30.0
@@ -96,6 +117,8 @@ class NodeConfig:
     # Release review (exchange/core/review.py): on when node.toml has a [review] table. Off
     # (None), an analyst's submission is released at once, as before review existed.
     review: ReviewPolicy | None = None
+    notify: dict[str, NotifyTarget] = field(default_factory=dict)  # [[notify]] targets by name
+    notify_check_seconds: float = 2.0  # how often new watch hits are looked for and pushed
 
     @property
     def manifest_path(self) -> Path:
@@ -235,6 +258,53 @@ def _review(data: object, users: dict[str, UserEntry], where: str) -> ReviewPoli
             raise ConfigError(f"{at}.tlp: expected a list of TLP labels ({', '.join(sorted(TLP_LABELS))}), got {tlp!r}")
         rules.append(Preapproval(frozenset(partners), ceiling, frozenset(tlp)))
     return ReviewPolicy(tuple(rules))
+def _path(value: object, base: Path, where: str) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: expected a file path")
+    return base / value
+
+
+def _notify(data: object, base: Path, where: str) -> dict[str, NotifyTarget]:
+    if data is None:
+        return {}
+    if not isinstance(data, list):
+        raise ConfigError(f"{where}: expected a list of [[notify]] tables")
+    targets: dict[str, NotifyTarget] = {}
+    for i, entry in enumerate(data):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a table")
+        name = entry.get("name")
+        if not isinstance(name, str) or not HANDLE_RE.match(name):
+            raise ConfigError(f"{at}.name: expected a lower-case name, got {name!r}")
+        if name in targets:
+            raise ConfigError(f"{at}.name: {name} is listed twice")
+        command, url = entry.get("command", []), entry.get("url", "")
+        if not isinstance(command, list) or not all(isinstance(c, str) and c for c in command):
+            raise ConfigError(f"{at}.command: expected a list of strings (program and arguments)")
+        if not isinstance(url, str):
+            raise ConfigError(f"{at}.url: expected a string")
+        if bool(command) == bool(url):
+            raise ConfigError(f"{at}: give exactly one of command or url")
+        if url and not url.startswith("https://"):
+            raise ConfigError(f"{at}.url: a webhook must be https://")
+        target = NotifyTarget(
+            name=name, command=tuple(command), url=url,
+            ca_file=_path(entry.get("ca_file"), base, f"{at}.ca_file"),
+            client_cert=_path(entry.get("client_cert"), base, f"{at}.client_cert"),
+            client_key=_path(entry.get("client_key"), base, f"{at}.client_key"),
+            secret_file=_path(entry.get("secret_file"), base, f"{at}.secret_file"),
+            retry_seconds=_seconds(entry.get("retry_seconds"), 5.0, f"{at}.retry_seconds"),
+            max_retry_seconds=_seconds(entry.get("max_retry_seconds"), 300.0, f"{at}.max_retry_seconds"),
+        )
+        if url and target.secret_file is None and target.client_cert is None:
+            raise ConfigError(f"{at}: a webhook needs secret_file (HMAC) or client_cert and client_key (mutual TLS)")
+        if (target.client_cert is None) != (target.client_key is None):
+            raise ConfigError(f"{at}: client_cert and client_key go together")
+        targets[name] = target
+    return targets
 
 
 # Loopback only: per-originator counts are themselves sensitive (docs/design.md "Interfaces").
@@ -303,4 +373,6 @@ def load_node_config(
         metrics_listen=_metrics_listen(data.get("metrics_listen"), f"{where}: metrics_listen"),
         health_check_seconds=_seconds(data.get("health_check_seconds"), 1.0, f"{where}: health_check_seconds"),
         review=_review(data.get("review"), users, f"{where}: review"),
+        notify=_notify(data.get("notify"), base, f"{where}: notify"),
+        notify_check_seconds=_seconds(data.get("notify_check_seconds"), 2.0, f"{where}: notify_check_seconds"),
     )

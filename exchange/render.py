@@ -57,11 +57,14 @@ class Shown:
     record: records_pb2.Record
     received_from: str
     equivocated: bool
+    # Partners' sightings on the own agency's records (the node sets them for the originator only).
+    sightings: records_pb2.SightingCounts | None = None
 
     @classmethod
     def from_held(cls, held: records_pb2.HeldRecord) -> Shown:
         record = records_pb2.Record.FromString(held.envelope.payload)
-        return cls(record, held.received_from, held.equivocated)
+        return cls(record, held.received_from, held.equivocated,
+                   held.sightings if held.HasField("sightings") else None)
 
     @property
     def expired(self) -> bool:
@@ -266,6 +269,10 @@ def record_lines(shown: Shown, language: str = "") -> list[str]:
         lines.append(_field("Retracted", r.retraction_reason or "(no reason given)"))
     if shown.equivocated:
         lines.append("WARNING: equivocated: the originator signed two different contents for this version")
+    if shown.sightings is not None:
+        counts = shown.sightings
+        lines.append(_field("Sightings", f"{counts.seen} seen, {counts.confirmed} confirmed, "
+                            f"{counts.false_positive} false positive by partners (`exchange sightings`)"))
     lines.append(f"Observables ({len(c.observables)}):")
     type_width = max((display_width(o.type) for o in c.observables), default=0)
     lines.extend(f"  {fit(o.type, type_width)}  {o.value}" for o in c.observables)
@@ -292,6 +299,9 @@ def held_to_json(shown: Shown, language: str = "") -> dict[str, Any]:
     data["equivocated"] = shown.equivocated
     data["expired"] = shown.expired
     data["not_yet_valid"] = shown.not_yet_valid
+    if shown.sightings is not None:
+        data["sightings"] = {"seen": shown.sightings.seen, "confirmed": shown.sightings.confirmed,
+                             "false_positive": shown.sightings.false_positive}
     return data
 
 

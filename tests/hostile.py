@@ -132,6 +132,9 @@ class HostilePartner:
         self.calls: list[Call] = []
         self.digest: Callable[[sync_pb2.DigestRequest], sync_pb2.DigestResponse] | None = None
         self.digests: list[sync_pb2.DigestRequest] = []
+        # PullSightings answers, one per call in order; past the end, an empty last batch.
+        self.sightings: list[sync_pb2.PullSightingsResponse] = []
+        self.sighting_calls: list[sync_pb2.PullSightingsRequest] = []
         self._stopping = threading.Event()
         self._server: grpc.Server | None = None
 
@@ -164,6 +167,11 @@ class HostilePartner:
                 self._digest,
                 request_deserializer=sync_pb2.DigestRequest.FromString,
                 response_serializer=sync_pb2.DigestResponse.SerializeToString,
+            ),
+            "PullSightings": grpc.unary_unary_rpc_method_handler(
+                self._pull_sightings,
+                request_deserializer=sync_pb2.PullSightingsRequest.FromString,
+                response_serializer=sync_pb2.PullSightingsResponse.SerializeToString,
             ),
         })
         server = grpc.server(
@@ -228,6 +236,13 @@ class HostilePartner:
         if answer is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this hostile partner answers no digests")
         return answer(request)
+
+    def _pull_sightings(
+        self, request: sync_pb2.PullSightingsRequest, context: grpc.ServicerContext
+    ) -> sync_pb2.PullSightingsResponse:
+        with self._lock:
+            self.sighting_calls.append(request)
+            return self.sightings.pop(0) if self.sightings else sync_pb2.PullSightingsResponse(cursor=request.cursor)
 
     @staticmethod
     def _send(call: Call, batch: sync_pb2.PullResponse) -> sync_pb2.PullResponse:

@@ -53,6 +53,13 @@ class LiaisonCalls:
             channel, "WatchList", lp.WatchListRequest, lp.WatchListResponse)
         self.watch_hits: grpc.UnaryUnaryMultiCallable[lp.WatchHitsRequest, lp.WatchHitsResponse] = _method(
             channel, "WatchHits", lp.WatchHitsRequest, lp.WatchHitsResponse)
+        self.watch_seen: grpc.UnaryUnaryMultiCallable[lp.WatchSeenRequest, lp.WatchSeenResponse] = _method(
+            channel, "WatchSeen", lp.WatchSeenRequest, lp.WatchSeenResponse)
+        self.report_sighting: grpc.UnaryUnaryMultiCallable[
+            lp.ReportSightingRequest, lp.ReportSightingResponse] = _method(
+            channel, "ReportSighting", lp.ReportSightingRequest, lp.ReportSightingResponse)
+        self.sightings: grpc.UnaryUnaryMultiCallable[lp.SightingsRequest, lp.SightingsResponse] = _method(
+            channel, "Sightings", lp.SightingsRequest, lp.SightingsResponse)
 
 
 def decode(held: records_pb2.HeldRecord, client: Client) -> Shown:

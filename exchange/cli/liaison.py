@@ -25,7 +25,8 @@ COLUMNS = ("record", "partner", "version", "at", "withdrawal", "audit_seq")
 
 def register(commands: Commands, connection: Parser) -> None:
     disclosures = commands.add_parser(
-        "disclosures", parents=[connection], help="which partners received a record from your node, and when",
+        "disclosures", parents=[connection],
+        help="which partners received a record from your node, and when (and who got it through a partner)",
     )
     disclosures.add_argument("ref", metavar=REF_METAVAR, type=ref_arg, help=REF_HELP)
     format_flag(disclosures, json_help="print one JSON object (the record, its marking and the disclosures)")
@@ -53,7 +54,19 @@ def _text(ref: records_pb2.RecordRef, name: str, answer: liaison_pb2.Disclosures
             for d in answer.disclosures
         ]
         lines += table(["PARTNER", "VERSION", "SENT", "AUDIT"], rows)
+    if answer.relayed:
+        lines.append("Relayed holders (received the record through a partner):")
+        lines += table(["HOLDER", "VIA", "KNOWN FROM", "AT"],
+                       [[r.holder, r.via, _source(r), when(r.at)] for r in answer.relayed])
     return [*lines, frame]
+
+
+def _source(relayed: liaison_pb2.RelayedHolder) -> str:
+    return f"reported by {relayed.via}" if relayed.source == "reported" else "this node's audit log"
+
+
+def _relayed_json(relayed: liaison_pb2.RelayedHolder) -> dict[str, Any]:
+    return {"holder": relayed.holder, "via": relayed.via, "source": relayed.source, "at": relayed.at.ToJsonString()}
 
 
 def run_disclosures(args: argparse.Namespace) -> int:
@@ -70,6 +83,7 @@ def run_disclosures(args: argparse.Namespace) -> int:
             "marking": MessageToDict(answer.marking, preserving_proto_field_name=True),
             "disclosures": [{k: v for k, v in row.items() if k != "record"} for row in rows],
             "truncated": answer.truncated,
+            "relayed": [_relayed_json(r) for r in answer.relayed],
         }))
     else:
         cells = [[row[c] for c in COLUMNS] for row in rows]

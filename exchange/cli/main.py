@@ -23,6 +23,7 @@ from exchange.cli import (
     query,
     records,
     review,
+    sightings,
     stiximport,
     stixverify,
     sync,
@@ -87,6 +88,7 @@ def build_parser() -> Parser:
     query.register(commands, connection)
     liaison.register(commands, connection)
     watch.register(commands, connection)
+    sightings.register(commands, connection)
     export.register(commands, connection)
     stixverify.register(commands)
     stiximport.register(commands, connection)

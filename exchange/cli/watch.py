@@ -13,6 +13,7 @@ from exchange.cli.calls import LiaisonCalls, decode, table, when
 from exchange.cli.listing import Listing, emit, format_flag
 from exchange.cli.options import OBSERVABLE_TYPES_HELP, Commands, Parser, client_from, observable_type, positive_int
 from exchange.cli.query import RECORD_COLUMNS, record_cells
+from exchange.cli.refs import REF_HELP, ref_arg, resolve_ref
 from exchange.drafts import parse_time
 from exchange.errors import InvalidInput, NotFound
 from exchange.render import NO_RECORDS, Shown, banner, clean, dumps, held_to_json, truncate
@@ -41,6 +42,9 @@ def register(commands: Commands, connection: Parser) -> None:
     add.add_argument("typed_value", metavar="VALUE", nargs="?", help="the value, with --type")
     add.add_argument("--type", metavar="TYPE", type=observable_type, help="an observable type, e.g. company_name")
     add.add_argument("--value", metavar="VALUE", help="a value to match under every type it is valid for")
+    add.add_argument("--notify", metavar="TARGET",
+                     help="push hits to this notify target of your node (node.toml [[notify]]: a command or "
+                          "an HTTPS webhook)")
     add.add_argument("--json", action="store_true", help="print the entry as JSON")
     add.set_defaults(handler=run_watch_add)
 
@@ -62,8 +66,15 @@ def register(commands: Commands, connection: Parser) -> None:
     hits.add_argument("--all", action="store_true", help="show every hit")
     hits.add_argument("--include-expired", action="store_true",
                       help="also hits on records whose validity has ended (labelled expired)")
+    hits.add_argument("--unseen", action="store_true", help="only hits you have not marked seen")
     format_flag(hits)
     hits.set_defaults(handler=run_watch_hits)
+
+    seen = watch_commands.add_parser("seen", parents=[connection], help="mark hits seen",
+                                     description="Mark hits seen (their current versions); a revision is new again.")
+    seen.add_argument("refs", metavar="RECORD", nargs="*", type=ref_arg, help=REF_HELP)
+    seen.add_argument("--all", action="store_true", help="every current hit")
+    seen.set_defaults(handler=run_watch_seen)
 
 
 def _watch_request(args: argparse.Namespace) -> liaison_pb2.WatchAddRequest:
@@ -76,6 +87,11 @@ def _watch_request(args: argparse.Namespace) -> liaison_pb2.WatchAddRequest:
     return liaison_pb2.WatchAddRequest(type=args.type, value=args.typed_value)
 
 
+def _with_notify(request: liaison_pb2.WatchAddRequest, args: argparse.Namespace) -> liaison_pb2.WatchAddRequest:
+    request.notify = args.notify or ""
+    return request
+
+
 def _entry_json(entry: liaison_pb2.WatchEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
@@ -83,6 +99,7 @@ def _entry_json(entry: liaison_pb2.WatchEntry) -> dict[str, Any]:
         "value": entry.value,
         "keys": [{"type": k.type, "value": k.value} for k in entry.keys],
         "created_at": entry.created_at.ToJsonString(),
+        "notify": entry.notify or None,
     }
 
 
@@ -91,7 +108,7 @@ def _keys_text(entry: liaison_pb2.WatchEntry) -> str:
 
 
 def run_watch_add(args: argparse.Namespace) -> int:
-    request = _watch_request(args)
+    request = _with_notify(_watch_request(args), args)
     with client_from(args) as client:
         answer = client.call(LiaisonCalls(client).watch_add, request)
     entry = answer.entry
@@ -100,7 +117,8 @@ def run_watch_add(args: argparse.Namespace) -> int:
         return 0
     what = f"{entry.type or 'any type'} {entry.value!r}"
     verb = "watching" if answer.created else "already watching"
-    print(clean(f"{verb} {what} as #{entry.id} (matches {_keys_text(entry)})"))
+    pushed = f"; hits pushed to {entry.notify}" if entry.notify else ""
+    print(clean(f"{verb} {what} as #{entry.id} (matches {_keys_text(entry)}){pushed}"))
     return 0
 
 
@@ -170,14 +188,15 @@ def _hits_table(shown: list[tuple[Shown, liaison_pb2.WatchHit]]) -> list[str]:
 
 
 def run_watch_hits(args: argparse.Namespace) -> int:
-    request = liaison_pb2.WatchHitsRequest(include_expired=args.include_expired)
+    request = liaison_pb2.WatchHitsRequest(include_expired=args.include_expired, unseen=args.unseen)
     if args.since:
         request.received_after.CopyFrom(parse_time(args.since, "--since", assume_utc=True))
     with client_from(args) as client:
         hits, more = _hits(client, request, None if args.all else args.limit)
         shown = [(decode(h.record, client), h) for h in hits]
     objects = [
-        {**held_to_json(s), "received_at": h.record.received_at.ToJsonString(), "watch_ids": list(h.watch_ids)}
+        {**held_to_json(s), "received_at": h.record.received_at.ToJsonString(), "watch_ids": list(h.watch_ids),
+         "seen": h.seen}
         for s, h in shown
     ]
     cells = [[*record_cells(s), h.record.received_at.ToJsonString(), " ".join(map(str, h.watch_ids))]
@@ -187,4 +206,14 @@ def run_watch_hits(args: argparse.Namespace) -> int:
     if more:
         print(f"exchange: showing the newest {len(shown)} hits; more match (use --limit N or --all)",
               file=sys.stderr)
+    return 0
+
+
+def run_watch_seen(args: argparse.Namespace) -> int:
+    if args.all == bool(args.refs):
+        raise InvalidInput("", "name the hits to mark seen (RECORD ...), or give --all")
+    with client_from(args) as client:
+        refs = [resolve_ref(client, text) for text in args.refs]
+        answer = client.call(LiaisonCalls(client).watch_seen, liaison_pb2.WatchSeenRequest(refs=refs, all=args.all))
+    print(f"marked {answer.marked} hit{'s' if answer.marked != 1 else ''} seen")
     return 0

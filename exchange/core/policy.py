@@ -242,3 +242,63 @@ def decide_entry(*, holder: str, principal: Principal, entry: HeldEntry, known_a
     return decide_version(holder=holder, principal=principal, originator=entry.originator,
                           current=entry.current_marking, version=entry.version_marking,
                           known_agencies=known_agencies)
+
+
+def sighting_releasable(
+    *, principal: Principal, record_originator: str, released_to: frozenset[str], record: Decision | None,
+) -> Decision:
+    """May the reporting node serve one of its sightings to ``principal``'s node?
+
+    A sighting goes to the record's originator; to another agency only if the reporter
+    released it there (``released_to``, from the signed sighting) *and* that agency may
+    hold the record itself (``record``: the decision on the record for that node, None
+    when the reporter no longer holds it). A sighting is node-to-node: users read the
+    sightings their own node holds (:func:`sighting_visible`).
+    """
+    if not principal.is_node:
+        return Decision(False, "sightings are served to partner nodes only")
+    if principal.agency == record_originator:
+        return ALLOW
+    if principal.agency not in released_to:
+        return Decision(False, f"sighting not released to {principal.agency}")
+    if record is None or not record.allowed:
+        return Decision(False, f"{principal.agency} may not hold the record sighted")
+    return ALLOW
+
+
+def sighting_visible(*, holder: str, principal: Principal, record: Decision) -> Decision:
+    """May ``holder``'s user see a sighting this node holds, next to the record?
+
+    Only the own node's users, and only with the record itself (``record``: the decision
+    on the record for this user). What the node holds was addressed to it: its own
+    reports, and those whose acceptance checked they were released to it.
+    """
+    if principal.is_node or principal.agency != holder:
+        return Decision(False, "users are served only by their own agency's node")
+    return record
+
+
+def sighting_acceptable(
+    *, receiver: str, reporter: str, served_by: str, record_originator: str, released_to: frozenset[str],
+    reporter_holds: Decision | None, receiver_holds: bool,
+) -> Decision:
+    """May ``receiver``'s node store a sighting served to it (the acceptance check)?
+
+    Only the reporter serves its sightings; a receiver other than the record's originator
+    must be among those it was released to and hold the record; and the reporter must be
+    one that may hold the record at all (``reporter_holds``: the decision on the record for
+    the reporter's node, None when the receiver does not know the record): a sighting on a
+    record the reporter cannot have seen is forged.
+    """
+    if served_by != reporter:
+        return Decision(False, f"sighting of {reporter} served by {served_by}: sightings are never relayed")
+    if receiver != record_originator:
+        if receiver not in released_to:
+            return Decision(False, f"sighting not released to {receiver}")
+        if not receiver_holds:
+            return Decision(False, "sighting on a record this node does not hold")
+    if reporter_holds is None:
+        return Decision(False, "sighting on a record this node does not know")
+    if not reporter_holds.allowed:
+        return Decision(False, f"reporter may not hold the record: {reporter_holds.reason}")
+    return ALLOW

@@ -47,11 +47,13 @@ from exchange.drafts import read_draft
 from exchange.errors import ExchangeError, NotFound, TransportError
 from exchange.render import Shown, banner, combined_marking, record_lines, table_lines
 from exchange.store.migrate import database_errors
-from exchange.v1 import query_pb2, records_pb2, review_pb2, submission_pb2
+from exchange.v1 import liaison_pb2, liaison_pb2_grpc, query_pb2, records_pb2, review_pb2, submission_pb2
 
 __all__ = ["run_demo"]
 
 SYNC_TIMEOUT = 20.0  # seconds for the schedules to deliver one round of changes everywhere
+SIGHTED = "sns-approach"  # the JPN-NPA record USA-DTSF reports a sighting on
+SIGHTING_NOTE = "the same recruiter approached an engineer at a US materials maker (fictional)"
 JUNIOR = ("JPN-NPA", "ito")  # a liaison cleared below what the node holds
 HANDLE = "@HIRO_TalentBridge"  # the fake recruiter that JPN-NPA and GBR-NPSA both saw
 
@@ -101,6 +103,8 @@ class Story:
         self.show_translation()
         self.show_clearance()
         self.show_handle_search()
+        self.show_feedback()
+        self.show_expiry()
         return self.outcome
 
     def make_pki(self) -> None:
@@ -278,6 +282,79 @@ class Story:
             _framed(shown)
 
 
+    def _sightings(self, client: Client, ref: records_pb2.RecordRef) -> list[records_pb2.Sighting]:
+        stub = liaison_pb2_grpc.LiaisonServiceStub(client.channel)  # type: ignore[no-untyped-call]
+        return list(client.call(stub.Sightings, liaison_pb2.SightingsRequest(ref=ref)).sightings)
+
+    def show_feedback(self) -> None:
+        say(f"9. Feedback goes back to the originator. USA-DTSF's liaison saw {SIGHTED}'s fake recruiter in a")
+        say("   US case and reports it (`exchange sighting RECORD --verdict seen`). USA-DTSF's node signs the")
+        say("   sighting; JPN-NPA's node pulls it on its schedule. KOR-KNPA holds the record too, but is not told.")
+        ref = self.refs[SIGHTED]
+        usa = self.liaisons["USA-DTSF"]
+        stub = liaison_pb2_grpc.LiaisonServiceStub(usa.channel)  # type: ignore[no-untyped-call]
+        usa.call(stub.ReportSighting, liaison_pb2.ReportSightingRequest(
+            ref=ref, verdict=records_pb2.VERDICT_SEEN, note=SIGHTING_NOTE))
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        arrived: list[records_pb2.Sighting] = []
+        while time.monotonic() < deadline and not arrived:
+            arrived = self._sightings(self._analyst("JPN-NPA"), ref)
+            time.sleep(0.3)
+        if not arrived:
+            self.outcome.problems.append(f"the sighting on {SIGHTED} did not reach JPN-NPA")
+            say(f"   NOT ARRIVED after {SYNC_TIMEOUT:.0f} s: JPN-NPA holds no sighting on {SIGHTED}.")
+            return
+        for s in arrived:
+            by = f"{s.reporter}'s {s.reported_by}" if s.reported_by else s.reporter
+            say(f'   JPN-NPA\'s analyst sees, next to {SIGHTED}: seen by {by}: "{s.note}"')
+        if self._sightings(self.liaisons["KOR-KNPA"], ref):
+            self.outcome.problems.append(f"KOR-KNPA holds a sighting on {SIGHTED} that was not released to it")
+            say("   KOR-KNPA HOLDS IT TOO: a sighting leaked.")
+        else:
+            say("   KOR-KNPA's liaison asks for the sightings on the same record: none.")
+        self._show_relayed_holders()
+
+    def _show_relayed_holders(self) -> None:
+        """Who holds dprk-it-workers through a relay: USA-DTSF's node reported it when it served it."""
+        name = "dprk-it-workers"
+        liaison = self.liaisons["JPN-NPA"]
+        stub = liaison_pb2_grpc.LiaisonServiceStub(liaison.channel)  # type: ignore[no-untyped-call]
+        answer = liaison.call(stub.Disclosures, liaison_pb2.DisclosuresRequest(ref=self.refs[name]))
+        direct = {d.partner for d in answer.disclosures}
+        pulled = ", ".join(sorted(direct)) or "nobody"
+        # Partners also pass copies to agencies that pulled from JPN-NPA too (kept once there):
+        # those are listed as well, but the news is who holds it *only* through a partner.
+        relayed = ", ".join(f"{r.holder} via {r.via} ({'reported by ' + r.via if r.source == 'reported' else 'audit'})"
+                            for r in answer.relayed if r.holder not in direct) or "none reported yet"
+        say(f"   Relays are reported the same way: `exchange disclosures {name}` at JPN-NPA lists who pulled it")
+        say(f"   from JPN-NPA ({pulled}) and who holds it only through a partner: {relayed}.")
+
+    def show_expiry(self) -> None:
+        say("10. Records outlive their validity. JPN-NPA's analyst files an old case valid for 2020-2021 only")
+        say("   (kept at home: released to no partner). A search leaves it out; --include-expired shows it,")
+        say("   labelled expired.")
+        analyst = self._analyst("JPN-NPA")
+        draft = records_pb2.RecordDraft(
+            kind=records_pb2.KIND_ACTOR, title="旧フロント企業（2021年に解散）",
+            summary="2020年から2021年にかけて半導体製造装置の部品を迂回輸出していたフロント企業。",
+            countries=["JPN"], sectors=["semiconductors"], confidence=60,
+            observables=[records_pb2.Observable(type="company_name", value="Old Harbour Trading KK")],
+            marking=records_pb2.Marking(classification="RESTRICTED", tlp="AMBER"),
+        )
+        draft.validity.not_before.FromJsonString("2020-01-01T00:00:00Z")
+        draft.validity.not_after.FromJsonString("2021-12-31T23:59:59Z")
+        receipt = analyst.call(analyst.submit, submission_pb2.SubmitRequest(draft=draft)).receipt
+        query = query_pb2.SearchRequest(observable=query_pb2.ObservableQuery(value="Old Harbour Trading KK"))
+        hidden = search_all(self.liaisons["JPN-NPA"], query)
+        query.include_expired = True
+        shown = search_all(self.liaisons["JPN-NPA"], query)
+        found = [s for s in shown if s.record.ref.record_id == receipt.ref.record_id]
+        say(f"   Without --include-expired: {len(hidden)} record(s). With it:")
+        _framed(shown)
+        if hidden or not found or not found[0].expired:
+            self.outcome.problems.append("the expired record was not hidden, or not labelled expired")
+
+
 def _exchange_command() -> str:
     beside = Path(sys.executable).with_name("exchange")
     return str(beside) if beside.exists() else "exchange"
@@ -339,7 +416,7 @@ def _run(fed: Federation, nodes_dir: Path, keep_running: bool) -> Outcome:
         finally:
             with shielded_from_signals():
                 stack.close()  # channels first, so no call is in flight while the nodes drain
-                say(f"9. Stopping the {len(fed.nodes)} node processes (SIGTERM; SIGKILL after a timeout)...")
+                say(f"11. Stopping the {len(fed.nodes)} node processes (SIGTERM; SIGKILL after a timeout)...")
                 fed.stop()
                 codes = ", ".join(f"{a} {n.process.returncode}" for a, n in fed.nodes.items() if n.process)
                 say(f"   All stopped (exit codes: {codes}).")

@@ -32,6 +32,7 @@ from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
+from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
 from exchange.store.rows import timestamp_us
 from exchange.store.store import now_us
@@ -57,6 +58,7 @@ def _entry(entry: watch.Watch) -> liaison_pb2.WatchEntry:
         value=entry.value,
         keys=[records_pb2.Observable(type=t, value=v) for t, v in entry.keys],
         created_at=_timestamp(entry.created_at),
+        notify=entry.notify,
     )
 
 
@@ -67,6 +69,7 @@ class LiaisonService:
     manifest: Manifest
     limits: Limits
     tokens: PageTokens
+    notify_targets: frozenset[str] = frozenset()  # names of node.toml's [[notify]] targets
 
     def methods(self) -> list[Method]:
         return [
@@ -75,6 +78,7 @@ class LiaisonService:
             Method("WatchRemove", liaison_pb2.WatchRemoveRequest, self.watch_remove),
             Method("WatchList", liaison_pb2.WatchListRequest, self.watch_list),
             Method("WatchHits", liaison_pb2.WatchHitsRequest, self.watch_hits),
+            Method("WatchSeen", liaison_pb2.WatchSeenRequest, self.watch_seen),
         ]
 
     def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
@@ -100,6 +104,7 @@ class LiaisonService:
                 for d in found
             ],
             truncated=truncated,
+            relayed=self._relayed(record, found),
             current_version=record.version,
             marking=records_pb2.Marking(
                 classification=record.marking.classification,
@@ -108,6 +113,22 @@ class LiaisonService:
                 caveats=sorted(record.marking.caveats),
             ),
         )
+
+    def _relayed(self, record: StoredRecord, found: list[watch.Disclosed]) -> list[liaison_pb2.RelayedHolder]:
+        """Holders the record reached through a partner, first time each, and how this node knows:
+        "reported" (the relaying partner's signed report, exchange/node/sightings.py) or "audit"
+        (this node relayed a partner's record itself; its own pull disclosures say to whom)."""
+        first: dict[tuple[str, str, str], int] = {}
+        for report in stored_sightings.relayed_reported(self.store, record.originator, record.record_id):
+            key = (report.holder, report.reporter, "reported")
+            first[key] = min(first.get(key, report.reported_at), report.reported_at)
+        if record.originator != self.agency:
+            for d in found:
+                if not d.withdrawal and d.partner != record.originator:
+                    key = (d.partner, self.agency, "audit")
+                    first[key] = min(first.get(key, d.at), d.at)
+        return [liaison_pb2.RelayedHolder(holder=h, via=v, source=src, at=_timestamp(at))
+                for (h, v, src), at in sorted(first.items())]
 
     # --- the watch list ---------------------------------------------------------------------
 
@@ -124,10 +145,13 @@ class LiaisonService:
             keys = sorted(normalize_any(value).items())
             if not keys:
                 raise InvalidInput("value", "not a valid value of any observable type")
+        if request.notify and request.notify not in self.notify_targets:
+            known = ", ".join(sorted(self.notify_targets)) or "none configured"
+            raise InvalidInput("notify", f"unknown notify target {clip(request.notify)!r}; this node has: {known}")
         owner = caller.identity.uri
         if watch.count_watches(self.store, owner) >= MAX_WATCHES:
             raise TooLarge(f"a watch list holds at most {MAX_WATCHES} entries; remove some first")
-        entry, created = watch.add_watch(self.store, owner, obs_type, value, keys)
+        entry, created = watch.add_watch(self.store, owner, obs_type, value, keys, notify=request.notify)
         return liaison_pb2.WatchAddResponse(entry=_entry(entry), created=created)
 
     def watch_remove(
@@ -156,14 +180,39 @@ class LiaisonService:
             self.store, owner, after=after, received_after=received_after,
             audience_of=caller.agency, classifications=within_clearance(caller.clearance),
             expired_before=None if request.include_expired else now_us(),  # the token binds include_expired
+            unseen=request.unseen,
         )
         page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         matched = watch.matched_watches(self.store, owner, [r.rid for r in page])
+        seen = watch.seen_versions(self.store, owner, [(r.originator, r.record_id) for r in page])
         audit_disclosure(self.store, caller, HITS_ACTION, page)
         last = page[-1] if page else None
         return liaison_pb2.WatchHitsResponse(
-            hits=[liaison_pb2.WatchHit(record=held_record(r), watch_ids=matched.get(r.rid, [])) for r in page],
+            hits=[liaison_pb2.WatchHit(record=held_record(r), watch_ids=matched.get(r.rid, []),
+                                       seen=(r.originator, r.record_id, r.version) in seen) for r in page],
             next_page_token=(
                 self.tokens.encode((last.received_at, last.rid), context) if more and last is not None else ""
             ),
         )
+
+    def watch_seen(self, request: liaison_pb2.WatchSeenRequest, caller: Principal) -> liaison_pb2.WatchSeenResponse:
+        """Mark hits seen: the current versions of the records named (each must be a hit the
+        caller may see, or NOT_FOUND), or with ``all`` every current hit."""
+        owner = caller.identity.uri
+        if request.all == bool(request.refs):
+            raise InvalidInput("refs", "name the hits to mark seen, or ask for all")
+        if request.all:
+            hits = watch.watch_hits(self.store, owner, audience_of=caller.agency,
+                                    classifications=within_clearance(caller.clearance))
+            shown = [r for r in hits if self._allowed(r, caller)]
+        else:
+            shown = []
+            matched_any = watch.hit_rids(self.store, owner)
+            for i, ref in enumerate(request.refs):
+                validate_ref(ref, f"refs[{i}]")
+                record = current_record(self.store, ref.originator, ref.record_id)
+                if record is None or not self._allowed(record, caller) or record.rid not in matched_any:
+                    raise NotFound()  # the same answer whether absent, not a hit, or not the caller's
+                shown.append(record)
+        marked = watch.mark_seen(self.store, owner, [(r.originator, r.record_id, r.version) for r in shown])
+        return liaison_pb2.WatchSeenResponse(marked=marked)

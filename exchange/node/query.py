@@ -24,6 +24,7 @@ from exchange.records import textindex
 from exchange.records.normalize import normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import SearchFilter, Store, StoredRecord
+from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
 from exchange.store.rows import kind_name, timestamp_us
 from exchange.store.search import search
@@ -65,7 +66,7 @@ class QueryService:
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not releasable
         audit_disclosure(self.store, caller, "get", [record])
-        return query_pb2.GetResponse(record=held_record(record))
+        return query_pb2.GetResponse(record=self._with_counts([record])[0])
 
     def search(self, request: query_pb2.SearchRequest, caller: Principal) -> query_pb2.SearchResponse:
         criteria = self._criteria(request, caller)
@@ -76,9 +77,24 @@ class QueryService:
         page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         audit_disclosure(self.store, caller, "search", page)
         return query_pb2.SearchResponse(
-            records=[held_record(r) for r in page],
+            records=self._with_counts(page),
             next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
         )
+
+    def _with_counts(self, page: list[StoredRecord]) -> list[records_pb2.HeldRecord]:
+        """The records as held, the own agency's with the sightings partners reported on them
+        (the page has passed the decision; only the own node's users are ever served)."""
+        counts = stored_sightings.counts(self.store, [(r.originator, r.record_id) for r in page
+                                                      if r.originator == self.agency])
+        held = []
+        for record in page:
+            item = held_record(record)
+            found = counts.get((record.originator, record.record_id))
+            if found:
+                item.sightings.CopyFrom(records_pb2.SightingCounts(
+                    seen=found["seen"], confirmed=found["confirmed"], false_positive=found["false_positive"]))
+            held.append(item)
+        return held
 
     def _criteria(self, request: query_pb2.SearchRequest, caller: Principal) -> SearchFilter:
         kinds = []

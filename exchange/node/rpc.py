@@ -73,8 +73,13 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.ReviewService/GetDraft": frozenset({Role.ANALYST, Role.DISCLOSURE_OFFICER}),
     "/exchange.v1.ReviewService/ApproveDraft": frozenset({Role.DISCLOSURE_OFFICER}),
     "/exchange.v1.ReviewService/RejectDraft": frozenset({Role.DISCLOSURE_OFFICER}),
+    "/exchange.v1.LiaisonService/WatchSeen": frozenset({Role.LIAISON}),
+    # Feedback on partners' records (exchange/node/sightings.py): analysts and liaison officers.
+    "/exchange.v1.LiaisonService/ReportSighting": USERS,
+    "/exchange.v1.LiaisonService/Sightings": USERS,
     "/exchange.v1.SyncService/Pull": frozenset({Role.NODE}),
     "/exchange.v1.SyncService/Digest": frozenset({Role.NODE}),
+    "/exchange.v1.SyncService/PullSightings": frozenset({Role.NODE}),
     # Operational: any authenticated federation identity may ask if the node is up, and so
     # may the node's operator with the node's own certificate (`exchange health`).
     "/grpc.health.v1.Health/Check": ANYONE,

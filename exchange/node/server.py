@@ -24,11 +24,13 @@ from exchange.node.auth import Authenticator
 from exchange.node.health import Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
 from exchange.node.metrics import MetricsServer, NodeMetrics
+from exchange.node.notify import Notifier
 from exchange.node.query import QueryService
 from exchange.node.reflection import SERVICES as REFLECTION_SERVICES
 from exchange.node.reflection import Reflection
 from exchange.node.review import ReviewService
 from exchange.node.rpc import Guard, service_handler
+from exchange.node.sightings import SightingService
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
@@ -96,13 +98,15 @@ class Node:
         review = ReviewService(config.agency, submission, config.users)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
+        sightings = SightingService(config.agency, self.store, self.manifest, limits, self.signer)
         sync = SyncService(config.agency, self.store, self.manifest, limits)
-        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
+        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens,
+                                 notify_targets=frozenset(config.notify))
         self._handlers = [
-            service_handler(guard, "exchange.v1.SyncService", sync.methods()),
+            service_handler(guard, "exchange.v1.SyncService", sync.methods() + sightings.sync_methods()),
             service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
             service_handler(guard, "exchange.v1.QueryService", query.methods()),
-            service_handler(guard, "exchange.v1.LiaisonService", liaison.methods()),
+            service_handler(guard, "exchange.v1.LiaisonService", liaison.methods() + sightings.liaison_methods()),
             service_handler(guard, "exchange.v1.ReviewService", review.methods()),
             service_handler(guard, "grpc.health.v1.Health", self.health.methods()),
         ]
@@ -124,6 +128,12 @@ class Node:
         )
         if self.schedule is not None:
             self.metrics.follow_leadership(lambda: self.schedule is not None and self.schedule.leading)
+        # Watch hits pushed to node.toml's [[notify]] targets; of replicas, only the leader pushes.
+        self.notifier = Notifier(
+            agency=config.agency, store=self.store, manifest=self.manifest, users=config.users,
+            targets=config.notify, interval=config.notify_check_seconds,
+            may_run=lambda: self.schedule is None or self.schedule.leading,
+        ) if config.notify else None
 
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""
@@ -177,6 +187,8 @@ class Node:
         self._start_metrics()
         if self.schedule is not None:
             self.schedule.start()
+        if self.notifier is not None:
+            self.notifier.start()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
 
@@ -208,6 +220,8 @@ class Node:
         if self.schedule is not None:
             self.schedule.stop(timeout=0)  # no new pull starts...
         self.puller.close()  # ...and the one in flight is cancelled at its next batch
+        if self.notifier is not None:
+            self.notifier.stop()  # a delivery in flight finishes (and is marked) first
         if self.schedule is not None:
             self.schedule.stop()  # waits for that batch's commit
         if stopped is not None:

@@ -22,7 +22,8 @@ from exchange.v1 import records_pb2
 
 RECORD_TYPE = "application/vnd.exchange.record.v1+protobuf"
 WITHDRAWAL_TYPE = "application/vnd.exchange.withdrawal.v1+protobuf"
-PAYLOAD_TYPES = frozenset({RECORD_TYPE, WITHDRAWAL_TYPE})
+SIGHTING_TYPE = "application/vnd.exchange.sighting.v1+protobuf"  # a partner's feedback, never in the log
+PAYLOAD_TYPES = frozenset({RECORD_TYPE, WITHDRAWAL_TYPE, SIGHTING_TYPE})
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -124,3 +125,23 @@ def open_withdrawal(envelope: records_pb2.Envelope, manifest: Manifest) -> recor
             f"withdrawal claims originator {clip(withdrawal.ref.originator)!r} but is signed by {signer}"
         )
     return withdrawal
+
+
+def open_sighting(envelope: records_pb2.Envelope, manifest: Manifest) -> records_pb2.Sighting:
+    """Verify a sighting envelope over its received bytes, then parse it.
+
+    The sighting's ``reporter`` must be the agency whose key signed it: no node
+    reports in another's name.
+    """
+    if envelope.payload_type != SIGHTING_TYPE:
+        raise VerificationError(f"expected a sighting, got payload type {clip(envelope.payload_type)!r}")
+    signer = claimed_originator(envelope)
+    verify_envelope(envelope, signer, manifest)
+    sighting = records_pb2.Sighting()
+    try:
+        sighting.ParseFromString(envelope.payload)
+    except DecodeError:
+        raise VerificationError("signed payload is not a sighting") from None
+    if sighting.reporter != signer:
+        raise VerificationError(f"sighting claims reporter {clip(sighting.reporter)!r} but is signed by {signer}")
+    return sighting

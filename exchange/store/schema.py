@@ -228,6 +228,8 @@ watch_entries = Table(
     Column("type", String(32), nullable=False),  # empty: any type
     Column("value", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # A notify target named in node.toml ([[notify]]): hits are pushed to it (exchange/node/notify.py).
+    Column("notify", String(64), nullable=True),
 )
 
 # The normalised keys each watch entry matches in ``observables`` (several for "any type").
@@ -272,4 +274,67 @@ review_approvals = Table(
     Column("officer", String(64), primary_key=True),  # a disclosure officer's handle
     Column("at", BigInteger, nullable=False),
     Column("mac", LargeBinary(32), nullable=False),  # integrity.approval_mac
+)
+
+# --- sightings and alerts (exchange/store/sightings.py, exchange/store/outbox.py) -------
+
+# Sightings this node reported (reporter = this agency: served by PullSightings) and those
+# it received from partners on records it holds. The envelope is kept verbatim: what is
+# served, and what the decision reads (the release list), is the signed payload.
+sightings = Table(
+    "sightings",
+    metadata,
+    Column("seq", BigId, primary_key=True, autoincrement=True),
+    Column("reporter", String(32), nullable=False),
+    Column("sighting_id", String(36), nullable=False),
+    Column("reported_by", String(64), nullable=False),
+    Column("originator", String(32), nullable=False),
+    Column("record_id", String(36), nullable=False),
+    Column("record_version", Integer, nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("holder", String(32), nullable=False),  # a relay report's holder; "" otherwise
+    Column("reported_at", BigInteger, nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("received_from", String(32), nullable=False),  # the own code for the own reports
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("reporter", "sighting_id", name="uq_sightings_id"),
+)
+Index("ix_sightings_record", sightings.c.originator, sightings.c.record_id)
+
+# Where this node is in each partner's sightings (a stream of its own beside the log).
+sighting_peers = Table(
+    "sighting_peers",
+    metadata,
+    Column("agency", String(32), primary_key=True),
+    Column("cursor", LargeBinary, nullable=False),
+)
+
+# Watch hits to push to a notify target: written once per (user, target, record version),
+# marked delivered in the transaction that audits the delivery.
+watch_outbox = Table(
+    "watch_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("owner", String(160), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("originator", String(32), nullable=False),
+    Column("record_id", String(36), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("owner", "target", "originator", "record_id", "version", name="uq_watch_outbox_hit"),
+)
+
+# Watch hits a user marked seen (a record version: a revision is a hit again).
+watch_seen = Table(
+    "watch_seen",
+    metadata,
+    Column("owner", String(160), primary_key=True),
+    Column("originator", String(32), primary_key=True),
+    Column("record_id", String(36), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("at", BigInteger, nullable=False),
 )

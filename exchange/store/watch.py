@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Select, and_, delete, func, insert, select
+from sqlalchemy import Connection, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from exchange.errors import Conflict
@@ -29,21 +29,37 @@ from exchange.store import audit as audit_log
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
 from exchange.store.current import StoredRecord, select_current
-from exchange.store.schema import audit, disclosure_index, log, observables, records, watch_entries, watch_keys
+from exchange.store.schema import (
+    audit,
+    disclosure_index,
+    log,
+    observables,
+    records,
+    watch_entries,
+    watch_keys,
+    watch_seen,
+)
 from exchange.store.search import newest_first, shown_prefilter, user_prefilter
 from exchange.store.store import Store, now_us
 
 __all__ = [
     "PULL_ACTION",
     "Disclosed",
+    "RelayPosition",
+    "Relayed",
     "Watch",
     "add_watch",
     "audit_pull",
     "count_watches",
     "disclosures",
+    "first_relays",
+    "hit_rids",
     "list_watches",
+    "mark_seen",
     "matched_watches",
+    "notifying_watches",
     "remove_watch",
+    "seen_versions",
     "watch_hits",
 ]
 
@@ -114,6 +130,54 @@ def disclosures(store: Store, originator: str, record_id: str, *, limit: int) ->
     return found[:limit], len(found) > limit
 
 
+@dataclass(frozen=True)
+class Relayed:
+    """A partner's record this node passed on to a third agency: the first pull that carried it there."""
+
+    audit_seq: int
+    at: int  # microseconds since the epoch
+    record_id: str
+    version: int
+    partner: str  # the agency whose node received it
+
+
+RelayPosition = tuple[int, str, int]  # (audit_seq, record_id, version): where a listing of relays resumes
+
+
+def first_relays(store: Store, originator: str, *, after: RelayPosition, limit: int
+                 ) -> tuple[list[Relayed], RelayPosition]:
+    """``originator``'s records this node served to agencies other than ``originator``, each
+    (record, agency) once, at its first pull disclosure, after position ``after``, oldest first;
+    at most ``limit`` rows read. Returns them and the position to resume from."""
+    earlier = disclosure_index.alias("earlier")
+    seq, record_id, version = after
+    later = or_(disclosure_index.c.audit_seq > seq, and_(
+        disclosure_index.c.audit_seq == seq,
+        or_(disclosure_index.c.record_id > record_id,
+            and_(disclosure_index.c.record_id == record_id, disclosure_index.c.version > version))))
+    query = (
+        select(disclosure_index.c.audit_seq, audit.c.at, disclosure_index.c.record_id, disclosure_index.c.version,
+               disclosure_index.c.partner, disclosure_index.c.withdrawal, disclosure_index.c.mac)
+        .join(audit, audit.c.seq == disclosure_index.c.audit_seq)
+        .where(disclosure_index.c.originator == originator, disclosure_index.c.partner != originator,
+               disclosure_index.c.withdrawal.is_(False), later,
+               ~select(earlier.c.audit_seq).where(
+                   earlier.c.originator == disclosure_index.c.originator,
+                   earlier.c.record_id == disclosure_index.c.record_id,
+                   earlier.c.partner == disclosure_index.c.partner, earlier.c.withdrawal.is_(False),
+                   earlier.c.audit_seq < disclosure_index.c.audit_seq).exists())
+        .order_by(disclosure_index.c.audit_seq, disclosure_index.c.record_id, disclosure_index.c.version)
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    position = (int(rows[-1].audit_seq), rows[-1].record_id, int(rows[-1].version)) if rows else after
+    # integrity: an edited row is left out (and reported), as in ``disclosures``.
+    return [Relayed(int(r.audit_seq), int(r.at), r.record_id, int(r.version), r.partner) for r in rows
+            if store.seal.served(originator, r.record_id, store.seal.disclosure_problem(
+                originator, r.record_id, r.audit_seq, r.version, r.withdrawal, r.partner, r.mac))], position
+
+
 # --- watch lists --------------------------------------------------------------------------
 
 
@@ -126,6 +190,7 @@ class Watch:
     value: str  # as entered
     keys: tuple[tuple[str, str], ...]  # (type, normalised value), sorted
     created_at: int
+    notify: str = ""  # the notify target hits are pushed to; empty: none
 
 
 def _keys(conn: Connection, owner: str, ids: Sequence[int]) -> dict[int, tuple[tuple[str, str], ...]]:
@@ -147,12 +212,21 @@ def _watches(conn: Connection, owner: str, ids: Sequence[int] | None = None) -> 
         query = query.where(watch_entries.c.id.in_(ids))
     rows = conn.execute(query).all()
     keys = _keys(conn, owner, [int(r.id) for r in rows])
-    return [Watch(int(r.id), r.type, r.value, keys.get(int(r.id), ()), int(r.created_at)) for r in rows]
+    return [Watch(int(r.id), r.type, r.value, keys.get(int(r.id), ()), int(r.created_at), r.notify or "")
+            for r in rows]
 
 
 def list_watches(store: Store, owner: str) -> list[Watch]:
     with store.engine.connect() as conn:
         return _watches(conn, owner)
+
+
+def notifying_watches(store: Store) -> dict[str, list[Watch]]:
+    """Every user's entries that push their hits to a notify target, by owner."""
+    with store.engine.connect() as conn:
+        owners = sorted({r.owner for r in conn.execute(
+            select(watch_entries.c.owner).where(watch_entries.c.notify.is_not(None)))})
+        return {owner: [w for w in _watches(conn, owner) if w.notify] for owner in owners}
 
 
 def count_watches(store: Store, owner: str) -> int:
@@ -164,7 +238,7 @@ def count_watches(store: Store, owner: str) -> int:
 
 
 def add_watch(
-    store: Store, owner: str, obs_type: str, value: str, keys: Sequence[tuple[str, str]]
+    store: Store, owner: str, obs_type: str, value: str, keys: Sequence[tuple[str, str]], *, notify: str = "",
 ) -> tuple[Watch, bool]:
     """Add an entry (``keys`` already normalised); returns it and whether it is new.
 
@@ -176,6 +250,10 @@ def add_watch(
         with store.write() as conn:
             for existing in _watches(conn, owner):
                 if existing.type == obs_type and existing.keys == wanted:
+                    if notify and existing.notify != notify:  # the same watch, now pushed
+                        conn.execute(update(watch_entries).where(
+                            watch_entries.c.owner == owner, watch_entries.c.id == existing.id).values(notify=notify))
+                        return _watches(conn, owner, [existing.id])[0], False
                     return existing, False
             next_id = int(
                 conn.execute(
@@ -184,7 +262,7 @@ def add_watch(
             ) + 1
             conn.execute(
                 insert(watch_entries).values(owner=owner, id=next_id, type=obs_type, value=value,
-                                             created_at=now_us())
+                                             created_at=now_us(), notify=notify or None)
             )
             conn.execute(
                 insert(watch_keys),
@@ -215,10 +293,16 @@ def _hit_rids(owner: str) -> Select[tuple[int]]:
     )
 
 
+def hit_rids(store: Store, owner: str) -> set[int]:
+    """The rids of every record with an observable on ``owner``'s watch list."""
+    with store.engine.connect() as conn:
+        return {int(row.rid) for row in conn.execute(_hit_rids(owner))}
+
+
 def watch_hits(
     store: Store, owner: str, *, after: tuple[int, int] | None = None, received_after: int | None = None,
     audience_of: str | None = None, classifications: tuple[str, ...] | None = None,
-    expired_before: int | None = None,
+    expired_before: int | None = None, unseen: bool = False,
 ) -> Iterator[StoredRecord]:
     """Candidate hits for ``owner``: active records received from partners with a watched
     observable, newest received first, strictly after position ``after`` (received_at, rid).
@@ -236,6 +320,10 @@ def watch_hits(
     )
     if received_after is not None:
         base = base.where(log.c.received_at >= received_after)
+    if unseen:  # the current version not marked seen by ``owner``
+        base = base.where(~select(watch_seen.c.version).where(
+            watch_seen.c.owner == owner, watch_seen.c.originator == records.c.originator,
+            watch_seen.c.record_id == records.c.record_id, watch_seen.c.version == records.c.version).exists())
     return newest_first(store, base, log.c.received_at, after)
 
 
@@ -255,3 +343,31 @@ def matched_watches(store: Store, owner: str, rids: Sequence[int]) -> dict[int, 
         for row in conn.execute(query):
             matched.setdefault(int(row.rid), []).append(int(row.watch_id))
     return matched
+
+
+def mark_seen(store: Store, owner: str, versions: Sequence[VersionRef]) -> int:
+    """Mark record versions seen by ``owner``; returns how many were not marked before."""
+    marked = 0
+    with store.write() as conn:
+        for originator, record_id, version in sorted(set(versions)):
+            held = conn.execute(select(watch_seen.c.at).where(
+                watch_seen.c.owner == owner, watch_seen.c.originator == originator,
+                watch_seen.c.record_id == record_id, watch_seen.c.version == version)).first()
+            if held is None:
+                conn.execute(insert(watch_seen).values(owner=owner, originator=originator, record_id=record_id,
+                                                       version=version, at=now_us()))
+                marked += 1
+    return marked
+
+
+def seen_versions(store: Store, owner: str, refs: Sequence[tuple[str, str]]) -> set[VersionRef]:
+    """Which versions of these records ``owner`` marked seen."""
+    found: set[VersionRef] = set()
+    if not refs:
+        return found
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(watch_seen.c.originator, watch_seen.c.record_id, watch_seen.c.version).where(
+            watch_seen.c.owner == owner, watch_seen.c.record_id.in_(sorted({r for _, r in refs}))))
+        for o, r, v in rows:
+            found.add((o, r, int(v)))
+    return found

@@ -32,6 +32,7 @@ from exchange.store.refusals import Refusal, RefusalTally
 from exchange.store.store import marking_of
 from exchange.sync.repair import repair
 from exchange.sync.report import Progress, PullReport
+from exchange.sync.sightings import pull_sightings
 from exchange.v1 import records_pb2, sync_pb2, sync_pb2_grpc
 
 log = logging.getLogger("exchange.sync")
@@ -200,12 +201,25 @@ class Puller:
             self._pull(peer, cursor, report, progress)
             if report.stale_cursor:
                 self._repair(peer, report, progress)
+        if not report.error and not self._closed:
+            self._pull_sightings(peer, report)
         note_pull(self.store, peer, report.error or None)
         report.seconds = time.monotonic() - started
         log.info("pull from %s: received %d, stored %d, refused %d, %.0f ms%s", peer, report.received,
                  report.applied.stored, report.applied.refused, report.seconds * 1000,
                  f"; error: {report.error}" if report.error else "", extra=report.fields())
         return report
+
+    def _pull_sightings(self, peer: str, report: PullReport) -> None:
+        """The partner's sightings (exchange/sync/sightings.py), after its log: a sighting is
+        accepted only on a record this node holds, so records first."""
+        try:
+            sightings = pull_sightings(self.stub(peer), self.store, self.manifest, self.limits, peer)
+        except _Closed:
+            return
+        report.sightings = sightings.stored
+        if sightings.error:
+            report.error = f"sightings: {sightings.error}"
 
     def _pull(self, peer: str, cursor: bytes, report: PullReport, progress: Progress | None) -> None:
         request = sync_pb2.PullRequest(cursor=cursor, max_entries=self.limits.pull_batch_entries)

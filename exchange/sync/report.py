@@ -26,6 +26,7 @@ class PullReport:
     error: str = ""
     applied: BatchReport = field(default_factory=BatchReport)
     seconds: float = 0.0
+    sightings: int = 0  # sightings stored (exchange/sync/sightings.py)
     # The pull's refusals, aggregated across its batches into bounded events (store.refusals).
     tally: RefusalTally = field(default_factory=RefusalTally, repr=False, compare=False)
 

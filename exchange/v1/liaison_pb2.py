@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from exchange.v1 import records_pb2 as exchange_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65xchange/v1/liaison.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x65xchange/v1/records.proto\"9\n\x12\x44isclosuresRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\"}\n\nDisclosure\x12\x0f\n\x07partner\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nwithdrawal\x18\x04 \x01(\x08\x12\x11\n\taudit_seq\x18\x05 \x01(\x04\"\x96\x01\n\x13\x44isclosuresResponse\x12,\n\x0b\x64isclosures\x18\x01 \x03(\x0b\x32\x17.exchange.v1.Disclosure\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\r\x12%\n\x07marking\x18\x04 \x01(\x0b\x32\x14.exchange.v1.Marking\"\x8c\x01\n\nWatchEntry\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12%\n\x04keys\x18\x04 \x03(\x0b\x32\x17.exchange.v1.Observable\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x0fWatchAddRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"K\n\x10WatchAddResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.exchange.v1.WatchEntry\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\" \n\x12WatchRemoveRequest\x12\n\n\x02id\x18\x01 \x01(\r\"\x15\n\x13WatchRemoveResponse\"\x12\n\x10WatchListRequest\"=\n\x11WatchListResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.exchange.v1.WatchEntry\"\x86\x01\n\x10WatchHitsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x0ereceived_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0finclude_expired\x18\x04 \x01(\x08\"F\n\x08WatchHit\x12\'\n\x06record\x18\x01 \x01(\x0b\x32\x17.exchange.v1.HeldRecord\x12\x11\n\twatch_ids\x18\x02 \x03(\r\"Q\n\x11WatchHitsResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.exchange.v1.WatchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x95\x03\n\x0eLiaisonService\x12P\n\x0b\x44isclosures\x12\x1f.exchange.v1.DisclosuresRequest\x1a .exchange.v1.DisclosuresResponse\x12G\n\x08WatchAdd\x12\x1c.exchange.v1.WatchAddRequest\x1a\x1d.exchange.v1.WatchAddResponse\x12P\n\x0bWatchRemove\x12\x1f.exchange.v1.WatchRemoveRequest\x1a .exchange.v1.WatchRemoveResponse\x12J\n\tWatchList\x12\x1d.exchange.v1.WatchListRequest\x1a\x1e.exchange.v1.WatchListResponse\x12J\n\tWatchHits\x12\x1d.exchange.v1.WatchHitsRequest\x1a\x1e.exchange.v1.WatchHitsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65xchange/v1/liaison.proto\x12\x0b\x65xchange.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19\x65xchange/v1/records.proto\"9\n\x12\x44isclosuresRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\"}\n\nDisclosure\x12\x0f\n\x07partner\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nwithdrawal\x18\x04 \x01(\x08\x12\x11\n\taudit_seq\x18\x05 \x01(\x04\"\xc3\x01\n\x13\x44isclosuresResponse\x12,\n\x0b\x64isclosures\x18\x01 \x03(\x0b\x32\x17.exchange.v1.Disclosure\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\r\x12%\n\x07marking\x18\x04 \x01(\x0b\x32\x14.exchange.v1.Marking\x12+\n\x07relayed\x18\x05 \x03(\x0b\x32\x1a.exchange.v1.RelayedHolder\"d\n\rRelayedHolder\x12\x0e\n\x06holder\x18\x01 \x01(\t\x12\x0b\n\x03via\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\nWatchEntry\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12%\n\x04keys\x18\x04 \x03(\x0b\x32\x17.exchange.v1.Observable\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06notify\x18\x06 \x01(\t\">\n\x0fWatchAddRequest\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x0e\n\x06notify\x18\x03 \x01(\t\"K\n\x10WatchAddResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x17.exchange.v1.WatchEntry\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\" \n\x12WatchRemoveRequest\x12\n\n\x02id\x18\x01 \x01(\r\"\x15\n\x13WatchRemoveResponse\"\x12\n\x10WatchListRequest\"=\n\x11WatchListResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.exchange.v1.WatchEntry\"\x96\x01\n\x10WatchHitsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x32\n\x0ereceived_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0finclude_expired\x18\x04 \x01(\x08\x12\x0e\n\x06unseen\x18\x05 \x01(\x08\"T\n\x08WatchHit\x12\'\n\x06record\x18\x01 \x01(\x0b\x32\x17.exchange.v1.HeldRecord\x12\x11\n\twatch_ids\x18\x02 \x03(\r\x12\x0c\n\x04seen\x18\x03 \x01(\x08\"Q\n\x11WatchHitsResponse\x12#\n\x04hits\x18\x01 \x03(\x0b\x32\x15.exchange.v1.WatchHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x10WatchSeenRequest\x12$\n\x04refs\x18\x01 \x03(\x0b\x32\x16.exchange.v1.RecordRef\x12\x0b\n\x03\x61ll\x18\x02 \x01(\x08\"#\n\x11WatchSeenResponse\x12\x0e\n\x06marked\x18\x01 \x01(\r\"\xb9\x01\n\x15ReportSightingRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\x12%\n\x07verdict\x18\x02 \x01(\x0e\x32\x14.exchange.v1.Verdict\x12\x0c\n\x04note\x18\x03 \x01(\t\x12/\n\x0bobserved_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rreleasable_to\x18\x05 \x03(\t\"A\n\x16ReportSightingResponse\x12\'\n\x08sighting\x18\x01 \x01(\x0b\x32\x15.exchange.v1.Sighting\"7\n\x10SightingsRequest\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.exchange.v1.RecordRef\"=\n\x11SightingsResponse\x12(\n\tsightings\x18\x01 \x03(\x0b\x32\x15.exchange.v1.Sighting2\x88\x05\n\x0eLiaisonService\x12P\n\x0b\x44isclosures\x12\x1f.exchange.v1.DisclosuresRequest\x1a .exchange.v1.DisclosuresResponse\x12G\n\x08WatchAdd\x12\x1c.exchange.v1.WatchAddRequest\x1a\x1d.exchange.v1.WatchAddResponse\x12P\n\x0bWatchRemove\x12\x1f.exchange.v1.WatchRemoveRequest\x1a .exchange.v1.WatchRemoveResponse\x12J\n\tWatchList\x12\x1d.exchange.v1.WatchListRequest\x1a\x1e.exchange.v1.WatchListResponse\x12J\n\tWatchHits\x12\x1d.exchange.v1.WatchHitsRequest\x1a\x1e.exchange.v1.WatchHitsResponse\x12J\n\tWatchSeen\x12\x1d.exchange.v1.WatchSeenRequest\x1a\x1e.exchange.v1.WatchSeenResponse\x12Y\n\x0eReportSighting\x12\".exchange.v1.ReportSightingRequest\x1a#.exchange.v1.ReportSightingResponse\x12J\n\tSightings\x12\x1d.exchange.v1.SightingsRequest\x1a\x1e.exchange.v1.SightingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISCLOSURE']._serialized_start=161
   _globals['_DISCLOSURE']._serialized_end=286
   _globals['_DISCLOSURESRESPONSE']._serialized_start=289
-  _globals['_DISCLOSURESRESPONSE']._serialized_end=439
-  _globals['_WATCHENTRY']._serialized_start=442
-  _globals['_WATCHENTRY']._serialized_end=582
-  _globals['_WATCHADDREQUEST']._serialized_start=584
-  _globals['_WATCHADDREQUEST']._serialized_end=630
-  _globals['_WATCHADDRESPONSE']._serialized_start=632
-  _globals['_WATCHADDRESPONSE']._serialized_end=707
-  _globals['_WATCHREMOVEREQUEST']._serialized_start=709
-  _globals['_WATCHREMOVEREQUEST']._serialized_end=741
-  _globals['_WATCHREMOVERESPONSE']._serialized_start=743
-  _globals['_WATCHREMOVERESPONSE']._serialized_end=764
-  _globals['_WATCHLISTREQUEST']._serialized_start=766
-  _globals['_WATCHLISTREQUEST']._serialized_end=784
-  _globals['_WATCHLISTRESPONSE']._serialized_start=786
-  _globals['_WATCHLISTRESPONSE']._serialized_end=847
-  _globals['_WATCHHITSREQUEST']._serialized_start=850
-  _globals['_WATCHHITSREQUEST']._serialized_end=984
-  _globals['_WATCHHIT']._serialized_start=986
-  _globals['_WATCHHIT']._serialized_end=1056
-  _globals['_WATCHHITSRESPONSE']._serialized_start=1058
-  _globals['_WATCHHITSRESPONSE']._serialized_end=1139
-  _globals['_LIAISONSERVICE']._serialized_start=1142
-  _globals['_LIAISONSERVICE']._serialized_end=1547
+  _globals['_DISCLOSURESRESPONSE']._serialized_end=484
+  _globals['_RELAYEDHOLDER']._serialized_start=486
+  _globals['_RELAYEDHOLDER']._serialized_end=586
+  _globals['_WATCHENTRY']._serialized_start=589
+  _globals['_WATCHENTRY']._serialized_end=745
+  _globals['_WATCHADDREQUEST']._serialized_start=747
+  _globals['_WATCHADDREQUEST']._serialized_end=809
+  _globals['_WATCHADDRESPONSE']._serialized_start=811
+  _globals['_WATCHADDRESPONSE']._serialized_end=886
+  _globals['_WATCHREMOVEREQUEST']._serialized_start=888
+  _globals['_WATCHREMOVEREQUEST']._serialized_end=920
+  _globals['_WATCHREMOVERESPONSE']._serialized_start=922
+  _globals['_WATCHREMOVERESPONSE']._serialized_end=943
+  _globals['_WATCHLISTREQUEST']._serialized_start=945
+  _globals['_WATCHLISTREQUEST']._serialized_end=963
+  _globals['_WATCHLISTRESPONSE']._serialized_start=965
+  _globals['_WATCHLISTRESPONSE']._serialized_end=1026
+  _globals['_WATCHHITSREQUEST']._serialized_start=1029
+  _globals['_WATCHHITSREQUEST']._serialized_end=1179
+  _globals['_WATCHHIT']._serialized_start=1181
+  _globals['_WATCHHIT']._serialized_end=1265
+  _globals['_WATCHHITSRESPONSE']._serialized_start=1267
+  _globals['_WATCHHITSRESPONSE']._serialized_end=1348
+  _globals['_WATCHSEENREQUEST']._serialized_start=1350
+  _globals['_WATCHSEENREQUEST']._serialized_end=1419
+  _globals['_WATCHSEENRESPONSE']._serialized_start=1421
+  _globals['_WATCHSEENRESPONSE']._serialized_end=1456
+  _globals['_REPORTSIGHTINGREQUEST']._serialized_start=1459
+  _globals['_REPORTSIGHTINGREQUEST']._serialized_end=1644
+  _globals['_REPORTSIGHTINGRESPONSE']._serialized_start=1646
+  _globals['_REPORTSIGHTINGRESPONSE']._serialized_end=1711
+  _globals['_SIGHTINGSREQUEST']._serialized_start=1713
+  _globals['_SIGHTINGSREQUEST']._serialized_end=1768
+  _globals['_SIGHTINGSRESPONSE']._serialized_start=1770
+  _globals['_SIGHTINGSRESPONSE']._serialized_end=1831
+  _globals['_LIAISONSERVICE']._serialized_start=1834
+  _globals['_LIAISONSERVICE']._serialized_end=2482
 # @@protoc_insertion_point(module_scope)

@@ -63,6 +63,21 @@ class LiaisonServiceStub:
                 request_serializer=exchange_dot_v1_dot_liaison__pb2.WatchHitsRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchHitsResponse.FromString,
                 _registered_method=True)
+        self.WatchSeen = channel.unary_unary(
+                '/exchange.v1.LiaisonService/WatchSeen',
+                request_serializer=exchange_dot_v1_dot_liaison__pb2.WatchSeenRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchSeenResponse.FromString,
+                _registered_method=True)
+        self.ReportSighting = channel.unary_unary(
+                '/exchange.v1.LiaisonService/ReportSighting',
+                request_serializer=exchange_dot_v1_dot_liaison__pb2.ReportSightingRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_liaison__pb2.ReportSightingResponse.FromString,
+                _registered_method=True)
+        self.Sightings = channel.unary_unary(
+                '/exchange.v1.LiaisonService/Sightings',
+                request_serializer=exchange_dot_v1_dot_liaison__pb2.SightingsRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_liaison__pb2.SightingsResponse.FromString,
+                _registered_method=True)
 
 
 class LiaisonServiceServicer:
@@ -104,6 +119,27 @@ class LiaisonServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSeen(self, request, context):
+        """Mark watch hits seen by the caller (they leave WatchHits with unseen set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportSighting(self, request, context):
+        """Report a sighting or verdict on a partner's record (analysts and liaison officers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sightings(self, request, context):
+        """The sightings this node holds on a record the caller may see.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LiaisonServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +167,21 @@ def add_LiaisonServiceServicer_to_server(servicer, server):
                     servicer.WatchHits,
                     request_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchHitsRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_liaison__pb2.WatchHitsResponse.SerializeToString,
+            ),
+            'WatchSeen': grpc.unary_unary_rpc_method_handler(
+                    servicer.WatchSeen,
+                    request_deserializer=exchange_dot_v1_dot_liaison__pb2.WatchSeenRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_liaison__pb2.WatchSeenResponse.SerializeToString,
+            ),
+            'ReportSighting': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportSighting,
+                    request_deserializer=exchange_dot_v1_dot_liaison__pb2.ReportSightingRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_liaison__pb2.ReportSightingResponse.SerializeToString,
+            ),
+            'Sightings': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sightings,
+                    request_deserializer=exchange_dot_v1_dot_liaison__pb2.SightingsRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_liaison__pb2.SightingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +323,87 @@ class LiaisonService:
             '/exchange.v1.LiaisonService/WatchHits',
             exchange_dot_v1_dot_liaison__pb2.WatchHitsRequest.SerializeToString,
             exchange_dot_v1_dot_liaison__pb2.WatchHitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSeen(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.LiaisonService/WatchSeen',
+            exchange_dot_v1_dot_liaison__pb2.WatchSeenRequest.SerializeToString,
+            exchange_dot_v1_dot_liaison__pb2.WatchSeenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportSighting(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.LiaisonService/ReportSighting',
+            exchange_dot_v1_dot_liaison__pb2.ReportSightingRequest.SerializeToString,
+            exchange_dot_v1_dot_liaison__pb2.ReportSightingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sightings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.LiaisonService/Sightings',
+            exchange_dot_v1_dot_liaison__pb2.SightingsRequest.SerializeToString,
+            exchange_dot_v1_dot_liaison__pb2.SightingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,14 @@ class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATUS_UNSPECIFIED: _ClassVar[Status]
     STATUS_ACTIVE: _ClassVar[Status]
     STATUS_RETRACTED: _ClassVar[Status]
+
+class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_UNSPECIFIED: _ClassVar[Verdict]
+    VERDICT_SEEN: _ClassVar[Verdict]
+    VERDICT_CONFIRMED: _ClassVar[Verdict]
+    VERDICT_FALSE_POSITIVE: _ClassVar[Verdict]
+    VERDICT_RELAYED: _ClassVar[Verdict]
 KIND_UNSPECIFIED: Kind
 KIND_ACTOR: Kind
 KIND_TECHNIQUE: Kind
@@ -29,6 +37,11 @@ KIND_OBSERVABLE_SET: Kind
 STATUS_UNSPECIFIED: Status
 STATUS_ACTIVE: Status
 STATUS_RETRACTED: Status
+VERDICT_UNSPECIFIED: Verdict
+VERDICT_SEEN: Verdict
+VERDICT_CONFIRMED: Verdict
+VERDICT_FALSE_POSITIVE: Verdict
+VERDICT_RELAYED: Verdict
 
 class RecordRef(_message.Message):
     __slots__ = ("originator", "record_id")
@@ -145,13 +158,51 @@ class Envelope(_message.Message):
     def __init__(self, payload_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., key_id: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class HeldRecord(_message.Message):
-    __slots__ = ("envelope", "received_from", "received_at", "equivocated")
+    __slots__ = ("envelope", "received_from", "received_at", "equivocated", "sightings")
     ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FROM_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
     EQUIVOCATED_FIELD_NUMBER: _ClassVar[int]
+    SIGHTINGS_FIELD_NUMBER: _ClassVar[int]
     envelope: Envelope
     received_from: str
     received_at: _timestamp_pb2.Timestamp
     equivocated: bool
-    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., received_from: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equivocated: _Optional[bool] = ...) -> None: ...
+    sightings: SightingCounts
+    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., received_from: _Optional[str] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., equivocated: _Optional[bool] = ..., sightings: _Optional[_Union[SightingCounts, _Mapping]] = ...) -> None: ...
+
+class Sighting(_message.Message):
+    __slots__ = ("sighting_id", "reporter", "reported_by", "ref", "record_version", "verdict", "note", "observed_at", "reported_at", "releasable_to", "holder")
+    SIGHTING_ID_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    RECORD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    RELEASABLE_TO_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
+    sighting_id: str
+    reporter: str
+    reported_by: str
+    ref: RecordRef
+    record_version: int
+    verdict: Verdict
+    note: str
+    observed_at: _timestamp_pb2.Timestamp
+    reported_at: _timestamp_pb2.Timestamp
+    releasable_to: _containers.RepeatedScalarFieldContainer[str]
+    holder: str
+    def __init__(self, sighting_id: _Optional[str] = ..., reporter: _Optional[str] = ..., reported_by: _Optional[str] = ..., ref: _Optional[_Union[RecordRef, _Mapping]] = ..., record_version: _Optional[int] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., note: _Optional[str] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., releasable_to: _Optional[_Iterable[str]] = ..., holder: _Optional[str] = ...) -> None: ...
+
+class SightingCounts(_message.Message):
+    __slots__ = ("seen", "confirmed", "false_positive")
+    SEEN_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    FALSE_POSITIVE_FIELD_NUMBER: _ClassVar[int]
+    seen: int
+    confirmed: int
+    false_positive: int
+    def __init__(self, seen: _Optional[int] = ..., confirmed: _Optional[int] = ..., false_positive: _Optional[int] = ...) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from exchange.v1 import records_pb2 as exchange_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xchange/v1/sync.proto\x12\x0b\x65xchange.v1\x1a\x19\x65xchange/v1/records.proto\"U\n\x0bPullRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x0c\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\x12!\n\x04only\x18\x03 \x03(\x0b\x32\x13.exchange.v1.Bucket\"3\n\x06\x42ucket\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\"F\n\x0cPullResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.exchange.v1.Envelope\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\"P\n\rDigestRequest\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\x14\n\x0clist_entries\x18\x03 \x01(\x08\"[\n\x0b\x44igestEntry\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\x0c\"W\n\rDigestSummary\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\"z\n\x0e\x44igestResponse\x12-\n\tsummaries\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.DigestSummary\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12)\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x18.exchange.v1.DigestEntry2\x8f\x01\n\x0bSyncService\x12=\n\x04Pull\x12\x18.exchange.v1.PullRequest\x1a\x19.exchange.v1.PullResponse0\x01\x12\x41\n\x06\x44igest\x12\x1a.exchange.v1.DigestRequest\x1a\x1b.exchange.v1.DigestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xchange/v1/sync.proto\x12\x0b\x65xchange.v1\x1a\x19\x65xchange/v1/records.proto\"U\n\x0bPullRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x0c\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\x12!\n\x04only\x18\x03 \x03(\x0b\x32\x13.exchange.v1.Bucket\"3\n\x06\x42ucket\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\"F\n\x0cPullResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.exchange.v1.Envelope\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\"P\n\rDigestRequest\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\x14\n\x0clist_entries\x18\x03 \x01(\x08\"[\n\x0b\x44igestEntry\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\x0c\"W\n\rDigestSummary\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\"z\n\x0e\x44igestResponse\x12-\n\tsummaries\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.DigestSummary\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12)\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x18.exchange.v1.DigestEntry\";\n\x14PullSightingsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x0c\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\"]\n\x15PullSightingsResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.exchange.v1.Envelope\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12\x0c\n\x04more\x18\x03 \x01(\x08\x32\xe7\x01\n\x0bSyncService\x12=\n\x04Pull\x12\x18.exchange.v1.PullRequest\x1a\x19.exchange.v1.PullResponse0\x01\x12\x41\n\x06\x44igest\x12\x1a.exchange.v1.DigestRequest\x1a\x1b.exchange.v1.DigestResponse\x12V\n\rPullSightings\x12!.exchange.v1.PullSightingsRequest\x1a\".exchange.v1.PullSightingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIGESTSUMMARY']._serialized_end=540
   _globals['_DIGESTRESPONSE']._serialized_start=542
   _globals['_DIGESTRESPONSE']._serialized_end=664
-  _globals['_SYNCSERVICE']._serialized_start=667
-  _globals['_SYNCSERVICE']._serialized_end=810
+  _globals['_PULLSIGHTINGSREQUEST']._serialized_start=666
+  _globals['_PULLSIGHTINGSREQUEST']._serialized_end=725
+  _globals['_PULLSIGHTINGSRESPONSE']._serialized_start=727
+  _globals['_PULLSIGHTINGSRESPONSE']._serialized_end=820
+  _globals['_SYNCSERVICE']._serialized_start=823
+  _globals['_SYNCSERVICE']._serialized_end=1054
 # @@protoc_insertion_point(module_scope)

@@ -76,3 +76,21 @@ class DigestResponse(_message.Message):
     cursor: bytes
     entries: _containers.RepeatedCompositeFieldContainer[DigestEntry]
     def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ..., cursor: _Optional[bytes] = ..., entries: _Optional[_Iterable[_Union[DigestEntry, _Mapping]]] = ...) -> None: ...
+
+class PullSightingsRequest(_message.Message):
+    __slots__ = ("cursor", "max_entries")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    cursor: bytes
+    max_entries: int
+    def __init__(self, cursor: _Optional[bytes] = ..., max_entries: _Optional[int] = ...) -> None: ...
+
+class PullSightingsResponse(_message.Message):
+    __slots__ = ("entries", "cursor", "more")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[_records_pb2.Envelope]
+    cursor: bytes
+    more: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[_records_pb2.Envelope, _Mapping]]] = ..., cursor: _Optional[bytes] = ..., more: _Optional[bool] = ...) -> None: ...

@@ -45,6 +45,11 @@ class SyncServiceStub:
                 request_serializer=exchange_dot_v1_dot_sync__pb2.DigestRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_sync__pb2.DigestResponse.FromString,
                 _registered_method=True)
+        self.PullSightings = channel.unary_unary(
+                '/exchange.v1.SyncService/PullSightings',
+                request_serializer=exchange_dot_v1_dot_sync__pb2.PullSightingsRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_sync__pb2.PullSightingsResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -63,6 +68,14 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullSightings(self, request, context):
+        """Sightings this node reported that the caller may receive (the originator of
+        the record, or an agency the reporter released it to), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.Digest,
                     request_deserializer=exchange_dot_v1_dot_sync__pb2.DigestRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_sync__pb2.DigestResponse.SerializeToString,
+            ),
+            'PullSightings': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullSightings,
+                    request_deserializer=exchange_dot_v1_dot_sync__pb2.PullSightingsRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_sync__pb2.PullSightingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class SyncService:
             '/exchange.v1.SyncService/Digest',
             exchange_dot_v1_dot_sync__pb2.DigestRequest.SerializeToString,
             exchange_dot_v1_dot_sync__pb2.DigestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullSightings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.SyncService/PullSightings',
+            exchange_dot_v1_dot_sync__pb2.PullSightingsRequest.SerializeToString,
+            exchange_dot_v1_dot_sync__pb2.PullSightingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,183 @@
+"""Pushing watch hits: a local command or an HTTPS webhook, retried with backoff, each hit once.
+
+Every ``notify_check_seconds`` the notifier (one thread in the node):
+
+1. looks for hits of the watch entries that have a notify target (records received from
+   partners with a watched observable, after the entry was made, that the entry's owner
+   may see: :func:`exchange.core.policy.decide` for that user, as ``WatchHits`` asks it)
+   and puts each in the durable outbox (``exchange.store.outbox``) once;
+2. delivers the outbox's due entries, oldest first: the decision is asked again (a record
+   narrowed or withdrawn since is dropped unsent, and that is audited), then the hit goes
+   out as JSON, to the command's stdin or as an HTTPS POST, with an idempotency key;
+   success is marked in the transaction that audits the delivery; a failure is retried
+   after ``retry_seconds``, doubled each time up to ``max_retry_seconds``.
+
+"Exactly once" here means: the receiver gets each hit at least once (a hit not marked
+delivered is sent again after a restart or a lost answer) with the same
+``Idempotency-Key``, so a receiver that drops keys it has seen acts on each hit once.
+The webhook authenticates the node by mutual TLS or by the ``X-Exchange-Signature``
+header, ``sha256=`` + HMAC-SHA256 of the body under the target's shared secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import ssl
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+
+from exchange.config import NotifyTarget, UserEntry
+from exchange.core.identity import Identity, Principal, identity_uri
+from exchange.core.manifest import Manifest
+from exchange.core.marking import within_clearance
+from exchange.node.reads import visible
+from exchange.store import Store, outbox, watch
+from exchange.store.current import current_record
+from exchange.store.store import now_us
+
+__all__ = ["SEND_TIMEOUT_SECONDS", "Notifier"]
+
+log = logging.getLogger("exchange.notify")
+
+SEND_TIMEOUT_SECONDS = 10.0  # one attempt; a webhook slower than this is down
+BATCH = 50  # deliveries per round; the rest in the next
+
+
+class Notifier:
+    def __init__(
+        self, *, agency: str, store: Store, manifest: Manifest, users: Mapping[str, UserEntry],
+        targets: Mapping[str, NotifyTarget], interval: float, may_run: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.agency = agency
+        self.store = store
+        self.manifest = manifest
+        self.users = users
+        self.targets = targets
+        self.interval = interval
+        self.may_run = may_run  # of replicas sharing a database, only the schedule's leader pushes
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"{self.agency}-notify", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.may_run():
+                continue
+            try:
+                self.run_once()
+            except Exception:  # a failure never stops the notifier; the outbox keeps what is owed
+                log.exception("notifier round failed")
+
+    def run_once(self) -> None:
+        self.enqueue()
+        for pending in outbox.due(self.store, limit=BATCH):
+            if self._stop.is_set():
+                return
+            self.deliver(pending)
+
+    # --- finding hits -----------------------------------------------------------------------
+
+    def _principal(self, owner: str) -> Principal | None:
+        for handle, user in self.users.items():
+            if identity_uri(self.agency, handle) == owner:
+                return Principal(Identity(self.agency, handle), user.role, user.clearance)
+        return None  # a user no longer configured gets nothing pushed
+
+    def enqueue(self) -> int:
+        hits: list[outbox.Hit] = []
+        for owner, entries in watch.notifying_watches(self.store).items():
+            principal = self._principal(owner)
+            if principal is None:
+                continue
+            since = min(e.created_at for e in entries)
+            by_id = {e.id: e for e in entries}
+            candidates = [r for r in watch.watch_hits(
+                self.store, owner, received_after=since, audience_of=principal.agency,
+                classifications=within_clearance(principal.clearance), expired_before=now_us(),
+            ) if visible(self.agency, self.manifest, r, principal)]
+            matched = watch.matched_watches(self.store, owner, [r.rid for r in candidates])
+            for record in candidates:
+                for watch_id in matched.get(record.rid, []):
+                    entry = by_id.get(watch_id)
+                    if entry is not None and entry.notify in self.targets and record.received_at >= entry.created_at:
+                        hits.append((owner, entry.notify, record.originator, record.record_id, record.version))
+        return outbox.enqueue(self.store, sorted(set(hits)))
+
+    # --- delivering -------------------------------------------------------------------------
+
+    def deliver(self, pending: outbox.Pending) -> bool:
+        key = outbox.hit_key(self.agency, pending)
+        target = self.targets.get(pending.target)
+        principal = self._principal(pending.owner)
+        record = current_record(self.store, pending.originator, pending.record_id)
+        if (target is None or principal is None or record is None or record.status != "active"
+                or not visible(self.agency, self.manifest, record, principal)
+                or not self._still_watched(pending, record.rid)):
+            outbox.delivered(self.store, pending, key=key, sent=False)  # nothing to push any more
+            return False
+        body = json.dumps({
+            "idempotency_key": key,
+            "agency": self.agency,
+            "user": pending.owner,
+            "record": {"originator": record.originator, "record_id": record.record_id, "version": record.version,
+                       "title": record.title, "classification": record.marking.classification,
+                       "received_from": record.received_from},
+        }, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        try:
+            error = self._send(target, key, body)
+        except Exception as exc:  # whatever the receiver does, the hit stays owed
+            error = f"{type(exc).__name__}: {exc}"
+        if error:
+            delay = min(target.retry_seconds * 2 ** pending.attempts, target.max_retry_seconds)
+            outbox.failed(self.store, pending, error=error, retry_at=now_us() + int(delay * 1_000_000))
+            log.warning("notify %s failed (attempt %d, next in %.1f s): %s", target.name, pending.attempts + 1,
+                        delay, error)
+            return False
+        outbox.delivered(self.store, pending, key=key, sent=True)
+        return True
+
+    def _still_watched(self, pending: outbox.Pending, rid: int) -> bool:
+        """Whether one of the owner's entries that push to this target still matches the record
+        (an entry removed, or its notify target changed, since the hit was queued: not pushed)."""
+        ids = watch.matched_watches(self.store, pending.owner, [rid]).get(rid, [])
+        return any(w.notify == pending.target for w in watch.list_watches(self.store, pending.owner) if w.id in ids)
+
+    def _send(self, target: NotifyTarget, key: str, body: bytes) -> str:
+        """Send once; "" on success, else what went wrong."""
+        if target.command:
+            env = {**os.environ, "EXCHANGE_IDEMPOTENCY_KEY": key}
+            done = subprocess.run(list(target.command), input=body, env=env, capture_output=True,
+                                  timeout=SEND_TIMEOUT_SECONDS, check=False)
+            return "" if done.returncode == 0 else f"command exited with status {done.returncode}"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        if target.secret_file is not None:
+            secret = target.secret_file.read_bytes().strip()
+            headers["X-Exchange-Signature"] = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        context = ssl.create_default_context(cafile=str(target.ca_file) if target.ca_file else None)
+        if target.client_cert is not None and target.client_key is not None:
+            context.load_cert_chain(str(target.client_cert), str(target.client_key))
+        request = urllib.request.Request(target.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS, context=context) as answer:
+                status = int(answer.status)
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"unreachable: {getattr(exc, 'reason', exc)}"
+        return "" if 200 <= status < 300 else f"HTTP {status}"
