@@ -39,6 +39,8 @@ from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
+from exchange.taxii.feed import Feed
+from exchange.taxii.server import TaxiiServer
 
 log = logging.getLogger("exchange.node")
 
@@ -89,8 +91,8 @@ class Node:
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
         self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
-        guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
-                      self.admission, self.metrics)
+        authenticator = Authenticator(agency=config.agency, manifest=self.manifest, users=config.users)
+        guard = Guard(authenticator, self.admission, self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
@@ -107,6 +109,14 @@ class Node:
         served = [h.service_name() for h in self._handlers if isinstance(h, grpc.ServiceRpcHandler)]
         reflection = Reflection(served)
         self._handlers += [service_handler(guard, name, reflection.methods()) for name in REFLECTION_SERVICES]
+        # TAXII 2.1, read-only, when node.toml has [taxii] (exchange/taxii): same identity rules,
+        # same decision; its next tokens are bound to the caller and the query like Search's.
+        self.taxii = None if config.taxii is None else TaxiiServer(
+            config.taxii,
+            Feed(config.agency, self.store, self.manifest, tokens, config.taxii.collections),
+            authenticator, cert_path=agency_dir / "node.crt", key_path=agency_dir / "node.key",
+            ca_pem=self.manifest.partner(config.agency).ca_cert_pem)
+        self.taxii_port = 0
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
         self._metrics_server: MetricsServer | None = None
@@ -172,6 +182,12 @@ class Node:
         server.start()
         self._server = server
         self._start_metrics()
+        if self.taxii is not None:
+            try:
+                self.taxii_port = self.taxii.start()
+            except ConfigError:
+                self.stop(grace=0)
+                raise
         if self.schedule is not None:
             self.schedule.start()
         log.info("node %s serving on %s", self.config.agency, address)
@@ -202,6 +218,8 @@ class Node:
         self.health.stop()  # NOT_SERVING at once, so clients and partners look elsewhere
         self.monitor.stop()
         stopped = self._server.stop(grace) if self._server is not None else None  # no new calls from here
+        if self.taxii is not None:
+            self.taxii.stop()  # waits for the pages in flight
         if self.schedule is not None:
             self.schedule.stop(timeout=0)  # no new pull starts...
         self.puller.close()  # ...and the one in flight is cancelled at its next batch

@@ -1,0 +1,27 @@
+"""An index on the current versions in log order, for TAXII's "date added" pages.
+
+Revision ID: 0009
+Revises: 0004
+Create Date: 2026-12-04
+
+TAXII pages a collection oldest added first (exchange/taxii): a page starts where the last
+one stopped, at a record's current log entry (``records.seq``), and reads what it shows.
+Without an index on ``records.seq`` every page would sort the whole table first.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0009"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_records_seq", "records", ["seq"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_records_seq", table_name="records")
