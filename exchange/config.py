@@ -91,7 +91,7 @@ class TaxiiCollection:
 
 @dataclass(frozen=True)
 class TaxiiConfig:
-    """``[taxii]``: the read-only TAXII 2.1 server (exchange/taxii); absent, none is served."""
+    """``[taxii]``: the read-only TAXII 2.1 server (exchange/node/taxii); absent, none is served."""
 
     listen: str
     collections: tuple[TaxiiCollection, ...]

@@ -12,7 +12,7 @@ from taxii2client.common import _HTTPConnection
 from taxii2client.v21 import ApiRoot, Collection, Server
 
 from exchange.core.manifest import node_dns_name
-from exchange.taxii.server import API_ROOT
+from exchange.node.taxii.server import API_ROOT
 
 
 class NodeName(HTTPAdapter):

@@ -28,7 +28,6 @@ LAYERS: dict[str, int] = {
     "exchange.records": 3, "exchange.pki": 3, "exchange": 3,  # the package's public surface
     "exchange.stix": 3,  # pure STIX views of signed records: beside records, below every transport
     "exchange.store": 4,
-    "exchange.taxii": 5,  # TAXII 2.1 over HTTPS: the node's reads (auth, decision, audit) for STIX tools
     "exchange.node": 5, "exchange.sync": 5, "exchange.client": 5, "exchange.drafts": 5, "exchange.render": 5,
     "exchange.demo": 6,  # the demo runs nodes and clients; the command line runs the demo, never the reverse
     "exchange.cli": 7,

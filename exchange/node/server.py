@@ -30,6 +30,8 @@ from exchange.node.reflection import Reflection
 from exchange.node.rpc import Guard, service_handler
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
+from exchange.node.taxii.feed import Feed
+from exchange.node.taxii.server import TaxiiServer
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
@@ -39,8 +41,6 @@ from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
-from exchange.taxii.feed import Feed
-from exchange.taxii.server import TaxiiServer
 
 log = logging.getLogger("exchange.node")
 
@@ -109,7 +109,7 @@ class Node:
         served = [h.service_name() for h in self._handlers if isinstance(h, grpc.ServiceRpcHandler)]
         reflection = Reflection(served)
         self._handlers += [service_handler(guard, name, reflection.methods()) for name in REFLECTION_SERVICES]
-        # TAXII 2.1, read-only, when node.toml has [taxii] (exchange/taxii): same identity rules,
+        # TAXII 2.1, read-only, when node.toml has [taxii] (exchange/node/taxii): same identity rules,
         # same decision; its next tokens are bound to the caller and the query like Search's.
         self.taxii = None if config.taxii is None else TaxiiServer(
             config.taxii,

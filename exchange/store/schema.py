@@ -97,7 +97,7 @@ records = Table(
     UniqueConstraint("originator", "record_id", name="uq_records_ref"),
 )
 Index("ix_records_issued", records.c.issued_at, records.c.rid)
-# TAXII pages current versions in log order ("date added", exchange/taxii; revision 0009).
+# TAXII pages current versions in log order ("date added", exchange/node/taxii; revision 0009).
 Index("ix_records_seq", records.c.seq)
 
 record_countries = Table(

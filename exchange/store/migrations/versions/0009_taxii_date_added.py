@@ -4,7 +4,7 @@ Revision ID: 0009
 Revises: 0004
 Create Date: 2026-12-04
 
-TAXII pages a collection oldest added first (exchange/taxii): a page starts where the last
+TAXII pages a collection oldest added first (exchange/node/taxii): a page starts where the last
 one stopped, at a record's current log entry (``records.seq``), and reads what it shows.
 Without an index on ``records.seq`` every page would sort the whole table first.
 """

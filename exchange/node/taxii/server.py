@@ -8,7 +8,7 @@ TLS requires a client certificate issued by this agency's own CA (the only peopl
 serves over TAXII are its agency's users): no certificate, a partner's user certificate
 or a foreign CA end at the handshake. Then the certificate's SAN URI names the user, the
 node's configuration gives the role (the roles that may Search may read TAXII) and the
-clearance, and every page goes through the disclosure decision (``exchange.taxii.feed``).
+clearance, and every page goes through the disclosure decision (``exchange.node.taxii.feed``).
 Errors are TAXII error objects with the right status, never a traceback.
 
 Endpoints (read-only): discovery ``/taxii2/``, the API root ``/exchange/``, its collections,
@@ -35,7 +35,7 @@ from exchange.core.identity import Principal
 from exchange.errors import ConfigError, ExchangeError, IdentityError, InvalidInput, NotFound, PermissionDenied
 from exchange.node.auth import Authenticator
 from exchange.node.rpc import ROLES
-from exchange.taxii.feed import (
+from exchange.node.taxii.feed import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Feed,
@@ -49,7 +49,7 @@ from exchange.taxii.feed import (
 
 __all__ = ["API_ROOT", "MEDIA_STIX", "MEDIA_TAXII", "TaxiiServer"]
 
-log = logging.getLogger("exchange.taxii")
+log = logging.getLogger("exchange.node.taxii")
 
 MEDIA_TAXII = "application/taxii+json;version=2.1"
 MEDIA_STIX = "application/stix+json;version=2.1"
