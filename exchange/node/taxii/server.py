@@ -57,7 +57,7 @@ API_ROOT = "exchange"
 READERS = ROLES["/exchange.v1.QueryService/Search"]  # who may read TAXII: who may Search
 MAX_CONTENT_LENGTH = 1_048_576  # nothing is posted (read-only); what the API root announces
 _MATCH_FIELDS = ("id", "type", "version", "spec_version")
-_PRINCIPAL = "exchange.principal"  # the request key of the verified caller
+_PRINCIPAL = web.RequestKey("principal", Principal)  # the verified caller, set by _guard
 
 T = TypeVar("T")
 
