@@ -23,7 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from taxii2client.v21 import as_pages
 
-from exchange.config import TaxiiConfig, TaxiiCollection, default_collection
+from exchange.config import TaxiiCollection, TaxiiConfig, default_collection
 from exchange.core.identity import Identity, Principal
 from exchange.errors import InvalidInput
 from exchange.node.reads import visible
