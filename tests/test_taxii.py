@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from taxii2client.v21 import as_pages
 
-from exchange.config import TaxiiCollection, TaxiiConfig, default_collection
+from exchange.config import TaxiiCollection, TaxiiConfig, default_collection, load_node_config
 from exchange.core.identity import Identity, Principal
-from exchange.errors import InvalidInput
+from exchange.errors import ConfigError, InvalidInput
 from exchange.node.reads import visible
 from exchange.node.server import Node
 from exchange.node.taxii.feed import AUDIT_ACTION, parse_timestamp, timestamp
@@ -292,3 +294,33 @@ def test_timestamps_round_trip_to_the_microsecond(when: dt.datetime) -> None:
 def test_a_malformed_timestamp_is_refused_by_name(value: str) -> None:
     with pytest.raises(InvalidInput, match="added_after"):
         parse_timestamp(value, "added_after")
+
+
+def _node_toml(tmp_path: Path, taxii: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(f'agency = "JPN-NPA"\nlisten = "127.0.0.1:7000"\n{taxii}', encoding="utf-8")
+    return path
+
+
+def test_taxii_is_off_by_default_and_its_table_is_checked(tmp_path: Path) -> None:
+    assert load_node_config(_node_toml(tmp_path, "")).taxii is None
+    default = load_node_config(_node_toml(tmp_path, '[taxii]\nlisten = "127.0.0.1:9443"\n')).taxii
+    assert default == TaxiiConfig("127.0.0.1:9443", (default_collection(NODE),))
+    chosen = load_node_config(_node_toml(tmp_path, textwrap.dedent(f"""
+        [taxii]
+        listen = "127.0.0.1:9443"
+        [[taxii.collections]]
+        id = "{PARTNERS_ONLY.id}"
+        title = "From partners"
+        from_partners = true
+        originators = ["USA-DTSF"]
+        """))).taxii
+    assert chosen is not None and chosen.collections == (dataclasses.replace(PARTNERS_ONLY, originators=("USA-DTSF",)),)
+    for body, named in (('listen = "nowhere"', "taxii.listen"), ('listen = "127.0.0.1:1"\nport = 3', "'port'"),
+                        ('listen = "127.0.0.1:1"\ncollections = []', "taxii.collections"),
+                        ('listen = "127.0.0.1:1"\n[[taxii.collections]]\nid = "x"\ntitle = "t"', "collections[0].id"),
+                        (f'listen = "127.0.0.1:1"\n[[taxii.collections]]\nid = "{PARTNERS_ONLY.id}"', ".title"),
+                        (f'listen = "127.0.0.1:1"\n[[taxii.collections]]\nid = "{PARTNERS_ONLY.id}"\ntitle = "t"\n'
+                         'originators = ["usa"]', "originators")):
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            load_node_config(_node_toml(tmp_path, "[taxii]\n" + body + "\n"))

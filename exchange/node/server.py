@@ -251,6 +251,8 @@ def run_node(config: NodeConfig, *, level: int | str = logging.INFO, stream: Tex
         signal.signal(signum, lambda *_: stop.set())
     node.start()
     print(f"{config.agency} node listening on {config.listen}", flush=True)
+    if config.taxii is not None:
+        print(f"{config.agency} TAXII 2.1 on https://{config.taxii.listen}/taxii2/", flush=True)
     stop.wait()
     log.info("node %s stopping", config.agency)
     node.stop()
