@@ -255,6 +255,18 @@ def test_media_types_headers_lookups_and_taxii_errors(federation: Federation, tm
                                             "match[type]": "indicator"}).json()["objects"] == [indicator]
     assert "objects" not in _raw(conn, coll + "objects/", **{"match[spec_version]": "2.0"}).json()
 
+    # Not yours to see looks like not there, by id too (ito's clearance is RESTRICTED).
+    _submit(federation, node, title="Secret lead", observables=[],
+            marking=records_pb2.Marking(classification="SECRET", releasable_to=["USA-DTSF"], tlp="AMBER"))
+    everything = _raw(conn, coll + "objects/", limit=1000).json()["objects"]
+    secret = next(o for o in everything if o.get("name") == "Secret lead")
+    ito = user_connection(federation.pki_dir, NODE, "ito")
+    hidden = _raw(ito, coll + f"objects/{secret['id']}/")
+    assert hidden.status_code == 404 and hidden.json() == _raw(ito, coll + "objects/attack-pattern--"
+                                                               "00000000-0000-5000-8000-000000000000/").json()
+    assert "objects" not in _raw(ito, coll + "objects/", **{"match[id]": secret["id"]}).json()
+    assert _raw(conn, coll + f"objects/{secret['id']}/").json()["objects"] == [secret]
+
     bad: list[tuple[str, dict[str, Any], int]] = [
         (coll + "objects/", {"limit": "many"}, 400),
         (coll + "objects/", {"limit": "0"}, 400),
@@ -274,7 +286,6 @@ def test_media_types_headers_lookups_and_taxii_errors(federation: Federation, tm
         assert error["http_status"] == str(status) and error["title"] and "Traceback" not in answer.text
     # A next token is bound to its caller and its query.
     token = _raw(conn, coll + "objects/", limit=1).json()["next"]
-    ito = user_connection(federation.pki_dir, NODE, "ito")
     assert _raw(ito, coll + "objects/", limit=1, next=token).status_code == 400
     assert _raw(conn, coll + "objects/", limit=1, next=token, **{"match[type]": "url"}).status_code == 400
     posted = conn.session.post(coll + "objects/", json={"objects": []}, headers={"Accept": MEDIA_TAXII}, timeout=10)

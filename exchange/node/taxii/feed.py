@@ -35,6 +35,7 @@ from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
 from exchange.errors import InvalidInput, NotFound
 from exchange.node.reads import audit_disclosure, visible
+from exchange.node.taxii import ids as stix_index
 from exchange.node.tokens import PageTokens
 from exchange.stix.common import TLP_IDS, StixObject, shared_objects
 from exchange.stix.mapping import main_id, record_objects
@@ -166,7 +167,7 @@ class Feed:
         page = Page()
         shown: list[StoredRecord] = []
         budget = 10 * limit + 1000  # rows a page may read past what it shows (see _walk)
-        walked = self._walk(collection, caller, start, budget)
+        walked = self._walk(collection, caller, start, budget, self._by_id(query.ids))
         for held, scanned in walked:
             if held is None:  # the scan budget is spent: a shorter page, and the place to go on
                 page.more, page.next = True, self.tokens.encode((scanned, 0), context)
@@ -200,15 +201,14 @@ class Feed:
     def object_items(self, collection_id: str, caller: Principal, object_id: str, query: Query) -> list[Item]:
         """Every version this node serves of one object (one: the current), or NotFound.
 
-        The id names no record (ids are UUIDv5 of the record), so this walks the collection
-        as far as it must: a cost per collection, unlike a page."""
+        The id is looked up in ``stix_ids`` (exchange/node/taxii/ids.py): one record is read."""
         collection = self.collection(collection_id)
         wanted = Query(query.added_after, frozenset({object_id}), query.types, query.versions, query.version_times,
                        query.spec_versions)
         start = SHARED_SEQ if query.added_after is None else self.last_seq_by(query.added_after) + 1
         found: list[Item] = []
         shown: list[StoredRecord] = []
-        for held, _ in self._walk(collection, caller, start, None):
+        for held, _ in self._walk(collection, caller, start, None, self._by_id(wanted.ids)):
             if held is None:
                 break
             for item in self._items(held, caller):
@@ -256,8 +256,15 @@ class Feed:
             conditions.append(records.c.originator != self.agency)
         return conditions
 
+    def _by_id(self, wanted: frozenset[str]) -> list[ColumnElement[bool]]:
+        """``match[id]`` as SQL: only the records those ids come from (none: no condition)."""
+        if not wanted:
+            return []
+        stix_index.catch_up(self.store)
+        return [records.c.rid.in_(sorted(stix_index.rids_of(self.store, wanted)))]
+
     def _walk(self, collection: TaxiiCollection, caller: Principal, start: int,
-              budget: int | None) -> Iterator[tuple[_Held | None, int]]:
+              budget: int | None, extra: list[ColumnElement[bool]]) -> Iterator[tuple[_Held | None, int]]:
         """The records at or after log position ``start`` the caller may see, in log order.
 
         After ``budget`` rows read (None: no bound) it yields ``(None, position)`` once: the
@@ -265,7 +272,7 @@ class Feed:
         shorter pages instead of one long scan."""
         if start <= SHARED_SEQ:
             yield _Held(SHARED_SEQ, None), SHARED_SEQ
-        base = select_current(self.store).where(*self._conditions(collection, caller))
+        base = select_current(self.store).where(*self._conditions(collection, caller), *extra)
         position = max(start, SHARED_SEQ + 1)
         read = 0
         while True:

@@ -170,6 +170,7 @@ class TaxiiServer:
     def start(self) -> int:
         host, port = split_host_port(self.config.listen)
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_loop_error)
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="taxii", daemon=True)
         self._thread.start()
@@ -201,6 +202,19 @@ class TaxiiServer:
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
+    @staticmethod
+    async def _close(runner: web.AppRunner) -> None:
+        server = runner.server
+        transports = [h.transport for h in (server.connections if server is not None else []) if h.transport]
+        await runner.cleanup()  # stop listening, close every connection
+        # A TLS close waits (up to 30 s) for the client's close_notify, which a kept-alive
+        # client never sends: the node is stopping, so cut the connections instead; their
+        # sockets are let go in callbacks of the loop's next turns, run before it stops.
+        for transport in transports:
+            transport.abort()
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+
     def stop(self) -> None:
         loop = self._loop
         if loop is None:
@@ -208,7 +222,7 @@ class TaxiiServer:
         if self._runner is not None:
             runner = self._runner
             try:
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(self._close(runner), loop).result(timeout=10)
             except (TimeoutError, RuntimeError):
                 log.warning("TAXII server did not stop within 10 s")
             self._runner = None
@@ -306,6 +320,15 @@ class TaxiiServer:
     async def _versions(self, request: web.Request) -> web.Response:
         items = await self._found(request)
         return _json({"more": False, "versions": [_version(i) for i in items]}, _page_headers(items))
+
+
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A refused TLS handshake (no certificate, another CA) is one warning line, not a traceback."""
+    error = context.get("exception")
+    if isinstance(error, ssl.SSLError | ConnectionError):
+        log.warning("TAXII: connection refused at TLS: %s", error.reason if isinstance(error, ssl.SSLError) else error)
+        return
+    loop.default_exception_handler(context)
 
 
 def _version(item: Item) -> str:
