@@ -287,6 +287,9 @@ def test_media_types_headers_lookups_and_taxii_errors(federation: Federation, tm
     # A next token is bound to its caller and its query.
     token = _raw(conn, coll + "objects/", limit=1).json()["next"]
     assert _raw(ito, coll + "objects/", limit=1, next=token).status_code == 400
+    tampered = token[:5] + ("A" if token[5] != "A" else "B") + token[6:]
+    assert _raw(conn, coll + "objects/", limit=1, next=tampered).status_code == 400
+    assert _raw(conn, coll + "objects/", limit=1, next=token).status_code == 200
     assert _raw(conn, coll + "objects/", limit=1, next=token, **{"match[type]": "url"}).status_code == 400
     posted = conn.session.post(coll + "objects/", json={"objects": []}, headers={"Accept": MEDIA_TAXII}, timeout=10)
     assert posted.status_code == 405 and posted.json()["http_status"] == "405"
