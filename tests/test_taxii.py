@@ -11,6 +11,7 @@ error objects (never a traceback) for bad parameters.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -338,3 +339,27 @@ def test_taxii_is_off_by_default_and_its_table_is_checked(tmp_path: Path) -> Non
                          'originators = ["usa"]', "originators")):
         with pytest.raises(ConfigError, match=re.escape(named)):
             load_node_config(_node_toml(tmp_path, "[taxii]\n" + body + "\n"))
+
+
+def test_a_taxii_request_counts_against_the_users_calls_in_progress(federation: Federation, tmp_path: Path) -> None:
+    node = _start(federation, tmp_path / "jpn")
+    conn = user_connection(federation.pki_dir, NODE, "suzuki")
+    url = f"https://127.0.0.1:{node.taxii_port}/exchange/collections/"
+    user = node.config.users["suzuki"]
+    suzuki = Principal(Identity(NODE, "suzuki"), user.role, user.clearance)
+    with contextlib.ExitStack() as held:  # the user's other calls (gRPC ones, say) in progress
+        for _ in range(node.config.limits.user_concurrent_calls):
+            held.enter_context(node.admission.call("/exchange.v1.QueryService/Search", suzuki, None, _NoContext()))
+        busy = _raw(conn, url)
+        assert busy.status_code == 429 and busy.json()["http_status"] == "429"
+        assert _raw(user_connection(federation.pki_dir, NODE, "ito"), url).status_code == 200  # others go on
+    assert _raw(conn, url).status_code == 200
+    assert node.admission.in_progress(suzuki.identity.uri) == 0
+
+
+class _NoContext:
+    def cancel(self) -> None:
+        pass
+
+    def add_callback(self, callback: Any) -> bool:
+        return False

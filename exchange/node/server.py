@@ -114,7 +114,7 @@ class Node:
         self.taxii = None if config.taxii is None else TaxiiServer(
             config.taxii,
             Feed(config.agency, self.store, self.manifest, tokens, config.taxii.collections),
-            authenticator, cert_path=agency_dir / "node.crt", key_path=agency_dir / "node.key",
+            authenticator, self.admission, cert_path=agency_dir / "node.crt", key_path=agency_dir / "node.key",
             ca_pem=self.manifest.partner(config.agency).ca_cert_pem)
         self.taxii_port = 0
         self._server: grpc.Server | None = None

@@ -32,7 +32,16 @@ from aiohttp import web
 
 from exchange.config import TaxiiCollection, TaxiiConfig, split_host_port
 from exchange.core.identity import Principal
-from exchange.errors import ConfigError, ExchangeError, IdentityError, InvalidInput, NotFound, PermissionDenied
+from exchange.errors import (
+    ConfigError,
+    ExchangeError,
+    IdentityError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    PermissionDenied,
+)
+from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
 from exchange.node.rpc import ROLES
 from exchange.node.taxii.feed import (
@@ -57,9 +66,20 @@ API_ROOT = "exchange"
 READERS = ROLES["/exchange.v1.QueryService/Search"]  # who may read TAXII: who may Search
 MAX_CONTENT_LENGTH = 1_048_576  # nothing is posted (read-only); what the API root announces
 _MATCH_FIELDS = ("id", "type", "version", "spec_version")
+ADMISSION_METHOD = "/taxii/2.1"  # how fair serving names a TAXII request (user_concurrent_calls)
 _PRINCIPAL = web.RequestKey("principal", Principal)  # the verified caller, set by _guard
 
 T = TypeVar("T")
+
+
+class _Request:
+    """A TAXII request as fair serving sees a call: released when the handler returns."""
+
+    def cancel(self) -> None:
+        pass  # a page ends on its own; nothing streams
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False  # the ``with`` block releases the slot
 
 
 def _error(status: int, title: str, description: str = "") -> web.Response:
@@ -145,11 +165,12 @@ def _envelope(page: Page, entries: list[Any]) -> dict[str, Any]:
 class TaxiiServer:
     """Started and stopped with the node (exchange/node/server.py)."""
 
-    def __init__(self, config: TaxiiConfig, feed: Feed, authenticator: Authenticator, *,
+    def __init__(self, config: TaxiiConfig, feed: Feed, authenticator: Authenticator, admission: Admission, *,
                  cert_path: Path, key_path: Path, ca_pem: str) -> None:
         self.config = config
         self.feed = feed
         self._authenticator = authenticator
+        self._admission = admission  # a TAXII request counts against the user's calls in progress
         self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
@@ -248,13 +269,16 @@ class TaxiiServer:
             if not _accepts_taxii(request.headers.get("Accept", "*/*")):
                 return _error(406, "Not Acceptable", f"this server answers {MEDIA_TAXII}")
             request[_PRINCIPAL] = principal
-            return await handler(request)
+            with self._admission.call(ADMISSION_METHOD, principal, None, _Request()):
+                return await handler(request)
         except IdentityError as exc:
             return _error(401, "Unauthorized", str(exc))
         except PermissionDenied as exc:
             return _error(403, "Forbidden", str(exc))
         except InvalidInput as exc:
             return _error(400, "Bad Request", str(exc))
+        except Overloaded as exc:
+            return _error(429, "Too Many Requests", str(exc))
         except NotFound:
             return _error(404, "Not Found", "no such resource, or not yours to see")
         except web.HTTPException as exc:  # no route (404), a method other than GET (405)...
