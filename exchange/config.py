@@ -8,6 +8,7 @@ naming the file and the field.
 from __future__ import annotations
 
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,35 @@ class PeerEntry:
 
 
 @dataclass(frozen=True)
+class TaxiiCollection:
+    """One TAXII collection: the records the caller may see, narrowed by originator."""
+
+    id: str  # a UUID, as TAXII requires
+    title: str
+    description: str = ""
+    originators: tuple[str, ...] = ()  # only these originators' records; () for any
+    from_partners: bool = False  # leave out the node's own agency's records
+
+
+@dataclass(frozen=True)
+class TaxiiConfig:
+    """``[taxii]``: the read-only TAXII 2.1 server (exchange/node/taxii); absent, none is served."""
+
+    listen: str
+    collections: tuple[TaxiiCollection, ...]
+
+
+# Fixed for ever: the id of the default collection of each agency is derived from it.
+_TAXII_NAMESPACE = uuid.UUID("2b7c4f0e-5d1a-5e8b-9c3f-7a6d5e4c3b2a")
+
+
+def default_collection(agency: str) -> TaxiiCollection:
+    return TaxiiCollection(
+        id=str(uuid.uuid5(_TAXII_NAMESPACE, f"{agency}/all")), title=f"Shared with {agency}",
+        description="Every record this node holds that you may see, as STIX 2.1 objects.")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     path: Path
     agency: str
@@ -119,6 +149,7 @@ class NodeConfig:
     review: ReviewPolicy | None = None
     notify: dict[str, NotifyTarget] = field(default_factory=dict)  # [[notify]] targets by name
     notify_check_seconds: float = 2.0  # how often new watch hits are looked for and pushed
+    taxii: TaxiiConfig | None = None  # the TAXII 2.1 server; None (the default): none
 
     @property
     def manifest_path(self) -> Path:
@@ -333,6 +364,61 @@ def _metrics_listen(data: object, where: str) -> str:
     return data
 
 
+def _strings(data: object, where: str, pattern: Any = None) -> tuple[str, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list) or not all(isinstance(v, str) for v in data):
+        raise ConfigError(f"{where}: expected a list of strings")
+    for value in data:
+        if pattern is not None and not pattern.match(value):
+            raise ConfigError(f"{where}: malformed agency code {value!r}")
+    return tuple(data)
+
+
+def _taxii(data: object, agency: str, where: str) -> TaxiiConfig | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a [taxii] table")
+    unknown = set(data) - {"listen", "collections"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (expected listen, collections)")
+    listen = data.get("listen")
+    if not isinstance(listen, str):
+        raise ConfigError(f"{where}.listen: expected \"host:port\"")
+    try:
+        split_host_port(listen)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.listen: {exc}") from None
+    entries = data.get("collections")
+    if entries is None:
+        return TaxiiConfig(listen, (default_collection(agency),))
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}.collections: expected one or more [[taxii.collections]] tables")
+    collections: list[TaxiiCollection] = []
+    for i, entry in enumerate(entries):
+        at = f"{where}.collections[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{at}: expected a table")
+        try:
+            ident = str(uuid.UUID(str(entry.get("id"))))
+        except ValueError:
+            raise ConfigError(f"{at}.id: expected a UUID, got {entry.get('id')!r}") from None
+        if ident in {c.id for c in collections}:
+            raise ConfigError(f"{at}.id: {ident} is listed twice")
+        title = entry.get("title")
+        description = entry.get("description", "")
+        if not isinstance(title, str) or not title.strip() or not isinstance(description, str):
+            raise ConfigError(f"{at}.title: expected a title (and description, if any) as text")
+        from_partners = entry.get("from_partners", False)
+        if not isinstance(from_partners, bool):
+            raise ConfigError(f"{at}.from_partners: expected true or false")
+        collections.append(TaxiiCollection(ident, title, description,
+                                           _strings(entry.get("originators"), f"{at}.originators", AGENCY_RE),
+                                           from_partners))
+    return TaxiiConfig(listen, tuple(collections))
+
+
 def _seconds(data: object, default: float, where: str) -> float:
     if data is None:
         return default
@@ -375,4 +461,5 @@ def load_node_config(
         review=_review(data.get("review"), users, f"{where}: review"),
         notify=_notify(data.get("notify"), base, f"{where}: notify"),
         notify_check_seconds=_seconds(data.get("notify_check_seconds"), 2.0, f"{where}: notify_check_seconds"),
+        taxii=_taxii(data.get("taxii"), agency, f"{where}: taxii"),
     )

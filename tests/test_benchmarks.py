@@ -108,3 +108,12 @@ def test_bulk_bench(backend: Backend) -> None:
     figure(lines, r"rerun \(idempotent\): 200 already submitted in ([\d.]+) s .*")
     assert figure(lines, r"bulk submit: +([\d,]+) records/s .*") > 0
     assert summary(lines)["records"] == 200
+
+
+def test_taxii_bench(backend: Backend) -> None:
+    lines = run_bench("taxii_bench.py", "--objects", "600", "--page", "100", *postgres_args(backend, "--postgres"))
+    assert figure(lines, r"objects: +([\d,]+) in 6 pages of 100") == 600
+    assert figure(lines, r"rate: +([\d,]+) objects/s .*") > 0
+    figure(lines, r"first page: +([\d,.]+) ms")
+    figure(lines, r"last page: +([\d,.]+) ms")
+    assert summary(lines)["objects"] == 600

@@ -33,6 +33,8 @@ from exchange.node.rpc import Guard, service_handler
 from exchange.node.sightings import SightingService
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
+from exchange.node.taxii.feed import Feed
+from exchange.node.taxii.server import TaxiiServer
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
@@ -92,8 +94,8 @@ class Node:
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
         self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
-        guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
-                      self.admission, self.metrics)
+        authenticator = Authenticator(agency=config.agency, manifest=self.manifest, users=config.users)
+        guard = Guard(authenticator, self.admission, self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits, config.review)
         review = ReviewService(config.agency, submission, config.users)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
@@ -114,6 +116,14 @@ class Node:
         served = [h.service_name() for h in self._handlers if isinstance(h, grpc.ServiceRpcHandler)]
         reflection = Reflection(served)
         self._handlers += [service_handler(guard, name, reflection.methods()) for name in REFLECTION_SERVICES]
+        # TAXII 2.1, read-only, when node.toml has [taxii] (exchange/node/taxii): same identity rules,
+        # same decision; its next tokens are bound to the caller and the query like Search's.
+        self.taxii = None if config.taxii is None else TaxiiServer(
+            config.taxii,
+            Feed(config.agency, self.store, self.manifest, tokens, config.taxii.collections),
+            authenticator, self.admission, cert_path=agency_dir / "node.crt", key_path=agency_dir / "node.key",
+            ca_pem=self.manifest.partner(config.agency).ca_cert_pem)
+        self.taxii_port = 0
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
         self._metrics_server: MetricsServer | None = None
@@ -185,6 +195,12 @@ class Node:
         server.start()
         self._server = server
         self._start_metrics()
+        if self.taxii is not None:
+            try:
+                self.taxii_port = self.taxii.start()
+            except ConfigError:
+                self.stop(grace=0)
+                raise
         if self.schedule is not None:
             self.schedule.start()
         if self.notifier is not None:
@@ -217,6 +233,8 @@ class Node:
         self.health.stop()  # NOT_SERVING at once, so clients and partners look elsewhere
         self.monitor.stop()
         stopped = self._server.stop(grace) if self._server is not None else None  # no new calls from here
+        if self.taxii is not None:
+            self.taxii.stop()  # waits for the pages in flight
         if self.schedule is not None:
             self.schedule.stop(timeout=0)  # no new pull starts...
         self.puller.close()  # ...and the one in flight is cancelled at its next batch
@@ -250,6 +268,8 @@ def run_node(config: NodeConfig, *, level: int | str = logging.INFO, stream: Tex
         signal.signal(signum, lambda *_: stop.set())
     node.start()
     print(f"{config.agency} node listening on {config.listen}", flush=True)
+    if config.taxii is not None:
+        print(f"{config.agency} TAXII 2.1 on https://{config.taxii.listen}/taxii2/", flush=True)
     stop.wait()
     log.info("node %s stopping", config.agency)
     node.stop()

@@ -10,6 +10,7 @@ no version) must resolve to that record's object whatever version the reader hol
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any
 
@@ -68,9 +69,15 @@ def extension_definition() -> StixObject:
     }
 
 
+@functools.cache
+def agency_identity_id(agency: str) -> str:
+    """The id of an agency's identity object (every object of its records names it: computed once)."""
+    return object_id("identity", "agency", agency)
+
+
 def agency_identity(agency: str) -> StixObject:
     return {
-        "type": "identity", "spec_version": "2.1", "id": object_id("identity", "agency", agency),
+        "type": "identity", "spec_version": "2.1", "id": agency_identity_id(agency),
         "created": PUBLISHED, "modified": PUBLISHED, "name": agency, "identity_class": "organization",
         "description": f"{agency}, an agency of the Exchange federation (originator of the records it signed).",
     }

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from exchange.stix.common import EXTENSION_ID, TLP_IDS, StixObject, agency_identity, object_id
+from exchange.stix.common import EXTENSION_ID, TLP_IDS, StixObject, agency_identity_id, object_id
 from exchange.stix.patterns import SCO_TYPES, pattern_of, sco_type
 from exchange.v1 import records_pb2
 
@@ -58,7 +58,7 @@ def _common(record: records_pb2.Record, stix_type: str, stix_id: str) -> StixObj
     marking = record.content.marking
     obj: StixObject = {"type": stix_type, "spec_version": "2.1", "id": stix_id}
     if stix_type not in SCO_TYPES:
-        obj.update(created_by_ref=agency_identity(record.ref.originator)["id"],
+        obj.update(created_by_ref=agency_identity_id(record.ref.originator),
                    created=stamp(record.created_at), modified=stamp(record.issued_at))
     if marking.tlp in TLP_IDS:
         obj["object_marking_refs"] = [TLP_IDS[marking.tlp]]
@@ -83,7 +83,7 @@ def _main(record: records_pb2.Record, envelope: records_pb2.Envelope) -> StixObj
     if stix_type == NOTE:
         obj["abstract"] = content.title
         obj["content"] = content.summary or content.title
-        obj["object_refs"] = [agency_identity(record.ref.originator)["id"]]
+        obj["object_refs"] = [agency_identity_id(record.ref.originator)]
     else:
         obj["name"] = content.title
         if content.summary:

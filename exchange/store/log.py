@@ -20,7 +20,7 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.engine import in_index_order
 from exchange.store.integrity import LOG_SEALED
-from exchange.store.rows import log_values, next_seq
+from exchange.store.rows import log_values, next_received_at, next_seq
 from exchange.store.schema import log, records
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
@@ -240,7 +240,8 @@ def append_log(
 
     ``marking`` is the version's own (None for a withdrawal)."""
     seq = next_seq(tx)
-    values = log_values(ref, version, envelope, envelope_bytes, digest, received_from, now_us(), audience, marking)
+    values = log_values(ref, version, envelope, envelope_bytes, digest, received_from, next_received_at(tx, now_us()),
+                        audience, marking)
     values["mac"] = integrity.of(tx).log_mac_of(seq, values)  # integrity: sealed where written
     tx.execute(insert(log).values(seq=seq, **values))
     return seq

@@ -40,6 +40,7 @@ from exchange.store.rows import (
     log_row,
     marking_columns,
     next_id,
+    next_received_at,
     next_seq,
     write_index,
 )
@@ -242,7 +243,7 @@ def _apply_versions(
             to_log.append((entry, record))
     if not to_log:
         return excess
-    now = now_us()
+    now = next_received_at(conn, now_us())  # each entry one microsecond after the one before
     # Sequence numbers are allocated here, under the write lock this transaction holds,
     # so the whole batch is one executemany (RETURNING would go row by row).
     first = next_seq(conn)
@@ -252,13 +253,13 @@ def _apply_versions(
     rows = []
     audiences: dict[frozenset[str], str] = {}  # audiences repeat: each joined once per batch
     markings: dict[int, MarkingColumns] = {}  # each version's own, for its current row below
-    for seq, (e, record) in zip(seqs, to_log, strict=True):
+    for offset, (seq, (e, record)) in enumerate(zip(seqs, to_log, strict=True)):
         audience = audiences.get(e.audience)
         if audience is None:
             audience = audiences[e.audience] = " ".join(sorted(e.audience))
         marking = markings[seq] = marking_columns(record.content.marking)
         row = log_row(record.ref, record.version, e.envelope, e.envelope.SerializeToString(), e.content_hash, peer,
-                      now, audience, marking)
+                      now + offset, audience, marking)
         rows.append((seq, *row, seal.log_mac_of(seq, dict(zip(LOG_COLUMNS, row, strict=True)))))  # integrity
     insert_many(conn, log, columns, rows)
     # The newest unequivocal version of each record in this batch becomes current (rule 4).

@@ -126,6 +126,16 @@ def next_seq(conn: Connection) -> int:
     return max(next_id(conn, log.c.seq), int(floor or 0) + 1)
 
 
+def next_received_at(conn: Connection, now: int) -> int:
+    """The receipt time of the next log entry: ``now``, but always after the last entry's, so
+    receipt times rise strictly with seq (entries of one batch take one microsecond each).
+    TAXII's "date added" is this time, and a client that polls with ``added_after`` set to the
+    last one it saw must neither miss an entry that shares it nor see one twice (exchange/node/taxii);
+    read under the writers' lock, like the seq itself, so it is allocated in commit order."""
+    last = conn.execute(select(log.c.received_at).order_by(log.c.seq.desc()).limit(1)).scalar_one_or_none()
+    return now if last is None else max(now, int(last) + 1)
+
+
 def raise_seq_floor(conn: Connection) -> None:
     """Before deleting log entries: remember the highest seq, so it is never allocated again."""
     top = next_seq(conn) - 1

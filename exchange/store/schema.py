@@ -97,6 +97,19 @@ records = Table(
     UniqueConstraint("originator", "record_id", name="uq_records_ref"),
 )
 Index("ix_records_issued", records.c.issued_at, records.c.rid)
+# TAXII pages current versions in log order ("date added", exchange/node/taxii; revision 0009).
+Index("ix_records_seq", records.c.seq)
+
+# TAXII: which record each STIX id comes from (the UUID of ``type--UUID``; ids are UUIDv5 of
+# the record, not reversible), kept by exchange/node/taxii/ids.py up to the log position in
+# meta ``taxii_ids_seq``. Derived and unsealed: it only says where to look; the record found
+# is still sealed-checked, judged by the decision and mapped again (revision 0009).
+stix_ids = Table(
+    "stix_ids",
+    metadata,
+    Column("uuid", LargeBinary(16), primary_key=True),
+    Column("rid", BigInteger, nullable=False),
+)
 
 record_countries = Table(
     "record_countries",
