@@ -15,7 +15,19 @@ from typing import Any
 
 import argcomplete
 
-from exchange.cli import admin, completion, export, liaison, query, records, stiximport, stixverify, sync, watch
+from exchange.cli import (
+    admin,
+    completion,
+    export,
+    liaison,
+    manifest,
+    query,
+    records,
+    stiximport,
+    stixverify,
+    sync,
+    watch,
+)
 from exchange.cli.options import OBSERVABLE_TYPES_HELP, PROFILE_ENV, Parser, connection_flags, default_profile
 from exchange.errors import ConfigError, ExchangeError, InvalidInput, TooLarge
 
@@ -77,6 +89,7 @@ def build_parser() -> Parser:
     stixverify.register(commands)
     stiximport.register(commands, connection)
     sync.register(commands)
+    manifest.register(commands)
     completion.register(commands)
     return parser
 
