@@ -43,6 +43,10 @@ def register(commands: Commands) -> None:
                          help="the agency leaves: marked removed now, its signing keys end now, its root key goes")
     propose.add_argument("--accreditation", metavar="AGENCY=LEVEL", action="append", default=[],
                          help="set an agency's accreditation (e.g. KOR-KNPA=CONFIDENTIAL)")
+    propose.add_argument("--compromise", metavar="KEY_ID", action="append", default=[],
+                         help="mark a signing key compromised from now: everything it signed is distrusted")
+    propose.add_argument("--revoke", metavar="AGENCY=SERIAL", action="append", default=[],
+                         help="revoke a certificate its agency issued, by serial number (hex)")
     propose.add_argument("--threshold", type=int, metavar="N", help="root signatures (agencies) later versions need")
     propose.add_argument("--expires-days", type=int, default=365, metavar="DAYS", help="default: 365")
     propose.set_defaults(handler=run_propose)
@@ -107,6 +111,18 @@ def run_propose(args: argparse.Namespace) -> int:
             raise ConfigError(f"--accreditation {setting}: expected AGENCY=LEVEL")
         _partner(body, code)["accreditation"] = level
         changes.append(f"{code} accredited {level}")
+    for key_id in args.compromise:
+        key = next((k for p in body["partners"] for k in p.get("keys", []) if k.get("key_id") == key_id), None)
+        if key is None:
+            raise ConfigError(f"--compromise {key_id}: no signing key with that id in the manifest")
+        key.setdefault("compromised_since", stamp)
+        changes.append(f"key {key_id} compromised")
+    for setting in args.revoke:
+        code, sep, serial = setting.partition("=")
+        if not sep or not serial:
+            raise ConfigError(f"--revoke {setting}: expected AGENCY=SERIAL (hex)")
+        _partner(body, code).setdefault("revoked", []).append({"serial": serial, "since": stamp})
+        changes.append(f"{code} certificate {serial} revoked")
     if args.threshold is not None:
         body["threshold"] = args.threshold
         changes.append(f"threshold {args.threshold}")
