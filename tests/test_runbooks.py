@@ -52,7 +52,7 @@ def runbook(section: str) -> str:
             current = []
     if current:
         blocks.append(current)
-    script = []
+    script: list[str] = []
     for block in blocks:
         while block and not block[-1].strip():
             block.pop()
