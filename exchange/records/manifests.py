@@ -191,6 +191,9 @@ def _fresh(document: SignedManifest, now: dt.datetime) -> None:
 
 def verify_first(document: SignedManifest, now: dt.datetime) -> None:
     """The first manifest a node trusts (installed by its operator): signed by its own threshold."""
+    if not document.signatures:
+        raise ManifestRefused("signer", f"manifest version {document.version} is not signed (a manifest made "
+                              "before manifests were signed: make the PKI again with `exchange pki init`)")
     _fresh(document, now)
     _require(document, document.manifest, f"version {document.version} itself")
 
