@@ -216,6 +216,8 @@ def adopted_by_every_node_through_sync(kit: Kit) -> None:
         assert nodes[puller].manifest.version == first.version + 1
         assert nodes[puller].manifest.partner(J).name == "NPA v2"
         assert [m.source for m in stored_manifests(nodes[puller].store)] == ["file", peer]
+        # Its manifest file follows: what reads the file before the store sees the same version.
+        assert parse_document((kit.pki(puller) / "manifest.toml").read_bytes()).version == first.version + 1
 
 
 def fifth_agency_joins(kit: Kit) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -213,7 +214,24 @@ class Node:
                 log.error("manifest version %d: %s", newest.version, error)
             self.document = newest
             self.adopt(newest.manifest)
+            if source != FILE:
+                self._write_manifest_file(newest)
             return True
+
+    def _write_manifest_file(self, document: SignedManifest) -> None:
+        """Keep the manifest file at the version this node trusts (adopted from a partner), so
+        that what reads the file (this node's checks before it opens its store, `exchange
+        verify`, the operator) sees it too. Atomic; a read-only PKI folder is only logged."""
+        path = self.config.manifest_path
+        staged = path.with_name(path.name + ".new")
+        try:
+            staged.write_bytes(document.render())
+            os.replace(staged, path)
+        except OSError as error:
+            log.warning("manifest version %d adopted but not written to %s: %s", document.version, path,
+                        error.strerror or error)
+            return
+        self._file_seen = _stamp(path)
 
     def check_manifest_file(self) -> bool:
         """Offer the manifest file if it changed since last seen (an operator installed one)."""
