@@ -30,8 +30,8 @@ from exchange.pki import init_federation, load_private_key, make_ca
 from exchange.records.manifests import SignedManifest, from_tables, parse_document, sign
 from exchange.store.current import current_record
 from exchange.store.events import security_events
-from exchange.store.manifests import stored_manifests
-from exchange.v1 import records_pb2, submission_pb2
+from exchange.store.manifests import keep_manifest, stored_manifests
+from exchange.v1 import records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft, free_port
 
 J, U, K, G, F = "JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA", "FRA-DGSI"
@@ -210,6 +210,14 @@ def adopted_by_every_node_through_sync(kit: Kit) -> None:
         assert not nodes[puller].puller.pull(peer).error
     assert {n.manifest.version for n in nodes.values()} == {first.version}
     assert kit.install(J, signed(kit, propose(first, renamed("NPA v2")), J, U, K))  # installed at JPN-NPA only
+    # A puller that says it trusts the older version is served nothing until it has the newer one.
+    channel = kit.federation.node_channel(nodes[J], U)
+    with pytest.raises(grpc.RpcError) as behind:
+        list(sync_pb2_grpc.SyncServiceStub(channel).Pull(  # type: ignore[no-untyped-call]
+            sync_pb2.PullRequest(manifest_version=first.version), timeout=10))
+    channel.close()
+    assert behind.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (behind.value.details() or "").startswith(f"newer manifest: version {first.version + 1} is trusted here")
     for puller, peer in ((U, J), (K, U), (G, K)):  # each pull: told to update, fetches, adopts, pulls
         report = nodes[puller].puller.pull(peer)
         assert not report.error, report.error
@@ -316,6 +324,32 @@ def accreditation_lowered_purges(kit: Kit) -> None:
     assert current_record(kor.store, U, confidential) is not None
 
 
+def restart_keeps_the_trusted_chain(kit: Kit) -> None:
+    jpn = kit.start(J)
+    first = kit.document()
+    second = signed(kit, propose(first, renamed("NPA v2")), J, U, K)
+    assert kit.install(J, second)
+    jpn.stop(grace=0)
+    (kit.pki(J) / "manifest.toml").write_bytes(first.render())  # an old file put back: not a rollback at start
+    again = kit.start(J)
+    assert again.manifest.version == second.version and again.manifest.partner(J).name == "NPA v2"
+    again.stop(grace=0)
+    # Twins: another document under a trusted version number, and a version planted in the database.
+    other = signed(kit, propose(first, renamed("NPA other v2")), J, U, K)
+    (kit.pki(J) / "manifest.toml").write_bytes(other.render())
+    with pytest.raises(ConfigError, match="differs from the version 2 this node trusts"):
+        kit.start(J)
+    (kit.pki(J) / "manifest.toml").write_bytes(second.render())
+    third = kit.start(J)
+    forged = propose(second, renamed("NPA forged"))
+    for _ in range(3):
+        forged = sign(forged, Ed25519PrivateKey.generate())
+    keep_manifest(third.store, forged.version, forged.render(), "planted")
+    third.stop(grace=0)
+    with pytest.raises(ConfigError, match="stored manifest version 3 does not follow version 2"):
+        kit.start(J)
+
+
 def pki_init_twice_changes_nothing(kit: Kit) -> None:
     nodes = kit.root / "nodes"
     (nodes / J).mkdir(parents=True)
@@ -356,6 +390,7 @@ ROWS: dict[str, Callable[[Kit], None]] = {
     "a fifth agency joins and receives what is released to it": fifth_agency_joins,
     "a partner removed": partner_removed,
     "an accreditation lowered, and the purge": accreditation_lowered_purges,
+    "a restart keeps the adopted version and refuses a planted one": restart_keeps_the_trusted_chain,
     "pki init twice without --force changes nothing": pki_init_twice_changes_nothing,
     "a node refuses to start when its CA disagrees with the manifest": node_refuses_a_ca_the_manifest_disagrees_with,
 }
