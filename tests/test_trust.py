@@ -400,3 +400,15 @@ ROWS: dict[str, Callable[[Kit], None]] = {
 def test_trust(row: str, federation: Federation, tmp_path: Path) -> None:
     ROWS[row](Kit(federation, tmp_path))
 
+
+
+def test_peers_star_names_every_partner_in_node_toml(tmp_path: Path) -> None:
+    from exchange.config import load_node_config
+
+    path = tmp_path / "node.toml"
+    path.write_text('agency = "JPN-NPA"\nlisten = "127.0.0.1:1"\n\n[[peers]]\nagency = "*"\ninterval_seconds = 60\n',
+                    encoding="utf-8")
+    assert load_node_config(path).peers == (PeerEntry("*", 60.0),)
+    path.write_text('agency = "JPN-NPA"\nlisten = "127.0.0.1:1"\n\n[[peers]]\nagency = "**"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="malformed agency code"):
+        load_node_config(path)
