@@ -8,6 +8,7 @@ or a pull from a partner that trusts it).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import shutil
 import textwrap
@@ -412,3 +413,51 @@ def test_peers_star_names_every_partner_in_node_toml(tmp_path: Path) -> None:
     path.write_text('agency = "JPN-NPA"\nlisten = "127.0.0.1:1"\n\n[[peers]]\nagency = "**"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="malformed agency code"):
         load_node_config(path)
+
+
+def test_a_version_issued_after_its_agency_left_is_refused(federation: Federation) -> None:
+    """A relay serving a record its (removed) originator signed after the removal: refused.
+    What it signed before stays acceptable (the negative twin)."""
+    from exchange.core.trust import Trust
+    from exchange.node.server import load_signer
+    from exchange.records.envelope import RECORD_TYPE
+    from exchange.store.refusals import Refusal
+    from exchange.sync.puller import Verifier
+    from tests.fill import make_record
+
+    manifest = federation.manifest
+    signer = load_signer(G, federation.pki_dir / G / "signing.key", manifest)
+    marking = records_pb2.Marking(classification="RESTRICTED", releasable_to=[J, U], tlp="GREEN")
+    before = signer.seal(RECORD_TYPE, make_record(G, 0, marking).SerializeToString())
+    left = dt.datetime.now(dt.UTC)
+    time.sleep(0.01)
+    after = signer.seal(RECORD_TYPE, make_record(G, 1, marking).SerializeToString())
+    partners = dict(manifest.partners)
+    partners[G] = dataclasses.replace(partners[G], removed_at=left)
+    verifier = Verifier(J, Trust(dataclasses.replace(manifest, version=manifest.version + 1, partners=partners)))
+    refused = verifier.check(after, U)
+    assert isinstance(refused, Refusal) and "left the federation" in refused.reason
+    assert not isinstance(verifier.check(before, U), Refusal)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["manifest", "sign", "{doc}", "--key", "{missing}"], "cannot read key"),
+    (["manifest", "propose", "--manifest", "{doc}", "--out", "{out}", "--accreditation", "KOR-KNPA"],
+     "expected AGENCY=LEVEL"),
+    (["manifest", "propose", "--manifest", "{doc}", "--out", "{out}", "--remove-partner", "XXX-NONE"],
+     "XXX-NONE is not a partner"),
+    (["manifest", "propose", "--manifest", "{doc}", "--out", "{out}", "--accreditation", "KOR-KNPA=SECRETISH"],
+     "unknown classification"),
+    (["manifest", "status", "{missing}"], "cannot read"),
+])
+def test_manifest_commands_refuse_in_one_line(
+    pki: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str,
+) -> None:
+    names = {"doc": str(pki.pki_dir / "manifest.toml"), "missing": str(tmp_path / "missing"),
+             "out": str(tmp_path / "proposal.toml")}
+    before = (pki.pki_dir / "manifest.toml").read_bytes()
+    assert main([a.format(**names) for a in args]) == USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "proposal.toml").exists()
+    assert (pki.pki_dir / "manifest.toml").read_bytes() == before
