@@ -40,7 +40,7 @@ from exchange.node.tokens import PageTokens
 from exchange.node.trusted import FILE, accept, trusted_at_start
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
-from exchange.records.manifests import SignedManifest
+from exchange.records.manifests import SignedManifest, parse_document
 from exchange.store import Store, files, integrity
 from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
@@ -243,6 +243,16 @@ class Node:
         try:
             data = path.read_bytes()
         except OSError:
+            return False
+        if _stamp(path) != stamp:
+            self._file_seen = None  # still being written: read it again at the next look
+            return False
+        try:
+            parse_document(data, what=str(path))
+        except ConfigError as error:
+            # The operator's own file, perhaps caught half-copied: said in the log, not raised as
+            # a security event; read again when it changes.
+            log.warning("manifest file not read: %s", error)
             return False
         return self.offer(FILE, [data])
 
