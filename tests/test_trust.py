@@ -229,6 +229,19 @@ def adopted_by_every_node_through_sync(kit: Kit) -> None:
         assert parse_document((kit.pki(puller) / "manifest.toml").read_bytes()).version == first.version + 1
 
 
+def learnt_from_a_puller(kit: Kit) -> None:
+    """USA-DTSF only serves JPN-NPA, never pulls from it: it learns of the newer manifest
+    from JPN-NPA's pull (which states its version) and fetches it from JPN-NPA."""
+    jpn, usa = kit.start(J, peers=[U]), kit.start(U)
+    first = kit.document()
+    assert not jpn.puller.pull(U).error
+    assert usa.manifest.version == first.version  # twin: a puller on the same version teaches nothing
+    assert kit.install(J, signed(kit, propose(first, renamed("NPA v2")), J, U, K))
+    assert not jpn.puller.pull(U).error  # served at once; USA-DTSF fetches in the background
+    wait_for(lambda: usa.manifest.version == first.version + 1, "USA-DTSF to fetch JPN-NPA's manifest")
+    assert [m.source for m in stored_manifests(usa.store)] == ["file", J]
+
+
 def fifth_agency_joins(kit: Kit) -> None:
     fra_pki = kit.root / "onboard"
     kit.extra_pki[F] = fra_pki
@@ -388,6 +401,7 @@ ROWS: dict[str, Callable[[Kit], None]] = {
     "below threshold refused": below_threshold_refused,
     "wrong signer refused": wrong_signer_refused,
     "v+1 adopted by every node of four through sync alone": adopted_by_every_node_through_sync,
+    "v+1 learnt from a partner that pulls": learnt_from_a_puller,
     "a fifth agency joins and receives what is released to it": fifth_agency_joins,
     "a partner removed": partner_removed,
     "an accreditation lowered, and the purge": accreditation_lowered_purges,

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
@@ -46,11 +47,13 @@ from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
+from exchange.sync.report import PullReport
 from exchange.sync.schedule import Schedule
 
 log = logging.getLogger("exchange.node")
 
 MANIFEST_CHECK_SECONDS = 2.0  # how often a running node looks at its manifest file
+LEARN_INTERVAL_SECONDS = 10.0  # at most one manifest fetch per partner that pulls from us
 
 
 def check_own_material(config: NodeConfig, manifest: Manifest) -> None:
@@ -138,6 +141,8 @@ class Node:
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.trust, limits, tokens)
         sync = SyncService(config.agency, self.store, self.trust, limits)
+        self._learning: dict[str, float] = {}  # partner -> time.monotonic() we last fetched its manifest
+        self._learners: list[threading.Thread] = []
         liaison = LiaisonService(config.agency, self.store, self.trust, limits, tokens)
         self._handlers = [
             service_handler(guard, "exchange.v1.SyncService", sync.methods()),
@@ -159,8 +164,10 @@ class Node:
                              node_key=self.tls.key, node_cert=self.tls.cert, limits=limits,
                              metrics=self.metrics)
         if self.document is not None:
-            # A partner on a newer manifest: its versions are offered here (exchange/sync/puller.py).
+            # A partner on a newer manifest: its versions are offered here (exchange/sync/puller.py),
+            # when we pull from it or when it pulls from us (exchange/node/sync.py).
             self.puller.adopt_manifests = self.offer
+            sync.newer_elsewhere = self._learn_from
         self.schedule = (
             Schedule(self.puller, self.peers(), leadership=Leadership(self.store.engine))
             if schedule and config.peers else None
@@ -232,6 +239,28 @@ class Node:
                         error.strerror or error)
             return
         self._file_seen = _stamp(path)
+
+    def _learn_from(self, partner: str, version: int) -> None:
+        """A partner pulling from us trusts a newer manifest: fetch it from that partner, in the
+        background (the pull it made is served meanwhile), at most once per partner every
+        ``LEARN_INTERVAL_SECONDS`` (a partner can't make this node dial it at will)."""
+        now = time.monotonic()
+        with self._adopting:
+            if partner not in self.manifest.active_agencies or partner == self.config.agency \
+                    or now - self._learning.get(partner, -LEARN_INTERVAL_SECONDS) < LEARN_INTERVAL_SECONDS:
+                return
+            self._learning[partner] = now
+            self._learners = [t for t in self._learners if t.is_alive()]
+            thread = threading.Thread(target=self._fetch_manifest, args=(partner, version),
+                                      name=f"manifest-{partner}", daemon=True)
+            self._learners.append(thread)
+        thread.start()
+
+    def _fetch_manifest(self, partner: str, version: int) -> None:
+        report = PullReport(partner)
+        if not self.puller.catch_up(partner, report) and report.error:
+            log.warning("manifest version %d from %s not adopted: %s", version, partner, report.error,
+                        extra={"peer": partner})
 
     def check_manifest_file(self) -> bool:
         """Offer the manifest file if it changed since last seen (an operator installed one)."""
@@ -371,6 +400,8 @@ class Node:
         if self.schedule is not None:
             self.schedule.stop(timeout=0)  # no new pull starts...
         self.puller.close()  # ...and the one in flight is cancelled at its next batch
+        for learner in list(self._learners):  # a manifest fetch in flight fails fast once closed
+            learner.join()
         if self.schedule is not None:
             self.schedule.stop()  # waits for that batch's commit
         if stopped is not None:

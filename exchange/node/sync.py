@@ -10,7 +10,7 @@ and refused with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -43,6 +43,8 @@ class SyncService:
         return self.trust.manifest
 
     def __post_init__(self) -> None:
+        # Set by the node: a partner says it trusts a newer manifest version (agency, version).
+        self.newer_elsewhere: Callable[[str, int], None] | None = None
         self._sealer = Sealer(self.store.token_key(), b"exchange pull cursor v1")
         self._epoch = self.store.log_epoch()
 
@@ -61,11 +63,15 @@ class SyncService:
         return sync_pb2.GetManifestResponse(documents=[k.document for k in kept],
                                             current_version=self.manifest.version)
 
-    def _require_current_manifest(self, request: sync_pb2.PullRequest) -> None:
+    def _require_current_manifest(self, request: sync_pb2.PullRequest, caller: Principal) -> None:
         """A puller on an older manifest is served nothing until it adopts ours: it would
         decide what to hold by partners, accreditations and keys that no longer hold. Only
-        when we hold our version's signed document (it can fetch it); 0: not said."""
+        when we hold our version's signed document (it can fetch it); 0: not said. A puller
+        on a newer one is served, and told to ``newer_elsewhere`` (the node fetches it from
+        the puller), so a manifest spreads against the direction of pulls too."""
         theirs, ours = request.manifest_version, self.manifest.version
+        if theirs > ours and self.newer_elsewhere is not None:
+            self.newer_elsewhere(caller.agency, theirs)
         if theirs and theirs < ours and stored_manifests(self.store, after=ours - 1, limit=1):
             raise ManifestBehind(f"newer manifest: version {ours} is trusted here, the puller's is {theirs}; "
                                  "fetch it with GetManifest, then pull again")
@@ -130,7 +136,7 @@ class SyncService:
 
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[bytes]:
         """Serialised ``PullResponse`` messages (``rpc`` passes bytes through as they are)."""
-        self._require_current_manifest(request)
+        self._require_current_manifest(request, caller)
         after = self._position(request.cursor, caller)
         if len(request.only) > self.limits.max_digest_entries:
             raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")
