@@ -20,6 +20,7 @@ from exchange.cli import (
     completion,
     export,
     liaison,
+    manifest,
     query,
     records,
     review,
@@ -94,6 +95,7 @@ def build_parser() -> Parser:
     stiximport.register(commands, connection)
     sync.register(commands)
     webconsole.register(commands, connection)
+    manifest.register(commands)
     completion.register(commands)
     return parser
 

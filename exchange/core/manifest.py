@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,14 @@ class Partner:
     accreditation: str  # highest classification its node may hold
     ca_cert_pem: str
     keys: tuple[SigningKey, ...]
+    # Set when the agency left the federation (`exchange manifest propose --remove-partner`):
+    # its CA no longer vouches for anyone, its node is neither served nor pulled from, no new
+    # record may be released to it; what it signed before stays verifiable and readable.
+    removed_at: dt.datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None
 
     @property
     def server_name(self) -> str:
@@ -49,13 +58,39 @@ class Partner:
 
 
 @dataclass(frozen=True)
+class RootKey:
+    """An agency's root key: it signs manifests, never records (docs/design.md "The manifest")."""
+
+    agency: str
+    public_key: bytes  # raw Ed25519 public key, 32 bytes
+
+    @property
+    def key_id(self) -> str:
+        return root_key_id(self.public_key)
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: int
     partners: Mapping[str, Partner]
+    # A signed manifest (exchange/records/manifests.py) carries these; one built in code
+    # (tests) may leave them out: no expiry, no root keys.
+    expires: dt.datetime | None = None
+    threshold: int = 1  # root signatures of distinct agencies a next version needs
+    roots: tuple[RootKey, ...] = ()
+
+    def root_key(self, key_id: str) -> RootKey | None:
+        return next((r for r in self.roots if r.key_id == key_id), None)
 
     @property
     def agencies(self) -> frozenset[str]:
+        """Every agency the manifest names, those that left included (markings may name them)."""
         return frozenset(self.partners)
+
+    @property
+    def active_agencies(self) -> frozenset[str]:
+        """The agencies in the federation now: those that have not left."""
+        return frozenset(code for code, p in self.partners.items() if p.active)
 
     @property
     def compromised_keys(self) -> frozenset[str]:
@@ -74,6 +109,12 @@ class Manifest:
         if partner is None:
             return None
         return next((k for k in partner.keys if k.key_id == key_id), None)
+
+
+def root_key_id(public_key: bytes) -> str:
+    """A root key's id: the first 16 bytes of SHA-256 over the raw public key, in hex (as TUF
+    names keys by their hash: an id can't be claimed for another key)."""
+    return hashlib.sha256(public_key).hexdigest()[:32]
 
 
 def node_dns_name(agency: str) -> str:
@@ -154,5 +195,44 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
             accreditation=accreditation,
             ca_cert_pem=ca_pem if isinstance(ca_pem, str) else "",
             keys=keys,
+            removed_at=None if table.get("removed_at") is None else _time(table["removed_at"], f"{where}.removed_at"),
         )
-    return Manifest(version=version, partners=partners)
+    return Manifest(version=version, partners=partners, **_trust_fields(data, partners))
+
+
+def _trust_fields(data: Mapping[str, Any], partners: Mapping[str, Partner]) -> dict[str, Any]:
+    """``expires``, ``threshold`` and ``[[roots]]``: what makes the manifest a signed document.
+
+    Absent from an unsigned manifest (parsed as no expiry, threshold 1, no roots); the
+    node requires them of any manifest it trusts (exchange/records/manifests.py)."""
+    expires = data.get("expires")
+    threshold = data.get("threshold", 1)
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise ConfigError(f"manifest.threshold: expected a whole number of at least 1, got {threshold!r}")
+    tables = data.get("roots", [])
+    if not isinstance(tables, list):
+        raise ConfigError("manifest.roots: expected a list of [[roots]] tables")
+    roots: list[RootKey] = []
+    for i, table in enumerate(tables):
+        where = f"roots[{i}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: expected a table")
+        agency = _field(table, "agency", where, str)
+        if agency not in partners:
+            raise ConfigError(f"{where}.agency: {agency} is not a partner of this manifest")
+        raw = _field(table, "public_key", where, str)
+        try:
+            public_key = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise ConfigError(f"{where}.public_key: not base64") from None
+        if len(public_key) != 32:
+            raise ConfigError(f"{where}.public_key: an Ed25519 key is 32 bytes, got {len(public_key)}")
+        roots.append(RootKey(agency, public_key))
+    if roots and threshold > len({r.agency for r in roots}):
+        raise ConfigError(f"manifest.threshold: {threshold} signatures can never be reached: only "
+                          f"{len({r.agency for r in roots})} agencies have root keys")
+    return {
+        "expires": None if expires is None else _time(expires, "manifest.expires"),
+        "threshold": threshold,
+        "roots": tuple(roots),
+    }

@@ -35,8 +35,8 @@ from collections.abc import Callable, Mapping
 
 from exchange.config import NotifyTarget, UserEntry
 from exchange.core.identity import Identity, Principal, identity_uri
-from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
+from exchange.core.trust import Trust
 from exchange.node.reads import visible
 from exchange.store import Store, outbox, watch
 from exchange.store.current import current_record
@@ -52,12 +52,12 @@ BATCH = 50  # deliveries per round; the rest in the next
 
 class Notifier:
     def __init__(
-        self, *, agency: str, store: Store, manifest: Manifest, users: Mapping[str, UserEntry],
+        self, *, agency: str, store: Store, trust: Trust, users: Mapping[str, UserEntry],
         targets: Mapping[str, NotifyTarget], interval: float, may_run: Callable[[], bool] = lambda: True,
     ) -> None:
         self.agency = agency
         self.store = store
-        self.manifest = manifest
+        self.trust = trust  # read at every round: the manifest may be replaced while the node runs
         self.users = users
         self.targets = targets
         self.interval = interval
@@ -110,7 +110,7 @@ class Notifier:
             candidates = [r for r in watch.watch_hits(
                 self.store, owner, received_after=since, audience_of=principal.agency,
                 classifications=within_clearance(principal.clearance), expired_before=now_us(),
-            ) if visible(self.agency, self.manifest, r, principal)]
+            ) if visible(self.agency, self.trust.manifest, r, principal)]
             matched = watch.matched_watches(self.store, owner, [r.rid for r in candidates])
             for record in candidates:
                 for watch_id in matched.get(record.rid, []):
@@ -127,7 +127,7 @@ class Notifier:
         principal = self._principal(pending.owner)
         record = current_record(self.store, pending.originator, pending.record_id)
         if (target is None or principal is None or record is None or record.status != "active"
-                or not visible(self.agency, self.manifest, record, principal)
+                or not visible(self.agency, self.trust.manifest, record, principal)
                 or not self._still_watched(pending, record.rid)):
             outbox.delivered(self.store, pending, key=key, sent=False)  # nothing to push any more
             return False

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import signal
 import threading
+import time
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import TextIO
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exchange import logs
-from exchange.config import NodeConfig
+from exchange.config import EVERY_PARTNER, NodeConfig, PeerEntry
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import may_hold
+from exchange.core.trust import Trust
 from exchange.errors import ConfigError
 from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
@@ -35,17 +41,50 @@ from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
 from exchange.node.taxii.feed import Feed
 from exchange.node.taxii.server import TaxiiServer
+from exchange.node.tls import ServerTLS
 from exchange.node.tokens import PageTokens
+from exchange.node.trusted import FILE, accept, trusted_at_start
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
+from exchange.records.manifests import SignedManifest, parse_document
 from exchange.store import Store, files, integrity
 from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
 from exchange.sync.leader import Leadership
 from exchange.sync.puller import Puller
+from exchange.sync.report import PullReport
 from exchange.sync.schedule import Schedule
 
 log = logging.getLogger("exchange.node")
+
+MANIFEST_CHECK_SECONDS = 2.0  # how often a running node looks at its manifest file
+LEARN_INTERVAL_SECONDS = 10.0  # at most one manifest fetch per partner that pulls from us
+
+
+def check_own_material(config: NodeConfig, manifest: Manifest) -> None:
+    """Refuse to run when this agency's own CA disagrees with the manifest it trusts: a
+    folder re-made by `pki init --force`, or a manifest of another federation."""
+    if config.agency not in manifest.partners:
+        raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
+    ca_path = config.agency_dir / "ca.crt"
+    if not ca_path.exists():
+        return  # a node's folder need not hold its CA certificate; node.crt is checked by TLS
+    try:
+        own = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        published = x509.load_pem_x509_certificate(manifest.partner(config.agency).ca_cert_pem.encode("ascii"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{ca_path}: cannot compare with the manifest's CA: {exc}") from None
+    if own != published:
+        raise ConfigError(f"{ca_path} is not {config.agency}'s CA in the manifest it trusts (version "
+                          f"{manifest.version}): this folder belongs to another federation or was re-made")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
 def load_signer(agency: str, key_path: Path, manifest: Manifest) -> Signer:
@@ -62,47 +101,56 @@ def load_signer(agency: str, key_path: Path, manifest: Manifest) -> Signer:
     raise ConfigError(f"{key_path}: this key is not among {agency}'s signing keys in the manifest")
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-
-
 class Node:
     """One agency's node. ``start()`` binds and serves; ``stop()`` drains and closes."""
 
     def __init__(self, config: NodeConfig, *, manifest: Manifest | None = None, schedule: bool = True) -> None:
         self.config = config
-        self.manifest = manifest or config.load_manifest()
-        if config.agency not in self.manifest.partners:
-            raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
+        # The one holder of the manifest trusted now: every service reads it at call time,
+        # and adopt() replaces it while the node runs (exchange/core/trust.py).
+        # A manifest passed in is trusted as given (tests, tools that built it); otherwise the
+        # node trusts the signed manifest chain it keeps, from the file its operator installed.
+        self.trust = Trust(manifest or config.load_manifest())
+        self.document: SignedManifest | None = None  # the signed document of the manifest trusted
+        self._file_seen: tuple[int, int] | None = None  # the manifest file as last read (mtime, size)
+        self.manifest_check_seconds = MANIFEST_CHECK_SECONDS
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._adopting = threading.RLock()
+        check_own_material(config, self.manifest)
         agency_dir = config.agency_dir
         self.signer = load_signer(config.agency, agency_dir / "signing.key", self.manifest)
-        self._server_key = _read(agency_dir / "node.key")
-        self._server_cert = _read(agency_dir / "node.crt")
+        self.tls = ServerTLS(self.trust, agency_dir)
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
         files.check_private(config.database_url)  # every record and the sealing key: never group-readable
         seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
         self.store = Store.open(config.database_url, agency=config.agency, seal=seal,
                                 distrusted_keys=self.manifest.compromised_keys)
+        if manifest is None:
+            try:
+                self._trust_signed_chain()
+            except BaseException:
+                self.store.close()
+                raise
         self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
                               "exchange.v1.LiaisonService", "exchange.v1.ReviewService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
-        self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
+        self.metrics = NodeMetrics(self.store, [p.agency for p in self.peers()], lambda: self.monitor.up)
         self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
-        authenticator = Authenticator(agency=config.agency, manifest=self.manifest, users=config.users)
+        authenticator = Authenticator(agency=config.agency, trust=self.trust, users=config.users)
         guard = Guard(authenticator, self.admission, self.metrics)
-        submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits, config.review)
+        submission = SubmissionService(config.agency, self.store, self.signer, self.trust, limits, config.review)
         review = ReviewService(config.agency, submission, config.users)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
-        query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
-        sightings = SightingService(config.agency, self.store, self.manifest, limits, self.signer)
-        sync = SyncService(config.agency, self.store, self.manifest, limits)
-        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens,
+        query = QueryService(config.agency, self.store, self.trust, limits, tokens)
+        sightings = SightingService(config.agency, self.store, self.trust, limits, self.signer)
+        sync = SyncService(config.agency, self.store, self.trust, limits)
+        self._learning: dict[str, float] = {}  # partner -> time.monotonic() we last fetched its manifest
+        self._learners: list[threading.Thread] = []
+        liaison = LiaisonService(config.agency, self.store, self.trust, limits, tokens,
                                  notify_targets=frozenset(config.notify))
         self._handlers = [
             service_handler(guard, "exchange.v1.SyncService", sync.methods() + sightings.sync_methods()),
@@ -120,7 +168,7 @@ class Node:
         # same decision; its next tokens are bound to the caller and the query like Search's.
         self.taxii = None if config.taxii is None else TaxiiServer(
             config.taxii,
-            Feed(config.agency, self.store, self.manifest, tokens, config.taxii.collections),
+            Feed(config.agency, self.store, self.trust, tokens, config.taxii.collections),
             authenticator, self.admission, cert_path=agency_dir / "node.crt", key_path=agency_dir / "node.key",
             ca_pem=self.manifest.partner(config.agency).ca_cert_pem)
         self.taxii_port = 0
@@ -129,43 +177,174 @@ class Node:
         self._metrics_server: MetricsServer | None = None
         self.port = 0
         self.metrics_port = 0  # the Prometheus endpoint's port once started (0: none)
-        self.puller = Puller(agency=config.agency, manifest=self.manifest, store=self.store,
-                             node_key=self._server_key, node_cert=self._server_cert, limits=limits,
+        self.puller = Puller(agency=config.agency, trust=self.trust, store=self.store,
+                             node_key=self.tls.key, node_cert=self.tls.cert, limits=limits,
                              metrics=self.metrics)
+        if self.document is not None:
+            # A partner on a newer manifest: its versions are offered here (exchange/sync/puller.py),
+            # when we pull from it or when it pulls from us (exchange/node/sync.py).
+            self.puller.adopt_manifests = self.offer
+            sync.newer_elsewhere = self._learn_from
         self.schedule = (
-            Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
+            Schedule(self.puller, self.peers(), leadership=Leadership(self.store.engine))
             if schedule and config.peers else None
         )
         if self.schedule is not None:
             self.metrics.follow_leadership(lambda: self.schedule is not None and self.schedule.leading)
         # Watch hits pushed to node.toml's [[notify]] targets; of replicas, only the leader pushes.
         self.notifier = Notifier(
-            agency=config.agency, store=self.store, manifest=self.manifest, users=config.users,
+            agency=config.agency, store=self.store, trust=self.trust, users=config.users,
             targets=config.notify, interval=config.notify_check_seconds,
             may_run=lambda: self.schedule is None or self.schedule.leading,
         ) if config.notify else None
 
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest this node trusts now."""
+        return self.trust.manifest
+
+    def peers(self) -> list[PeerEntry]:
+        """Whom this node pulls from under the manifest trusted now: node.toml's [[peers]],
+        with ``agency = "*"`` standing for every other partner that has not left."""
+        explicit = [p for p in self.config.peers if p.agency != EVERY_PARTNER]
+        named = {p.agency for p in explicit}
+        every = next((p for p in self.config.peers if p.agency == EVERY_PARTNER), None)
+        if every is None:
+            return explicit
+        others = sorted(self.manifest.active_agencies - named - {self.config.agency})
+        return explicit + [PeerEntry(code, every.interval_seconds) for code in others]
+
+    def _trust_signed_chain(self) -> None:
+        """Start from the newest manifest this node trusts (exchange/node/trusted.py), which
+        must still agree with the agency's own CA and signing key (else: refuse to start)."""
+        path = self.config.manifest_path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        self.document = trusted_at_start(self.store, data, str(path), dt.datetime.now(dt.UTC))
+        self._file_seen = _stamp(path)
+        check_own_material(self.config, self.document.manifest)
+        self.signer = load_signer(self.config.agency, self.config.agency_dir / "signing.key", self.document.manifest)
+        self.trust.replace(self.document.manifest)
+        self.store.distrust(self.document.manifest.compromised_keys)
+
+    def offer(self, source: str, documents: Sequence[bytes]) -> bool:
+        """Signed manifest versions from ``source`` (a partner, or the file): adopt the newest
+        if the chain from the trusted one verifies. False (a security event) if refused."""
+        with self._adopting:
+            if self.document is None:
+                return False  # trusting a manifest given in code: nothing to verify a chain from
+            newest = accept(self.store, self.document, documents, source, dt.datetime.now(dt.UTC))
+            if newest is None:
+                return False
+            try:
+                check_own_material(self.config, newest.manifest)
+            except ConfigError as error:  # trusted (kept), but this node cannot serve under it
+                log.error("manifest version %d: %s", newest.version, error)
+            self.document = newest
+            self.adopt(newest.manifest)
+            if source != FILE:
+                self._write_manifest_file(newest)
+            return True
+
+    def _write_manifest_file(self, document: SignedManifest) -> None:
+        """Keep the manifest file at the version this node trusts (adopted from a partner), so
+        that what reads the file (this node's checks before it opens its store, `exchange
+        verify`, the operator) sees it too. Atomic; a read-only PKI folder is only logged."""
+        path = self.config.manifest_path
+        staged = path.with_name(path.name + ".new")
+        try:
+            staged.write_bytes(document.render())
+            os.replace(staged, path)
+        except OSError as error:
+            log.warning("manifest version %d adopted but not written to %s: %s", document.version, path,
+                        error.strerror or error)
+            return
+        self._file_seen = _stamp(path)
+
+    def _learn_from(self, partner: str, version: int) -> None:
+        """A partner pulling from us trusts a newer manifest: fetch it from that partner, in the
+        background (the pull it made is served meanwhile), at most once per partner every
+        ``LEARN_INTERVAL_SECONDS`` (a partner can't make this node dial it at will)."""
+        now = time.monotonic()
+        with self._adopting:
+            if partner not in self.manifest.active_agencies or partner == self.config.agency \
+                    or now - self._learning.get(partner, -LEARN_INTERVAL_SECONDS) < LEARN_INTERVAL_SECONDS:
+                return
+            self._learning[partner] = now
+            self._learners = [t for t in self._learners if t.is_alive()]
+            thread = threading.Thread(target=self._fetch_manifest, args=(partner, version),
+                                      name=f"manifest-{partner}", daemon=True)
+            self._learners.append(thread)
+        thread.start()
+
+    def _fetch_manifest(self, partner: str, version: int) -> None:
+        report = PullReport(partner)
+        if not self.puller.catch_up(partner, report) and report.error:
+            log.warning("manifest version %d from %s not adopted: %s", version, partner, report.error,
+                        extra={"peer": partner})
+
+    def check_manifest_file(self) -> bool:
+        """Offer the manifest file if it changed since last seen (an operator installed one)."""
+        path = self.config.manifest_path
+        stamp = _stamp(path)
+        if self.document is None or stamp == self._file_seen:
+            return False
+        self._file_seen = stamp
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return False
+        if _stamp(path) != stamp:
+            self._file_seen = None  # still being written: read it again at the next look
+            return False
+        try:
+            parse_document(data, what=str(path))
+        except ConfigError as error:
+            # The operator's own file, perhaps caught half-copied: said in the log, not raised as
+            # a security event; read again when it changes.
+            log.warning("manifest file not read: %s", error)
+            return False
+        return self.offer(FILE, [data])
+
+    def adopt(self, manifest: Manifest) -> None:
+        """Trust ``manifest`` from now on, without a restart.
+
+        Whether ``manifest`` deserves it (signatures, version, expiry) is decided before
+        this is called. Here: it must still name this agency; then the swap (every service
+        reads the new one from its next call, new handshakes use its CAs), the store stops
+        serving what newly compromised keys signed, and holdings are re-evaluated (what
+        this node may no longer hold is purged; every peer is flagged for repair).
+        """
+        if self.config.agency not in manifest.partners:
+            raise ConfigError(f"manifest version {manifest.version} does not name {self.config.agency}: not adopted")
+        with self._adopting:
+            self.trust.replace(manifest)
+            self.store.distrust(manifest.compromised_keys)
+            self._adopt_manifest()
+            if self.schedule is not None:
+                for peer in self.peers():  # a partner that joined is pulled from at once
+                    self.schedule.add(peer)
+
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""
-        if not manifest_changed(self.store, self.manifest.version, [p.agency for p in self.config.peers]):
+        manifest = self.manifest
+        if not manifest_changed(self.store, manifest.version, [p.agency for p in self.peers()]):
             return
-        accreditation = self.manifest.partner(self.config.agency).accreditation
+        accreditation = manifest.partner(self.config.agency).accreditation
 
         def holdable(originator: str, marking: Marking) -> bool:
             return may_hold(agency=self.config.agency, accreditation=accreditation, originator=originator,
-                            marking=marking, known_agencies=self.manifest.agencies).allowed
+                            marking=marking, known_agencies=manifest.agencies).allowed
 
         dropped = reevaluate_holdings(self.store, holdable)
         log.info("manifest version %d adopted: %d records no longer held; peers flagged for repair",
-                 self.manifest.version, dropped)
+                 manifest.version, dropped)
 
     def credentials(self) -> grpc.ServerCredentials:
-        # Clients must present a certificate from one of the federation's CAs:
-        # the own CA for users, partner CAs for partner nodes.
-        roots = "".join(p.ca_cert_pem for p in self.manifest.partners.values()).encode("ascii")
-        return grpc.ssl_server_credentials(
-            [(self._server_key, self._server_cert)], root_certificates=roots, require_client_auth=True
-        )
+        # New handshakes ask the current manifest for its CAs (exchange/node/tls.py).
+        return self.tls.credentials()
 
     def start(self, listen: str | None = None) -> int:
         limits = self.config.limits
@@ -205,8 +384,20 @@ class Node:
             self.schedule.start()
         if self.notifier is not None:
             self.notifier.start()
+        if self.document is not None:
+            self._watcher = threading.Thread(target=self._watch_manifest_file, name="manifest-file", daemon=True)
+            self._watcher.start()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
+
+    def _watch_manifest_file(self) -> None:
+        """An operator installs a new signed manifest by writing the file: adopted within
+        ``manifest_check_seconds`` if it verifies (a refusal is a security event)."""
+        while not self._watching.wait(self.manifest_check_seconds):
+            try:
+                self.check_manifest_file()
+            except Exception:  # the watcher never dies; the next change is tried again
+                log.exception("reading the manifest file %s failed", self.config.manifest_path)
 
     def _start_metrics(self) -> None:
         if not self.config.metrics_listen:
@@ -231,6 +422,10 @@ class Node:
         ``grace`` seconds, and the store closes only once no thread can write to it.
         """
         self.health.stop()  # NOT_SERVING at once, so clients and partners look elsewhere
+        self._watching.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
         self.monitor.stop()
         stopped = self._server.stop(grace) if self._server is not None else None  # no new calls from here
         if self.taxii is not None:
@@ -240,6 +435,8 @@ class Node:
         self.puller.close()  # ...and the one in flight is cancelled at its next batch
         if self.notifier is not None:
             self.notifier.stop()  # a delivery in flight finishes (and is marked) first
+        for learner in list(self._learners):  # a manifest fetch in flight fails fast once closed
+            learner.join()
         if self.schedule is not None:
             self.schedule.stop()  # waits for that batch's commit
         if stopped is not None:

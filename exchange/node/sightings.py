@@ -32,6 +32,7 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, sighting_releasable, sighting_visible
+from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, VerificationError, clip
 from exchange.node.reads import visible
 from exchange.node.rpc import Method
@@ -67,9 +68,13 @@ def _timestamp(microseconds: int) -> Timestamp:
 class SightingService:
     agency: str
     store: Store
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     signer: Signer
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def __post_init__(self) -> None:
         self._sealer = Sealer(self.store.token_key(), b"exchange sightings cursor v1")

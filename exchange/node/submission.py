@@ -18,6 +18,7 @@ from exchange.core.identity import Identity, Principal, Role
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, holders, link_allowed, narrows
 from exchange.core.review import Requirement, ReviewPolicy, requirement
+from exchange.core.trust import Trust
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
@@ -60,10 +61,14 @@ class SubmissionService:
     agency: str
     store: Store
     signer: Signer
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     # Release review (exchange/core/review.py): None releases every submission at once.
     review: ReviewPolicy | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def methods(self) -> list[Method]:
         return [
@@ -225,7 +230,7 @@ class SubmissionService:
     def _check_draft(
         self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None
     ) -> None:
-        validate_draft(draft, partners=self.manifest.agencies, limits=self.limits)
+        validate_draft(draft, partners=self.manifest.active_agencies, limits=self.limits)  # none that left
         marking = marking_of(draft.marking)
         for i, ref in enumerate(draft.related):
             field = f"draft.related[{i}]"

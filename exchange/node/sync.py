@@ -10,7 +10,7 @@ and refused with FAILED_PRECONDITION.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -18,12 +18,14 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide_entry
-from exchange.errors import InvalidInput, StaleCursor
+from exchange.core.trust import Trust
+from exchange.errors import InvalidInput, ManifestBehind, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
 from exchange.records import digest as digests
 from exchange.store import Store, watch
 from exchange.store.log import LogEntry, log_after, log_end, log_fingerprint
+from exchange.store.manifests import MAX_SERVED_VERSIONS, stored_manifests
 from exchange.v1 import sync_pb2
 
 _CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's content hash
@@ -33,10 +35,16 @@ _CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's co
 class SyncService:
     agency: str
     store: Store
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
 
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
+
     def __post_init__(self) -> None:
+        # Set by the node: a partner says it trusts a newer manifest version (agency, version).
+        self.newer_elsewhere: Callable[[str, int], None] | None = None
         self._sealer = Sealer(self.store.token_key(), b"exchange pull cursor v1")
         self._epoch = self.store.log_epoch()
 
@@ -44,7 +52,29 @@ class SyncService:
         return [
             Method("Pull", sync_pb2.PullRequest, self.pull, streaming=True),
             Method("Digest", sync_pb2.DigestRequest, self.digest),
+            Method("GetManifest", sync_pb2.GetManifestRequest, self.get_manifest),
         ]
+
+    # --- the manifest ---------------------------------------------------------------------
+
+    def get_manifest(self, request: sync_pb2.GetManifestRequest, caller: Principal) -> sync_pb2.GetManifestResponse:
+        """The signed versions this node trusts above the caller's, oldest first (bounded)."""
+        kept = stored_manifests(self.store, after=request.have_version, limit=MAX_SERVED_VERSIONS)
+        return sync_pb2.GetManifestResponse(documents=[k.document for k in kept],
+                                            current_version=self.manifest.version)
+
+    def _require_current_manifest(self, request: sync_pb2.PullRequest, caller: Principal) -> None:
+        """A puller on an older manifest is served nothing until it adopts ours: it would
+        decide what to hold by partners, accreditations and keys that no longer hold. Only
+        when we hold our version's signed document (it can fetch it); 0: not said. A puller
+        on a newer one is served, and told to ``newer_elsewhere`` (the node fetches it from
+        the puller), so a manifest spreads against the direction of pulls too."""
+        theirs, ours = request.manifest_version, self.manifest.version
+        if theirs > ours and self.newer_elsewhere is not None:
+            self.newer_elsewhere(caller.agency, theirs)
+        if theirs and theirs < ours and stored_manifests(self.store, after=ours - 1, limit=1):
+            raise ManifestBehind(f"newer manifest: version {ours} is trusted here, the puller's is {theirs}; "
+                                 "fetch it with GetManifest, then pull again")
 
     def _released(
         self, request: sync_pb2.DigestRequest, caller: Principal, prefix: str, end: int,
@@ -106,6 +136,7 @@ class SyncService:
 
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[bytes]:
         """Serialised ``PullResponse`` messages (``rpc`` passes bytes through as they are)."""
+        self._require_current_manifest(request, caller)
         after = self._position(request.cursor, caller)
         if len(request.only) > self.limits.max_digest_entries:
             raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")

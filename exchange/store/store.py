@@ -104,8 +104,13 @@ class Store:
 
     @property
     def distrusted_keys(self) -> frozenset[str]:
-        """Key ids whose entries this store leaves out of every read (fixed at opening)."""
+        """Key ids whose entries this store leaves out of every read."""
         return self._distrusted_keys
+
+    def distrust(self, key_ids: Iterable[str]) -> None:
+        """Replace the distrusted key ids: a newly adopted manifest marks keys compromised
+        (every read after this leaves their entries out)."""
+        self._distrusted_keys = frozenset(key_ids)
 
     @contextmanager
     def write(self, *, durable: bool = True, audit_only: bool = False) -> Iterator[Connection]:

@@ -33,6 +33,7 @@ from exchange.config import TaxiiCollection
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
+from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound
 from exchange.node.reads import audit_disclosure, visible
 from exchange.node.taxii import ids as stix_index
@@ -136,15 +137,26 @@ class _Held:
 class Feed:
     """The collections of one node, read through the disclosure decision."""
 
-    def __init__(self, agency: str, store: Store, manifest: Manifest, tokens: PageTokens,
+    def __init__(self, agency: str, store: Store, trust: Trust, tokens: PageTokens,
                  collections: tuple[TaxiiCollection, ...]) -> None:
         self.agency = agency
         self.store = store
-        self.manifest = manifest
+        self.trust = trust  # read at every call: the manifest may be replaced while the node runs
         self.tokens = tokens
         self.collections = {c.id: c for c in collections}
-        levels = set(TLP_IDS)
-        self._shared = shared_objects(levels, set(manifest.agencies))
+        self._shared_for: tuple[frozenset[str], list[StixObject]] | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
+
+    def _shared(self) -> list[StixObject]:
+        """The objects every collection starts with, for the federation's agencies now (a
+        partner may join or leave while the node runs): made again only when they change."""
+        agencies = self.manifest.agencies
+        if self._shared_for is None or self._shared_for[0] != agencies:
+            self._shared_for = (agencies, shared_objects(set(TLP_IDS), set(agencies)))
+        return self._shared_for[1]
 
     def collection(self, collection_id: str) -> TaxiiCollection:
         found = self.collections.get(collection_id)
@@ -299,7 +311,7 @@ class Feed:
 
     def _items(self, held: _Held, caller: Principal) -> list[Item]:
         if held.record is None:
-            return [Item(obj, 0) for obj in self._shared]
+            return [Item(obj, 0) for obj in self._shared()]
         envelope = records_pb2.Envelope.FromString(held.record.envelope)
         record = records_pb2.Record.FromString(envelope.payload)
         added = held.record.received_at

@@ -1,0 +1,153 @@
+"""The manifest's signatures and verification, without nodes: every refusal kind, root key
+rotation (both the old and the new set must agree), and hypothesis properties (a changed byte
+never passes; the canonical encoding ignores the layout)."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange.core.manifest import root_key_id
+from exchange.errors import ConfigError, ManifestRefused
+from exchange.pki import public_key_b64
+from exchange.records.manifests import (
+    SignedManifest,
+    canonical,
+    from_tables,
+    parse_document,
+    sign,
+    verify_first,
+    verify_next,
+)
+
+NOW = dt.datetime(2026, 12, 4, tzinfo=dt.UTC)
+AGENCIES = ("JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA")
+ROOTS = {a: Ed25519PrivateKey.generate() for a in AGENCIES}
+SIGNING = {a: Ed25519PrivateKey.generate() for a in AGENCIES}
+CA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def body(version: int = 1, roots: dict[str, Ed25519PrivateKey] | None = None, **extra: Any) -> dict[str, Any]:
+    keys = roots or ROOTS
+    return {
+        "version": version,
+        "expires": (NOW + dt.timedelta(days=30)).isoformat(),
+        "threshold": 3,
+        "partners": [
+            {"code": a, "name": a, "country": a[:3], "address": "127.0.0.1:1", "accreditation": "SECRET",
+             "ca_cert": CA, "keys": [{"key_id": f"{a}/k1", "public_key": public_key_b64(SIGNING[a]),
+                                      "not_before": NOW.isoformat(),
+                                      "not_after": (NOW + dt.timedelta(days=9)).isoformat()}]}
+            for a in AGENCIES
+        ],
+        "roots": [{"agency": a, "public_key": public_key_b64(k)} for a, k in keys.items()],
+        **extra,
+    }
+
+
+def signed(tables: dict[str, Any], *keys: Ed25519PrivateKey) -> SignedManifest:
+    document = from_tables(tables)
+    for key in keys:
+        document = sign(document, key)
+    return document
+
+
+FIRST = signed(body(), *ROOTS.values())
+SECOND = signed(body(2), *ROOTS.values())
+
+
+def kind(trusted: SignedManifest, candidate: SignedManifest) -> str:
+    try:
+        verify_next(trusted, candidate, NOW)
+    except ManifestRefused as error:
+        return error.kind
+    return "adopted"
+
+
+def test_each_refusal_has_its_kind() -> None:
+    three = (ROOTS["JPN-NPA"], ROOTS["USA-DTSF"], ROOTS["KOR-KNPA"])
+    assert kind(FIRST, signed(body(2), *three)) == "adopted"
+    assert kind(FIRST, signed(body(2), *three[:2])) == "threshold"
+    assert kind(FIRST, signed(body(2), ROOTS["JPN-NPA"], ROOTS["JPN-NPA"], ROOTS["USA-DTSF"])) == "threshold"
+    assert kind(FIRST, signed(body(3), *three)) == "gap"
+    assert kind(signed(body(2), *three), FIRST) == "rollback"
+    assert kind(FIRST, FIRST) == "same"
+    assert kind(FIRST, signed(body(1, threshold=2), *ROOTS.values())) == "conflict"
+    stale = body(2, expires=(NOW - dt.timedelta(seconds=1)).isoformat())
+    assert kind(FIRST, signed(stale, *three)) == "expired"
+    strangers = [Ed25519PrivateKey.generate() for _ in range(4)]
+    assert kind(FIRST, signed(body(2), *strangers)) == "signer"
+
+
+def test_a_root_key_rotation_needs_the_old_and_the_new_keys() -> None:
+    new_jpn = Ed25519PrivateKey.generate()
+    rotated = {**ROOTS, "JPN-NPA": new_jpn}
+    usa, kor, gbr = ROOTS["USA-DTSF"], ROOTS["KOR-KNPA"], ROOTS["GBR-NPSA"]
+    tables = body(2, roots=rotated)
+    # Only the new JPN-NPA key with two others: three of the new set, two of the old: refused.
+    assert kind(FIRST, signed(tables, new_jpn, usa, kor)) == "threshold"
+    # Both the old and the new JPN-NPA keys: three of each set.
+    assert kind(FIRST, signed(tables, ROOTS["JPN-NPA"], new_jpn, usa, kor)) == "adopted"
+    # Without JPN-NPA at all, three others agree in both sets.
+    assert kind(FIRST, signed(tables, usa, kor, gbr)) == "adopted"
+
+
+def test_first_manifest_needs_its_own_threshold_and_signatures() -> None:
+    verify_first(FIRST, NOW)
+    with pytest.raises(ManifestRefused, match="not signed"):
+        verify_first(from_tables(body()), NOW)
+    with pytest.raises(ManifestRefused) as low:
+        verify_first(signed(body(), ROOTS["JPN-NPA"]), NOW)
+    assert low.value.kind == "threshold"
+
+
+def test_a_threshold_no_one_can_reach_is_malformed() -> None:
+    with pytest.raises(ConfigError, match="can never be reached"):
+        from_tables(body(threshold=5))
+    with pytest.raises(ConfigError, match="holds no float"):
+        from_tables(body(weight=0.5))
+
+
+def test_root_key_ids_are_the_key_hash() -> None:
+    public = FIRST.manifest.roots[0].public_key
+    assert FIRST.manifest.root_key(root_key_id(public)) is FIRST.manifest.roots[0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(position=st.integers(min_value=0), value=st.integers(min_value=0, max_value=255))
+def test_a_changed_byte_never_passes(position: int, value: int) -> None:
+    data = bytearray(SECOND.render())
+    at = position % len(data)
+    if data[at] == value:
+        return
+    data[at] = value
+    try:
+        changed = parse_document(bytes(data))
+    except (ConfigError, UnicodeDecodeError):
+        return  # not a manifest any more
+    if canonical(changed.body) == canonical(SECOND.body):
+        return  # layout, or one signature of four spoiled: what is signed is unchanged
+    assert kind(FIRST, changed) != "adopted"
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers())
+def test_the_canonical_encoding_ignores_table_order(seed: int) -> None:
+    tables = body(2)
+    shuffled = copy.deepcopy(tables)
+    order = list(shuffled.items())
+    random.Random(seed).shuffle(order)
+    shuffled = dict(order)
+    for partner in shuffled["partners"]:
+        items = list(partner.items())
+        random.Random(seed).shuffle(items)
+        partner.clear()
+        partner.update(items)
+    assert canonical(tables) == canonical(shuffled)
