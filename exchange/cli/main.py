@@ -15,7 +15,19 @@ from typing import Any
 
 import argcomplete
 
-from exchange.cli import admin, completion, export, liaison, query, records, stiximport, stixverify, sync, watch
+from exchange.cli import (
+    admin,
+    completion,
+    export,
+    keys,
+    liaison,
+    query,
+    records,
+    stiximport,
+    stixverify,
+    sync,
+    watch,
+)
 from exchange.cli.options import OBSERVABLE_TYPES_HELP, PROFILE_ENV, Parser, connection_flags, default_profile
 from exchange.errors import ConfigError, ExchangeError, InvalidInput, TooLarge
 
@@ -69,6 +81,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     connection = connection_flags()
     admin.register(commands)
+    keys.register(commands)
     records.register(commands, connection)
     query.register(commands, connection)
     liaison.register(commands, connection)

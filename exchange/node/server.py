@@ -33,6 +33,7 @@ from exchange.node.sync import SyncService
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
+from exchange.records.keyring import CURRENT_KEY, KeyRing
 from exchange.store import Store, files, integrity
 from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
@@ -73,7 +74,14 @@ class Node:
         if config.agency not in self.manifest.partners:
             raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
         agency_dir = config.agency_dir
-        self.signer = load_signer(config.agency, agency_dir / "signing.key", self.manifest)
+        # The key that signs is the manifest's current key for this agency, asked at every
+        # signature (exchange/records/keyring.py): a rotation takes effect when its manifest does.
+        self.signer = KeyRing.load(config.agency, agency_dir, lambda: self.manifest)
+        try:
+            self.signer.signer()
+        except ConfigError:
+            load_signer(config.agency, agency_dir / CURRENT_KEY, self.manifest)  # says what is wrong with it
+            raise
         self._server_key = _read(agency_dir / "node.key")
         self._server_cert = _read(agency_dir / "node.crt")
         if config.database_url.startswith("sqlite:///"):

@@ -18,7 +18,8 @@ from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, holders, link_allowed, narrows
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
-from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
+from exchange.records.keyring import Seals
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
@@ -45,7 +46,7 @@ def _timestamp(micros: int) -> Timestamp:
 class SubmissionService:
     agency: str
     store: Store
-    signer: Signer
+    signer: Seals  # the node's KeyRing: the manifest's current key signs
     manifest: Manifest
     limits: Limits
 

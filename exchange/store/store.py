@@ -104,8 +104,14 @@ class Store:
 
     @property
     def distrusted_keys(self) -> frozenset[str]:
-        """Key ids whose entries this store leaves out of every read (fixed at opening)."""
+        """Key ids whose entries this store leaves out of every read, from the next read on."""
         return self._distrusted_keys
+
+    @distrusted_keys.setter
+    def distrusted_keys(self, keys: Iterable[str]) -> None:
+        # A manifest adopted while the node runs may mark a key compromised: every read after
+        # this line leaves out what it signed (one attribute swap, atomic for readers).
+        self._distrusted_keys = frozenset(keys)
 
     @contextmanager
     def write(self, *, durable: bool = True, audit_only: bool = False) -> Iterator[Connection]:

@@ -284,7 +284,8 @@ class Puller:
         progress: Progress | None, save_cursor: bool,
     ) -> None:
         entries = pending[0].result()
-        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None, tally=report.tally)
+        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None, tally=report.tally,
+                              supersedes=self.manifest.supersedes)
         self.metrics.entries_rejected(peer, applied.events)  # counted once committed
         report.add(applied)
         report.received += len(entries)
