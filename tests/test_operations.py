@@ -31,6 +31,7 @@ from sqlalchemy import text
 from exchange import logs
 from exchange.config import DEFAULT_METRICS_LISTEN, PeerEntry, load_node_config
 from exchange.core.identity import Identity, Principal, Role
+from exchange.core.trust import Trust
 from exchange.node.server import Node
 from exchange.node.sync import SyncService
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
@@ -315,7 +316,7 @@ def test_sigterm_during_a_pull_leaves_a_consistent_database(federation: Federati
     # The cursor, opened by the server that sealed it, points exactly past what is held.
     [(cursor,)] = federation.backend.rows(usa_dir, "SELECT cursor FROM peers WHERE agency = 'JPN-NPA'")
     usa = Principal(Identity("USA-DTSF", None), Role.NODE, "TOP SECRET")
-    position = SyncService("JPN-NPA", jpn.store, federation.manifest, jpn.config.limits)._position(cursor, usa)
+    position = SyncService("JPN-NPA", jpn.store, Trust(federation.manifest), jpn.config.limits)._position(cursor, usa)
     with jpn.store.engine.connect() as conn:
         served = set(conn.execute(text("SELECT originator, record_id FROM log WHERE seq <= :p"),
                                   {"p": position}).all())

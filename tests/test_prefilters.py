@@ -28,6 +28,7 @@ from exchange.core.identity import Identity, Principal, Role
 from exchange.core.manifest import Manifest, Partner
 from exchange.core.marking import Marking, within_clearance
 from exchange.core.policy import decide, decide_entry, holders
+from exchange.core.trust import Trust
 from exchange.node.sync import SyncService
 from exchange.records import digest as digests
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
@@ -258,7 +259,7 @@ def test_pull_and_digest_serve_exactly_what_the_decision_releases(
     store: Store, positions: dict[tuple[str, str], tuple[bytes, int]], drawn: list[Held], partner: Principal
 ) -> None:
     store_all(store, drawn)
-    service = SyncService(HOLDER, store, MANIFEST, Limits())
+    service = SyncService(HOLDER, store, Trust(MANIFEST), Limits())
     end = log_end(store)
     held_now = list(log_after(store, 0, upto=end))
     # Each partner node at its accreditation in the manifest, as the node authenticates it.

@@ -21,6 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from exchange.config import UserEntry
 from exchange.core.identity import Identity, Principal, Role, parse_identity_uri
 from exchange.core.manifest import Manifest
+from exchange.core.trust import Trust
 from exchange.errors import IdentityError, PermissionDenied
 
 _CACHE_SIZE = 1024
@@ -38,44 +39,63 @@ def certificate_identity(cert: x509.Certificate) -> Identity:
     return parse_identity_uri(uris[0])
 
 
-class Authenticator:
-    def __init__(self, *, agency: str, manifest: Manifest, users: Mapping[str, UserEntry]) -> None:
-        self._agency = agency
-        self._manifest = manifest
-        self._users = users
-        self._cas = {
+class _Vouching:
+    """What one manifest says about certificates: each agency's CA, and the answers so far.
+
+    Rebuilt when the manifest is replaced: a CA dropped or changed by the new manifest
+    must not keep vouching through a cached answer."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.cas = {
             code: x509.load_pem_x509_certificate(p.ca_cert_pem.encode("ascii"))
             for code, p in manifest.partners.items()
         }
         # certificate bytes -> (identity, not_before, not_after)
-        self._identities: OrderedDict[bytes, tuple[Identity, dt.datetime, dt.datetime]] = OrderedDict()
+        self.identities: OrderedDict[bytes, tuple[Identity, dt.datetime, dt.datetime]] = OrderedDict()
+
+
+class Authenticator:
+    def __init__(self, *, agency: str, trust: Trust, users: Mapping[str, UserEntry]) -> None:
+        self._agency = agency
+        self._trust = trust
+        self._users = users
         self._lock = threading.Lock()
+        self._vouching = _Vouching(trust.manifest)
+
+    def _current(self) -> _Vouching:
+        manifest = self._trust.manifest
+        with self._lock:
+            if self._vouching.manifest is not manifest:
+                self._vouching = _Vouching(manifest)
+            return self._vouching
 
     def identity(self, cert_pem: bytes) -> Identity:
-        """Parse and check a certificate once; remember the answer by its bytes."""
+        """Parse and check a certificate once per manifest; remember the answer by its bytes."""
+        vouching = self._current()
         with self._lock:
-            cached = self._identities.get(cert_pem)
+            cached = vouching.identities.get(cert_pem)
             if cached is not None:
-                self._identities.move_to_end(cert_pem)
+                vouching.identities.move_to_end(cert_pem)
         if cached is None:
-            cached = self._check(cert_pem)
+            cached = self._check(cert_pem, vouching)
             with self._lock:
-                self._identities[cert_pem] = cached
-                if len(self._identities) > _CACHE_SIZE:
-                    self._identities.popitem(last=False)
+                vouching.identities[cert_pem] = cached
+                if len(vouching.identities) > _CACHE_SIZE:
+                    vouching.identities.popitem(last=False)
         identity, not_before, not_after = cached
         # TLS checked validity at the handshake; a long-lived connection may outlive it.
         if not not_before <= dt.datetime.now(dt.UTC) <= not_after:
             raise IdentityError("client certificate is not valid now")
         return identity
 
-    def _check(self, cert_pem: bytes) -> tuple[Identity, dt.datetime, dt.datetime]:
+    def _check(self, cert_pem: bytes, vouching: _Vouching) -> tuple[Identity, dt.datetime, dt.datetime]:
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)
         except ValueError:
             raise IdentityError("unreadable client certificate") from None
         identity = certificate_identity(cert)
-        ca = self._cas.get(identity.agency)
+        ca = vouching.cas.get(identity.agency)
         if ca is None:
             raise IdentityError(f"{identity.agency} is not a federation agency")
         try:
@@ -95,7 +115,9 @@ class Authenticator:
                 # Only its operator holds the node's own key: the role table lets it ask
                 # for health, nothing that discloses (a node never pulls from itself).
                 return Principal(identity, Role.OPERATOR, "UNCLASSIFIED")
-            partner = self._manifest.partner(identity.agency)
+            partner = self._trust.manifest.partners.get(identity.agency)
+            if partner is None:  # removed from the manifest since the connection was opened
+                raise IdentityError(f"{identity.agency} is not a federation agency")
             return Principal(identity, Role.NODE, partner.accreditation)
         if identity.agency != self._agency:
             # Rule 4: users talk only to their own agency's node.

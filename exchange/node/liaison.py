@@ -24,6 +24,7 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
+from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, TooLarge, clip
 from exchange.node.query import held_record
 from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
@@ -64,9 +65,13 @@ def _entry(entry: watch.Watch) -> liaison_pb2.WatchEntry:
 class LiaisonService:
     agency: str
     store: Store
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     tokens: PageTokens
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def methods(self) -> list[Method]:
         return [

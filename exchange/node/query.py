@@ -16,6 +16,7 @@ from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
 from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
+from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, clip
 from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
 from exchange.node.rpc import Method
@@ -46,9 +47,13 @@ def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
 class QueryService:
     agency: str
     store: Store
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     tokens: PageTokens
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def methods(self) -> list[Method]:
         return [

@@ -18,6 +18,7 @@ from exchange.config import NodeConfig
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import may_hold
+from exchange.core.trust import Trust
 from exchange.errors import ConfigError
 from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
@@ -30,6 +31,7 @@ from exchange.node.reflection import Reflection
 from exchange.node.rpc import Guard, service_handler
 from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
+from exchange.node.tls import ServerTLS
 from exchange.node.tokens import PageTokens
 from exchange.pki import load_private_key
 from exchange.records.envelope import Signer
@@ -58,32 +60,27 @@ def load_signer(agency: str, key_path: Path, manifest: Manifest) -> Signer:
     raise ConfigError(f"{key_path}: this key is not among {agency}'s signing keys in the manifest")
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-
-
 class Node:
     """One agency's node. ``start()`` binds and serves; ``stop()`` drains and closes."""
 
     def __init__(self, config: NodeConfig, *, manifest: Manifest | None = None, schedule: bool = True) -> None:
         self.config = config
-        self.manifest = manifest or config.load_manifest()
+        # The one holder of the manifest trusted now: every service reads it at call time,
+        # and adopt() replaces it while the node runs (exchange/core/trust.py).
+        self.trust = Trust(manifest or config.load_manifest())
+        self._adopting = threading.Lock()
         if config.agency not in self.manifest.partners:
             raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
         agency_dir = config.agency_dir
         # The key that signs is the manifest's current key for this agency, asked at every
         # signature (exchange/records/keyring.py): a rotation takes effect when its manifest does.
-        self.signer = KeyRing.load(config.agency, agency_dir, lambda: self.manifest)
+        self.signer = KeyRing.load(config.agency, agency_dir, lambda: self.trust.manifest)
         try:
             self.signer.signer()
         except ConfigError:
             load_signer(config.agency, agency_dir / CURRENT_KEY, self.manifest)  # says what is wrong with it
             raise
-        self._server_key = _read(agency_dir / "node.key")
-        self._server_cert = _read(agency_dir / "node.crt")
+        self.tls = ServerTLS(self.trust, agency_dir)
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
         files.check_private(config.database_url)  # every record and the sealing key: never group-readable
@@ -97,13 +94,13 @@ class Node:
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
         self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
-        guard = Guard(Authenticator(agency=config.agency, manifest=self.manifest, users=config.users),
+        guard = Guard(Authenticator(agency=config.agency, trust=self.trust, users=config.users),
                       self.admission, self.metrics)
-        submission = SubmissionService(config.agency, self.store, self.signer, self.manifest, limits)
+        submission = SubmissionService(config.agency, self.store, self.signer, self.trust, limits)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
-        query = QueryService(config.agency, self.store, self.manifest, limits, tokens)
-        sync = SyncService(config.agency, self.store, self.manifest, limits)
-        liaison = LiaisonService(config.agency, self.store, self.manifest, limits, tokens)
+        query = QueryService(config.agency, self.store, self.trust, limits, tokens)
+        sync = SyncService(config.agency, self.store, self.trust, limits)
+        liaison = LiaisonService(config.agency, self.store, self.trust, limits, tokens)
         self._handlers = [
             service_handler(guard, "exchange.v1.SyncService", sync.methods()),
             service_handler(guard, "exchange.v1.SubmissionService", submission.methods()),
@@ -120,8 +117,8 @@ class Node:
         self._metrics_server: MetricsServer | None = None
         self.port = 0
         self.metrics_port = 0  # the Prometheus endpoint's port once started (0: none)
-        self.puller = Puller(agency=config.agency, manifest=self.manifest, store=self.store,
-                             node_key=self._server_key, node_cert=self._server_cert, limits=limits,
+        self.puller = Puller(agency=config.agency, trust=self.trust, store=self.store,
+                             node_key=self.tls.key, node_cert=self.tls.cert, limits=limits,
                              metrics=self.metrics)
         self.schedule = (
             Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
@@ -130,27 +127,45 @@ class Node:
         if self.schedule is not None:
             self.metrics.follow_leadership(lambda: self.schedule is not None and self.schedule.leading)
 
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest this node trusts now."""
+        return self.trust.manifest
+
+    def adopt(self, manifest: Manifest) -> None:
+        """Trust ``manifest`` from now on, without a restart.
+
+        Whether ``manifest`` deserves it (signatures, version, expiry) is decided before
+        this is called. Here: it must still name this agency; then the swap (every service
+        reads the new one from its next call, new handshakes use its CAs), the store stops
+        serving what newly compromised keys signed, and holdings are re-evaluated (what
+        this node may no longer hold is purged; every peer is flagged for repair).
+        """
+        if self.config.agency not in manifest.partners:
+            raise ConfigError(f"manifest version {manifest.version} does not name {self.config.agency}: not adopted")
+        with self._adopting:
+            self.trust.replace(manifest)
+            self.store.distrust(manifest.compromised_keys)
+            self._adopt_manifest()
+
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""
-        if not manifest_changed(self.store, self.manifest.version, [p.agency for p in self.config.peers]):
+        manifest = self.manifest
+        if not manifest_changed(self.store, manifest.version, [p.agency for p in self.config.peers]):
             return
-        accreditation = self.manifest.partner(self.config.agency).accreditation
+        accreditation = manifest.partner(self.config.agency).accreditation
 
         def holdable(originator: str, marking: Marking) -> bool:
             return may_hold(agency=self.config.agency, accreditation=accreditation, originator=originator,
-                            marking=marking, known_agencies=self.manifest.agencies).allowed
+                            marking=marking, known_agencies=manifest.agencies).allowed
 
         dropped = reevaluate_holdings(self.store, holdable)
         log.info("manifest version %d adopted: %d records no longer held; peers flagged for repair",
-                 self.manifest.version, dropped)
+                 manifest.version, dropped)
 
     def credentials(self) -> grpc.ServerCredentials:
-        # Clients must present a certificate from one of the federation's CAs:
-        # the own CA for users, partner CAs for partner nodes.
-        roots = "".join(p.ca_cert_pem for p in self.manifest.partners.values()).encode("ascii")
-        return grpc.ssl_server_credentials(
-            [(self._server_key, self._server_cert)], root_certificates=roots, require_client_auth=True
-        )
+        # New handshakes ask the current manifest for its CAs (exchange/node/tls.py).
+        return self.tls.credentials()
 
     def start(self, listen: str | None = None) -> int:
         limits = self.config.limits

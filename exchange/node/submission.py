@@ -16,6 +16,7 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, holders, link_allowed, narrows
+from exchange.core.trust import Trust
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
@@ -47,8 +48,12 @@ class SubmissionService:
     agency: str
     store: Store
     signer: Seals  # the node's KeyRing: the manifest's current key signs
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def methods(self) -> list[Method]:
         return [

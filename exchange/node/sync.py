@@ -18,6 +18,7 @@ from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide_entry
+from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
@@ -33,8 +34,12 @@ _CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's co
 class SyncService:
     agency: str
     store: Store
-    manifest: Manifest
+    trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def __post_init__(self) -> None:
         self._sealer = Sealer(self.store.token_key(), b"exchange pull cursor v1")

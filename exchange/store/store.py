@@ -104,14 +104,13 @@ class Store:
 
     @property
     def distrusted_keys(self) -> frozenset[str]:
-        """Key ids whose entries this store leaves out of every read, from the next read on."""
+        """Key ids whose entries this store leaves out of every read."""
         return self._distrusted_keys
 
-    @distrusted_keys.setter
-    def distrusted_keys(self, keys: Iterable[str]) -> None:
-        # A manifest adopted while the node runs may mark a key compromised: every read after
-        # this line leaves out what it signed (one attribute swap, atomic for readers).
-        self._distrusted_keys = frozenset(keys)
+    def distrust(self, key_ids: Iterable[str]) -> None:
+        """Replace the distrusted key ids: a newly adopted manifest marks keys compromised
+        (every read after this leaves their entries out)."""
+        self._distrusted_keys = frozenset(key_ids)
 
     @contextmanager
     def write(self, *, durable: bool = True, audit_only: bool = False) -> Iterator[Connection]:

@@ -21,6 +21,7 @@ from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import Decision, holders, may_accept, may_hold
+from exchange.core.trust import Trust
 from exchange.errors import ConfigError, InvalidInput, VerificationError, clip
 from exchange.observe import NO_METRICS, Metrics
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash, open_record, open_withdrawal
@@ -49,51 +50,61 @@ class Verifier:
     """Checks one served entry: size, signature over the received bytes, this node's own
     submission rules, then what we may hold and whether the server could pass it on."""
 
-    def __init__(self, agency: str, manifest: Manifest, limits: Limits | None = None) -> None:
+    def __init__(self, agency: str, trust: Trust, limits: Limits | None = None) -> None:
         self._agency = agency
-        self._manifest = manifest
+        self._trust = trust
         self._limits = limits or Limits()
-        self._accreditation = manifest.partner(agency).accreditation
-        self._accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
-        # Markings repeat across a partner's records: decide each (originator, marking, server) once.
+        # Markings repeat across a partner's records: decide each (originator, marking, server)
+        # once per manifest (a new manifest may change accreditations, partners or keys).
+        self._decided_under: Manifest | None = None
         self._decisions: dict[tuple[str, Marking, str], tuple[Decision, Decision, frozenset[str]]] = {}
 
-    def _hold(self, originator: str, marking: Marking, served_by: str) -> tuple[Decision, Decision, frozenset[str]]:
+    def _hold(
+        self, manifest: Manifest, originator: str, marking: Marking, served_by: str,
+    ) -> tuple[Decision, Decision, frozenset[str]]:
+        if self._decided_under is not manifest:
+            self._decisions = {}
+            self._decided_under = manifest
         key = (originator, marking, served_by)
-        found = self._decisions.get(key)
+        decisions = self._decisions
+        found = decisions.get(key)
         if found is None:
-            known = self._manifest.agencies
-            held = may_hold(agency=self._agency, accreditation=self._accreditation, originator=originator,
+            known = manifest.agencies
+            accreditation = manifest.partner(self._agency).accreditation
+            held = may_hold(agency=self._agency, accreditation=accreditation, originator=originator,
                             marking=marking, known_agencies=known)
-            accepted = may_accept(agency=self._agency, accreditation=self._accreditation, originator=originator,
+            accepted = may_accept(agency=self._agency, accreditation=accreditation, originator=originator,
                                   served_by=served_by, marking=marking, known_agencies=known)
-            audience = holders(originator=originator, marking=marking, accreditations=self._accreditations)
-            if len(self._decisions) > 10_000:
-                self._decisions.clear()
-            found = self._decisions[key] = (held, accepted, audience)
+            accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
+            audience = holders(originator=originator, marking=marking, accreditations=accreditations)
+            if len(decisions) > 10_000:
+                decisions.clear()
+            found = decisions[key] = (held, accepted, audience)
         return found
 
     def check(self, envelope: records_pb2.Envelope, served_by: str) -> Incoming | Refusal:
         """``served_by``: the partner whose node served it (rule 3 asks whether it may pass it on)."""
+        manifest = self._trust.manifest  # one manifest for the whole check
         digest = content_hash(envelope.payload)
         if len(envelope.payload) > self._limits.max_record_bytes:  # before any work on it
             return Refusal(digest, f"record is {len(envelope.payload)} bytes, over the limit of "
                            f"{self._limits.max_record_bytes}", violation=False)
         try:
             if envelope.payload_type == WITHDRAWAL_TYPE:
-                withdrawal = open_withdrawal(envelope, self._manifest)
+                withdrawal = open_withdrawal(envelope, manifest)
                 validate_received_withdrawal(withdrawal)
                 return Incoming(envelope, digest, frozenset(), withdrawal=withdrawal)
             if envelope.payload_type != RECORD_TYPE:
                 return Refusal(digest, f"unknown payload type {envelope.payload_type[:80]!r}", violation=False)
-            record = open_record(envelope, self._manifest)
-            validate_received(record, limits=self._limits, partners=self._manifest.agencies)
+            record = open_record(envelope, manifest)
+            validate_received(record, limits=self._limits, partners=manifest.agencies)
         except (VerificationError, InvalidInput) as error:
             return Refusal(digest, clip(str(error), 300), violation=False)
         except Exception as error:  # a malformed entry never blocks the rest of its batch
             return Refusal(digest, f"malformed entry: {clip(str(error), 300)}", violation=False)
         originator = record.ref.originator
-        held, accepted, audience = self._hold(originator, marking_of(record.content.marking), served_by or originator)
+        marking = marking_of(record.content.marking)
+        held, accepted, audience = self._hold(manifest, originator, marking, served_by or originator)
         if not held.allowed:
             return Refusal(digest, f"may not hold this record: {held.reason}", violation=True)
         if not accepted.allowed:  # docs/design.md rule 3: relayed against its marking
@@ -114,19 +125,20 @@ class _Closed(grpc.RpcError):
 
 class Puller:
     def __init__(
-        self, *, agency: str, manifest: Manifest, store: Store, node_key: bytes, node_cert: bytes,
+        self, *, agency: str, trust: Trust, store: Store, node_key: bytes, node_cert: bytes,
         limits: Limits, metrics: Metrics = NO_METRICS,
     ) -> None:
         self.agency = agency
-        self.manifest = manifest
+        self.trust = trust  # read at every call: the manifest may be replaced while the node runs
         self.store = store
         self.limits = limits
         self.metrics = metrics
-        self.verifier = Verifier(agency, manifest, limits)
+        self.verifier = Verifier(agency, trust, limits)
         if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
             sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self._key, self._cert = node_key, node_cert
-        self._channels: dict[str, grpc.Channel] = {}
+        # peer -> (channel, the peer's (address, CA) in the manifest it was made from)
+        self._channels: dict[str, tuple[grpc.Channel, tuple[str, str]]] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._repaired_at: dict[str, float] = {}  # peer -> time.monotonic() of its last repair
@@ -142,38 +154,49 @@ class Puller:
         with self._lock:
             if self._closed:
                 raise _Closed()
-            channel = self._channels.get(peer)
-            if channel is None:
-                partner = self.manifest.partner(peer)
-                credentials = grpc.ssl_channel_credentials(
-                    root_certificates=partner.ca_cert_pem.encode("ascii"),
-                    private_key=self._key,
-                    certificate_chain=self._cert,
-                )
-                channel = grpc.secure_channel(partner.address, credentials, options=[
-                    # The server must present a certificate for <peer>.node.exchange
-                    # issued by the peer's CA: only that agency's node has one.
-                    ("grpc.ssl_target_name_override", partner.server_name),
-                    ("grpc.max_receive_message_length", self.limits.max_message_bytes),
-                    ("grpc.max_send_message_length", self.limits.max_message_bytes),
-                ])
-                self._channels[peer] = channel
+            partner = self.manifest.partner(peer)
+            made = self._channels.get(peer)
+            if made is not None and made[1] == (partner.address, partner.ca_cert_pem):
+                return made[0]
+            # None yet, or the manifest changed the peer's CA or address: a channel made from
+            # the old entry would trust the old CA, so it is replaced (the old one closed).
+            if made is not None:
+                made[0].close()
+            # The node's own key and certificate as read at start (a renewed node certificate
+            # is picked up here when it is passed in afresh: exchange/node/tls.py).
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=partner.ca_cert_pem.encode("ascii"),
+                private_key=self._key,
+                certificate_chain=self._cert,
+            )
+            channel = grpc.secure_channel(partner.address, credentials, options=[
+                # The server must present a certificate for <peer>.node.exchange
+                # issued by the peer's CA: only that agency's node has one.
+                ("grpc.ssl_target_name_override", partner.server_name),
+                ("grpc.max_receive_message_length", self.limits.max_message_bytes),
+                ("grpc.max_send_message_length", self.limits.max_message_bytes),
+            ])
+            self._channels[peer] = (channel, (partner.address, partner.ca_cert_pem))
             return channel
 
     def _forget(self, peer: str) -> None:
         with self._lock:
-            channel = self._channels.pop(peer, None)
-        if channel is not None:
-            channel.close()
+            made = self._channels.pop(peer, None)
+        if made is not None:
+            made[0].close()
 
     def close(self) -> None:
         """Stop pulling: calls in flight are cancelled (a pull applies the batches it has fully
         received, each with its cursor, and ends), and no new call starts."""
         with self._lock:
             self._closed = True
-            for channel in self._channels.values():
+            for channel, _ in self._channels.values():
                 channel.close()
             self._channels.clear()
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.trust.manifest
 
     def stub(self, peer: str) -> sync_pb2_grpc.SyncServiceStub:
         return sync_pb2_grpc.SyncServiceStub(self.channel(peer))  # type: ignore[no-untyped-call]

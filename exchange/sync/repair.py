@@ -36,9 +36,11 @@ class Puller(Protocol):
     """What a repair uses of ``exchange.sync.puller.Puller``, which calls it."""
 
     agency: str
-    manifest: Manifest
     store: Store
     limits: Limits
+
+    @property
+    def manifest(self) -> Manifest: ...  # the manifest trusted now
 
     def stub(self, peer: str) -> sync_pb2_grpc.SyncServiceStub: ...
 
