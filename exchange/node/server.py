@@ -93,9 +93,10 @@ class Node:
                               "exchange.v1.LiaisonService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
-        self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
-        guard = Guard(Authenticator(agency=config.agency, trust=self.trust, users=config.users),
-                      self.admission, self.metrics)
+        authenticator = Authenticator(agency=config.agency, trust=self.trust, users=config.users)
+        # Fair serving, and open streams of callers a new manifest revokes end (exchange/node/admission.py).
+        self.admission = Admission(limits, recheck=authenticator.recheck)
+        guard = Guard(authenticator, self.admission, self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.trust, limits)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
         query = QueryService(config.agency, self.store, self.trust, limits, tokens)

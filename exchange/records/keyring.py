@@ -56,26 +56,41 @@ class KeyRing:
     """The agency's private signing keys (by raw public key) and the manifest that picks one."""
 
     def __init__(self, agency: str, keys: Mapping[bytes, Ed25519PrivateKey], manifest: Callable[[], Manifest],
-                 *, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 *, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 agency_dir: Path | None = None) -> None:
         self.agency = agency
         self._keys = dict(keys)
         self._manifest = manifest
         self._clock = clock
+        self._agency_dir = agency_dir
+        self._looked_for: set[bytes] = set()  # current keys not found on disk (looked for once each)
 
-    @classmethod
-    def load(cls, agency: str, agency_dir: Path, manifest: Callable[[], Manifest]) -> KeyRing:
-        """``signing.key`` and every retired key beside it."""
+    @staticmethod
+    def _read(agency_dir: Path) -> dict[bytes, Ed25519PrivateKey]:
         paths = [agency_dir / CURRENT_KEY, *sorted((agency_dir / RETIRED_KEYS).glob("*.key"))]
         keys = {}
         for path in paths:
             key = _load(path)
             keys[raw_public_key(key)] = key
-        return cls(agency, keys, manifest)
+        return keys
+
+    @classmethod
+    def load(cls, agency: str, agency_dir: Path, manifest: Callable[[], Manifest]) -> KeyRing:
+        """``signing.key`` and every retired key beside it (read again when the manifest
+        names a current key not among them: ``keys rotate`` ran while the node was up)."""
+        return cls(agency, cls._read(agency_dir), manifest, agency_dir=agency_dir)
 
     def signer(self) -> Signer:
         """The signer of the key the manifest names current (ConfigError if none is held)."""
         partner = self._manifest().partner(self.agency)
         chosen: SigningKey | None = partner.current_key(self._clock())
+        if (chosen is not None and chosen.public_key not in self._keys and self._agency_dir is not None
+                and chosen.public_key not in self._looked_for):
+            self._looked_for.add(chosen.public_key)
+            try:
+                self._keys = {**self._keys, **self._read(self._agency_dir)}
+            except ConfigError:
+                pass  # a key file mid-write or unreadable: sign with a held key, as below
         if chosen is None or chosen.public_key not in self._keys:
             held = [k for k in partner.keys if k.public_key in self._keys and not k.compromised]
             chosen = max(held, key=lambda k: k.not_before, default=None)
