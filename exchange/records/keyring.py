@@ -11,6 +11,7 @@ node that holds no such key signs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -87,10 +88,9 @@ class KeyRing:
         if (chosen is not None and chosen.public_key not in self._keys and self._agency_dir is not None
                 and chosen.public_key not in self._looked_for):
             self._looked_for.add(chosen.public_key)
-            try:
+            # A key file mid-write or unreadable: sign with a held key, as below.
+            with contextlib.suppress(ConfigError):
                 self._keys = {**self._keys, **self._read(self._agency_dir)}
-            except ConfigError:
-                pass  # a key file mid-write or unreadable: sign with a held key, as below
         if chosen is None or chosen.public_key not in self._keys:
             held = [k for k in partner.keys if k.public_key in self._keys and not k.compromised]
             chosen = max(held, key=lambda k: k.not_before, default=None)
