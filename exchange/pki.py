@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchange.core.identity import Identity
-from exchange.core.manifest import node_dns_name
+from exchange.core.manifest import Manifest, node_dns_name
 from exchange.errors import ConfigError
 
 CA_LIFETIME = dt.timedelta(days=3650)
@@ -486,22 +486,31 @@ def fingerprint(cert: x509.Certificate) -> bytes:
 
 @dataclass(frozen=True)
 class Expiry:
-    item: str  # "node certificate", "CA certificate", "user certificate <handle>", "manifest"
-    not_after: dt.datetime | None  # None: cannot be read (the reason is in ``problem``)
+    kind: str  # "node_certificate", "ca_certificate", "user_certificate", "manifest"
+    name: str  # the agency, the user's handle, or the manifest's version
+    not_after: dt.datetime | None  # None: never expires, or unreadable (then ``problem`` says why)
     problem: str = ""
+
+    @property
+    def label(self) -> str:
+        """How people read it: "node certificate JPN-NPA", "user certificate suzuki"."""
+        return f"{self.kind.replace('_', ' ').replace('ca ', 'CA ')} {self.name}"
 
     def days(self, now: dt.datetime) -> float | None:
         return None if self.not_after is None else (self.not_after - now).total_seconds() / 86400
 
 
-def certificate_expiries(agency_dir: Path, handles: list[str]) -> list[Expiry]:
-    """When the node's certificate, its agency's CA and each user's certificate expire."""
-    items = [("node certificate", agency_dir / "node.crt"), ("CA certificate", agency_dir / "ca.crt")]
-    items += [(f"user certificate {h}", agency_dir / "users" / f"{h}.crt") for h in sorted(handles)]
+def expiries(agency: str, agency_dir: Path, handles: list[str], manifest: Manifest | None) -> list[Expiry]:
+    """When the node's certificate, its agency's CA, each user's certificate (the users of the
+    node's configuration) and the manifest the node trusts expire."""
+    items = [("node_certificate", agency, agency_dir / "node.crt"), ("ca_certificate", agency, agency_dir / "ca.crt")]
+    items += [("user_certificate", h, agency_dir / "users" / f"{h}.crt") for h in sorted(handles)]
     found = []
-    for item, path in items:
+    for kind, name, path in items:
         try:
-            found.append(Expiry(item, load_cert(path).not_valid_after_utc))
+            found.append(Expiry(kind, name, load_cert(path).not_valid_after_utc))
         except ConfigError as error:
-            found.append(Expiry(item, None, str(error)))
+            found.append(Expiry(kind, name, None, str(error)))
+    if manifest is not None:
+        found.append(Expiry("manifest", f"version {manifest.version}", manifest.expires))
     return found

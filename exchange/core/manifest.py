@@ -67,8 +67,10 @@ class Partner:
         """The key this agency signs with now: of its keys valid now and not compromised,
         the one that became valid last (a rotation publishes the new key with a later
         ``not_before``; the older ones are retired and still verify what they signed)."""
-        usable = [k for k in self.keys if not k.compromised and k.not_before <= now <= k.not_after]
-        return max(usable, key=lambda k: k.not_before, default=None)
+        # Of two published in the same second, the one listed last (a rotation appends).
+        usable = [(k.not_before, i, k) for i, k in enumerate(self.keys)
+                  if not k.compromised and k.not_before <= now <= k.not_after]
+        return max(usable, key=lambda t: t[:2], default=(None, 0, None))[2]
 
     @property
     def server_name(self) -> str:
@@ -80,6 +82,9 @@ class Partner:
 class Manifest:
     version: int
     partners: Mapping[str, Partner]
+    # After this a node no longer trusts the manifest (a frozen manifest is a warning sign);
+    # days until then are a metric and a health warning. None: the manifest says nothing.
+    expires: dt.datetime | None = None
 
     @property
     def agencies(self) -> frozenset[str]:
@@ -108,7 +113,8 @@ class Manifest:
         """Whether a signature by ``new_key_id`` should replace one by ``held_key_id`` over the
         same bytes of ``originator`` (a re-signed envelope): the new key must be one of the
         originator's and not compromised; it wins over a held key that is compromised or no
-        longer published, and over a trusted one that became valid before it. Never the
+        longer published, and over a trusted one published before it (by ``not_before``, then
+        the order of the list). Never the
         other way round, so two relays serving both envelopes cannot make them alternate."""
         new = self.signing_key(originator, new_key_id)
         if new is None or new.compromised:
@@ -116,7 +122,8 @@ class Manifest:
         held = self.signing_key(originator, held_key_id)
         if held is None or held.compromised:
             return True
-        return new.not_before > held.not_before
+        order = {k.key_id: (k.not_before, i) for i, k in enumerate(self.partners[originator].keys)}
+        return order[new_key_id] > order[held_key_id]
 
 
 def node_dns_name(agency: str) -> str:
@@ -236,4 +243,6 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
             keys=keys,
             revoked=revoked,
         )
-    return Manifest(version=version, partners=partners)
+    expires = data.get("expires")
+    return Manifest(version=version, partners=partners,
+                    expires=None if expires is None else _time(expires, "manifest.expires"))

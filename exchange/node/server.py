@@ -22,7 +22,7 @@ from exchange.core.trust import Trust
 from exchange.errors import ConfigError
 from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
-from exchange.node.health import Health, StoreMonitor, database_probe
+from exchange.node.health import ExpiryWatch, Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
 from exchange.node.metrics import MetricsServer, NodeMetrics
 from exchange.node.query import QueryService
@@ -33,7 +33,7 @@ from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
 from exchange.node.tls import ServerTLS
 from exchange.node.tokens import PageTokens
-from exchange.pki import load_private_key
+from exchange.pki import Expiry, expiries, load_private_key
 from exchange.records.envelope import Signer
 from exchange.records.keyring import CURRENT_KEY, KeyRing
 from exchange.store import Store, files, integrity
@@ -93,6 +93,8 @@ class Node:
                               "exchange.v1.LiaisonService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
+        self.metrics.follow_expiries(self.expiries)
+        self.expiry_watch = ExpiryWatch(self.expiries)  # logs what expires soon, at start and daily
         authenticator = Authenticator(agency=config.agency, trust=self.trust, users=config.users)
         # Fair serving, and open streams of callers a new manifest revokes end (exchange/node/admission.py).
         self.admission = Admission(limits, recheck=authenticator.recheck)
@@ -164,6 +166,10 @@ class Node:
         log.info("manifest version %d adopted: %d records no longer held; peers flagged for repair",
                  manifest.version, dropped)
 
+    def expiries(self) -> list[Expiry]:
+        """When this node's certificate, its CA, its users' certificates and its manifest expire."""
+        return expiries(self.config.agency, self.config.agency_dir, list(self.config.users), self.manifest)
+
     def credentials(self) -> grpc.ServerCredentials:
         # New handshakes ask the current manifest for its CAs (exchange/node/tls.py).
         return self.tls.credentials()
@@ -193,6 +199,7 @@ class Node:
             raise ConfigError(f"cannot listen on {address}")
         self.monitor.start()  # health tells the truth about the database from the first call
         self.admission.start()  # the watchdog that cancels stalled and overlong streams
+        self.expiry_watch.start()
         server.start()
         self._server = server
         self._start_metrics()
@@ -238,6 +245,7 @@ class Node:
             self._executor.shutdown(wait=True)  # every handler has returned, its transaction ended
             self._executor = None
         self.admission.stop()
+        self.expiry_watch.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None

@@ -92,8 +92,9 @@ class KeyRing:
             with contextlib.suppress(ConfigError):
                 self._keys = {**self._keys, **self._read(self._agency_dir)}
         if chosen is None or chosen.public_key not in self._keys:
-            held = [k for k in partner.keys if k.public_key in self._keys and not k.compromised]
-            chosen = max(held, key=lambda k: k.not_before, default=None)
+            held = [(k.not_before, i, k) for i, k in enumerate(partner.keys)
+                    if k.public_key in self._keys and not k.compromised]
+            chosen = max(held, key=lambda t: t[:2], default=(None, 0, None))[2]
         if chosen is None:
             raise ConfigError(f"none of this node's signing keys is an uncompromised signing key of {self.agency} "
                               "in the manifest")

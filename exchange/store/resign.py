@@ -1,14 +1,16 @@
 """Re-signed envelopes: the same signed bytes under a newer key of their originator.
 
 After a key rotation, or once a key is marked compromised, the originator signs the
-payload of each of its current versions again (``exchange records resign``). The
-payload, and so the content hash, is unchanged; only ``key_id`` and ``signature``
-differ. Every node replaces the envelope it holds the same way:
+payload of each of its entries again (``exchange records resign``). The payload, and so
+the content hash, is unchanged; only ``key_id`` and ``signature`` differ. Every node
+replaces the envelope it holds the same way:
 
 1. the new envelope becomes a **new log entry** (a new seq), so it travels to every
    partner by ordinary pulls, and relays pass it on as they pass on anything else;
-2. the entry it replaces stays, purged (its envelope emptied), so a partner's cursor
-   that points at it keeps its fingerprint and the version is never taken again;
+2. the entry it replaces stays as a tombstone: purged (its envelope emptied), its payload
+   type marked ``;replaced`` (so the log's unique key, which has no key id, admits the new
+   entry, and nothing that looks for records or withdrawals finds the tombstone) and sealed
+   again; a partner's cursor that points at it keeps its fingerprint (the content hash);
 3. the record's current row, if it pointed at the replaced entry, points at the new
    one: the record is shown and served again as soon as the new key is trusted.
 
@@ -35,12 +37,14 @@ from exchange.store.schema import log, records
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
-__all__ = ["Sign", "Supersedes", "replace_envelope", "resign_own"]
+__all__ = ["REPLACED", "Sign", "Supersedes", "replace_envelope", "resign_own"]
 
 # (originator, new key id, held key id) -> whether the new signature should replace the held one.
 Supersedes = Callable[[str, str, str], bool]
 
 Outcome = Literal["replaced", "duplicate", "absent"]
+
+REPLACED = ";replaced"  # appended to a replaced entry's payload type (at most 64 characters in all)
 
 
 def replace_envelope(
@@ -50,19 +54,16 @@ def replace_envelope(
     """Replace the held envelope of the same bytes by ``envelope``, inside the caller's write
     transaction. ``absent``: no entry of these bytes is held (store it the ordinary way);
     ``duplicate``: held already with this key, purged, or the held key is not superseded."""
-    rows = conn.execute(
+    held = conn.execute(
         select(log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac, log.c.purged).where(
             log.c.originator == originator, log.c.record_id == record_id, log.c.version == version,
             log.c.payload_type == envelope.payload_type, log.c.content_hash == content_hash,
-        ).order_by(log.c.seq)
-    ).all()
-    if not rows:
+        )
+    ).first()  # one at most: the log's unique key
+    if held is None:
         return "absent"
-    if any(row.key_id == envelope.key_id for row in rows):
-        return "duplicate"
-    held = rows[-1]
-    if held.purged or not supersedes(originator, envelope.key_id, held.key_id):
-        return "duplicate"  # withdrawn (never taken again), or signed with a key at least as good
+    if held.key_id == envelope.key_id or held.purged or not supersedes(originator, envelope.key_id, held.key_id):
+        return "duplicate"  # the same, withdrawn (never taken again), or signed with a key at least as good
     seal = integrity.of(conn)
     # The new entry copies the held one's audience and marking: they must be as sealed.
     if not seal.served_in(conn, originator, record_id, seal.log_row_problem(held)):
@@ -73,8 +74,12 @@ def replace_envelope(
                   received_at=now_us(), purged=False, content_hash=bytes(held.content_hash))
     values = {name: values[name] for name in LOG_COLUMNS}
     values["mac"] = seal.log_mac_of(seq, values)  # integrity: sealed where written
+    tombstone = {name: getattr(held, name) for name in LOG_SEALED}
+    tombstone["payload_type"] = held.payload_type + REPLACED
+    conn.execute(update(log).where(log.c.seq == held.seq).values(
+        envelope=b"", purged=True, payload_type=tombstone["payload_type"],
+        mac=seal.log_mac_of(held.seq, tombstone)))
     conn.execute(insert(log).values(seq=seq, **values))
-    conn.execute(update(log).where(log.c.seq == held.seq).values(envelope=b"", purged=True))
     _repoint_current(conn, originator, record_id, held.seq, seq)
     return "replaced"
 

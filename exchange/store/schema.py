@@ -59,10 +59,8 @@ log = Table(
     # HMAC under the node's integrity key over the columns above that disclosure reads
     # (exchange/store/integrity.py); NULL: never sealed, never served.
     Column("mac", LargeBinary(32), nullable=True),
-    # The same bytes under another payload type are another entry (a signature binds the type),
-    # and so are the same bytes signed again with another key (a re-signed envelope, revision 0008).
-    UniqueConstraint("originator", "record_id", "version", "payload_type", "content_hash", "key_id",
-                     name="uq_log_version"),
+    # The same bytes under another payload type are another entry (a signature binds the type).
+    UniqueConstraint("originator", "record_id", "version", "payload_type", "content_hash", name="uq_log_version"),
 )
 # (originator, record_id, version) lookups use uq_log_version's prefix.
 Index("ix_log_received_from", log.c.received_from)
