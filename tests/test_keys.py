@@ -34,12 +34,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from exchange.config import load_manifest
+from exchange.cli.main import main
+from exchange.config import load_manifest, load_node_config
 from exchange.core.identity import Identity
 from exchange.core.manifest import Manifest, RevokedCertificate
 from exchange.core.trust import Trust
 from exchange.node.server import Node
-from exchange.pki import CERT_LIFETIME, load_cert, renew_certificate, rotate_signing_key
+from exchange.pki import CERT_LIFETIME, load_cert, private_key_pem, renew_certificate, rotate_signing_key
 from exchange.records.envelope import RECORD_TYPE, Signer, content_hash
 from exchange.records.keyring import KeyRing
 from exchange.store.current import current_record
@@ -320,3 +321,79 @@ def test_a_renewed_server_certificate_is_served_without_a_restart(fed: Federatio
     client.query.Search(query_pb2.SearchRequest(), timeout=10)
     client.channel.close()
 
+
+
+# --- the operator's commands, as the README writes them --------------------------------------
+
+
+def _one_line(capfd: pytest.CaptureFixture[str]) -> str:
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("exchange: "), err
+    return err[len("exchange: "):-1]
+
+
+def test_status_renew_rotate_and_resign_commands(fed: Federation, tmp_path: Path,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    if fed.backend.name != "sqlite":
+        pytest.skip("the commands read database_url from node.toml: SQLite here, PostgreSQL in the node tests")
+    users = "".join(f'\n[[users]]\nhandle = "{h}"\nrole = "analyst"\nclearance = "SECRET"\n'
+                    for h in ("sato", "suzuki"))
+    config = tmp_path / "node.toml"
+    config.write_text(f'agency = "{J}"\nlisten = "127.0.0.1:0"\npki_dir = "{fed.pki_dir}"\n'
+                      f'data_dir = "{tmp_path / "var"}"\nmetrics_listen = ""\n{users}', encoding="utf-8")
+    flag = ["--config", str(config)]
+    assert main(["db", "upgrade", *flag]) == 0
+    assert main(["status", *flag]) == 0
+    out = capfd.readouterr().out
+    published = fed.manifest.partner(J).keys[0].key_id
+    assert f"manifest version 1, signing key {published}" in out
+    for label in ("node certificate JPN-NPA", "CA certificate JPN-NPA", "user certificate sato",
+                  "user certificate suzuki", "manifest version 1"):
+        assert label in out, out
+    assert "does not expire" in out and "WARNING" not in out
+
+    node_serial = load_cert(fed.pki_dir / J / "node.crt").serial_number
+    user_key = (fed.pki_dir / J / "users" / "suzuki.key").read_bytes()
+    assert main(["pki", "renew", *flag]) == 0
+    assert load_cert(fed.pki_dir / J / "node.crt").serial_number != node_serial
+    assert main(["pki", "renew", *flag, "--user", "suzuki"]) == 0
+    assert (fed.pki_dir / J / "users" / "suzuki.key").read_bytes() == user_key  # same key by default
+    assert "same key" in capfd.readouterr().out
+    assert main(["pki", "renew", *flag, "--user", "nobody"]) == 2
+    assert _one_line(capfd) == f"nobody is not a user of {J} in {config}"
+
+    # A record signed with the published key, by the node this configuration describes.
+    node = Node(load_node_config(config), schedule=False)
+    node.start()
+    try:
+        ref = submit(node, fed, "signed before the rotation")
+    finally:
+        node.stop(grace=0)
+    assert main(["keys", "rotate", *flag]) == 0
+    said = capfd.readouterr().out
+    proposal = fed.pki_dir / "manifest.proposed.toml"
+    assert f"wrote the manifest proposal {proposal}" in said
+    proposed = load_manifest(proposal)
+    new_key = proposed.partner(J).keys[-1].key_id
+    assert proposed.version == 2 and [k.key_id for k in proposed.partner(J).keys] == [published, new_key]
+    assert (fed.pki_dir / J / "retired-signing-keys" / f"{published.replace('/', '_')}.key").exists()
+    # Not yet adopted: the published key still signs, and nothing needs re-signing.
+    assert main(["records", "resign", *flag]) == 0
+    assert f"re-signed 0 entries of {J} with {published}" in capfd.readouterr().out
+    (fed.pki_dir / "manifest.toml").write_bytes(proposal.read_bytes())  # the federation adopted it
+    assert main(["records", "resign", *flag]) == 0
+    assert f"re-signed 1 entries of {J} with {new_key}" in capfd.readouterr().out
+    assert main(["status", *flag]) == 0
+    assert f"manifest version 2, signing key {new_key}" in capfd.readouterr().out
+    node = Node(load_node_config(config), schedule=False)
+    try:
+        assert signed_by(node, ref) == new_key
+    finally:
+        node.store.close()
+
+    # A rotation must start from the published key: a stray signing.key is refused, in one line.
+    (fed.pki_dir / J / "signing.key").write_bytes(private_key_pem(Ed25519PrivateKey.generate()))
+    before = (fed.pki_dir / "manifest.toml").read_bytes()
+    assert main(["keys", "rotate", *flag]) == 2
+    assert "is not among JPN-NPA's signing keys" in _one_line(capfd)
+    assert (fed.pki_dir / "manifest.toml").read_bytes() == before

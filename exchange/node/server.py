@@ -123,6 +123,7 @@ class Node:
         self.puller = Puller(agency=config.agency, trust=self.trust, store=self.store,
                              node_key=self.tls.key, node_cert=self.tls.cert, limits=limits,
                              metrics=self.metrics)
+        self.tls.on_renewal = self.puller.use_certificate  # partners see the renewed certificate too
         self.schedule = (
             Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
             if schedule and config.peers else None

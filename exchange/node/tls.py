@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -59,6 +60,8 @@ class ServerTLS:
         self._agency_dir = agency_dir
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[int, int, int], ...] = ()
+        # Told of a renewed pair (the node's puller presents it to partners from then on).
+        self.on_renewal: Callable[[bytes, bytes], None] | None = None
         self.key, self.cert = self._key_pair()
         self._roots = client_roots(trust.manifest)
 
@@ -97,6 +100,8 @@ class ServerTLS:
             return False
         self.key, self.cert = key, cert
         log.info("picked up a renewed node certificate from %s", self._agency_dir / "node.crt")
+        if self.on_renewal is not None:
+            self.on_renewal(key, cert)
         return True
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:

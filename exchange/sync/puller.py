@@ -147,6 +147,15 @@ class Puller:
         # leader and the old one overlap by at most a batch. The schedule sets it.
         self.may_continue: Callable[[], bool] = lambda: True
 
+    def use_certificate(self, key: bytes, cert: bytes) -> None:
+        """Present this key and certificate from the next pull on (a renewed node certificate):
+        channels made with the old ones are closed and made again when next needed."""
+        with self._lock:
+            self._key, self._cert = key, cert
+            for channel, _ in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
     def channel(self, peer: str) -> grpc.Channel:
         """A channel that trusts only ``peer``'s CA and checks the server is ``peer``'s node."""
         if peer == self.agency:
