@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,12 +34,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.cli.main import main
 from exchange.config import load_manifest, load_node_config
 from exchange.core.identity import Identity
-from exchange.core.manifest import Manifest, RevokedCertificate
+from exchange.core.manifest import Manifest, RevokedCertificate, parse_manifest
 from exchange.core.trust import Trust
+from exchange.errors import ConfigError
 from exchange.node.server import Node
 from exchange.pki import CERT_LIFETIME, load_cert, private_key_pem, renew_certificate, rotate_signing_key
 from exchange.records.envelope import RECORD_TYPE, Signer, content_hash
@@ -397,3 +400,71 @@ def test_status_renew_rotate_and_resign_commands(fed: Federation, tmp_path: Path
     assert main(["keys", "rotate", *flag]) == 2
     assert "is not among JPN-NPA's signing keys" in _one_line(capfd)
     assert (fed.pki_dir / "manifest.toml").read_bytes() == before
+
+
+# --- what expires when ------------------------------------------------------------------------
+
+
+def test_expiry_days_are_a_metric_and_a_health_warning(fed: Federation, tmp_path: Path) -> None:
+    # A user certificate with ten days left, and a manifest that expires in five.
+    renew_certificate(J, fed.pki_dir / J, handle="ito", lifetime=dt.timedelta(days=10))
+    expiring = dataclasses.replace(fed.manifest, expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=5, hours=1))
+    config = dataclasses.replace(fed.node_config(J, tmp_path / J), metrics_listen="127.0.0.1:0")
+    fed.backend.migrated(tmp_path / J)
+    node = Node(config, manifest=expiring, schedule=False)
+    node.start()
+    fed.nodes.append(node)
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode("utf-8")
+    days = {(s.labels["kind"], s.labels["name"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "exchange_expiry_days"}
+    assert 9 < days[("user_certificate", "ito")] < 10.1
+    assert 5 < days[("manifest", "version 1")] < 5.1
+    assert 396 < days[("node_certificate", J)] < 398 and days[("ca_certificate", J)] > 3000
+    assert {name for kind, name in days if kind == "user_certificate"} == {"sato", "kato", "suzuki", "ito"}
+    # The health warning: logged by the node, one line per item close to its end, and only those.
+    warnings = node.expiry_watch.check()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("user certificate ito expires in 9 days (") and "pki renew" in warnings[0]
+    assert warnings[1].startswith("manifest version 1 expires in 5 days (")
+    # Renewed, the certificate leaves the warnings (and the metric follows at the next scrape).
+    renew_certificate(J, fed.pki_dir / J, handle="ito")
+    assert [w for w in node.expiry_watch.check() if "ito" in w] == []
+
+
+# --- the manifest's revocation list, parsed ---------------------------------------------------
+
+SERIAL = "5f:1e:0c"
+FINGERPRINT = "ab" * 32
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ({}, "partners[0].revoked[0]: a revoked certificate needs a serial or a fingerprint"),
+    ({"serial": 12}, "partners[0].revoked[0].serial: expected hex digits in a string, got 12"),
+    ({"serial": "xyz"}, "partners[0].revoked[0].serial: not hex digits: 'xyz'"),
+    ({"fingerprint": "abcd"}, "partners[0].revoked[0].fingerprint: a SHA-256 fingerprint is 32 bytes, got 2"),
+    ({"fingerprint": "zz" * 32}, "partners[0].revoked[0].fingerprint: not hex digits"),
+    ({"serial": "01", "reason": 3}, "partners[0].revoked[0].reason: expected str, got 3"),
+    ({"serial": "01", "since": "yesterday"}, "partners[0].revoked[0].since: not an ISO 8601 time: 'yesterday'"),
+])
+def test_a_malformed_revocation_entry_is_refused_naming_the_field(entry: dict[str, object], problem: str) -> None:
+    data = _manifest_data(revoked=[entry])
+    with pytest.raises(ConfigError) as refused:
+        parse_manifest(data, require_keys=False)
+    assert str(refused.value).startswith(problem)
+
+
+def test_revocation_entries_match_by_serial_or_fingerprint_only_in_their_agencys_list() -> None:
+    manifest = parse_manifest(_manifest_data(revoked=[
+        {"serial": SERIAL, "reason": "laptop lost", "since": "2026-12-04T09:00:00+00:00"},
+        {"fingerprint": FINGERPRINT}]), require_keys=False)
+    partner = manifest.partner(J)
+    assert partner.revokes(0x5F1E0C, b"\x00" * 32) is not None
+    assert partner.revokes(1, bytes.fromhex(FINGERPRINT)) is not None
+    assert partner.revokes(0x5F1E0D, b"\x00" * 32) is None  # a serial one off: not revoked
+    assert manifest.partner(U).revokes(0x5F1E0C, bytes.fromhex(FINGERPRINT)) is None
+
+
+def _manifest_data(*, revoked: list[dict[str, object]]) -> dict[str, object]:
+    partner = {"name": "n", "country": "JPN", "address": "127.0.0.1:1", "accreditation": "SECRET"}
+    return {"version": 1, "partners": [{**partner, "code": J, "revoked": revoked}, {**partner, "code": U}]}
