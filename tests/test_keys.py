@@ -34,12 +34,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.cli.main import main
 from exchange.config import load_manifest, load_node_config
 from exchange.core.identity import Identity
-from exchange.core.manifest import Manifest, RevokedCertificate, parse_manifest
+from exchange.core.manifest import Manifest, Partner, RevokedCertificate, SigningKey, parse_manifest
 from exchange.core.trust import Trust
 from exchange.errors import ConfigError
 from exchange.node.server import Node
@@ -468,3 +470,36 @@ def test_revocation_entries_match_by_serial_or_fingerprint_only_in_their_agencys
 def _manifest_data(*, revoked: list[dict[str, object]]) -> dict[str, object]:
     partner = {"name": "n", "country": "JPN", "address": "127.0.0.1:1", "accreditation": "SECRET"}
     return {"version": 1, "partners": [{**partner, "code": J, "revoked": revoked}, {**partner, "code": U}]}
+
+
+# --- which signature wins, as a property ----------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=6))
+def test_a_resigned_envelope_never_alternates_between_two_keys(keys: list[tuple[int, bool]]) -> None:
+    """However the keys were published (ties included) and whichever are compromised, of two keys at
+    most one supersedes the other, never a key itself, and never a compromised one: two relays serving
+    both envelopes of a record cannot make a holder swap them back and forth."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    published = tuple(
+        SigningKey(f"{J}/k{i}", bytes([i]) * 32, start + dt.timedelta(days=day), start + dt.timedelta(days=999),
+                   compromised_since=start if leaked else None)
+        for i, (day, leaked) in enumerate(keys))
+    partner = Partner(J, "n", "JPN", "127.0.0.1:1", "SECRET", "", published)
+    manifest = Manifest(version=1, partners={J: partner})
+    ids = [k.key_id for k in published] + [f"{J}/unknown"]
+    for a in ids:
+        assert not manifest.supersedes(J, a, a)
+        for b in ids:
+            assert not (manifest.supersedes(J, a, b) and manifest.supersedes(J, b, a)), (a, b)
+            key = manifest.signing_key(J, a)
+            if key is None or key.compromised:
+                assert not manifest.supersedes(J, a, b)
+            elif a != b and (held := manifest.signing_key(J, b)) is not None and held.compromised:
+                assert manifest.supersedes(J, a, b)
+    current = partner.current_key(start + dt.timedelta(days=10))
+    trusted = [k for k in published if not k.compromised]
+    assert (current is None) == (not trusted)
+    if current is not None:  # the current key is superseded by no other key
+        assert not any(manifest.supersedes(J, k.key_id, current.key_id) for k in published)

@@ -114,8 +114,8 @@ class Manifest:
         same bytes of ``originator`` (a re-signed envelope): the new key must be one of the
         originator's and not compromised; it wins over a held key that is compromised or no
         longer published, and over a trusted one published before it (by ``not_before``, then
-        the order of the list). Never the
-        other way round, so two relays serving both envelopes cannot make them alternate."""
+        the order of the list). Never the other way round, so two relays serving both
+        envelopes cannot make a holder swap them back and forth."""
         new = self.signing_key(originator, new_key_id)
         if new is None or new.compromised:
             return False
