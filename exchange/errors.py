@@ -28,6 +28,8 @@ __all__ = [
     "IdentityError",
     "InternalError",
     "InvalidInput",
+    "ManifestBehind",
+    "ManifestRefused",
     "NotFound",
     "Overloaded",
     "PermissionDenied",
@@ -90,6 +92,20 @@ class Conflict(RefusedError):
 
 class StaleCursor(RefusedError):
     """A sync cursor refers to a log state this server no longer has."""
+
+
+class ManifestBehind(RefusedError):
+    """The caller trusts an older manifest than this node: it must fetch and adopt the newer
+    one before it is served (FAILED_PRECONDITION; the message starts "newer manifest:")."""
+
+
+class ManifestRefused(RefusedError):
+    """A manifest that may not replace the one trusted; ``kind`` says why, for the security
+    event: rollback, expired, threshold, signer, malformed, gap, conflict, agency."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ConfigError(ExchangeError):

@@ -28,6 +28,8 @@ from exchange.errors import ConfigError
 CA_LIFETIME = dt.timedelta(days=3650)
 CERT_LIFETIME = dt.timedelta(days=397)
 SIGNING_KEY_LIFETIME = dt.timedelta(days=730)
+MANIFEST_LIFETIME = dt.timedelta(days=365)  # a manifest must be renewed (a new version) within this
+ROOTS_DIR = "roots"  # <out>/roots/<AGENCY>/root.key: manifest signing keys, never read by a node
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ def existing_pki(out_dir: Path) -> Path | None:
     manifest = out_dir / "manifest.toml"
     if manifest.exists():
         return manifest
-    found = sorted(out_dir.glob("*/ca.key")) + sorted(out_dir.glob("*/signing.key")) if out_dir.is_dir() else []
+    found = (sorted(out_dir.glob("*/ca.key")) + sorted(out_dir.glob("*/signing.key"))
+             + sorted(out_dir.glob(f"{ROOTS_DIR}/*/root.key"))) if out_dir.is_dir() else []
     return found[0] if found else None
 
 
@@ -234,7 +237,6 @@ def init_federation(
     nothing written) when ``out_dir`` already holds a PKI, unless ``force``: replacing it would
     replace every CA and signing key, and every record already signed would stop verifying.
     """
-    import tomli_w
 
     from exchange.core.identity import parse_identity_uri
 
@@ -251,9 +253,12 @@ def init_federation(
         raise ConfigError(f"{nodes_dir / 'federation.toml'}: partners must be an array of tables")
     out_dir.mkdir(parents=True, exist_ok=True)
     complete: list[dict[str, object]] = []
+    root_keys: dict[str, Ed25519PrivateKey] = {}
     for entry in partners:
         code = entry["code"]
         agency_dir = out_dir / code
+        root_keys[code] = Ed25519PrivateKey.generate()  # signs manifests only (root_key_path)
+        write_private(root_key_path(out_dir, code), private_key_pem(root_keys[code]))
         ca = make_ca(code, now=now)
         write_public(agency_dir / "ca.crt", ca.cert_pem)
         write_private(agency_dir / "ca.key", ca.key_pem)
@@ -286,9 +291,37 @@ def init_federation(
             }
         )
     manifest_path = out_dir / "manifest.toml"
-    manifest = {**template, "partners": complete}
-    write_public(manifest_path, tomli_w.dumps(manifest).encode("utf-8"))
+    write_public(manifest_path, first_manifest(template, complete, root_keys, now))
     return manifest_path
+
+
+def root_key_path(out_dir: Path, agency: str) -> Path:
+    """Where ``pki init`` leaves an agency's root key: outside every folder a node reads
+    (``<out>/<AGENCY>/``), to be moved offline to where ``exchange manifest sign`` runs."""
+    return out_dir / ROOTS_DIR / agency / "root.key"
+
+
+def first_manifest(
+    template: dict[str, object], partners: list[dict[str, object]], root_keys: dict[str, Ed25519PrivateKey],
+    now: dt.datetime,
+) -> bytes:
+    """The federation's first manifest document, signed by every agency's root key.
+
+    ``threshold`` (root signatures of distinct agencies every later version needs) is the
+    template's, else a majority of the agencies; ``expires`` the template's, else a year."""
+    from exchange.records.manifests import from_tables, sign
+
+    body: dict[str, object] = {
+        **{k: v for k, v in template.items() if k != "signatures"},
+        "partners": partners,
+        "roots": [{"agency": code, "public_key": public_key_b64(key)} for code, key in root_keys.items()],
+    }
+    body.setdefault("threshold", len(root_keys) // 2 + 1)
+    body.setdefault("expires", (now + MANIFEST_LIFETIME).isoformat(timespec="seconds"))
+    document = from_tables(body)
+    for key in root_keys.values():
+        document = sign(document, key)
+    return document.render()
 
 
 def write_profile(path: Path, agency: str, address: str, handle: str) -> None:
@@ -329,7 +362,7 @@ def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str
             changed.append((str(partner["code"]), str(partner.get("address")), new))
             partner["address"] = new
     if changed:
-        write_public(manifest_path, tomli_w.dumps(manifest).encode("utf-8"))
+        write_public(manifest_path, _next_version_signed(out_dir, manifest))
     for code, address in wanted.items():
         for profile_path in sorted((out_dir / code / "users").glob("*.profile.toml")):
             profile = _read_toml(profile_path, "profile ")
@@ -337,6 +370,25 @@ def update_addresses(nodes_dir: Path, out_dir: Path) -> list[tuple[str, str, str
                 profile["node"] = address
                 write_public(profile_path, tomli_w.dumps(profile).encode("utf-8"))
     return changed
+
+
+def _next_version_signed(out_dir: Path, tables: dict[str, Any]) -> bytes:
+    """``tables`` as the next manifest version, signed by every root key under ``<out>/roots``.
+
+    Nodes adopt a changed manifest only as a new version signed by their agencies' root
+    keys; where those keys are kept offline (as they should be), the result is a proposal
+    that still needs their ``exchange manifest sign``."""
+    from exchange.records.manifests import from_tables, sign
+
+    body = {k: v for k, v in tables.items() if k != "signatures"}
+    if isinstance(body.get("version"), int):
+        body["version"] += 1
+    document = from_tables(body)
+    for path in sorted((out_dir / ROOTS_DIR).glob("*/root.key")):
+        key = load_private_key(path)
+        if isinstance(key, Ed25519PrivateKey):
+            document = sign(document, key)
+    return document.render()
 
 
 def _read_toml(path: Path, what: str = "", hint: str = "") -> dict[str, Any]:

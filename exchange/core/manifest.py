@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -79,12 +80,29 @@ class Partner:
 
 
 @dataclass(frozen=True)
+class RootKey:
+    """An agency's root key: it signs manifests, never records (docs/design.md "The manifest")."""
+
+    agency: str
+    public_key: bytes  # raw Ed25519 public key, 32 bytes
+
+    @property
+    def key_id(self) -> str:
+        return root_key_id(self.public_key)
+
+
+@dataclass(frozen=True)
 class Manifest:
     version: int
     partners: Mapping[str, Partner]
-    # After this a node no longer trusts the manifest (a frozen manifest is a warning sign);
-    # days until then are a metric and a health warning. None: the manifest says nothing.
+    # A signed manifest (exchange/records/manifests.py) carries these; one built in code
+    # (tests) may leave them out: no expiry, no root keys.
     expires: dt.datetime | None = None
+    threshold: int = 1  # root signatures of distinct agencies a next version needs
+    roots: tuple[RootKey, ...] = ()
+
+    def root_key(self, key_id: str) -> RootKey | None:
+        return next((r for r in self.roots if r.key_id == key_id), None)
 
     @property
     def agencies(self) -> frozenset[str]:
@@ -108,7 +126,6 @@ class Manifest:
             return None
         return next((k for k in partner.keys if k.key_id == key_id), None)
 
-
     def supersedes(self, originator: str, new_key_id: str, held_key_id: str) -> bool:
         """Whether a signature by ``new_key_id`` should replace one by ``held_key_id`` over the
         same bytes of ``originator`` (a re-signed envelope): the new key must be one of the
@@ -124,6 +141,12 @@ class Manifest:
             return True
         order = {k.key_id: (k.not_before, i) for i, k in enumerate(self.partners[originator].keys)}
         return order[new_key_id] > order[held_key_id]
+
+
+def root_key_id(public_key: bytes) -> str:
+    """A root key's id: the first 16 bytes of SHA-256 over the raw public key, in hex (as TUF
+    names keys by their hash: an id can't be claimed for another key)."""
+    return hashlib.sha256(public_key).hexdigest()[:32]
 
 
 def node_dns_name(agency: str) -> str:
@@ -243,6 +266,42 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
             keys=keys,
             revoked=revoked,
         )
+    return Manifest(version=version, partners=partners, **_trust_fields(data, partners))
+
+
+def _trust_fields(data: Mapping[str, Any], partners: Mapping[str, Partner]) -> dict[str, Any]:
+    """``expires``, ``threshold`` and ``[[roots]]``: what makes the manifest a signed document.
+
+    Absent from an unsigned manifest (parsed as no expiry, threshold 1, no roots); the
+    node requires them of any manifest it trusts (exchange/records/manifests.py)."""
     expires = data.get("expires")
-    return Manifest(version=version, partners=partners,
-                    expires=None if expires is None else _time(expires, "manifest.expires"))
+    threshold = data.get("threshold", 1)
+    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
+        raise ConfigError(f"manifest.threshold: expected a whole number of at least 1, got {threshold!r}")
+    tables = data.get("roots", [])
+    if not isinstance(tables, list):
+        raise ConfigError("manifest.roots: expected a list of [[roots]] tables")
+    roots: list[RootKey] = []
+    for i, table in enumerate(tables):
+        where = f"roots[{i}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: expected a table")
+        agency = _field(table, "agency", where, str)
+        if agency not in partners:
+            raise ConfigError(f"{where}.agency: {agency} is not a partner of this manifest")
+        raw = _field(table, "public_key", where, str)
+        try:
+            public_key = base64.b64decode(raw, validate=True)
+        except ValueError:
+            raise ConfigError(f"{where}.public_key: not base64") from None
+        if len(public_key) != 32:
+            raise ConfigError(f"{where}.public_key: an Ed25519 key is 32 bytes, got {len(public_key)}")
+        roots.append(RootKey(agency, public_key))
+    if roots and threshold > len({r.agency for r in roots}):
+        raise ConfigError(f"manifest.threshold: {threshold} signatures can never be reached: only "
+                          f"{len({r.agency for r in roots})} agencies have root keys")
+    return {
+        "expires": None if expires is None else _time(expires, "manifest.expires"),
+        "threshold": threshold,
+        "roots": tuple(roots),
+    }

@@ -29,6 +29,7 @@ from exchange.errors import (
     ExchangeError,
     IdentityError,
     InvalidInput,
+    ManifestBehind,
     NotFound,
     Overloaded,
     PermissionDenied,
@@ -69,6 +70,7 @@ ROLES: Mapping[str, frozenset[Role]] = {
     "/exchange.v1.LiaisonService/WatchHits": frozenset({Role.LIAISON}),
     "/exchange.v1.SyncService/Pull": frozenset({Role.NODE}),
     "/exchange.v1.SyncService/Digest": frozenset({Role.NODE}),
+    "/exchange.v1.SyncService/GetManifest": frozenset({Role.NODE}),  # signed, public to partners
     # Operational: any authenticated federation identity may ask if the node is up, and so
     # may the node's operator with the node's own certificate (`exchange health`).
     "/grpc.health.v1.Health/Check": ANYONE,
@@ -88,6 +90,7 @@ _STATUS: tuple[tuple[type[ExchangeError], grpc.StatusCode], ...] = (
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Conflict, grpc.StatusCode.ABORTED),
     (StaleCursor, grpc.StatusCode.FAILED_PRECONDITION),
+    (ManifestBehind, grpc.StatusCode.FAILED_PRECONDITION),
 )
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import threading
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import TextIO
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -33,9 +36,11 @@ from exchange.node.submission import SubmissionService
 from exchange.node.sync import SyncService
 from exchange.node.tls import ServerTLS
 from exchange.node.tokens import PageTokens
+from exchange.node.trusted import FILE, accept, trusted_at_start
 from exchange.pki import Expiry, expiries, load_private_key
 from exchange.records.envelope import Signer
 from exchange.records.keyring import CURRENT_KEY, KeyRing
+from exchange.records.manifests import SignedManifest
 from exchange.store import Store, files, integrity
 from exchange.store.current import reevaluate_holdings
 from exchange.store.peers import manifest_changed
@@ -44,6 +49,34 @@ from exchange.sync.puller import Puller
 from exchange.sync.schedule import Schedule
 
 log = logging.getLogger("exchange.node")
+
+MANIFEST_CHECK_SECONDS = 2.0  # how often a running node looks at its manifest file
+
+
+def check_own_material(config: NodeConfig, manifest: Manifest) -> None:
+    """Refuse to run when this agency's own CA disagrees with the manifest it trusts: a
+    folder re-made by `pki init --force`, or a manifest of another federation."""
+    if config.agency not in manifest.partners:
+        raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
+    ca_path = config.agency_dir / "ca.crt"
+    if not ca_path.exists():
+        return  # a node's folder need not hold its CA certificate; node.crt is checked by TLS
+    try:
+        own = x509.load_pem_x509_certificate(ca_path.read_bytes())
+        published = x509.load_pem_x509_certificate(manifest.partner(config.agency).ca_cert_pem.encode("ascii"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{ca_path}: cannot compare with the manifest's CA: {exc}") from None
+    if own != published:
+        raise ConfigError(f"{ca_path} is not {config.agency}'s CA in the manifest it trusts (version "
+                          f"{manifest.version}): this folder belongs to another federation or was re-made")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
 def load_signer(agency: str, key_path: Path, manifest: Manifest) -> Signer:
@@ -67,10 +100,16 @@ class Node:
         self.config = config
         # The one holder of the manifest trusted now: every service reads it at call time,
         # and adopt() replaces it while the node runs (exchange/core/trust.py).
+        # A manifest passed in is trusted as given (tests, tools that built it); otherwise the
+        # node trusts the signed manifest chain it keeps, from the file its operator installed.
         self.trust = Trust(manifest or config.load_manifest())
-        self._adopting = threading.Lock()
-        if config.agency not in self.manifest.partners:
-            raise ConfigError(f"{config.agency} is not in the federation manifest {config.manifest_path}")
+        self.document: SignedManifest | None = None  # the signed document of the manifest trusted
+        self._file_seen: tuple[int, int] | None = None  # the manifest file as last read (mtime, size)
+        self.manifest_check_seconds = MANIFEST_CHECK_SECONDS
+        self._watching = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._adopting = threading.RLock()
+        check_own_material(config, self.manifest)
         agency_dir = config.agency_dir
         # The key that signs is the manifest's current key for this agency, asked at every
         # signature (exchange/records/keyring.py): a rotation takes effect when its manifest does.
@@ -87,6 +126,12 @@ class Node:
         seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
         self.store = Store.open(config.database_url, agency=config.agency, seal=seal,
                                 distrusted_keys=self.manifest.compromised_keys)
+        if manifest is None:
+            try:
+                self._trust_signed_chain()
+            except BaseException:
+                self.store.close()
+                raise
         self._adopt_manifest()
         limits = config.limits
         self.health = Health(["exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
@@ -123,7 +168,6 @@ class Node:
         self.puller = Puller(agency=config.agency, trust=self.trust, store=self.store,
                              node_key=self.tls.key, node_cert=self.tls.cert, limits=limits,
                              metrics=self.metrics)
-        self.tls.on_renewal = self.puller.use_certificate  # partners see the renewed certificate too
         self.schedule = (
             Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
             if schedule and config.peers else None
@@ -135,6 +179,56 @@ class Node:
     def manifest(self) -> Manifest:
         """The manifest this node trusts now."""
         return self.trust.manifest
+
+    def _trust_signed_chain(self) -> None:
+        """Start from the newest manifest this node trusts (exchange/node/trusted.py), which
+        must still agree with the agency's own CA and signing key (else: refuse to start)."""
+        path = self.config.manifest_path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        self.document = trusted_at_start(self.store, data, str(path), dt.datetime.now(dt.UTC))
+        self._file_seen = _stamp(path)
+        check_own_material(self.config, self.document.manifest)
+        trusted = self.document.manifest
+        try:  # one of the node's signing keys (signing.key, or a retired one) must be usable under it
+            KeyRing.load(self.config.agency, self.config.agency_dir, lambda: trusted).signer()
+        except ConfigError:
+            load_signer(self.config.agency, self.config.agency_dir / CURRENT_KEY, trusted)  # says what is wrong
+            raise
+        self.trust.replace(trusted)
+        self.store.distrust(self.document.manifest.compromised_keys)
+
+    def offer(self, source: str, documents: Sequence[bytes]) -> bool:
+        """Signed manifest versions from ``source`` (a partner, or the file): adopt the newest
+        if the chain from the trusted one verifies. False (a security event) if refused."""
+        with self._adopting:
+            if self.document is None:
+                return False  # trusting a manifest given in code: nothing to verify a chain from
+            newest = accept(self.store, self.document, documents, source, dt.datetime.now(dt.UTC))
+            if newest is None:
+                return False
+            try:
+                check_own_material(self.config, newest.manifest)
+            except ConfigError as error:  # trusted (kept), but this node cannot serve under it
+                log.error("manifest version %d: %s", newest.version, error)
+            self.document = newest
+            self.adopt(newest.manifest)
+            return True
+
+    def check_manifest_file(self) -> bool:
+        """Offer the manifest file if it changed since last seen (an operator installed one)."""
+        path = self.config.manifest_path
+        stamp = _stamp(path)
+        if self.document is None or stamp == self._file_seen:
+            return False
+        self._file_seen = stamp
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return False
+        return self.offer(FILE, [data])
 
     def adopt(self, manifest: Manifest) -> None:
         """Trust ``manifest`` from now on, without a restart.
@@ -206,8 +300,20 @@ class Node:
         self._start_metrics()
         if self.schedule is not None:
             self.schedule.start()
+        if self.document is not None:
+            self._watcher = threading.Thread(target=self._watch_manifest_file, name="manifest-file", daemon=True)
+            self._watcher.start()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
+
+    def _watch_manifest_file(self) -> None:
+        """An operator installs a new signed manifest by writing the file: adopted within
+        ``manifest_check_seconds`` if it verifies (a refusal is a security event)."""
+        while not self._watching.wait(self.manifest_check_seconds):
+            try:
+                self.check_manifest_file()
+            except Exception:  # the watcher never dies; the next change is tried again
+                log.exception("reading the manifest file %s failed", self.config.manifest_path)
 
     def _start_metrics(self) -> None:
         if not self.config.metrics_listen:
@@ -232,6 +338,10 @@ class Node:
         ``grace`` seconds, and the store closes only once no thread can write to it.
         """
         self.health.stop()  # NOT_SERVING at once, so clients and partners look elsewhere
+        self._watching.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
         self.monitor.stop()
         stopped = self._server.stop(grace) if self._server is not None else None  # no new calls from here
         if self.schedule is not None:

@@ -19,12 +19,13 @@ from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide_entry
 from exchange.core.trust import Trust
-from exchange.errors import InvalidInput, StaleCursor
+from exchange.errors import InvalidInput, ManifestBehind, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
 from exchange.records import digest as digests
 from exchange.store import Store, watch
 from exchange.store.log import LogEntry, log_after, log_end, log_fingerprint
+from exchange.store.manifests import MAX_SERVED_VERSIONS, stored_manifests
 from exchange.v1 import sync_pb2
 
 _CURSOR = ">16sq8s"  # epoch, last scanned seq, first 8 bytes of that entry's content hash
@@ -49,7 +50,25 @@ class SyncService:
         return [
             Method("Pull", sync_pb2.PullRequest, self.pull, streaming=True),
             Method("Digest", sync_pb2.DigestRequest, self.digest),
+            Method("GetManifest", sync_pb2.GetManifestRequest, self.get_manifest),
         ]
+
+    # --- the manifest ---------------------------------------------------------------------
+
+    def get_manifest(self, request: sync_pb2.GetManifestRequest, caller: Principal) -> sync_pb2.GetManifestResponse:
+        """The signed versions this node trusts above the caller's, oldest first (bounded)."""
+        kept = stored_manifests(self.store, after=request.have_version, limit=MAX_SERVED_VERSIONS)
+        return sync_pb2.GetManifestResponse(documents=[k.document for k in kept],
+                                            current_version=self.manifest.version)
+
+    def _require_current_manifest(self, request: sync_pb2.PullRequest) -> None:
+        """A puller on an older manifest is served nothing until it adopts ours: it would
+        decide what to hold by partners, accreditations and keys that no longer hold. Only
+        when we hold our version's signed document (it can fetch it); 0: not said."""
+        theirs, ours = request.manifest_version, self.manifest.version
+        if theirs and theirs < ours and stored_manifests(self.store, after=ours - 1, limit=1):
+            raise ManifestBehind(f"newer manifest: version {ours} is trusted here, the puller's is {theirs}; "
+                                 "fetch it with GetManifest, then pull again")
 
     def _released(
         self, request: sync_pb2.DigestRequest, caller: Principal, prefix: str, end: int,
@@ -111,6 +130,7 @@ class SyncService:
 
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[bytes]:
         """Serialised ``PullResponse`` messages (``rpc`` passes bytes through as they are)."""
+        self._require_current_manifest(request)
         after = self._position(request.cursor, caller)
         if len(request.only) > self.limits.max_digest_entries:
             raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")

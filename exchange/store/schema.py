@@ -202,6 +202,17 @@ meta = Table(
     Column("value", LargeBinary, nullable=False),
 )
 
+# Every manifest version the node has trusted (exchange/store/manifests.py), as received:
+# the node starts from the newest, after checking the chain again (revision 0007).
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("document", LargeBinary, nullable=False),  # the signed TOML document
+    Column("adopted_at", BigInteger, nullable=False),
+    Column("source", String(160), nullable=False),  # "file" (installed by the operator) or the partner's code
+)
+
 # --- liaison (exchange/store/watch.py) --------------------------------------------------
 
 # Side index of the audit log's pull disclosures, written in the audit entry's own

@@ -45,6 +45,8 @@ log = logging.getLogger("exchange.sync")
 # pulls lowers it (never raises it) once, when its puller is made.
 SWITCH_INTERVAL_SECONDS = 0.0005
 
+NEWER_MANIFEST = "newer manifest:"  # how a partner's FAILED_PRECONDITION says ours is older
+
 
 class Verifier:
     """Checks one served entry: size, signature over the received bytes, this node's own
@@ -146,6 +148,10 @@ class Puller:
         # the next batch boundary (what it holds is applied with its cursor), so the new
         # leader and the old one overlap by at most a batch. The schedule sets it.
         self.may_continue: Callable[[], bool] = lambda: True
+        # Set by a node that trusts a signed manifest (exchange/node/server.py): offered the
+        # documents a partner serves (GetManifest) when it says ours is older; True if it
+        # adopted a newer one. None: pulls do not state a manifest version.
+        self.adopt_manifests: Callable[[str, list[bytes]], bool] | None = None
 
     def use_certificate(self, key: bytes, cert: bytes) -> None:
         """Present this key and certificate from the next pull on (a renewed node certificate):
@@ -225,6 +231,9 @@ class Puller:
     def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
         started = time.monotonic()
         report = PullReport(peer, tally=RefusalTally(self.limits))
+        if peer not in self.manifest.partners:  # removed by a manifest adopted since it was scheduled
+            report.error = f"{peer} is not in the federation manifest (version {self.manifest.version})"
+            return report
         cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)
         if needs_repair or (not cursor and received_from(self.store, peer)):
             self._repair(peer, report, progress)
@@ -239,13 +248,23 @@ class Puller:
                  f"; error: {report.error}" if report.error else "", extra=report.fields())
         return report
 
-    def _pull(self, peer: str, cursor: bytes, report: PullReport, progress: Progress | None) -> None:
-        request = sync_pb2.PullRequest(cursor=cursor, max_entries=self.limits.pull_batch_entries)
+    def _pull(
+        self, peer: str, cursor: bytes, report: PullReport, progress: Progress | None, *, caught_up: bool = False,
+    ) -> None:
+        request = sync_pb2.PullRequest(cursor=cursor, max_entries=self.limits.pull_batch_entries,
+                                       manifest_version=self.manifest.version if self.adopt_manifests else 0)
         try:
             self.stream(peer, request, report, progress, save_cursor=True)
         except grpc.RpcError as error:
             code = error.code()
-            if code == grpc.StatusCode.FAILED_PRECONDITION:
+            if code == grpc.StatusCode.FAILED_PRECONDITION and (error.details() or "").startswith(NEWER_MANIFEST):
+                # The partner trusts a newer manifest: fetch, verify, adopt, then pull again (once).
+                if not caught_up and self.catch_up(peer, report):
+                    self._pull(peer, peer_cursor(self.store, peer), report, progress, caught_up=True)
+                elif not report.error:
+                    report.error = f"{peer} trusts a newer manifest this node did not adopt: " \
+                                   f"{clip(error.details(), 300)}"
+            elif code == grpc.StatusCode.FAILED_PRECONDITION:
                 report.stale_cursor = True
             elif code == grpc.StatusCode.INVALID_ARGUMENT and cursor:
                 # A cursor the peer cannot open (damaged or planted in our database, or sealed
@@ -259,6 +278,22 @@ class Puller:
                 report.error = f"{code.name}: {clip(error.details(), 300)}"  # the partner's words: logged, stored
             if code == grpc.StatusCode.UNAVAILABLE:
                 self._forget(peer)  # the schedule backs off; the next try connects afresh
+
+    def catch_up(self, peer: str, report: PullReport) -> bool:
+        """Fetch the manifest versions ``peer`` trusts above ours and offer them for adoption."""
+        if self.adopt_manifests is None:
+            return False
+        have = self.manifest.version
+        try:
+            response = self.stub(peer).GetManifest(sync_pb2.GetManifestRequest(have_version=have),
+                                                   timeout=self.limits.pull_deadline_seconds)
+        except grpc.RpcError as error:
+            report.error = f"GetManifest: {error.code().name}: {clip(error.details(), 300)}"
+            return False
+        adopted = self.adopt_manifests(peer, list(response.documents))
+        if not adopted:
+            report.error = f"{peer}'s manifest versions above {have} were refused (see exchange events)"
+        return adopted
 
     def _repair(self, peer: str, report: PullReport, progress: Progress | None) -> None:
         if not self._may_repair(peer, report):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from exchange.v1 import records_pb2 as exchange_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xchange/v1/sync.proto\x12\x0b\x65xchange.v1\x1a\x19\x65xchange/v1/records.proto\"U\n\x0bPullRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x0c\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\x12!\n\x04only\x18\x03 \x03(\x0b\x32\x13.exchange.v1.Bucket\"3\n\x06\x42ucket\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\"F\n\x0cPullResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.exchange.v1.Envelope\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\"P\n\rDigestRequest\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\x14\n\x0clist_entries\x18\x03 \x01(\x08\"[\n\x0b\x44igestEntry\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\x0c\"W\n\rDigestSummary\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\"z\n\x0e\x44igestResponse\x12-\n\tsummaries\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.DigestSummary\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12)\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x18.exchange.v1.DigestEntry2\x8f\x01\n\x0bSyncService\x12=\n\x04Pull\x12\x18.exchange.v1.PullRequest\x1a\x19.exchange.v1.PullResponse0\x01\x12\x41\n\x06\x44igest\x12\x1a.exchange.v1.DigestRequest\x1a\x1b.exchange.v1.DigestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65xchange/v1/sync.proto\x12\x0b\x65xchange.v1\x1a\x19\x65xchange/v1/records.proto\"o\n\x0bPullRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\x0c\x12\x13\n\x0bmax_entries\x18\x02 \x01(\r\x12!\n\x04only\x18\x03 \x03(\x0b\x32\x13.exchange.v1.Bucket\x12\x18\n\x10manifest_version\x18\x04 \x01(\r\"3\n\x06\x42ucket\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\"F\n\x0cPullResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.exchange.v1.Envelope\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\"P\n\rDigestRequest\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\x14\n\x0clist_entries\x18\x03 \x01(\x08\"[\n\x0b\x44igestEntry\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x11\n\trecord_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x04 \x01(\x0c\"W\n\rDigestSummary\x12\x12\n\noriginator\x18\x01 \x01(\t\x12\x15\n\rbucket_prefix\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\"z\n\x0e\x44igestResponse\x12-\n\tsummaries\x18\x01 \x03(\x0b\x32\x1a.exchange.v1.DigestSummary\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x0c\x12)\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x18.exchange.v1.DigestEntry\"*\n\x12GetManifestRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\r\"A\n\x13GetManifestResponse\x12\x11\n\tdocuments\x18\x01 \x03(\x0c\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\r2\xe1\x01\n\x0bSyncService\x12=\n\x04Pull\x12\x18.exchange.v1.PullRequest\x1a\x19.exchange.v1.PullResponse0\x01\x12\x41\n\x06\x44igest\x12\x1a.exchange.v1.DigestRequest\x1a\x1b.exchange.v1.DigestResponse\x12P\n\x0bGetManifest\x12\x1f.exchange.v1.GetManifestRequest\x1a .exchange.v1.GetManifestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,23 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.v1.sync_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PULLREQUEST']._serialized_start=66
-  _globals['_PULLREQUEST']._serialized_end=151
-  _globals['_BUCKET']._serialized_start=153
-  _globals['_BUCKET']._serialized_end=204
-  _globals['_PULLRESPONSE']._serialized_start=206
-  _globals['_PULLRESPONSE']._serialized_end=276
-  _globals['_DIGESTREQUEST']._serialized_start=278
-  _globals['_DIGESTREQUEST']._serialized_end=358
-  _globals['_DIGESTENTRY']._serialized_start=360
-  _globals['_DIGESTENTRY']._serialized_end=451
-  _globals['_DIGESTSUMMARY']._serialized_start=453
-  _globals['_DIGESTSUMMARY']._serialized_end=540
-  _globals['_DIGESTRESPONSE']._serialized_start=542
-  _globals['_DIGESTRESPONSE']._serialized_end=664
-  _globals['_SYNCSERVICE']._serialized_start=667
-  _globals['_SYNCSERVICE']._serialized_end=810
+  _globals['_PULLREQUEST']._serialized_end=177
+  _globals['_BUCKET']._serialized_start=179
+  _globals['_BUCKET']._serialized_end=230
+  _globals['_PULLRESPONSE']._serialized_start=232
+  _globals['_PULLRESPONSE']._serialized_end=302
+  _globals['_DIGESTREQUEST']._serialized_start=304
+  _globals['_DIGESTREQUEST']._serialized_end=384
+  _globals['_DIGESTENTRY']._serialized_start=386
+  _globals['_DIGESTENTRY']._serialized_end=477
+  _globals['_DIGESTSUMMARY']._serialized_start=479
+  _globals['_DIGESTSUMMARY']._serialized_end=566
+  _globals['_DIGESTRESPONSE']._serialized_start=568
+  _globals['_DIGESTRESPONSE']._serialized_end=690
+  _globals['_GETMANIFESTREQUEST']._serialized_start=692
+  _globals['_GETMANIFESTREQUEST']._serialized_end=734
+  _globals['_GETMANIFESTRESPONSE']._serialized_start=736
+  _globals['_GETMANIFESTRESPONSE']._serialized_end=801
+  _globals['_SYNCSERVICE']._serialized_start=804
+  _globals['_SYNCSERVICE']._serialized_end=1029
 # @@protoc_insertion_point(module_scope)

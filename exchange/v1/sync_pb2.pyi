@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PullRequest(_message.Message):
-    __slots__ = ("cursor", "max_entries", "only")
+    __slots__ = ("cursor", "max_entries", "only", "manifest_version")
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     MAX_ENTRIES_FIELD_NUMBER: _ClassVar[int]
     ONLY_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     cursor: bytes
     max_entries: int
     only: _containers.RepeatedCompositeFieldContainer[Bucket]
-    def __init__(self, cursor: _Optional[bytes] = ..., max_entries: _Optional[int] = ..., only: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ...) -> None: ...
+    manifest_version: int
+    def __init__(self, cursor: _Optional[bytes] = ..., max_entries: _Optional[int] = ..., only: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ..., manifest_version: _Optional[int] = ...) -> None: ...
 
 class Bucket(_message.Message):
     __slots__ = ("originator", "bucket_prefix")
@@ -76,3 +78,17 @@ class DigestResponse(_message.Message):
     cursor: bytes
     entries: _containers.RepeatedCompositeFieldContainer[DigestEntry]
     def __init__(self, summaries: _Optional[_Iterable[_Union[DigestSummary, _Mapping]]] = ..., cursor: _Optional[bytes] = ..., entries: _Optional[_Iterable[_Union[DigestEntry, _Mapping]]] = ...) -> None: ...
+
+class GetManifestRequest(_message.Message):
+    __slots__ = ("have_version",)
+    HAVE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    have_version: int
+    def __init__(self, have_version: _Optional[int] = ...) -> None: ...
+
+class GetManifestResponse(_message.Message):
+    __slots__ = ("documents", "current_version")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedScalarFieldContainer[bytes]
+    current_version: int
+    def __init__(self, documents: _Optional[_Iterable[bytes]] = ..., current_version: _Optional[int] = ...) -> None: ...

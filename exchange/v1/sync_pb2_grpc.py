@@ -45,6 +45,11 @@ class SyncServiceStub:
                 request_serializer=exchange_dot_v1_dot_sync__pb2.DigestRequest.SerializeToString,
                 response_deserializer=exchange_dot_v1_dot_sync__pb2.DigestResponse.FromString,
                 _registered_method=True)
+        self.GetManifest = channel.unary_unary(
+                '/exchange.v1.SyncService/GetManifest',
+                request_serializer=exchange_dot_v1_dot_sync__pb2.GetManifestRequest.SerializeToString,
+                response_deserializer=exchange_dot_v1_dot_sync__pb2.GetManifestResponse.FromString,
+                _registered_method=True)
 
 
 class SyncServiceServicer:
@@ -63,6 +68,14 @@ class SyncServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetManifest(self, request, context):
+        """The signed manifest versions this node trusts above have_version, oldest first: a
+        partner on an older version walks the chain, verifies each and adopts the newest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +88,11 @@ def add_SyncServiceServicer_to_server(servicer, server):
                     servicer.Digest,
                     request_deserializer=exchange_dot_v1_dot_sync__pb2.DigestRequest.FromString,
                     response_serializer=exchange_dot_v1_dot_sync__pb2.DigestResponse.SerializeToString,
+            ),
+            'GetManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetManifest,
+                    request_deserializer=exchange_dot_v1_dot_sync__pb2.GetManifestRequest.FromString,
+                    response_serializer=exchange_dot_v1_dot_sync__pb2.GetManifestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class SyncService:
             '/exchange.v1.SyncService/Digest',
             exchange_dot_v1_dot_sync__pb2.DigestRequest.SerializeToString,
             exchange_dot_v1_dot_sync__pb2.DigestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.v1.SyncService/GetManifest',
+            exchange_dot_v1_dot_sync__pb2.GetManifestRequest.SerializeToString,
+            exchange_dot_v1_dot_sync__pb2.GetManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,

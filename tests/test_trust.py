@@ -1,0 +1,320 @@
+"""The signed manifest, table-driven: one row per scenario of issue 11 (items 1, 2, 5, 6),
+each with its negative twin. Real nodes over mutual TLS on loopback, real keys: the PKI
+is the session's (made by `pki init`, root keys included), each node with its own copy
+of it, so that a manifest reaches a node only the way the row says (its operator's file,
+or a pull from a partner that trusts it).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import shutil
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from exchange.cli.main import main
+from exchange.config import NodeConfig, PeerEntry, UserEntry
+from exchange.core.identity import Role
+from exchange.errors import ConfigError
+from exchange.node.server import Node
+from exchange.pki import init_federation, load_private_key, make_ca
+from exchange.records.manifests import SignedManifest, from_tables, parse_document, sign
+from exchange.store.current import current_record
+from exchange.store.events import security_events
+from exchange.store.manifests import stored_manifests
+from exchange.v1 import records_pb2, submission_pb2
+from tests.federation import Federation, UserClient, draft, free_port
+
+J, U, K, G, F = "JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA", "FRA-DGSI"
+ANALYSTS = {J: "sato", U: "jmiller", K: "kimjh", G: "hwright", F: "dubois"}
+USAGE = 2
+_PORTS: set[int] = set()
+
+
+@dataclass
+class Kit:
+    """One row's federation: the session's signed PKI, a copy per node, nodes started on demand."""
+
+    federation: Federation
+    root: Path
+    nodes: dict[str, Node] = field(default_factory=dict)
+    extra_pki: dict[str, Path] = field(default_factory=dict)  # agencies outside the session's PKI
+
+    @property
+    def base(self) -> Path:
+        return self.federation.pki_dir
+
+    def pki(self, agency: str) -> Path:
+        """``agency``'s node's own PKI folder (a copy: its manifest file is its own)."""
+        own = self.root / agency / "pki"
+        if not own.exists():
+            shutil.copytree(self.extra_pki.get(agency, self.base), own, ignore=shutil.ignore_patterns("roots"))
+        return own
+
+    def start(self, agency: str, *, peers: Iterable[str] = (), address: str | None = None) -> Node:
+        data_dir = self.root / agency / "data"
+        self.federation.backend.migrated(data_dir)
+        users = {ANALYSTS[agency]: UserEntry(ANALYSTS[agency], Role.ANALYST, "SECRET")}
+        config = NodeConfig(
+            path=data_dir / "node.toml", agency=agency,
+            listen=address or self.federation.manifest.partner(agency).address,
+            data_dir=data_dir, database_url=self.federation.backend.url(data_dir), pki_dir=self.pki(agency),
+            users=users, peers=tuple(PeerEntry(p, 300) for p in peers),
+        )
+        node = Node(config, schedule=False)  # no manifest passed: the node trusts its signed chain
+        node.start()
+        self.federation.nodes.append(node)
+        self.nodes[agency] = node
+        return node
+
+    def document(self, agency: str | None = None) -> SignedManifest:
+        """The manifest ``agency``'s node trusts (the session's first one if None)."""
+        if agency is None:
+            return parse_document((self.base / "manifest.toml").read_bytes())
+        document = self.nodes[agency].document
+        assert document is not None
+        return document
+
+    def install(self, agency: str, document: SignedManifest | bytes) -> bool:
+        """What an operator does: write the signed manifest into the node's PKI folder."""
+        data = document if isinstance(document, bytes) else document.render()
+        (self.pki(agency) / "manifest.toml").write_bytes(data)
+        return self.nodes[agency].check_manifest_file()
+
+    def events(self, agency: str) -> list[str]:
+        return [e.kind for e in security_events(self.nodes[agency].store)]
+
+    def submit(self, agency: str, **marking: Any) -> str:
+        node = self.nodes[agency]
+        base = self.extra_pki.get(agency, self.base) / agency / "users" / ANALYSTS[agency]
+        channel = self.federation.channel(node.port, server_agency=agency, key=base.with_suffix(".key").read_bytes(),
+                                          cert=base.with_suffix(".crt").read_bytes(),
+                                          roots=(self.pki(agency) / agency / "ca.crt").read_bytes())
+        analyst = UserClient.of(channel)
+        receipt = analyst.submission.Submit(submission_pb2.SubmitRequest(
+            draft=draft(marking=records_pb2.Marking(**marking))), timeout=10).receipt
+        channel.close()
+        return str(receipt.ref.record_id)
+
+
+def propose(document: SignedManifest, change: Callable[[dict[str, Any]], None] | None = None, *,
+            version: int | None = None, expires: dt.datetime | None = None) -> SignedManifest:
+    """The next version of ``document`` (unsigned), changed by ``change``."""
+    body = copy.deepcopy(dict(document.body))
+    body["version"] = version if version is not None else document.version + 1
+    body["expires"] = (expires or dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat(timespec="seconds")
+    if change is not None:
+        change(body)
+    return from_tables(body)
+
+
+def signed(kit: Kit, document: SignedManifest, *agencies: str) -> SignedManifest:
+    for agency in agencies:
+        key = load_private_key(kit.extra_pki.get(agency, kit.base) / "roots" / agency / "root.key")
+        assert isinstance(key, Ed25519PrivateKey)
+        document = sign(document, key)
+    return document
+
+
+def renamed(name: str) -> Callable[[dict[str, Any]], None]:
+    def change(body: dict[str, Any]) -> None:
+        next(p for p in body["partners"] if p["code"] == J)["name"] = name
+    return change
+
+
+def accreditation(agency: str, level: str) -> Callable[[dict[str, Any]], None]:
+    def change(body: dict[str, Any]) -> None:
+        next(p for p in body["partners"] if p["code"] == agency)["accreditation"] = level
+    return change
+
+
+# --- the rows -----------------------------------------------------------------------------
+
+
+def rollback_refused(kit: Kit) -> None:
+    jpn = kit.start(J)
+    first = kit.document()
+    second = signed(kit, propose(first, renamed("NPA v2")), J, U, K)
+    assert kit.install(J, second)  # twin: the valid next version is adopted
+    assert jpn.manifest.version == first.version + 1
+    assert not kit.install(J, first)  # the older one, validly signed: refused
+    assert jpn.manifest.version == first.version + 1
+    assert "manifest-rollback" in kit.events(J)
+
+
+def expired_refused(kit: Kit) -> None:
+    jpn = kit.start(J)
+    first = kit.document()
+    stale = signed(kit, propose(first, renamed("NPA v2"), expires=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+                   J, U, K, G)
+    assert not kit.install(J, stale)
+    assert jpn.manifest.version == first.version and kit.events(J) == ["manifest-expired"]
+    fresh = signed(kit, propose(first, renamed("NPA v2")), J, U, K, G)  # twin: the same change, not expired
+    assert kit.install(J, fresh) and jpn.manifest.version == first.version + 1
+
+
+def below_threshold_refused(kit: Kit) -> None:
+    jpn = kit.start(J)
+    first = kit.document()
+    assert first.manifest.threshold == 3  # a majority of four
+    proposal = propose(first, accreditation(G, "SECRET"))
+    assert not kit.install(J, signed(kit, proposal, J, U))
+    assert jpn.manifest.partner(G).accreditation == "CONFIDENTIAL" and kit.events(J) == ["manifest-threshold"]
+    # Two signatures by one agency count once.
+    assert not kit.install(J, signed(kit, proposal, J, U).with_signature(signed(kit, proposal, U).signatures[0]))
+    assert kit.install(J, signed(kit, proposal, J, U, K))  # twin: a third agency signs
+    assert jpn.manifest.partner(G).accreditation == "SECRET"
+
+
+def wrong_signer_refused(kit: Kit) -> None:
+    jpn = kit.start(J)
+    first = kit.document()
+    proposal = propose(first, accreditation(G, "SECRET"))
+    strangers = proposal
+    for _ in range(4):
+        strangers = sign(strangers, Ed25519PrivateKey.generate())  # keys of no agency's root
+    assert not kit.install(J, strangers)
+    good = signed(kit, proposal, J, U, K)
+    tampered = good.render().replace(b'accreditation = "SECRET"', b'accreditation = "TOP SECRET"', 1)
+    assert tampered != good.render()
+    assert not kit.install(J, tampered)  # one changed field: no root signature verifies
+    assert kit.events(J) == ["manifest-signer", "manifest-signer"]
+    assert jpn.manifest.partner(G).accreditation == "CONFIDENTIAL"
+    assert kit.install(J, good)  # twin: the same document, unchanged
+    assert jpn.manifest.partner(G).accreditation == "SECRET"
+
+
+def adopted_by_every_node_through_sync(kit: Kit) -> None:
+    nodes = {J: kit.start(J), U: kit.start(U, peers=[J]), K: kit.start(K, peers=[U]), G: kit.start(G, peers=[K])}
+    first = kit.document()
+    refused = signed(kit, propose(first, renamed("NPA v2")), J, U)  # twin: below threshold, at its source
+    assert not kit.install(J, refused)
+    for puller, peer in ((U, J), (K, U), (G, K)):
+        assert not nodes[puller].puller.pull(peer).error
+    assert {n.manifest.version for n in nodes.values()} == {first.version}
+    assert kit.install(J, signed(kit, propose(first, renamed("NPA v2")), J, U, K))  # installed at JPN-NPA only
+    for puller, peer in ((U, J), (K, U), (G, K)):  # each pull: told to update, fetches, adopts, pulls
+        report = nodes[puller].puller.pull(peer)
+        assert not report.error, report.error
+        assert nodes[puller].manifest.version == first.version + 1
+        assert nodes[puller].manifest.partner(J).name == "NPA v2"
+        assert [m.source for m in stored_manifests(nodes[puller].store)] == ["file", peer]
+
+
+def fifth_agency_joins(kit: Kit) -> None:
+    fra_pki = kit.root / "onboard"
+    kit.extra_pki[F] = fra_pki
+    address = f"127.0.0.1:{free_port(_PORTS)}"
+    onboard = kit.root / "onboard-nodes"
+    (onboard / F).mkdir(parents=True)
+    (onboard / "federation.toml").write_text(textwrap.dedent(f"""\
+        version = 1
+
+        [[partners]]
+        code = "{F}"
+        name = "Direction générale de la sécurité intérieure"
+        country = "FRA"
+        address = "{address}"
+        accreditation = "SECRET"
+        """), encoding="utf-8")
+    (onboard / F / "node.toml").write_text(
+        f'agency = "{F}"\nlisten = "{address}"\n\n[[users]]\nhandle = "dubois"\nrole = "analyst"\n'
+        'clearance = "SECRET"\n', encoding="utf-8")
+    joining = parse_document(init_federation(onboard, fra_pki).read_bytes())
+
+    jpn = kit.start(J)
+    first = kit.document()
+
+    def join(body: dict[str, Any]) -> None:
+        body["partners"].append(dict(joining.body["partners"][0]))
+        body["roots"].append(dict(joining.body["roots"][0]))
+
+    second = signed(kit, propose(first, join), J, U, K, F)
+    (kit.pki(F) / "manifest.toml").write_bytes(second.render())  # the new partner starts from v2
+    fra = kit.start(F, peers=[J], address=address)
+    # Twin: JPN-NPA has not adopted v2 yet: FRA-DGSI's handshake is refused.
+    assert "UNAVAILABLE" in fra.puller.pull(J).error
+    assert kit.install(J, second)  # no restart: JPN-NPA serves FRA-DGSI from its next handshake
+    released = kit.submit(J, classification="CONFIDENTIAL", releasable_to=[F, U], tlp="GREEN")
+    withheld = kit.submit(J, classification="CONFIDENTIAL", releasable_to=[U], tlp="GREEN")
+    report = fra.puller.pull(J)
+    assert not report.error, report.error
+    assert current_record(fra.store, J, released) is not None
+    assert current_record(fra.store, J, withheld) is None
+    assert jpn.manifest.version == fra.manifest.version == first.version + 1
+
+
+def accreditation_lowered_purges(kit: Kit) -> None:
+    usa = kit.start(U)
+    kor = kit.start(K, peers=[U])
+    secret = kit.submit(U, classification="SECRET", releasable_to=[K, J], tlp="GREEN")
+    confidential = kit.submit(U, classification="CONFIDENTIAL", releasable_to=[K, J], tlp="GREEN")
+    assert not kor.puller.pull(U).error
+    assert current_record(kor.store, U, secret) is not None
+    first = kit.document()
+    lowered = propose(first, accreditation(K, "CONFIDENTIAL"))
+    assert not kit.install(U, signed(kit, lowered, U, K))  # twin: not enough signatures, nothing purged
+    assert not kor.puller.pull(U).error and current_record(kor.store, U, secret) is not None
+    assert kit.install(U, signed(kit, lowered, U, K, J))
+    report = kor.puller.pull(U)  # told, fetches, adopts: purges what it may no longer hold
+    assert not report.error, report.error
+    assert kor.manifest.partner(K).accreditation == usa.manifest.partner(K).accreditation == "CONFIDENTIAL"
+    assert current_record(kor.store, U, secret) is None
+    assert current_record(kor.store, U, confidential) is not None
+
+
+def pki_init_twice_changes_nothing(kit: Kit) -> None:
+    nodes = kit.root / "nodes"
+    (nodes / J).mkdir(parents=True)
+    (nodes / "federation.toml").write_text(
+        f'version = 1\n\n[[partners]]\ncode = "{J}"\nname = "NPA"\ncountry = "JPN"\naddress = "127.0.0.1:1"\n'
+        'accreditation = "SECRET"\n', encoding="utf-8")
+    (nodes / J / "node.toml").write_text(f'agency = "{J}"\nlisten = "127.0.0.1:1"\n', encoding="utf-8")
+    out = kit.root / "out"
+    assert main(["pki", "init", "--out", str(out), "--nodes", str(nodes)]) == 0
+
+    def snapshot() -> dict[str, tuple[bytes, int]]:
+        return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    assert any(name.endswith("roots/JPN-NPA/root.key") for name in before)
+    assert main(["pki", "init", "--out", str(out), "--nodes", str(nodes)]) == USAGE
+    assert snapshot() == before
+    shutil.rmtree(out / J)  # the root key alone is a PKI worth keeping
+    kept = snapshot()
+    assert main(["pki", "init", "--out", str(out), "--nodes", str(nodes)]) == USAGE
+    assert snapshot() == kept
+
+
+def node_refuses_a_ca_the_manifest_disagrees_with(kit: Kit) -> None:
+    kit.start(J)  # twin: its own CA, as published
+    other = kit.pki(U)
+    (other / U / "ca.crt").write_bytes(make_ca(U, now=dt.datetime.now(dt.UTC)).cert_pem)  # `pki init --force`d
+    with pytest.raises(ConfigError, match="is not USA-DTSF's CA in the manifest it trusts"):
+        kit.start(U)
+
+
+ROWS: dict[str, Callable[[Kit], None]] = {
+    "rollback refused": rollback_refused,
+    "expired refused": expired_refused,
+    "below threshold refused": below_threshold_refused,
+    "wrong signer refused": wrong_signer_refused,
+    "v+1 adopted by every node of four through sync alone": adopted_by_every_node_through_sync,
+    "a fifth agency joins and receives what is released to it": fifth_agency_joins,
+    "an accreditation lowered, and the purge": accreditation_lowered_purges,
+    "pki init twice without --force changes nothing": pki_init_twice_changes_nothing,
+    "a node refuses to start when its CA disagrees with the manifest": node_refuses_a_ca_the_manifest_disagrees_with,
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_trust(row: str, federation: Federation, tmp_path: Path) -> None:
+    ROWS[row](Kit(federation, tmp_path))
+
