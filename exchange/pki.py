@@ -422,7 +422,8 @@ def rotate_signing_key(
     and the node keeps signing with it until a manifest publishing the new key is adopted:
     exchange/records/keyring.py); the new one becomes ``signing.key``. The proposal is the
     manifest at ``manifest_path`` with its version raised by one and the new key added to
-    the agency's keys; the old key stays published (retired, not compromised).
+    the agency's keys; the old key stays published (retired, not compromised), and the
+    previous version's signatures are left out (they signed other bytes).
     """
     import tomli_w
 
@@ -454,6 +455,9 @@ def rotate_signing_key(
     if not isinstance(version, int):
         raise ConfigError(f"{manifest_path}: version: expected int, got {version!r}")
     document["version"] = version + 1
+    # A proposal is unsigned: the version it came from was signed over other bytes. Root key
+    # holders sign it (exchange/records/manifests.py) before any node trusts it.
+    document.pop("signatures", None)
     # The old key is kept first (under its id, never overwritten), then the new one replaces it:
     # at every moment the folder holds both, or the old one as signing.key.
     write_private(agency_dir / RETIRED_KEYS / f"{retired.replace('/', '_')}.key", private_key_pem(current))

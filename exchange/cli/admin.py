@@ -228,7 +228,7 @@ def run_status(args: argparse.Namespace) -> int:
     from exchange.pki import expiries
 
     config = node_config(args)
-    manifest = config.load_manifest()
+    manifest = _trusted_or_file(args, config)
     now = dt.datetime.now(dt.UTC)
     items = expiries(config.agency, config.agency_dir, list(config.users), manifest)
     print(f"{config.agency}: manifest version {manifest.version}, signing key {_signing_key(config, manifest)}")
@@ -247,6 +247,17 @@ def run_status(args: argparse.Namespace) -> int:
             when = f"{item.not_after:%Y-%m-%d} ({left}){'  WARNING' if warn else ''}"
         print(f"  {item.label:<{width}}  {when}")
     return 1 if soon else 0
+
+
+def _trusted_or_file(args: argparse.Namespace, config: NodeConfig) -> Manifest:
+    """The manifest the node trusts (kept in its store), or its manifest file if there is no store yet."""
+    from exchange.cli.keys import trusted_manifest
+
+    try:
+        with existing_store(args) as store:
+            return trusted_manifest(config, store)
+    except ConfigError:  # no database yet (or not at this schema): what the node would start from
+        return config.load_manifest()
 
 
 def _signing_key(config: NodeConfig, manifest: Manifest) -> str:

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from exchange.config import NodeConfig
+    from exchange.core.manifest import Manifest
+    from exchange.store import Store
+
+__all__ = ["register", "trusted_manifest"]
 
 
 def register(commands: Commands) -> None:
@@ -46,14 +52,24 @@ def run_keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def trusted_manifest(config: NodeConfig, store: Store) -> Manifest:
+    """The manifest the node trusts: the newest it adopted (kept in its store, verified when it
+    was adopted and at every start), or, on a node that never started, its manifest file."""
+    from exchange.records.manifests import parse_document
+    from exchange.store.manifests import stored_manifests
+
+    kept = stored_manifests(store)
+    return parse_document(kept[-1].document).manifest if kept else config.load_manifest()
+
+
 def run_records_resign(args: argparse.Namespace) -> int:
     from exchange.records.keyring import KeyRing
     from exchange.store.resign import resign_own
 
     config = node_config(args)
-    manifest = config.load_manifest()
-    signer = KeyRing.load(config.agency, config.agency_dir, lambda: manifest).signer()
     with existing_store(args) as store:
+        manifest = trusted_manifest(config, store)
+        signer = KeyRing.load(config.agency, config.agency_dir, lambda: manifest).signer()
         count = resign_own(store, signer.seal, signer.key_id, manifest.supersedes)
     print(f"re-signed {count} entries of {config.agency} with {signer.key_id}; partners replace them at their "
           "next pull")
