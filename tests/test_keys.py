@@ -168,6 +168,13 @@ def test_compromise_hides_everywhere_and_resign_shows_and_serves_everywhere(fed:
     nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K, G)}
     refs = [submit(nodes[J], fed, f"record {n}") for n in range(3)]
     pull_along(nodes, CHAIN)
+    analyst = UserClient.of(fed.user_channel(nodes[J], J, "sato"))
+    # The third is retracted once everyone holds it: a retracted version and a withdrawal, both
+    # to be re-signed too.
+    analyst.submission.Retract(submission_pb2.RetractRequest(ref=refs[2], base_version=1, reason="duplicate"),
+                               timeout=10)
+    analyst.channel.close()
+    pull_along(nodes, CHAIN)
     ids = {r.record_id for r in refs}
     for agency, node in nodes.items():
         assert served_ids(node, J) == ids, agency
@@ -181,21 +188,28 @@ def test_compromise_hides_everywhere_and_resign_shows_and_serves_everywhere(fed:
         assert served_ids(node, J) == set(), agency
     signer = nodes[J].signer.signer()
     assert signer.key_id == new_key
-    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 3
+    # Three current versions, the retracted record's first version (its originator keeps it) and
+    # the withdrawal.
+    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 5
     assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 0  # nothing left
     pull_along(nodes, CHAIN)
     for agency, node in nodes.items():
         assert all(signed_by(node, r) == new_key for r in refs), agency  # shown again
         assert served_ids(node, J) == ids, agency  # and served, relays included: nothing lost
-        for ref in refs:
+        for ref in refs[:2]:
             entries = log_entries(node.store, J, ref.record_id)
             # One content, two signatures: the replaced entry stays, purged, under the leaked key.
             assert {(e.key_id, bool(e.envelope)) for e in entries} == {(old_key, False), (new_key, True)}, agency
             assert len({e.content_hash for e in entries}) == 1
+        retracted = log_entries(node.store, J, refs[2].record_id)
+        assert all(e.key_id == new_key for e in retracted if e.envelope and not e.purged), agency
+        assert any(e.key_id == new_key and "withdrawal" in e.payload_type and not e.payload_type.endswith(
+            ";replaced") for e in retracted), agency
+        assert signed_by(node, refs[2]) == new_key
     # A liaison officer of GBR-NPSA (two relays away) is shown them through its node.
     client = UserClient.of(fed.user_channel(nodes[G], G, "ebrooks"))
     found = client.query.Search(query_pb2.SearchRequest(originators=[J]), timeout=10)
-    assert {r.envelope.key_id for r in found.records} == {new_key} and len(found.records) == 3
+    assert {r.envelope.key_id for r in found.records} == {new_key} and len(found.records) == 2  # + 1 retracted
     client.channel.close()
 
 

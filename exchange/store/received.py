@@ -145,7 +145,7 @@ def apply_entries(
         refused += _apply_versions(conn, peer, versions, report, tally, supersedes)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
-            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
+            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes)
     _refuse(conn, peer, refused, tally, report)
     return report
 
@@ -368,17 +368,24 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
 
 
 def _apply_withdrawal(
-    conn: Connection, peer: str, entry: Incoming, message: records_pb2.Withdrawal, report: BatchReport
+    conn: Connection, peer: str, entry: Incoming, message: records_pb2.Withdrawal, report: BatchReport,
+    supersedes: Supersedes | None = None,
 ) -> None:
     ref, version = message.ref, message.version
     exists = conn.execute(
-        select(log.c.seq).where(
+        select(log.c.seq, log.c.key_id).where(
             log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version == version,
             log.c.content_hash == entry.content_hash, log.c.payload_type == WITHDRAWAL_TYPE,
         )
     ).first()
     if exists is not None:
-        report.duplicates += 1
+        # The same withdrawal signed again with a newer key replaces the one held (rule 2).
+        if (supersedes is not None and exists.key_id != entry.envelope.key_id
+                and replace_envelope(conn, ref.originator, ref.record_id, version, entry.envelope,
+                                     entry.content_hash, peer, supersedes) == "replaced"):
+            report.resigned += 1
+        else:
+            report.duplicates += 1
         return
     # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
     # audiences of the earlier versions this node held (and may have relayed) route it on.
