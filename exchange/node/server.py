@@ -168,6 +168,10 @@ class Node:
         self.puller = Puller(agency=config.agency, trust=self.trust, store=self.store,
                              node_key=self.tls.key, node_cert=self.tls.cert, limits=limits,
                              metrics=self.metrics)
+        if self.document is not None:
+            # A partner on a newer manifest: its versions are offered here (exchange/sync/puller.py).
+            self.puller.adopt_manifests = self.offer
+        self.tls.on_renewal = self.puller.use_certificate  # partners see the renewed certificate too
         self.schedule = (
             Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
             if schedule and config.peers else None
