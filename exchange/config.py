@@ -71,6 +71,9 @@ class UserEntry:
     clearance: str
 
 
+EVERY_PARTNER = "*"  # [[peers]] agency = "*": every partner in the manifest
+
+
 @dataclass(frozen=True)
 class PeerEntry:
     agency: str
@@ -106,7 +109,7 @@ class NodeConfig:
         # A peer the manifest does not know can never be pulled from: refuse the
         # configuration at start, not in a traceback at every scheduled pull.
         for i, peer in enumerate(self.peers):
-            if peer.agency not in manifest.partners:
+            if peer.agency != EVERY_PARTNER and peer.agency not in manifest.partners:
                 raise ConfigError(
                     f"{self.path}: peers[{i}].agency: {peer.agency} is not in the federation manifest "
                     f"{self.manifest_path}"
@@ -185,7 +188,9 @@ def _peers(data: object, where: str) -> tuple[PeerEntry, ...]:
     for i, entry in enumerate(data):
         at = f"{where}[{i}]"
         agency = entry.get("agency") if isinstance(entry, dict) else None
-        if not isinstance(agency, str) or not AGENCY_RE.match(agency):
+        # "*": every partner the manifest names, as it changes (a partner that joins is pulled
+        # from as soon as the node adopts the manifest that adds it; exchange/node/server.py).
+        if not isinstance(agency, str) or not (AGENCY_RE.match(agency) or agency == EVERY_PARTNER):
             raise ConfigError(f"{at}.agency: malformed agency code {agency!r}")
         interval = entry.get("interval_seconds", 30.0)
         if not isinstance(interval, int | float) or interval <= 0:

@@ -11,11 +11,13 @@ import copy
 import datetime as dt
 import shutil
 import textwrap
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -38,6 +40,13 @@ USAGE = 2
 _PORTS: set[int] = set()
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 @dataclass
 class Kit:
     """One row's federation: the session's signed PKI, a copy per node, nodes started on demand."""
@@ -58,7 +67,8 @@ class Kit:
             shutil.copytree(self.extra_pki.get(agency, self.base), own, ignore=shutil.ignore_patterns("roots"))
         return own
 
-    def start(self, agency: str, *, peers: Iterable[str] = (), address: str | None = None) -> Node:
+    def start(self, agency: str, *, peers: Iterable[str] = (), address: str | None = None,
+              schedule: bool = False) -> Node:
         data_dir = self.root / agency / "data"
         self.federation.backend.migrated(data_dir)
         users = {ANALYSTS[agency]: UserEntry(ANALYSTS[agency], Role.ANALYST, "SECRET")}
@@ -66,9 +76,9 @@ class Kit:
             path=data_dir / "node.toml", agency=agency,
             listen=address or self.federation.manifest.partner(agency).address,
             data_dir=data_dir, database_url=self.federation.backend.url(data_dir), pki_dir=self.pki(agency),
-            users=users, peers=tuple(PeerEntry(p, 300) for p in peers),
+            users=users, peers=tuple(PeerEntry(p, 0.2 if schedule else 300) for p in peers),
         )
-        node = Node(config, schedule=False)  # no manifest passed: the node trusts its signed chain
+        node = Node(config, schedule=schedule)  # no manifest passed: the node trusts its signed chain
         node.start()
         self.federation.nodes.append(node)
         self.nodes[agency] = node
@@ -229,7 +239,7 @@ def fifth_agency_joins(kit: Kit) -> None:
         'clearance = "SECRET"\n', encoding="utf-8")
     joining = parse_document(init_federation(onboard, fra_pki).read_bytes())
 
-    jpn = kit.start(J)
+    jpn = kit.start(J, peers=["*"], schedule=True)  # pulls from every partner in the manifest
     first = kit.document()
 
     def join(body: dict[str, Any]) -> None:
@@ -249,6 +259,40 @@ def fifth_agency_joins(kit: Kit) -> None:
     assert current_record(fra.store, J, released) is not None
     assert current_record(fra.store, J, withheld) is None
     assert jpn.manifest.version == fra.manifest.version == first.version + 1
+    # And the other way, with no restart: JPN-NPA's schedule now pulls from FRA-DGSI too.
+    french = kit.submit(F, classification="RESTRICTED", releasable_to=[J], tlp="GREEN")
+    wait_for(lambda: current_record(jpn.store, F, french) is not None, "JPN-NPA to pull FRA-DGSI's record")
+
+
+def partner_removed(kit: Kit) -> None:
+    jpn = kit.start(J, peers=[G])
+    gbr = kit.start(G, peers=[J])
+    british = kit.submit(G, classification="RESTRICTED", releasable_to=[J], tlp="GREEN")
+    assert not jpn.puller.pull(G).error and current_record(jpn.store, G, british) is not None
+    kit.submit(J, classification="RESTRICTED", releasable_to=[G], tlp="GREEN")
+    assert not gbr.puller.pull(J).error
+    current, proposal = str(kit.base / "manifest.toml"), str(kit.root / "proposal.toml")
+    # The runbook's commands: propose, sign at three agencies, check, install.
+    assert main(["manifest", "propose", "--manifest", current, "--remove-partner", G, "--out", proposal]) == 0
+    for agency in (J, U):
+        assert main(["manifest", "sign", proposal, "--key", str(kit.base / "roots" / agency / "root.key")]) == 0
+    assert main(["manifest", "status", proposal, "--trusted", current]) == 1  # two of three: not ready
+    assert not kit.install(J, Path(proposal).read_bytes())  # twin: refused, GBR-NPSA still served
+    assert not gbr.puller.pull(J).error
+    assert main(["manifest", "sign", proposal, "--key", str(kit.base / "roots" / K / "root.key")]) == 0
+    assert main(["manifest", "status", proposal, "--trusted", current]) == 0
+    assert kit.install(J, Path(proposal).read_bytes())
+    removed = jpn.manifest.partner(G)
+    assert removed.removed_at is not None and all(k.not_after <= dt.datetime.now(dt.UTC) for k in removed.keys)
+    # No longer served: on the connection it had open, refused at its next call...
+    assert gbr.puller.pull(J).error == f"UNAUTHENTICATED: {G} is not a federation agency"
+    gbr.puller._forget(J)
+    assert gbr.puller.pull(J).error.startswith("UNAVAILABLE")  # ...and at the handshake of a new one
+    assert current_record(jpn.store, G, british) is not None  # what it shared stays readable
+    with pytest.raises(grpc.RpcError) as refused:  # nothing new is released to it
+        kit.submit(J, classification="RESTRICTED", releasable_to=[G], tlp="GREEN")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "pull" not in jpn.puller.pull(G).error and G in jpn.puller.pull(G).error  # and not pulled from
 
 
 def accreditation_lowered_purges(kit: Kit) -> None:
@@ -308,6 +352,7 @@ ROWS: dict[str, Callable[[Kit], None]] = {
     "wrong signer refused": wrong_signer_refused,
     "v+1 adopted by every node of four through sync alone": adopted_by_every_node_through_sync,
     "a fifth agency joins and receives what is released to it": fifth_agency_joins,
+    "a partner removed": partner_removed,
     "an accreditation lowered, and the purge": accreditation_lowered_purges,
     "pki init twice without --force changes nothing": pki_init_twice_changes_nothing,
     "a node refuses to start when its CA disagrees with the manifest": node_refuses_a_ca_the_manifest_disagrees_with,

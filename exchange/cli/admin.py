@@ -106,12 +106,13 @@ def register(commands: Commands) -> None:
 
 
 def run_pki_init(args: argparse.Namespace) -> int:
-    from exchange.pki import init_federation
+    from exchange.pki import ROOTS_DIR, init_federation
 
     out = Path(args.out)
     manifest = init_federation(Path(args.nodes), out, force=args.force)
-    print(f"wrote the federation manifest {manifest}")
-    for agency_dir in sorted(p for p in out.iterdir() if p.is_dir()):
+    print(f"wrote the federation manifest {manifest}, signed by every agency's root key")
+    print(f"root keys (they sign manifests; keep them offline, never on a node): {out / ROOTS_DIR}")
+    for agency_dir in sorted(p for p in out.iterdir() if p.is_dir() and p.name != ROOTS_DIR):
         print(f"{agency_dir.name}: CA, node certificate and signing key in {agency_dir}")
         for profile in sorted((agency_dir / "users").glob("*.profile.toml")):
             print(f"  profile {profile}")

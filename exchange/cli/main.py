@@ -21,6 +21,7 @@ from exchange.cli import (
     export,
     keys,
     liaison,
+    manifest,
     query,
     records,
     stiximport,
@@ -90,6 +91,7 @@ def build_parser() -> Parser:
     stixverify.register(commands)
     stiximport.register(commands, connection)
     sync.register(commands)
+    manifest.register(commands)
     completion.register(commands)
     return parser
 

@@ -87,7 +87,7 @@ def run_sync(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from exchange.node.server import Node
 
-    node = Node(config, manifest=manifest, schedule=False)  # opens the store; never listens
+    node = Node(config, schedule=False)  # opens the store (and the manifest it trusts); never listens
     try:
         with Bar(f"pulling from {args.peer}", "entries", None, force=args.progress) as bar:
             report = node.puller.pull(args.peer, progress=bar.update)

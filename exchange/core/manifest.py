@@ -56,9 +56,17 @@ class Partner:
     accreditation: str  # highest classification its node may hold
     ca_cert_pem: str
     keys: tuple[SigningKey, ...]
+    # Set when the agency left the federation (`exchange manifest propose --remove-partner`):
+    # its CA no longer vouches for anyone, its node is neither served nor pulled from, no new
+    # record may be released to it; what it signed before stays verifiable and readable.
+    removed_at: dt.datetime | None = None
     # Certificates issued by this agency's CA that no node may accept any more (gRPC
     # Python has no CRL support: the guard checks every call against this list).
     revoked: tuple[RevokedCertificate, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None
 
     def revokes(self, serial: int, fingerprint: bytes) -> RevokedCertificate | None:
         """The entry revoking the certificate with this serial or fingerprint, if any."""
@@ -106,7 +114,13 @@ class Manifest:
 
     @property
     def agencies(self) -> frozenset[str]:
+        """Every agency the manifest names, those that left included (markings may name them)."""
         return frozenset(self.partners)
+
+    @property
+    def active_agencies(self) -> frozenset[str]:
+        """The agencies in the federation now: those that have not left."""
+        return frozenset(code for code, p in self.partners.items() if p.active)
 
     @property
     def compromised_keys(self) -> frozenset[str]:
@@ -265,6 +279,7 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
             ca_cert_pem=ca_pem if isinstance(ca_pem, str) else "",
             keys=keys,
             revoked=revoked,
+            removed_at=None if table.get("removed_at") is None else _time(table["removed_at"], f"{where}.removed_at"),
         )
     return Manifest(version=version, partners=partners, **_trust_fields(data, partners))
 

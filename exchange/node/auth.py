@@ -50,7 +50,7 @@ class _Vouching:
         self.manifest = manifest
         self.cas = {
             code: x509.load_pem_x509_certificate(p.ca_cert_pem.encode("ascii"))
-            for code, p in manifest.partners.items()
+            for code, p in manifest.partners.items() if p.active  # one that left vouches for no one
         }
         # certificate bytes -> (identity, not_before, not_after)
         self.identities: OrderedDict[bytes, tuple[Identity, dt.datetime, dt.datetime]] = OrderedDict()
@@ -135,7 +135,7 @@ class Authenticator:
                 # for health, nothing that discloses (a node never pulls from itself).
                 return Principal(identity, Role.OPERATOR, "UNCLASSIFIED")
             partner = self._trust.manifest.partners.get(identity.agency)
-            if partner is None:  # removed from the manifest since the connection was opened
+            if partner is None or not partner.active:  # removed since the connection was opened
                 raise IdentityError(f"{identity.agency} is not a federation agency")
             return Principal(identity, Role.NODE, partner.accreditation)
         if identity.agency != self._agency:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exchange import logs
-from exchange.config import NodeConfig
+from exchange.config import EVERY_PARTNER, NodeConfig, PeerEntry
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
 from exchange.core.policy import may_hold
@@ -137,7 +137,7 @@ class Node:
         self.health = Health(["exchange.v1.SubmissionService", "exchange.v1.QueryService", "exchange.v1.SyncService",
                               "exchange.v1.LiaisonService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
-        self.metrics = NodeMetrics(self.store, [p.agency for p in config.peers], lambda: self.monitor.up)
+        self.metrics = NodeMetrics(self.store, [p.agency for p in self.peers()], lambda: self.monitor.up)
         self.metrics.follow_expiries(self.expiries)
         self.expiry_watch = ExpiryWatch(self.expiries)  # logs what expires soon, at start and daily
         authenticator = Authenticator(agency=config.agency, trust=self.trust, users=config.users)
@@ -173,7 +173,7 @@ class Node:
             self.puller.adopt_manifests = self.offer
         self.tls.on_renewal = self.puller.use_certificate  # partners see the renewed certificate too
         self.schedule = (
-            Schedule(self.puller, config.peers, leadership=Leadership(self.store.engine))
+            Schedule(self.puller, self.peers(), leadership=Leadership(self.store.engine))
             if schedule and config.peers else None
         )
         if self.schedule is not None:
@@ -183,6 +183,17 @@ class Node:
     def manifest(self) -> Manifest:
         """The manifest this node trusts now."""
         return self.trust.manifest
+
+    def peers(self) -> list[PeerEntry]:
+        """Whom this node pulls from under the manifest trusted now: node.toml's [[peers]],
+        with ``agency = "*"`` standing for every other partner that has not left."""
+        explicit = [p for p in self.config.peers if p.agency != EVERY_PARTNER]
+        named = {p.agency for p in explicit}
+        every = next((p for p in self.config.peers if p.agency == EVERY_PARTNER), None)
+        if every is None:
+            return explicit
+        others = sorted(self.manifest.active_agencies - named - {self.config.agency})
+        return explicit + [PeerEntry(code, every.interval_seconds) for code in others]
 
     def _trust_signed_chain(self) -> None:
         """Start from the newest manifest this node trusts (exchange/node/trusted.py), which
@@ -249,11 +260,14 @@ class Node:
             self.trust.replace(manifest)
             self.store.distrust(manifest.compromised_keys)
             self._adopt_manifest()
+            if self.schedule is not None:
+                for peer in self.peers():  # a partner that joined is pulled from at once
+                    self.schedule.add(peer)
 
     def _adopt_manifest(self) -> None:
         """A changed manifest: drop what we may no longer hold, repair with every peer."""
         manifest = self.manifest
-        if not manifest_changed(self.store, manifest.version, [p.agency for p in self.config.peers]):
+        if not manifest_changed(self.store, manifest.version, [p.agency for p in self.peers()]):
             return
         accreditation = manifest.partner(self.config.agency).accreditation
 

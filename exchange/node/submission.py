@@ -191,7 +191,7 @@ class SubmissionService:
     def _check_draft(
         self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None
     ) -> None:
-        validate_draft(draft, partners=self.manifest.agencies, limits=self.limits)
+        validate_draft(draft, partners=self.manifest.active_agencies, limits=self.limits)  # none that left
         marking = marking_of(draft.marking)
         for i, ref in enumerate(draft.related):
             field = f"draft.related[{i}]"

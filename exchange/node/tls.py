@@ -37,8 +37,8 @@ def read_file(path: Path) -> bytes:
 
 def client_roots(manifest: Manifest) -> bytes:
     """Clients must present a certificate from one of the federation's CAs: the own CA
-    for users, partner CAs for partner nodes."""
-    return "".join(p.ca_cert_pem for p in manifest.partners.values()).encode("ascii")
+    for users, partner CAs for partner nodes; an agency that left vouches for no one."""
+    return "".join(p.ca_cert_pem for p in manifest.partners.values() if p.active).encode("ascii")
 
 
 def _read_pair(agency_dir: Path) -> tuple[bytes, bytes]:

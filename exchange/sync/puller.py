@@ -7,6 +7,7 @@ and the cursor after it commit in one transaction (``store.received``).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 import threading
@@ -105,6 +106,10 @@ class Verifier:
         except Exception as error:  # a malformed entry never blocks the rest of its batch
             return Refusal(digest, f"malformed entry: {clip(str(error), 300)}", violation=False)
         originator = record.ref.originator
+        left = manifest.partner(originator).removed_at
+        if left is not None and record.issued_at.ToDatetime(dt.UTC) > left:
+            return Refusal(digest, f"{originator} left the federation at {left.isoformat(timespec='seconds')}; "
+                           "this version was issued after", violation=True)
         marking = marking_of(record.content.marking)
         held, accepted, audience = self._hold(manifest, originator, marking, served_by or originator)
         if not held.allowed:
@@ -231,7 +236,7 @@ class Puller:
     def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
         started = time.monotonic()
         report = PullReport(peer, tally=RefusalTally(self.limits))
-        if peer not in self.manifest.partners:  # removed by a manifest adopted since it was scheduled
+        if peer not in self.manifest.active_agencies:  # removed by a manifest adopted since it was scheduled
             report.error = f"{peer} is not in the federation manifest (version {self.manifest.version})"
             return report
         cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)

@@ -54,6 +54,8 @@ class Schedule:
         self._rng_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._started = False
+        self._adding = threading.Lock()
         self.last: dict[str, PullReport] = {}
 
     @property
@@ -67,10 +69,25 @@ class Schedule:
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
-        for agency in self._peers:
-            thread = threading.Thread(target=self._run, args=(agency,), name=f"pull-{agency}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        with self._adding:
+            self._started = True
+            for agency in list(self._peers):
+                self._start_peer(agency)
+
+    def _start_peer(self, agency: str) -> None:
+        thread = threading.Thread(target=self._run, args=(agency,), name=f"pull-{agency}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def add(self, peer: PeerEntry) -> bool:
+        """Pull from ``peer`` too, from now on (a partner that joined); False if it already is."""
+        with self._adding:
+            if peer.agency in self._peers or self._stop.is_set():
+                return False
+            self._peers[peer.agency] = peer
+            if self._started:
+                self._start_peer(peer.agency)
+            return True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop scheduling; a pull in progress finishes its current batch and commits."""
