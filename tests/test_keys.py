@@ -63,7 +63,7 @@ from exchange.store.resign import resign_own
 from exchange.sync.puller import Verifier
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.backends import Backend
-from tests.federation import Federation, UserClient, draft, make_federation
+from tests.federation import Federation, UserClient, draft, free_port, make_federation
 
 J, U, K, G = "JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA"
 WIDE = records_pb2.Marking(classification="RESTRICTED", releasable_to=[U, K, G], tlp="GREEN")
@@ -366,7 +366,7 @@ def test_status_renew_rotate_and_resign_commands(fed: Federation, tmp_path: Path
     users = "".join(f'\n[[users]]\nhandle = "{h}"\nrole = "analyst"\nclearance = "SECRET"\n'
                     for h in ("sato", "suzuki"))
     config = tmp_path / "node.toml"
-    config.write_text(f'agency = "{J}"\nlisten = "127.0.0.1:0"\npki_dir = "{fed.pki_dir}"\n'
+    config.write_text(f'agency = "{J}"\nlisten = "127.0.0.1:{free_port(set())}"\npki_dir = "{fed.pki_dir}"\n'
                       f'data_dir = "{tmp_path / "var"}"\nmetrics_listen = ""\n{users}', encoding="utf-8")
     flag = ["--config", str(config)]
     assert main(["db", "upgrade", *flag]) == 0
@@ -394,6 +394,18 @@ def test_status_renew_rotate_and_resign_commands(fed: Federation, tmp_path: Path
     node.start()
     try:
         ref = submit(node, fed, "signed before the rotation")
+        # A user certificate with days left: `health` and `status` warn of it.
+        renew_certificate(J, fed.pki_dir / J, handle="sato", lifetime=dt.timedelta(days=10))
+        assert main(["health", *flag]) == 0
+        lines = capfd.readouterr().out.splitlines()
+        assert lines[0] == "SERVING" and len(lines) == 2
+        assert lines[1].startswith("warning: user certificate sato expires in 9 days (")
+        assert main(["status", *flag]) == 1
+        warned = [line for line in capfd.readouterr().out.splitlines() if line.endswith("WARNING")]
+        assert len(warned) == 1 and "user certificate sato" in warned[0]
+        assert main(["pki", "renew", *flag, "--user", "sato"]) == 0
+        assert main(["status", *flag]) == 0
+        capfd.readouterr()
     finally:
         node.stop(grace=0)
     assert main(["keys", "rotate", *flag]) == 0
