@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchange.core.identity import Identity
-from exchange.core.manifest import node_dns_name
+from exchange.core.manifest import Manifest, node_dns_name
 from exchange.errors import ConfigError
 
 CA_LIFETIME = dt.timedelta(days=3650)
@@ -96,14 +96,15 @@ def issue(
     now: dt.datetime,
     lifetime: dt.timedelta = CERT_LIFETIME,
     not_before: dt.datetime | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> Issued:
     """Issue a TLS certificate naming ``identity`` in exactly one SAN URI.
 
     A node certificate also carries the node's DNS name (checked by TLS clients
     as the server name) and may act as server and client; a user certificate
-    is client-only.
+    is client-only. ``key``: certify this key (a renewal) instead of a new one.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = key or ec.generate_private_key(ec.SECP256R1())
     start = not_before if not_before is not None else now - dt.timedelta(minutes=5)
     names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -400,3 +401,172 @@ def _read_toml(path: Path, what: str = "", hint: str = "") -> dict[str, Any]:
         raise ConfigError(f"cannot read {what}{path}: {exc.strerror}{hint}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+# --- `exchange keys rotate` -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rotation:
+    key_id: str  # the new key's id, as the proposal publishes it
+    retired: str  # the id of the key it replaces (kept in retired-signing-keys/)
+    proposal: Path  # the manifest proposal that publishes the new key
+
+
+def rotate_signing_key(
+    agency: str, agency_dir: Path, manifest_path: Path, proposal: Path, *, now: dt.datetime | None = None
+) -> Rotation:
+    """Make a new signing key for ``agency`` and the next manifest version publishing it.
+
+    The key it replaces moves to ``retired-signing-keys/`` (it still verifies what it signed,
+    and the node keeps signing with it until a manifest publishing the new key is adopted:
+    exchange/records/keyring.py); the new one becomes ``signing.key``. The proposal is the
+    manifest at ``manifest_path`` with its version raised by one and the new key added to
+    the agency's keys; the old key stays published (retired, not compromised), and the
+    previous version's signatures are left out (they signed other bytes).
+    """
+    import tomli_w
+
+    from exchange.records.keyring import CURRENT_KEY, RETIRED_KEYS, raw_public_key
+
+    now = now or dt.datetime.now(dt.UTC)
+    document = _read_toml(manifest_path, "manifest ")
+    entry = next((p for p in document.get("partners", []) if isinstance(p, dict) and p.get("code") == agency), None)
+    if entry is None:
+        raise ConfigError(f"{manifest_path}: {agency} is not in the manifest")
+    current = load_private_key(agency_dir / CURRENT_KEY)
+    if not isinstance(current, Ed25519PrivateKey):
+        raise ConfigError(f"{agency_dir / CURRENT_KEY}: a record-signing key must be Ed25519")
+    public = base64.b64encode(raw_public_key(current)).decode("ascii")
+    keys = entry.setdefault("keys", [])
+    retired = next((k.get("key_id") for k in keys if isinstance(k, dict) and k.get("public_key") == public), None)
+    if not isinstance(retired, str):
+        raise ConfigError(f"{agency_dir / CURRENT_KEY} is not among {agency}'s signing keys in {manifest_path}: "
+                          "a rotation starts from the published key")
+    key_id, new_key = new_signing_key(agency, now)
+    keys.append({
+        "key_id": key_id,
+        "public_key": public_key_b64(new_key),
+        # A second after the key it replaces can have begun, so the new key is the newest.
+        "not_before": now.isoformat(timespec="seconds"),
+        "not_after": (now + SIGNING_KEY_LIFETIME).isoformat(timespec="seconds"),
+    })
+    version = document.get("version")
+    if not isinstance(version, int):
+        raise ConfigError(f"{manifest_path}: version: expected int, got {version!r}")
+    document["version"] = version + 1
+    # A proposal is unsigned: the version it came from was signed over other bytes. Root key
+    # holders sign it (exchange/records/manifests.py) before any node trusts it.
+    document.pop("signatures", None)
+    # The old key is kept first (under its id, never overwritten), then the new one replaces it:
+    # at every moment the folder holds both, or the old one as signing.key.
+    write_private(agency_dir / RETIRED_KEYS / f"{retired.replace('/', '_')}.key", private_key_pem(current))
+    staged = agency_dir / (CURRENT_KEY + ".new")
+    write_private(staged, private_key_pem(new_key))
+    os.replace(staged, agency_dir / CURRENT_KEY)
+    write_public(proposal, tomli_w.dumps(document).encode("utf-8"))
+    return Rotation(key_id=key_id, retired=retired, proposal=proposal)
+
+
+# --- `exchange pki renew` -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Renewal:
+    cert: Path
+    serial: int
+    not_after: dt.datetime
+    new_key: bool
+
+
+def renew_certificate(
+    agency: str, agency_dir: Path, *, handle: str | None = None, new_key: bool = False,
+    now: dt.datetime | None = None, lifetime: dt.timedelta = CERT_LIFETIME,
+) -> Renewal:
+    """Issue the node's certificate (``handle`` None) or a user's again, from the agency's CA.
+
+    By default the certificate is renewed for the key it certifies: only the certificate
+    file changes, in one atomic rename, so a running node that re-reads it (exchange/node/
+    credentials.py) never sees a certificate and a key that do not match, and a user's
+    profile keeps working. ``new_key`` makes a new key too (after a leak: revoke the old
+    certificate's serial in the manifest as well); the key is written first, and the node
+    uses a pair only once the two match.
+    """
+    from exchange.core.identity import parse_identity_uri
+
+    now = now or dt.datetime.now(dt.UTC)
+    if handle is None:
+        identity = Identity(agency, None)
+        cert_path, key_path = agency_dir / "node.crt", agency_dir / "node.key"
+    else:
+        identity = parse_identity_uri(f"urn:exchange:{agency}:user:{handle}")
+        cert_path, key_path = agency_dir / "users" / f"{handle}.crt", agency_dir / "users" / f"{handle}.key"
+        if not cert_path.exists():
+            raise ConfigError(f"no certificate for user {handle} of {agency} at {cert_path}")
+    ca_key = load_private_key(agency_dir / "ca.key")
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(f"{agency_dir / 'ca.key'}: not the agency's CA key")
+    ca = Issued(ca_key, load_cert(agency_dir / "ca.crt"))
+    if new_key:
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        old = load_private_key(key_path)
+        if not isinstance(old, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"{key_path}: not a TLS key")
+        key = old
+    issued = issue(ca, identity, now=now, lifetime=lifetime, key=key)
+    if new_key:
+        _replace(key_path, issued.key_pem, private=True)
+    _replace(cert_path, issued.cert_pem, private=False)
+    return Renewal(cert=cert_path, serial=issued.cert.serial_number, not_after=issued.cert.not_valid_after_utc,
+                   new_key=new_key)
+
+
+def _replace(path: Path, data: bytes, *, private: bool) -> None:
+    """Write ``data`` beside ``path`` and rename it over: a reader sees the old file or the new."""
+    staged = path.with_name(path.name + ".new")
+    if private:
+        write_private(staged, data)
+    else:
+        write_public(staged, data)
+    os.replace(staged, path)
+
+
+def fingerprint(cert: x509.Certificate) -> bytes:
+    """SHA-256 of the DER certificate (what a manifest's revocation entry may name)."""
+    return cert.fingerprint(hashes.SHA256())
+
+
+# --- what expires when (`exchange status`, metrics, health) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Expiry:
+    kind: str  # "node_certificate", "ca_certificate", "user_certificate", "manifest"
+    name: str  # the agency, the user's handle, or the manifest's version
+    not_after: dt.datetime | None  # None: never expires, or unreadable (then ``problem`` says why)
+    problem: str = ""
+
+    @property
+    def label(self) -> str:
+        """How people read it: "node certificate JPN-NPA", "user certificate suzuki"."""
+        return f"{self.kind.replace('_', ' ').replace('ca ', 'CA ')} {self.name}"
+
+    def days(self, now: dt.datetime) -> float | None:
+        return None if self.not_after is None else (self.not_after - now).total_seconds() / 86400
+
+
+def expiries(agency: str, agency_dir: Path, handles: list[str], manifest: Manifest | None) -> list[Expiry]:
+    """When the node's certificate, its agency's CA, each user's certificate (the users of the
+    node's configuration) and the manifest the node trusts expire."""
+    items = [("node_certificate", agency, agency_dir / "node.crt"), ("ca_certificate", agency, agency_dir / "ca.crt")]
+    items += [("user_certificate", h, agency_dir / "users" / f"{h}.crt") for h in sorted(handles)]
+    found = []
+    for kind, name, path in items:
+        try:
+            found.append(Expiry(kind, name, load_cert(path).not_valid_after_utc))
+        except ConfigError as error:
+            found.append(Expiry(kind, name, None, str(error)))
+    if manifest is not None:
+        found.append(Expiry("manifest", f"version {manifest.version}", manifest.expires))
+    return found

@@ -6,9 +6,15 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exchange.cli.nodeconf import config_overrides, existing_store, node_config
 from exchange.cli.options import Commands
+from exchange.errors import ConfigError
+
+if TYPE_CHECKING:
+    from exchange.config import NodeConfig
+    from exchange.core.manifest import Manifest
 
 __all__ = ["register"]
 
@@ -33,6 +39,15 @@ def register(commands: Commands) -> None:
                            help="folder with federation.toml and <AGENCY>/node.toml (default: nodes)")
     addresses.set_defaults(handler=run_pki_addresses)
 
+    renew = pki_commands.add_parser(
+        "renew", help="issue the node's certificate, or a user's, again from the agency's CA (same key by default)")
+    renew.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    renew.add_argument("--user", metavar="HANDLE", help="renew this user's certificate (default: the node's)")
+    renew.add_argument("--new-key", action="store_true",
+                       help="make a new key too (after a leak; revoke the old certificate in the manifest)")
+    config_overrides(renew)
+    renew.set_defaults(handler=run_pki_renew)
+
     key = pki_commands.add_parser("integrity-key",
                                   help="make the node's integrity key (seals its database; never replaced)")
     key.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
@@ -54,6 +69,12 @@ def register(commands: Commands) -> None:
     health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="default: 5")
     config_overrides(health)
     health.set_defaults(handler=run_health)
+
+    status = commands.add_parser(
+        "status", help="the node's manifest version, signing key, and when its certificates and manifest expire")
+    status.add_argument("--config", metavar="CONFIG", required=True, help="the node's node.toml")
+    config_overrides(status)
+    status.set_defaults(handler=run_status)
 
     db = commands.add_parser("db", help="the node's database schema")
     db_commands = db.add_subparsers(dest="db_command", metavar="COMMAND", required=True)
@@ -112,6 +133,21 @@ def run_pki_addresses(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pki_renew(args: argparse.Namespace) -> int:
+    from exchange.pki import renew_certificate
+
+    config = node_config(args)
+    if args.user is not None and args.user not in config.users:
+        raise ConfigError(f"{args.user} is not a user of {config.agency} in {config.path}")
+    renewal = renew_certificate(config.agency, config.agency_dir, handle=args.user, new_key=args.new_key)
+    whose = f"user {args.user}'s" if args.user else "the node's"
+    print(f"renewed {whose} certificate {renewal.cert}: serial {renewal.serial:x}, valid until "
+          f"{renewal.not_after:%Y-%m-%d %H:%M} UTC" + (", with a new key" if renewal.new_key else ", same key"))
+    if args.user is None:
+        print("a running node serves it from its next connection on (no restart)")
+    return 0
+
+
 def run_pki_integrity_key(args: argparse.Namespace) -> int:
     from exchange.store import integrity
 
@@ -165,7 +201,73 @@ def run_health(args: argparse.Namespace) -> int:
                      address=address)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     print(status)
+    _expiry_warnings(config)
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _expiry_warnings(config: NodeConfig) -> None:
+    """The node's certificates and manifest close to expiry, one ``warning:`` line each."""
+    import datetime as dt
+
+    from exchange.node.health import expiry_warnings
+    from exchange.pki import expiries
+
+    try:
+        manifest = config.load_manifest()
+    except ConfigError:
+        manifest = None  # the node checked its manifest at start; the certificates still count
+    for line in expiry_warnings(expiries(config.agency, config.agency_dir, list(config.users), manifest),
+                                dt.datetime.now(dt.UTC)):
+        print(f"warning: {line}")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """What expires when: the node's certificate, its CA, its users' certificates, the manifest."""
+    import datetime as dt
+
+    from exchange.node.health import EXPIRY_WARNING_DAYS
+    from exchange.pki import expiries
+
+    config = node_config(args)
+    manifest = _trusted_or_file(args, config)
+    now = dt.datetime.now(dt.UTC)
+    items = expiries(config.agency, config.agency_dir, list(config.users), manifest)
+    print(f"{config.agency}: manifest version {manifest.version}, signing key {_signing_key(config, manifest)}")
+    width = max(len(item.label) for item in items)
+    soon = 0
+    for item in items:
+        days = item.days(now)
+        if item.problem:
+            when, soon = item.problem, soon + 1
+        elif days is None or item.not_after is None:
+            when = "does not expire"
+        else:
+            warn = days < EXPIRY_WARNING_DAYS
+            soon += warn
+            left = f"expired {-int(days)} days ago" if days < 0 else f"{int(days)} days left"
+            when = f"{item.not_after:%Y-%m-%d} ({left}){'  WARNING' if warn else ''}"
+        print(f"  {item.label:<{width}}  {when}")
+    return 1 if soon else 0
+
+
+def _trusted_or_file(args: argparse.Namespace, config: NodeConfig) -> Manifest:
+    """The manifest the node trusts (kept in its store), or its manifest file if there is no store yet."""
+    from exchange.cli.keys import trusted_manifest
+
+    try:
+        with existing_store(args) as store:
+            return trusted_manifest(config, store)
+    except ConfigError:  # no database yet (or not at this schema): what the node would start from
+        return config.load_manifest()
+
+
+def _signing_key(config: NodeConfig, manifest: Manifest) -> str:
+    from exchange.records.keyring import KeyRing
+
+    try:
+        return KeyRing.load(config.agency, config.agency_dir, lambda: manifest).key_id
+    except ConfigError as error:
+        return f"none usable ({error})"
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from exchange.cli import (
     admin,
     completion,
     export,
+    keys,
     liaison,
     manifest,
     query,
@@ -84,6 +85,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     connection = connection_flags()
     admin.register(commands)
+    keys.register(commands)
     records.register(commands, connection)
     review.register(commands, connection)
     query.register(commands, connection)

@@ -34,6 +34,20 @@ class SigningKey:
 
 
 @dataclass(frozen=True)
+class RevokedCertificate:
+    """A certificate the agency has revoked, by serial number or SHA-256 fingerprint (hex)."""
+
+    serial: int | None = None
+    fingerprint: bytes | None = None  # SHA-256 of the DER certificate, 32 bytes
+    reason: str = ""
+    since: dt.datetime | None = None
+
+    def matches(self, serial: int, fingerprint: bytes) -> bool:
+        return (self.serial is not None and self.serial == serial) or (
+            self.fingerprint is not None and self.fingerprint == fingerprint)
+
+
+@dataclass(frozen=True)
 class Partner:
     code: str
     name: str
@@ -46,10 +60,26 @@ class Partner:
     # its CA no longer vouches for anyone, its node is neither served nor pulled from, no new
     # record may be released to it; what it signed before stays verifiable and readable.
     removed_at: dt.datetime | None = None
+    # Certificates issued by this agency's CA that no node may accept any more (gRPC
+    # Python has no CRL support: the guard checks every call against this list).
+    revoked: tuple[RevokedCertificate, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.removed_at is None
+
+    def revokes(self, serial: int, fingerprint: bytes) -> RevokedCertificate | None:
+        """The entry revoking the certificate with this serial or fingerprint, if any."""
+        return next((r for r in self.revoked if r.matches(serial, fingerprint)), None)
+
+    def current_key(self, now: dt.datetime) -> SigningKey | None:
+        """The key this agency signs with now: of its keys valid now and not compromised,
+        the one that became valid last (a rotation publishes the new key with a later
+        ``not_before``; the older ones are retired and still verify what they signed)."""
+        # Of two published in the same second, the one listed last (a rotation appends).
+        usable = [(k.not_before, i, k) for i, k in enumerate(self.keys)
+                  if not k.compromised and k.not_before <= now <= k.not_after]
+        return max(usable, key=lambda t: t[:2], default=(None, 0, None))[2]
 
     @property
     def server_name(self) -> str:
@@ -110,6 +140,22 @@ class Manifest:
             return None
         return next((k for k in partner.keys if k.key_id == key_id), None)
 
+    def supersedes(self, originator: str, new_key_id: str, held_key_id: str) -> bool:
+        """Whether a signature by ``new_key_id`` should replace one by ``held_key_id`` over the
+        same bytes of ``originator`` (a re-signed envelope): the new key must be one of the
+        originator's and not compromised; it wins over a held key that is compromised or no
+        longer published, and over a trusted one published before it (by ``not_before``, then
+        the order of the list). Never the other way round, so two relays serving both
+        envelopes cannot make a holder swap them back and forth."""
+        new = self.signing_key(originator, new_key_id)
+        if new is None or new.compromised:
+            return False
+        held = self.signing_key(originator, held_key_id)
+        if held is None or held.compromised:
+            return True
+        order = {k.key_id: (k.not_before, i) for i, k in enumerate(self.partners[originator].keys)}
+        return order[new_key_id] > order[held_key_id]
+
 
 def root_key_id(public_key: bytes) -> str:
     """A root key's id: the first 16 bytes of SHA-256 over the raw public key, in hex (as TUF
@@ -161,6 +207,39 @@ def parse_key(table: Mapping[str, Any], where: str) -> SigningKey:
     )
 
 
+def parse_revoked(table: Mapping[str, Any], where: str) -> RevokedCertificate:
+    """A ``[[partners.revoked]]`` entry: ``serial`` (hex) or ``fingerprint`` (SHA-256, hex)."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: expected a table")
+    serial_text, fingerprint_text = table.get("serial"), table.get("fingerprint")
+    if serial_text is None and fingerprint_text is None:
+        raise ConfigError(f"{where}: a revoked certificate needs a serial or a fingerprint")
+    serial = None
+    if serial_text is not None:
+        if not isinstance(serial_text, str):
+            raise ConfigError(f"{where}.serial: expected hex digits in a string, got {serial_text!r}")
+        try:
+            serial = int(serial_text.replace(":", ""), 16)
+        except ValueError:
+            raise ConfigError(f"{where}.serial: not hex digits: {serial_text!r}") from None
+    fingerprint = None
+    if fingerprint_text is not None:
+        if not isinstance(fingerprint_text, str):
+            raise ConfigError(f"{where}.fingerprint: expected hex digits in a string, got {fingerprint_text!r}")
+        try:
+            fingerprint = bytes.fromhex(fingerprint_text.replace(":", ""))
+        except ValueError:
+            raise ConfigError(f"{where}.fingerprint: not hex digits: {fingerprint_text!r}") from None
+        if len(fingerprint) != 32:
+            raise ConfigError(f"{where}.fingerprint: a SHA-256 fingerprint is 32 bytes, got {len(fingerprint)}")
+    reason = table.get("reason", "")
+    if not isinstance(reason, str):
+        raise ConfigError(f"{where}.reason: expected str, got {reason!r}")
+    since = table.get("since")
+    return RevokedCertificate(serial=serial, fingerprint=fingerprint, reason=reason,
+                              since=None if since is None else _time(since, f"{where}.since"))
+
+
 def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Manifest:
     """Build a Manifest from parsed TOML; ConfigError names the bad field."""
     version = _field(data, "version", "manifest", int)
@@ -184,6 +263,10 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
         if not isinstance(keys_data, list):
             raise ConfigError(f"{where}.keys: expected a list of tables")
         keys = tuple(parse_key(k, f"{where}.keys[{j}]") for j, k in enumerate(keys_data))
+        revoked_data = table.get("revoked", [])
+        if not isinstance(revoked_data, list):
+            raise ConfigError(f"{where}.revoked: expected a list of tables")
+        revoked = tuple(parse_revoked(r, f"{where}.revoked[{j}]") for j, r in enumerate(revoked_data))
         ca_pem = table.get("ca_cert", "")
         if require_keys and (not keys or not isinstance(ca_pem, str) or "BEGIN CERTIFICATE" not in ca_pem):
             raise ConfigError(f"{where}: no CA certificate or signing keys (run `exchange pki init`)")
@@ -195,6 +278,7 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
             accreditation=accreditation,
             ca_cert_pem=ca_pem if isinstance(ca_pem, str) else "",
             keys=keys,
+            revoked=revoked,
             removed_at=None if table.get("removed_at") is None else _time(table["removed_at"], f"{where}.removed_at"),
         )
     return Manifest(version=version, partners=partners, **_trust_fields(data, partners))

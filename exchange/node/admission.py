@@ -10,8 +10,9 @@ thread per stream. So, in ``[limits]`` (exchange/config.py):
    ``rpc_threads``: the other threads are the users', whatever partners do;
 2. a user has at most ``user_concurrent_calls`` calls in progress;
 3. a stream whose next message has waited ``stream_stall_seconds`` for its client to
-   take it, or that has lived ``stream_max_seconds``, is cancelled by the watchdog,
-   which frees its thread and its slot;
+   take it, or that has lived ``stream_max_seconds``, or whose caller's certificate a
+   newly adopted manifest revokes, is cancelled by the watchdog, which frees its thread
+   and its slot (a revoked caller's stream also ends at its next message);
 4. per partner, Digest calls and pulls from an empty cursor (each reads the whole log)
    are rate-limited by token buckets.
 
@@ -31,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 from exchange.config import Limits
 from exchange.core.identity import Principal, Role
-from exchange.errors import Overloaded
+from exchange.errors import IdentityError, Overloaded
 
 log = logging.getLogger("exchange.node")
 
@@ -77,6 +78,7 @@ class _Stream:
     who: str
     context: Cancellable
     started: float
+    cert: bytes = b""  # the caller's certificate, re-checked while the stream runs
     waiting_since: float | None = None  # a message was handed to gRPC and not yet taken
     cancelled: bool = False
 
@@ -84,7 +86,9 @@ class _Stream:
 class Ticket:
     """One admitted call: released exactly once, when the call ends however it ends."""
 
-    def __init__(self, admission: Admission, principal: Principal, method: str, context: Cancellable) -> None:
+    def __init__(self, admission: Admission, principal: Principal, method: str, context: Cancellable,
+                 cert: bytes = b"") -> None:
+        self._cert = cert
         self._admission = admission
         self._principal = principal
         self._method = method
@@ -101,10 +105,13 @@ class Ticket:
 
     def watch(self, messages: Iterator[T]) -> Iterator[T]:
         """``messages``, passed on while the watchdog times each send (rule 3)."""
-        stream = self._admission._track(self._method, self._principal.identity.uri, self._context)
+        stream = self._admission._track(self._method, self._principal.identity.uri, self._context, self._cert)
         clock = self._admission.clock
         try:
             for message in messages:
+                why = self._admission.refused(stream)
+                if why is not None:  # revoked (or gone from the manifest) since the stream began
+                    raise IdentityError(why)
                 stream.waiting_since = clock()
                 yield message  # gRPC sends it before asking for the next one
                 stream.waiting_since = None
@@ -115,8 +122,12 @@ class Ticket:
 class Admission:
     """The bounds of the module docstring, for one node; ``start`` runs the watchdog."""
 
-    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic,
+                 recheck: Callable[[bytes], str | None] | None = None) -> None:
         limits.check()
+        # Why a stream's caller may no longer be served (exchange/node/auth.py's recheck): a
+        # certificate revoked by a manifest adopted while the stream runs ends the stream.
+        self.recheck = recheck
         self.limits = limits
         self.clock = clock
         self._lock = threading.Lock()
@@ -130,10 +141,11 @@ class Admission:
     # --- admission (rules 1, 2, 4) -------------------------------------------------------------
 
     @contextmanager
-    def call(self, method: str, principal: Principal, request: Any, context: Cancellable) -> Iterator[Ticket]:
+    def call(self, method: str, principal: Principal, request: Any, context: Cancellable,
+             cert: bytes = b"") -> Iterator[Ticket]:
         """Admit the call or raise :class:`Overloaded`; its slot is held until it ends."""
         self._enter(method, principal, request)
-        ticket = Ticket(self, principal, method, context)
+        ticket = Ticket(self, principal, method, context, cert)
         # The context's callback runs when the RPC terminates, even if gRPC drops a cancelled
         # stream's generator without closing it; the ``finally`` covers the ordinary end.
         context.add_callback(ticket.release)
@@ -202,8 +214,14 @@ class Admission:
 
     # --- the watchdog (rule 3) -----------------------------------------------------------------
 
-    def _track(self, method: str, who: str, context: Cancellable) -> _Stream:
-        stream = _Stream(method, who, context, self.clock())
+    def refused(self, stream: _Stream) -> str | None:
+        """Why the stream's caller may no longer be served, if it may not."""
+        if self.recheck is None or not stream.cert:
+            return None
+        return self.recheck(stream.cert)
+
+    def _track(self, method: str, who: str, context: Cancellable, cert: bytes = b"") -> _Stream:
+        stream = _Stream(method, who, context, self.clock(), cert)
         with self._lock:
             self._streams.add(stream)
         return stream
@@ -240,7 +258,10 @@ class Admission:
             elif now - stream.started >= self.limits.stream_max_seconds:
                 why = f"it ran for {self.limits.stream_max_seconds} s (stream_max_seconds)"
             else:
-                continue
+                refused = self.refused(stream)
+                if refused is None:
+                    continue
+                why = f"its caller may no longer be served: {refused}"
             stream.cancelled = True
             log.warning("cancelled %s from %s: %s", stream.method.lstrip("/"), stream.who, why,
                         extra={"identity": stream.who, "method": stream.method.lstrip("/")})

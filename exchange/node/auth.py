@@ -17,12 +17,13 @@ from collections.abc import Mapping
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 
 from exchange.config import UserEntry
 from exchange.core.identity import Identity, Principal, Role, parse_identity_uri
 from exchange.core.manifest import Manifest
 from exchange.core.trust import Trust
-from exchange.errors import IdentityError, PermissionDenied
+from exchange.errors import IdentityError, PermissionDenied, clip
 
 _CACHE_SIZE = 1024
 
@@ -104,7 +105,25 @@ class Authenticator:
             raise IdentityError(
                 f"certificate claims {identity.agency} but was not issued by {identity.agency}'s CA"
             ) from None
+        # The agency's revocation list in the manifest (gRPC Python has no CRL support). The
+        # answer is cached with the manifest it came from, so adopting a manifest that revokes
+        # a certificate refuses it from the next call on.
+        revoked = vouching.manifest.partners[identity.agency].revokes(
+            cert.serial_number, cert.fingerprint(hashes.SHA256()))
+        if revoked is not None:
+            raise IdentityError(f"certificate {cert.serial_number:x} of {identity.agency} is revoked"
+                                + (f" ({clip(revoked.reason, 80)})" if revoked.reason else ""))
         return identity, cert.not_valid_before_utc, cert.not_valid_after_utc
+
+    def recheck(self, cert_pem: bytes) -> str | None:
+        """Why a caller admitted earlier may no longer be served (None: it still may): its
+        certificate revoked, expired, or its agency or user gone from the current manifest
+        or configuration. Asked of open streams, at each message and by the watchdog."""
+        try:
+            self.principal(cert_pem)
+        except (IdentityError, PermissionDenied) as error:
+            return str(error)
+        return None
 
     def principal(self, cert_pem: bytes | None) -> Principal:
         if not cert_pem:

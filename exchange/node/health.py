@@ -1,8 +1,10 @@
 """The standard gRPC health service (grpc.health.v1), behind the same guard, and the
-monitor that turns it NOT_SERVING while the node's database cannot be used."""
+monitor that turns it NOT_SERVING while the node's database cannot be used, and the
+warnings of certificates and a manifest close to their expiry (logged; also a metric)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sqlite3
 import threading
@@ -15,6 +17,7 @@ from grpc_health.v1 import health_pb2
 from exchange.core.identity import Principal, Role
 from exchange.errors import NotFound, TooLarge, clip
 from exchange.node.rpc import Method, call_active
+from exchange.pki import Expiry
 from exchange.store import Store
 from exchange.store.schema import meta
 
@@ -171,5 +174,60 @@ class StoreMonitor:
             self._thread = None
 
     def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()
+
+
+# --- expiry warnings ------------------------------------------------------------------------
+
+EXPIRY_WARNING_DAYS = 30  # a certificate or the manifest closer than this to its end is warned of
+EXPIRY_LOG_SECONDS = 86400.0  # the node logs its warnings at start and then once a day
+
+
+def expiry_warnings(items: list[Expiry], now: dt.datetime, threshold_days: float = EXPIRY_WARNING_DAYS) -> list[str]:
+    """One line per certificate or manifest that expires within ``threshold_days`` (or has
+    expired, or cannot be read): what, when, and what to do."""
+    lines = []
+    for item in items:
+        if item.problem:
+            lines.append(f"{item.label}: {item.problem}")
+            continue
+        days = item.days(now)
+        if days is None or days >= threshold_days:
+            continue
+        fix = "a new manifest version" if item.kind == "manifest" else "`exchange pki renew`"
+        when = f"{item.not_after:%Y-%m-%d %H:%M} UTC" if item.not_after is not None else ""
+        lines.append(f"{item.label} expired on {when}: {fix}" if days < 0
+                     else f"{item.label} expires in {int(days)} days ({when}): {fix}")
+    return lines
+
+
+class ExpiryWatch:
+    """Logs the expiry warnings at start and once a day (the metric says the same on every scrape)."""
+
+    def __init__(self, expiries: Callable[[], list[Expiry]], interval: float = EXPIRY_LOG_SECONDS) -> None:
+        self._expiries = expiries
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> list[str]:
+        lines = expiry_warnings(self._expiries(), dt.datetime.now(dt.UTC))
+        for line in lines:
+            log.warning("expiry: %s", line)
+        return lines
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="expiry-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        self.check()
         while not self._stop.wait(self._interval):
             self.check()

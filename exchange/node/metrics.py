@@ -16,6 +16,8 @@ Series (the exposition format's ``# HELP`` lines say the same):
                                                         and equivocations detected, after their batch commits
     exchange_rpc_duration_seconds{method,code}          RPC latency by method and gRPC status (histogram)
     exchange_database_up                                1 while the health monitor can use the database
+    exchange_expiry_days{kind,name}                     days until the node's, its CA's and each user's
+                                                        certificate and the manifest expire (negative: expired)
 
 A scrape reads the store twice: one GROUP BY over the records' (originator,
 record_id) index and the small peers table, so it stays cheap on a big store.
@@ -23,6 +25,7 @@ record_id) index and the small peers table, so it stays cheap on a big store.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import logging
 import math
@@ -41,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exchange.config import split_host_port
 from exchange.observe import Metrics
+from exchange.pki import Expiry
 from exchange.store import Store
 from exchange.store.current import held_by_originator
 from exchange.store.peers import peer_states
@@ -106,12 +110,41 @@ class NodeMetrics(Metrics):
             if reason is not None:
                 self._rejections.labels(reason).inc(count)
 
+    def follow_expiries(self, expiries: Callable[[], list[Expiry]]) -> None:
+        """``exchange_expiry_days``, read at every scrape (a renewed certificate shows at once)."""
+        self.registry.register(_ExpiryCollector(expiries))
+
     def follow_leadership(self, leading: Callable[[], bool]) -> None:
         self._leader.set_function(lambda: 1.0 if leading() else 0.0)
 
     def _last_success(self, peer: str) -> float | None:
         with self._lock:
             return self._last_ok.get(peer)
+
+
+class _ExpiryCollector(Collector):
+    def __init__(self, expiries: Callable[[], list[Expiry]]) -> None:
+        self._expiries = expiries
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        now = dt.datetime.now(dt.UTC)
+        for item in self._expiries():
+            days = item.days(now)
+            if days is not None:
+                family.add_metric([item.kind, item.name], days)
+            elif item.problem:  # unreadable: as urgent as expired
+                family.add_metric([item.kind, item.name], -math.inf)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("exchange_expiry_days",
+                                 "Days until the certificate or manifest expires (negative: expired)",
+                                 labels=["kind", "name"])
 
 
 class _StoreCollector(Collector):

@@ -194,6 +194,7 @@ class _Call:
     """One RPC as the guard sees it; logged and measured once, when it ends."""
 
     who: str = "unauthenticated"
+    cert: bytes = b""  # the verified client certificate (PEM), re-checked while a stream runs
     code: grpc.StatusCode = grpc.StatusCode.OK
     reason: str = ""  # why it was refused, safe to log
 
@@ -225,6 +226,7 @@ class Guard:
     def admit(self, method: str, context: grpc.ServicerContext, call: _Call | None = None) -> Principal:
         cert = _cert_pem(context)
         if call is not None and cert:
+            call.cert = cert
             # Established (or refused) before authorisation, so a denial names the caller.
             call.who = self._authenticator.identity(cert).uri
         principal = self._authenticator.principal(cert)
@@ -275,7 +277,8 @@ class Guard:
                 principal = self.admit(method, context, call)
                 if isinstance(request, _Malformed):
                     raise InvalidInput("", request.problem)
-                with logs.bound(identity=call.who), self._admission.call(method, principal, request, context):
+                with (logs.bound(identity=call.who),
+                      self._admission.call(method, principal, request, context, call.cert)):
                     return fn(request, principal)
             raise AssertionError("unreachable: the guard aborts every failed call")
 
@@ -293,7 +296,7 @@ class Guard:
                 token = call_active.set(context.is_active)
                 try:
                     with (logs.bound(identity=call.who),
-                          self._admission.call(method, principal, request, context) as ticket):
+                          self._admission.call(method, principal, request, context, call.cert) as ticket):
                         yield from ticket.watch(fn(request, principal))
                 finally:
                     call_active.reset(token)
@@ -308,7 +311,8 @@ class Guard:
         def behaviour(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Message]:
             with self._observe(method, context) as call:
                 principal = self.admit(method, context, call)
-                with logs.bound(identity=call.who), self._admission.call(method, principal, None, context) as ticket:
+                with (logs.bound(identity=call.who),
+                      self._admission.call(method, principal, None, context, call.cert) as ticket):
                     yield from ticket.watch(fn(_well_formed(requests), principal))
 
         return behaviour

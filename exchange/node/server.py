@@ -27,7 +27,7 @@ from exchange.core.trust import Trust
 from exchange.errors import ConfigError
 from exchange.node.admission import Admission
 from exchange.node.auth import Authenticator
-from exchange.node.health import Health, StoreMonitor, database_probe
+from exchange.node.health import ExpiryWatch, Health, StoreMonitor, database_probe
 from exchange.node.liaison import LiaisonService
 from exchange.node.metrics import MetricsServer, NodeMetrics
 from exchange.node.notify import Notifier
@@ -44,8 +44,9 @@ from exchange.node.taxii.server import TaxiiServer
 from exchange.node.tls import ServerTLS
 from exchange.node.tokens import PageTokens
 from exchange.node.trusted import FILE, accept, trusted_at_start
-from exchange.pki import load_private_key
+from exchange.pki import Expiry, expiries, load_private_key
 from exchange.records.envelope import Signer
+from exchange.records.keyring import CURRENT_KEY, KeyRing
 from exchange.records.manifests import SignedManifest, parse_document
 from exchange.store import Store, files, integrity
 from exchange.store.current import reevaluate_holdings
@@ -119,7 +120,14 @@ class Node:
         self._adopting = threading.RLock()
         check_own_material(config, self.manifest)
         agency_dir = config.agency_dir
-        self.signer = load_signer(config.agency, agency_dir / "signing.key", self.manifest)
+        # The key that signs is the manifest's current key for this agency, asked at every
+        # signature (exchange/records/keyring.py): a rotation takes effect when its manifest does.
+        self.signer = KeyRing.load(config.agency, agency_dir, lambda: self.trust.manifest)
+        try:
+            self.signer.signer()
+        except ConfigError:
+            load_signer(config.agency, agency_dir / CURRENT_KEY, self.manifest)  # says what is wrong with it
+            raise
         self.tls = ServerTLS(self.trust, agency_dir)
         if config.database_url.startswith("sqlite:///"):
             config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
@@ -139,8 +147,11 @@ class Node:
                               "exchange.v1.LiaisonService", "exchange.v1.ReviewService"])
         self.monitor = StoreMonitor(self.health, database_probe(self.store), config.health_check_seconds)
         self.metrics = NodeMetrics(self.store, [p.agency for p in self.peers()], lambda: self.monitor.up)
-        self.admission = Admission(limits)  # fair serving (exchange/node/admission.py)
+        self.metrics.follow_expiries(self.expiries)
+        self.expiry_watch = ExpiryWatch(self.expiries)  # logs what expires soon, at start and daily
         authenticator = Authenticator(agency=config.agency, trust=self.trust, users=config.users)
+        # Fair serving, and open streams of callers a new manifest revokes end (exchange/node/admission.py).
+        self.admission = Admission(limits, recheck=authenticator.recheck)
         guard = Guard(authenticator, self.admission, self.metrics)
         submission = SubmissionService(config.agency, self.store, self.signer, self.trust, limits, config.review)
         review = ReviewService(config.agency, submission, config.users)
@@ -185,6 +196,7 @@ class Node:
             # when we pull from it or when it pulls from us (exchange/node/sync.py).
             self.puller.adopt_manifests = self.offer
             sync.newer_elsewhere = self._learn_from
+        self.tls.on_renewal = self._renewed  # partners and TAXII clients see the renewed certificate too
         self.schedule = (
             Schedule(self.puller, self.peers(), leadership=Leadership(self.store.engine))
             if schedule and config.peers else None
@@ -202,6 +214,11 @@ class Node:
     def manifest(self) -> Manifest:
         """The manifest this node trusts now."""
         return self.trust.manifest
+
+    def _renewed(self, key: bytes, cert: bytes) -> None:
+        self.puller.use_certificate(key, cert)
+        if self.taxii is not None:
+            self.taxii.reload_certificate()
 
     def peers(self) -> list[PeerEntry]:
         """Whom this node pulls from under the manifest trusted now: node.toml's [[peers]],
@@ -225,8 +242,13 @@ class Node:
         self.document = trusted_at_start(self.store, data, str(path), dt.datetime.now(dt.UTC))
         self._file_seen = _stamp(path)
         check_own_material(self.config, self.document.manifest)
-        self.signer = load_signer(self.config.agency, self.config.agency_dir / "signing.key", self.document.manifest)
-        self.trust.replace(self.document.manifest)
+        trusted = self.document.manifest
+        try:  # one of the node's signing keys (signing.key, or a retired one) must be usable under it
+            KeyRing.load(self.config.agency, self.config.agency_dir, lambda: trusted).signer()
+        except ConfigError:
+            load_signer(self.config.agency, self.config.agency_dir / CURRENT_KEY, trusted)  # says what is wrong
+            raise
+        self.trust.replace(trusted)
         self.store.distrust(self.document.manifest.compromised_keys)
 
     def offer(self, source: str, documents: Sequence[bytes]) -> bool:
@@ -342,6 +364,10 @@ class Node:
         log.info("manifest version %d adopted: %d records no longer held; peers flagged for repair",
                  manifest.version, dropped)
 
+    def expiries(self) -> list[Expiry]:
+        """When this node's certificate, its CA, its users' certificates and its manifest expire."""
+        return expiries(self.config.agency, self.config.agency_dir, list(self.config.users), self.manifest)
+
     def credentials(self) -> grpc.ServerCredentials:
         # New handshakes ask the current manifest for its CAs (exchange/node/tls.py).
         return self.tls.credentials()
@@ -371,6 +397,7 @@ class Node:
             raise ConfigError(f"cannot listen on {address}")
         self.monitor.start()  # health tells the truth about the database from the first call
         self.admission.start()  # the watchdog that cancels stalled and overlong streams
+        self.expiry_watch.start()
         server.start()
         self._server = server
         self._start_metrics()
@@ -446,6 +473,7 @@ class Node:
             self._executor.shutdown(wait=True)  # every handler has returned, its transaction ended
             self._executor = None
         self.admission.stop()
+        self.expiry_watch.stop()
         if self._metrics_server is not None:
             self._metrics_server.stop()
             self._metrics_server = None

@@ -37,7 +37,8 @@ from exchange.errors import InvalidInput, NotFound, VerificationError, clip
 from exchange.node.reads import visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
-from exchange.records.envelope import SIGHTING_TYPE, Signer, open_sighting
+from exchange.records.envelope import SIGHTING_TYPE, open_sighting
+from exchange.records.keyring import Seals
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, audit, watch
 from exchange.store import sightings as stored
@@ -70,7 +71,7 @@ class SightingService:
     store: Store
     trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
-    signer: Signer
+    signer: Seals  # the node's KeyRing: the manifest's current key signs
 
     @property
     def manifest(self) -> Manifest:

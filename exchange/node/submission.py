@@ -21,7 +21,8 @@ from exchange.core.review import Requirement, ReviewPolicy, requirement
 from exchange.core.trust import Trust
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
-from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, content_hash
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
+from exchange.records.keyring import Seals
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
@@ -60,7 +61,7 @@ def _timestamp(micros: int) -> Timestamp:
 class SubmissionService:
     agency: str
     store: Store
-    signer: Signer
+    signer: Seals  # the node's KeyRing: the manifest's current key signs
     trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     # Release review (exchange/core/review.py): None releases every submission at once.

@@ -5,7 +5,9 @@ One batch and the cursor after it are applied in one transaction (docs/design.md
 rules, in the order they are checked for a record version:
 
 1. a version below a withdrawal we hold is not accepted again;
-2. the same (originator, record_id, version, content hash) is a duplicate: nothing changes;
+2. the same (originator, record_id, version, content hash) is a duplicate: nothing changes,
+   unless it is signed with another key that ``supersedes`` the held one (a re-signed
+   envelope, exchange/store/resign.py): the held envelope is replaced, the content kept;
 3. the same version with another content hash, both validly signed, is
    equivocation: both envelopes are kept as evidence, a security event is
    raised, the record shows its last unequivocal version, flagged;
@@ -31,6 +33,7 @@ from exchange.store.current import index_record, sealed_values, unindex_record
 from exchange.store.log import append_log, sealed_log_rows
 from exchange.store.peers import save_cursor
 from exchange.store.refusals import Refusal, RefusalTally, excess_evidence, record_equivocation, record_refusals
+from exchange.store.resign import Supersedes, replace_envelope
 from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
@@ -66,6 +69,7 @@ class Incoming:
 class BatchReport:
     stored: int = 0
     duplicates: int = 0
+    resigned: int = 0  # held envelopes replaced by the same bytes under a newer key
     older: int = 0
     equivocations: int = 0
     withdrawals: int = 0
@@ -76,7 +80,7 @@ class BatchReport:
 
 def apply_batch(
     store: Store, peer: str, entries: list[Incoming | Refusal], cursor: bytes | None, *, repaired: bool = False,
-    tally: RefusalTally | None = None,
+    tally: RefusalTally | None = None, supersedes: Supersedes | None = None,
 ) -> BatchReport:
     """Apply one pulled batch and store the cursor after it, atomically.
 
@@ -88,14 +92,15 @@ def apply_batch(
     one bad entry never blocks the rest of its batch.
 
     ``tally`` carries a pull's refusals from batch to batch, so they are aggregated
-    per pull (``exchange.store.refusals``); without one, per batch.
+    per pull (``exchange.store.refusals``); without one, per batch. ``supersedes`` says
+    whether a re-signed envelope replaces the one held (without it, never).
     """
     tally = tally or RefusalTally()
     # Not durable: a batch lost to a power cut is lost with its cursor, so the next pull
     # fetches it again from the partner (Store.write says what SQLite does instead).
     try:
         with tally.transaction(), store.write(durable=False) as tx:
-            report = apply_entries(tx, peer, entries, tally)
+            report = apply_entries(tx, peer, entries, tally, supersedes)
             if cursor is not None:
                 save_cursor(tx, peer, cursor, repaired=repaired)
         return report
@@ -110,7 +115,7 @@ def apply_batch(
         for entry in entries:
             try:
                 with tally.transaction(), tx.begin_nested():
-                    single = apply_entries(tx, peer, [entry], tally)
+                    single = apply_entries(tx, peer, [entry], tally, supersedes)
             except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                 digest = entry.content_hash
                 unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
@@ -129,7 +134,8 @@ _CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 
 def apply_entries(
-    conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None
+    conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None,
+    supersedes: Supersedes | None = None,
 ) -> BatchReport:
     """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in)."""
     tally = tally or RefusalTally()
@@ -137,16 +143,16 @@ def apply_entries(
     refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [(e, e.record) for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        refused += _apply_versions(conn, peer, versions, report, tally)
+        refused += _apply_versions(conn, peer, versions, report, tally, supersedes)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
-            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report)
+            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes)
     _refuse(conn, peer, refused, tally, report)
     return report
 
 
 def merge(report: BatchReport, other: BatchReport) -> None:
-    for name in ("stored", "duplicates", "older", "equivocations", "withdrawals", "refused"):
+    for name in ("stored", "duplicates", "resigned", "older", "equivocations", "withdrawals", "refused"):
         setattr(report, name, getattr(report, name) + getattr(other, name))
     report.events.update(other.events)
 
@@ -174,18 +180,22 @@ class _Known:
     """What the store already holds for the records of one batch, read in three queries."""
 
     hashes: dict[tuple[str, str, int], set[bytes]]  # record versions held, by content hash
+    keys: dict[tuple[str, str, int, bytes], set[str]]  # the key ids each held content is signed with
     current: dict[Key, tuple[int, int]]  # (rid, version) of the current row
     withdrawn_below: dict[Key, int]
 
     @classmethod
     def load(cls, conn: Connection, keys: list[Key]) -> _Known:
         hashes: dict[tuple[str, str, int], set[bytes]] = {}
+        signed: dict[tuple[str, str, int, bytes], set[str]] = {}
         for row in conn.execute(
-            select(log.c.originator, log.c.record_id, log.c.version, log.c.content_hash).where(
+            select(log.c.originator, log.c.record_id, log.c.version, log.c.content_hash, log.c.key_id).where(
                 _pairs(log, keys), log.c.payload_type == RECORD_TYPE
             )
         ):
             hashes.setdefault((row.originator, row.record_id, row.version), set()).add(bytes(row.content_hash))
+            signed.setdefault((row.originator, row.record_id, row.version, bytes(row.content_hash)),
+                              set()).add(row.key_id)
         current = {
             (row.originator, row.record_id): (row.rid, row.version)
             for row in conn.execute(
@@ -200,7 +210,7 @@ class _Known:
                 select(withdrawn).where(_pairs(withdrawn, keys))
             )
         }
-        return cls(hashes, current, below)
+        return cls(hashes, signed, current, below)
 
 
 def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
@@ -216,7 +226,8 @@ Version = tuple[Incoming, records_pb2.Record]  # an entry that carries a record 
 
 
 def _apply_versions(
-    conn: Connection, peer: str, entries: list[Version], report: BatchReport, tally: RefusalTally
+    conn: Connection, peer: str, entries: list[Version], report: BatchReport, tally: RefusalTally,
+    supersedes: Supersedes | None = None,
 ) -> list[Refusal]:
     """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
     for their version (``refusals.excess_evidence``)."""
@@ -232,7 +243,14 @@ def _apply_versions(
         if version < known.withdrawn_below.get(key, 0):  # rule 1
             report.older += 1
         elif entry.content_hash in held:  # rule 2 (also within this batch)
-            report.duplicates += 1
+            signed = known.keys.setdefault((*key, version, entry.content_hash), set())
+            if (supersedes is not None and entry.envelope.key_id not in signed
+                    and replace_envelope(conn, ref.originator, ref.record_id, version, entry.envelope,
+                                         entry.content_hash, peer, supersedes) == "replaced"):
+                report.resigned += 1
+            else:
+                report.duplicates += 1
+            signed.add(entry.envelope.key_id)
         elif held and len(held) >= max_evidence:  # rule 3, evidence enough already
             held.add(entry.content_hash)
             excess.append(excess_evidence(entry.content_hash, ref, version, max_evidence))
@@ -351,17 +369,24 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
 
 
 def _apply_withdrawal(
-    conn: Connection, peer: str, entry: Incoming, message: records_pb2.Withdrawal, report: BatchReport
+    conn: Connection, peer: str, entry: Incoming, message: records_pb2.Withdrawal, report: BatchReport,
+    supersedes: Supersedes | None = None,
 ) -> None:
     ref, version = message.ref, message.version
     exists = conn.execute(
-        select(log.c.seq).where(
+        select(log.c.seq, log.c.key_id).where(
             log.c.originator == ref.originator, log.c.record_id == ref.record_id, log.c.version == version,
             log.c.content_hash == entry.content_hash, log.c.payload_type == WITHDRAWAL_TYPE,
         )
     ).first()
     if exists is not None:
-        report.duplicates += 1
+        # The same withdrawal signed again with a newer key replaces the one held (rule 2).
+        if (supersedes is not None and exists.key_id != entry.envelope.key_id
+                and replace_envelope(conn, ref.originator, ref.record_id, version, entry.envelope,
+                                     entry.content_hash, peer, supersedes) == "replaced"):
+            report.resigned += 1
+        else:
+            report.duplicates += 1
         return
     # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
     # audiences of the earlier versions this node held (and may have relayed) route it on.

@@ -159,6 +159,15 @@ class Puller:
         # adopted a newer one. None: pulls do not state a manifest version.
         self.adopt_manifests: Callable[[str, list[bytes]], bool] | None = None
 
+    def use_certificate(self, key: bytes, cert: bytes) -> None:
+        """Present this key and certificate from the next pull on (a renewed node certificate):
+        channels made with the old ones are closed and made again when next needed."""
+        with self._lock:
+            self._key, self._cert = key, cert
+            for channel, _ in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
     def channel(self, peer: str) -> grpc.Channel:
         """A channel that trusts only ``peer``'s CA and checks the server is ``peer``'s node."""
         if peer == self.agency:
@@ -361,7 +370,8 @@ class Puller:
         progress: Progress | None, save_cursor: bool,
     ) -> None:
         entries = pending[0].result()
-        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None, tally=report.tally)
+        applied = apply_batch(self.store, peer, entries, pending[1] if save_cursor else None, tally=report.tally,
+                              supersedes=self.manifest.supersedes)
         self.metrics.entries_rejected(peer, applied.events)  # counted once committed
         report.add(applied)
         report.received += len(entries)

@@ -38,7 +38,8 @@ class PullReport:
         applied = self.applied
         fields: dict[str, object] = {
             "peer": self.peer, "received": self.received, "batches": self.batches,
-            "stored": applied.stored, "duplicates": applied.duplicates, "older": applied.older,
+            "stored": applied.stored, "duplicates": applied.duplicates, "resigned": applied.resigned,
+            "older": applied.older,
             "refused": applied.refused, "withdrawals": applied.withdrawals,
             "equivocations": applied.equivocations, "stale_cursor": self.stale_cursor,
             "repaired": self.repaired, "truncated": self.truncated,

@@ -177,6 +177,7 @@ class TaxiiServer:
             self._ssl.load_cert_chain(cert_path, key_path)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"taxii: cannot load the node certificate {cert_path}: {exc}") from None
+        self._cert_path, self._key_path = cert_path, key_path
         self._ssl.load_verify_locations(cadata=ca_pem)  # the agency's own CA: its users only
         self._ssl.verify_mode = ssl.CERT_REQUIRED
         # Blocking database work runs here, not on the event loop.
@@ -185,6 +186,14 @@ class TaxiiServer:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    def reload_certificate(self) -> None:
+        """Serve the renewed node certificate on new connections (the context is shared by
+        every handshake from now on; open connections keep the one they began with)."""
+        try:
+            self._ssl.load_cert_chain(self._cert_path, self._key_path)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("TAXII: the renewed node certificate was not taken: %s", exc)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -1,0 +1,549 @@
+"""Keys and certificates over a federation's life: rotation, compromise and re-signing,
+revoked certificates, a renewed server certificate.
+
+Real nodes on loopback over mutual TLS, a PKI made for this module by ``pki init`` (these
+tests rotate its keys and renew its certificates, so not the session's), real Ed25519 keys.
+One test per scenario of issue 11's table, each with its negative twin:
+
+- rotation: new records signed with the new key, old ones still valid; twin: a node
+  without the new manifest refuses the new key's records and keeps the old ones;
+- compromise: hidden everywhere; re-sign: shown and served everywhere, nothing lost; twin:
+  a re-signed envelope with other content, a wrong key or the compromised key is refused;
+- a revoked user certificate is refused on its next call; twin: another user, and the same
+  serial in another agency's list, change nothing;
+- a revoked node certificate's open stream ends; twin: another partner's stream goes on;
+- a renewed server certificate is served without a restart; twin: a certificate that does
+  not match the node's key is not taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import socket
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from exchange.cli.main import main
+from exchange.config import load_manifest, load_node_config
+from exchange.core.identity import Identity
+from exchange.core.manifest import Manifest, Partner, RevokedCertificate, SigningKey, parse_manifest
+from exchange.core.trust import Trust
+from exchange.errors import ConfigError
+from exchange.node.server import Node
+from exchange.pki import (
+    CERT_LIFETIME,
+    load_cert,
+    load_private_key,
+    private_key_pem,
+    renew_certificate,
+    rotate_signing_key,
+)
+from exchange.records.envelope import RECORD_TYPE, Signer, content_hash
+from exchange.records.keyring import KeyRing
+from exchange.records.manifests import parse_document, sign
+from exchange.store.current import current_record
+from exchange.store.log import log_after, log_entries
+from exchange.store.received import apply_batch
+from exchange.store.resign import resign_own
+from exchange.sync.puller import Verifier
+from exchange.v1 import query_pb2, records_pb2, submission_pb2
+from tests.backends import Backend
+from tests.federation import Federation, UserClient, draft, free_port, make_federation
+
+J, U, K, G = "JPN-NPA", "USA-DTSF", "KOR-KNPA", "GBR-NPSA"
+WIDE = records_pb2.Marking(classification="RESTRICTED", releasable_to=[U, K, G], tlp="GREEN")
+CHAIN = [(J, U), (U, K), (K, G)]  # GBR-NPSA gets JPN-NPA's records only through two relays
+
+
+@pytest.fixture
+def fed(tmp_path: Path, backend: Backend) -> Iterator[Federation]:
+    """A federation of its own: these tests rotate its keys and renew its certificates."""
+    federation = make_federation(tmp_path / "federation")
+    federation.backend = backend
+    yield federation
+    federation.stop()
+
+
+def submit(node: Node, fed: Federation, title: str, handle: str = "sato") -> records_pb2.RecordRef:
+    client = UserClient.of(fed.user_channel(node, node.config.agency, handle))
+    try:
+        request = submission_pb2.SubmitRequest(draft=draft(title=title, marking=WIDE))
+        ref: records_pb2.RecordRef = client.submission.Submit(request, timeout=10).receipt.ref
+        return ref
+    finally:
+        client.channel.close()
+
+
+def pull_along(nodes: dict[str, Node], links: list[tuple[str, str]], rounds: int = 4) -> None:
+    """Both ends of every link pull from each other, ``rounds`` times over."""
+    for _ in range(rounds):
+        for a, b in links:
+            for puller, peer in ((a, b), (b, a)):
+                if puller in nodes and peer in nodes:
+                    report = nodes[puller].puller.pull(peer)
+                    assert report.error == "", report
+
+
+def signed_by(node: Node, ref: records_pb2.RecordRef) -> str | None:
+    """The key id of the envelope ``node`` shows for ``ref`` (None: not shown)."""
+    found = current_record(node.store, ref.originator, ref.record_id)
+    return None if found is None else records_pb2.Envelope.FromString(found.envelope).key_id
+
+
+def served_ids(node: Node, originator: str) -> set[str]:
+    """The record ids of ``originator`` whose entries ``node`` serves from its log."""
+    return {e.record_id for e in log_after(node.store, 0) if e.originator == originator and not e.is_withdrawal}
+
+
+def compromised(manifest: Manifest, key_id: str, version: int) -> Manifest:
+    partner = manifest.partner(key_id.partition("/")[0])
+    keys = tuple(dataclasses.replace(k, compromised_since=k.not_before) if k.key_id == key_id else k
+                 for k in partner.keys)
+    return dataclasses.replace(manifest, version=version,
+                               partners={**manifest.partners, partner.code: dataclasses.replace(partner, keys=keys)})
+
+
+def revoking(manifest: Manifest, agency: str, cert: x509.Certificate, version: int, *, by_serial: bool) -> Manifest:
+    partner = manifest.partner(agency)
+    entry = (RevokedCertificate(serial=cert.serial_number, reason="key leaked") if by_serial
+             else RevokedCertificate(fingerprint=cert.fingerprint(hashes.SHA256())))
+    return dataclasses.replace(manifest, version=version, partners={
+        **manifest.partners, agency: dataclasses.replace(partner, revoked=(*partner.revoked, entry))})
+
+
+def rotate(fed: Federation, agency: str) -> tuple[Manifest, str, str]:
+    """``keys rotate`` for ``agency``: (the proposed manifest, the new key id, the retired one)."""
+    rotation = rotate_signing_key(agency, fed.pki_dir / agency, fed.pki_dir / "manifest.toml",
+                                  fed.pki_dir / "manifest.proposed.toml")
+    return load_manifest(rotation.proposal), rotation.key_id, rotation.retired
+
+
+# --- key rotation -----------------------------------------------------------------------------
+
+
+def test_rotation_signs_new_records_with_the_new_key_and_old_ones_still_verify(fed: Federation,
+                                                                               tmp_path: Path) -> None:
+    nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K)}
+    old = submit(nodes[J], fed, "before the rotation")
+    pull_along(nodes, [(J, U), (J, K)])
+    proposed, new_key, retired = rotate(fed, J)
+    # Until the federation adopts the proposal, the node goes on signing with the published key.
+    assert nodes[J].signer.key_id == retired
+    assert signed_by(nodes[J], submit(nodes[J], fed, "rotated, not yet adopted")) == retired
+    for agency in (J, U):  # KOR-KNPA is the twin: it never adopts the new manifest
+        nodes[agency].adopt(proposed)
+    assert nodes[J].signer.key_id == new_key
+    new = submit(nodes[J], fed, "after the rotation")
+    assert signed_by(nodes[J], new) == new_key
+    pull_along(nodes, [(J, U), (J, K)])
+    # USA-DTSF holds and shows both: the retired key still verifies what it signed.
+    assert signed_by(nodes[U], old) == retired and signed_by(nodes[U], new) == new_key
+    # A node restarted after the rotation signs with the new key (signing.key) too.
+    # Twin: KOR-KNPA, on the old manifest, refuses the unknown key's record and keeps the old one.
+    assert signed_by(nodes[K], old) == retired
+    assert signed_by(nodes[K], new) is None
+    assert new.record_id not in served_ids(nodes[K], J)
+
+
+# --- compromise and re-signing ------------------------------------------------------------------
+
+
+def test_compromise_hides_everywhere_and_resign_shows_and_serves_everywhere(fed: Federation,
+                                                                           tmp_path: Path) -> None:
+    nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K, G)}
+    refs = [submit(nodes[J], fed, f"record {n}") for n in range(3)]
+    pull_along(nodes, CHAIN)
+    analyst = UserClient.of(fed.user_channel(nodes[J], J, "sato"))
+    # The third is retracted once everyone holds it: a retracted version and a withdrawal, both
+    # to be re-signed too.
+    analyst.submission.Retract(submission_pb2.RetractRequest(ref=refs[2], base_version=1, reason="duplicate"),
+                               timeout=10)
+    analyst.channel.close()
+    pull_along(nodes, CHAIN)
+    ids = {r.record_id for r in refs}
+    for agency, node in nodes.items():
+        assert served_ids(node, J) == ids, agency
+    proposed, new_key, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in nodes.values():
+        node.adopt(leaked)
+    # Everything the leaked key signed is hidden everywhere: not shown, not served.
+    for agency, node in nodes.items():
+        assert all(signed_by(node, r) is None for r in refs), agency
+        assert served_ids(node, J) == set(), agency
+    signer = nodes[J].signer.signer()
+    assert signer.key_id == new_key
+    # Three current versions, the retracted record's first version (its originator keeps it) and
+    # the withdrawal.
+    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 5
+    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 0  # nothing left
+    pull_along(nodes, CHAIN)
+    for agency, node in nodes.items():
+        assert all(signed_by(node, r) == new_key for r in refs), agency  # shown again
+        assert served_ids(node, J) == ids, agency  # and served, relays included: nothing lost
+        for ref in refs[:2]:
+            entries = log_entries(node.store, J, ref.record_id)
+            # One content, two signatures: the replaced entry stays, purged, under the leaked key.
+            assert {(e.key_id, bool(e.envelope)) for e in entries} == {(old_key, False), (new_key, True)}, agency
+            assert len({e.content_hash for e in entries}) == 1
+        retracted = log_entries(node.store, J, refs[2].record_id)
+        assert all(e.key_id == new_key for e in retracted if e.envelope and not e.purged), agency
+        assert any(e.key_id == new_key and "withdrawal" in e.payload_type and not e.payload_type.endswith(
+            ";replaced") for e in retracted), agency
+        assert signed_by(node, refs[2]) == new_key
+    # A liaison officer of GBR-NPSA (two relays away) is shown them through its node.
+    client = UserClient.of(fed.user_channel(nodes[G], G, "ebrooks"))
+    found = client.query.Search(query_pb2.SearchRequest(originators=[J]), timeout=10)
+    assert {r.envelope.key_id for r in found.records} == {new_key} and len(found.records) == 2  # + 1 retracted
+    client.channel.close()
+
+
+def test_a_resigned_envelope_is_taken_only_for_the_same_content_and_a_trusted_key(
+    fed: Federation, tmp_path: Path
+) -> None:
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    ref = submit(jpn, fed, "the original")
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    proposed, new_key, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    usa.adopt(leaked)
+    held = records_pb2.Envelope.FromString(log_entries(usa.store, J, ref.record_id)[0].envelope)
+    new_private = KeyRing.load(J, fed.pki_dir / J, lambda: leaked).signer().private_key
+    record = records_pb2.Record.FromString(held.payload)
+    record.content.title = "the original, edited"
+    other = Ed25519PrivateKey.generate()
+    cases = {
+        # other content under the new key: not a re-signature (an equivocating version instead)
+        "changed content": Signer(J, new_key, new_private).seal(RECORD_TYPE, record.SerializeToString()),
+        "wrong key": Signer(J, new_key, other).seal(RECORD_TYPE, held.payload),  # signature does not verify
+        "leaked key": held,  # the compromised key's own envelope, served again
+        "another agency's key": Signer(J, usa.signer.key_id, usa.signer.signer().private_key).seal(
+            RECORD_TYPE, held.payload),
+    }
+    verifier = Verifier(U, Trust(leaked))
+    for name, envelope in cases.items():
+        entry = verifier.check(envelope, J)
+        apply_batch(usa.store, J, [entry], None, supersedes=leaked.supersedes)
+        assert signed_by(usa, ref) is None, name  # still hidden: nothing replaced the leaked signature
+    # The positive: the same bytes under the new key replace the held envelope.
+    good = Signer(J, new_key, new_private).seal(RECORD_TYPE, held.payload)
+    report = apply_batch(usa.store, J, [verifier.check(good, J)], None, supersedes=leaked.supersedes)
+    assert report.resigned == 1
+    assert signed_by(usa, ref) == new_key
+    assert content_hash(good.payload) == content_hash(held.payload)
+
+
+# --- revoked certificates -----------------------------------------------------------------------
+
+
+def test_a_revoked_user_certificate_is_refused_on_its_next_call(fed: Federation, tmp_path: Path) -> None:
+    jpn = fed.start_node(J, tmp_path / J)
+    suzuki = UserClient.of(fed.user_channel(jpn, J, "suzuki"))
+    ito = UserClient.of(fed.user_channel(jpn, J, "ito"))
+    search = query_pb2.SearchRequest()
+    suzuki.query.Search(search, timeout=10)
+    ito.query.Search(search, timeout=10)
+    cert = load_cert(fed.pki_dir / J / "users" / "suzuki.crt")
+    # Twin: the same serial in another agency's list revokes nothing (each agency revokes its own).
+    jpn.adopt(revoking(fed.manifest, U, cert, fed.manifest.version + 1, by_serial=True))
+    suzuki.query.Search(search, timeout=10)
+    for version, by_serial in ((fed.manifest.version + 2, True), (fed.manifest.version + 3, False)):
+        jpn.adopt(revoking(fed.manifest, J, cert, version, by_serial=by_serial))
+        with pytest.raises(grpc.RpcError) as refused:  # the same open channel, its next call
+            suzuki.query.Search(search, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "revoked" in str(refused.value.details())
+        ito.query.Search(search, timeout=10)  # another user of the agency is untouched
+    suzuki.channel.close()
+    ito.channel.close()
+
+
+def _watch(fed: Federation, node: Node, agency: str) -> tuple[grpc.Channel, list[object], threading.Thread]:
+    """A partner node's health Watch stream, read on a thread: [messages..., final status]."""
+    channel = fed.node_channel(node, agency)
+    stub = health_pb2_grpc.HealthStub(channel)
+    seen: list[object] = []
+    stream = stub.Watch(health_pb2.HealthCheckRequest(), timeout=60)
+
+    def read() -> None:
+        try:
+            for message in stream:
+                seen.append(message.status)
+        except grpc.RpcError as error:
+            seen.append(error.code())
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return channel, seen, thread
+
+
+def test_a_revoked_node_certificates_open_stream_is_ended(fed: Federation, tmp_path: Path) -> None:
+    jpn = fed.start_node(J, tmp_path / J)
+    usa_channel, usa_seen, usa_thread = _watch(fed, jpn, U)
+    kor_channel, kor_seen, kor_thread = _watch(fed, jpn, K)
+    deadline = time.monotonic() + 10
+    while (not usa_seen or not kor_seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert usa_seen == [health_pb2.HealthCheckResponse.SERVING] and kor_seen == usa_seen
+    started = time.monotonic()
+    jpn.adopt(revoking(fed.manifest, U, load_cert(fed.pki_dir / U / "node.crt"), fed.manifest.version + 1,
+                       by_serial=True))
+    usa_thread.join(timeout=10)
+    assert not usa_thread.is_alive() and time.monotonic() - started < 5  # within seconds
+    assert usa_seen[-1] == grpc.StatusCode.CANCELLED
+    assert kor_thread.is_alive() and kor_seen == [health_pb2.HealthCheckResponse.SERVING]  # the twin goes on
+    usa_channel.close()
+    kor_channel.close()
+    kor_thread.join(timeout=10)
+
+
+# --- a renewed server certificate -----------------------------------------------------------------
+
+
+def served_certificate(fed: Federation, node: Node) -> x509.Certificate:
+    """The certificate the node presents to a new TLS connection (a fresh handshake)."""
+    context = ssl.create_default_context(cafile=str(fed.pki_dir / J / "ca.crt"))
+    context.check_hostname = False
+    users = fed.pki_dir / J / "users"
+    context.load_cert_chain(users / "suzuki.crt", users / "suzuki.key")
+    context.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", node.port), timeout=10) as raw, \
+            context.wrap_socket(raw, server_hostname="jpn-npa.node.exchange") as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_a_renewed_server_certificate_is_served_without_a_restart(fed: Federation, tmp_path: Path) -> None:
+    jpn = fed.start_node(J, tmp_path / J)
+    before = served_certificate(fed, jpn)
+    assert before.serial_number == load_cert(fed.pki_dir / J / "node.crt").serial_number
+    # Twin first: a certificate that does not certify node.key is not taken (the node keeps serving).
+    stray = fed.issue_cert(J, Identity(J, None))[1]
+    original = (fed.pki_dir / J / "node.crt").read_bytes()
+    (fed.pki_dir / J / "node.crt").write_bytes(stray)
+    assert served_certificate(fed, jpn).serial_number == before.serial_number
+    (fed.pki_dir / J / "node.crt").write_bytes(original)
+    renewal = renew_certificate(J, fed.pki_dir / J, lifetime=CERT_LIFETIME + dt.timedelta(days=1))
+    after = served_certificate(fed, jpn)
+    assert after.serial_number == renewal.serial != before.serial_number
+    assert after.not_valid_after_utc > before.not_valid_after_utc
+    # And calls go on over new connections, with no restart.
+    client = UserClient.of(fed.user_channel(jpn, J, "suzuki"))
+    client.query.Search(query_pb2.SearchRequest(), timeout=10)
+    client.channel.close()
+
+
+
+# --- the operator's commands, as the README writes them --------------------------------------
+
+
+def _one_line(capfd: pytest.CaptureFixture[str]) -> str:
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("exchange: "), err
+    return err[len("exchange: "):-1]
+
+
+def test_status_renew_rotate_and_resign_commands(fed: Federation, tmp_path: Path,
+                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    if fed.backend.name != "sqlite":
+        pytest.skip("the commands read database_url from node.toml: SQLite here, PostgreSQL in the node tests")
+    users = "".join(f'\n[[users]]\nhandle = "{h}"\nrole = "analyst"\nclearance = "SECRET"\n'
+                    for h in ("sato", "suzuki"))
+    config = tmp_path / "node.toml"
+    config.write_text(f'agency = "{J}"\nlisten = "127.0.0.1:{free_port(set())}"\npki_dir = "{fed.pki_dir}"\n'
+                      f'data_dir = "{tmp_path / "var"}"\nmetrics_listen = ""\n{users}', encoding="utf-8")
+    flag = ["--config", str(config)]
+    assert main(["db", "upgrade", *flag]) == 0
+    assert main(["status", *flag]) == 0
+    out = capfd.readouterr().out
+    published = fed.manifest.partner(J).keys[0].key_id
+    assert f"manifest version 1, signing key {published}" in out
+    for label in ("node certificate JPN-NPA", "CA certificate JPN-NPA", "user certificate sato",
+                  "user certificate suzuki", "manifest version 1"):
+        assert label in out, out
+    assert "WARNING" not in out and "days left" in out
+
+    node_serial = load_cert(fed.pki_dir / J / "node.crt").serial_number
+    user_key = (fed.pki_dir / J / "users" / "suzuki.key").read_bytes()
+    assert main(["pki", "renew", *flag]) == 0
+    assert load_cert(fed.pki_dir / J / "node.crt").serial_number != node_serial
+    assert main(["pki", "renew", *flag, "--user", "suzuki"]) == 0
+    assert (fed.pki_dir / J / "users" / "suzuki.key").read_bytes() == user_key  # same key by default
+    assert "same key" in capfd.readouterr().out
+    assert main(["pki", "renew", *flag, "--user", "nobody"]) == 2
+    assert _one_line(capfd) == f"nobody is not a user of {J} in {config}"
+
+    # A record signed with the published key, by the node this configuration describes.
+    node = Node(load_node_config(config), schedule=False)
+    node.start()
+    try:
+        ref = submit(node, fed, "signed before the rotation")
+        # A user certificate with days left: `health` and `status` warn of it.
+        renew_certificate(J, fed.pki_dir / J, handle="sato", lifetime=dt.timedelta(days=10))
+        assert main(["health", *flag]) == 0
+        lines = capfd.readouterr().out.splitlines()
+        assert lines[0] == "SERVING" and len(lines) == 2
+        assert lines[1].startswith("warning: user certificate sato expires in 9 days (")
+        assert main(["status", *flag]) == 1
+        warned = [line for line in capfd.readouterr().out.splitlines() if line.endswith("WARNING")]
+        assert len(warned) == 1 and "user certificate sato" in warned[0]
+        assert main(["pki", "renew", *flag, "--user", "sato"]) == 0
+        assert main(["status", *flag]) == 0
+        capfd.readouterr()
+    finally:
+        node.stop(grace=0)
+    assert main(["keys", "rotate", *flag]) == 0
+    said = capfd.readouterr().out
+    proposal = fed.pki_dir / "manifest.proposed.toml"
+    assert f"wrote the manifest proposal {proposal}" in said
+    proposed = load_manifest(proposal)
+    new_key = proposed.partner(J).keys[-1].key_id
+    assert proposed.version == 2 and [k.key_id for k in proposed.partner(J).keys] == [published, new_key]
+    assert (fed.pki_dir / J / "retired-signing-keys" / f"{published.replace('/', '_')}.key").exists()
+    # Not yet adopted: the published key still signs, and nothing needs re-signing.
+    assert main(["records", "resign", *flag]) == 0
+    assert f"re-signed 0 entries of {J} with {published}" in capfd.readouterr().out
+    # The federation's root key holders sign the proposal (a majority), the operator installs
+    # it, and the node adopts it at its next start (verifying the chain from version 1).
+    document = parse_document(proposal.read_bytes())
+    for agency in (J, U, K):
+        root = load_private_key(fed.pki_dir / "roots" / agency / "root.key")
+        assert isinstance(root, Ed25519PrivateKey)
+        document = sign(document, root)
+    (fed.pki_dir / "manifest.toml").write_bytes(document.render())
+    node = Node(load_node_config(config), schedule=False)
+    assert node.manifest.version == 2 and node.signer.key_id == new_key
+    node.store.close()
+    assert main(["records", "resign", *flag]) == 0
+    assert f"re-signed 1 entries of {J} with {new_key}" in capfd.readouterr().out
+    assert main(["status", *flag]) == 0
+    assert f"manifest version 2, signing key {new_key}" in capfd.readouterr().out
+    node = Node(load_node_config(config), schedule=False)
+    try:
+        assert signed_by(node, ref) == new_key
+    finally:
+        node.store.close()
+
+    # A rotation must start from the published key: a stray signing.key is refused, in one line.
+    (fed.pki_dir / J / "signing.key").write_bytes(private_key_pem(Ed25519PrivateKey.generate()))
+    before = (fed.pki_dir / "manifest.toml").read_bytes()
+    assert main(["keys", "rotate", *flag]) == 2
+    assert "is not among JPN-NPA's signing keys" in _one_line(capfd)
+    assert (fed.pki_dir / "manifest.toml").read_bytes() == before
+
+
+# --- what expires when ------------------------------------------------------------------------
+
+
+def test_expiry_days_are_a_metric_and_a_health_warning(fed: Federation, tmp_path: Path) -> None:
+    # A user certificate with ten days left, and a manifest that expires in five.
+    renew_certificate(J, fed.pki_dir / J, handle="ito", lifetime=dt.timedelta(days=10))
+    expiring = dataclasses.replace(fed.manifest, expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=5, hours=1))
+    config = dataclasses.replace(fed.node_config(J, tmp_path / J), metrics_listen="127.0.0.1:0")
+    fed.backend.migrated(tmp_path / J)
+    node = Node(config, manifest=expiring, schedule=False)
+    node.start()
+    fed.nodes.append(node)
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode("utf-8")
+    days = {(s.labels["kind"], s.labels["name"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "exchange_expiry_days"}
+    assert 9 < days[("user_certificate", "ito")] < 10.1
+    assert 5 < days[("manifest", "version 1")] < 5.1
+    assert 396 < days[("node_certificate", J)] < 398 and days[("ca_certificate", J)] > 3000
+    assert {name for kind, name in days if kind == "user_certificate"} == {"sato", "kato", "suzuki", "ito"}
+    # The health warning: logged by the node, one line per item close to its end, and only those.
+    warnings = node.expiry_watch.check()
+    assert len(warnings) == 2
+    assert warnings[0].startswith("user certificate ito expires in 9 days (") and "pki renew" in warnings[0]
+    assert warnings[1].startswith("manifest version 1 expires in 5 days (")
+    # Renewed, the certificate leaves the warnings (and the metric follows at the next scrape).
+    renew_certificate(J, fed.pki_dir / J, handle="ito")
+    assert [w for w in node.expiry_watch.check() if "ito" in w] == []
+
+
+# --- the manifest's revocation list, parsed ---------------------------------------------------
+
+SERIAL = "5f:1e:0c"
+FINGERPRINT = "ab" * 32
+
+
+@pytest.mark.parametrize(("entry", "problem"), [
+    ({}, "partners[0].revoked[0]: a revoked certificate needs a serial or a fingerprint"),
+    ({"serial": 12}, "partners[0].revoked[0].serial: expected hex digits in a string, got 12"),
+    ({"serial": "xyz"}, "partners[0].revoked[0].serial: not hex digits: 'xyz'"),
+    ({"fingerprint": "abcd"}, "partners[0].revoked[0].fingerprint: a SHA-256 fingerprint is 32 bytes, got 2"),
+    ({"fingerprint": "zz" * 32}, "partners[0].revoked[0].fingerprint: not hex digits"),
+    ({"serial": "01", "reason": 3}, "partners[0].revoked[0].reason: expected str, got 3"),
+    ({"serial": "01", "since": "yesterday"}, "partners[0].revoked[0].since: not an ISO 8601 time: 'yesterday'"),
+])
+def test_a_malformed_revocation_entry_is_refused_naming_the_field(entry: dict[str, object], problem: str) -> None:
+    data = _manifest_data(revoked=[entry])
+    with pytest.raises(ConfigError) as refused:
+        parse_manifest(data, require_keys=False)
+    assert str(refused.value).startswith(problem)
+
+
+def test_revocation_entries_match_by_serial_or_fingerprint_only_in_their_agencys_list() -> None:
+    manifest = parse_manifest(_manifest_data(revoked=[
+        {"serial": SERIAL, "reason": "laptop lost", "since": "2026-12-04T09:00:00+00:00"},
+        {"fingerprint": FINGERPRINT}]), require_keys=False)
+    partner = manifest.partner(J)
+    assert partner.revokes(0x5F1E0C, b"\x00" * 32) is not None
+    assert partner.revokes(1, bytes.fromhex(FINGERPRINT)) is not None
+    assert partner.revokes(0x5F1E0D, b"\x00" * 32) is None  # a serial one off: not revoked
+    assert manifest.partner(U).revokes(0x5F1E0C, bytes.fromhex(FINGERPRINT)) is None
+
+
+def _manifest_data(*, revoked: list[dict[str, object]]) -> dict[str, object]:
+    partner = {"name": "n", "country": "JPN", "address": "127.0.0.1:1", "accreditation": "SECRET"}
+    return {"version": 1, "partners": [{**partner, "code": J, "revoked": revoked}, {**partner, "code": U}]}
+
+
+# --- which signature wins, as a property ----------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans()), min_size=1, max_size=6))
+def test_a_resigned_envelope_never_alternates_between_two_keys(keys: list[tuple[int, bool]]) -> None:
+    """However the keys were published (ties included) and whichever are compromised, of two keys at
+    most one supersedes the other, never a key itself, and never a compromised one: two relays serving
+    both envelopes of a record cannot make a holder swap them back and forth."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    published = tuple(
+        SigningKey(f"{J}/k{i}", bytes([i]) * 32, start + dt.timedelta(days=day), start + dt.timedelta(days=999),
+                   compromised_since=start if leaked else None)
+        for i, (day, leaked) in enumerate(keys))
+    partner = Partner(J, "n", "JPN", "127.0.0.1:1", "SECRET", "", published)
+    manifest = Manifest(version=1, partners={J: partner})
+    ids = [k.key_id for k in published] + [f"{J}/unknown"]
+    for a in ids:
+        assert not manifest.supersedes(J, a, a)
+        for b in ids:
+            assert not (manifest.supersedes(J, a, b) and manifest.supersedes(J, b, a)), (a, b)
+            key = manifest.signing_key(J, a)
+            if key is None or key.compromised:
+                assert not manifest.supersedes(J, a, b)
+            elif a != b and (held := manifest.signing_key(J, b)) is not None and held.compromised:
+                assert manifest.supersedes(J, a, b)
+    current = partner.current_key(start + dt.timedelta(days=10))
+    trusted = [k for k in published if not k.compromised]
+    assert (current is None) == (not trusted)
+    if current is not None:  # the current key is superseded by no other key
+        assert not any(manifest.supersedes(J, k.key_id, current.key_id) for k in published)
