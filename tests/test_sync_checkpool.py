@@ -50,6 +50,7 @@ def test_check_processes_decide_as_the_pulling_process(federation: Federation, t
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     envelopes = _envelopes(federation)
     checks = _checks(usa)
+    assert checks.ready(timeout=120)
     in_pool = checks.check(envelopes, "JPN-NPA")
     assert checks.in_processes
     here = [checks.verifier.check(e, "JPN-NPA") for e in envelopes]
@@ -67,7 +68,8 @@ def test_a_dead_check_process_leaves_the_checks_to_the_pulling_process(
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     envelopes = _envelopes(federation)
     checks = _checks(usa)
-    checks.check(envelopes, "JPN-NPA")  # starts the processes
+    assert checks.ready(timeout=120)
+    checks.check(envelopes, "JPN-NPA")
     started = [p for p in multiprocessing.active_children() if p.pid is not None]
     assert started
     for process in started:  # the processes this test's node started
@@ -83,6 +85,7 @@ def test_a_large_pull_through_the_check_processes_stores_everything(federation: 
     jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     refs = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 300)
+    assert _checks(usa).ready(timeout=120)
     report = usa.puller.pull("JPN-NPA")
     assert report.error == "" and report.applied.stored == 300 and report.applied.refused == 0
     assert _checks(usa).in_processes

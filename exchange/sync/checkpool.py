@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from exchange.config import Limits
@@ -34,6 +36,7 @@ log = logging.getLogger("exchange.sync")
 # A smaller batch is checked in the pulling process: a round trip to another process costs
 # more than checking a few entries, and most pulls (incremental ones) are small.
 POOL_MIN_ENTRIES = 64
+PARENT_CHECK_SECONDS = 0.5
 
 # What a check process answers for an accepted entry: (withdrawal?, content hash, audience,
 # index terms of a record). Small and picklable, unlike the parsed messages.
@@ -42,9 +45,18 @@ Accepted = tuple[bool, bytes, frozenset[str], RecordIndex | None]
 _verifier: Verifier | None = None  # in a check process: its own, made once
 
 
-def _start(agency: str, manifest: Manifest, limits: Limits) -> None:
+def _start(agency: str, manifest: Manifest, limits: Limits, parent: int) -> None:
     global _verifier
     _verifier = Verifier(agency, manifest, limits)
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    """End this check process soon after its node's process is gone (a kill -9 included):
+    an orphan would keep its node's pipes open, and wait on a queue nobody writes to."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _check(envelopes: list[bytes], served_by: str) -> list[Accepted | Refusal]:
@@ -69,18 +81,31 @@ class CheckPool:
         self._args = (agency, manifest, dict(manifest.partners), limits)
         self._processes = limits.check_processes
         self._pool: ProcessPoolExecutor | None = None
+        self._started: list[Future[int]] = []  # one per process: done once it can check
         self._broken = False
         self._closed = False
         self._lock = threading.Lock()
 
     @property
     def in_processes(self) -> bool:
-        """Whether large batches are checked in check processes (started, and none has died)."""
-        return self._pool is not None
+        """Whether large batches go to check processes now (one is up, and none has died)."""
+        return self._pool is not None and any(f.done() for f in self._started)
+
+    def ready(self, timeout: float) -> bool:
+        """Start the check processes if need be; whether one is up within ``timeout`` seconds."""
+        self._pool_for(POOL_MIN_ENTRIES)
+        for future in list(self._started):
+            try:
+                future.result(timeout=timeout)
+            except Exception:  # not up (yet): the answer is False below
+                continue
+        return self.in_processes
 
     def check(self, entries: list[records_pb2.Envelope], served_by: str) -> list[Incoming | Refusal]:
         pool = self._pool_for(len(entries))
-        if pool is not None:
+        # Until a process is up (spawning one imports the checks: seconds on a busy machine),
+        # batches are checked here, so a pull makes progress from its first batch.
+        if pool is not None and self.in_processes:
             try:
                 return self._in_pool(pool, entries, served_by)
             except Exception as error:  # a dead process, or one that answered wrongly
@@ -100,8 +125,9 @@ class CheckPool:
                 portable = Manifest(version=manifest.version, partners=partners)
                 self._pool = ProcessPoolExecutor(
                     max_workers=self._processes, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start, initargs=(agency, portable, limits),
+                    initializer=_start, initargs=(agency, portable, limits, os.getpid()),
                 )
+                self._started = [self._pool.submit(os.getpid) for _ in range(self._processes)]
             return self._pool
 
     def _in_pool(
