@@ -22,7 +22,7 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, Signer, cont
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
-from exchange.store.local import LocalWrite, Withdrawal, find_reference, put_local, put_local_many
+from exchange.store.local import LocalWrite, Withdrawal, find_reference, find_references, put_local, put_local_many
 from exchange.store.log import earlier_audience
 from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
@@ -78,9 +78,12 @@ class SubmissionService:
             raise TooLarge(f"submissions: {len(request.submissions)}, over the limit of {MAX_BULK_SUBMISSIONS} a call")
         results: list[submission_pb2.SubmitBulkResult] = []
         writes: list[tuple[int, LocalWrite]] = []
+        # The call's references already known, in one query (a rerun of a file is all of them).
+        known = find_references(self.store, caller.identity.handle or "",
+                                [s.reference for s in request.submissions])
         for i, submission in enumerate(request.submissions):
             try:
-                prepared = self._prepare(submission, caller)
+                prepared = self._prepare(submission, caller, known)
             except BULK_REFUSALS as exc:
                 results.append(submission_pb2.SubmitBulkResult(refusal=clip(str(exc), MAX_REFUSAL_CHARS)))
                 continue
@@ -131,12 +134,18 @@ class SubmissionService:
 
     # --- steps ----------------------------------------------------------------------------
 
-    def _prepare(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.Receipt | LocalWrite:
-        """The receipt of the record a known reference made, or the new record checked and signed."""
+    def _prepare(
+        self, request: submission_pb2.SubmitRequest, caller: Principal, known: dict[str, str] | None = None,
+    ) -> submission_pb2.Receipt | LocalWrite:
+        """The receipt of the record a known reference made, or the new record checked and signed;
+        ``known``: the caller's references already looked up (``find_references``)."""
         validate_reference(request.reference)
         handle = caller.identity.handle or ""
         if request.reference:
-            existing = find_reference(self.store, handle, request.reference)
+            if known is None:
+                existing = find_reference(self.store, handle, request.reference)
+            else:
+                existing = known.get(request.reference)
             if existing is not None:
                 return self._existing(existing, caller)
         if not request.HasField("draft"):
