@@ -8,13 +8,14 @@ the envelope verbatim.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
+from exchange.core.marking import Marking
 from exchange.core.policy import decide, holders, link_allowed, narrows
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
@@ -30,6 +31,7 @@ from exchange.v1 import records_pb2, submission_pb2
 # Submissions in one SubmitBulk call at most: a bounded request (500 drafts of a few KB) and
 # a bounded transaction, yet one commit covers enough records to make its cost small.
 MAX_BULK_SUBMISSIONS = 500
+MAX_CACHED_AUDIENCES = 1024
 MAX_REFUSAL_CHARS = 512  # as a status message (exchange/node/rpc.py MAX_STATUS_CHARS)
 # Refusals of one submission's content: that submission's result in a bulk call.
 BULK_REFUSALS = (InvalidInput, TooLarge, NotFound, Conflict)
@@ -48,6 +50,9 @@ class SubmissionService:
     signer: Signer
     manifest: Manifest
     limits: Limits
+    # The audience of each marking met (the manifest, its only other input, is fixed for the
+    # node's life): a few dozen distinct markings in practice, bounded all the same.
+    _audiences: dict[Marking, frozenset[str]] = field(default_factory=dict, init=False, repr=False)
 
     def methods(self) -> list[Method]:
         return [
@@ -227,9 +232,15 @@ class SubmissionService:
         )
 
     def _audience(self, record: records_pb2.Record) -> frozenset[str]:
-        accreditations = {code: p.accreditation for code, p in self.manifest.partners.items()}
-        return holders(originator=self.agency, marking=marking_of(record.content.marking),
-                       accreditations=accreditations)
+        marking = marking_of(record.content.marking)
+        found = self._audiences.get(marking)
+        if found is None:  # markings repeat across a bulk file: each is decided once
+            accreditations = {code: p.accreditation for code, p in self.manifest.partners.items()}
+            found = holders(originator=self.agency, marking=marking, accreditations=accreditations)
+            if len(self._audiences) >= MAX_CACHED_AUDIENCES:
+                self._audiences.clear()
+            self._audiences[marking] = found
+        return found
 
     def _withdrawal(self, record: records_pb2.Record, current: StoredRecord) -> Withdrawal | None:
         """The signed withdrawal of earlier versions, if this version drops an audience or retracts."""
