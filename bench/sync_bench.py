@@ -93,6 +93,15 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
+def _children_hwm_kib() -> list[int]:
+    """Peak resident set of each process this one started and still runs (the puller's check
+    processes, exchange/sync/checkpool.py): their memory is the pull's too."""
+    import multiprocessing
+
+    peaks = [_vm_hwm_kib(child.pid) for child in multiprocessing.active_children() if child.pid is not None]
+    return [peak for peak in peaks if peak is not None]
+
+
 def _cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system, all threads) another process has used so far."""
     try:
@@ -356,7 +365,8 @@ def role_pull(args: argparse.Namespace) -> int:
             if command[0] == "pull":
                 result = one_pull()
                 # Read right after the pull, so it is this pull's peak.
-                _emit({"event": "pulled", **result, "maxrss_kib": _maxrss_kib(), "ru_maxrss_kib": _rusage_kib()})
+                _emit({"event": "pulled", **result, "maxrss_kib": _maxrss_kib(), "ru_maxrss_kib": _rusage_kib(),
+                       "check_processes_maxrss_kib": _children_hwm_kib()})
             elif command[0] == "noop":
                 results = [one_pull() for _ in range(int(command[1]))]
                 _emit({"event": "noop", "pulls": results, "maxrss_kib": _maxrss_kib()})
@@ -684,6 +694,10 @@ def run_once(
         print(f"[{label}] puller peak RSS after the initial pull: {initial['maxrss_kib'] / 1024:,.1f} MiB "
               f"(before: {ready['maxrss_kib'] / 1024:,.1f} MiB; ru_maxrss, inherited from this parent across "
               f"fork/exec: {initial['ru_maxrss_kib'] / 1024:,.1f} MiB)", flush=True)
+        checkers = initial.get("check_processes_maxrss_kib") or []
+        result["check_processes_peak_rss_kib"] = checkers
+        print(f"[{label}] check processes' peak RSS: "
+              f"{', '.join(f'{kib / 1024:,.1f} MiB' for kib in checkers) or 'none started'}", flush=True)
 
         if incremental:
             # --- nothing changed: median of 5 -------------------------------------------------
@@ -824,6 +838,7 @@ def main_bench(args: argparse.Namespace) -> int:
             "puller_peak_rss_mib": _mib(r["puller_peak_rss_kib"]),
             "puller_ru_maxrss_mib": _mib(r["puller_ru_maxrss_kib"]),
             "server_peak_rss_mib": _mib(r["server_peak_rss_kib"]),
+            "check_processes_peak_rss_mib": [_mib(kib) for kib in r["check_processes_peak_rss_kib"]],
             "noop_pull_median_ms": round(r["noop_pull_ms"]["median"], 2),
             "noop_pull_ms": [round(t, 2) for t in r["noop_pull_ms"]["all"]],
             "hidden_pull_ms": round(r["hidden_pull_ms"], 2),
