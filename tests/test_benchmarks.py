@@ -89,6 +89,15 @@ def test_sync_bench(backend: Backend, tmp_path: Path) -> None:
         assert summary(lines)["floor_records_per_second"] is None
 
 
+def test_sync_bench_into_a_filled_store(tmp_path: Path) -> None:
+    # SQLite only: the prefill is the same code on both back ends, and a run takes a while.
+    lines = run_bench("sync_bench.py", "--records", "300", "--prefill", "400", "--floor", str(ruler(tmp_path)))
+    assert any(re.fullmatch(r"\[main\] setup: prefilled in [\d.]+ s \([\d,]+ records/s\)", line) for line in lines)
+    assert "puller's store before the pull:       400 records" in lines
+    assert figure(lines, r"initial pull: +([\d,]+) records/s") > 0
+    assert summary(lines)["prefill"] == 400
+
+
 def test_query_bench(backend: Backend, tmp_path: Path) -> None:
     database = [] if backend.name == "sqlite" else ["--database-url", backend.url(tmp_path / "store")]
     lines = run_bench("query_bench.py", "--records", "1000", "--calls", "10", "--warmup", "2", "--workers", "1",
