@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import shlex
 import shutil
 import signal
@@ -116,6 +117,12 @@ class Node:
         self._log.close()
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's children reaped so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def submit(argv: list[str], log_path: Path) -> tuple[float, str]:
     """Run the CLI once: (wall seconds, its last stdout line, the summary)."""
     started = time.perf_counter()
@@ -181,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
             spy = subprocess.Popen(["py-spy", "record", "--pid", str(node.proc.pid), "--format", "raw",
                                     "--rate", "200", "--gil", "--output", args.py_spy], stdout=subprocess.DEVNULL)
         cpu_before = node.cpu_seconds()
+        cli_before = _children_cpu()  # the CLI is the only child reaped meanwhile
         seconds, summary = submit(cli, tmp / "submit-1.log")
+        cli_cpu = _children_cpu() - cli_before
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=60)
@@ -191,10 +200,11 @@ def run(args: argparse.Namespace) -> int:
         if summary != expected:
             raise RuntimeError(f"first run: expected {expected!r}, got {summary!r}")
         result.update(first_seconds=round(seconds, 2), records_per_second=round(args.records / seconds, 1),
-                      node_cpu_seconds=round(node_cpu, 2))
+                      node_cpu_seconds=round(node_cpu, 2), cli_cpu_seconds=round(cli_cpu, 2))
         print(f"first run: {args.records:,} new records in {seconds:.2f} s = "
               f"{args.records / seconds:,.0f} records/s (node CPU {node_cpu:.1f} s = "
-              f"{node_cpu / args.records * 1e6:,.0f} us/record)", flush=True)
+              f"{node_cpu / args.records * 1e6:,.0f} us/record; CLI CPU {cli_cpu:.1f} s = "
+              f"{cli_cpu / args.records * 1e6:,.0f} us/record)", flush=True)
 
         seconds, summary = submit(cli, tmp / "submit-2.log")
         expected = f"{args.records} submitted (0 new, {args.records} already submitted), 0 rejected"

@@ -65,6 +65,7 @@ GENERATOR_VERSION = 1  # bump when the generated data changes, so cached stores 
 TARGET_OBSERVABLE_P99_MS = 10.0
 TARGET_HS_P99_MS = 50.0
 TARGET_TEXT_P99_MS = 50.0
+TARGET_CONCURRENT_P99_MS = 50.0  # issue 15: every query kind, 8 concurrent clients
 
 DAY_US = 86_400 * 1_000_000
 EPOCH_US = 1_640_995_200 * 1_000_000  # 2022-01-01T00:00:00Z: the oldest records
@@ -705,6 +706,61 @@ def measure_in_store(database_url: str, pki_dir: Path, args: argparse.Namespace)
         store.close()
 
 
+def measure_concurrent(
+    clients: int, seconds: float, channel_of: Callable[[], Any],
+    requests: Callable[[random.Random], list[tuple[str, Any]]], seed: int,
+) -> dict[str, Any]:
+    """``clients`` liaison clients, each on its own channel and thread, each asking the query
+    kinds in turn for ``seconds``: per kind the latency percentiles, and queries per second."""
+    import threading
+
+    from exchange.v1 import query_pb2_grpc
+
+    times: dict[str, list[float]] = {}
+    lock = threading.Lock()
+    errors: list[str] = []
+    start = threading.Barrier(clients + 1)
+
+    def client(index: int) -> None:
+        rng = random.Random(seed * 1000 + index)
+        channel = channel_of()
+        stub = query_pb2_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
+        mine: dict[str, list[float]] = {}
+        try:
+            start.wait()
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                for name, request in requests(rng):
+                    began = time.perf_counter()
+                    stub.Search(request, timeout=60)
+                    mine.setdefault(name, []).append((time.perf_counter() - began) * 1000)
+        except Exception as error:  # reported below: a failed client fails the run
+            errors.append(f"client {index}: {type(error).__name__}: {error}")
+        finally:
+            channel.close()
+            with lock:
+                for name, values in mine.items():
+                    times.setdefault(name, []).extend(values)
+
+    threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}") for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    kinds = []
+    for name, values in times.items():
+        ordered = sorted(values)
+        kinds.append({"query": name, "count": len(values), "p50_ms": round(_percentile(ordered, 50), 2),
+                      "p99_ms": round(_percentile(ordered, 99), 2), "qps": round(len(values) / wall, 1)})
+    return {"clients": clients, "seconds": round(wall, 2), "kinds": kinds,
+            "qps": round(sum(len(v) for v in times.values()) / wall, 1)}
+
+
 def run(args: argparse.Namespace) -> int:
     from exchange.config import load_manifest
     from exchange.v1 import query_pb2
@@ -766,6 +822,18 @@ def run(args: argparse.Namespace) -> int:
             result["server_mean_ms"] = round((after[0] - before[0]) / calls * 1000, 2) if calls else None
             results.append(result)
         channel.close()
+        concurrent = None
+        if args.clients > 0:
+            def requests(rng: random.Random) -> list[tuple[str, Any]]:
+                kind, value = dist.observable(rng)
+                lookup = query_pb2.SearchRequest(observable=query_pb2.ObservableQuery(type=kind, value=value),
+                                                 page_size=page)
+                return [("observable lookup (Zipf)", lookup), (f"shared HS code {SHARED_HS}, first page", hs_request),
+                        (f"Japanese text {TEXT_QUERY!r}, first page", text_request)]
+
+            concurrent = measure_concurrent(
+                args.clients, args.seconds, lambda: federation.channel(port, server_agency=NODE, key=key, cert=cert),
+                requests, args.seed)
     finally:
         if server is not None:
             server.stop()
@@ -797,8 +865,19 @@ def run(args: argparse.Namespace) -> int:
     for result in in_store:
         print(f"  {result['query']:<38} {result['count']:>6} {result['mean_ms']:>8.2f} {result['p50_ms']:>8.2f} "
               f"{result['p99_ms']:>8.2f} {result['max_ms']:>8.2f}")
+    if concurrent is not None:
+        print(f"{concurrent['clients']} concurrent clients (each its own channel) for {concurrent['seconds']:.1f} s: "
+              f"{concurrent['qps']:,.1f} queries/s in all")
+        print(f"{'query':<40} {'count':>6} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>8} {'target':>10}")
+        for kind in concurrent["kinds"]:
+            ok = kind["p99_ms"] < TARGET_CONCURRENT_P99_MS
+            met[f"{concurrent['clients']} clients: {kind['query']}"] = ok
+            print(f"{kind['query']:<40} {kind['count']:>6} {kind['p50_ms']:>8.2f} {kind['p99_ms']:>8.2f} "
+                  f"{kind['qps']:>8.1f} {'p99 < ' + format(TARGET_CONCURRENT_P99_MS, 'g'):>10} "
+                  f"{'OK' if ok else 'MISSED'}")
     summary = {
-        "command": command, "records": args.records, "database": database_url.split(":", 1)[0],
+        "command": command, "records": args.records, "concurrent": concurrent,
+        "database": database_url.split(":", 1)[0],
         "store": str(folder), "load": built, "database_bytes": size, "matches": counts, "first_pages": checks,
         "page_size": page, "results": results, "in_store": in_store, "targets_met": met,
     }
@@ -828,6 +907,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="share of records above the user's clearance (default 0.9)")
     parser.add_argument("--shared-hs", type=int, default=0,
                         help=f"records carrying HS code {SHARED_HS} (default 1%% of --records: 10,000 at 1,000,000)")
+    parser.add_argument("--clients", type=int, default=8,
+                        help="then this many concurrent liaison clients, each its own channel (default 8; 0: none)")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="how long the concurrent clients run (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the node's run folder (its log)")
     args = parser.parse_args(argv)
     if args.records <= 0:

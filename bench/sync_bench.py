@@ -16,7 +16,7 @@ puller may not see were appended on the server, and both processes' peak RSS.
 ``--memory-check`` runs the initial pull at 10,000 and 100,000 records and compares
 the puller's peak RSS. See bench/README.md for the targets.
 
-Run: .venv/bin/python bench/sync_bench.py [--records N] [--memory-check] [--profile DIR]
+Run: .venv/bin/python bench/sync_bench.py [--records N] [--prefill N] [--memory-check] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -91,6 +91,15 @@ def _vm_hwm_kib(pid: int) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _children_hwm_kib() -> list[int]:
+    """Peak resident set of each process this one started and still runs (the puller's check
+    processes, exchange/sync/checkpool.py): their memory is the pull's too."""
+    import multiprocessing
+
+    peaks = [_vm_hwm_kib(child.pid) for child in multiprocessing.active_children() if child.pid is not None]
+    return [peak for peak in peaks if peak is not None]
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -302,6 +311,27 @@ def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk:
         apply_batch(store, SERVER, batch, None)
 
 
+def role_prefill(args: argparse.Namespace) -> int:
+    """``--count`` records of OTHER, released to PULLER, in the PULLER's database, as pulled
+    from OTHER (sealed with the puller's key): the store a pull then grows (issue 15, item 5)."""
+    from exchange.config import load_manifest
+    from exchange.store import Store, integrity
+    from exchange.v1 import records_pb2
+    from tests.fill import fill
+
+    pki_dir = Path(args.pki_dir)
+    manifest = load_manifest(pki_dir / "manifest.toml")
+    marking = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=[PULLER], tlp="GREEN")
+    store = Store.open(args.database_url, agency=PULLER, seal=integrity.for_node(pki_dir, PULLER, args.database_url))
+    started = time.perf_counter()
+    try:
+        fill(store, manifest, pki_dir, OTHER, args.count, marking=marking)
+    finally:
+        store.close()
+    _emit({"event": "filled", "count": args.count, "seconds": time.perf_counter() - started})
+    return 0
+
+
 # --- role: pull ----------------------------------------------------------------------------
 
 
@@ -356,7 +386,8 @@ def role_pull(args: argparse.Namespace) -> int:
             if command[0] == "pull":
                 result = one_pull()
                 # Read right after the pull, so it is this pull's peak.
-                _emit({"event": "pulled", **result, "maxrss_kib": _maxrss_kib(), "ru_maxrss_kib": _rusage_kib()})
+                _emit({"event": "pulled", **result, "maxrss_kib": _maxrss_kib(), "ru_maxrss_kib": _rusage_kib(),
+                       "check_processes_maxrss_kib": _children_hwm_kib()})
             elif command[0] == "noop":
                 results = [one_pull() for _ in range(int(command[1]))]
                 _emit({"event": "noop", "pulls": results, "maxrss_kib": _maxrss_kib()})
@@ -480,8 +511,9 @@ def _this(role: str, *extra: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--role", role, *extra]
 
 
-def _fill(tmp: Path, pki_dir: Path, database_url: str, count: int, *, hidden: bool, label: str) -> float:
-    argv = _this("fill", "--pki-dir", str(pki_dir), "--database-url", database_url, "--count", str(count))
+def _fill(tmp: Path, pki_dir: Path, database_url: str, count: int, *, hidden: bool, label: str,
+          role: str = "fill") -> float:
+    argv = _this(role, "--pki-dir", str(pki_dir), "--database-url", database_url, "--count", str(count))
     if hidden:
         argv.append("--hidden")
     child = Child(f"fill-{label}", argv, tmp / f"fill-{label}.log")
@@ -595,7 +627,7 @@ def _drop_schemas(postgres_url: str | None, schemas: list[str]) -> None:
 
 def run_once(
     records: int, *, incremental: bool, profile_dir: Path | None, keep: bool, limits: dict[str, int],
-    label: str, switch_interval: float | None = None, postgres_url: str | None = None,
+    label: str, switch_interval: float | None = None, postgres_url: str | None = None, prefill: int = 0,
 ) -> dict[str, Any]:
     """One fresh setup: PKI, filled server, initial pull (and the incremental pulls)."""
     from tests.federation import make_federation
@@ -621,6 +653,12 @@ def run_once(
         _write_node_toml(server_toml, SERVER, address, pki_dir, server_dir, limits, server_url)
         _write_node_toml(puller_toml, PULLER, "127.0.0.1:0", pki_dir, puller_dir, limits, puller_url)
 
+        if prefill:
+            print(f"[{label}] setup: prefilling the puller's store with {prefill:,} records of {OTHER} ...",
+                  flush=True)
+            seconds = _fill(tmp, pki_dir, puller_url, prefill, hidden=False, label="prefill", role="prefill")
+            print(f"[{label}] setup: prefilled in {seconds:.1f} s ({prefill / seconds:,.0f} records/s)", flush=True)
+            result["prefill"] = prefill
         print(f"[{label}] setup: filling {records:,} records releasable to {PULLER} ...", flush=True)
         fill_seconds = _fill(tmp, pki_dir, server_url, records, hidden=False, label="initial")
         print(f"[{label}] setup: filled in {fill_seconds:.1f} s ({records / fill_seconds:,.0f} records/s)",
@@ -684,6 +722,10 @@ def run_once(
         print(f"[{label}] puller peak RSS after the initial pull: {initial['maxrss_kib'] / 1024:,.1f} MiB "
               f"(before: {ready['maxrss_kib'] / 1024:,.1f} MiB; ru_maxrss, inherited from this parent across "
               f"fork/exec: {initial['ru_maxrss_kib'] / 1024:,.1f} MiB)", flush=True)
+        checkers = initial.get("check_processes_maxrss_kib") or []
+        result["check_processes_peak_rss_kib"] = checkers
+        print(f"[{label}] check processes' peak RSS: "
+              f"{', '.join(f'{kib / 1024:,.1f} MiB' for kib in checkers) or 'none started'}", flush=True)
 
         if incremental:
             # --- nothing changed: median of 5 -------------------------------------------------
@@ -788,7 +830,8 @@ def main_bench(args: argparse.Namespace) -> int:
         # The ruler first, on a quiet machine, before this run's own setup and pull.
         floor = _floor_rate(Path(args.floor), args.records, args.postgres)
         r = run_once(args.records, incremental=True, profile_dir=profile_dir, keep=args.keep, limits=limits,
-                     label="main", switch_interval=args.switch_interval, postgres_url=args.postgres)
+                     label="main", switch_interval=args.switch_interval, postgres_url=args.postgres,
+                     prefill=args.prefill)
         rate = r["initial_pull"]["records_per_second"]
         target = TARGET_RATIO_POSTGRES if args.postgres else TARGET_RATIO
         floor_target = TARGET_FLOOR_RATIO_POSTGRES if args.postgres else TARGET_FLOOR_RATIO
@@ -799,6 +842,7 @@ def main_bench(args: argparse.Namespace) -> int:
         }
         print()
         print(f"records:                              {args.records:,}")
+        print(f"puller's store before the pull:       {args.prefill:,} records")
         print(f"initial pull:                         {rate:,.0f} records/s")
         print(f"raw verification (1 thread):          {r['raw_verify']['per_second']:,.0f} verifications/s")
         if floor is not None:
@@ -817,6 +861,7 @@ def main_bench(args: argparse.Namespace) -> int:
         summary.update({
             "mode": "sync",
             "records": args.records,
+            "prefill": args.prefill,
             "initial_pull_records_per_second": round(rate, 1),
             "initial_pull_seconds": round(r["initial_pull"]["wall_seconds"], 3),
             "raw_verify_per_second": round(r["raw_verify"]["per_second"], 1),
@@ -824,6 +869,7 @@ def main_bench(args: argparse.Namespace) -> int:
             "puller_peak_rss_mib": _mib(r["puller_peak_rss_kib"]),
             "puller_ru_maxrss_mib": _mib(r["puller_ru_maxrss_kib"]),
             "server_peak_rss_mib": _mib(r["server_peak_rss_kib"]),
+            "check_processes_peak_rss_mib": [_mib(kib) for kib in r["check_processes_peak_rss_kib"]],
             "noop_pull_median_ms": round(r["noop_pull_ms"]["median"], 2),
             "noop_pull_ms": [round(t, 2) for t in r["noop_pull_ms"]["all"]],
             "hidden_pull_ms": round(r["hidden_pull_ms"], 2),
@@ -859,8 +905,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the floor script run before the pull, as the ruler (default: "
                              "bench/floor_pull.py in the 'shared' folder beside the repository; "
                              "skipped, and said, when absent)")
+    parser.add_argument("--prefill", type=int, default=0, metavar="N",
+                        help="store N records (of another partner) in the puller's database before the "
+                             "pull: the cost of a pull as the store grows (compare with a run without)")
     # Internal: the subprocesses this script starts.
-    parser.add_argument("--role", choices=("fill", "pull", "serve", "verify"), help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=("fill", "prefill", "pull", "serve", "verify"), help=argparse.SUPPRESS)
     parser.add_argument("--pki-dir", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
@@ -870,6 +919,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.role is None and args.records <= 0:
         parser.error("--records must be positive")
+    if args.prefill < 0:
+        parser.error("--prefill must be 0 or more")
+    if args.prefill and args.memory_check:
+        parser.error("--prefill is for a single run, not --memory-check")
     return args
 
 
@@ -877,6 +930,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "fill":
         return role_fill(args)
+    if args.role == "prefill":
+        return role_prefill(args)
     if args.role == "pull":
         return role_pull(args)
     if args.role == "verify":

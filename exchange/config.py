@@ -33,6 +33,7 @@ class Limits:
     pull_batch_entries: int = 500  # log entries per pull batch at most
     pull_max_entries: int = 1_000_000  # entries read in one pull; the rest waits for the next
     pull_deadline_seconds: int = 600  # deadline of one pull call
+    check_processes: int = 2  # processes checking a large pulled batch (signatures, rules), beside the writer
     digest_deadline_seconds: int = 60  # deadline of one digest call
     max_digest_entries: int = 2000  # entries listed by one digest call, buckets in one repair pull
     # Fair serving (exchange/node/admission.py): partners never take the threads users need.

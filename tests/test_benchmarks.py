@@ -89,10 +89,19 @@ def test_sync_bench(backend: Backend, tmp_path: Path) -> None:
         assert summary(lines)["floor_records_per_second"] is None
 
 
+def test_sync_bench_into_a_filled_store(tmp_path: Path) -> None:
+    # SQLite only: the prefill is the same code on both back ends, and a run takes a while.
+    lines = run_bench("sync_bench.py", "--records", "300", "--prefill", "400", "--floor", str(ruler(tmp_path)))
+    assert any(re.fullmatch(r"\[main\] setup: prefilled in [\d.]+ s \([\d,]+ records/s\)", line) for line in lines)
+    assert "puller's store before the pull:       400 records" in lines
+    assert figure(lines, r"initial pull: +([\d,]+) records/s") > 0
+    assert summary(lines)["prefill"] == 400
+
+
 def test_query_bench(backend: Backend, tmp_path: Path) -> None:
     database = [] if backend.name == "sqlite" else ["--database-url", backend.url(tmp_path / "store")]
     lines = run_bench("query_bench.py", "--records", "1000", "--calls", "10", "--warmup", "2", "--workers", "1",
-                      "--data-dir", str(tmp_path), *database)
+                      "--clients", "2", "--seconds", "1", "--data-dir", str(tmp_path), *database)
     assert figure(lines, r"records: ([\d,]+) .*") == 1000
     for query in (r"observable lookup \(Zipf\)", r"shared HS code [\d.]+, first page",
                   r"Japanese text '技術', first page"):
@@ -100,6 +109,13 @@ def test_query_bench(backend: Backend, tmp_path: Path) -> None:
         match = [line for line in lines if re.fullmatch(rf"{query} +10( +[\d.]+){{4}} +p99 < \d+ +(OK|MISSED)", line)]
         assert len(match) == 1, f"no figures for {query!r} in:\n" + "\n".join(lines)
     assert len(summary(lines)["results"]) == 3  # type: ignore[arg-type]
+    # Then 2 concurrent clients for a second: per kind the count, p50, p99, queries/s, the target.
+    for query in (r"observable lookup \(Zipf\)", r"shared HS code [\d.]+, first page",
+                  r"Japanese text '技術', first page"):
+        match = [line for line in lines if re.fullmatch(rf"{query} +\d+( +[\d.]+){{3}} +p99 < 50 +(OK|MISSED)", line)]
+        assert len(match) == 1, f"no concurrent figures for {query!r} in:\n" + "\n".join(lines)
+    concurrent = summary(lines)["concurrent"]
+    assert isinstance(concurrent, dict) and concurrent["clients"] == 2 and concurrent["qps"] > 0
 
 
 def test_bulk_bench(backend: Backend) -> None:

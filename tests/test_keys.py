@@ -60,7 +60,7 @@ from exchange.store.current import current_record
 from exchange.store.log import log_after, log_entries
 from exchange.store.received import apply_batch
 from exchange.store.resign import resign_own
-from exchange.sync.puller import Verifier
+from exchange.sync.verifier import Verifier
 from exchange.v1 import query_pb2, records_pb2, submission_pb2
 from tests.backends import Backend
 from tests.federation import USERS, Federation, UserClient, draft, free_port, make_federation

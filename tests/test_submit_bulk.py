@@ -13,9 +13,10 @@ from exchange.node.server import Node
 from exchange.node.submission import MAX_BULK_SUBMISSIONS
 from exchange.records.envelope import content_hash, verify_envelope
 from exchange.store import audit
+from exchange.store.current import seal_problems
 from exchange.store.log import log_entries
 from exchange.store.schema import audit as audit_table
-from exchange.store.schema import records, references
+from exchange.store.schema import observables, records, references
 from exchange.v1 import records_pb2, submission_pb2
 from tests.federation import Federation, UserClient, draft
 
@@ -99,3 +100,27 @@ def test_only_analysts_may_submit_in_bulk(federation: Federation, tmp_path: Path
         bulk(analyst(federation, node, "suzuki"), (draft(), "L-1"))  # a liaison officer
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert counts(node)[:2] == (0, 0)
+
+
+def test_a_call_written_table_by_table_is_sealed_indexed_and_chained_like_single_submits(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """The bulk path writes each table in one statement: every row still carries its seal,
+    every record its index rows, every record its own audit entry, in submission order."""
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    sato = analyst(federation, node)
+    single = sato.submission.Submit(submission_pb2.SubmitRequest(draft=draft(title="単独"), reference="S-1"),
+                                    timeout=30).receipt
+    items = [(draft(title=f"一括 {i}"), f"T-{i}") for i in range(40)]
+    results = bulk(sato, *items)
+    assert all(r.receipt.created for r in results)
+    assert seal_problems(node.store) == []
+    assert audit.verify_store(node.store) == []
+    with node.store.engine.connect() as conn:
+        details = [row.detail for row in conn.execute(select(audit_table.c.detail).order_by(audit_table.c.seq))]
+        indexed = conn.execute(select(func.count(func.distinct(observables.c.rid)))).scalar_one()
+    ids = [single.ref.record_id, *(r.receipt.ref.record_id for r in results)]
+    positions = [[n for n, d in enumerate(details) if f'"record_id":"{i}"' in d] for i in ids]
+    assert all(len(p) == 1 for p in positions)  # one entry per record
+    assert [p[0] for p in positions] == sorted(p[0] for p in positions)  # in submission order
+    assert indexed == 41  # every draft has observables (tests.federation.draft)

@@ -436,7 +436,7 @@ def test_a_version_issued_after_its_agency_left_is_refused(federation: Federatio
     from exchange.node.server import load_signer
     from exchange.records.envelope import RECORD_TYPE
     from exchange.store.refusals import Refusal
-    from exchange.sync.puller import Verifier
+    from exchange.sync.verifier import Verifier
     from tests.fill import make_record
 
     manifest = federation.manifest

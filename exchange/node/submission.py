@@ -8,7 +8,7 @@ the envelope verbatim.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from exchange.config import Limits
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.manifest import Manifest
+from exchange.core.marking import Marking
 from exchange.core.policy import decide, holders, link_allowed, narrows
 from exchange.core.review import Requirement, ReviewPolicy, requirement
 from exchange.core.trust import Trust
@@ -26,7 +27,7 @@ from exchange.records.keyring import Seals
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record
-from exchange.store.local import LocalWrite, Withdrawal, find_reference, put_local, put_local_many
+from exchange.store.local import LocalWrite, Withdrawal, find_reference, find_references, put_local, put_local_many
 from exchange.store.log import earlier_audience
 from exchange.store.review import DraftRow, HeldWrite, find_held, hold, hold_in
 from exchange.store.store import marking_of, now_us
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 # Submissions in one SubmitBulk call at most: a bounded request (500 drafts of a few KB) and
 # a bounded transaction, yet one commit covers enough records to make its cost small.
 MAX_BULK_SUBMISSIONS = 500
+MAX_CACHED_AUDIENCES = 1024
 MAX_REFUSAL_CHARS = 512  # as a status message (exchange/node/rpc.py MAX_STATUS_CHARS)
 # Refusals of one submission's content: that submission's result in a bulk call.
 BULK_REFUSALS = (InvalidInput, TooLarge, NotFound, Conflict)
@@ -66,6 +68,12 @@ class SubmissionService:
     limits: Limits
     # Release review (exchange/core/review.py): None releases every submission at once.
     review: ReviewPolicy | None = None
+    # The audience of each marking met, under the manifest it was decided with (a new manifest
+    # may change accreditations): a few dozen distinct markings in practice, bounded all the same.
+    # One attribute, swapped whole: a thread still deciding under the old manifest writes into
+    # the old table, never into the new one.
+    _audiences: tuple[Manifest | None, dict[Marking, frozenset[str]]] = field(
+        default=(None, {}), init=False, repr=False)
 
     @property
     def manifest(self) -> Manifest:
@@ -103,9 +111,12 @@ class SubmissionService:
             raise TooLarge(f"submissions: {len(request.submissions)}, over the limit of {MAX_BULK_SUBMISSIONS} a call")
         results: list[submission_pb2.SubmitBulkResult] = []
         writes: list[tuple[int, LocalWrite]] = []
+        # The call's references already known, in one query (a rerun of a file is all of them).
+        known = find_references(self.store, caller.identity.handle or "",
+                                [s.reference for s in request.submissions])
         for i, submission in enumerate(request.submissions):
             try:
-                prepared = self._prepare(submission, caller)
+                prepared = self._prepare(submission, caller, known)
             except BULK_REFUSALS as exc:
                 results.append(submission_pb2.SubmitBulkResult(refusal=clip(str(exc), MAX_REFUSAL_CHARS)))
                 continue
@@ -174,12 +185,18 @@ class SubmissionService:
 
     # --- steps ----------------------------------------------------------------------------
 
-    def _prepare(self, request: submission_pb2.SubmitRequest, caller: Principal) -> submission_pb2.Receipt | LocalWrite:
-        """The receipt of the record a known reference made, or the new record checked and signed."""
+    def _prepare(
+        self, request: submission_pb2.SubmitRequest, caller: Principal, known: dict[str, str] | None = None,
+    ) -> submission_pb2.Receipt | LocalWrite:
+        """The receipt of the record a known reference made, or the new record checked and signed;
+        ``known``: the caller's references already looked up (``find_references``)."""
         validate_reference(request.reference)
         handle = caller.identity.handle or ""
         if request.reference:
-            existing = find_reference(self.store, handle, request.reference)
+            if known is None:
+                existing = find_reference(self.store, handle, request.reference)
+            else:
+                existing = known.get(request.reference)
             if existing is not None:
                 return self._existing(existing, caller)
             waiting = find_held(self.store, handle, request.reference) if self.review is not None else None
@@ -264,9 +281,20 @@ class SubmissionService:
         )
 
     def _audience(self, record: records_pb2.Record) -> frozenset[str]:
-        accreditations = {code: p.accreditation for code, p in self.manifest.partners.items()}
-        return holders(originator=self.agency, marking=marking_of(record.content.marking),
-                       accreditations=accreditations)
+        marking = marking_of(record.content.marking)
+        manifest = self.manifest
+        under, table = self._audiences
+        if under is not manifest:
+            table = {}
+            self._audiences = (manifest, table)
+        found = table.get(marking)
+        if found is None:  # markings repeat across a bulk file: each is decided once
+            accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
+            found = holders(originator=self.agency, marking=marking, accreditations=accreditations)
+            if len(table) >= MAX_CACHED_AUDIENCES:
+                table.clear()
+            table[marking] = found
+        return found
 
     def _withdrawal(self, record: records_pb2.Record, current: StoredRecord) -> Withdrawal | None:
         """The signed withdrawal of earlier versions, if this version drops an audience or retracts."""

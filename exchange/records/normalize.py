@@ -14,6 +14,7 @@ Pure functions: no I/O, no database.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -341,6 +342,33 @@ def normalize(obs_type: str, value: str, field: str = "value") -> str:
     normalizer = _NORMALIZERS.get(obs_type) if isinstance(obs_type, str) else None
     if normalizer is None:
         raise InvalidInput(field, f"unknown observable type {clip(obs_type)!r}")
+    if isinstance(value, str) and len(value) <= _CACHED_CHARS:
+        key, problem = _normalize_cached(obs_type, value)
+        if problem is not None:
+            raise InvalidInput(field, problem)
+        return key
+    return _normalize(normalizer, value, field)
+
+
+# Every record is normalised twice on its way in (validated, then indexed), and the same
+# values recur across records (a company, a domain, an HS code): a bounded cache of short
+# values' keys and refusals spares the IDNA and phone-number work, the bulk of a record's
+# validation. Bounded in entries and in each value's size, so it stays under a few MiB.
+_CACHED_CHARS = 256
+_NO_FIELD = "\x00"  # the field name a cached refusal was made with, replaced by the caller's
+
+
+@functools.lru_cache(maxsize=16_384)
+def _normalize_cached(obs_type: str, value: str) -> tuple[str, str | None]:
+    try:
+        return _normalize(_NORMALIZERS[obs_type], value, _NO_FIELD), None
+    except InvalidInput as error:
+        if error.field != _NO_FIELD:
+            raise
+        return "", error.problem
+
+
+def _normalize(normalizer: Callable[[str, str], str], value: str, field: str) -> str:
     key = normalizer(_prepare(value, field), field)
     # NFKC and case folding can lengthen text (e.g. "ß" -> "ss"); bounding the
     # key as well keeps every key re-normalisable.

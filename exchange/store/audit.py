@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, select
 
 from exchange.errors import ConfigError
 from exchange.store import integrity
+from exchange.store.bulk import insert_many
 from exchange.store.engine import serialise_audit
 from exchange.store.schema import audit, meta
 
@@ -79,6 +80,32 @@ def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[s
             seq=seq, at=at, actor=actor, action=action, detail=text, prev_hash=last_hash, hash=digest
         )
     )
+    _extended(conn, seal, last_seq, last_hash, seq, digest)
+    return seq
+
+
+def append_many(conn: Connection, *, at: int, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    """Append one entry per (actor, action, detail), in order, as ``append`` would each: the
+    chain is read and its head moved once, and the entries are inserted in one statement."""
+    if not entries:
+        return
+    serialise_audit(conn)
+    seal = integrity.of(conn)
+    last_seq, last_hash = _read_head(conn)
+    rows = []
+    seq, digest = last_seq, last_hash
+    for actor, action, detail in entries:
+        seq += 1
+        text = json.dumps(detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        previous, digest = digest, entry_hash(seal, digest, seq, at, actor, action, text)
+        rows.append((seq, at, actor, action, text, previous, digest))
+    insert_many(conn, audit, ("seq", "at", "actor", "action", "detail", "prev_hash", "hash"), rows)
+    _extended(conn, seal, last_seq, last_hash, seq, digest)
+
+
+def _extended(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes, seq: int,
+              digest: bytes) -> None:
+    """Move the chain's head from (last_seq, last_hash) to (seq, digest), and anchor it."""
     head = seq.to_bytes(8, "big") + digest
     if last_seq == 0 and last_hash == GENESIS:
         conn.execute(meta.insert().values(key=HEAD_KEY, value=head))
@@ -88,7 +115,6 @@ def append(conn: Connection, *, at: int, actor: str, action: str, detail: dict[s
         seal.written_head(seq, digest)  # anchored once this transaction commits
     else:
         seal.anchor_broken()  # the anchor stays as evidence; one event, after this commit
-    return seq
 
 
 def _holds_anchor(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes) -> bool:

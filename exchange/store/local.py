@@ -15,14 +15,27 @@ from sqlalchemy.exc import IntegrityError
 from exchange.errors import Conflict, InternalError
 from exchange.records.envelope import content_hash
 from exchange.store import audit as audit_log
+from exchange.store import integrity
+from exchange.store.bulk import insert_many
 from exchange.store.current import index_record, insert_current, replace_current
 from exchange.store.log import append_log
-from exchange.store.rows import write_index
-from exchange.store.schema import references
+from exchange.store.rows import (
+    CURRENT_COLUMNS,
+    LOG_COLUMNS,
+    current_row,
+    log_row,
+    marking_columns,
+    next_id,
+    next_received_at,
+    next_seq,
+    write_index,
+)
+from exchange.store.schema import log, records, references
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
-__all__ = ["LocalWrite", "Withdrawal", "find_reference", "put_local", "put_local_many", "write_local"]
+__all__ = ["LocalWrite", "Withdrawal", "find_reference", "find_references", "put_local", "put_local_many",
+           "write_local"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,13 @@ def find_reference(store: Store, submitter: str, reference: str) -> str | None:
     """The record id ``submitter``'s ``reference`` made, if any."""
     with store.engine.connect() as conn:
         return _reference(conn, store.agency, submitter, reference)
+
+
+def find_references(store: Store, submitter: str, names: Sequence[str]) -> dict[str, str]:
+    """:func:`find_reference` of many references at once: the record id of each one known."""
+    with store.engine.connect() as conn:
+        found = _references(conn, store.agency, {(submitter, name) for name in names if name})
+    return {name: record_id for (_, name), record_id in found.items()}
 
 
 def _reference(conn: Connection, agency: str, submitter: str, reference: str) -> str | None:
@@ -112,15 +132,12 @@ def put_local_many(
     meanwhile are then found and returned); losing again is a Conflict, with nothing stored.
     ``also`` writes more in the same transaction (SubmitBulk's drafts held for review).
     """
-    if any(item.base_version is not None for item in items):
+    if any(item.base_version is not None or item.withdrawal is not None for item in items):
         raise InternalError("put_local_many stores new records only")
     for attempt in range(2):
         try:
             with store.write() as tx:
-                # New records have no index rows to clear: index them all at once, at the end.
-                indexing: list[tuple[int, records_pb2.Record]] = []
-                existing = [_write(tx, store.agency, item, indexing) for item in items]
-                write_index(tx, indexing)
+                existing = _write_new(tx, store.agency, items)
                 if also is not None:
                     also(tx)
                 return existing
@@ -134,6 +151,75 @@ def write_local(tx: Connection, agency: str, item: LocalWrite) -> str | None:
     """Write one item inside the caller's write transaction (a released draft, with its review
     rows in the same transaction); as :func:`put_local` does otherwise."""
     return _write(tx, agency, item)
+
+
+def _write_new(tx: Connection, agency: str, items: Sequence[LocalWrite]) -> list[str | None]:
+    """``_write`` of each new record, table by table: the references read in one query, each
+    table's rows (sealed one by one, as ``_write`` seals them) inserted in one statement, and
+    one audit entry per record appended in one extension of the chain."""
+    known = _references(tx, agency, {(item.submitter, item.reference) for item in items if item.reference})
+    existing: list[str | None] = []
+    new: list[LocalWrite] = []
+    for item in items:
+        key = (item.submitter, item.reference)
+        if item.reference and key in known:
+            existing.append(known[key])  # also a reference a line before this one made
+            continue
+        if item.reference:
+            known[key] = item.record.ref.record_id
+        existing.append(None)
+        new.append(item)
+    if not new:
+        return existing
+    now = next_received_at(tx, now_us())  # each entry one microsecond after the one before (TAXII)
+    seal = integrity.of(tx)
+    first_seq = next_seq(tx)
+    log_rows, digests = [], []
+    for seq, item in enumerate(new, start=first_seq):
+        record, envelope = item.record, item.envelope
+        digest = content_hash(envelope.payload)
+        digests.append(digest)
+        row = log_row(record.ref, record.version, envelope, envelope.SerializeToString(), digest, agency,
+                      now + seq - first_seq,
+                      " ".join(sorted(item.audience)), marking_columns(record.content.marking))
+        log_rows.append((seq, *row, seal.log_mac_of(seq, dict(zip(LOG_COLUMNS, row, strict=True)))))
+    insert_many(tx, log, ("seq", *LOG_COLUMNS, "mac"), log_rows)
+    first_rid = next_id(tx, records.c.rid)
+    current_rows, indexing = [], []
+    for offset, item in enumerate(new):
+        rid, record = first_rid + offset, item.record
+        row = current_row(record, first_seq + offset)
+        ref = record.ref
+        mac = seal.records_mac_of(ref.originator, ref.record_id, dict(zip(CURRENT_COLUMNS, row, strict=True)))
+        current_rows.append((rid, ref.originator, ref.record_id, *row, mac))
+        indexing.append((rid, record))
+    insert_many(tx, records, ("rid", "originator", "record_id", *CURRENT_COLUMNS, "mac"), current_rows)
+    insert_many(tx, references, ("originator", "submitter", "reference", "record_id"),
+                [(agency, i.submitter, i.reference, i.record.ref.record_id) for i in new if i.reference])
+    write_index(tx, indexing)
+    audit_log.append_many(tx, at=now, entries=[
+        (item.actor, item.action, {
+            "originator": item.record.ref.originator, "record_id": item.record.ref.record_id,
+            "version": item.record.version, "content_hash": digest.hex(),
+        }) for item, digest in zip(new, digests, strict=True)
+    ])
+    return existing
+
+
+def _references(tx: Connection, agency: str, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The record ids the (submitter, reference) pairs in ``wanted`` already made."""
+    found: dict[tuple[str, str], str] = {}
+    by_submitter: dict[str, list[str]] = {}
+    for submitter, reference in wanted:
+        by_submitter.setdefault(submitter, []).append(reference)
+    for submitter, names in by_submitter.items():
+        for start in range(0, len(names), 500):  # bound the statement's parameters
+            rows = tx.execute(select(references.c.reference, references.c.record_id).where(
+                references.c.originator == agency, references.c.submitter == submitter,
+                references.c.reference.in_(names[start:start + 500]),
+            ))
+            found.update(((submitter, row.reference), row.record_id) for row in rows)
+    return found
 
 
 def _write(

@@ -38,6 +38,7 @@ from exchange.store.rows import (
     CURRENT_COLUMNS,
     LOG_COLUMNS,
     MarkingColumns,
+    RecordIndex,
     clear_index,
     current_row,
     log_row,
@@ -63,6 +64,7 @@ class Incoming:
     audience: frozenset[str]
     record: records_pb2.Record | None = None
     withdrawal: records_pb2.Withdrawal | None = None
+    index: RecordIndex | None = None  # the record's ``rows.index_of``, if the checks computed it
 
 
 @dataclass
@@ -271,7 +273,10 @@ def _apply_versions(
     rows = []
     audiences: dict[frozenset[str], str] = {}  # audiences repeat: each joined once per batch
     markings: dict[int, MarkingColumns] = {}  # each version's own, for its current row below
+    prepared: dict[int, RecordIndex] = {}  # each version's index terms, by seq, where computed
     for offset, (seq, (e, record)) in enumerate(zip(seqs, to_log, strict=True)):
+        if e.index is not None:
+            prepared[seq] = e.index
         audience = audiences.get(e.audience)
         if audience is None:
             audience = audiences[e.audience] = " ".join(sorted(e.audience))
@@ -293,7 +298,7 @@ def _apply_versions(
             newest[key] = (record, seq)
         elif record.version <= current_version:
             report.older += 1
-    _write_current(conn, known, newest, markings)
+    _write_current(conn, known, newest, markings, prepared)
     report.stored += len(newest)
     for entry, record in equivocal:
         _equivocation(conn, peer, entry, record, report, tally)
@@ -302,8 +307,9 @@ def _apply_versions(
 
 def _write_current(
     conn: Connection, known: _Known, newest: dict[Key, tuple[records_pb2.Record, int]],
-    markings: dict[int, MarkingColumns],
+    markings: dict[int, MarkingColumns], prepared: dict[int, RecordIndex],
 ) -> None:
+    by_rid: dict[int, RecordIndex] = {}
     inserts = [(key, record, seq) for key, (record, seq) in newest.items() if key not in known.current]
     replaces = [(known.current[key][0], record, seq) for key, (record, seq) in newest.items() if key in known.current]
     indexed: list[tuple[int, records_pb2.Record]] = []
@@ -316,6 +322,8 @@ def _write_current(
             mac = seal.records_mac_of(key[0], key[1], dict(zip(CURRENT_COLUMNS, row, strict=True)))  # integrity
             rows.append((rid, key[0], key[1], *row, mac))
             indexed.append((rid, record))
+            if seq in prepared:
+                by_rid[rid] = prepared[seq]
         insert_many(conn, records, ("rid", "originator", "record_id", *CURRENT_COLUMNS, "mac"), rows)
     if replaces:
         conn.execute(
@@ -324,7 +332,8 @@ def _write_current(
         )
         clear_index(conn, [rid for rid, _, _ in replaces])
         indexed += [(rid, record) for rid, record, _ in replaces]
-    write_index(conn, indexed)
+        by_rid.update((rid, prepared[seq]) for rid, _, seq in replaces if seq in prepared)
+    write_index(conn, indexed, by_rid)
 
 
 def _equivocation(

@@ -6,7 +6,7 @@ Shared by the node's own writes (``store.local.put_local``) and received batches
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select
@@ -150,19 +150,36 @@ def next_id(conn: Connection, column: Any) -> int:
     return int(conn.execute(select(func.coalesce(func.max(column), 0))).scalar_one()) + 1
 
 
-def write_index(conn: Connection, items: Sequence[tuple[int, records_pb2.Record]]) -> None:
-    """Index records (by rid) in bulk: countries, sectors, observables, text terms."""
+# A record's observable keys and its text terms (sorted, space-joined: one string crosses a
+# process boundary far cheaper than a set of them): the costly part of indexing it
+# (normalisation, folding), computed by the checks of received records (exchange.sync).
+RecordIndex = tuple[frozenset[tuple[str, str]], str]
+
+
+def index_of(content: records_pb2.RecordDraft) -> RecordIndex:
+    terms = textindex.index_terms(searchable_text(content))  # translations too
+    return frozenset(observable_keys(content)), " ".join(sorted(terms))
+
+
+def write_index(
+    conn: Connection, items: Sequence[tuple[int, records_pb2.Record]],
+    prepared: Mapping[int, RecordIndex] | None = None,
+) -> None:
+    """Index records (by rid) in bulk: countries, sectors, observables, text terms;
+    ``prepared``: the ``index_of`` of some of them, by rid, computed already."""
     countries: list[tuple[int, str]] = []
     sectors: list[tuple[int, str]] = []
     keys: list[tuple[int, str, str, int]] = []
-    words: list[tuple[int, set[str]]] = []
+    words: list[tuple[int, str]] = []
     for rid, record in items:
         content = record.content
         countries += [(rid, c) for c in set(content.countries)]
         sectors += [(rid, s) for s in set(content.sectors)]
         issued_at = timestamp_us(record.issued_at)
-        keys += [(rid, t, v, issued_at) for t, v in observable_keys(content)]
-        words.append((rid, textindex.index_terms(searchable_text(content))))  # translations too
+        found = prepared.get(rid) if prepared else None
+        observed, terms = found if found is not None else index_of(content)
+        keys += [(rid, t, v, issued_at) for t, v in observed]
+        words.append((rid, terms))
     insert_many(conn, record_countries, ("rid", "country"), countries)
     insert_many(conn, record_sectors, ("rid", "sector"), sectors)
     insert_many(conn, observables, ("rid", "type", "value", "issued_at"), keys)

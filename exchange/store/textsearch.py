@@ -18,6 +18,7 @@ exists on one dialect only.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -58,14 +59,16 @@ def is_sqlite(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "sqlite"
 
 
-def add(conn: Connection, rows: Sequence[tuple[int, set[str]]]) -> None:
-    """Index the terms of each (rid, terms)."""
+def add(conn: Connection, rows: Sequence[tuple[int, AbstractSet[str] | str]]) -> None:
+    """Index the terms of each (rid, terms): a set, or sorted and space-joined already
+    (``rows.index_of``; a term never holds a space)."""
+    joined = [(rid, words if isinstance(words, str) else " ".join(sorted(words))) for rid, words in rows]
     if is_sqlite(conn):
-        values = [(rid, " ".join(sorted(words))) for rid, words in rows if words]
+        values = [(rid, words) for rid, words in joined if words]
         if values:
             conn.exec_driver_sql("INSERT INTO record_text (rowid, terms) VALUES (?, ?)", values)
         return
-    insert_many(conn, record_terms, ("rid", "terms"), [(rid, sorted(words)) for rid, words in rows if words])
+    insert_many(conn, record_terms, ("rid", "terms"), [(rid, words.split(" ")) for rid, words in joined if words])
 
 
 def remove(conn: Connection, rids: Sequence[int]) -> None:

@@ -1,0 +1,97 @@
+"""The check processes (exchange.sync.checkpool) decide exactly as the pulling process would,
+refuse what it would refuse, and a pool that dies leaves the checks to the pulling process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from pathlib import Path
+
+from exchange.node.server import Node, load_signer
+from exchange.records.envelope import RECORD_TYPE
+from exchange.store.received import Incoming
+from exchange.store.refusals import Refusal
+from exchange.sync.checkpool import POOL_MIN_ENTRIES, CheckPool
+from exchange.v1 import records_pb2
+from tests.federation import Federation
+from tests.fill import fill, make_record
+
+
+def _envelopes(federation: Federation) -> list[records_pb2.Envelope]:
+    """Records of JPN-NPA for USA-DTSF: most fine, some tampered, some not USA's to hold."""
+    signer = load_signer("JPN-NPA", federation.pki_dir / "JPN-NPA" / "signing.key", federation.manifest)
+    shared = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["USA-DTSF"], tlp="AMBER")
+    hidden = records_pb2.Marking(classification="CONFIDENTIAL", releasable_to=["KOR-KNPA"], tlp="AMBER")
+    envelopes = []
+    for i in range(POOL_MIN_ENTRIES + 16):
+        record = make_record("JPN-NPA", i, hidden if i % 10 == 3 else shared)
+        envelope = signer.seal(RECORD_TYPE, record.SerializeToString())
+        if i % 10 == 7:  # one byte of the signed payload changed after signing
+            payload = bytearray(envelope.payload)
+            payload[-1] ^= 1
+            envelope.payload = bytes(payload)
+        envelopes.append(envelope)
+    return envelopes
+
+
+def _same(a: Incoming | Refusal, b: Incoming | Refusal) -> bool:
+    if isinstance(a, Refusal) or isinstance(b, Refusal):
+        return a == b
+    return (a.envelope is b.envelope and a.content_hash == b.content_hash and a.audience == b.audience
+            and a.record == b.record and a.withdrawal == b.withdrawal and a.index == b.index)
+
+
+def _checks(node: Node) -> CheckPool:
+    return node.puller.checks
+
+
+def test_check_processes_decide_as_the_pulling_process(federation: Federation, tmp_path: Path) -> None:
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    envelopes = _envelopes(federation)
+    checks = _checks(usa)
+    assert checks.ready(timeout=120)
+    in_pool = checks.check(envelopes, "JPN-NPA")
+    assert checks.in_processes
+    here = [checks.verifier.check(e, "JPN-NPA") for e in envelopes]
+    assert len(in_pool) == len(here) == len(envelopes)
+    assert all(_same(a, b) for a, b in zip(in_pool, here, strict=True))
+    reasons = [r.reason for r in in_pool if isinstance(r, Refusal)]
+    assert sum("bad signature" in r for r in reasons) == 8
+    assert sum("may not hold" in r for r in reasons) == 8
+    assert len(reasons) == 16
+
+
+def test_a_dead_check_process_leaves_the_checks_to_the_pulling_process(
+    federation: Federation, tmp_path: Path
+) -> None:
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    envelopes = _envelopes(federation)
+    checks = _checks(usa)
+    assert checks.ready(timeout=120)
+    checks.check(envelopes, "JPN-NPA")
+    started = [p for p in multiprocessing.active_children() if p.pid is not None]
+    assert started
+    for process in started:  # the processes this test's node started
+        os.kill(process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        process.join(10)
+    checked = checks.check(envelopes, "JPN-NPA")
+    here = [checks.verifier.check(e, "JPN-NPA") for e in envelopes]
+    assert all(_same(a, b) for a, b in zip(checked, here, strict=True))
+    assert not checks.in_processes
+
+
+def test_a_large_pull_through_the_check_processes_stores_everything(federation: Federation, tmp_path: Path) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    refs = fill(jpn.store, federation.manifest, federation.pki_dir, "JPN-NPA", 300)
+    assert _checks(usa).ready(timeout=120)
+    report = usa.puller.pull("JPN-NPA")
+    assert report.error == "" and report.applied.stored == 300 and report.applied.refused == 0
+    assert _checks(usa).in_processes
+    with usa.store.engine.connect() as conn:
+        held = {(o, r) for o, r in conn.exec_driver_sql("SELECT originator, record_id FROM records")}
+        indexed = conn.exec_driver_sql(
+            "SELECT count(DISTINCT rid) FROM observables WHERE type = 'hs_code' AND value = '854231'").scalar_one()
+    assert held == {(r.originator, r.record_id) for r in refs}
+    assert indexed == 300
