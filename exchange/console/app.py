@@ -221,7 +221,7 @@ class Console:
         profile = self.settings.profile
         nav = [(href, t(label)) for href, label, method in NAV if self.may(method)]
         html = self.env.get_template(template).render(
-            t=t, nav=nav, may=self.may, lang=ctx.lang, tz=ctx.zone.key, tz_source=ctx.zone_source, csrf=ctx.csrf,
+            t=t, nav=nav, lang=ctx.lang, tz=ctx.zone.key, tz_source=ctx.zone_source, csrf=ctx.csrf,
             banner=banner or banner_for([], words["no_records"]), agency=profile.agency,
             user=profile.cert.stem, path=request.path, bare=bare, reloadable=request.method == "GET", **values,
         )
@@ -673,9 +673,6 @@ def _refusal(exc: ExchangeError, words: Any) -> tuple[int, str]:
         # The same page for "not held" and "not yours to see": nothing of the request is echoed.
         return 404, words["error.not_found"]
     if isinstance(exc, PermissionDenied):
-        match = _ROLE_REFUSAL.match(str(exc))
-        if match is not None:
-            return 403, str(words["error.role"].format(role=match["role"].replace("_", " ")))
         return 403, _sentence(f"your node refused: {exc}")
     if isinstance(exc, InvalidInput):
         return 400, _sentence(str(exc))

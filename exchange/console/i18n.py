@@ -198,7 +198,6 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "done.released": "Approved and released as version {version}.",
         "done.rejected": "Rejected; the analyst sees your reason.",
         "done.sighted": "Sighting reported; the originator receives it at its next pull.",
-        "error.role": "Your node refused: the {role} role may not do this.",
     },
     "ja": {
         "app": "Exchange コンソール",
@@ -387,7 +386,6 @@ MESSAGES: Mapping[str, Mapping[str, str]] = {
         "done.released": "承認し、第{version}版として公開しました。",
         "done.rejected": "却下しました。作成者に理由が表示されます。",
         "done.sighted": "目撃を報告しました。作成機関の次回の取得で届きます。",
-        "error.role": "ノードが拒否しました: {role} の役割ではこの操作はできません。",
     },
 }
 
