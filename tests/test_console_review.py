@@ -189,6 +189,7 @@ def test_a_draft_is_held_the_author_cannot_approve_it_and_an_officer_releases_it
     assert officer.locator("#author").inner_text() == "sato"
     assert "CONFIDENTIAL" in officer.locator("#marking-change").inner_text()
     assert officer.locator("#rule").inner_text()  # the rule that says how many approvals it needs
+    officer.screenshot(path=str(world.screenshots / "review-draft.png"), full_page=True)
     officer.get_by_role("button", name="Approve").click()
     assert officer.locator(".done").inner_text() == "Approved and released as version 1."
     assert officer.locator("#state").inner_text() == "released"
@@ -276,6 +277,7 @@ def test_translation_beside_the_original_and_a_partners_sighting_reach_the_origi
     _eventually(arrived)
     row = analyst.locator("#sightings-table tbody tr").first.inner_text()
     assert "USA-DTSF · rchen" in row and "confirmed" in row and "case 2026-114" in row
+    assert "confirmed 1" in analyst.locator("#sighting-counts").inner_text()  # HeldRecord.sightings
     analyst.screenshot(path=str(world.screenshots / "record-sightings.png"), full_page=True)
 
 
