@@ -403,7 +403,8 @@ class Console:
         return self.page(
             request, "record.html", banner_for([r], ""), sightings=await self._sightings(r.ref, ctx.zone),
             may_report=not own and r.status == records_pb2.STATUS_ACTIVE and self.may(REPORT_SIGHTING),
-            verdicts=list(VERDICTS), counts=held.sightings if held.HasField("sightings") else None, r=r, c=r.content, row=record_rows([shown], ctx.zone)[0],
+            verdicts=list(VERDICTS), counts=held.sightings if held.HasField("sightings") else None,
+            r=r, c=r.content, row=record_rows([shown], ctx.zone)[0],
             key_id=held.envelope.key_id, verified=status, verify_reason=reason,
             received_at=fmt_time(held.received_at, ctx.zone), created=fmt_time(r.created_at, ctx.zone),
             issued=fmt_time(r.issued_at, ctx.zone), not_before=fmt_time(r.content.validity.not_before, ctx.zone),
