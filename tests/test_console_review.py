@@ -123,6 +123,8 @@ def open_console(world: World, browser: Browser, tmp_path: Path) -> Iterator[Cal
     for console, context in started:
         context.close()
         console.stop()
+    # No page of these tests broke the content security policy (the browser would have reported it).
+    assert [c.console.csp_reports for c, _ in started] == [[] for _ in started]
 
 
 def nav(page: Page) -> list[str]:
