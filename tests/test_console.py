@@ -699,7 +699,7 @@ def test_any_partner_text_is_rendered_as_that_text(title, originator):
               banner_css="level-unknown")
     html = templates().get_template("search.html").render(
         t=lambda key, **fields: words[key].format(**fields), lang="en", tz="UTC", tz_source="default", csrf="c",
-        banner=Banner(title, "banner-unknown", title), agency="JPN-NPA", user="u", path="/search",
+        banner=Banner(title, "banner-unknown", title), agency="JPN-NPA", user="u", path="/search", nav=[],
         reloadable=True, bare=False, values={"text": title, "value": title, "type": "", "kinds": [],
         "originator": "", "classification": "", "from_partners": False, "include_expired": False,
         "include_retracted": False, "min_confidence": ""}, rows=[row], error="", hidden=0, next_query=None,

@@ -7,9 +7,11 @@ the right status, never a traceback; a bug's traceback goes to the console's log
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from exchange.console.forms import KINDS, RecordForm, form_from_record, keep_uns
 from exchange.console.guard import CSP_REPORT_PATH, Guard
 from exchange.console.i18n import MESSAGES, choose_language
 from exchange.console.node import NodeCalls
+from exchange.console.review import VERDICTS, draft_records, draft_rows, marking_changes, sighting_rows, state_key
 from exchange.console.views import (
     Banner,
     banner_for,
@@ -38,6 +41,7 @@ from exchange.console.views import (
     translations,
     verification,
 )
+from exchange.core.identity import Role
 from exchange.core.manifest import Manifest
 from exchange.core.marking import CAVEATS, CLASSIFICATIONS
 from exchange.errors import (
@@ -48,11 +52,12 @@ from exchange.errors import (
     PermissionDenied,
     TransportError,
 )
+from exchange.node.rpc import ROLES
 from exchange.records.normalize import OBSERVABLE_TYPES
 from exchange.records.validate import validate_ref
 from exchange.render import TLP_ORDER, Shown
 from exchange.stix.bundle import make_bundle
-from exchange.v1 import liaison_pb2, query_pb2, records_pb2, submission_pb2
+from exchange.v1 import liaison_pb2, query_pb2, records_pb2, review_pb2, submission_pb2
 
 __all__ = ["Console", "Settings", "templates"]
 
@@ -65,6 +70,20 @@ EXPORT_LIMIT = 10_000  # records in one bundle; a larger export is the CLI's (`e
 MAX_CSP_REPORTS = 100
 MAX_BODY = 1024 * 1024
 TZ_COOKIE = "exchange_tz"
+# The node's refusal of a method to a role (exchange/node/rpc.py's Guard): the console learns
+# the user's role from it, to offer only what that role may use (the node decides anyway).
+_ROLE_REFUSAL = re.compile(r"^(?P<role>[a-z_]+) may not call (?P<method>[A-Za-z]+)$")
+_SERVICE = "/exchange.v1."
+# The navigation: (path, label, the method its page needs).
+NAV = (
+    ("/search", "nav.search", _SERVICE + "QueryService/Search"),
+    ("/watch", "nav.watch", _SERVICE + "LiaisonService/WatchList"),
+    ("/submit", "nav.submit", _SERVICE + "SubmissionService/Submit"),
+    ("/export", "nav.export", _SERVICE + "QueryService/Search"),
+    ("/review", "nav.review", _SERVICE + "ReviewService/ListDrafts"),
+)
+APPROVE = _SERVICE + "ReviewService/ApproveDraft"
+REPORT_SIGHTING = _SERVICE + "LiaisonService/ReportSighting"
 
 
 def templates() -> jinja2.Environment:
@@ -109,6 +128,7 @@ class Console:
     csp_reports: list[dict[str, Any]] = field(default_factory=list)
     seen_hits: float = 0.0  # received_at (POSIX seconds) of the newest hit the user has seen
     page_size: int = PAGE_SIZE
+    role: Role | None = None  # learned from the node's refusals; None: not known yet
     env: jinja2.Environment = field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +157,19 @@ class Console:
         except OSError as exc:
             log.warning("cannot remember seen watch hits in %s: %s", path, exc.strerror)
 
+    # --- the user's role ---------------------------------------------------------------------
+
+    def may(self, method: str) -> bool:
+        """Whether the user's role may call ``method`` (True while the role is not known)."""
+        return self.role is None or self.role in ROLES.get(method, frozenset())
+
+    def _learn(self, error: ExchangeError) -> None:
+        """Remember the role a refusal names ("liaison may not call ListDrafts")."""
+        match = _ROLE_REFUSAL.match(str(error)) if isinstance(error, PermissionDenied) else None
+        if match is not None:
+            with contextlib.suppress(ValueError):  # a role this console does not know: learn nothing
+                self.role = Role(match["role"])
+
     # --- the application --------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -158,6 +191,11 @@ class Console:
         r.add_post("/submit", self.submit)
         r.add_get("/export", self.export_form)
         r.add_get("/export/stix", self.export_stix)
+        r.add_post("/record/{originator}/{record_id}/sighting", self.report_sighting)
+        r.add_get("/review", self.review_list)
+        r.add_get("/review/{draft_id}", self.review_draft)
+        r.add_post("/review/{draft_id}/approve", self.review_approve)
+        r.add_post("/review/{draft_id}/reject", self.review_reject)
         r.add_post(CSP_REPORT_PATH, self.csp_report)
         r.add_static("/static", PACKAGE / "static", append_version=False)
         return app
@@ -181,8 +219,9 @@ class Console:
             return words[key].format(**fields) if fields else words[key]
 
         profile = self.settings.profile
+        nav = [(href, t(label)) for href, label, method in NAV if self.may(method)]
         html = self.env.get_template(template).render(
-            t=t, lang=ctx.lang, tz=ctx.zone.key, tz_source=ctx.zone_source, csrf=ctx.csrf,
+            t=t, nav=nav, lang=ctx.lang, tz=ctx.zone.key, tz_source=ctx.zone_source, csrf=ctx.csrf,
             banner=banner or banner_for([], words["no_records"]), agency=profile.agency,
             user=profile.cert.stem, path=request.path, bare=bare, reloadable=request.method == "GET", **values,
         )
@@ -206,6 +245,7 @@ class Console:
             message = words["error.page"] if exc.status == 404 else f"Refused: {exc.reason}."
             return self.page(request, "error.html", status=exc.status, message=message)
         except ExchangeError as exc:
+            self._learn(exc)
             status, message = _refusal(exc, MESSAGES[self.context(request).lang])
             return self.page(request, "error.html", status=status, message=message)
         except Exception:
@@ -239,7 +279,13 @@ class Console:
         raise redirect
 
     async def home(self, request: web.Request) -> web.StreamResponse:
-        raise web.HTTPSeeOther("/search")
+        raise web.HTTPSeeOther(self._start())
+
+    def _start(self) -> str:
+        """The first page for this role: search, or the review queue for a disclosure officer."""
+        if not self.may(NAV[0][2]) and self.may(NAV[-1][2]):
+            return "/review"
+        return "/search"
 
     # --- search and export ------------------------------------------------------------------
 
@@ -285,7 +331,13 @@ class Console:
         if not error:
             search.page_size = self.page_size
             search.page_token = request.query.get("page", "")
-            answer = await self.calls(self.calls.client.search, search)
+            try:
+                answer = await self.calls(self.calls.client.search, search)
+            except PermissionDenied as exc:
+                self._learn(exc)
+                if self._start() != "/search":
+                    raise web.HTTPSeeOther(self._start()) from None  # a disclosure officer signing in
+                raise
             shown = [shown_of(h, self.calls.client.address) for h in answer.records]
             next_token = answer.next_page_token
             if values["classification"]:
@@ -347,16 +399,39 @@ class Console:
         r = shown.record
         status, reason = verification(held.envelope, self.settings.manifest)
         done = _done(request, MESSAGES[ctx.lang])
+        own = r.ref.originator == self.settings.profile.agency
         return self.page(
-            request, "record.html", banner_for([r], ""), r=r, c=r.content, row=record_rows([shown], ctx.zone)[0],
+            request, "record.html", banner_for([r], ""), sightings=await self._sightings(r.ref, ctx.zone),
+            may_report=not own and r.status == records_pb2.STATUS_ACTIVE and self.may(REPORT_SIGHTING),
+            verdicts=list(VERDICTS), counts=held.sightings if held.HasField("sightings") else None,
+            r=r, c=r.content, row=record_rows([shown], ctx.zone)[0],
             key_id=held.envelope.key_id, verified=status, verify_reason=reason,
             received_at=fmt_time(held.received_at, ctx.zone), created=fmt_time(r.created_at, ctx.zone),
             issued=fmt_time(r.issued_at, ctx.zone), not_before=fmt_time(r.content.validity.not_before, ctx.zone),
             not_after=fmt_time(r.content.validity.not_after, ctx.zone),
-            extras=extra_fields([held, r, r.content]), own=r.ref.originator == self.settings.profile.agency,
+            extras=extra_fields([held, r, r.content]), own=own,
             translations=translations(r.content),
             equivocated=shown.equivocated, received_from=shown.received_from, done=done,
         )
+
+    async def _sightings(self, ref: records_pb2.RecordRef, zone: ZoneInfo) -> list[Any] | None:
+        """What partners reported on the record (None when the node answers nothing for this user)."""
+        try:
+            answer = await self.calls(self.calls.sightings, liaison_pb2.SightingsRequest(ref=ref))
+        except (NotFound, PermissionDenied) as exc:
+            self._learn(exc)
+            return None  # the record page stands without them
+        return list(sighting_rows(answer, zone))
+
+    async def report_sighting(self, request: web.Request) -> web.StreamResponse:
+        single, _ = await self._form(request)
+        ref = self._ref(request)
+        verdict = single.get("verdict", "")
+        if verdict not in VERDICTS:
+            raise InvalidInput("verdict", "choose seen, confirmed or false positive")
+        await self.calls(self.calls.report_sighting, liaison_pb2.ReportSightingRequest(
+            ref=ref, verdict=VERDICTS[verdict], note=single.get("note", "").replace("\r\n", "\n").strip()))
+        raise web.HTTPSeeOther(f"/record/{ref.originator}/{ref.record_id}?done=sighted#sightings")
 
     async def record_stix(self, request: web.Request) -> web.StreamResponse:
         held, shown = await self._get(request)
@@ -404,6 +479,7 @@ class Console:
                                       submission_pb2.SubmitRequest(draft=draft, reference=form.values["reference"]))
         except InvalidInput as exc:
             return self._node_refused(request, form, str(exc))
+        _held_redirect(answer.receipt)
         ref = answer.receipt.ref
         raise web.HTTPSeeOther(f"/record/{ref.originator}/{ref.record_id}?done=submitted")
 
@@ -436,8 +512,82 @@ class Console:
             answer = await self.calls(self.calls.client.revise, revise)
         except InvalidInput as exc:
             return self._node_refused(request, form, str(exc), shown.record)
+        _held_redirect(answer.receipt)
         ref = answer.receipt.ref
         raise web.HTTPSeeOther(f"/record/{ref.originator}/{ref.record_id}?done=revised&v={answer.receipt.version}")
+
+    # --- release review ---------------------------------------------------------------------
+
+    async def review_list(self, request: web.Request) -> web.StreamResponse:
+        ctx = self.context(request)
+        every = request.query.get("all") == "on"
+        drafts = (await self.calls(self.calls.client.list_drafts, review_pb2.ListDraftsRequest(all=every))).drafts
+        words = MESSAGES[ctx.lang]
+        return self.page(request, "review.html", banner_for(draft_records(drafts), words["no_records"]),
+                         rows=draft_rows(drafts, ctx.zone), every=every)
+
+    def _draft_id(self, request: web.Request) -> str:
+        draft_id = request.match_info["draft_id"]
+        if not re.fullmatch(r"[0-9a-f-]{1,36}", draft_id):
+            raise NotFound()  # a malformed id looks like any draft not held
+        return draft_id
+
+    def _draft_page(self, request: web.Request, draft: review_pb2.HeldDraft, *, status: int = 200,
+                    page_error: str = "", reason: str = "") -> web.Response:
+        ctx = self.context(request)
+        return self.page(
+            request, "draft.html", banner_for(draft_records([draft]), ""), status=status, d=draft,
+            row=draft_rows([draft], ctx.zone)[0], state=state_key(draft), changes=marking_changes(draft),
+            has_released=draft.HasField("released_marking"), translations=translations(draft.draft),
+            approvals=[(a.officer.rsplit(":", 1)[-1], fmt_time(a.at, ctx.zone)) for a in draft.approvals],
+            may_review=self.may(APPROVE) and draft.state == review_pb2.DRAFT_STATE_HELD,
+            done=_done(request, MESSAGES[ctx.lang]), page_error=page_error, reason=reason,
+        )
+
+    async def _held_draft(self, draft_id: str) -> review_pb2.HeldDraft:
+        return (await self.calls(self.calls.client.get_draft, review_pb2.GetDraftRequest(draft_id=draft_id))).draft
+
+    async def review_draft(self, request: web.Request) -> web.StreamResponse:
+        return self._draft_page(request, await self._held_draft(self._draft_id(request)))
+
+    async def _refused_review(self, request: web.Request, draft_id: str, exc: ExchangeError,
+                              reason: str = "") -> web.Response:
+        """The draft's page again with the node's refusal as one sentence (own draft, clearance, stale base)."""
+        self._learn(exc)
+        if isinstance(exc, NotFound):
+            raise exc  # the same page as any draft not held
+        status, message = _refusal(exc, MESSAGES[self.context(request).lang])
+        if isinstance(exc, Conflict):
+            message = _sentence(f"your node refused: {exc}")
+        return self._draft_page(request, await self._held_draft(draft_id), status=status, page_error=message,
+                                reason=reason)
+
+    async def review_approve(self, request: web.Request) -> web.StreamResponse:
+        await self._form(request)
+        draft_id = self._draft_id(request)
+        try:
+            answer = await self.calls(self.calls.client.approve_draft,
+                                      review_pb2.ApproveDraftRequest(draft_id=draft_id))
+        except (PermissionDenied, Conflict, InvalidInput, NotFound) as exc:
+            return await self._refused_review(request, draft_id, exc)
+        if answer.draft.state == review_pb2.DRAFT_STATE_RELEASED:
+            raise web.HTTPSeeOther(f"/review/{draft_id}?done=released&v={answer.draft.released_version}")
+        raise web.HTTPSeeOther(f"/review/{draft_id}?done=approved")
+
+    async def review_reject(self, request: web.Request) -> web.StreamResponse:
+        single, _ = await self._form(request)
+        draft_id = self._draft_id(request)
+        reason = single.get("reason", "").replace("\r\n", "\n").strip()
+        words = MESSAGES[self.context(request).lang]
+        if not reason:
+            return self._draft_page(request, await self._held_draft(draft_id), status=400,
+                                    page_error=words["review.no_reason"])
+        try:
+            await self.calls(self.calls.client.reject_draft,
+                             review_pb2.RejectDraftRequest(draft_id=draft_id, reason=reason))
+        except (PermissionDenied, Conflict, InvalidInput, NotFound) as exc:
+            return await self._refused_review(request, draft_id, exc, reason)
+        raise web.HTTPSeeOther(f"/review/{draft_id}?done=rejected")
 
     # --- watch list -------------------------------------------------------------------------
 
@@ -538,12 +688,17 @@ def _done(request: web.Request, words: Any) -> str:
     """The confirmation named in the query string (fixed messages only; numbers checked)."""
     what = request.query.get("done", "")
     number = request.query.get("v", request.query.get("id", ""))
-    if what == "submitted":
-        return str(words["done.submitted"])
-    if what in ("revised", "watching", "removed") and number.isdigit():
-        key = {"revised": "done.revised", "watching": "done.watching", "removed": "done.removed"}[what]
-        return str(words[key].format(version=number, id=number))
+    if what in ("submitted", "approved", "rejected", "sighted"):
+        return str(words["done." + what])
+    if what in ("revised", "watching", "removed", "released", "held") and number.isdigit():
+        return str(words["done." + what].format(version=number, id=number, n=number))
     return ""
+
+
+def _held_redirect(receipt: submission_pb2.Receipt) -> None:
+    """A submission the node holds for release review goes to the draft's page (no record exists yet)."""
+    if receipt.held_draft_id:
+        raise web.HTTPSeeOther(f"/review/{receipt.held_draft_id}?done=held&v={receipt.approvals_needed}")
 
 
 def _bundle_response(bundle: dict[str, Any], name: str) -> web.Response:

@@ -31,7 +31,8 @@ KINDS: dict[str, records_pb2.Kind] = {
 KIND_KEYS = {value: key for key, value in KINDS.items()}
 # The form's fields, in the order the page shows them.
 FIELDS = ("kind", "title", "summary", "countries", "sectors", "tags", "observables", "related", "confidence",
-          "valid_from", "valid_until", "classification", "releasable_to", "tlp", "caveats", "reference")
+          "valid_from", "valid_until", "classification", "releasable_to", "tlp", "caveats", "reference",
+          "translation_language", "translation_title", "translation_summary")
 _LIST_SPLIT = re.compile(r"[,\s、，]+")
 _LOCAL_TIME = "%Y-%m-%dT%H:%M"
 
@@ -92,6 +93,11 @@ class RecordForm:
         draft.marking.tlp = v["tlp"]
         draft.marking.releasable_to.extend(self.chosen.get("releasable_to", []))
         draft.marking.caveats.extend(self.chosen.get("caveats", []))
+        # One optional translation row; the API's rules (language tag, one per language) check it.
+        language, title = v["translation_language"].strip(), v["translation_title"].strip()
+        summary = v["translation_summary"].replace("\r\n", "\n")
+        if language or title or summary.strip():
+            draft.translations.add(language=language, title=title, summary=summary)
         return draft
 
     def _time(self, name: str, zone: ZoneInfo) -> Timestamp | None:
@@ -132,6 +138,8 @@ def field_of(path: str) -> str:
         return sub if sub in _MARKING else "classification"
     if head == "validity":
         return "valid_from" if sub == "not_before" else "valid_until"
+    if head == "translations":
+        return f"translation_{sub}" if sub in ("title", "summary") else "translation_language"
     return head if head in FIELDS else ""
 
 
@@ -164,14 +172,18 @@ def form_from_record(record: records_pb2.Record, zone: ZoneInfo) -> RecordForm:
         "classification": c.marking.classification,
         "tlp": c.marking.tlp,
         "reference": "",
+        "translation_language": c.translations[0].language if c.translations else "",
+        "translation_title": c.translations[0].title if c.translations else "",
+        "translation_summary": c.translations[0].summary if c.translations else "",
     }
     return RecordForm(values=values,
                       chosen={"releasable_to": list(c.marking.releasable_to), "caveats": list(c.marking.caveats)})
 
 
-# The draft's fields the form edits; any other (translations, as the protocol gains them) is kept.
+# The draft's fields the form edits; any other the protocol gains is kept. The form edits the
+# first translation; the others are kept (see ``keep_unshown``).
 _FORM_FIELDS = frozenset({"kind", "title", "summary", "countries", "sectors", "tags", "observables", "related",
-                          "confidence", "validity", "marking"})
+                          "confidence", "validity", "marking", "translations"})
 
 
 def keep_unshown(draft: records_pb2.RecordDraft, base: records_pb2.RecordDraft) -> None:
@@ -187,3 +199,6 @@ def keep_unshown(draft: records_pb2.RecordDraft, base: records_pb2.RecordDraft) 
                 target.CopyFrom(getattr(base, descriptor.name))
             else:
                 setattr(draft, descriptor.name, getattr(base, descriptor.name))
+    # Translations after the first are not on the form: kept, unless the row now has their language.
+    shown = {t.language for t in draft.translations}
+    draft.translations.extend(t for t in base.translations[1:] if t.language not in shown)

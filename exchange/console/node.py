@@ -49,6 +49,9 @@ class NodeCalls:
         self.watch_remove = _liaison(channel, "WatchRemove", lp.WatchRemoveRequest, lp.WatchRemoveResponse)
         self.watch_list = _liaison(channel, "WatchList", lp.WatchListRequest, lp.WatchListResponse)
         self.watch_hits = _liaison(channel, "WatchHits", lp.WatchHitsRequest, lp.WatchHitsResponse)
+        self.report_sighting = _liaison(channel, "ReportSighting", lp.ReportSightingRequest,
+                                        lp.ReportSightingResponse)
+        self.sightings = _liaison(channel, "Sightings", lp.SightingsRequest, lp.SightingsResponse)
 
     async def __call__(self, fn: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
         """``fn(request)`` through the client (every failure an exchange error), off the loop."""

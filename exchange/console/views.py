@@ -137,7 +137,7 @@ _SHOWN_FIELDS = {
     "exchange.v1.Record": {"ref", "version", "status", "created_at", "issued_at", "content", "retraction_reason"},
     "exchange.v1.RecordDraft": {"kind", "title", "summary", "countries", "sectors", "observables", "related",
                                 "confidence", "validity", "tags", "marking", "translations"},
-    "exchange.v1.HeldRecord": {"envelope", "received_from", "received_at", "equivocated"},
+    "exchange.v1.HeldRecord": {"envelope", "received_from", "received_at", "equivocated", "sightings"},
 }
 
 
