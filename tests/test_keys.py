@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -136,7 +136,7 @@ def rotate(fed: Federation, agency: str) -> tuple[Manifest, str, str]:
 # --- key rotation -----------------------------------------------------------------------------
 
 
-def test_rotation_signs_new_records_with_the_new_key_and_old_ones_still_verify(fed: Federation,
+def rotation_signs_new_records_with_the_new_key_and_old_ones_still_verify(fed: Federation,
                                                                                tmp_path: Path) -> None:
     nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K)}
     old = submit(nodes[J], fed, "before the rotation")
@@ -163,7 +163,7 @@ def test_rotation_signs_new_records_with_the_new_key_and_old_ones_still_verify(f
 # --- compromise and re-signing ------------------------------------------------------------------
 
 
-def test_compromise_hides_everywhere_and_resign_shows_and_serves_everywhere(fed: Federation,
+def compromise_hides_everywhere_and_resign_shows_and_serves_everywhere(fed: Federation,
                                                                            tmp_path: Path) -> None:
     nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K, G)}
     refs = [submit(nodes[J], fed, f"record {n}") for n in range(3)]
@@ -213,7 +213,7 @@ def test_compromise_hides_everywhere_and_resign_shows_and_serves_everywhere(fed:
     client.channel.close()
 
 
-def test_a_resigned_envelope_is_taken_only_for_the_same_content_and_a_trusted_key(
+def a_resigned_envelope_is_taken_only_for_the_same_content_and_a_trusted_key(
     fed: Federation, tmp_path: Path
 ) -> None:
     jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
@@ -251,7 +251,7 @@ def test_a_resigned_envelope_is_taken_only_for_the_same_content_and_a_trusted_ke
 # --- revoked certificates -----------------------------------------------------------------------
 
 
-def test_a_revoked_user_certificate_is_refused_on_its_next_call(fed: Federation, tmp_path: Path) -> None:
+def a_revoked_user_certificate_is_refused_on_its_next_call(fed: Federation, tmp_path: Path) -> None:
     jpn = fed.start_node(J, tmp_path / J)
     suzuki = UserClient.of(fed.user_channel(jpn, J, "suzuki"))
     ito = UserClient.of(fed.user_channel(jpn, J, "ito"))
@@ -292,7 +292,7 @@ def _watch(fed: Federation, node: Node, agency: str) -> tuple[grpc.Channel, list
     return channel, seen, thread
 
 
-def test_a_revoked_node_certificates_open_stream_is_ended(fed: Federation, tmp_path: Path) -> None:
+def a_revoked_node_certificates_open_stream_is_ended(fed: Federation, tmp_path: Path) -> None:
     jpn = fed.start_node(J, tmp_path / J)
     usa_channel, usa_seen, usa_thread = _watch(fed, jpn, U)
     kor_channel, kor_seen, kor_thread = _watch(fed, jpn, K)
@@ -329,7 +329,7 @@ def served_certificate(fed: Federation, node: Node) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-def test_a_renewed_server_certificate_is_served_without_a_restart(fed: Federation, tmp_path: Path) -> None:
+def a_renewed_server_certificate_is_served_without_a_restart(fed: Federation, tmp_path: Path) -> None:
     jpn = fed.start_node(J, tmp_path / J)
     before = served_certificate(fed, jpn)
     assert before.serial_number == load_cert(fed.pki_dir / J / "node.crt").serial_number
@@ -547,3 +547,24 @@ def test_a_resigned_envelope_never_alternates_between_two_keys(keys: list[tuple[
     assert (current is None) == (not trusted)
     if current is not None:  # the current key is superseded by no other key
         assert not any(manifest.supersedes(J, k.key_id, current.key_id) for k in published)
+
+
+# --- the table: one row per scenario of issue 11's items 3 and 4 (tests/test_trust.py has those of
+# items 1, 2, 5 and 6); each row's function holds its negative twin -------------------------------
+
+ROWS: dict[str, Callable[[Federation, Path], None]] = {
+    "key rotation, old records still valid":
+        rotation_signs_new_records_with_the_new_key_and_old_ones_still_verify,
+    "compromise hidden everywhere, re-signed, served everywhere":
+        compromise_hides_everywhere_and_resign_shows_and_serves_everywhere,
+    "re-signed envelope: same content, trusted key only":
+        a_resigned_envelope_is_taken_only_for_the_same_content_and_a_trusted_key,
+    "a revoked user certificate refused on its next call": a_revoked_user_certificate_is_refused_on_its_next_call,
+    "a revoked node certificate's open stream ended": a_revoked_node_certificates_open_stream_is_ended,
+    "a renewed server certificate served with no restart": a_renewed_server_certificate_is_served_without_a_restart,
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_keys_and_certificates(row: str, fed: Federation, tmp_path: Path) -> None:
+    ROWS[row](fed, tmp_path)
