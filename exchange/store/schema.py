@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 # The schema itself is built by the migrations in exchange/store/migrations; these tables
@@ -278,6 +279,12 @@ review_drafts = Table(
     Column("mac", LargeBinary(32), nullable=False),  # integrity.draft_mac
     Index("review_drafts_state", "state", "submitted_at"),
     Index("review_drafts_author", "author", "reference"),
+    # An author's reference holds one draft at a time (migration 0011): a resubmission, even a
+    # concurrent one, gets the held draft back instead of holding a second. Revisions carry no
+    # reference (""), and released or rejected drafts free it.
+    Index("review_drafts_held_reference", "author", "reference", unique=True,
+          sqlite_where=text("state = 'held' AND reference <> ''"),
+          postgresql_where=text("state = 'held' AND reference <> ''")),
 )
 
 review_approvals = Table(

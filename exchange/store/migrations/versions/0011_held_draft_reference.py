@@ -1,0 +1,44 @@
+"""An analyst's reference holds one draft for review at a time, enforced by the database.
+
+Revision ID: 0011
+Revises: 0009
+Create Date: 2026-12-04
+
+A resubmission with a reference already held returns that draft (exchange/store/review.py);
+before this index two concurrent submissions could each hold one. A partial unique index
+(held drafts with a reference; SQLite and PostgreSQL both have them) makes the second
+insert fail, and the node answers with the draft that won.
+
+A database where the race already happened would refuse the index: the later duplicates
+are rejected first, with a reason the analyst sees (``state`` and ``reason`` are not under
+the draft's seal, so this leaves every row verifiable). The earliest draft stays held.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+HELD_WITH_REFERENCE = "state = 'held' AND reference <> ''"
+
+
+def upgrade() -> None:
+    op.execute(sa.text(
+        "UPDATE review_drafts SET state = 'rejected', "
+        "reason = 'a second draft of the same reference (held twice by a race); the first is still held' "
+        f"WHERE {HELD_WITH_REFERENCE} AND EXISTS (SELECT 1 FROM review_drafts AS first "
+        "WHERE first.author = review_drafts.author AND first.reference = review_drafts.reference "
+        "AND first.state = 'held' AND (first.submitted_at < review_drafts.submitted_at "
+        "OR (first.submitted_at = review_drafts.submitted_at AND first.draft_id < review_drafts.draft_id)))"
+    ))
+    op.create_index("review_drafts_held_reference", "review_drafts", ["author", "reference"], unique=True,
+                    sqlite_where=sa.text(HELD_WITH_REFERENCE), postgresql_where=sa.text(HELD_WITH_REFERENCE))
+
+
+def downgrade() -> None:
+    op.drop_index("review_drafts_held_reference", table_name="review_drafts")
