@@ -142,6 +142,7 @@ class Node:
         self.notifier = Notifier(
             agency=config.agency, store=self.store, manifest=self.manifest, users=config.users,
             targets=config.notify, interval=config.notify_check_seconds,
+            keep_delivered_seconds=config.notify_keep_delivered_days * 86400,
             may_run=lambda: self.schedule is None or self.schedule.leading,
         ) if config.notify else None
 

@@ -1,4 +1,4 @@
-"""An analyst's reference holds one draft for review at a time, enforced by the database.
+"""One held draft per reference; the notifier's marks and outbox pruning.
 
 Revision ID: 0011
 Revises: 0009
@@ -12,6 +12,12 @@ insert fail, and the node answers with the draft that won.
 A database where the race already happened would refuse the index: the later duplicates
 are rejected first, with a reason the analyst sees (``state`` and ``reason`` are not under
 the draft's seal, so this leaves every row verifiable). The earliest draft stays held.
+
+``watch_notify_marks``: per user and notify target, the log position up to which the notifier
+looked for hits (exchange/node/notify.py), so a round reads only what is new; an index on
+``watch_outbox.delivered_at`` for pruning delivered rows. A database upgraded with hits
+already delivered has no marks yet: the first round looks at everything once, and the
+outbox (not yet pruned) keeps those hits from being queued again.
 """
 
 from __future__ import annotations
@@ -38,7 +44,16 @@ def upgrade() -> None:
     ))
     op.create_index("review_drafts_held_reference", "review_drafts", ["author", "reference"], unique=True,
                     sqlite_where=sa.text(HELD_WITH_REFERENCE), postgresql_where=sa.text(HELD_WITH_REFERENCE))
+    op.create_table(
+        "watch_notify_marks",
+        sa.Column("owner", sa.String(160), primary_key=True),
+        sa.Column("target", sa.String(64), primary_key=True),
+        sa.Column("seq", sa.BigInteger, nullable=False),
+    )
+    op.create_index("ix_watch_outbox_delivered", "watch_outbox", ["delivered_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_watch_outbox_delivered", table_name="watch_outbox")
+    op.drop_table("watch_notify_marks")
     op.drop_index("review_drafts_held_reference", table_name="review_drafts")
