@@ -1,4 +1,4 @@
-"""One held draft per reference; the notifier's marks and outbox pruning.
+"""One held draft per reference; the notifier's marks and outbox pruning; TAXII ids re-indexed.
 
 Revision ID: 0011
 Revises: 0009
@@ -18,6 +18,10 @@ looked for hits (exchange/node/notify.py), so a round reads only what is new; an
 ``watch_outbox.delivered_at`` for pruning delivered rows. A database upgraded with hits
 already delivered has no marks yet: the first round looks at everything once, and the
 outbox (not yet pruned) keeps those hits from being queued again.
+
+The STIX mapping now gives a record with translations one more object (``language-content``):
+the TAXII id index (``stix_ids``, exchange/node/taxii/ids.py) is started over (its mark in
+``meta`` removed), so the next lookup indexes every record's ids again, the new ones with them.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ def upgrade() -> None:
         sa.Column("seq", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_watch_outbox_delivered", "watch_outbox", ["delivered_at"])
+    op.execute(sa.text("DELETE FROM meta WHERE key = 'taxii_ids_seq'"))
 
 
 def downgrade() -> None:
