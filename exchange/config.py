@@ -153,6 +153,9 @@ class NodeConfig:
     review: ReviewPolicy | None = None
     notify: dict[str, NotifyTarget] = field(default_factory=dict)  # [[notify]] targets by name
     notify_check_seconds: float = 2.0  # how often new watch hits are looked for and pushed
+    # How long a delivered hit stays in the outbox (for `exchange`'s operators to look at)
+    # before it is pruned; the notifier's marks keep it from being found and sent again.
+    notify_keep_delivered_days: float = 30.0
     taxii: TaxiiConfig | None = None  # the TAXII 2.1 server; None (the default): none
 
     @property
@@ -433,6 +436,14 @@ def _seconds(data: object, default: float, where: str) -> float:
     return float(data)
 
 
+def _days(data: object, default: float, where: str) -> float:
+    if data is None:
+        return default
+    if not isinstance(data, int | float) or isinstance(data, bool) or data <= 0:
+        raise ConfigError(f"{where}: expected a positive number of days, got {data!r}")
+    return float(data)
+
+
 def load_node_config(
     path: Path, *, pki_dir: Path | None = None, data_dir: Path | None = None
 ) -> NodeConfig:
@@ -467,5 +478,7 @@ def load_node_config(
         review=_review(data.get("review"), users, f"{where}: review"),
         notify=_notify(data.get("notify"), base, f"{where}: notify"),
         notify_check_seconds=_seconds(data.get("notify_check_seconds"), 2.0, f"{where}: notify_check_seconds"),
+        notify_keep_delivered_days=_days(data.get("notify_keep_delivered_days"), 30.0,
+                                         f"{where}: notify_keep_delivered_days"),
         taxii=_taxii(data.get("taxii"), agency, f"{where}: taxii"),
     )

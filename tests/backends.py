@@ -114,6 +114,21 @@ class Backend:
             for table in tables:
                 conn.execute(text(f'CREATE TABLE "{copy}"."{table}" (LIKE "{source}"."{table}" INCLUDING ALL)'))
                 conn.execute(text(f'INSERT INTO "{copy}"."{table}" SELECT * FROM "{source}"."{table}"'))
+            # LIKE copies a serial column's default as a call to the *source's* sequence, which a
+            # restore (dropping that schema) would take away: give the copy sequences of its own,
+            # at the values the source's had, as a dump would.
+            serials = conn.execute(text(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = :s AND column_default LIKE 'nextval(%'"), {"s": source}).all()
+            for table, column in serials:
+                original = conn.execute(text("SELECT pg_get_serial_sequence(:t, :c)"),
+                                        {"t": f'"{source}"."{table}"', "c": column}).scalar_one()
+                last, called = conn.execute(text(f"SELECT last_value, is_called FROM {original}")).one()
+                sequence = f'"{copy}"."{table}_{column}_seq"'
+                conn.execute(text(f"CREATE SEQUENCE {sequence} OWNED BY \"{copy}\".\"{table}\".\"{column}\""))
+                conn.execute(text("SELECT setval(:q, :v, :c)"), {"q": sequence, "v": last, "c": called})
+                conn.execute(text(f'ALTER TABLE "{copy}"."{table}" ALTER COLUMN "{column}" '
+                                  f"SET DEFAULT nextval('{sequence}'::regclass)"))
 
     def restore(self, data_dir: Path, backup_from: Path) -> None:
         """Put a stopped node's database back to the copy :meth:`backup` made."""

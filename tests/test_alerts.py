@@ -120,11 +120,13 @@ def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> No
         time.sleep(0.05)
 
 
-def _start_jpn(federation: Federation, data_dir: Path, *targets: NotifyTarget) -> Node:
+def _start_jpn(federation: Federation, data_dir: Path, *targets: NotifyTarget, check_seconds: float = 0.05,
+               keep_days: float = 30.0) -> Node:
     federation.backend.migrated(data_dir)
     config = dataclasses.replace(
         federation.node_config("JPN-NPA", data_dir), listen=federation.manifest.partner("JPN-NPA").address,
-        notify={t.name: t for t in targets}, notify_check_seconds=0.05,
+        notify={t.name: t for t in targets}, notify_check_seconds=check_seconds,
+        notify_keep_delivered_days=keep_days,
     )
     node = Node(config, manifest=federation.manifest, schedule=False)
     node.start()
@@ -294,6 +296,7 @@ def test_notify_targets_in_node_toml(tmp_path: Path) -> None:
         command = ["/usr/local/bin/page", "--urgent"]
         """), encoding="utf-8")
     config = load_node_config(path)
+    assert config.notify_keep_delivered_days == 30
     assert config.notify["soc"].secret_file == tmp_path / "soc.secret" and config.notify["soc"].retry_seconds == 1
     assert config.notify["pager"].command == ("/usr/local/bin/page", "--urgent")
     bad = {
@@ -303,6 +306,11 @@ def test_notify_targets_in_node_toml(tmp_path: Path) -> None:
         'name = "x"\ncommand = ["a"]\nurl = "https://soc.example/"': "give exactly one of command or url",
         'name = "x"\nurl = "https://s/"\nclient_cert = "c"': "client_cert and client_key go together",
     }
+    path.write_text(base + "notify_keep_delivered_days = 7\n", encoding="utf-8")
+    assert load_node_config(path).notify_keep_delivered_days == 7
+    path.write_text(base + "notify_keep_delivered_days = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="notify_keep_delivered_days: expected a positive number of days"):
+        load_node_config(path)
     for body, problem in bad.items():
         path.write_text(base + "[[notify]]\n" + body + "\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=problem.replace("(", r"\(").replace(")", r"\)")):
@@ -332,3 +340,61 @@ def test_a_hit_owed_to_a_removed_watch_entry_is_not_pushed(federation: Federatio
     down.unlink()
     _wait(lambda: any(not e.detail["sent"] for e in audit.read_entries(jpn.store, NOTIFY_ACTION)), "the drop")
     assert not received.exists()
+
+
+def _outbox_rows(node: Node) -> int:
+    with node.store.engine.connect() as conn:
+        return len(conn.execute(select(watch_outbox.c.id)).all())
+
+
+def test_the_notifier_reads_only_what_is_new_and_a_pruned_hit_is_never_sent_again(
+    federation: Federation, tmp_path: Path
+) -> None:
+    script, received = tmp_path / "page.py", tmp_path / "paged.txt"
+    script.write_text(
+        "import os\n"
+        f"open({str(received)!r}, 'a').write(os.environ['EXCHANGE_IDEMPOTENCY_KEY'] + '\\n')\n",
+        encoding="utf-8")
+    pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1)
+    # Rounds by hand (the node's own waits an hour); delivered hits are kept a few milliseconds.
+    keep_days = 0.005 / 86400
+
+    def start() -> Node:
+        return _start_jpn(federation, tmp_path / "jpn", pager, check_seconds=3600, keep_days=keep_days)
+
+    def round_of(node: Node) -> int:
+        assert node.notifier is not None
+        node.notifier.run_once()
+        return node.notifier.rows_read
+
+    def paged() -> list[str]:
+        return received.read_text(encoding="utf-8").split() if received.exists() else []
+
+    jpn = start()
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="pager"), timeout=10)
+    for i in range(6):
+        _submit(federation, usa, f"old sighting {i}")
+    jpn.puller.pull("USA-DTSF")
+    assert round_of(jpn) == 6 and len(paged()) == 6
+    time.sleep(0.02)
+    assert round_of(jpn) == 0  # nothing new: nothing read
+    assert _outbox_rows(jpn) == 0  # the delivered hits are pruned ...
+    jpn.stop(grace=0)
+    federation.nodes.remove(jpn)
+    jpn = start()
+    assert round_of(jpn) == 0 and len(paged()) == 6  # ... and never found nor sent again, restarted or not
+    # One new hit: the round reads it alone, however many old ones there are.
+    _submit(federation, usa, "new sighting")
+    jpn.puller.pull("USA-DTSF")
+    assert round_of(jpn) == 1
+    keys = paged()
+    assert len(keys) == 7 and len(set(keys)) == 7
+    # A second entry to the same target matching the old records does not bring them back.
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(value=COMPANY, notify="pager"), timeout=10)
+    time.sleep(0.02)
+    assert round_of(jpn) == 0 and len(paged()) == 7
+    sent = [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
+    assert sorted(e.detail["key"] for e in sent) == sorted(keys)  # each audited once

@@ -6,13 +6,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from exchange.cli.main import main
 from exchange.config import UserEntry, load_node_config
@@ -224,6 +227,39 @@ def test_submit_bulk_holds_what_needs_review(federation: Federation, tmp_path: P
     assert again[1].receipt.held_draft_id == results[1].receipt.held_draft_id and not again[1].receipt.created
     officer = _officer(federation, jpn, "tanaka")
     assert len(officer.ListDrafts(review_pb2.ListDraftsRequest(), timeout=10).drafts) == 1
+
+
+def test_concurrent_submissions_of_one_reference_hold_exactly_one_draft(
+    federation: Federation, tmp_path: Path
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn", review=POLICY)
+    request = submission_pb2.SubmitRequest(draft=draft(title="同時 保留", marking=_marking(["KOR-KNPA"])),
+                                           reference="same-ref")
+    analysts = [_analyst(federation, jpn) for _ in range(8)]
+    start = threading.Barrier(len(analysts))
+
+    def submit(analyst: UserClient) -> submission_pb2.Receipt:
+        start.wait()  # all at once: each checks the reference before any has held a draft
+        return analyst.submission.Submit(request, timeout=20).receipt
+
+    with ThreadPoolExecutor(len(analysts)) as pool:
+        receipts = list(pool.map(submit, analysts))
+    assert len({r.held_draft_id for r in receipts}) == 1 and receipts[0].held_draft_id
+    assert sum(r.created for r in receipts) == 1
+    assert len({r.ref.record_id for r in receipts}) == 1
+    officer = _officer(federation, jpn, "tanaka")
+    assert [d.draft_id for d in officer.ListDrafts(review_pb2.ListDraftsRequest(), timeout=10).drafts] == [
+        receipts[0].held_draft_id]
+    assert len(read_entries(jpn.store, "review-hold")) == 1
+    # The database itself refuses a second held draft of the reference, whatever the caller checked.
+    with pytest.raises(IntegrityError), jpn.store.write() as tx:
+        row = tx.execute(select(review_drafts)).first()
+        assert row is not None
+        tx.execute(insert(review_drafts).values({**row._asdict(), "draft_id": "another"}))
+    # Once rejected, the reference is free again: a new submission holds a new draft.
+    officer.RejectDraft(review_pb2.RejectDraftRequest(draft_id=receipts[0].held_draft_id, reason="no"), timeout=10)
+    again = analysts[0].submission.Submit(request, timeout=10).receipt
+    assert again.created and again.held_draft_id != receipts[0].held_draft_id
 
 
 _MARKINGS = st.builds(

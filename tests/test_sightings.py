@@ -285,3 +285,42 @@ def test_a_partner_that_always_has_more_sightings_is_cut_at_the_pulls_bounds(
         assert hostile.sighting_calls[5].cursor == b"c4"
     finally:
         hostile.stop()
+
+
+def test_a_reporter_restored_from_an_older_backup_loses_no_sighting_to_the_originator(
+    federation: Federation, tmp_path: Path
+) -> None:
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    ref = _submit(federation, jpn, "sato", ["USA-DTSF"])
+    assert usa.puller.pull("JPN-NPA").applied.stored == 1
+
+    def report(note: str) -> str:
+        return _report(_liaison(federation, usa, "jmiller"), ref, records_pb2.VERDICT_SEEN, note).sighting_id
+
+    def restart(restore: bool = False) -> Node:
+        usa.stop(grace=0)
+        federation.nodes.remove(usa)
+        if restore:
+            federation.backend.restore(tmp_path / "usa", tmp_path / "backup")
+        else:
+            federation.backend.backup(tmp_path / "usa", tmp_path / "backup")
+        return federation.start_node("USA-DTSF", tmp_path / "usa")
+
+    before = [report("one"), report("two")]
+    assert jpn.puller.pull("USA-DTSF").sightings == 2
+    usa = restart()  # the backup: two sightings
+    lost = report("three, reported after the backup")
+    assert jpn.puller.pull("USA-DTSF").sightings == 1
+    # USA-DTSF is restored from the backup and reports again: its new sightings reuse the seqs of
+    # the one the restore lost, where JPN-NPA's cursor stands.
+    usa = restart(restore=True)
+    after = [report("four, after the restore"), report("five")]
+    pulled = jpn.puller.pull("USA-DTSF")
+    assert pulled.error == "" and pulled.sightings == 2  # the two new ones; the others held once
+    held = [s.sighting_id for s in _held(jpn, ref)]
+    assert sorted(held) == sorted([*before, lost, *after])  # nothing missed, nothing twice
+    # Back to an ordinary cursor: nothing again, then the next one alone.
+    assert jpn.puller.pull("USA-DTSF").sightings == 0
+    report("six")
+    assert jpn.puller.pull("USA-DTSF").sightings == 1 and len(_held(jpn, ref)) == 6

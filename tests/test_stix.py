@@ -65,7 +65,10 @@ def _seed(node: Node, federation: Federation) -> dict[str, records_pb2.RecordRef
     actor = _submit(node, federation, kind=records_pb2.KIND_ACTOR, title="Front company \"ABC\" 商事",
                     observables=_obs(("company_name", "ABC Trading Co."), ("domain", "abc-trading.example"),
                                      ("phone", "+81 3 1234 5678")),
-                    marking=_marking("RESTRICTED", "GREEN"))
+                    marking=_marking("RESTRICTED", "GREEN"),
+                    translations=[records_pb2.Translation(language="en", title="Front company \"ABC\" Shoji",
+                                                          summary="A trading company fronting for procurement."),
+                                  records_pb2.Translation(language="ko", title="위장 회사 \"ABC\" 상사")])
     technique = _submit(node, federation, related=[actor], marking=_marking("CONFIDENTIAL", "AMBER+STRICT"))
     iocs = _submit(node, federation, kind=records_pb2.KIND_OBSERVABLE_SET, title="Recruiter lures",
                    observables=_obs(("email", "obrien.recruit@example.net"), ("url", AWKWARD_URL),
@@ -126,6 +129,14 @@ def test_the_bundle_is_strictly_valid_stix_with_stable_ids_and_the_published_ext
                if o["relationship_type"] == "related-to"}
     actor_id = by_type["threat-actor"][0]["id"]
     assert (indicator["id"], actor_id) in related and len(related) == 2
+    # Translations: one language-content on the record's main object, per language its title and summary.
+    translated = by_type["language-content"]
+    assert [(o["object_ref"], o["object_modified"]) for o in translated] == [
+        (actor_id, by_type["threat-actor"][0]["modified"])]
+    assert translated[0]["contents"] == {
+        "en": {"name": "Front company \"ABC\" Shoji", "description": "A trading company fronting for procurement."},
+        "ko": {"name": "위장 회사 \"ABC\" 상사"}}
+    assert translated[0]["object_marking_refs"] == [TLP_IDS["GREEN"]]
     # The extension-definition in every export is the one published in the repository.
     published = json.loads((REPO / "docs" / "stix" / "extension-definition.json").read_text(encoding="utf-8"))
     assert by_type["extension-definition"] == [published]
@@ -211,13 +222,18 @@ def _comparable(bundle: dict[str, Any]) -> list[Any]:
         if obj["type"] == "identity":
             continue
         kept = {k: v for k, v in obj.items() if k not in ("id", "created_by_ref", "created", "modified",
-                                                          "valid_from", "object_refs", "source_ref", "target_ref")}
+                                                          "valid_from", "object_refs", "source_ref", "target_ref",
+                                                          "object_ref", "object_modified")}
         if "extensions" in obj and EXTENSION_ID in obj["extensions"]:
             ext = {k: v for k, v in obj["extensions"][EXTENSION_ID].items()
                    if k not in ("originator", "record_id", "envelope", "related")}
             kept["extensions"] = {**obj["extensions"], EXTENSION_ID: ext}
         if obj["type"] == "relationship":
             kept["ends"] = (names[obj["source_ref"]], names[obj["target_ref"]])
+        if obj["type"] == "language-content":  # on the main object of the same name, as modified then
+            kept["translates"] = names[obj["object_ref"]]
+            kept["as_modified"] = obj["object_modified"] == next(
+                o["modified"] for o in bundle["objects"] if o["id"] == obj["object_ref"])
         out.append(json.dumps(kept, sort_keys=True, ensure_ascii=False))
     return sorted(out)
 
@@ -323,7 +339,10 @@ def _record(kind: records_pb2.Kind, *observables: tuple[str, str]) -> tuple[reco
         ref=records_pb2.RecordRef(originator="GBR-NPSA", record_id="6b1f4c1e-3d0a-4c53-9a55-0e8d2b7c4f10"),
         version=3, status=records_pb2.STATUS_ACTIVE,
         content=draft(kind=kind, observables=_obs(*observables), tags=["a", "b"], countries=["RUS", "CHN"],
-                      validity=_validity()),
+                      validity=_validity(), translations=[
+                          records_pb2.Translation(language="ja", title="翻訳された題名", summary="翻訳された要約"),
+                          records_pb2.Translation(language="en-GB", title="Translated title only"),
+                          records_pb2.Translation(language="ko", summary="요약만")]),
     )
     record.created_at.FromSeconds(1_780_000_000)
     record.issued_at.FromMicroseconds(1_790_000_000_123_456)
@@ -435,3 +454,26 @@ def test_objects_of_the_wrong_shape_are_reported_not_a_traceback(
     assert main(["verify", str(path), *_manifest(federation)]) == FAILURE
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err and captured.out.startswith("FAIL ")
+
+
+def test_another_tools_language_content_imports_as_translations() -> None:
+    from exchange.stix.intake import read_bundle
+
+    indicator = {"type": "indicator", "spec_version": "2.1", "id": "indicator--0b7d3f6a-1c2e-4f5a-8b9c-0d1e2f3a4b5c",
+                 "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z",
+                 "name": "Lure domains", "pattern": "[domain-name:value = 'lure.example']", "pattern_type": "stix",
+                 "valid_from": "2026-01-01T00:00:00.000Z"}
+    content = {"type": "language-content", "spec_version": "2.1",
+               "id": "language-content--5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
+               "created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z",
+               "object_ref": indicator["id"], "object_modified": "2026-01-01T00:00:00.000Z",
+               "contents": {"ja": {"name": "おとりドメイン"}, "english": {"name": "not a tag"},
+                            "ko": {"description": "유인 도메인"}}}
+    stray = {**content, "id": "language-content--6b7c8d9e-0f1a-4b2c-9d3e-4f5a6b7c8d9e",
+             "object_ref": "malware--7c8d9e0f-1a2b-4c3d-8e4f-5a6b7c8d9e0f"}
+    marking = records_pb2.Marking(classification="RESTRICTED", releasable_to=["USA-DTSF"], tlp="GREEN")
+    intake = read_bundle({"type": "bundle", "id": "bundle--1", "objects": [indicator, content, stray]}, marking)
+    assert [(t.language, t.title, t.summary) for t in intake.drafts[0].draft.translations] == [
+        ("ja", "おとりドメイン", ""), ("ko", "", "유인 도메인")]
+    assert any("'english' is not a BCP 47 language tag" in n for n in intake.drafts[0].notes)
+    assert (stray["id"], "translates an object that is not imported") in intake.skipped

@@ -5,12 +5,17 @@ Every ``notify_check_seconds`` the notifier (one thread in the node):
 1. looks for hits of the watch entries that have a notify target (records received from
    partners with a watched observable, after the entry was made, that the entry's owner
    may see: :func:`exchange.core.policy.decide` for that user, as ``WatchHits`` asks it)
-   and puts each in the durable outbox (``exchange.store.outbox``) once;
+   and puts each in the durable outbox (``exchange.store.outbox``) once. It looks only at
+   current versions that entered the log since its mark for that user and target (a log
+   position, kept in the database and moved in the transaction that queues the hits), so
+   a round costs what is new, not every hit ever made;
 2. delivers the outbox's due entries, oldest first: the decision is asked again (a record
    narrowed or withdrawn since is dropped unsent, and that is audited), then the hit goes
    out as JSON, to the command's stdin or as an HTTPS POST, with an idempotency key;
    success is marked in the transaction that audits the delivery; a failure is retried
-   after ``retry_seconds``, doubled each time up to ``max_retry_seconds``.
+   after ``retry_seconds``, doubled each time up to ``max_retry_seconds``;
+3. prunes hits delivered more than ``notify_keep_delivered_days`` ago. A pruned hit is
+   behind its mark, so it is never found, queued or sent again.
 
 "Exactly once" here means: the receiver gets each hit at least once (a hit not marked
 delivered is sent again after a restart or a lost answer) with the same
@@ -54,6 +59,7 @@ class Notifier:
     def __init__(
         self, *, agency: str, store: Store, trust: Trust, users: Mapping[str, UserEntry],
         targets: Mapping[str, NotifyTarget], interval: float, may_run: Callable[[], bool] = lambda: True,
+        keep_delivered_seconds: float = 30 * 86400,
     ) -> None:
         self.agency = agency
         self.store = store
@@ -62,6 +68,8 @@ class Notifier:
         self.targets = targets
         self.interval = interval
         self.may_run = may_run  # of replicas sharing a database, only the schedule's leader pushes
+        self.keep_delivered_us = int(keep_delivered_seconds * 1_000_000)
+        self.rows_read = 0  # record rows the last round's search for hits read (what tests measure)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -90,6 +98,7 @@ class Notifier:
             if self._stop.is_set():
                 return
             self.deliver(pending)
+        outbox.prune(self.store, delivered_before=now_us() - self.keep_delivered_us)
 
     # --- finding hits -----------------------------------------------------------------------
 
@@ -100,24 +109,40 @@ class Notifier:
         return None  # a user no longer configured gets nothing pushed
 
     def enqueue(self) -> int:
+        """Queue the hits that entered the log since each (user, target)'s mark; move the marks."""
+        self.rows_read = 0
+        entries_by_owner = watch.notifying_watches(self.store)
+        # Read after the entries: an entry made later is looked at from this position on, and
+        # a record it matches received before it was made is not its hit anyway.
+        top = watch.log_top(self.store)
+        marks = outbox.marks(self.store)
         hits: list[outbox.Hit] = []
-        for owner, entries in watch.notifying_watches(self.store).items():
+        moved: dict[tuple[str, str], int] = {}
+        for owner, entries in entries_by_owner.items():
             principal = self._principal(owner)
             if principal is None:
-                continue
-            since = min(e.created_at for e in entries)
-            by_id = {e.id: e for e in entries}
-            candidates = [r for r in watch.watch_hits(
-                self.store, owner, received_after=since, audience_of=principal.agency,
-                classifications=within_clearance(principal.clearance), expired_before=now_us(),
-            ) if visible(self.agency, self.trust.manifest, r, principal)]
-            matched = watch.matched_watches(self.store, owner, [r.rid for r in candidates])
-            for record in candidates:
-                for watch_id in matched.get(record.rid, []):
-                    entry = by_id.get(watch_id)
-                    if entry is not None and entry.notify in self.targets and record.received_at >= entry.created_at:
-                        hits.append((owner, entry.notify, record.originator, record.record_id, record.version))
-        return outbox.enqueue(self.store, sorted(set(hits)))
+                continue  # no mark moved: a user configured again gets what they were owed
+            by_target: dict[str, list[watch.Watch]] = {}
+            for entry in entries:
+                if entry.notify in self.targets:
+                    by_target.setdefault(entry.notify, []).append(entry)
+            for target, group in by_target.items():
+                since = marks.get((owner, target), 0)
+                if since >= top:
+                    continue
+                moved[(owner, target)] = top
+                by_id = {e.id: e for e in group}
+                matched = watch.new_hits(self.store, owner, list(by_id), after_seq=since, upto_seq=top)
+                self.rows_read += len(matched)
+                candidates = watch.hit_records(
+                    self.store, list(matched), audience_of=principal.agency,
+                    classifications=within_clearance(principal.clearance), expired_before=now_us())
+                for record in candidates:
+                    if not visible(self.agency, self.trust.manifest, record, principal):
+                        continue
+                    if any(record.received_at >= by_id[w].created_at for w in matched.get(record.rid, [])):
+                        hits.append((owner, target, record.originator, record.record_id, record.version))
+        return outbox.enqueue(self.store, sorted(set(hits)), marks=moved)
 
     # --- delivering -------------------------------------------------------------------------
 

@@ -207,6 +207,7 @@ class Node:
         self.notifier = Notifier(
             agency=config.agency, store=self.store, trust=self.trust, users=config.users,
             targets=config.notify, interval=config.notify_check_seconds,
+            keep_delivered_seconds=config.notify_keep_delivered_days * 86400,
             may_run=lambda: self.schedule is None or self.schedule.leading,
         ) if config.notify else None
 

@@ -33,7 +33,7 @@ from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide, sighting_releasable, sighting_visible
 from exchange.core.trust import Trust
-from exchange.errors import InvalidInput, NotFound, VerificationError, clip
+from exchange.errors import InvalidInput, NotFound, StaleCursor, VerificationError, clip
 from exchange.node.reads import visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
@@ -52,9 +52,10 @@ log = logging.getLogger("exchange.node")
 
 PULL_SIGHTINGS_ACTION = "pull_sightings"  # audit action of a served batch of sightings
 MAX_NOTE_CHARS = 2000
-# The last scanned seq of this node's sightings, and the position in its relays
-# (audit seq, record id, version) of the caller's records.
-_CURSOR = ">qq36sI"
+# The log epoch (which database), the last scanned seq of this node's sightings, the
+# position in its relays (audit seq, record id, version) of the caller's records, and the
+# fingerprints of the rows at those seqs (exchange/store/sightings.py ``fingerprints``).
+_CURSOR = ">16sqq36sI8s8s"
 _RELAY_IDS = uuid.UUID("5b0c8f0e-3d6a-5a8e-9c53-7e1f2a4b6c8d")  # namespace of relay reports' ids
 _PEOPLES = {records_pb2.VERDICT_SEEN, records_pb2.VERDICT_CONFIRMED, records_pb2.VERDICT_FALSE_POSITIVE}
 
@@ -78,7 +79,10 @@ class SightingService:
         return self.trust.manifest
 
     def __post_init__(self) -> None:
-        self._sealer = Sealer(self.store.token_key(), b"exchange sightings cursor v1")
+        # v2: cursors with an epoch and fingerprints; a v1 cursor does not open (INVALID_ARGUMENT)
+        # and its puller starts over, keeping what it holds once.
+        self._sealer = Sealer(self.store.token_key(), b"exchange sightings cursor v2")
+        self._epoch = self.store.log_epoch()
 
     def sync_methods(self) -> list[Method]:
         return [Method("PullSightings", sync_pb2.PullSightingsRequest, self.pull_sightings)]
@@ -149,11 +153,16 @@ class SightingService:
         plain = self._sealer.open(cursor, caller.identity.uri.encode())
         if plain is None or len(plain) != struct.calcsize(_CURSOR):
             raise InvalidInput("cursor", "not a sightings cursor issued by this node to this partner")
-        seq, audit_seq, record_id, version = struct.unpack(_CURSOR, plain)
+        epoch, seq, audit_seq, record_id, version, own, relay = struct.unpack(_CURSOR, plain)
+        # A database restored from an older backup (or another one) reuses seqs: a cursor
+        # issued before the restore would skip sightings reported after it.
+        if epoch != self._epoch or stored.fingerprints(self.store, seq, audit_seq) != (own, relay):
+            raise StaleCursor("sightings cursor refers to sightings this node no longer has; pull from the start")
         return int(seq), (int(audit_seq), record_id.rstrip(b"\x00").decode("ascii"), int(version))
 
     def _cursor(self, caller: Principal, seq: int, relays: watch.RelayPosition) -> bytes:
-        plain = struct.pack(_CURSOR, seq, relays[0], relays[1].encode("ascii"), relays[2])
+        own, relay = stored.fingerprints(self.store, seq, relays[0])
+        plain = struct.pack(_CURSOR, self._epoch, seq, relays[0], relays[1].encode("ascii"), relays[2], own, relay)
         return self._sealer.seal(plain, caller.identity.uri.encode())
 
     def _releasable(self, envelope: records_pb2.Envelope, caller: Principal) -> bool:

@@ -138,7 +138,7 @@ class SubmissionService:
 
         stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
         for (i, _), item in zip(holding, held, strict=True):
-            results[i].receipt.CopyFrom(self._held_receipt(item))
+            results[i].receipt.CopyFrom(self._held_receipt(item, created=item.created))
         for (i, write), existing in zip(writes, stored, strict=True):
             try:
                 results[i].receipt.CopyFrom(self._stored(write, existing, caller))
@@ -341,7 +341,7 @@ class SubmissionService:
         held = hold(self.store, [
             self._held(w.record, caller, base_version=0, reference=w.reference, needs=needs) for w, needs in items
         ], actor=caller.identity.uri)
-        return [self._held_receipt(h) for h in held]
+        return [self._held_receipt(h, created=h.created) for h in held]
 
     def _held_receipt(self, item: HeldWrite | DraftRow, *, created: bool = True) -> submission_pb2.Receipt:
         return submission_pb2.Receipt(

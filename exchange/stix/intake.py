@@ -2,7 +2,8 @@
 
 What maps: ``threat-actor`` and ``intrusion-set`` (actors), ``attack-pattern``
 (techniques), ``indicator`` with a STIX pattern of simple equality comparisons joined by OR
-(observable sets), ``related-to`` relationships between imported objects (links), and an
+(observable sets), ``related-to`` relationships between imported objects (links),
+``language-content`` on an imported object (translations of its title and summary), and an
 object Exchange exported (its extension restores what STIX has no property for). Anything
 else is listed with the reason it was not imported.
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from exchange.records.translations import well_formed
 from exchange.records.validate import MAX_TITLE_CHARS
 from exchange.stix.common import EXTENSION_ID, TLP_BY_ID, StixObject
 from exchange.v1 import records_pb2
@@ -143,7 +145,32 @@ def _unescape(value: str) -> str:
     return re.sub(r"\\(.)", r"\1", value)
 
 
-def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marking | None) -> Draft | str:
+def _translate(draft: records_pb2.RecordDraft, translated: list[StixObject], notes: list[str]) -> None:
+    """The ``language-content`` objects on the draft's object, as its translations (the first
+    per language; tags that are not BCP 47 are left out and said so)."""
+    seen: set[str] = set()
+    for obj in translated:
+        contents = obj.get("contents")
+        if not isinstance(contents, dict):
+            raise TypeError("contents")
+        for language, values in contents.items():
+            if not isinstance(values, dict):
+                raise TypeError("contents")
+            if not well_formed(str(language)):
+                notes.append(f"translation left out: {str(language)[:40]!r} is not a BCP 47 language tag")
+                continue
+            if str(language).lower() in seen:
+                continue
+            seen.add(str(language).lower())
+            title = values.get("name") or values.get("abstract") or ""
+            summary = values.get("description") or values.get("content") or ""
+            if title or summary:
+                draft.translations.add(language=str(language), title=str(title)[:MAX_TITLE_CHARS],
+                                       summary=str(summary))
+
+
+def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marking | None,
+           translated: list[StixObject] | None = None) -> Draft | str:
     ext = _ext(obj)
     kind_name = ext.get("kind")
     kinds = {records_pb2.Kind.Name(k): k for k in set(KINDS.values())}
@@ -179,6 +206,7 @@ def _draft(obj: StixObject, parts: list[StixObject], fallback: records_pb2.Marki
         if isinstance(found, str):
             return found
         draft.observables.extend(found)
+    _translate(draft, translated or [], notes)
     return Draft(obj["id"], draft, notes=notes)
 
 
@@ -203,7 +231,12 @@ def read_bundle(bundle: Mapping[str, Any], fallback: records_pb2.Marking | None)
     parts: dict[str, list[StixObject]] = {}
     candidates = []
     by_id = {o["id"]: o for o in objects}
+    # Translations, by the object they translate (Exchange's or another tool's).
+    translated: dict[str, list[StixObject]] = {}
     for obj in objects:
+        if obj["type"] == "language-content":
+            translated.setdefault(str(obj.get("object_ref")), []).append(obj)
+            continue
         ext = _ext(obj)
         owner = mains.get((ext.get("originator"), ext.get("record_id")))
         if owner is not None and owner != obj["id"] and obj["type"] in _PARTS:
@@ -215,13 +248,16 @@ def read_bundle(bundle: Mapping[str, Any], fallback: records_pb2.Marking | None)
     drafts: dict[str, Draft] = {}
     for obj in candidates:
         try:
-            made = _draft(obj, parts.get(obj["id"], []), fallback)
+            made = _draft(obj, parts.get(obj["id"], []), fallback, translated.get(obj["id"], []))
         except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a value of the wrong shape
             made = f"malformed ({type(exc).__name__}): a property does not have the type STIX gives it"
         if isinstance(made, str):
             intake.skipped.append((obj["id"], made))
         else:
             drafts[obj["id"]] = made
+    for translates, translations in translated.items():
+        if translates not in drafts:
+            intake.skipped += [(t["id"], "translates an object that is not imported") for t in translations]
     by_record = {f"{origin}/{rid}": main for (origin, rid), main in mains.items()}
     for made in drafts.values():  # an Exchange export's links, wherever the target is in the bundle
         made.links += [by_record[r] for r in _ext(by_id[made.stix_id]).get("related", [])

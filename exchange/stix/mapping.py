@@ -7,7 +7,9 @@ a cyber-observable for become SCOs; the others (phone, company names, HS codes..
 in Exchange's extension with countries, sectors and the record's links, so nothing the
 originator signed is lost. Every object carries the record's TLP as the OASIS TLP 2.0
 marking and its classification, releasable_to and caveats in Exchange's extension; the
-main object also carries the originator's signed envelope.
+main object also carries the originator's signed envelope. The record's translations of its
+title and summary are one ``language-content`` object on the main object (its title and
+summary properties, per language tag, in the record's order).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from exchange.stix.common import EXTENSION_ID, TLP_IDS, StixObject, agency_ident
 from exchange.stix.patterns import SCO_TYPES, pattern_of, sco_type
 from exchange.v1 import records_pb2
 
-__all__ = ["MAIN_TYPES", "Resolver", "main_id", "record_objects", "stamp"]
+__all__ = ["MAIN_TYPES", "TRANSLATED", "TRANSLATED_DEFAULT", "Resolver", "main_id", "record_objects", "stamp"]
 
 MAIN_TYPES = {
     records_pb2.KIND_ACTOR: "threat-actor",
@@ -140,12 +142,39 @@ def record_objects(
                          pattern_type="stix", pattern_version="2.1", valid_from=stamp(record.issued_at))
         out.append(indicator)
         out.append(_relationship(record, "indicates", indicator["id"], main["id"], "indicates"))
+    translated = _translations(record, main)
+    if translated is not None:
+        out.append(translated)
     for ref in record.content.related:
         target = resolve(ref.originator, ref.record_id)
         if target is not None:
             role = f"related/{ref.originator}/{ref.record_id}"
             out.append(_relationship(record, "related-to", main["id"], target, role))
     return out
+
+
+# The main object's properties a translation's title and summary translate.
+TRANSLATED = {NOTE: ("abstract", "content")}
+TRANSLATED_DEFAULT = ("name", "description")
+
+
+def _translations(record: records_pb2.Record, main: StixObject) -> StixObject | None:
+    """The record's translations as one STIX ``language-content`` on its main object, or None."""
+    if not record.content.translations:
+        return None
+    title, summary = TRANSLATED.get(main["type"], TRANSLATED_DEFAULT)
+    contents: StixObject = {}
+    for translation in record.content.translations:
+        values: StixObject = {}
+        if translation.title:
+            values[title] = translation.title
+        if translation.summary:
+            values[summary] = translation.summary
+        contents[translation.language] = values
+    obj = _common(record, "language-content",
+                  object_id("language-content", record.ref.originator, record.ref.record_id, "translations"))
+    obj.update(object_ref=main["id"], object_modified=main["modified"], contents=contents)
+    return obj
 
 
 def _relationship(record: records_pb2.Record, kind: str, source: str, target: str, role: str) -> StixObject:

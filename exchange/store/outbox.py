@@ -10,17 +10,18 @@ it at least once, and deduplicates on its idempotency key (``hit_key``) to see i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, delete, exists, select, update
 
 from exchange.store import audit as audit_log
 from exchange.store.bulk import insert_many
-from exchange.store.schema import watch_outbox
+from exchange.store.schema import watch_notify_marks, watch_outbox
 from exchange.store.store import Store, now_us
 
-__all__ = ["NOTIFY_ACTION", "Pending", "delivered", "due", "enqueue", "failed", "hit_key", "pending_count"]
+__all__ = ["NOTIFY_ACTION", "Pending", "delivered", "due", "enqueue", "failed", "hit_key", "marks", "pending_count",
+           "prune"]
 
 NOTIFY_ACTION = "watch_notify"  # audit action of one pushed hit
 
@@ -44,22 +45,56 @@ def hit_key(agency: str, pending: Pending) -> str:
     return f"{agency}/{pending.id}/{pending.originator}/{pending.record_id}/{pending.version}"
 
 
-def enqueue(store: Store, hits: Sequence[Hit]) -> int:
-    """Add hits not queued before; returns how many were new."""
-    if not hits:
+def marks(store: Store) -> dict[tuple[str, str], int]:
+    """Per (user, target), the log position up to which hits were looked for."""
+    with store.engine.connect() as conn:
+        return {(r.owner, r.target): int(r.seq) for r in conn.execute(select(watch_notify_marks))}
+
+
+def enqueue(store: Store, hits: Sequence[Hit], *, marks: Mapping[tuple[str, str], int] | None = None) -> int:
+    """Add hits not queued before, and move the (user, target) ``marks`` forward, in one
+    transaction (a crash keeps both or neither); returns how many hits were new."""
+    if not hits and not marks:
         return 0
     now = now_us()
     with store.write() as tx:
         held = set()
-        for owner, target in sorted({(h[0], h[1]) for h in hits}):
-            held |= {(owner, target, o, r, int(v)) for o, r, v in tx.execute(
-                select(watch_outbox.c.originator, watch_outbox.c.record_id, watch_outbox.c.version)
-                .where(watch_outbox.c.owner == owner, watch_outbox.c.target == target))}
+        by_pair: dict[tuple[str, str], set[str]] = {}
+        for owner, target, _, record_id, _ in hits:
+            by_pair.setdefault((owner, target), set()).add(record_id)
+        for (owner, target), ids in sorted(by_pair.items()):
+            wanted = sorted(ids)
+            for start in range(0, len(wanted), 500):  # only these hits' rows: the cost is what is new
+                held |= {(owner, target, o, r, int(v)) for o, r, v in tx.execute(
+                    select(watch_outbox.c.originator, watch_outbox.c.record_id, watch_outbox.c.version)
+                    .where(watch_outbox.c.owner == owner, watch_outbox.c.target == target,
+                           watch_outbox.c.record_id.in_(wanted[start:start + 500])))}
         fresh = sorted(set(hits) - held)
         insert_many(tx, watch_outbox, ("owner", "target", "originator", "record_id", "version", "created_at",
                                        "attempts", "next_at"),
                     [(*hit, now, 0, now) for hit in fresh])
+        for (owner, target), seq in sorted((marks or {}).items()):
+            moved = tx.execute(update(watch_notify_marks).where(
+                watch_notify_marks.c.owner == owner, watch_notify_marks.c.target == target,
+                watch_notify_marks.c.seq < seq).values(seq=seq))
+            if not moved.rowcount and tx.execute(select(watch_notify_marks.c.seq).where(
+                    watch_notify_marks.c.owner == owner, watch_notify_marks.c.target == target)).first() is None:
+                tx.execute(watch_notify_marks.insert().values(owner=owner, target=target, seq=seq))
     return len(fresh)
+
+
+def prune(store: Store, *, delivered_before: int) -> int:
+    """Delete hits delivered before ``delivered_before``; returns how many.
+
+    Only rows whose (user, target) has a mark: the mark was moved past the hit when it was
+    queued, so it is never found and queued again (a row without one, from before marks,
+    stays until its pair has one)."""
+    marked = exists().where(watch_notify_marks.c.owner == watch_outbox.c.owner,
+                            watch_notify_marks.c.target == watch_outbox.c.target)
+    with store.write() as tx:
+        return int(tx.execute(delete(watch_outbox).where(
+            watch_outbox.c.delivered_at.is_not(None), watch_outbox.c.delivered_at < delivered_before,
+            marked)).rowcount)
 
 
 def due(store: Store, *, limit: int, now: int | None = None) -> list[Pending]:

@@ -42,6 +42,9 @@ class HeldWrite:
     approvals_needed: int
     rule: str
     draft_id: str = ""
+    # False: the author's reference already held a draft (a resubmission, or a race lost):
+    # this is that draft, and nothing new was held. Not part of the seal.
+    created: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,18 +77,37 @@ def hold(store: Store, items: list[HeldWrite], *, actor: str) -> list[HeldWrite]
 
 
 def hold_in(tx: Connection, items: list[HeldWrite], *, actor: str) -> list[HeldWrite]:
-    """:func:`hold` inside the caller's write transaction (SubmitBulk's, with the records it stores)."""
+    """:func:`hold` inside the caller's write transaction (SubmitBulk's, with the records it stores).
+
+    An author's reference holds one draft at a time: the database enforces it (a unique index
+    on author and reference over held drafts, migration 0011), so of concurrent submissions of
+    one reference exactly one is held, and the others get that draft back (``created`` False).
+    """
     held = []
     seal = integrity.of(tx)
     at = now_us()
     for item in items:
         item = HeldWrite(**{**item.__dict__, "draft_id": str(uuid.uuid4())})
-        tx.execute(insert(review_drafts).values(
-            draft_id=item.draft_id, originator=item.originator, record_id=item.record_id,
-            base_version=item.base_version, author=item.author, reference=item.reference, draft=item.draft,
-            approvals_needed=item.approvals_needed, rule=item.rule, state=HELD, reason="", submitted_at=at,
-            decided_at=None, released_version=None, mac=_draft_mac(seal, item),
-        ))
+        try:
+            with tx.begin_nested():  # a lost race undoes this row only, not the caller's transaction
+                tx.execute(insert(review_drafts).values(
+                    draft_id=item.draft_id, originator=item.originator, record_id=item.record_id,
+                    base_version=item.base_version, author=item.author, reference=item.reference,
+                    draft=item.draft, approvals_needed=item.approvals_needed, rule=item.rule, state=HELD,
+                    reason="", submitted_at=at, decided_at=None, released_version=None,
+                    mac=_draft_mac(seal, item),
+                ))
+        except IntegrityError:
+            existing = _held_by(tx, item.author, item.reference) if item.reference else None
+            if existing is None:
+                raise  # not the reference's index: a real failure
+            held.append(HeldWrite(
+                originator=existing.originator, record_id=existing.record_id, base_version=existing.base_version,
+                author=existing.author, reference=existing.reference, draft=existing.draft,
+                approvals_needed=existing.approvals_needed, rule=existing.rule, draft_id=existing.draft_id,
+                created=False,
+            ))
+            continue
         audit_log.append(tx, at=at, actor=actor, action="review-hold", detail={
             "draft_id": item.draft_id, "originator": item.originator, "record_id": item.record_id,
             "base_version": item.base_version, "approvals_needed": item.approvals_needed, "rule": item.rule,
@@ -94,13 +116,17 @@ def hold_in(tx: Connection, items: list[HeldWrite], *, actor: str) -> list[HeldW
     return held
 
 
+def _held_by(conn: Connection, author: str, reference: str) -> DraftRow | None:
+    draft_id = conn.execute(select(review_drafts.c.draft_id).where(
+        review_drafts.c.author == author, review_drafts.c.reference == reference, review_drafts.c.state == HELD,
+    ).limit(1)).scalar_one_or_none()
+    return None if draft_id is None else _read(conn, draft_id)
+
+
 def find_held(store: Store, author: str, reference: str) -> DraftRow | None:
     """The draft ``author``'s ``reference`` holds for review now, if any."""
     with store.engine.connect() as conn:
-        draft_id = conn.execute(select(review_drafts.c.draft_id).where(
-            review_drafts.c.author == author, review_drafts.c.reference == reference, review_drafts.c.state == HELD,
-        ).limit(1)).scalar_one_or_none()
-        return None if draft_id is None else _read(conn, draft_id)
+        return _held_by(conn, author, reference)
 
 
 DRAFT_SEAL_PROBLEM = "held draft does not match its seal (edited in the database)"

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 # The schema itself is built by the migrations in exchange/store/migrations; these tables
@@ -289,6 +290,12 @@ review_drafts = Table(
     Column("mac", LargeBinary(32), nullable=False),  # integrity.draft_mac
     Index("review_drafts_state", "state", "submitted_at"),
     Index("review_drafts_author", "author", "reference"),
+    # An author's reference holds one draft at a time (migration 0011): a resubmission, even a
+    # concurrent one, gets the held draft back instead of holding a second. Revisions carry no
+    # reference (""), and released or rejected drafts free it.
+    Index("review_drafts_held_reference", "author", "reference", unique=True,
+          sqlite_where=text("state = 'held' AND reference <> ''"),
+          postgresql_where=text("state = 'held' AND reference <> ''")),
 )
 
 review_approvals = Table(
@@ -350,6 +357,19 @@ watch_outbox = Table(
     Column("delivered_at", BigInteger, nullable=True),
     Column("last_error", Text, nullable=True),
     UniqueConstraint("owner", "target", "originator", "record_id", "version", name="uq_watch_outbox_hit"),
+    Index("ix_watch_outbox_delivered", "delivered_at"),  # pruning delivered rows (migration 0011)
+)
+
+# How far the notifier has looked, per user and notify target: the log position (``log.seq``)
+# up to which the current versions were checked for hits (migration 0011). A round reads only
+# what entered the log since; and a hit at or below the mark is never queued again, so a
+# delivered hit pruned from the outbox is never sent twice.
+watch_notify_marks = Table(
+    "watch_notify_marks",
+    metadata,
+    Column("owner", String(160), primary_key=True),
+    Column("target", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
 )
 
 # Watch hits a user marked seen (a record version: a revision is a hit again).

@@ -10,11 +10,15 @@ candidates: who may see a sighting is decided through ``exchange.core.policy``.
 Sightings are not log entries: the log's digests, repair and withdrawal rules are about
 record versions, and a sighting is none. A separate stream with its own cursor
 (``sighting_peers``) keeps every guarantee of the log's pull: a batch is stored with
-the cursor after it in one transaction, or not at all.
+the cursor after it in one transaction, or not at all; and, like the log's cursor, the
+one a node serves pins the database (the log epoch) and the rows it stopped at, so a
+reporter restored from an older backup refuses the cursors it issued since, and the
+puller starts over (sightings it holds are kept once) instead of missing what comes next.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -23,7 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, delete, func, insert, select
 
 from exchange.store.events import security_event
-from exchange.store.schema import sighting_peers, sightings
+from exchange.store.schema import audit, sighting_peers, sightings
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
 
@@ -34,6 +38,7 @@ __all__ = [
     "add_own",
     "apply_sightings",
     "counts",
+    "fingerprints",
     "own_after",
     "own_end",
     "relayed_reported",
@@ -102,6 +107,21 @@ def own_end(store: Store) -> int:
     """The last seq of the sightings table (a cursor that has seen everything up to now)."""
     with store.engine.connect() as conn:
         return int(conn.execute(select(func.coalesce(func.max(sightings.c.seq), 0))).scalar_one())
+
+
+def fingerprints(store: Store, seq: int, audit_seq: int) -> tuple[bytes, bytes]:
+    """What a sightings cursor pins: the first 8 bytes of SHA-256 of the own sighting at ``seq``
+    and of the audit entry's hash at ``audit_seq`` (zeros where there is none). A database
+    restored from an older backup has other rows there, or none, so a cursor issued before is
+    recognised (exchange/node/sightings.py)."""
+    none = b"\x00" * 8
+    with store.engine.connect() as conn:
+        envelope = conn.execute(select(sightings.c.envelope).where(sightings.c.seq == seq)).scalar_one_or_none() \
+            if seq > 0 else None
+        chained = conn.execute(select(audit.c.hash).where(audit.c.seq == audit_seq)).scalar_one_or_none() \
+            if audit_seq > 0 else None
+    return (none if envelope is None else hashlib.sha256(bytes(envelope)).digest()[:8],
+            none if chained is None else hashlib.sha256(bytes(chained)).digest()[:8])
 
 
 def _stored(row: Row[Any]) -> StoredSighting:

@@ -28,7 +28,7 @@ from exchange.errors import Conflict
 from exchange.store import audit as audit_log
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
-from exchange.store.current import StoredRecord, select_current
+from exchange.store.current import StoredRecord, sealed, select_current
 from exchange.store.schema import (
     audit,
     disclosure_index,
@@ -53,10 +53,13 @@ __all__ = [
     "count_watches",
     "disclosures",
     "first_relays",
+    "hit_records",
     "hit_rids",
     "list_watches",
+    "log_top",
     "mark_seen",
     "matched_watches",
+    "new_hits",
     "notifying_watches",
     "remove_watch",
     "seen_versions",
@@ -325,6 +328,65 @@ def watch_hits(
             watch_seen.c.owner == owner, watch_seen.c.originator == records.c.originator,
             watch_seen.c.record_id == records.c.record_id, watch_seen.c.version == records.c.version).exists())
     return newest_first(store, base, log.c.received_at, after)
+
+
+def log_top(store: Store) -> int:
+    """The last log position written (0: none)."""
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(log.c.seq), 0))).scalar_one())
+
+
+def new_hits(
+    store: Store, owner: str, watch_ids: Sequence[int], *, after_seq: int, upto_seq: int,
+) -> dict[int, list[int]]:
+    """Records whose current version entered the log in (``after_seq``, ``upto_seq``] with an
+    observable that ``owner``'s entries ``watch_ids`` watch: rid -> those entries' ids.
+
+    The notifier's incremental read (exchange/node/notify.py): it starts from the records new
+    since its mark (``ix_records_seq``), so its cost is what is new, not every old hit.
+    """
+    if not watch_ids or upto_seq <= after_seq:
+        return {}
+    query = (
+        select(records.c.rid, watch_keys.c.watch_id)
+        .join(observables, observables.c.rid == records.c.rid)
+        .join(watch_keys, and_(watch_keys.c.type == observables.c.type, watch_keys.c.value == observables.c.value))
+        .where(records.c.seq > after_seq, records.c.seq <= upto_seq, watch_keys.c.owner == owner,
+               watch_keys.c.watch_id.in_(sorted(set(watch_ids))))
+        .distinct()
+        .order_by(records.c.rid, watch_keys.c.watch_id)
+    )
+    found: dict[int, list[int]] = {}
+    with store.engine.connect() as conn:
+        for row in conn.execute(query):
+            found.setdefault(int(row.rid), []).append(int(row.watch_id))
+    return found
+
+
+HIT_CHUNK = 500  # rids per read of hit records: a bounded IN list
+
+
+def hit_records(
+    store: Store, rids: Sequence[int], *, audience_of: str | None, classifications: tuple[str, ...] | None,
+    expired_before: int | None,
+) -> list[StoredRecord]:
+    """The records ``rids`` that are hits as :func:`watch_hits` says (active, from a partner,
+    within the user's prefilters, not expired), sealed-checked; candidates still."""
+    found: list[StoredRecord] = []
+    wanted = sorted(set(rids))
+    for start in range(0, len(wanted), HIT_CHUNK):
+        query = select_current(store).where(
+            records.c.rid.in_(wanted[start:start + HIT_CHUNK]),
+            records.c.status == "active",
+            records.c.originator != store.agency,
+            log.c.received_from != store.agency,
+            *user_prefilter(audience_of, classifications),
+            *shown_prefilter(expired_before, 0),
+        ).order_by(records.c.rid)
+        with store.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        found.extend(sealed(store, rows))
+    return found
 
 
 def matched_watches(store: Store, owner: str, rids: Sequence[int]) -> dict[int, list[int]]:

@@ -45,6 +45,7 @@ class SightingsReport:
     refused: int = 0
     batches: int = 0
     error: str = ""
+    restarted: bool = False  # the peer refused the cursor (stale or not its own): pulled from the start
 
 
 def check_sighting(
@@ -89,6 +90,7 @@ def pull_sightings(
     cursor = stored.sighting_cursor(store, peer)
     budget = limits.pull_max_entries
     max_calls = limits.pull_max_entries // max(1, limits.pull_batch_entries) + 2
+    restarted = False
     while report.batches < max_calls:
         try:
             response = stub.PullSightings(
@@ -99,10 +101,15 @@ def pull_sightings(
             code = error.code()
             if code == grpc.StatusCode.UNIMPLEMENTED:
                 return report  # a node of an older version: no sightings to pull
-            if code == grpc.StatusCode.INVALID_ARGUMENT and cursor:
-                # A cursor the peer cannot open: start over (sightings held are duplicates, kept once).
-                log.warning("%s refused our sightings cursor; starting over", peer, extra={"peer": peer})
+            stale = code == grpc.StatusCode.FAILED_PRECONDITION
+            if (code == grpc.StatusCode.INVALID_ARGUMENT or stale) and cursor and not restarted:
+                # A cursor the peer cannot open, or one from before it was restored from an older
+                # backup (its seqs reused): start over, once (sightings held are kept once).
+                log.warning("%s refused our sightings cursor (%s); starting over", peer,
+                            "stale" if stale else "not its own", extra={"peer": peer})
                 cursor = b""
+                restarted = True
+                report.restarted = True
                 stored.reset_cursor(store, peer)
                 continue
             report.error = f"{code.name}: {clip(error.details(), 300)}"
