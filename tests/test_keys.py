@@ -359,10 +359,19 @@ def _one_line(capfd: pytest.CaptureFixture[str]) -> str:
     return err[len("exchange: "):-1]
 
 
-def test_status_renew_rotate_and_resign_commands(fed: Federation, tmp_path: Path,
+@pytest.fixture
+def sqlite_fed(tmp_path: Path) -> Iterator[Federation]:
+    """The commands read the node's database from the node.toml written below: a SQLite file (the
+    node tests above cover PostgreSQL)."""
+    federation = make_federation(tmp_path / "federation")
+    federation.backend = Backend("sqlite")
+    yield federation
+    federation.stop()
+
+
+def test_status_renew_rotate_and_resign_commands(sqlite_fed: Federation, tmp_path: Path,
                                                  capfd: pytest.CaptureFixture[str]) -> None:
-    if fed.backend.name != "sqlite":
-        pytest.skip("the commands read database_url from node.toml: SQLite here, PostgreSQL in the node tests")
+    fed = sqlite_fed
     users = "".join(f'\n[[users]]\nhandle = "{h}"\nrole = "analyst"\nclearance = "SECRET"\n'
                     for h in ("sato", "suzuki"))
     config = tmp_path / "node.toml"

@@ -9,7 +9,6 @@ to the text: FRA-DGSI's ports become free ones (and no metrics endpoint).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -133,8 +132,6 @@ def test_the_partner_runbooks_run_as_written(layout: tuple[Path, dict[str, Node]
         assert not [e for e in security_events(node.store) if e.kind.startswith("manifest-")]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("exchange.cli.keys") is None,
-                    reason="`exchange keys rotate` and `records resign` come with the trust-keys branch")
 def test_the_key_runbooks_run_as_written(layout: tuple[Path, dict[str, Node]]) -> None:
     root, nodes = layout
     rotated = bash(root, runbook("Rotating a signing key"), free_port(_PORTS))
