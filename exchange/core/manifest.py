@@ -189,7 +189,8 @@ def _time(value: object, where: str) -> dt.datetime:
     return result
 
 
-def parse_key(table: Mapping[str, Any], where: str) -> SigningKey:
+def _public_key(table: Mapping[str, Any], where: str) -> bytes:
+    """The raw Ed25519 public key in ``table``'s base64 ``public_key`` field."""
     raw = _field(table, "public_key", where, str)
     try:
         public_key = base64.b64decode(raw, validate=True)
@@ -197,6 +198,11 @@ def parse_key(table: Mapping[str, Any], where: str) -> SigningKey:
         raise ConfigError(f"{where}.public_key: not base64") from None
     if len(public_key) != 32:
         raise ConfigError(f"{where}.public_key: an Ed25519 key is 32 bytes, got {len(public_key)}")
+    return public_key
+
+
+def parse_key(table: Mapping[str, Any], where: str) -> SigningKey:
+    public_key = _public_key(table, where)
     compromised = table.get("compromised_since")
     return SigningKey(
         key_id=_field(table, "key_id", where, str),
@@ -304,13 +310,7 @@ def _trust_fields(data: Mapping[str, Any], partners: Mapping[str, Partner]) -> d
         agency = _field(table, "agency", where, str)
         if agency not in partners:
             raise ConfigError(f"{where}.agency: {agency} is not a partner of this manifest")
-        raw = _field(table, "public_key", where, str)
-        try:
-            public_key = base64.b64decode(raw, validate=True)
-        except ValueError:
-            raise ConfigError(f"{where}.public_key: not base64") from None
-        if len(public_key) != 32:
-            raise ConfigError(f"{where}.public_key: an Ed25519 key is 32 bytes, got {len(public_key)}")
+        public_key = _public_key(table, where)
         roots.append(RootKey(agency, public_key))
     if roots and threshold > len({r.agency for r in roots}):
         raise ConfigError(f"manifest.threshold: {threshold} signatures can never be reached: only "

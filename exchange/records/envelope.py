@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -88,21 +89,31 @@ def claimed_originator(envelope: records_pb2.Envelope) -> str:
     return agency
 
 
+_Signed = TypeVar("_Signed", records_pb2.Record, records_pb2.Withdrawal, records_pb2.Sighting)
+
+
+def _open(envelope: records_pb2.Envelope, manifest: Manifest, payload_type: str, message: _Signed,
+          what: str) -> tuple[str, _Signed]:
+    """Verify ``envelope`` (of ``payload_type``) over its received bytes, then parse its payload
+    into ``message``; returns the signing agency with it, for the caller's claim check."""
+    if envelope.payload_type != payload_type:
+        raise VerificationError(f"expected a {what}, got payload type {clip(envelope.payload_type)!r}")
+    signer = claimed_originator(envelope)
+    verify_envelope(envelope, signer, manifest)
+    try:
+        message.ParseFromString(envelope.payload)
+    except DecodeError:
+        raise VerificationError(f"signed payload is not a {what}") from None
+    return signer, message
+
+
 def open_record(envelope: records_pb2.Envelope, manifest: Manifest) -> records_pb2.Record:
     """Verify a record envelope over its received bytes, then parse it.
 
     The record's own ``ref.originator`` must be the agency whose key signed it,
     so no agency can issue versions of another's record.
     """
-    if envelope.payload_type != RECORD_TYPE:
-        raise VerificationError(f"expected a record, got payload type {clip(envelope.payload_type)!r}")
-    signer = claimed_originator(envelope)
-    verify_envelope(envelope, signer, manifest)
-    record = records_pb2.Record()
-    try:
-        record.ParseFromString(envelope.payload)
-    except DecodeError:
-        raise VerificationError("signed payload is not a record") from None
+    signer, record = _open(envelope, manifest, RECORD_TYPE, records_pb2.Record(), "record")
     if record.ref.originator != signer:
         raise VerificationError(
             f"record claims originator {clip(record.ref.originator)!r} but is signed by {signer}"
@@ -111,15 +122,7 @@ def open_record(envelope: records_pb2.Envelope, manifest: Manifest) -> records_p
 
 
 def open_withdrawal(envelope: records_pb2.Envelope, manifest: Manifest) -> records_pb2.Withdrawal:
-    if envelope.payload_type != WITHDRAWAL_TYPE:
-        raise VerificationError(f"expected a withdrawal, got payload type {clip(envelope.payload_type)!r}")
-    signer = claimed_originator(envelope)
-    verify_envelope(envelope, signer, manifest)
-    withdrawal = records_pb2.Withdrawal()
-    try:
-        withdrawal.ParseFromString(envelope.payload)
-    except DecodeError:
-        raise VerificationError("signed payload is not a withdrawal") from None
+    signer, withdrawal = _open(envelope, manifest, WITHDRAWAL_TYPE, records_pb2.Withdrawal(), "withdrawal")
     if withdrawal.ref.originator != signer:
         raise VerificationError(
             f"withdrawal claims originator {clip(withdrawal.ref.originator)!r} but is signed by {signer}"
@@ -133,15 +136,7 @@ def open_sighting(envelope: records_pb2.Envelope, manifest: Manifest) -> records
     The sighting's ``reporter`` must be the agency whose key signed it: no node
     reports in another's name.
     """
-    if envelope.payload_type != SIGHTING_TYPE:
-        raise VerificationError(f"expected a sighting, got payload type {clip(envelope.payload_type)!r}")
-    signer = claimed_originator(envelope)
-    verify_envelope(envelope, signer, manifest)
-    sighting = records_pb2.Sighting()
-    try:
-        sighting.ParseFromString(envelope.payload)
-    except DecodeError:
-        raise VerificationError("signed payload is not a sighting") from None
+    signer, sighting = _open(envelope, manifest, SIGHTING_TYPE, records_pb2.Sighting(), "sighting")
     if sighting.reporter != signer:
         raise VerificationError(f"sighting claims reporter {clip(sighting.reporter)!r} but is signed by {signer}")
     return sighting
