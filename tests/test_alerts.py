@@ -398,3 +398,73 @@ def test_the_notifier_reads_only_what_is_new_and_a_pruned_hit_is_never_sent_agai
     assert round_of(jpn) == 0 and len(paged()) == 7
     sent = [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
     assert sorted(e.detail["key"] for e in sent) == sorted(keys)  # each audited once
+
+
+def _outbox_errors(node: Node) -> list[tuple[object, str]]:
+    with node.store.engine.connect() as conn:
+        return [(r.delivered_at, r.last_error or "")
+                for r in conn.execute(select(watch_outbox.c.delivered_at, watch_outbox.c.last_error))]
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307])
+def test_a_webhook_redirect_is_not_followed_and_the_hit_stays_owed(
+    federation: Federation, tmp_path: Path, code: int
+) -> None:
+    """A webhook answering 3xx (a misconfigured proxy, or a receiver taken over) must not move the hit
+    elsewhere: followed, urllib re-sends it as a GET without its body, to any host, over plain HTTP,
+    with the idempotency key (which names the record) and the signature, and a 2xx there would mark
+    a hit delivered that never arrived."""
+    elsewhere: list[tuple[str, dict[str, str]]] = []  # what reached the redirect's target
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            elsewhere.append((self.path, dict(self.headers)))
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    cert, key = _self_signed(tmp_path)
+    (tmp_path / "secret").write_bytes(SECRET)
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(code)
+            self.send_header("Location", f"http://127.0.0.1:{plain.server_address[1]}/collect")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    hook.socket = context.wrap_socket(hook.socket, server_side=True)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    target = NotifyTarget(name="soc", url=f"https://127.0.0.1:{hook.server_address[1]}/hits", ca_file=cert,
+                          secret_file=tmp_path / "secret", retry_seconds=0.1, max_retry_seconds=0.2)
+    try:
+        jpn = _start_jpn(federation, tmp_path / "jpn", target)
+        usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+        suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+        suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="soc"), timeout=10)
+        _submit(federation, usa, "redirected front company sighting")
+        jpn.puller.pull("USA-DTSF")
+        _wait(lambda: _attempts(jpn) >= 2 or any(at is not None for at, _ in _outbox_errors(jpn)),
+              "the redirected hit retried, or taken as delivered")
+        assert elsewhere == []  # nothing, not even the key or the signature, went to the redirect's target
+        rows = _outbox_errors(jpn)
+        assert len(rows) == 1 and rows[0][0] is None  # still owed: not marked delivered
+        assert f"HTTP {code}" in rows[0][1] and "redirect" in rows[0][1]
+        assert not [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
+    finally:
+        for server in (hook, plain):
+            server.shutdown()
+            server.server_close()

@@ -55,6 +55,16 @@ SEND_TIMEOUT_SECONDS = 10.0  # one attempt; a webhook slower than this is down
 BATCH = 50  # deliveries per round; the rest in the next
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook's 3xx is an answer, not a new address: followed, urllib would send the hit on
+    as a GET without its body, to any host and over plain HTTP, with the idempotency key (which
+    names the record) and the signature, and take a 2xx there for a delivery."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
+                         headers: object, newurl: str) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
 class Notifier:
     def __init__(
         self, *, agency: str, store: Store, trust: Trust, users: Mapping[str, UserEntry],
@@ -198,10 +208,13 @@ class Notifier:
         if target.client_cert is not None and target.client_key is not None:
             context.load_cert_chain(str(target.client_cert), str(target.client_key))
         request = urllib.request.Request(target.url, data=body, headers=headers, method="POST")
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirects())
         try:
-            with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS, context=context) as answer:
+            with opener.open(request, timeout=SEND_TIMEOUT_SECONDS) as answer:
                 status = int(answer.status)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                return f"HTTP {exc.code}: the webhook redirects, and redirects are not followed"
             return f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             return f"unreachable: {getattr(exc, 'reason', exc)}"
