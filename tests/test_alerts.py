@@ -27,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from exchange.cli.main import main
-from exchange.config import NotifyTarget, load_node_config
+from exchange.config import NotifyTarget, UserEntry, load_node_config
+from exchange.core.identity import Role
 from exchange.errors import ConfigError
 from exchange.node.server import Node
 from exchange.store import audit
@@ -468,3 +469,43 @@ def test_a_webhook_redirect_is_not_followed_and_the_hit_stays_owed(
         for server in (hook, plain):
             server.shutdown()
             server.server_close()
+
+
+def test_a_hit_owed_to_a_user_whose_role_no_longer_reads_watch_hits_is_not_pushed(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A liaison officer made a disclosure officer (who may neither search nor read watch hits,
+    nor so much as list or remove the watch entry) gets nothing more pushed in their name."""
+    script, received, down = tmp_path / "page.py", tmp_path / "paged.txt", tmp_path / "down"
+    script.write_text(
+        "import os, sys\n"
+        f"if os.path.exists({str(down)!r}):\n"
+        "    sys.exit(75)\n"
+        f"open({str(received)!r}, 'a').write(os.environ['EXCHANGE_IDEMPOTENCY_KEY'] + '\\n')\n",
+        encoding="utf-8")
+    down.touch()
+    pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1,
+                         max_retry_seconds=0.2)
+    jpn = _start_jpn(federation, tmp_path / "jpn", pager)
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="pager"), timeout=10)
+    _submit(federation, usa, "owed to a liaison officer")
+    jpn.puller.pull("USA-DTSF")
+    _wait(lambda: _attempts(jpn) >= 1, "the hit queued (the command failing)")
+    jpn.stop(grace=0)
+    federation.nodes.remove(jpn)
+    config = federation.node_config("JPN-NPA", tmp_path / "jpn")
+    users = {**config.users, "suzuki": UserEntry("suzuki", Role.DISCLOSURE_OFFICER, "SECRET")}
+    jpn = Node(dataclasses.replace(config, listen=federation.manifest.partner("JPN-NPA").address, users=users,
+                                   notify={"pager": pager}, notify_check_seconds=0.05),
+               manifest=federation.manifest, schedule=False)
+    jpn.start()
+    federation.nodes.append(jpn)
+    down.unlink()
+    _submit(federation, usa, "received after the role changed")
+    jpn.puller.pull("USA-DTSF")
+    _wait(lambda: bool(audit.read_entries(jpn.store, NOTIFY_ACTION)), "the owed hit dealt with")
+    time.sleep(0.5)  # several more rounds: the second record is not queued for them either
+    assert not received.exists()
+    assert not [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]

@@ -43,6 +43,7 @@ from exchange.core.identity import Identity, Principal, identity_uri
 from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.node.reads import visible
+from exchange.node.rpc import ROLES
 from exchange.store import Store, outbox, watch
 from exchange.store.current import current_record
 from exchange.store.store import now_us
@@ -53,6 +54,9 @@ log = logging.getLogger("exchange.notify")
 
 SEND_TIMEOUT_SECONDS = 10.0  # one attempt; a webhook slower than this is down
 BATCH = 50  # deliveries per round; the rest in the next
+# A hit is pushed in the name of a user who may read watch hits now (the role table's word,
+# as for WatchHits): one whose role was changed gets nothing more, owed or new.
+WATCHERS = ROLES["/exchange.v1.LiaisonService/WatchHits"]
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -115,8 +119,10 @@ class Notifier:
     def _principal(self, owner: str) -> Principal | None:
         for handle, user in self.users.items():
             if identity_uri(self.agency, handle) == owner:
+                if user.role not in WATCHERS:
+                    return None
                 return Principal(Identity(self.agency, handle), user.role, user.clearance)
-        return None  # a user no longer configured gets nothing pushed
+        return None  # a user no longer configured, or no longer in a role that watches, gets nothing pushed
 
     def enqueue(self) -> int:
         """Queue the hits that entered the log since each (user, target)'s mark; move the marks."""
