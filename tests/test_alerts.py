@@ -27,7 +27,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from exchange.cli.main import main
-from exchange.config import NotifyTarget, load_node_config
+from exchange.config import NotifyTarget, UserEntry, load_node_config
+from exchange.core.identity import Role
 from exchange.errors import ConfigError
 from exchange.node.server import Node
 from exchange.store import audit
@@ -398,3 +399,113 @@ def test_the_notifier_reads_only_what_is_new_and_a_pruned_hit_is_never_sent_agai
     assert round_of(jpn) == 0 and len(paged()) == 7
     sent = [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
     assert sorted(e.detail["key"] for e in sent) == sorted(keys)  # each audited once
+
+
+def _outbox_errors(node: Node) -> list[tuple[object, str]]:
+    with node.store.engine.connect() as conn:
+        return [(r.delivered_at, r.last_error or "")
+                for r in conn.execute(select(watch_outbox.c.delivered_at, watch_outbox.c.last_error))]
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307])
+def test_a_webhook_redirect_is_not_followed_and_the_hit_stays_owed(
+    federation: Federation, tmp_path: Path, code: int
+) -> None:
+    """A webhook answering 3xx (a misconfigured proxy, or a receiver taken over) must not move the hit
+    elsewhere: followed, urllib re-sends it as a GET without its body, to any host, over plain HTTP,
+    with the idempotency key (which names the record) and the signature, and a 2xx there would mark
+    a hit delivered that never arrived."""
+    elsewhere: list[tuple[str, dict[str, str]]] = []  # what reached the redirect's target
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            elsewhere.append((self.path, dict(self.headers)))
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    cert, key = _self_signed(tmp_path)
+    (tmp_path / "secret").write_bytes(SECRET)
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(code)
+            self.send_header("Location", f"http://127.0.0.1:{plain.server_address[1]}/collect")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    hook.socket = context.wrap_socket(hook.socket, server_side=True)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    target = NotifyTarget(name="soc", url=f"https://127.0.0.1:{hook.server_address[1]}/hits", ca_file=cert,
+                          secret_file=tmp_path / "secret", retry_seconds=0.1, max_retry_seconds=0.2)
+    try:
+        jpn = _start_jpn(federation, tmp_path / "jpn", target)
+        usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+        suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+        suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="soc"), timeout=10)
+        _submit(federation, usa, "redirected front company sighting")
+        jpn.puller.pull("USA-DTSF")
+        _wait(lambda: _attempts(jpn) >= 2 or any(at is not None for at, _ in _outbox_errors(jpn)),
+              "the redirected hit retried, or taken as delivered")
+        assert elsewhere == []  # nothing, not even the key or the signature, went to the redirect's target
+        rows = _outbox_errors(jpn)
+        assert len(rows) == 1 and rows[0][0] is None  # still owed: not marked delivered
+        assert f"HTTP {code}" in rows[0][1] and "redirect" in rows[0][1]
+        assert not [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
+    finally:
+        for server in (hook, plain):
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_hit_owed_to_a_user_whose_role_no_longer_reads_watch_hits_is_not_pushed(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A liaison officer made a disclosure officer (who may neither search nor read watch hits,
+    nor so much as list or remove the watch entry) gets nothing more pushed in their name."""
+    script, received, down = tmp_path / "page.py", tmp_path / "paged.txt", tmp_path / "down"
+    script.write_text(
+        "import os, sys\n"
+        f"if os.path.exists({str(down)!r}):\n"
+        "    sys.exit(75)\n"
+        f"open({str(received)!r}, 'a').write(os.environ['EXCHANGE_IDEMPOTENCY_KEY'] + '\\n')\n",
+        encoding="utf-8")
+    down.touch()
+    pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1,
+                         max_retry_seconds=0.2)
+    jpn = _start_jpn(federation, tmp_path / "jpn", pager)
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+    suzuki.WatchAdd(liaison_pb2.WatchAddRequest(type="company_name", value=COMPANY, notify="pager"), timeout=10)
+    _submit(federation, usa, "owed to a liaison officer")
+    jpn.puller.pull("USA-DTSF")
+    _wait(lambda: _attempts(jpn) >= 1, "the hit queued (the command failing)")
+    jpn.stop(grace=0)
+    federation.nodes.remove(jpn)
+    config = federation.node_config("JPN-NPA", tmp_path / "jpn")
+    users = {**config.users, "suzuki": UserEntry("suzuki", Role.DISCLOSURE_OFFICER, "SECRET")}
+    jpn = Node(dataclasses.replace(config, listen=federation.manifest.partner("JPN-NPA").address, users=users,
+                                   notify={"pager": pager}, notify_check_seconds=0.05),
+               manifest=federation.manifest, schedule=False)
+    jpn.start()
+    federation.nodes.append(jpn)
+    down.unlink()
+    _submit(federation, usa, "received after the role changed")
+    jpn.puller.pull("USA-DTSF")
+    _wait(lambda: bool(audit.read_entries(jpn.store, NOTIFY_ACTION)), "the owed hit dealt with")
+    time.sleep(0.5)  # several more rounds: the second record is not queued for them either
+    assert not received.exists()
+    assert not [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]

@@ -142,6 +142,39 @@ def test_the_author_cannot_approve_their_own_draft_nor_an_analyst_any(federation
     assert uncleared.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_an_officer_not_cleared_for_the_released_version_cannot_review_its_downgrade(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Lowering a SECRET record to RESTRICTED is reviewed by officers cleared for what is released
+    now, not only for the draft: mori (RESTRICTED) would otherwise approve declassifying content
+    they may not read, and see the SECRET record's marking. Told the draft does not exist."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn", review=POLICY)
+    analyst = _analyst(federation, jpn)
+    secret = _submit(analyst, "機密", _marking(["USA-DTSF"], classification="SECRET"))
+    tanaka, yamada, mori = (_officer(federation, jpn, h) for h in ("tanaka", "yamada", "mori"))
+    tanaka.ApproveDraft(review_pb2.ApproveDraftRequest(draft_id=secret.held_draft_id), timeout=10)
+    lower = draft(title="機密", marking=_marking(["USA-DTSF"], classification="RESTRICTED"))
+    held = analyst.submission.Revise(submission_pb2.ReviseRequest(ref=secret.ref, base_version=1, draft=lower),
+                                     timeout=10).receipt
+    assert held.held_draft_id and held.approvals_needed == 2
+    assert held.held_draft_id not in {d.draft_id for d in mori.ListDrafts(review_pb2.ListDraftsRequest(all=True),
+                                                                          timeout=10).drafts}
+    for call in (lambda: mori.GetDraft(review_pb2.GetDraftRequest(draft_id=held.held_draft_id), timeout=10),
+                 lambda: mori.ApproveDraft(review_pb2.ApproveDraftRequest(draft_id=held.held_draft_id), timeout=10),
+                 lambda: mori.RejectDraft(review_pb2.RejectDraftRequest(draft_id=held.held_draft_id, reason="no"),
+                                          timeout=10)):
+        with pytest.raises(grpc.RpcError) as hidden:
+            call()
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    # Officers cleared for SECRET review it as before.
+    tanaka.ApproveDraft(review_pb2.ApproveDraftRequest(draft_id=held.held_draft_id), timeout=10)
+    done = yamada.ApproveDraft(review_pb2.ApproveDraftRequest(draft_id=held.held_draft_id), timeout=10)
+    assert done.draft.state == review_pb2.DRAFT_STATE_RELEASED
+    # Released, the record is RESTRICTED now: mori may see the draft that made it so.
+    assert [d.draft_id for d in mori.ListDrafts(review_pb2.ListDraftsRequest(all=True), timeout=10).drafts] == [
+        held.held_draft_id]
+
+
 def test_widening_needs_two_officers_and_narrowing_takes_effect_at_once(
     federation: Federation, tmp_path: Path
 ) -> None:

@@ -200,6 +200,33 @@ def test_relayed_holders_appear_in_disclosures(federation: Federation, tmp_path:
     assert list(suzuki.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings) == []
 
 
+def test_a_relay_report_is_kept_only_by_the_records_originator(federation: Federation, tmp_path: Path) -> None:
+    """A relay report tells an originator who holds its record through a partner. A partner that
+    addresses one to a third agency (``releasable_to``, which an honest relay report never carries)
+    would plant "relayed holders" in that agency's Disclosures: refused, with a security event."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    ref = _submit(federation, jpn, "sato", ["USA-DTSF", "KOR-KNPA"], tlp="GREEN")
+    assert usa.puller.pull("JPN-NPA").applied.stored == 1
+    forge = Forge(federation, "KOR-KNPA")
+    hostile = HostilePartner(federation, "KOR-KNPA").start()
+    try:
+        planted = _sighting("KOR-KNPA", ref, records_pb2.VERDICT_RELAYED)
+        planted.holder = "GBR-NPSA"
+        planted.releasable_to.append("USA-DTSF")
+        hostile.sightings.append(sync_pb2.PullSightingsResponse(
+            entries=[forge.seal(planted.SerializeToString(), by="KOR-KNPA", payload_type=SIGHTING_TYPE)],
+            cursor=b"after-1"))
+        report = usa.puller.pull("KOR-KNPA")
+        assert report.sightings == 0
+        rchen = _liaison(federation, usa, "rchen")
+        assert list(rchen.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10).relayed) == []
+        events = [json.loads(e.detail)["reason"] for e in security_events(usa.store) if e.kind == "sighting-refused"]
+        assert len(events) == 1 and "relay report" in events[0]
+    finally:
+        hostile.stop()
+
+
 def _profile(federation: Federation, agency: str, handle: str) -> list[str]:
     return ["--profile", str(federation.pki_dir / agency / "users" / f"{handle}.profile.toml")]
 
@@ -256,16 +283,17 @@ def test_a_sighting_goes_only_to_the_originator_or_where_released_and_held(
 
 
 @given(reporter=agencies, served_by=agencies, receiver=agencies, originator=agencies, released=released_sets,
-       holds=st.booleans(), reporter_may=st.sampled_from([None, True, False]))
+       holds=st.booleans(), reporter_may=st.sampled_from([None, True, False]), relay_report=st.booleans())
 def test_a_sighting_is_kept_only_from_its_reporter_on_a_record_it_may_hold(
     reporter: str, served_by: str, receiver: str, originator: str, released: frozenset[str], holds: bool,
-    reporter_may: bool | None,
+    reporter_may: bool | None, relay_report: bool,
 ) -> None:
     decision = None if reporter_may is None else Decision(reporter_may, "x")
     kept = sighting_acceptable(receiver=receiver, reporter=reporter, served_by=served_by,
                                record_originator=originator, released_to=released, reporter_holds=decision,
-                               receiver_holds=holds).allowed
-    addressed = receiver == originator or (receiver in released and holds)
+                               receiver_holds=holds, relay_report=relay_report).allowed
+    # A relay report is the originator's alone; other sightings also go where released and held.
+    addressed = receiver == originator or (not relay_report and receiver in released and holds)
     assert kept == (served_by == reporter and addressed and reporter_may is True)
 
 

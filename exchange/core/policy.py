@@ -280,7 +280,7 @@ def sighting_visible(*, holder: str, principal: Principal, record: Decision) -> 
 
 def sighting_acceptable(
     *, receiver: str, reporter: str, served_by: str, record_originator: str, released_to: frozenset[str],
-    reporter_holds: Decision | None, receiver_holds: bool,
+    reporter_holds: Decision | None, receiver_holds: bool, relay_report: bool,
 ) -> Decision:
     """May ``receiver``'s node store a sighting served to it (the acceptance check)?
 
@@ -288,10 +288,14 @@ def sighting_acceptable(
     must be among those it was released to and hold the record; and the reporter must be
     one that may hold the record at all (``reporter_holds``: the decision on the record for
     the reporter's node, None when the receiver does not know the record): a sighting on a
-    record the reporter cannot have seen is forged.
+    record the reporter cannot have seen is forged. A relay report (``relay_report``: who holds
+    the record through the reporter) is the originator's alone, whatever it claims to be
+    released to: kept elsewhere it would put holders in another agency's Disclosures.
     """
     if served_by != reporter:
         return Decision(False, f"sighting of {reporter} served by {served_by}: sightings are never relayed")
+    if relay_report and receiver != record_originator:
+        return Decision(False, "a relay report goes to the record's originator only")
     if receiver != record_originator:
         if receiver not in released_to:
             return Decision(False, f"sighting not released to {receiver}")

@@ -43,6 +43,7 @@ from exchange.core.identity import Identity, Principal, identity_uri
 from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.node.reads import visible
+from exchange.node.rpc import ROLES
 from exchange.store import Store, outbox, watch
 from exchange.store.current import current_record
 from exchange.store.store import now_us
@@ -53,6 +54,19 @@ log = logging.getLogger("exchange.notify")
 
 SEND_TIMEOUT_SECONDS = 10.0  # one attempt; a webhook slower than this is down
 BATCH = 50  # deliveries per round; the rest in the next
+# A hit is pushed in the name of a user who may read watch hits now (the role table's word,
+# as for WatchHits): one whose role was changed gets nothing more, owed or new.
+WATCHERS = ROLES["/exchange.v1.LiaisonService/WatchHits"]
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook's 3xx is an answer, not a new address: followed, urllib would send the hit on
+    as a GET without its body, to any host and over plain HTTP, with the idempotency key (which
+    names the record) and the signature, and take a 2xx there for a delivery."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
+                         headers: object, newurl: str) -> None:
+        return None  # urllib then raises HTTPError with the 3xx status
 
 
 class Notifier:
@@ -105,8 +119,10 @@ class Notifier:
     def _principal(self, owner: str) -> Principal | None:
         for handle, user in self.users.items():
             if identity_uri(self.agency, handle) == owner:
+                if user.role not in WATCHERS:
+                    return None
                 return Principal(Identity(self.agency, handle), user.role, user.clearance)
-        return None  # a user no longer configured gets nothing pushed
+        return None  # a user no longer configured, or no longer in a role that watches, gets nothing pushed
 
     def enqueue(self) -> int:
         """Queue the hits that entered the log since each (user, target)'s mark; move the marks."""
@@ -198,10 +214,13 @@ class Notifier:
         if target.client_cert is not None and target.client_key is not None:
             context.load_cert_chain(str(target.client_cert), str(target.client_key))
         request = urllib.request.Request(target.url, data=body, headers=headers, method="POST")
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirects())
         try:
-            with urllib.request.urlopen(request, timeout=SEND_TIMEOUT_SECONDS, context=context) as answer:
+            with opener.open(request, timeout=SEND_TIMEOUT_SECONDS) as answer:
                 status = int(answer.status)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                return f"HTTP {exc.code}: the webhook redirects, and redirects are not followed"
             return f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             return f"unreachable: {getattr(exc, 'reason', exc)}"

@@ -103,14 +103,22 @@ class ReviewService:
         return row
 
     def _may_see(self, row: held.DraftRow, caller: Principal) -> bool:
-        """An analyst sees their own drafts; an officer every draft within their clearance."""
+        """An analyst sees their own drafts; an officer every draft within their clearance: the
+        draft's classification and, for a revision, the released version's (a downgrade is
+        reviewed by officers who may read what it declassifies; its marking is in the answer)."""
         if caller.agency != self.agency:
             return False
         if caller.role is not Role.DISCLOSURE_OFFICER:
             return row.author == caller.identity.handle
         draft = records_pb2.RecordDraft.FromString(row.draft)
-        level, clearance = classification_level(draft.marking.classification), classification_level(caller.clearance)
-        return level is not None and clearance is not None and level <= clearance
+        clearance = classification_level(caller.clearance)
+        markings = [draft.marking.classification]
+        if row.base_version:
+            current = current_record(self._store, row.originator, row.record_id)
+            if current is not None:
+                markings.append(current.marking.classification)
+        levels = [classification_level(m) for m in markings]
+        return clearance is not None and all(level is not None and level <= clearance for level in levels)
 
     def _clearance(self, author: str, officer: Principal) -> str:
         """The author's clearance from node.toml (the officer's if the author is no longer listed)."""

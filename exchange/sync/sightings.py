@@ -76,6 +76,7 @@ def check_sighting(
         receiver=store.agency, reporter=sighting.reporter, served_by=served_by,
         record_originator=sighting.ref.originator, released_to=frozenset(sighting.releasable_to),
         reporter_holds=reporter_holds, receiver_holds=record is not None,
+        relay_report=sighting.verdict == records_pb2.VERDICT_RELAYED,
     )
     if not decision.allowed:
         return stored.Refused(decision.reason, detail)
