@@ -4,6 +4,7 @@ never passes; the canonical encoding ignores the layout)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import random
@@ -151,3 +152,18 @@ def test_the_canonical_encoding_ignores_table_order(seed: int) -> None:
         partner.clear()
         partner.update(items)
     assert canonical(tables) == canonical(shuffled)
+
+
+def test_a_root_key_signs_a_document_once() -> None:
+    # A hostile partner serving GetManifest could repeat one root key's signature entry
+    # tens of thousands of times in a 4 MiB document: each entry was verified (and
+    # refused) in turn, seconds of CPU per fetch. A key that signs twice is malformed.
+    tables = dict(SECOND.body)
+    entry = {"key_id": SECOND.signatures[0].key_id, "signature": base64.b64encode(bytes(64)).decode("ascii")}
+    first = [{"key_id": s.key_id, "signature": base64.b64encode(s.signature).decode("ascii")}
+             for s in SECOND.signatures]
+    with pytest.raises(ConfigError, match="signs twice"):
+        from_tables({**tables, "signatures": [entry, *first]})
+    with pytest.raises(ConfigError, match="signs twice"):
+        from_tables({**tables, "signatures": [*first, *[entry] * 1000]})
+    assert kind(FIRST, from_tables({**tables, "signatures": first})) == "adopted"

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from exchange.core.manifest import Manifest, parse_manifest, root_key_id
-from exchange.errors import ConfigError, ManifestRefused
+from exchange.errors import ConfigError, ManifestRefused, clip
 
 MANIFEST_CONTEXT = b"exchange federation manifest v1\n"
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024  # a manifest of hundreds of partners is well under this
@@ -116,6 +116,7 @@ def from_tables(table: Mapping[str, Any], *, what: str = "manifest") -> SignedMa
     if not isinstance(raw, list):
         raise ConfigError(f"{what}: signatures: expected a list of [[signatures]] tables")
     signatures: list[Signature] = []
+    signed_by: set[str] = set()
     for i, entry in enumerate(raw):
         where = f"{what}: signatures[{i}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("key_id"), str) \
@@ -125,6 +126,11 @@ def from_tables(table: Mapping[str, Any], *, what: str = "manifest") -> SignedMa
             signature = base64.b64decode(entry["signature"], validate=True)
         except ValueError:
             raise ConfigError(f"{where}.signature: not base64") from None
+        # One signature per key (``with_signature`` renews, never adds): a document repeating
+        # a key's entry would cost a verification per copy, from whoever serves it.
+        if entry["key_id"] in signed_by:
+            raise ConfigError(f"{where}: root key {clip(entry['key_id'], 64)} signs twice")
+        signed_by.add(entry["key_id"])
         signatures.append(Signature(entry["key_id"], signature))
     return SignedManifest(body, manifest, tuple(signatures))
 
