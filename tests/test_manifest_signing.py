@@ -167,3 +167,15 @@ def test_a_root_key_signs_a_document_once() -> None:
     with pytest.raises(ConfigError, match="signs twice"):
         from_tables({**tables, "signatures": [*first, *[entry] * 1000]})
     assert kind(FIRST, from_tables({**tables, "signatures": first})) == "adopted"
+
+
+def test_a_root_key_belongs_to_one_agency_once() -> None:
+    # One key listed for two agencies counts for the first only (root_key), yet made the
+    # threshold look reachable: a manifest no one could ever replace. Listed twice for the
+    # same agency, it is a mistake too.
+    jpn = public_key_b64(ROOTS["JPN-NPA"])
+    for agency in ("USA-DTSF", "JPN-NPA"):
+        tables = body(2)
+        tables["roots"] = [*tables["roots"], {"agency": agency, "public_key": jpn}]
+        with pytest.raises(ConfigError, match="listed twice"):
+            from_tables(tables)

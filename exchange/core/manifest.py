@@ -311,6 +311,9 @@ def _trust_fields(data: Mapping[str, Any], partners: Mapping[str, Partner]) -> d
             raise ConfigError(f"{where}.public_key: not base64") from None
         if len(public_key) != 32:
             raise ConfigError(f"{where}.public_key: an Ed25519 key is 32 bytes, got {len(public_key)}")
+        listed = next((r for r in roots if r.public_key == public_key), None)
+        if listed is not None:  # it would count once, for the first agency only
+            raise ConfigError(f"{where}.public_key: listed twice (already a root key of {listed.agency})")
         roots.append(RootKey(agency, public_key))
     if roots and threshold > len({r.agency for r in roots}):
         raise ConfigError(f"manifest.threshold: {threshold} signatures can never be reached: only "
