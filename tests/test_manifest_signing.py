@@ -179,3 +179,14 @@ def test_a_root_key_belongs_to_one_agency_once() -> None:
         tables["roots"] = [*tables["roots"], {"agency": agency, "public_key": jpn}]
         with pytest.raises(ConfigError, match="listed twice"):
             from_tables(tables)
+
+
+def test_an_agency_that_left_has_no_root_key() -> None:
+    # `manifest propose --remove-partner` drops the root key; a version that kept it (edited
+    # by hand) would let the agency that left go on counting toward every later threshold.
+    tables = body(2)
+    tables["partners"][3]["removed_at"] = NOW.isoformat()
+    with pytest.raises(ConfigError, match="GBR-NPSA has left"):
+        from_tables(tables)
+    tables["roots"] = [r for r in tables["roots"] if r["agency"] != "GBR-NPSA"]
+    assert kind(FIRST, signed(tables, *ROOTS.values())) == "adopted"

@@ -304,6 +304,8 @@ def _trust_fields(data: Mapping[str, Any], partners: Mapping[str, Partner]) -> d
         agency = _field(table, "agency", where, str)
         if agency not in partners:
             raise ConfigError(f"{where}.agency: {agency} is not a partner of this manifest")
+        if not partners[agency].active:  # else it would go on counting toward every threshold
+            raise ConfigError(f"{where}.agency: {agency} has left the federation: its root key signs nothing")
         raw = _field(table, "public_key", where, str)
         try:
             public_key = base64.b64decode(raw, validate=True)
