@@ -190,3 +190,16 @@ def test_an_agency_that_left_has_no_root_key() -> None:
         from_tables(tables)
     tables["roots"] = [r for r in tables["roots"] if r["agency"] != "GBR-NPSA"]
     assert kind(FIRST, signed(tables, *ROOTS.values())) == "adopted"
+
+
+def test_a_signing_key_id_names_one_key() -> None:
+    # Stores distrust by key id alone: KOR-KNPA listing a key of its own under JPN-NPA's key
+    # id, marked compromised (to reviewers: "KOR-KNPA's key compromised"), hid every record
+    # JPN-NPA signed, at every node. A key id names one key of one agency.
+    tables = body(2)
+    kor = next(p for p in tables["partners"] if p["code"] == "KOR-KNPA")
+    kor["keys"].append({**kor["keys"][0], "key_id": "JPN-NPA/k1", "compromised_since": NOW.isoformat()})
+    with pytest.raises(ConfigError, match="JPN-NPA/k1 is listed twice"):
+        from_tables(tables)
+    kor["keys"][-1]["key_id"] = "KOR-KNPA/k2"  # twin: its own key id
+    assert from_tables(tables).manifest.compromised_keys == {"KOR-KNPA/k2"}

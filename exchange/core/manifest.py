@@ -15,7 +15,7 @@ from typing import Any
 
 from exchange.core.identity import AGENCY_RE
 from exchange.core.marking import classification_level
-from exchange.errors import ConfigError
+from exchange.errors import ConfigError, clip
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,7 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
     if not isinstance(tables, list) or not tables:
         raise ConfigError("manifest.partners: expected a non-empty list of [[partners]]")
     partners: dict[str, Partner] = {}
+    key_ids: dict[str, str] = {}  # signing key id -> the agency listing it
     for i, table in enumerate(tables):
         where = f"partners[{i}]"
         if not isinstance(table, Mapping):
@@ -263,6 +264,13 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
         if not isinstance(keys_data, list):
             raise ConfigError(f"{where}.keys: expected a list of tables")
         keys = tuple(parse_key(k, f"{where}.keys[{j}]") for j, k in enumerate(keys_data))
+        for j, key in enumerate(keys):
+            # Stores distrust entries by key id alone: one agency listing another's key id
+            # (marked compromised) would hide what that other agency signed.
+            if key.key_id in key_ids:
+                raise ConfigError(f"{where}.keys[{j}].key_id: {clip(key.key_id, 80)} is listed twice "
+                                  f"(already a key of {key_ids[key.key_id]})")
+            key_ids[key.key_id] = code
         revoked_data = table.get("revoked", [])
         if not isinstance(revoked_data, list):
             raise ConfigError(f"{where}.revoked: expected a list of tables")
