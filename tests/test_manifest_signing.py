@@ -203,3 +203,14 @@ def test_a_signing_key_id_names_one_key() -> None:
         from_tables(tables)
     kor["keys"][-1]["key_id"] = "KOR-KNPA/k2"  # twin: its own key id
     assert from_tables(tables).manifest.compromised_keys == {"KOR-KNPA/k2"}
+
+
+def test_a_signed_manifest_states_its_threshold() -> None:
+    # Left out, the threshold was 1: a proposal that silently dropped the line (signed by
+    # reviewers who saw the partners they expected) let any one agency sign every later version.
+    tables = body(2)
+    del tables["threshold"]
+    assert kind(FIRST, signed(tables, *ROOTS.values())) == "malformed"
+    with pytest.raises(ManifestRefused, match="no threshold"):
+        verify_first(signed({**tables, "version": 1}, *ROOTS.values()), NOW)
+    assert kind(FIRST, signed({**tables, "threshold": 1}, *ROOTS.values())) == "adopted"  # said: it holds

@@ -191,8 +191,16 @@ def _fresh(document: SignedManifest, now: dt.datetime) -> None:
     if expires <= now:
         raise ManifestRefused("expired", f"manifest version {document.version} expired at "
                               f"{expires.isoformat(timespec='seconds')}")
+    _complete(document)
+
+
+def _complete(document: SignedManifest) -> None:
+    """What a signed manifest must state: root keys, and its threshold (never taken as 1 when
+    left out: a proposal that dropped the line would let one agency sign every later version)."""
     if not document.manifest.roots:
         raise ManifestRefused("malformed", f"manifest version {document.version} names no root keys")
+    if "threshold" not in document.body:
+        raise ManifestRefused("malformed", f"manifest version {document.version} states no threshold")
 
 
 def verify_first(document: SignedManifest, now: dt.datetime) -> None:
@@ -222,8 +230,8 @@ def verify_next(trusted: SignedManifest, candidate: SignedManifest, now: dt.date
                               f"{trusted.version} (versions in between are needed)")
     if check_expiry:
         _fresh(candidate, now)
-    elif not candidate.manifest.roots:
-        raise ManifestRefused("malformed", f"manifest version {candidate.version} names no root keys")
+    else:
+        _complete(candidate)
     _require(candidate, trusted.manifest, f"version {trusted.version}")
     _require(candidate, candidate.manifest, f"version {candidate.version} itself")
 
