@@ -214,3 +214,21 @@ def test_a_signed_manifest_states_its_threshold() -> None:
     with pytest.raises(ManifestRefused, match="no threshold"):
         verify_first(signed({**tables, "version": 1}, *ROOTS.values()), NOW)
     assert kind(FIRST, signed({**tables, "threshold": 1}, *ROOTS.values())) == "adopted"  # said: it holds
+
+
+JPN_SECOND_ROOT = Ed25519PrivateKey.generate()
+
+
+@settings(max_examples=60, deadline=None)
+@given(signers=st.lists(st.sampled_from([*AGENCIES, "JPN-NPA#2"]), unique=True))
+def test_signatures_count_by_agency_in_both_versions(signers: list[str]) -> None:
+    # Version 2 gives JPN-NPA a second root key: whatever keys sign, in whatever order, it is
+    # adopted exactly when 3 agencies of version 1 and 3 of version 2 sign (JPN-NPA once).
+    tables = body(2)
+    tables["roots"].append({"agency": "JPN-NPA", "public_key": public_key_b64(JPN_SECOND_ROOT)})
+    keys = {**ROOTS, "JPN-NPA#2": JPN_SECOND_ROOT}
+    old = {s for s in signers if s in AGENCIES}
+    new = {s.split("#")[0] for s in signers}
+    expected = "adopted" if len(old) >= 3 and len(new) >= 3 else "not adopted"
+    got = kind(FIRST, signed(tables, *(keys[s] for s in signers)))
+    assert (got if got == "adopted" else "not adopted") == expected
