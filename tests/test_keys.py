@@ -577,3 +577,36 @@ ROWS: dict[str, Callable[[Federation, Path], None]] = {
 @pytest.mark.parametrize("row", list(ROWS))
 def test_keys_and_certificates(row: str, fed: Federation, tmp_path: Path) -> None:
     ROWS[row](fed, tmp_path)
+
+
+def test_resign_never_launders_what_a_thief_signed_with_the_leaked_key(fed: Federation, tmp_path: Path) -> None:
+    """A thief holding JPN-NPA's signing key signs a record of its own making as JPN-NPA; a
+    partner node (USA-DTSF, hostile or merely relaying) holds it and JPN-NPA's node pulls it
+    from there. Once the key is marked compromised the forgery is hidden everywhere, as it
+    must be; `records resign` must not sign it again with the new key (it re-signed every
+    entry of its agency, its own or not: the forgery came back valid under the new key)."""
+    from tests.fill import make_record
+
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    genuine = submit(jpn, fed, "the genuine one")
+    manifest = fed.manifest
+    leaked_key = jpn.signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    forged = make_record(J, 0, WIDE, summary="made by the thief")
+    envelope = thief.seal(RECORD_TYPE, forged.SerializeToString())
+    report = apply_batch(usa.store, J, [Verifier(U, Trust(manifest)).check(envelope, J)], None)
+    assert report.stored == 1  # USA-DTSF holds it (it verifies: the key is not known to be leaked yet)
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    proposed, new_key, old_key = rotate(fed, J)
+    assert old_key == leaked_key.key_id
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in (jpn, usa):
+        node.adopt(leaked)
+    assert signed_by(jpn, forged.ref) is None and signed_by(usa, forged.ref) is None
+    signer = jpn.signer.signer()
+    assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1  # the genuine one only
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    assert signed_by(jpn, genuine) == signed_by(usa, genuine) == new_key  # twin: shown again
+    for node in (jpn, usa):
+        assert signed_by(node, forged.ref) is None  # the forgery stays hidden
+        assert all(e.key_id == old_key for e in log_entries(node.store, J, forged.ref.record_id))
