@@ -610,3 +610,41 @@ def test_resign_never_launders_what_a_thief_signed_with_the_leaked_key(fed: Fede
     for node in (jpn, usa):
         assert signed_by(node, forged.ref) is None  # the forgery stays hidden
         assert all(e.key_id == old_key for e in log_entries(node.store, J, forged.ref.record_id))
+
+
+def test_a_thiefs_withdrawal_never_purges_the_originators_record(fed: Federation, tmp_path: Path) -> None:
+    """A thief holding JPN-NPA's signing key withdraws a genuine JPN-NPA record; USA-DTSF (hostile
+    or relaying) serves the withdrawal. JPN-NPA's node applied it and purged its own record for
+    good: once the key was marked compromised, nothing was left to re-sign. It refuses a withdrawal
+    of its own agency's record that it did not make, keeps the record, and re-signs it."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from exchange.records.envelope import WITHDRAWAL_TYPE
+
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    genuine = submit(jpn, fed, "the genuine one")
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    leaked_key = jpn.signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    issued = Timestamp()
+    issued.GetCurrentTime()
+    withdrawal = records_pb2.Withdrawal(ref=genuine, version=2, issued_at=issued)
+    envelope = thief.seal(WITHDRAWAL_TYPE, withdrawal.SerializeToString())
+    apply_batch(usa.store, J, [Verifier(U, Trust(fed.manifest)).check(envelope, J)], None)
+    report = jpn.puller.pull(U)
+    assert report.applied.withdrawals == 0 and report.applied.refused == 1, report
+    assert signed_by(jpn, genuine) is not None  # still shown: the key is not known to be leaked yet
+    proposed, new_key, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in (jpn, usa):
+        node.adopt(leaked)
+    signer = jpn.signer.signer()
+    assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1
+    assert signed_by(jpn, genuine) == new_key  # shown again, under the new key
+    # Twin: its own retraction, made by its node, is applied as before.
+    analyst = UserClient.of(fed.user_channel(jpn, J, "sato"))
+    analyst.submission.Retract(submission_pb2.RetractRequest(ref=genuine, base_version=1, reason="duplicate"),
+                               timeout=10)
+    analyst.channel.close()
+    assert any(e.payload_type == WITHDRAWAL_TYPE and e.key_id == new_key
+               for e in log_entries(jpn.store, J, genuine.record_id))

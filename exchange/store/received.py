@@ -26,6 +26,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select,
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
+from exchange.errors import clip
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
@@ -102,7 +103,7 @@ def apply_batch(
     # fetches it again from the partner (Store.write says what SQLite does instead).
     try:
         with tally.transaction(), store.write(durable=False) as tx:
-            report = apply_entries(tx, peer, entries, tally, supersedes)
+            report = apply_entries(tx, peer, entries, tally, supersedes, own=store.agency)
             if cursor is not None:
                 save_cursor(tx, peer, cursor, repaired=repaired)
         return report
@@ -117,7 +118,7 @@ def apply_batch(
         for entry in entries:
             try:
                 with tally.transaction(), tx.begin_nested():
-                    single = apply_entries(tx, peer, [entry], tally, supersedes)
+                    single = apply_entries(tx, peer, [entry], tally, supersedes, own=store.agency)
             except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                 digest = entry.content_hash
                 unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
@@ -137,9 +138,10 @@ _CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 def apply_entries(
     conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None,
-    supersedes: Supersedes | None = None,
+    supersedes: Supersedes | None = None, *, own: str = "",
 ) -> BatchReport:
-    """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in)."""
+    """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in).
+    ``own``: the store's agency, whose withdrawals are made by its own node, never received."""
     tally = tally or RefusalTally()
     report = BatchReport()
     refused = [e for e in entries if isinstance(e, Refusal)]
@@ -148,7 +150,9 @@ def apply_entries(
         refused += _apply_versions(conn, peer, versions, report, tally, supersedes)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
-            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes)
+            refusal = _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes, own)
+            if refusal is not None:
+                refused.append(refusal)
     _refuse(conn, peer, refused, tally, report)
     return report
 
@@ -379,8 +383,8 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
 
 def _apply_withdrawal(
     conn: Connection, peer: str, entry: Incoming, message: records_pb2.Withdrawal, report: BatchReport,
-    supersedes: Supersedes | None = None,
-) -> None:
+    supersedes: Supersedes | None = None, own: str = "",
+) -> Refusal | None:
     ref, version = message.ref, message.version
     exists = conn.execute(
         select(log.c.seq, log.c.key_id).where(
@@ -396,7 +400,14 @@ def _apply_withdrawal(
             report.resigned += 1
         else:
             report.duplicates += 1
-        return
+        return None
+    if ref.originator == own:
+        # Only this node withdraws its agency's records (Retract). One served by a partner that
+        # this node never made was signed by someone else holding its key: applied, it would
+        # purge the record here for good, and no re-signing after the key is marked compromised
+        # could bring it back.
+        return Refusal(entry.content_hash, f"a withdrawal of {own}'s own record {clip(ref.record_id, 80)} that its "
+                       "node did not make", violation=True)
     # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
     # audiences of the earlier versions this node held (and may have relayed) route it on.
     # A row whose seal fails is left out (and reported): an edited audience must not route the
@@ -413,6 +424,7 @@ def _apply_withdrawal(
     )
     purge_below(conn, ref, version)
     report.withdrawals += 1
+    return None
 
 
 def purge_below(conn: Connection, ref: records_pb2.RecordRef, version: int) -> None:
