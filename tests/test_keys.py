@@ -648,3 +648,30 @@ def test_a_thiefs_withdrawal_never_purges_the_originators_record(fed: Federation
     analyst.channel.close()
     assert any(e.payload_type == WITHDRAWAL_TYPE and e.key_id == new_key
                for e in log_entries(jpn.store, J, genuine.record_id))
+
+
+def test_a_thiefs_new_version_never_replaces_the_originators_record(fed: Federation, tmp_path: Path) -> None:
+    """The same thief writes a version 2 of a genuine JPN-NPA record, served by USA-DTSF. JPN-NPA's
+    node took it as the record's current version: hidden once the key was marked compromised,
+    with the genuine version 1 behind it never shown again, re-signed or not. It refuses a version
+    of its own agency's record that it did not make."""
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    genuine = submit(jpn, fed, "the genuine one")
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    leaked_key = jpn.signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    held = records_pb2.Envelope.FromString(log_entries(usa.store, J, genuine.record_id)[0].envelope)
+    forged = records_pb2.Record.FromString(held.payload)
+    forged.version = 2
+    forged.content.title = "rewritten by the thief"
+    envelope = thief.seal(RECORD_TYPE, forged.SerializeToString())
+    assert apply_batch(usa.store, J, [Verifier(U, Trust(fed.manifest)).check(envelope, J)], None).stored == 1
+    report = jpn.puller.pull(U)
+    assert report.applied.stored == 0 and report.applied.refused == 1, report
+    proposed, new_key, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    jpn.adopt(leaked)
+    signer = jpn.signer.signer()
+    assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1
+    shown = current_record(jpn.store, J, genuine.record_id)
+    assert shown is not None and shown.version == 1 and signed_by(jpn, genuine) == new_key

@@ -8,6 +8,8 @@ rules, in the order they are checked for a record version:
 2. the same (originator, record_id, version, content hash) is a duplicate: nothing changes,
    unless it is signed with another key that ``supersedes`` the held one (a re-signed
    envelope, exchange/store/resign.py): the held envelope is replaced, the content kept;
+   anything else of this node's own agency (a version or a withdrawal it did not make) is
+   refused: only this node writes them, so it was signed by someone else holding its key;
 3. the same version with another content hash, both validly signed, is
    equivocation: both envelopes are kept as evidence, a security event is
    raised, the record shows its last unequivocal version, flagged;
@@ -99,11 +101,14 @@ def apply_batch(
     whether a re-signed envelope replaces the one held (without it, never).
     """
     tally = tally or RefusalTally()
+    # Entries of the store's own agency are refused from partners (rule 2); "received" from the
+    # agency itself, they are its own (tests and tools store their records this way).
+    own = store.agency if peer != store.agency else ""
     # Not durable: a batch lost to a power cut is lost with its cursor, so the next pull
     # fetches it again from the partner (Store.write says what SQLite does instead).
     try:
         with tally.transaction(), store.write(durable=False) as tx:
-            report = apply_entries(tx, peer, entries, tally, supersedes, own=store.agency)
+            report = apply_entries(tx, peer, entries, tally, supersedes, own=own)
             if cursor is not None:
                 save_cursor(tx, peer, cursor, repaired=repaired)
         return report
@@ -118,7 +123,7 @@ def apply_batch(
         for entry in entries:
             try:
                 with tally.transaction(), tx.begin_nested():
-                    single = apply_entries(tx, peer, [entry], tally, supersedes, own=store.agency)
+                    single = apply_entries(tx, peer, [entry], tally, supersedes, own=own)
             except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                 digest = entry.content_hash
                 unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
@@ -147,7 +152,7 @@ def apply_entries(
     refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [(e, e.record) for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        refused += _apply_versions(conn, peer, versions, report, tally, supersedes)
+        refused += _apply_versions(conn, peer, versions, report, tally, supersedes, own)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
             refusal = _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes, own)
@@ -233,7 +238,7 @@ Version = tuple[Incoming, records_pb2.Record]  # an entry that carries a record 
 
 def _apply_versions(
     conn: Connection, peer: str, entries: list[Version], report: BatchReport, tally: RefusalTally,
-    supersedes: Supersedes | None = None,
+    supersedes: Supersedes | None = None, own: str = "",
 ) -> list[Refusal]:
     """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
     for their version (``refusals.excess_evidence``)."""
@@ -257,6 +262,13 @@ def _apply_versions(
             else:
                 report.duplicates += 1
             signed.add(entry.envelope.key_id)
+        elif ref.originator == own:
+            # Only this node writes its agency's records: a version it does not hold, served by a
+            # partner, was signed by someone else holding its key. Taken, it would become the
+            # record's current version here (hidden for good once the key is marked compromised,
+            # the genuine one behind it) or be re-signed by `records resign` as if genuine.
+            excess.append(Refusal(entry.content_hash, f"a version of {own}'s own record {clip(ref.record_id, 80)} "
+                                  "that its node did not make", violation=True))
         elif held and len(held) >= max_evidence:  # rule 3, evidence enough already
             held.add(entry.content_hash)
             excess.append(excess_evidence(entry.content_hash, ref, version, max_evidence))
