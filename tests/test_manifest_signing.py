@@ -232,3 +232,10 @@ def test_signatures_count_by_agency_in_both_versions(signers: list[str]) -> None
     expected = "adopted" if len(old) >= 3 and len(new) >= 3 else "not adopted"
     got = kind(FIRST, signed(tables, *(keys[s] for s in signers)))
     assert (got if got == "adopted" else "not adopted") == expected
+
+
+@pytest.mark.parametrize("threshold", [0, -1, True, "3"])
+def test_a_threshold_below_one_or_not_a_number_is_malformed(threshold: object) -> None:
+    # Threshold 0 would let a version with no signature at all follow; true is 1 in disguise.
+    with pytest.raises(ConfigError, match=r"manifest\.threshold"):
+        from_tables(body(2, threshold=threshold))
