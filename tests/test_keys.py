@@ -577,3 +577,101 @@ ROWS: dict[str, Callable[[Federation, Path], None]] = {
 @pytest.mark.parametrize("row", list(ROWS))
 def test_keys_and_certificates(row: str, fed: Federation, tmp_path: Path) -> None:
     ROWS[row](fed, tmp_path)
+
+
+def test_resign_never_launders_what_a_thief_signed_with_the_leaked_key(fed: Federation, tmp_path: Path) -> None:
+    """A thief holding JPN-NPA's signing key signs a record of its own making as JPN-NPA; a
+    partner node (USA-DTSF, hostile or merely relaying) holds it and JPN-NPA's node pulls it
+    from there. Once the key is marked compromised the forgery is hidden everywhere, as it
+    must be; `records resign` must not sign it again with the new key (it re-signed every
+    entry of its agency, its own or not: the forgery came back valid under the new key)."""
+    from tests.fill import make_record
+
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    genuine = submit(jpn, fed, "the genuine one")
+    manifest = fed.manifest
+    leaked_key = jpn.signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    forged = make_record(J, 0, WIDE, summary="made by the thief")
+    envelope = thief.seal(RECORD_TYPE, forged.SerializeToString())
+    report = apply_batch(usa.store, J, [Verifier(U, Trust(manifest)).check(envelope, J)], None)
+    assert report.stored == 1  # USA-DTSF holds it (it verifies: the key is not known to be leaked yet)
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    proposed, new_key, old_key = rotate(fed, J)
+    assert old_key == leaked_key.key_id
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in (jpn, usa):
+        node.adopt(leaked)
+    assert signed_by(jpn, forged.ref) is None and signed_by(usa, forged.ref) is None
+    signer = jpn.signer.signer()
+    assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1  # the genuine one only
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    assert signed_by(jpn, genuine) == signed_by(usa, genuine) == new_key  # twin: shown again
+    for node in (jpn, usa):
+        assert signed_by(node, forged.ref) is None  # the forgery stays hidden
+        assert all(e.key_id == old_key for e in log_entries(node.store, J, forged.ref.record_id))
+
+
+def test_a_thiefs_withdrawal_never_purges_the_originators_record(fed: Federation, tmp_path: Path) -> None:
+    """A thief holding JPN-NPA's signing key withdraws a genuine JPN-NPA record; USA-DTSF (hostile
+    or relaying) serves the withdrawal. JPN-NPA's node applied it and purged its own record for
+    good: once the key was marked compromised, nothing was left to re-sign. It refuses a withdrawal
+    of its own agency's record that it did not make, keeps the record, and re-signs it."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from exchange.records.envelope import WITHDRAWAL_TYPE
+
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    genuine = submit(jpn, fed, "the genuine one")
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    leaked_key = jpn.signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    issued = Timestamp()
+    issued.GetCurrentTime()
+    withdrawal = records_pb2.Withdrawal(ref=genuine, version=2, issued_at=issued)
+    envelope = thief.seal(WITHDRAWAL_TYPE, withdrawal.SerializeToString())
+    apply_batch(usa.store, J, [Verifier(U, Trust(fed.manifest)).check(envelope, J)], None)
+    report = jpn.puller.pull(U)
+    assert report.applied.withdrawals == 0 and report.applied.refused == 1, report
+    assert signed_by(jpn, genuine) is not None  # still shown: the key is not known to be leaked yet
+    proposed, new_key, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in (jpn, usa):
+        node.adopt(leaked)
+    signer = jpn.signer.signer()
+    assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1
+    assert signed_by(jpn, genuine) == new_key  # shown again, under the new key
+    # Twin: its own retraction, made by its node, is applied as before.
+    analyst = UserClient.of(fed.user_channel(jpn, J, "sato"))
+    analyst.submission.Retract(submission_pb2.RetractRequest(ref=genuine, base_version=1, reason="duplicate"),
+                               timeout=10)
+    analyst.channel.close()
+    assert any(e.payload_type == WITHDRAWAL_TYPE and e.key_id == new_key
+               for e in log_entries(jpn.store, J, genuine.record_id))
+
+
+def test_a_thiefs_new_version_never_replaces_the_originators_record(fed: Federation, tmp_path: Path) -> None:
+    """The same thief writes a version 2 of a genuine JPN-NPA record, served by USA-DTSF. JPN-NPA's
+    node took it as the record's current version: hidden once the key was marked compromised,
+    with the genuine version 1 behind it never shown again, re-signed or not. It refuses a version
+    of its own agency's record that it did not make."""
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    genuine = submit(jpn, fed, "the genuine one")
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    leaked_key = jpn.signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    held = records_pb2.Envelope.FromString(log_entries(usa.store, J, genuine.record_id)[0].envelope)
+    forged = records_pb2.Record.FromString(held.payload)
+    forged.version = 2
+    forged.content.title = "rewritten by the thief"
+    envelope = thief.seal(RECORD_TYPE, forged.SerializeToString())
+    assert apply_batch(usa.store, J, [Verifier(U, Trust(fed.manifest)).check(envelope, J)], None).stored == 1
+    report = jpn.puller.pull(U)
+    assert report.applied.stored == 0 and report.applied.refused == 1, report
+    proposed, new_key, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    jpn.adopt(leaked)
+    signer = jpn.signer.signer()
+    assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1
+    shown = current_record(jpn.store, J, genuine.record_id)
+    assert shown is not None and shown.version == 1 and signed_by(jpn, genuine) == new_key

@@ -4,6 +4,7 @@ never passes; the canonical encoding ignores the layout)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import random
@@ -151,3 +152,90 @@ def test_the_canonical_encoding_ignores_table_order(seed: int) -> None:
         partner.clear()
         partner.update(items)
     assert canonical(tables) == canonical(shuffled)
+
+
+def test_a_root_key_signs_a_document_once() -> None:
+    # A hostile partner serving GetManifest could repeat one root key's signature entry
+    # tens of thousands of times in a 4 MiB document: each entry was verified (and
+    # refused) in turn, seconds of CPU per fetch. A key that signs twice is malformed.
+    tables = dict(SECOND.body)
+    entry = {"key_id": SECOND.signatures[0].key_id, "signature": base64.b64encode(bytes(64)).decode("ascii")}
+    first = [{"key_id": s.key_id, "signature": base64.b64encode(s.signature).decode("ascii")}
+             for s in SECOND.signatures]
+    with pytest.raises(ConfigError, match="signs twice"):
+        from_tables({**tables, "signatures": [entry, *first]})
+    with pytest.raises(ConfigError, match="signs twice"):
+        from_tables({**tables, "signatures": [*first, *[entry] * 1000]})
+    assert kind(FIRST, from_tables({**tables, "signatures": first})) == "adopted"
+
+
+def test_a_root_key_belongs_to_one_agency_once() -> None:
+    # One key listed for two agencies counts for the first only (root_key), yet made the
+    # threshold look reachable: a manifest no one could ever replace. Listed twice for the
+    # same agency, it is a mistake too.
+    jpn = public_key_b64(ROOTS["JPN-NPA"])
+    for agency in ("USA-DTSF", "JPN-NPA"):
+        tables = body(2)
+        tables["roots"] = [*tables["roots"], {"agency": agency, "public_key": jpn}]
+        with pytest.raises(ConfigError, match="listed twice"):
+            from_tables(tables)
+
+
+def test_an_agency_that_left_has_no_root_key() -> None:
+    # `manifest propose --remove-partner` drops the root key; a version that kept it (edited
+    # by hand) would let the agency that left go on counting toward every later threshold.
+    tables = body(2)
+    tables["partners"][3]["removed_at"] = NOW.isoformat()
+    with pytest.raises(ConfigError, match="GBR-NPSA has left"):
+        from_tables(tables)
+    tables["roots"] = [r for r in tables["roots"] if r["agency"] != "GBR-NPSA"]
+    assert kind(FIRST, signed(tables, *ROOTS.values())) == "adopted"
+
+
+def test_a_signing_key_id_names_one_key() -> None:
+    # Stores distrust by key id alone: KOR-KNPA listing a key of its own under JPN-NPA's key
+    # id, marked compromised (to reviewers: "KOR-KNPA's key compromised"), hid every record
+    # JPN-NPA signed, at every node. A key id names one key of one agency.
+    tables = body(2)
+    kor = next(p for p in tables["partners"] if p["code"] == "KOR-KNPA")
+    kor["keys"].append({**kor["keys"][0], "key_id": "JPN-NPA/k1", "compromised_since": NOW.isoformat()})
+    with pytest.raises(ConfigError, match="JPN-NPA/k1 is listed twice"):
+        from_tables(tables)
+    kor["keys"][-1]["key_id"] = "KOR-KNPA/k2"  # twin: its own key id
+    assert from_tables(tables).manifest.compromised_keys == {"KOR-KNPA/k2"}
+
+
+def test_a_signed_manifest_states_its_threshold() -> None:
+    # Left out, the threshold was 1: a proposal that silently dropped the line (signed by
+    # reviewers who saw the partners they expected) let any one agency sign every later version.
+    tables = body(2)
+    del tables["threshold"]
+    assert kind(FIRST, signed(tables, *ROOTS.values())) == "malformed"
+    with pytest.raises(ManifestRefused, match="no threshold"):
+        verify_first(signed({**tables, "version": 1}, *ROOTS.values()), NOW)
+    assert kind(FIRST, signed({**tables, "threshold": 1}, *ROOTS.values())) == "adopted"  # said: it holds
+
+
+JPN_SECOND_ROOT = Ed25519PrivateKey.generate()
+
+
+@settings(max_examples=60, deadline=None)
+@given(signers=st.lists(st.sampled_from([*AGENCIES, "JPN-NPA#2"]), unique=True))
+def test_signatures_count_by_agency_in_both_versions(signers: list[str]) -> None:
+    # Version 2 gives JPN-NPA a second root key: whatever keys sign, in whatever order, it is
+    # adopted exactly when 3 agencies of version 1 and 3 of version 2 sign (JPN-NPA once).
+    tables = body(2)
+    tables["roots"].append({"agency": "JPN-NPA", "public_key": public_key_b64(JPN_SECOND_ROOT)})
+    keys = {**ROOTS, "JPN-NPA#2": JPN_SECOND_ROOT}
+    old = {s for s in signers if s in AGENCIES}
+    new = {s.split("#")[0] for s in signers}
+    expected = "adopted" if len(old) >= 3 and len(new) >= 3 else "not adopted"
+    got = kind(FIRST, signed(tables, *(keys[s] for s in signers)))
+    assert (got if got == "adopted" else "not adopted") == expected
+
+
+@pytest.mark.parametrize("threshold", [0, -1, True, "3"])
+def test_a_threshold_below_one_or_not_a_number_is_malformed(threshold: object) -> None:
+    # Threshold 0 would let a version with no signature at all follow; true is 1 in disguise.
+    with pytest.raises(ConfigError, match=r"manifest\.threshold"):
+        from_tables(body(2, threshold=threshold))

@@ -475,3 +475,30 @@ def test_manifest_commands_refuse_in_one_line(
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "proposal.toml").exists()
     assert (pki.pki_dir / "manifest.toml").read_bytes() == before
+
+
+def test_a_partner_that_never_answers_holds_one_manifest_fetch(federation: Federation, tmp_path: Path) -> None:
+    """A partner's pull that claims a newer manifest makes this node fetch it from that
+    partner, at most once every 10 s. A partner whose node accepts the connection and never
+    answers kept each fetch waiting up to the pull deadline (600 s): one more thread and call
+    every 10 s, 60 at a time. One fetch per partner is in flight at most."""
+    import socket
+
+    kit = Kit(federation, tmp_path)
+    jpn = kit.start(J)
+    host, port = kit.federation.manifest.partner(G).address.rsplit(":", 1)
+    silent = socket.create_server((host, int(port)))  # GBR-NPSA's address: accepts, says nothing
+    try:
+        def fetching() -> int:
+            return sum(t.is_alive() and t.name == f"manifest-{G}" for t in jpn._learners)
+
+        for _ in range(5):
+            jpn._learning.clear()  # as if the 10 s had passed since the last claim
+            jpn._learn_from(G, jpn.manifest.version + 1)
+        assert fetching() == 1
+        jpn._learning.clear()
+        jpn._learn_from(U, jpn.manifest.version + 1)  # another partner is fetched from meanwhile
+        assert sum(t.is_alive() for t in jpn._learners) >= 1
+    finally:
+        jpn.puller.close()  # the fetch in flight ends
+        silent.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from exchange.core.identity import AGENCY_RE
 from exchange.core.marking import classification_level
-from exchange.errors import ConfigError
+from exchange.errors import ConfigError, clip
 
 
 @dataclass(frozen=True)
@@ -253,6 +253,7 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
     if not isinstance(tables, list) or not tables:
         raise ConfigError("manifest.partners: expected a non-empty list of [[partners]]")
     partners: dict[str, Partner] = {}
+    key_ids: dict[str, str] = {}  # signing key id -> the agency listing it
     for i, table in enumerate(tables):
         where = f"partners[{i}]"
         if not isinstance(table, Mapping):
@@ -269,6 +270,13 @@ def parse_manifest(data: Mapping[str, Any], *, require_keys: bool = True) -> Man
         if not isinstance(keys_data, list):
             raise ConfigError(f"{where}.keys: expected a list of tables")
         keys = tuple(parse_key(k, f"{where}.keys[{j}]") for j, k in enumerate(keys_data))
+        for j, key in enumerate(keys):
+            # Stores distrust entries by key id alone: one agency listing another's key id
+            # (marked compromised) would hide what that other agency signed.
+            if key.key_id in key_ids:
+                raise ConfigError(f"{where}.keys[{j}].key_id: {clip(key.key_id, 80)} is listed twice "
+                                  f"(already a key of {key_ids[key.key_id]})")
+            key_ids[key.key_id] = code
         revoked_data = table.get("revoked", [])
         if not isinstance(revoked_data, list):
             raise ConfigError(f"{where}.revoked: expected a list of tables")
@@ -310,7 +318,12 @@ def _trust_fields(data: Mapping[str, Any], partners: Mapping[str, Partner]) -> d
         agency = _field(table, "agency", where, str)
         if agency not in partners:
             raise ConfigError(f"{where}.agency: {agency} is not a partner of this manifest")
+        if not partners[agency].active:  # else it would go on counting toward every threshold
+            raise ConfigError(f"{where}.agency: {agency} has left the federation: its root key signs nothing")
         public_key = _public_key(table, where)
+        listed = next((r for r in roots if r.public_key == public_key), None)
+        if listed is not None:  # it would count once, for the first agency only
+            raise ConfigError(f"{where}.public_key: listed twice (already a root key of {listed.agency})")
         roots.append(RootKey(agency, public_key))
     if roots and threshold > len({r.agency for r in roots}):
         raise ConfigError(f"manifest.threshold: {threshold} signatures can never be reached: only "

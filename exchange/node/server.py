@@ -289,14 +289,18 @@ class Node:
     def _learn_from(self, partner: str, version: int) -> None:
         """A partner pulling from us trusts a newer manifest: fetch it from that partner, in the
         background (the pull it made is served meanwhile), at most once per partner every
-        ``LEARN_INTERVAL_SECONDS`` (a partner can't make this node dial it at will)."""
+        ``LEARN_INTERVAL_SECONDS`` (a partner can't make this node dial it at will), and never
+        while the last fetch from it is in flight (a partner that accepts the call and never
+        answers would otherwise hold a thread and a call per interval until the deadline)."""
         now = time.monotonic()
         with self._adopting:
             if partner not in self.manifest.active_agencies or partner == self.config.agency \
                     or now - self._learning.get(partner, -LEARN_INTERVAL_SECONDS) < LEARN_INTERVAL_SECONDS:
                 return
-            self._learning[partner] = now
             self._learners = [t for t in self._learners if t.is_alive()]
+            if any(t.name == f"manifest-{partner}" for t in self._learners):
+                return
+            self._learning[partner] = now
             thread = threading.Thread(target=self._fetch_manifest, args=(partner, version),
                                       name=f"manifest-{partner}", daemon=True)
             self._learners.append(thread)

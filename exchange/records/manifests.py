@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from exchange.core.manifest import Manifest, parse_manifest, root_key_id
-from exchange.errors import ConfigError, ManifestRefused
+from exchange.errors import ConfigError, ManifestRefused, clip
 
 MANIFEST_CONTEXT = b"exchange federation manifest v1\n"
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024  # a manifest of hundreds of partners is well under this
@@ -116,6 +116,7 @@ def from_tables(table: Mapping[str, Any], *, what: str = "manifest") -> SignedMa
     if not isinstance(raw, list):
         raise ConfigError(f"{what}: signatures: expected a list of [[signatures]] tables")
     signatures: list[Signature] = []
+    signed_by: set[str] = set()
     for i, entry in enumerate(raw):
         where = f"{what}: signatures[{i}]"
         if not isinstance(entry, Mapping) or not isinstance(entry.get("key_id"), str) \
@@ -125,6 +126,11 @@ def from_tables(table: Mapping[str, Any], *, what: str = "manifest") -> SignedMa
             signature = base64.b64decode(entry["signature"], validate=True)
         except ValueError:
             raise ConfigError(f"{where}.signature: not base64") from None
+        # One signature per key (``with_signature`` renews, never adds): a document repeating
+        # a key's entry would cost a verification per copy, from whoever serves it.
+        if entry["key_id"] in signed_by:
+            raise ConfigError(f"{where}: root key {clip(entry['key_id'], 64)} signs twice")
+        signed_by.add(entry["key_id"])
         signatures.append(Signature(entry["key_id"], signature))
     return SignedManifest(body, manifest, tuple(signatures))
 
@@ -185,8 +191,16 @@ def _fresh(document: SignedManifest, now: dt.datetime) -> None:
     if expires <= now:
         raise ManifestRefused("expired", f"manifest version {document.version} expired at "
                               f"{expires.isoformat(timespec='seconds')}")
+    _complete(document)
+
+
+def _complete(document: SignedManifest) -> None:
+    """What a signed manifest must state: root keys, and its threshold (never taken as 1 when
+    left out: a proposal that dropped the line would let one agency sign every later version)."""
     if not document.manifest.roots:
         raise ManifestRefused("malformed", f"manifest version {document.version} names no root keys")
+    if "threshold" not in document.body:
+        raise ManifestRefused("malformed", f"manifest version {document.version} states no threshold")
 
 
 def verify_first(document: SignedManifest, now: dt.datetime) -> None:
@@ -216,8 +230,8 @@ def verify_next(trusted: SignedManifest, candidate: SignedManifest, now: dt.date
                               f"{trusted.version} (versions in between are needed)")
     if check_expiry:
         _fresh(candidate, now)
-    elif not candidate.manifest.roots:
-        raise ManifestRefused("malformed", f"manifest version {candidate.version} names no root keys")
+    else:
+        _complete(candidate)
     _require(candidate, trusted.manifest, f"version {trusted.version}")
     _require(candidate, candidate.manifest, f"version {candidate.version} itself")
 

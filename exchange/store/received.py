@@ -8,6 +8,8 @@ rules, in the order they are checked for a record version:
 2. the same (originator, record_id, version, content hash) is a duplicate: nothing changes,
    unless it is signed with another key that ``supersedes`` the held one (a re-signed
    envelope, exchange/store/resign.py): the held envelope is replaced, the content kept;
+   anything else of this node's own agency (a version or a withdrawal it did not make) is
+   refused: only this node writes them, so it was signed by someone else holding its key;
 3. the same version with another content hash, both validly signed, is
    equivocation: both envelopes are kept as evidence, a security event is
    raised, the record shows its last unequivocal version, flagged;
@@ -26,6 +28,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select,
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
+from exchange.errors import clip
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
@@ -98,11 +101,14 @@ def apply_batch(
     whether a re-signed envelope replaces the one held (without it, never).
     """
     tally = tally or RefusalTally()
+    # Entries of the store's own agency are refused from partners (rule 2); "received" from the
+    # agency itself, they are its own (tests and tools store their records this way).
+    own = store.agency if peer != store.agency else ""
     # Not durable: a batch lost to a power cut is lost with its cursor, so the next pull
     # fetches it again from the partner (Store.write says what SQLite does instead).
     try:
         with tally.transaction(), store.write(durable=False) as tx:
-            report = apply_entries(tx, peer, entries, tally, supersedes)
+            report = apply_entries(tx, peer, entries, tally, supersedes, own=own)
             if cursor is not None:
                 save_cursor(tx, peer, cursor, repaired=repaired)
         return report
@@ -117,7 +123,7 @@ def apply_batch(
         for entry in entries:
             try:
                 with tally.transaction(), tx.begin_nested():
-                    single = apply_entries(tx, peer, [entry], tally, supersedes)
+                    single = apply_entries(tx, peer, [entry], tally, supersedes, own=own)
             except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                 digest = entry.content_hash
                 unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
@@ -137,18 +143,21 @@ _CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 def apply_entries(
     conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None,
-    supersedes: Supersedes | None = None,
+    supersedes: Supersedes | None = None, *, own: str = "",
 ) -> BatchReport:
-    """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in)."""
+    """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in).
+    ``own``: the store's agency, whose withdrawals are made by its own node, never received."""
     tally = tally or RefusalTally()
     report = BatchReport()
     refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [(e, e.record) for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        refused += _apply_versions(conn, peer, versions, report, tally, supersedes)
+        refused += _apply_versions(conn, peer, versions, report, tally, supersedes, own)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
-            _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes)
+            refusal = _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes, own)
+            if refusal is not None:
+                refused.append(refusal)
     _refuse(conn, peer, refused, tally, report)
     return report
 
@@ -229,7 +238,7 @@ Version = tuple[Incoming, records_pb2.Record]  # an entry that carries a record 
 
 def _apply_versions(
     conn: Connection, peer: str, entries: list[Version], report: BatchReport, tally: RefusalTally,
-    supersedes: Supersedes | None = None,
+    supersedes: Supersedes | None = None, own: str = "",
 ) -> list[Refusal]:
     """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
     for their version (``refusals.excess_evidence``)."""
@@ -253,6 +262,13 @@ def _apply_versions(
             else:
                 report.duplicates += 1
             signed.add(entry.envelope.key_id)
+        elif ref.originator == own:
+            # Only this node writes its agency's records: a version it does not hold, served by a
+            # partner, was signed by someone else holding its key. Taken, it would become the
+            # record's current version here (hidden for good once the key is marked compromised,
+            # the genuine one behind it) or be re-signed by `records resign` as if genuine.
+            excess.append(Refusal(entry.content_hash, f"a version of {own}'s own record {clip(ref.record_id, 80)} "
+                                  "that its node did not make", violation=True))
         elif held and len(held) >= max_evidence:  # rule 3, evidence enough already
             held.add(entry.content_hash)
             excess.append(excess_evidence(entry.content_hash, ref, version, max_evidence))
@@ -379,8 +395,8 @@ def _show_last_unequivocal(conn: Connection, rid: int, ref: records_pb2.RecordRe
 
 def _apply_withdrawal(
     conn: Connection, peer: str, entry: Incoming, message: records_pb2.Withdrawal, report: BatchReport,
-    supersedes: Supersedes | None = None,
-) -> None:
+    supersedes: Supersedes | None = None, own: str = "",
+) -> Refusal | None:
     ref, version = message.ref, message.version
     exists = conn.execute(
         select(log.c.seq, log.c.key_id).where(
@@ -396,7 +412,14 @@ def _apply_withdrawal(
             report.resigned += 1
         else:
             report.duplicates += 1
-        return
+        return None
+    if ref.originator == own:
+        # Only this node withdraws its agency's records (Retract). One served by a partner that
+        # this node never made was signed by someone else holding its key: applied, it would
+        # purge the record here for good, and no re-signing after the key is marked compromised
+        # could bring it back.
+        return Refusal(entry.content_hash, f"a withdrawal of {own}'s own record {clip(ref.record_id, 80)} that its "
+                       "node did not make", violation=True)
     # Kept in the log so it is relayed to every earlier audience, whatever the caveats: the
     # audiences of the earlier versions this node held (and may have relayed) route it on.
     # A row whose seal fails is left out (and reported): an edited audience must not route the
@@ -413,6 +436,7 @@ def _apply_withdrawal(
     )
     purge_below(conn, ref, version)
     report.withdrawals += 1
+    return None
 
 
 def purge_below(conn: Connection, ref: records_pb2.RecordRef, version: int) -> None:

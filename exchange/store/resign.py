@@ -116,8 +116,11 @@ def resign_own(store: Store, sign: Sign, key_id: str, supersedes: Supersedes, *,
 
     Entries signed with a compromised key are read too (the store's reads leave them out,
     this one must not): each is re-signed over the bytes stored, after the entry's seal is
-    checked, so what is signed again is exactly what was signed before. Each chunk commits
-    on its own; run again, it re-signs only what is left.
+    checked, so what is signed again is exactly what was signed before. Only entries this
+    node wrote itself (``received_from`` its own agency): one of its agency's entries that
+    came from a partner may be what a thief signed with the leaked key, and signing it again
+    would make the forgery valid under the new key. Each chunk commits on its own; run
+    again, it re-signs only what is left.
     """
     done = 0
     position = 0
@@ -125,8 +128,8 @@ def resign_own(store: Store, sign: Sign, key_id: str, supersedes: Supersedes, *,
         with store.write() as tx:
             rows = tx.execute(
                 select(log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac, log.c.envelope)
-                .where(log.c.originator == store.agency, log.c.purged.is_(False), log.c.key_id != key_id,
-                       log.c.seq > position)
+                .where(log.c.originator == store.agency, log.c.received_from == store.agency,
+                       log.c.purged.is_(False), log.c.key_id != key_id, log.c.seq > position)
                 .order_by(log.c.seq).limit(chunk)
             ).all()
             seal = integrity.of(tx)
