@@ -101,8 +101,8 @@ def search(
     time_column: ColumnElement[int] = records.c.issued_at
     rid_column: ColumnElement[int] = records.c.rid
     if len(criteria.observables) == 1:
-        # One observable (the usual lookup): walk its entries in ix_observables_newest,
-        # already in answer order, and stop when the page is full; a popular value
+        # One observable (the usual lookup): walk its entries in the observables key
+        # (type, value, issued_at, rid), already in answer order, and stop when the page is full; a popular value
         # (tens of thousands of records) then costs no more than a rare one.
         obs_type, value = criteria.observables[0]
         base = base.join(observables, observables.c.rid == records.c.rid).where(
