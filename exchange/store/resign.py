@@ -49,11 +49,13 @@ REPLACED = ";replaced"  # appended to a replaced entry's payload type (at most 6
 
 def replace_envelope(
     conn: Connection, originator: str, record_id: str, version: int, envelope: records_pb2.Envelope,
-    content_hash: bytes, received_from: str, supersedes: Supersedes,
+    content_hash: bytes, received_from: str, supersedes: Supersedes, *, refill: bool = False,
 ) -> Outcome:
     """Replace the held envelope of the same bytes by ``envelope``, inside the caller's write
     transaction. ``absent``: no entry of these bytes is held (store it the ordinary way);
-    ``duplicate``: held already with this key, purged, or the held key is not superseded."""
+    ``duplicate``: held already with this key, purged, or the held key is not superseded.
+    ``refill``: a purged entry is replaced too; the caller says so only where what purged it
+    was signed with a distrusted key (a thief's withdrawal: exchange/store/received.py)."""
     held = conn.execute(
         select(log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac, log.c.purged).where(
             log.c.originator == originator, log.c.record_id == record_id, log.c.version == version,
@@ -62,7 +64,8 @@ def replace_envelope(
     ).first()  # one at most: the log's unique key
     if held is None:
         return "absent"
-    if held.key_id == envelope.key_id or held.purged or not supersedes(originator, envelope.key_id, held.key_id):
+    if (held.key_id == envelope.key_id or (held.purged and not refill)
+            or not supersedes(originator, envelope.key_id, held.key_id)):
         return "duplicate"  # the same, withdrawn (never taken again), or signed with a key at least as good
     seal = integrity.of(conn)
     # The new entry copies the held one's audience and marking: they must be as sealed.
