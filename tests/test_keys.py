@@ -694,6 +694,12 @@ def test_partners_that_applied_a_thiefs_withdrawal_or_version_recover_when_the_o
 
     nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K, G)}
     purged, rewritten = submit(nodes[J], fed, "withdrawn by the thief"), submit(nodes[J], fed, "rewritten by the thief")
+    retracted = submit(nodes[J], fed, "retracted by its analyst")  # the twin: a genuine withdrawal
+    pull_along(nodes, CHAIN)
+    analyst = UserClient.of(fed.user_channel(nodes[J], J, "sato"))
+    analyst.submission.Retract(submission_pb2.RetractRequest(ref=retracted, base_version=1, reason="duplicate"),
+                               timeout=10)
+    analyst.channel.close()
     pull_along(nodes, CHAIN)
     leaked_key = nodes[J].signer.signer()
     thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
@@ -722,7 +728,8 @@ def test_partners_that_applied_a_thiefs_withdrawal_or_version_recover_when_the_o
     for agency, node in nodes.items():  # everything the leaked key signed is hidden
         assert signed_by(node, purged) is None and signed_by(node, rewritten) is None, agency
     signer = nodes[J].signer.signer()
-    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 2  # the genuine ones only
+    # The genuine ones only: two versions 1, and the retracted record's two versions and withdrawal.
+    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 5
     pull_along(nodes, CHAIN)
     for agency, node in nodes.items():
         for ref, title in ((purged, "withdrawn by the thief"), (rewritten, "rewritten by the thief")):
@@ -731,15 +738,19 @@ def test_partners_that_applied_a_thiefs_withdrawal_or_version_recover_when_the_o
             record = records_pb2.Record.FromString(records_pb2.Envelope.FromString(shown.envelope).payload)
             assert (shown.version, record.content.title) == (1, title), agency
             assert signed_by(node, ref) == new_key, agency
-        assert served_ids(node, J) == {purged.record_id, rewritten.record_id}, agency  # and served
+        assert served_ids(node, J) == {purged.record_id, rewritten.record_id, retracted.record_id}, agency
         served = [e for e in log_after(node.store, 0) if e.originator == J]
         # Nothing the thief signed is served: no withdrawal, no version 2.
-        assert not any(e.is_withdrawal for e in served) and {e.version for e in served} == {1}, agency
+        assert {(e.record_id, e.version, e.is_withdrawal) for e in served if e.record_id != retracted.record_id} == {
+            (purged.record_id, 1, False), (rewritten.record_id, 1, False)}, agency
         assert {records_pb2.Envelope.FromString(e.envelope).key_id for e in served} == {new_key}, agency
+        # Twin: the genuine withdrawal, re-signed, still withdraws: version 1 is not taken back.
+        assert {(e.version, e.is_withdrawal) for e in served if e.record_id == retracted.record_id} == (
+            {(2, False), (2, True)} if agency != J else {(1, False), (2, False), (2, True)}), agency
     # A liaison officer of GBR-NPSA (two relays away) is shown both, genuine, through its node.
     client = UserClient.of(fed.user_channel(nodes[G], G, "ebrooks"))
     found = client.query.Search(query_pb2.SearchRequest(originators=[J]), timeout=10)
     client.channel.close()
     titles = sorted(records_pb2.Record.FromString(r.envelope.payload).content.title for r in found.records)
-    assert titles == ["rewritten by the thief", "withdrawn by the thief"]
+    assert titles == ["rewritten by the thief", "withdrawn by the thief"]  # a retracted record is not found
     assert {r.envelope.key_id for r in found.records} == {new_key}

@@ -492,6 +492,9 @@ def _apply_withdrawal(
                 and replace_envelope(conn, ref.originator, ref.record_id, version, entry.envelope,
                                      entry.content_hash, peer, supersedes) == "replaced"):
             report.resigned += 1
+            # Trusted again: it withdraws again what a re-signed version may have refilled
+            # while it was signed only with a distrusted key.
+            purge_below(conn, ref, version)
         else:
             report.duplicates += 1
         return None
