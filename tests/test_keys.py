@@ -675,3 +675,82 @@ def test_a_thiefs_new_version_never_replaces_the_originators_record(fed: Federat
     assert resign_own(jpn.store, signer.seal, signer.key_id, leaked.supersedes) == 1
     shown = current_record(jpn.store, J, genuine.record_id)
     assert shown is not None and shown.version == 1 and signed_by(jpn, genuine) == new_key
+
+
+def test_partners_that_applied_a_thiefs_withdrawal_or_version_recover_when_the_originator_resigns(
+    fed: Federation, tmp_path: Path
+) -> None:
+    """A thief holding JPN-NPA's signing key withdraws one genuine record and writes a version 2 of
+    another; USA-DTSF takes both (the key is not known to be leaked yet) and relays them to
+    KOR-KNPA and on to GBR-NPSA. JPN-NPA's own node refuses them, but at every other holder the
+    genuine version 1 was purged or hidden behind the forgery: when JPN-NPA re-signed, the partners
+    took the re-signed envelope for a duplicate and the distrusted withdrawal still blocked it, so
+    the records stayed lost there. Once the key is marked compromised, what it signed no longer
+    decides what is current: every holder takes the re-signed version 1 back, shows and serves it,
+    through relays too, and nothing the thief signed is shown or served."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from exchange.records.envelope import WITHDRAWAL_TYPE
+
+    nodes = {a: fed.start_node(a, tmp_path / a) for a in (J, U, K, G)}
+    purged, rewritten = submit(nodes[J], fed, "withdrawn by the thief"), submit(nodes[J], fed, "rewritten by the thief")
+    retracted = submit(nodes[J], fed, "retracted by its analyst")  # the twin: a genuine withdrawal
+    pull_along(nodes, CHAIN)
+    analyst = UserClient.of(fed.user_channel(nodes[J], J, "sato"))
+    analyst.submission.Retract(submission_pb2.RetractRequest(ref=retracted, base_version=1, reason="duplicate"),
+                               timeout=10)
+    analyst.channel.close()
+    pull_along(nodes, CHAIN)
+    leaked_key = nodes[J].signer.signer()
+    thief = Signer(J, leaked_key.key_id, leaked_key.private_key)
+    issued = Timestamp()
+    issued.GetCurrentTime()
+    withdrawal = thief.seal(WITHDRAWAL_TYPE, records_pb2.Withdrawal(ref=purged, version=2, issued_at=issued)
+                            .SerializeToString())
+    held = records_pb2.Envelope.FromString(log_entries(nodes[U].store, J, rewritten.record_id)[0].envelope)
+    forged = records_pb2.Record.FromString(held.payload)
+    forged.version = 2
+    forged.content.title = "the thief's version"
+    version = thief.seal(RECORD_TYPE, forged.SerializeToString())
+    verifier = Verifier(U, Trust(fed.manifest))
+    report = apply_batch(nodes[U].store, J, [verifier.check(withdrawal, J), verifier.check(version, J)], None)
+    assert report.withdrawals == 1 and report.stored == 1, report
+    pull_along(nodes, CHAIN)
+    for agency in (U, K, G):  # the forgeries took hold at every partner, relays included
+        assert signed_by(nodes[agency], purged) is None, agency
+        shown = current_record(nodes[agency].store, J, rewritten.record_id)
+        assert shown is not None and shown.version == 2, agency
+    proposed, new_key, old_key = rotate(fed, J)
+    assert old_key == leaked_key.key_id
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in nodes.values():
+        node.adopt(leaked)
+    for agency, node in nodes.items():  # everything the leaked key signed is hidden
+        assert signed_by(node, purged) is None and signed_by(node, rewritten) is None, agency
+    signer = nodes[J].signer.signer()
+    # The genuine ones only: two versions 1, and the retracted record's two versions and withdrawal.
+    assert resign_own(nodes[J].store, signer.seal, signer.key_id, leaked.supersedes) == 5
+    pull_along(nodes, CHAIN)
+    for agency, node in nodes.items():
+        for ref, title in ((purged, "withdrawn by the thief"), (rewritten, "rewritten by the thief")):
+            shown = current_record(node.store, J, ref.record_id)
+            assert shown is not None, (agency, title)  # shown again: nothing lost
+            record = records_pb2.Record.FromString(records_pb2.Envelope.FromString(shown.envelope).payload)
+            assert (shown.version, record.content.title) == (1, title), agency
+            assert signed_by(node, ref) == new_key, agency
+        assert served_ids(node, J) == {purged.record_id, rewritten.record_id, retracted.record_id}, agency
+        served = [e for e in log_after(node.store, 0) if e.originator == J]
+        # Nothing the thief signed is served: no withdrawal, no version 2.
+        assert {(e.record_id, e.version, e.is_withdrawal) for e in served if e.record_id != retracted.record_id} == {
+            (purged.record_id, 1, False), (rewritten.record_id, 1, False)}, agency
+        assert {records_pb2.Envelope.FromString(e.envelope).key_id for e in served} == {new_key}, agency
+        # Twin: the genuine withdrawal, re-signed, still withdraws: version 1 is not taken back.
+        assert {(e.version, e.is_withdrawal) for e in served if e.record_id == retracted.record_id} == (
+            {(2, False), (2, True)} if agency != J else {(1, False), (2, False), (2, True)}), agency
+    # A liaison officer of GBR-NPSA (two relays away) is shown both, genuine, through its node.
+    client = UserClient.of(fed.user_channel(nodes[G], G, "ebrooks"))
+    found = client.query.Search(query_pb2.SearchRequest(originators=[J]), timeout=10)
+    client.channel.close()
+    titles = sorted(records_pb2.Record.FromString(r.envelope.payload).content.title for r in found.records)
+    assert titles == ["rewritten by the thief", "withdrawn by the thief"]  # a retracted record is not found
+    assert {r.envelope.key_id for r in found.records} == {new_key}

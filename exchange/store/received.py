@@ -15,6 +15,14 @@ rules, in the order they are checked for a record version:
    raised, the record shows its last unequivocal version, flagged;
 4. a higher version supersedes; a lower one is kept in the log but never
    replaces the current one (no rollback).
+
+Entries signed with a key the store distrusts (marked compromised) decide nothing: a
+withdrawal so signed blocks no version (rule 1) and a purged version it withdrew is refilled
+by the same bytes re-signed (rule 2); a version so signed does not bar a lower one (rule 4),
+and the newest version signed with a trusted key becomes current again (``_recover``). It
+still counts as a rival (rule 3): that the originator did not sign it cannot be told. A
+thief's withdrawal or version, taken before the key was known to be leaked, so never costs
+a holder the genuine record once it is re-signed (docs/design.md "Signing").
 """
 
 from __future__ import annotations
@@ -104,11 +112,12 @@ def apply_batch(
     # Entries of the store's own agency are refused from partners (rule 2); "received" from the
     # agency itself, they are its own (tests and tools store their records this way).
     own = store.agency if peer != store.agency else ""
+    distrusted = store.distrusted_keys
     # Not durable: a batch lost to a power cut is lost with its cursor, so the next pull
     # fetches it again from the partner (Store.write says what SQLite does instead).
     try:
         with tally.transaction(), store.write(durable=False) as tx:
-            report = apply_entries(tx, peer, entries, tally, supersedes, own=own)
+            report = apply_entries(tx, peer, entries, tally, supersedes, own=own, distrusted=distrusted)
             if cursor is not None:
                 save_cursor(tx, peer, cursor, repaired=repaired)
         return report
@@ -123,7 +132,7 @@ def apply_batch(
         for entry in entries:
             try:
                 with tally.transaction(), tx.begin_nested():
-                    single = apply_entries(tx, peer, [entry], tally, supersedes, own=own)
+                    single = apply_entries(tx, peer, [entry], tally, supersedes, own=own, distrusted=distrusted)
             except _CONTENT_ERRORS as error:  # this entry's content, every time: quarantine it
                 digest = entry.content_hash
                 unstorable.append(Refusal(digest, f"could not be stored: {type(error).__name__}", False))
@@ -143,21 +152,24 @@ _CONTENT_ERRORS = (IntegrityError, DataError, OverflowError, ValueError)
 
 def apply_entries(
     conn: Connection, peer: str, entries: list[Incoming | Refusal], tally: RefusalTally | None = None,
-    supersedes: Supersedes | None = None, *, own: str = "",
+    supersedes: Supersedes | None = None, *, own: str = "", distrusted: frozenset[str] = frozenset(),
 ) -> BatchReport:
     """Apply entries inside the caller's write transaction (``apply_batch`` is the usual way in).
-    ``own``: the store's agency, whose withdrawals are made by its own node, never received."""
+    ``own``: the store's agency, whose withdrawals are made by its own node, never received.
+    ``distrusted``: the key ids the store distrusts, whose entries decide nothing here."""
     tally = tally or RefusalTally()
     report = BatchReport()
     refused = [e for e in entries if isinstance(e, Refusal)]
     versions = [(e, e.record) for e in entries if isinstance(e, Incoming) and e.record is not None]
     if versions:
-        refused += _apply_versions(conn, peer, versions, report, tally, supersedes, own)
+        refused += _apply_versions(conn, peer, versions, report, tally, supersedes, own, distrusted)
     for entry in entries:
         if isinstance(entry, Incoming) and entry.withdrawal is not None:
             refusal = _apply_withdrawal(conn, peer, entry, entry.withdrawal, report, supersedes, own)
             if refusal is not None:
                 refused.append(refusal)
+    if distrusted and versions:
+        _recover(conn, sorted({(r.ref.originator, r.ref.record_id) for _, r in versions}), distrusted)
     _refuse(conn, peer, refused, tally, report)
     return report
 
@@ -193,10 +205,12 @@ class _Known:
     hashes: dict[tuple[str, str, int], set[bytes]]  # record versions held, by content hash
     keys: dict[tuple[str, str, int, bytes], set[str]]  # the key ids each held content is signed with
     current: dict[Key, tuple[int, int]]  # (rid, version) of the current row
-    withdrawn_below: dict[Key, int]
+    withdrawn_below: dict[Key, int]  # by withdrawals signed with a trusted key
+    distrusted_current: set[Key] = field(default_factory=set)  # current rows a distrusted key signed
+    withdrawn_by_distrusted: dict[Key, int] = field(default_factory=dict)  # the table's value, where higher
 
     @classmethod
-    def load(cls, conn: Connection, keys: list[Key]) -> _Known:
+    def load(cls, conn: Connection, keys: list[Key], distrusted: frozenset[str] = frozenset()) -> _Known:
         hashes: dict[tuple[str, str, int], set[bytes]] = {}
         signed: dict[tuple[str, str, int, bytes], set[str]] = {}
         for row in conn.execute(
@@ -207,21 +221,44 @@ class _Known:
             hashes.setdefault((row.originator, row.record_id, row.version), set()).add(bytes(row.content_hash))
             signed.setdefault((row.originator, row.record_id, row.version, bytes(row.content_hash)),
                               set()).add(row.key_id)
-        current = {
-            (row.originator, row.record_id): (row.rid, row.version)
-            for row in conn.execute(
-                select(records.c.rid, records.c.originator, records.c.record_id, records.c.version).where(
-                    _pairs(records, keys)
-                )
-            )
-        }
+        current: dict[Key, tuple[int, int]] = {}
+        distrusted_current: set[Key] = set()
+        for row in conn.execute(
+            select(records.c.rid, records.c.originator, records.c.record_id, records.c.version,
+                   log.c.key_id).outerjoin(log, log.c.seq == records.c.seq).where(_pairs(records, keys))
+        ):
+            current[(row.originator, row.record_id)] = (row.rid, row.version)
+            if row.key_id in distrusted:
+                # No bar to a lower trusted version (rule 4): ``_recover`` picks among the trusted.
+                distrusted_current.add((row.originator, row.record_id))
         below = {
             (row.originator, row.record_id): row.below_version
             for row in conn.execute(
                 select(withdrawn).where(_pairs(withdrawn, keys))
             )
         }
-        return cls(hashes, signed, current, below)
+        by_distrusted: dict[Key, int] = {}
+        if distrusted and below:
+            trusted = _trusted_withdrawals(conn, list(below), distrusted)
+            for key, value in below.items():
+                if trusted.get(key, value) < value:
+                    by_distrusted[key] = value
+                    below[key] = trusted[key]
+        return cls(hashes, signed, current, below, distrusted_current, by_distrusted)
+
+
+def _trusted_withdrawals(conn: Connection, keys: list[Key], distrusted: frozenset[str]) -> dict[Key, int]:
+    """Per record that has withdrawals in the log: the highest version withdrawn by one signed
+    with a trusted key (0: none). A record without any keeps the table's value."""
+    result: dict[Key, int] = {}
+    for row in conn.execute(
+        select(log.c.originator, log.c.record_id, log.c.version, log.c.key_id).where(
+            _pairs(log, keys), log.c.payload_type == WITHDRAWAL_TYPE)
+    ):
+        key = (row.originator, row.record_id)
+        trusted = row.version if row.key_id not in distrusted else 0
+        result[key] = max(result.get(key, 0), trusted)
+    return result
 
 
 def _pairs(table: Any, keys: list[Key]) -> ColumnElement[bool]:
@@ -238,11 +275,12 @@ Version = tuple[Incoming, records_pb2.Record]  # an entry that carries a record 
 
 def _apply_versions(
     conn: Connection, peer: str, entries: list[Version], report: BatchReport, tally: RefusalTally,
-    supersedes: Supersedes | None = None, own: str = "",
+    supersedes: Supersedes | None = None, own: str = "", distrusted: frozenset[str] = frozenset(),
 ) -> list[Refusal]:
     """Apply record versions; returns the equivocating envelopes refused past ``max_evidence``
     for their version (``refusals.excess_evidence``)."""
-    known = _Known.load(conn, sorted({(record.ref.originator, record.ref.record_id) for _, record in entries}))
+    known = _Known.load(conn, sorted({(record.ref.originator, record.ref.record_id) for _, record in entries}),
+                        distrusted)
     to_log: list[Version] = []
     equivocal: list[Version] = []
     excess: list[Refusal] = []
@@ -255,9 +293,11 @@ def _apply_versions(
             report.older += 1
         elif entry.content_hash in held:  # rule 2 (also within this batch)
             signed = known.keys.setdefault((*key, version, entry.content_hash), set())
+            # Purged by a withdrawal a distrusted key signed (rule 1 let it through): refilled.
+            refill = version < known.withdrawn_by_distrusted.get(key, 0)
             if (supersedes is not None and entry.envelope.key_id not in signed
                     and replace_envelope(conn, ref.originator, ref.record_id, version, entry.envelope,
-                                         entry.content_hash, peer, supersedes) == "replaced"):
+                                         entry.content_hash, peer, supersedes, refill=refill) == "replaced"):
                 report.resigned += 1
             else:
                 report.duplicates += 1
@@ -308,7 +348,7 @@ def _apply_versions(
         key = (record.ref.originator, record.ref.record_id)
         if id(entry) in equivocal_ids:
             continue
-        current_version = known.current.get(key, (0, 0))[1]
+        current_version = 0 if key in known.distrusted_current else known.current.get(key, (0, 0))[1]
         best = newest.get(key)
         if record.version > current_version and (best is None or record.version > best[0].version):
             newest[key] = (record, seq)
@@ -319,6 +359,48 @@ def _apply_versions(
     for entry, record in equivocal:
         _equivocation(conn, peer, entry, record, report, tally)
     return excess
+
+
+def _recover(conn: Connection, keys: list[Key], distrusted: frozenset[str]) -> None:
+    """Where the store distrusts keys: the newest version of each record signed with a trusted
+    key, held and not purged, becomes current (as at its originator), and a withdrawal a
+    distrusted key signed stops counting. A record whose current row is flagged equivocated,
+    or whose newest trusted version has two contents, is left as it is (rule 3 said so)."""
+    trusted = _trusted_withdrawals(conn, keys, distrusted)
+    for row in conn.execute(select(withdrawn).where(_pairs(withdrawn, keys))).all():
+        key = (row.originator, row.record_id)
+        if trusted.get(key, row.below_version) < row.below_version:
+            where = and_(withdrawn.c.originator == key[0], withdrawn.c.record_id == key[1])
+            if trusted[key]:
+                conn.execute(update(withdrawn).where(where).values(below_version=trusted[key]))
+            else:
+                conn.execute(delete(withdrawn).where(where))
+    newest: dict[Key, tuple[int, set[int]]] = {}  # version -> the seqs of its trusted entries
+    for row in conn.execute(
+        select(log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash).where(
+            _pairs(log, keys), log.c.payload_type == RECORD_TYPE, log.c.purged.is_(False),
+            log.c.key_id.not_in(distrusted))
+    ):
+        key = (row.originator, row.record_id)
+        best = newest.get(key)
+        if best is None or row.version > best[0]:
+            newest[key] = (row.version, {row.seq})
+        elif row.version == best[0]:
+            best[1].add(row.seq)
+    current = {(row.originator, row.record_id): row for row in conn.execute(
+        select(records.c.rid, records.c.originator, records.c.record_id, records.c.version, records.c.seq,
+               records.c.equivocated).where(_pairs(records, keys)))}
+    chosen: dict[Key, tuple[records_pb2.Record, int]] = {}
+    for key, (_, seqs) in newest.items():
+        held = current.get(key)
+        if len(seqs) != 1 or (held is not None and (held.equivocated or held.seq in seqs)):
+            continue
+        seq = next(iter(seqs))
+        envelope = conn.execute(select(log.c.envelope).where(log.c.seq == seq)).scalar_one()
+        chosen[key] = (records_pb2.Record.FromString(records_pb2.Envelope.FromString(envelope).payload), seq)
+    if chosen:
+        known = _Known({}, {}, {key: (row.rid, row.version) for key, row in current.items()}, {})
+        _write_current(conn, known, chosen, {}, {})
 
 
 def _write_current(
@@ -410,6 +492,9 @@ def _apply_withdrawal(
                 and replace_envelope(conn, ref.originator, ref.record_id, version, entry.envelope,
                                      entry.content_hash, peer, supersedes) == "replaced"):
             report.resigned += 1
+            # Trusted again: it withdraws again what a re-signed version may have refilled
+            # while it was signed only with a distrusted key.
+            purge_below(conn, ref, version)
         else:
             report.duplicates += 1
         return None

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, insert, select, update
 
-from exchange.records.envelope import content_hash
+from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
 from exchange.store import integrity
 from exchange.store.integrity import LOG_SEALED
 from exchange.store.rows import LOG_COLUMNS, next_seq
@@ -49,11 +49,13 @@ REPLACED = ";replaced"  # appended to a replaced entry's payload type (at most 6
 
 def replace_envelope(
     conn: Connection, originator: str, record_id: str, version: int, envelope: records_pb2.Envelope,
-    content_hash: bytes, received_from: str, supersedes: Supersedes,
+    content_hash: bytes, received_from: str, supersedes: Supersedes, *, refill: bool = False,
 ) -> Outcome:
     """Replace the held envelope of the same bytes by ``envelope``, inside the caller's write
     transaction. ``absent``: no entry of these bytes is held (store it the ordinary way);
-    ``duplicate``: held already with this key, purged, or the held key is not superseded."""
+    ``duplicate``: held already with this key, purged, or the held key is not superseded.
+    ``refill``: a purged entry is replaced too; the caller says so only where what purged it
+    was signed with a distrusted key (a thief's withdrawal: exchange/store/received.py)."""
     held = conn.execute(
         select(log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac, log.c.purged).where(
             log.c.originator == originator, log.c.record_id == record_id, log.c.version == version,
@@ -62,7 +64,8 @@ def replace_envelope(
     ).first()  # one at most: the log's unique key
     if held is None:
         return "absent"
-    if held.key_id == envelope.key_id or held.purged or not supersedes(originator, envelope.key_id, held.key_id):
+    if (held.key_id == envelope.key_id or (held.purged and not refill)
+            or not supersedes(originator, envelope.key_id, held.key_id)):
         return "duplicate"  # the same, withdrawn (never taken again), or signed with a key at least as good
     seal = integrity.of(conn)
     # The new entry copies the held one's audience and marking: they must be as sealed.
@@ -121,7 +124,18 @@ def resign_own(store: Store, sign: Sign, key_id: str, supersedes: Supersedes, *,
     came from a partner may be what a thief signed with the leaked key, and signing it again
     would make the forgery valid under the new key. Each chunk commits on its own; run
     again, it re-signs only what is left.
+
+    Withdrawals are re-signed first, so they travel ahead of the versions: a partner that
+    holds a version purged by a withdrawal signed with the compromised key takes the
+    version back (exchange/store/received.py) unless the re-signed withdrawal is there.
     """
+    done = 0
+    for payload_type in (WITHDRAWAL_TYPE, RECORD_TYPE):
+        done += _resign(store, sign, key_id, supersedes, payload_type, chunk)
+    return done
+
+
+def _resign(store: Store, sign: Sign, key_id: str, supersedes: Supersedes, payload_type: str, chunk: int) -> int:
     done = 0
     position = 0
     while True:
@@ -129,7 +143,8 @@ def resign_own(store: Store, sign: Sign, key_id: str, supersedes: Supersedes, *,
             rows = tx.execute(
                 select(log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac, log.c.envelope)
                 .where(log.c.originator == store.agency, log.c.received_from == store.agency,
-                       log.c.purged.is_(False), log.c.key_id != key_id, log.c.seq > position)
+                       log.c.payload_type == payload_type, log.c.purged.is_(False), log.c.key_id != key_id,
+                       log.c.seq > position)
                 .order_by(log.c.seq).limit(chunk)
             ).all()
             seal = integrity.of(tx)
