@@ -219,6 +219,7 @@ class Notifier:
             with opener.open(request, timeout=SEND_TIMEOUT_SECONDS) as answer:
                 status = int(answer.status)
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the answer's connection: close it now, not when collected
             if 300 <= exc.code < 400:
                 return f"HTTP {exc.code}: the webhook redirects, and redirects are not followed"
             return f"HTTP {exc.code}"
