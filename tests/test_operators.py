@@ -274,6 +274,7 @@ def http_status(url: str) -> int:
         with urllib.request.urlopen(url, timeout=5) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
+        error.close()  # it holds the connection
         return int(error.code)
 
 
