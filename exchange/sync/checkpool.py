@@ -96,6 +96,13 @@ class CheckPool:
         """Whether large batches go to check processes now (one is up, and none has died)."""
         return self._pool is not None and any(f.done() for f in self._started)
 
+    def process_ids(self) -> list[int]:
+        """The pids of the check processes running now (none before the first large batch)."""
+        with self._lock:
+            pool = self._pool
+        # ProcessPoolExecutor keeps its processes by pid; nothing public lists them.
+        return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+
     def ready(self, timeout: float) -> bool:
         """Start the check processes if need be; whether one is up within ``timeout`` seconds."""
         self._pool_for(POOL_MIN_ENTRIES)
