@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
@@ -35,7 +33,7 @@ from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
 from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
-from exchange.store.rows import timestamp_us
+from exchange.store.rows import timestamp_of, timestamp_us
 from exchange.store.store import now_us
 from exchange.v1 import liaison_pb2, records_pb2
 
@@ -46,11 +44,6 @@ MAX_WATCHES = 1000  # entries on one user's watch list
 MAX_DISCLOSURES = 1000  # disclosures in one answer (newest first; the rest is flagged)
 
 
-def _timestamp(microseconds: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(microseconds)
-    return stamp
-
 
 def _entry(entry: watch.Watch) -> liaison_pb2.WatchEntry:
     return liaison_pb2.WatchEntry(
@@ -58,7 +51,7 @@ def _entry(entry: watch.Watch) -> liaison_pb2.WatchEntry:
         type=entry.type,
         value=entry.value,
         keys=[records_pb2.Observable(type=t, value=v) for t, v in entry.keys],
-        created_at=_timestamp(entry.created_at),
+        created_at=timestamp_of(entry.created_at),
         notify=entry.notify,
     )
 
@@ -103,7 +96,7 @@ class LiaisonService:
         return liaison_pb2.DisclosuresResponse(
             disclosures=[
                 liaison_pb2.Disclosure(
-                    partner=d.partner, version=d.version, at=_timestamp(d.at), withdrawal=d.withdrawal,
+                    partner=d.partner, version=d.version, at=timestamp_of(d.at), withdrawal=d.withdrawal,
                     audit_seq=d.audit_seq,
                 )
                 for d in found
@@ -132,7 +125,7 @@ class LiaisonService:
                 if not d.withdrawal and d.partner != record.originator:
                     key = (d.partner, self.agency, "audit")
                     first[key] = min(first.get(key, d.at), d.at)
-        return [liaison_pb2.RelayedHolder(holder=h, via=v, source=src, at=_timestamp(at))
+        return [liaison_pb2.RelayedHolder(holder=h, via=v, source=src, at=timestamp_of(at))
                 for (h, v, src), at in sorted(first.items())]
 
     # --- the watch list ---------------------------------------------------------------------

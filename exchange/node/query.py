@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
 from exchange.core.manifest import Manifest
@@ -27,15 +25,14 @@ from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import SearchFilter, Store, StoredRecord
 from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
-from exchange.store.rows import kind_name, timestamp_us
+from exchange.store.rows import kind_name, timestamp_of, timestamp_us
 from exchange.store.search import search
 from exchange.store.store import now_us
 from exchange.v1 import query_pb2, records_pb2
 
 
 def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
-    received = Timestamp()
-    received.FromMicroseconds(record.received_at)
+    received = timestamp_of(record.received_at)
     return records_pb2.HeldRecord(
         envelope=records_pb2.Envelope.FromString(record.envelope),
         received_from=record.received_from,

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from exchange.config import UserEntry
 from exchange.core.identity import Principal, Role, identity_uri
 from exchange.core.marking import classification_level
@@ -25,17 +23,13 @@ from exchange.node.submission import SubmissionService
 from exchange.store import Store
 from exchange.store import review as held
 from exchange.store.current import current_record
+from exchange.store.rows import timestamp_of
 from exchange.v1 import records_pb2, review_pb2
 
 MAX_REASON_CHARS = 2000
 _STATES = {held.HELD: review_pb2.DRAFT_STATE_HELD, held.RELEASED: review_pb2.DRAFT_STATE_RELEASED,
            held.REJECTED: review_pb2.DRAFT_STATE_REJECTED}
 
-
-def _timestamp(micros: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMicroseconds(micros)
-    return ts
 
 
 @dataclass
@@ -130,10 +124,10 @@ class ReviewService:
             draft_id=row.draft_id, ref=records_pb2.RecordRef(originator=row.originator, record_id=row.record_id),
             base_version=row.base_version, author=identity_uri(self.agency, row.author),
             draft=records_pb2.RecordDraft.FromString(row.draft), approvals_needed=row.approvals_needed,
-            approvals=[review_pb2.Approval(officer=identity_uri(self.agency, who), at=_timestamp(at))
+            approvals=[review_pb2.Approval(officer=identity_uri(self.agency, who), at=timestamp_of(at))
                        for who, at in row.approvals],
             state=_STATES.get(row.state, review_pb2.DRAFT_STATE_UNSPECIFIED), rule=row.rule, reason=row.reason,
-            submitted_at=_timestamp(row.submitted_at), released_version=row.released_version or 0,
+            submitted_at=timestamp_of(row.submitted_at), released_version=row.released_version or 0,
         )
         if row.base_version:
             current = current_record(self._store, row.originator, row.record_id)

@@ -26,8 +26,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
@@ -43,6 +41,7 @@ from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, audit, watch
 from exchange.store import sightings as stored
 from exchange.store.current import current_record
+from exchange.store.rows import timestamp_of
 from exchange.store.store import now_us
 from exchange.v1 import liaison_pb2, records_pb2, sync_pb2
 
@@ -59,11 +58,6 @@ _CURSOR = ">16sqq36sI8s8s"
 _RELAY_IDS = uuid.UUID("5b0c8f0e-3d6a-5a8e-9c53-7e1f2a4b6c8d")  # namespace of relay reports' ids
 _PEOPLES = {records_pb2.VERDICT_SEEN, records_pb2.VERDICT_CONFIRMED, records_pb2.VERDICT_FALSE_POSITIVE}
 
-
-def _timestamp(microseconds: int) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromMicroseconds(microseconds)
-    return stamp
 
 
 @dataclass
@@ -119,8 +113,8 @@ class SightingService:
             sighting_id=str(uuid.uuid4()), reporter=self.agency, reported_by=caller.identity.handle or "",
             ref=records_pb2.RecordRef(originator=record.originator, record_id=record.record_id),
             record_version=record.version, verdict=request.verdict, note=request.note,
-            observed_at=request.observed_at if request.HasField("observed_at") else _timestamp(now),
-            reported_at=_timestamp(now),
+            observed_at=request.observed_at if request.HasField("observed_at") else timestamp_of(now),
+            reported_at=timestamp_of(now),
             releasable_to=[a for a in released if a not in (record.originator, self.agency)],
         )
         envelope = self.signer.seal(SIGHTING_TYPE, sighting.SerializeToString())
@@ -216,7 +210,7 @@ class SightingService:
                                                         f"{relay.partner}")),
                 reporter=self.agency, ref=records_pb2.RecordRef(originator=caller.agency, record_id=relay.record_id),
                 record_version=relay.version, verdict=records_pb2.VERDICT_RELAYED,
-                observed_at=_timestamp(relay.at), reported_at=_timestamp(relay.at), holder=relay.partner,
+                observed_at=timestamp_of(relay.at), reported_at=timestamp_of(relay.at), holder=relay.partner,
             )
             if sighting_releasable(principal=caller, record_originator=caller.agency, released_to=frozenset(),
                                    record=None).allowed:

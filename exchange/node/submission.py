@@ -11,8 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from exchange.config import Limits
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.manifest import Manifest
@@ -30,6 +28,7 @@ from exchange.store.current import current_record
 from exchange.store.local import LocalWrite, Withdrawal, find_reference, find_references, put_local, put_local_many
 from exchange.store.log import earlier_audience
 from exchange.store.review import DraftRow, HeldWrite, find_held, hold, hold_in
+from exchange.store.rows import timestamp_of
 from exchange.store.store import marking_of, now_us
 from exchange.v1 import records_pb2, submission_pb2
 
@@ -52,11 +51,6 @@ def _without_marking(content: records_pb2.RecordDraft) -> bytes:
     copy.ClearField("marking")
     return copy.SerializeToString(deterministic=True)
 
-
-def _timestamp(micros: int) -> Timestamp:
-    ts = Timestamp()
-    ts.FromMicroseconds(micros)
-    return ts
 
 
 @dataclass
@@ -210,8 +204,8 @@ class SubmissionService:
             ref=records_pb2.RecordRef(originator=self.agency, record_id=str(uuid.uuid4())),
             version=1,
             status=records_pb2.STATUS_ACTIVE,
-            created_at=_timestamp(now),
-            issued_at=_timestamp(now),
+            created_at=timestamp_of(now),
+            issued_at=timestamp_of(now),
             content=request.draft,
         )
         envelope = self._sign(record)
@@ -276,7 +270,7 @@ class SubmissionService:
             version=current.version + 1,
             status=status,
             created_at=previous.created_at,
-            issued_at=_timestamp(max(now_us(), current.issued_at + 1)),
+            issued_at=timestamp_of(max(now_us(), current.issued_at + 1)),
             content=content,
         )
 
@@ -362,7 +356,7 @@ class SubmissionService:
         if row.base_version == 0:
             now = now_us()
             record = records_pb2.Record(ref=ref, version=1, status=records_pb2.STATUS_ACTIVE,
-                                        created_at=_timestamp(now), issued_at=_timestamp(now), content=draft)
+                                        created_at=timestamp_of(now), issued_at=timestamp_of(now), content=draft)
             return LocalWrite(record, self._sign(record), actor=author.identity.uri, action="submit",
                               audience=self._audience(record), submitter=row.author, reference=row.reference)
         current = self._own_current(ref, row.base_version, author)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import Connection, delete, func, select
 
 from exchange.records import textindex
@@ -22,6 +23,13 @@ from exchange.v1 import records_pb2
 
 def timestamp_us(ts: Any) -> int:
     return int(ts.seconds) * 1_000_000 + int(ts.nanos) // 1000
+
+
+def timestamp_of(microseconds: int) -> Timestamp:
+    """The protobuf Timestamp of a stored time in microseconds (the inverse of ``timestamp_us``)."""
+    stamp = Timestamp()
+    stamp.FromMicroseconds(microseconds)
+    return stamp
 
 
 _KIND_NAMES = {number: name.removeprefix("KIND_").lower() for name, number in records_pb2.Kind.items()}
