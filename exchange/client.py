@@ -36,11 +36,12 @@ from exchange.errors import (
     TransportError,
 )
 from exchange.records.translations import well_formed
-from exchange.v1 import query_pb2, review_pb2, submission_pb2
+from exchange.v1 import liaison_pb2, query_pb2, review_pb2, submission_pb2
 
 __all__ = [
     "PROFILE_ENV",
     "Client",
+    "LiaisonCalls",
     "Profile",
     "call",
     "connect",
@@ -320,3 +321,36 @@ class Client:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _liaison_method(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]
+                    ) -> grpc.UnaryUnaryMultiCallable[Req, Resp]:
+    # The path comes from the descriptors, so it cannot drift from liaison.proto.
+    method = liaison_pb2.DESCRIPTOR.services_by_name["LiaisonService"].methods_by_name[name]
+    if (method.input_type.full_name, method.output_type.full_name) != (
+        request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
+    ):
+        # A bug in this file, not a user's mistake: a traceback is right.
+        raise InternalError(f"Liaison.{name} does not take {request.__name__} and answer {response.__name__}")
+    callable_: grpc.UnaryUnaryMultiCallable[Req, Resp] = channel.unary_unary(
+        f"/{method.containing_service.full_name}/{method.name}",
+        request_serializer=request.SerializeToString,
+        response_deserializer=response.FromString,
+    )
+    return callable_
+
+
+class LiaisonCalls:
+    """The Liaison service's methods on a client's channel (the CLI's and the console's)."""
+
+    def __init__(self, client: Client) -> None:
+        lp, channel = liaison_pb2, client.channel
+        self.disclosures = _liaison_method(channel, "Disclosures", lp.DisclosuresRequest, lp.DisclosuresResponse)
+        self.watch_add = _liaison_method(channel, "WatchAdd", lp.WatchAddRequest, lp.WatchAddResponse)
+        self.watch_remove = _liaison_method(channel, "WatchRemove", lp.WatchRemoveRequest, lp.WatchRemoveResponse)
+        self.watch_list = _liaison_method(channel, "WatchList", lp.WatchListRequest, lp.WatchListResponse)
+        self.watch_hits = _liaison_method(channel, "WatchHits", lp.WatchHitsRequest, lp.WatchHitsResponse)
+        self.watch_seen = _liaison_method(channel, "WatchSeen", lp.WatchSeenRequest, lp.WatchSeenResponse)
+        self.report_sighting = _liaison_method(channel, "ReportSighting", lp.ReportSightingRequest,
+                                               lp.ReportSightingResponse)
+        self.sightings = _liaison_method(channel, "Sightings", lp.SightingsRequest, lp.SightingsResponse)

@@ -3,64 +3,26 @@ service's methods on a client's channel, and small helpers for showing what it a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
-from exchange.errors import InternalError, TransportError
+from exchange.errors import TransportError
 from exchange.render import Shown, clean, display_width, fit
-from exchange.v1 import liaison_pb2, records_pb2
+from exchange.v1 import records_pb2
 
 if TYPE_CHECKING:
-    import grpc
+    from exchange.client import Client, LiaisonCalls
 
-    from exchange.client import Client
-
-__all__ = ["LiaisonCalls", "decode", "table", "when"]
-
-Req = TypeVar("Req", bound=Message)
-Resp = TypeVar("Resp", bound=Message)
+__all__ = ["decode", "liaison_calls", "table", "when"]
 
 
-def _method(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]) -> Any:
-    # The path comes from the descriptors, so it cannot drift from liaison.proto.
-    method = liaison_pb2.DESCRIPTOR.services_by_name["LiaisonService"].methods_by_name[name]
-    if (method.input_type.full_name, method.output_type.full_name) != (
-        request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
-    ):
-        # A bug in this file, not a user's mistake: a traceback is right.
-        raise InternalError(f"Liaison.{name} does not take {request.__name__} and answer {response.__name__}")
-    return channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",
-        request_serializer=request.SerializeToString,
-        response_deserializer=response.FromString,
-    )
+def liaison_calls(client: Client) -> LiaisonCalls:
+    """The Liaison service's methods on ``client``'s channel (exchange/client.py). Imported here,
+    when a command connects: loading gRPC at start-up would come before its logging is set up."""
+    from exchange.client import LiaisonCalls
 
-
-class LiaisonCalls:
-    """The Liaison service's methods on a client's channel."""
-
-    def __init__(self, client: Client) -> None:
-        lp = liaison_pb2
-        channel = client.channel
-        self.disclosures: grpc.UnaryUnaryMultiCallable[lp.DisclosuresRequest, lp.DisclosuresResponse] = _method(
-            channel, "Disclosures", lp.DisclosuresRequest, lp.DisclosuresResponse)
-        self.watch_add: grpc.UnaryUnaryMultiCallable[lp.WatchAddRequest, lp.WatchAddResponse] = _method(
-            channel, "WatchAdd", lp.WatchAddRequest, lp.WatchAddResponse)
-        self.watch_remove: grpc.UnaryUnaryMultiCallable[lp.WatchRemoveRequest, lp.WatchRemoveResponse] = _method(
-            channel, "WatchRemove", lp.WatchRemoveRequest, lp.WatchRemoveResponse)
-        self.watch_list: grpc.UnaryUnaryMultiCallable[lp.WatchListRequest, lp.WatchListResponse] = _method(
-            channel, "WatchList", lp.WatchListRequest, lp.WatchListResponse)
-        self.watch_hits: grpc.UnaryUnaryMultiCallable[lp.WatchHitsRequest, lp.WatchHitsResponse] = _method(
-            channel, "WatchHits", lp.WatchHitsRequest, lp.WatchHitsResponse)
-        self.watch_seen: grpc.UnaryUnaryMultiCallable[lp.WatchSeenRequest, lp.WatchSeenResponse] = _method(
-            channel, "WatchSeen", lp.WatchSeenRequest, lp.WatchSeenResponse)
-        self.report_sighting: grpc.UnaryUnaryMultiCallable[
-            lp.ReportSightingRequest, lp.ReportSightingResponse] = _method(
-            channel, "ReportSighting", lp.ReportSightingRequest, lp.ReportSightingResponse)
-        self.sightings: grpc.UnaryUnaryMultiCallable[lp.SightingsRequest, lp.SightingsResponse] = _method(
-            channel, "Sightings", lp.SightingsRequest, lp.SightingsResponse)
-
+    return LiaisonCalls(client)
 
 def decode(held: records_pb2.HeldRecord, client: Client) -> Shown:
     try:

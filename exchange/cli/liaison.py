@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from exchange.cli.calls import LiaisonCalls, table, when
+from exchange.cli.calls import liaison_calls, table, when
 from exchange.cli.listing import Listing, emit, format_flag
 from exchange.cli.options import Commands, Parser, client_from
 from exchange.cli.refs import REF_HELP, REF_METAVAR, ref_arg, resolve_ref
@@ -72,7 +72,7 @@ def _relayed_json(relayed: liaison_pb2.RelayedHolder) -> dict[str, Any]:
 def run_disclosures(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         ref = resolve_ref(client, args.ref)
-        answer = client.call(LiaisonCalls(client).disclosures, liaison_pb2.DisclosuresRequest(ref=ref))
+        answer = client.call(liaison_calls(client).disclosures, liaison_pb2.DisclosuresRequest(ref=ref))
     name = f"{ref.originator}/{ref.record_id}"
     rows = _rows(name, answer)
     if args.format == "json":

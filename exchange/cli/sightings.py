@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from exchange.cli.calls import LiaisonCalls, table, when
+from exchange.cli.calls import liaison_calls, table, when
 from exchange.cli.listing import Listing, emit, format_flag
 from exchange.cli.options import Commands, Parser, client_from
 from exchange.cli.refs import REF_HELP, REF_METAVAR, ref_arg, resolve_ref
@@ -65,7 +65,7 @@ def run_report(args: argparse.Namespace) -> int:
         request.observed_at.CopyFrom(parse_time(args.observed, "--observed", assume_utc=True))
     with client_from(args) as client:
         request.ref.CopyFrom(resolve_ref(client, args.ref))
-        answer = client.call(LiaisonCalls(client).report_sighting, request)
+        answer = client.call(liaison_calls(client).report_sighting, request)
     s = answer.sighting
     if args.json:
         print(dumps(_json(s)))
@@ -79,7 +79,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         ref = resolve_ref(client, args.ref)
-        answer = client.call(LiaisonCalls(client).sightings, liaison_pb2.SightingsRequest(ref=ref))
+        answer = client.call(liaison_calls(client).sightings, liaison_pb2.SightingsRequest(ref=ref))
     found = list(answer.sightings)
 
     def text() -> list[str]:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from exchange.cli.calls import LiaisonCalls, decode, table, when
+from exchange.cli.calls import decode, liaison_calls, table, when
 from exchange.cli.listing import Listing, emit, format_flag
 from exchange.cli.options import OBSERVABLE_TYPES_HELP, Commands, Parser, client_from, observable_type, positive_int
 from exchange.cli.query import RECORD_COLUMNS, record_cells
@@ -110,7 +110,7 @@ def _keys_text(entry: liaison_pb2.WatchEntry) -> str:
 def run_watch_add(args: argparse.Namespace) -> int:
     request = _with_notify(_watch_request(args), args)
     with client_from(args) as client:
-        answer = client.call(LiaisonCalls(client).watch_add, request)
+        answer = client.call(liaison_calls(client).watch_add, request)
     entry = answer.entry
     if args.json:
         print(dumps({**_entry_json(entry), "created": answer.created}))
@@ -124,7 +124,7 @@ def run_watch_add(args: argparse.Namespace) -> int:
 
 def run_watch_list(args: argparse.Namespace) -> int:
     with client_from(args) as client:
-        answer = client.call(LiaisonCalls(client).watch_list, liaison_pb2.WatchListRequest())
+        answer = client.call(liaison_calls(client).watch_list, liaison_pb2.WatchListRequest())
     entries = list(answer.entries)
 
     def text() -> list[str]:
@@ -145,7 +145,7 @@ def run_watch_list(args: argparse.Namespace) -> int:
 def run_watch_remove(args: argparse.Namespace) -> int:
     with client_from(args) as client:
         try:
-            client.call(LiaisonCalls(client).watch_remove, liaison_pb2.WatchRemoveRequest(id=args.id))
+            client.call(liaison_calls(client).watch_remove, liaison_pb2.WatchRemoveRequest(id=args.id))
         except NotFound:
             raise NotFound(f"watch entry #{args.id}") from None
     print(f"removed watch entry #{args.id}")
@@ -155,7 +155,7 @@ def run_watch_remove(args: argparse.Namespace) -> int:
 def _hits(client: Client, request: liaison_pb2.WatchHitsRequest, limit: int | None
           ) -> tuple[list[liaison_pb2.WatchHit], bool]:
     """Follow pages until ``limit`` hits (None: all); also says whether more matched."""
-    calls = LiaisonCalls(client)
+    calls = liaison_calls(client)
     hits: list[liaison_pb2.WatchHit] = []
     while True:
         remaining = None if limit is None else limit - len(hits)
@@ -214,6 +214,6 @@ def run_watch_seen(args: argparse.Namespace) -> int:
         raise InvalidInput("", "name the hits to mark seen (RECORD ...), or give --all")
     with client_from(args) as client:
         refs = [resolve_ref(client, text) for text in args.refs]
-        answer = client.call(LiaisonCalls(client).watch_seen, liaison_pb2.WatchSeenRequest(refs=refs, all=args.all))
+        answer = client.call(liaison_calls(client).watch_seen, liaison_pb2.WatchSeenRequest(refs=refs, all=args.all))
     print(f"marked {answer.marked} hit{'s' if answer.marked != 1 else ''} seen")
     return 0

@@ -12,9 +12,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from exchange.client import Client
-from exchange.errors import InternalError
-from exchange.v1 import liaison_pb2
+from exchange.client import Client, LiaisonCalls
 
 __all__ = ["NodeCalls"]
 
@@ -22,36 +20,12 @@ Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
 
-def _liaison(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]
-             ) -> grpc.UnaryUnaryMultiCallable[Req, Resp]:
-    # The path comes from the descriptors, so it cannot drift from liaison.proto.
-    method = liaison_pb2.DESCRIPTOR.services_by_name["LiaisonService"].methods_by_name[name]
-    if (method.input_type.full_name, method.output_type.full_name) != (
-        request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
-    ):
-        raise InternalError(f"Liaison.{name} does not take {request.__name__} and answer {response.__name__}")
-    callable_: grpc.UnaryUnaryMultiCallable[Req, Resp] = channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",
-        request_serializer=request.SerializeToString,
-        response_deserializer=response.FromString,
-    )
-    return callable_
-
-
-class NodeCalls:
+class NodeCalls(LiaisonCalls):
     """Every call the console makes, each in a worker thread (gRPC's channel is thread-safe)."""
 
     def __init__(self, client: Client) -> None:
+        super().__init__(client)
         self.client = client
-        lp, channel = liaison_pb2, client.channel
-        self.disclosures = _liaison(channel, "Disclosures", lp.DisclosuresRequest, lp.DisclosuresResponse)
-        self.watch_add = _liaison(channel, "WatchAdd", lp.WatchAddRequest, lp.WatchAddResponse)
-        self.watch_remove = _liaison(channel, "WatchRemove", lp.WatchRemoveRequest, lp.WatchRemoveResponse)
-        self.watch_list = _liaison(channel, "WatchList", lp.WatchListRequest, lp.WatchListResponse)
-        self.watch_hits = _liaison(channel, "WatchHits", lp.WatchHitsRequest, lp.WatchHitsResponse)
-        self.report_sighting = _liaison(channel, "ReportSighting", lp.ReportSightingRequest,
-                                        lp.ReportSightingResponse)
-        self.sightings = _liaison(channel, "Sightings", lp.SightingsRequest, lp.SightingsResponse)
 
     async def __call__(self, fn: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
         """``fn(request)`` through the client (every failure an exchange error), off the loop."""
