@@ -116,6 +116,17 @@ def test_truncated_signature_and_unknown_key_id_fail() -> None:
         open_record(envelope, MANIFEST)
 
 
+@pytest.mark.parametrize("length", [0, 32, 63, 65, 128])
+def test_a_signature_of_any_length_but_64_bytes_is_refused_by_name(length: int) -> None:
+    # libsodium takes signature and signed bytes as one string: the length is checked first,
+    # so no byte of the signed bytes can be read as part of the signature, nor the reverse.
+    envelope = JPN.seal(RECORD_TYPE, _record())
+    signed = pae(envelope.payload_type, envelope.payload)
+    envelope.signature = (envelope.signature + envelope.signature + signed)[:length]
+    with pytest.raises(VerificationError, match=f"{length} bytes, not 64"):
+        open_record(envelope, MANIFEST)
+
+
 @settings(max_examples=60, deadline=None)
 @given(title=st.text(max_size=200), data=st.data())
 def test_any_single_byte_change_is_rejected(title: str, data: st.DataObject) -> None:
