@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ class Manifest:
     def root_key(self, key_id: str) -> RootKey | None:
         return next((r for r in self.roots if r.key_id == key_id), None)
 
-    @property
+    @functools.cached_property
     def agencies(self) -> frozenset[str]:
         """Every agency the manifest names, those that left included (markings may name them)."""
         return frozenset(self.partners)
@@ -135,10 +136,17 @@ class Manifest:
 
     def signing_key(self, originator: str, key_id: str) -> SigningKey | None:
         """The key ``key_id`` if it belongs to ``originator``; None otherwise."""
-        partner = self.partners.get(originator)
-        if partner is None:
-            return None
-        return next((k for k in partner.keys if k.key_id == key_id), None)
+        return self._signing_keys.get((originator, key_id))
+
+    @functools.cached_property
+    def _signing_keys(self) -> dict[tuple[str, str], SigningKey]:
+        # Asked for every envelope verified: one lookup, made once per manifest (a manifest is
+        # never changed, only replaced). Of two keys with one id, the first listed, as before.
+        keys: dict[tuple[str, str], SigningKey] = {}
+        for code, partner in self.partners.items():
+            for key in partner.keys:
+                keys.setdefault((code, key.key_id), key)
+        return keys
 
     def supersedes(self, originator: str, new_key_id: str, held_key_id: str) -> bool:
         """Whether a signature by ``new_key_id`` should replace one by ``held_key_id`` over the

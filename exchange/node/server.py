@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from exchange import logs
+from exchange import logs, runtime
 from exchange.config import EVERY_PARTNER, NodeConfig, PeerEntry
 from exchange.core.manifest import Manifest
 from exchange.core.marking import Marking
@@ -210,6 +210,7 @@ class Node:
             keep_delivered_seconds=config.notify_keep_delivered_days * 86400,
             may_run=lambda: self.schedule is None or self.schedule.leading,
         ) if config.notify else None
+        runtime.tune_collector()  # set up: what exists now is frozen out of collections
 
     @property
     def manifest(self) -> Manifest:

@@ -52,7 +52,9 @@ from exchange.store.rows import (
     RecordIndex,
     clear_index,
     current_row,
+    current_row_mac,
     log_row,
+    log_row_mac,
     marking_columns,
     next_id,
     next_received_at,
@@ -339,7 +341,7 @@ def _apply_versions(
         marking = markings[seq] = marking_columns(record.content.marking)
         row = log_row(record.ref, record.version, e.envelope, e.envelope.SerializeToString(), e.content_hash, peer,
                       now + offset, audience, marking)
-        rows.append((seq, *row, seal.log_mac_of(seq, dict(zip(LOG_COLUMNS, row, strict=True)))))  # integrity
+        rows.append((seq, *row, log_row_mac(seal, seq, row)))  # integrity
     insert_many(conn, log, columns, rows)
     # The newest unequivocal version of each record in this batch becomes current (rule 4).
     newest: dict[Key, tuple[records_pb2.Record, int]] = {}
@@ -417,7 +419,7 @@ def _write_current(
         seal = integrity.of(conn)
         for rid, (key, record, seq) in enumerate(inserts, start=first):
             row = current_row(record, seq, markings.get(seq))
-            mac = seal.records_mac_of(key[0], key[1], dict(zip(CURRENT_COLUMNS, row, strict=True)))  # integrity
+            mac = current_row_mac(seal, key[0], key[1], row)  # integrity
             rows.append((rid, key[0], key[1], *row, mac))
             indexed.append((rid, record))
             if seq in prepared:

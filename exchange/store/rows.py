@@ -7,6 +7,7 @@ Shared by the node's own writes (``store.local.put_local``) and received batches
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +18,7 @@ from exchange.records.normalize import normalize
 from exchange.records.translations import searchable_text
 from exchange.store import textsearch
 from exchange.store.bulk import insert_many
+from exchange.store.integrity import LOG_SEALED, RECORDS_SEALED, Integrity
 from exchange.store.schema import log, meta, observables, record_countries, record_sectors
 from exchange.v1 import records_pb2
 
@@ -55,6 +57,22 @@ CURRENT_COLUMNS = (
     "version", "seq", "status", "kind", "classification", "releasable_to", "tlp", "caveats", "title",
     "summary", "created_at", "issued_at", "equivocated", "confidence", "valid_from", "valid_until",
 )
+
+
+# Where the sealed columns (integrity.LOG_SEALED, RECORDS_SEALED) sit in a row tuple of
+# LOG_COLUMNS or CURRENT_COLUMNS: the bulk paths seal their tuples without making a dict of each.
+_LOG_SEALED_AT = itemgetter(*(LOG_COLUMNS.index(c) for c in LOG_SEALED))
+_RECORDS_SEALED_AT = itemgetter(*(CURRENT_COLUMNS.index(c) for c in RECORDS_SEALED))
+
+
+def log_row_mac(seal: Integrity, seq: int, row: Sequence[Any]) -> bytes:
+    """The seal of a log row given as a ``log_row`` tuple (``Integrity.log_mac_of`` of its values)."""
+    return seal.log_mac(seq, *_LOG_SEALED_AT(row))
+
+
+def current_row_mac(seal: Integrity, originator: str, record_id: str, row: Sequence[Any]) -> bytes:
+    """The seal of a current-version row given as a ``current_row`` tuple."""
+    return seal.records_mac(originator, record_id, *_RECORDS_SEALED_AT(row))
 
 
 MarkingColumns = tuple[str, str, str, str]  # classification, releasable_to, tlp, caveats as stored

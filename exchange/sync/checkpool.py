@@ -26,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
+from exchange import runtime
 from exchange.config import Limits
 from exchange.core.manifest import Manifest
 from exchange.core.trust import Trust
@@ -52,6 +53,7 @@ _verifier: Verifier | None = None  # in a check process: its own, made once
 def _start(agency: str, manifest: Manifest, limits: Limits, parent: int) -> None:
     global _verifier
     _verifier = Verifier(agency, Trust(manifest), limits)
+    runtime.tune_collector()
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
 
 

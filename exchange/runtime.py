@@ -1,0 +1,25 @@
+"""Process-wide settings of the Python runtime for a node and its check processes.
+
+A node allocates many short-lived objects per record it receives, serves or stores
+(protobuf messages, row tuples, dicts), and CPython's default collector runs a
+generation-0 collection every 700 net allocations: measured on a received batch, about a
+tenth of the writer's time went to collections that found no cycle. A node collects less
+often instead, and what exists once it is set up (modules, the manifest, compiled SQL) is
+frozen out of every later collection.
+"""
+
+from __future__ import annotations
+
+import gc
+
+# Generation 0 collected every this many net allocations (CPython's default: 700). The
+# older generations keep their defaults: garbage in cycles is still collected, later.
+GEN0_THRESHOLD = 20_000
+
+
+def tune_collector() -> None:
+    """Collect less often (never more often than now); freeze what exists so far."""
+    first, second, third = gc.get_threshold()
+    if first and first < GEN0_THRESHOLD:
+        gc.set_threshold(GEN0_THRESHOLD, second, third)
+    gc.freeze()
