@@ -72,7 +72,11 @@ def copy_into_first_revision(source: Engine, target: Engine) -> None:
     skip = {"alembic_version", "terms"}
     with source.connect() as src, target.begin() as dst:
         present = set(inspect(target).get_table_names()) - skip
-        for table in [t.name for t in metadata.sorted_tables if t.name in present]:  # parents first
+        # Parents first: the index tables last, as revision 0001 made them with a foreign key to
+        # records that the metadata no longer has (revision 0013), so it does not order them.
+        index_tables = ("observables", "record_countries", "record_sectors")
+        order = [t.name for t in metadata.sorted_tables if t.name not in index_tables] + list(index_tables)
+        for table in [t for t in order if t in present]:
             columns = [c["name"] for c in inspect(target).get_columns(table)]
             rows = [dict(r._mapping) for r in src.execute(text(f"SELECT {', '.join(columns)} FROM {table}"))]
             dst.execute(text(f"DELETE FROM {table}"))  # meta: 0001 made its own keys

@@ -115,19 +115,21 @@ stix_ids = Table(
 
 # The index tables are their key and nothing else: on SQLite each is stored as its key's
 # B-tree (WITHOUT ROWID), beside the rid index that deletes and watch matching use, so a
-# row costs two B-tree inserts instead of three or four (revision 0012).
+# row costs two B-tree inserts instead of three or four (revision 0012). No foreign key to
+# ``records``: index rows are written and removed with their record's row, in its transaction,
+# and every search joins them to ``records`` (revision 0013 says what the check cost).
 record_countries = Table(
     "record_countries",
     metadata,
     Column("country", String(8), primary_key=True),
-    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+    Column("rid", BigInteger, primary_key=True),
     sqlite_with_rowid=False,
 )
 record_sectors = Table(
     "record_sectors",
     metadata,
     Column("sector", String(64), primary_key=True),
-    Column("rid", BigInteger, ForeignKey("records.rid"), primary_key=True),
+    Column("rid", BigInteger, primary_key=True),
     sqlite_with_rowid=False,
 )
 observables = Table(
@@ -135,7 +137,7 @@ observables = Table(
     metadata,
     Column("type", String(32), nullable=False),
     Column("value", String(1024), nullable=False),  # normalised (exchange.records.normalize)
-    Column("rid", BigInteger, ForeignKey("records.rid"), nullable=False),
+    Column("rid", BigInteger, nullable=False),
     # The record's issued_at, copied (rewritten with the index rows whenever the current
     # version changes), so a lookup walks the key in the order search answers (newest
     # issued first) and stops when its page is full, instead of fetching and sorting
