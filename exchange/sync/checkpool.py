@@ -1,8 +1,9 @@
 """Checking received entries in other processes, so a pull uses every core.
 
-cryptography's Ed25519 ``verify`` holds the GIL (two threads verify no faster than one), and so
-does the Python of the checks around it (validation, normalisation, decisions, index terms): on
-threads, checking a batch and writing the one before it take turns on one core. Here each check process holds its own
+The signature itself lets other threads run (libsodium, exchange/records/envelope.py), but the
+Python of the checks around it (parsing, validation, normalisation, decisions, index terms) is
+most of a check and holds the GIL: on threads, checking a batch and writing the one before it
+would take turns on one core. Here each check process holds its own
 ``Verifier``; the pulling process sends a batch's envelopes as the bytes it received, a
 process verifies each signature over those bytes and runs every check, and answers per entry
 a ``Refusal`` or what the write needs (content hash, audience, index terms). The pulling
