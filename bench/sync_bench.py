@@ -262,11 +262,18 @@ def role_fill(args: argparse.Namespace) -> int:
     return 0
 
 
+# Who originated the records the server holds and serves: its own, and partners' it relays
+# (each signed with its originator's key), as in a federation where a node passes on what it
+# may (docs/design.md rule 3).
+ORIGINATOR_SHARES = ((SERVER, 0.6), (OTHER, 0.25), ("GBR-NPSA", 0.15))
+
+
 def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk: int = 1000) -> None:
-    """``count`` records of SERVER, all releasable to PULLER, with content as varied as
-    query_bench.py's: Japanese, Korean and English text, one to four observables of every
-    type, several countries, every TLP label, classifications up to CONFIDENTIAL, released
-    to a random set of partners besides the puller."""
+    """``count`` records releasable to PULLER, with content as varied as query_bench.py's:
+    Japanese, Korean and English text, one to four observables of every type, several
+    countries, every TLP label, classifications up to CONFIDENTIAL, released to a random set
+    of partners besides the puller; 60% SERVER's own, the rest of two partners (signed with
+    their keys, held as received from them), which the server relays."""
     import random
     import uuid
 
@@ -280,19 +287,28 @@ def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk:
     from exchange.v1 import records_pb2
     from tests.fill import make_record
 
-    signer = load_signer(SERVER, pki_dir / SERVER / "signing.key", manifest)
+    signers = {agency: load_signer(agency, pki_dir / agency / "signing.key", manifest)
+               for agency, _ in ORIGINATOR_SHARES}
+    agencies, weights = zip(*ORIGINATOR_SHARES, strict=True)
     accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
     dist = Distribution(1.1)
     rng = random.Random(15)
     for start in range(0, count, chunk):
-        batch: list[Any] = []
+        batches: dict[str, list[Any]] = {agency: [] for agency in agencies}
         for i in range(start, min(count, start + chunk)):
+            originator = rng.choices(agencies, weights=weights)[0]
+            others = {p for p in (SERVER, OTHER, "GBR-NPSA") if p != originator}
             marking = records_pb2.Marking(
                 classification=rng.choice(("UNCLASSIFIED", "RESTRICTED", "CONFIDENTIAL")),
-                releasable_to=sorted({PULLER} | {p for p in (OTHER, "GBR-NPSA") if rng.random() < 0.5}),
+                # The server must be on a partner's list to hold (and relay) its record.
+                releasable_to=sorted({PULLER} | ({SERVER} if originator != SERVER else set())
+                                     | {p for p in others if rng.random() < 0.5}),
                 tlp=rng.choices(("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"), weights=(5, 35, 45, 10, 5))[0],
             )
-            record = make_record(SERVER, i, marking, record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+            if originator != SERVER and marking.tlp in ("AMBER+STRICT", "RED"):
+                marking.tlp = "AMBER"  # held by the server, but not passed on: it would be hidden
+            record = make_record(originator, i, marking,
+                                 record_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)))
             sector = rng.choice(SECTORS)
             title, summary = _text(rng, sector)
             content = record.content
@@ -305,10 +321,14 @@ def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk:
             content.observables.extend(records_pb2.Observable(type=t, value=v)
                                        for t, v in sorted({dist.observable(rng) for _ in range(rng.randint(1, 4))}))
             content.confidence = rng.randrange(30, 95)
-            envelope = signer.seal(RECORD_TYPE, record.SerializeToString())
-            audience = holders(originator=SERVER, marking=marking_of(marking), accreditations=accreditations)
-            batch.append(Incoming(envelope, content_hash(envelope.payload), audience, record=record))
-        apply_batch(store, SERVER, batch, None)
+            envelope = signers[originator].seal(RECORD_TYPE, record.SerializeToString())
+            audience = holders(originator=originator, marking=marking_of(marking), accreditations=accreditations)
+            batches[originator].append(Incoming(envelope, content_hash(envelope.payload), audience, record=record))
+        for originator, batch in batches.items():
+            if batch:
+                applied = apply_batch(store, originator, batch, None)
+                if applied.stored != len(batch):
+                    raise SystemExit(f"fill: {originator}'s batch stored {applied.stored} of {len(batch)}")
 
 
 def role_prefill(args: argparse.Namespace) -> int:
@@ -528,12 +548,13 @@ def _fill(tmp: Path, pki_dir: Path, database_url: str, count: int, *, hidden: bo
 
 
 def _raw_verify_rate(database_url: str, pki_dir: Path, limit: int) -> dict[str, Any]:
-    """One thread verifying the same envelopes' signed bytes: the ceiling of a pull."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    """One thread verifying the same envelopes' signed bytes, with the library and call the
+    node verifies with (libsodium, exchange/records/envelope.py): the ceiling of a pull."""
+    from nacl.bindings import crypto_sign_open
     from sqlalchemy import text
 
     from exchange.config import load_manifest
-    from exchange.records.envelope import RECORD_TYPE, pae
+    from exchange.records.envelope import RECORD_TYPE, claimed_originator, pae
     from exchange.store.engine import make_engine
     from exchange.v1 import records_pb2
 
@@ -547,18 +568,17 @@ def _raw_verify_rate(database_url: str, pki_dir: Path, limit: int) -> dict[str, 
     finally:
         engine.dispose()
     envelopes = [records_pb2.Envelope.FromString(row) for row in rows]
-    key_ids = {e.key_id for e in envelopes}
-    if len(key_ids) != 1:
-        raise RuntimeError(f"expected one signing key, found {sorted(key_ids)}")
-    published = manifest.signing_key(SERVER, key_ids.pop())
-    assert published is not None
-    key = Ed25519PublicKey.from_public_bytes(published.public_key)  # loaded once
-    items = [(e.signature, e.payload_type, e.payload) for e in envelopes]
+    keys: dict[str, bytes] = {}  # each originator's key, looked up once
+    for envelope in envelopes:
+        if envelope.key_id not in keys:
+            published = manifest.signing_key(claimed_originator(envelope), envelope.key_id)
+            assert published is not None
+            keys[envelope.key_id] = published.public_key
+    items = [(e.signature, e.payload_type, e.payload, keys[e.key_id]) for e in envelopes]
     del envelopes, rows
-    verify = key.verify
     started = time.perf_counter()
-    for signature, payload_type, payload in items:
-        verify(signature, pae(payload_type, payload))
+    for signature, payload_type, payload, key in items:
+        crypto_sign_open(signature + pae(payload_type, payload), key)
     seconds = time.perf_counter() - started
     return {"verifications": len(items), "seconds": seconds, "per_second": len(items) / seconds}
 
