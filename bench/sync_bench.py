@@ -289,7 +289,8 @@ def _fill_realistic(store: Any, manifest: Any, pki_dir: Path, count: int, chunk:
 
     signers = {agency: load_signer(agency, pki_dir / agency / "signing.key", manifest)
                for agency, _ in ORIGINATOR_SHARES}
-    agencies, weights = zip(*ORIGINATOR_SHARES, strict=True)
+    agencies = [agency for agency, _ in ORIGINATOR_SHARES]
+    weights = [share for _, share in ORIGINATOR_SHARES]
     accreditations = {code: p.accreditation for code, p in manifest.partners.items()}
     dist = Distribution(1.1)
     rng = random.Random(15)
