@@ -8,6 +8,7 @@ the envelope verbatim.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
 from exchange.records.keyring import Seals
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
-from exchange.store.current import current_record
+from exchange.store.current import current_record, current_records
 from exchange.store.local import LocalWrite, Withdrawal, find_reference, find_references, put_local, put_local_many
 from exchange.store.log import earlier_audience
 from exchange.store.review import DraftRow, HeldWrite, find_held, hold, hold_in
@@ -105,9 +106,13 @@ class SubmissionService:
             raise TooLarge(f"submissions: {len(request.submissions)}, over the limit of {MAX_BULK_SUBMISSIONS} a call")
         results: list[submission_pb2.SubmitBulkResult] = []
         writes: list[tuple[int, LocalWrite]] = []
-        # The call's references already known, in one query (a rerun of a file is all of them).
-        known = find_references(self.store, caller.identity.handle or "",
-                                [s.reference for s in request.submissions])
+        # The call's references already known and the records they made, in two queries: a
+        # rerun of a file is all of them, and its lines then cost no checking or signing (a
+        # line's content is not even read: the reference names the record), nor a query each.
+        record_ids = find_references(self.store, caller.identity.handle or "",
+                                     [s.reference for s in request.submissions])
+        held_now = current_records(self.store, self.agency, record_ids.values())
+        known = {reference: held_now.get(record_id) for reference, record_id in record_ids.items()}
         for i, submission in enumerate(request.submissions):
             try:
                 prepared = self._prepare(submission, caller, known)
@@ -130,7 +135,9 @@ class SubmissionService:
         def hold_too(tx: Connection) -> None:
             held[:] = hold_in(tx, [item for _, item in holding], actor=caller.identity.uri)
 
-        stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
+        stored: list[str | None] = []
+        if writes or holding:  # a call of known references only (a rerun) writes nothing
+            stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
         for (i, _), item in zip(holding, held, strict=True):
             results[i].receipt.CopyFrom(self._held_receipt(item, created=item.created))
         for (i, write), existing in zip(writes, stored, strict=True):
@@ -180,19 +187,21 @@ class SubmissionService:
     # --- steps ----------------------------------------------------------------------------
 
     def _prepare(
-        self, request: submission_pb2.SubmitRequest, caller: Principal, known: dict[str, str] | None = None,
+        self, request: submission_pb2.SubmitRequest, caller: Principal,
+        known: Mapping[str, StoredRecord | None] | None = None,
     ) -> submission_pb2.Receipt | LocalWrite:
         """The receipt of the record a known reference made, or the new record checked and signed;
-        ``known``: the caller's references already looked up (``find_references``)."""
+        ``known``: the caller's references already looked up, each with the current version of
+        the record it made (None: not held, or its row fails its seal), as SubmitBulk reads them."""
         validate_reference(request.reference)
         handle = caller.identity.handle or ""
         if request.reference:
             if known is None:
                 existing = find_reference(self.store, handle, request.reference)
-            else:
-                existing = known.get(request.reference)
-            if existing is not None:
-                return self._existing(existing, caller)
+                if existing is not None:
+                    return self._existing(existing, caller)
+            elif request.reference in known:
+                return self._receipt_of_current(known[request.reference], caller)
             waiting = find_held(self.store, handle, request.reference) if self.review is not None else None
             if waiting is not None:  # submitted again while held: the same draft, not another
                 return self._held_receipt(waiting, created=False)
@@ -388,14 +397,17 @@ class SubmissionService:
         )
 
     def _existing(self, record_id: str, caller: Principal) -> submission_pb2.Receipt:
-        current = current_record(self.store, self.agency, record_id)
+        return self._receipt_of_current(current_record(self.store, self.agency, record_id), caller)
+
+    def _receipt_of_current(self, current: StoredRecord | None, caller: Principal) -> submission_pb2.Receipt:
+        """The receipt (created False) of the record a known reference made, as held now."""
         # A reference names a stored record, unless it was withdrawn since; and what the record
         # is now (another analyst may have raised its marking) goes through the decision too.
         if current is None or not self._visible(current, caller):
             raise NotFound()
         envelope = records_pb2.Envelope.FromString(current.envelope)
         return submission_pb2.Receipt(
-            ref=records_pb2.RecordRef(originator=self.agency, record_id=record_id),
+            ref=records_pb2.RecordRef(originator=self.agency, record_id=current.record_id),
             version=current.version,
             content_hash=content_hash(envelope.payload),
             created=False,
