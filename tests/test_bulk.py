@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from exchange.cli import bulk as cli_bulk
 from exchange.cli.bulk import BulkResult, parse_line, read_lines
 from exchange.cli.main import main
 from exchange.cli.progress import Bar
@@ -144,6 +145,7 @@ def test_a_node_going_away_mid_file_stops_the_run_and_a_rerun_finishes_it(
     bulk = tmp_path / "records.jsonl"
     bulk.write_text("".join(changed(i) + "\n" for i in range(300)), encoding="utf-8")
     command = ["submit", "--bulk", str(bulk), "--profile", profile(federation)]
+    monkeypatch.setattr(cli_bulk, "BATCH", 50)  # several calls, so that the run can stop between them
 
     # Stop the node once 100 lines are done, from inside the run (the bar is told of every line).
     update = Bar.update
@@ -163,7 +165,7 @@ def test_a_node_going_away_mid_file_stops_the_run_and_a_rerun_finishes_it(
     assert captured.err.startswith("exchange: stopped at line ")
     assert f": node at {address} " in captured.err
     assert "rerun the same file" in captured.err
-    monkeypatch.undo()
+    monkeypatch.setattr(Bar, "update", update)
 
     # Whatever reached the node before it went is kept (including a call cut off after the
     # node had stored it, which the first run could not know of); the rerun adds the rest.
@@ -286,7 +288,9 @@ def test_calls_are_bounded_by_lines_and_bytes_and_keep_line_order() -> None:
     """Lines go to the node at most BATCH, and at most BATCH_BYTES of drafts, to a call (one
     larger draft alone), far below the node's message limit; lines refused locally ride along."""
     from exchange.cli.bulk import BATCH, BATCH_BYTES, _chunks
+    from exchange.node.submission import MAX_BULK_SUBMISSIONS
 
+    assert BATCH <= MAX_BULK_SUBMISSIONS  # a full call is never refused whole
     small = [parse_line(n, changed(n).encode()) for n in range(1, 2 * BATCH + 2)]
     small[4] = parse_line(5, b"{oops")
     chunks = list(_chunks(small, BATCH))
