@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from exchange.node.server import Node
 from exchange.node.submission import MAX_BULK_SUBMISSIONS
-from exchange.records.envelope import RECORD_TYPE, content_hash, verify_envelope
+from exchange.records.envelope import RECORD_TYPE, Signer, content_hash, verify_envelope
 from exchange.store import audit
 from exchange.store.current import seal_problems
 from exchange.store.log import log_entries
@@ -141,13 +141,13 @@ def test_a_known_reference_costs_no_checking_or_signing_and_answers_the_current_
     records_before, references_before, audit_before = counts(node)
 
     seals: list[str] = []
-    seal = node.signer.seal
+    seal = Signer.seal
 
-    def counted(payload_type: str, payload: bytes) -> records_pb2.Envelope:
+    def counted(signer: Signer, payload_type: str, payload: bytes) -> records_pb2.Envelope:
         seals.append(payload_type)
-        return seal(payload_type, payload)
+        return seal(signer, payload_type, payload)
 
-    monkeypatch.setattr(node.signer, "seal", counted)
+    monkeypatch.setattr(Signer, "seal", counted)  # every signature the node makes, with any key
     results = bulk(sato, (draft(title="一"), "K-1"), (draft(confidence=150), "K-2"), (draft(title="四"), "K-4"),
                    (draft(confidence=150), "K-5"), (draft(title="三"), "K-3"), (draft(title="四 again"), "K-4"))
     assert [r.WhichOneof("outcome") for r in results] == ["receipt", "receipt", "receipt", "refusal", "receipt",

@@ -22,7 +22,7 @@ from exchange.core.trust import Trust
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
-from exchange.records.keyring import Seals
+from exchange.records.keyring import KeyRing, Seals
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record, current_records
@@ -52,6 +52,22 @@ def _without_marking(content: records_pb2.RecordDraft) -> bytes:
     copy.ClearField("marking")
     return copy.SerializeToString(deterministic=True)
 
+
+
+@dataclass
+class _Call:
+    """What a SubmitBulk call's drafts are all checked and signed with, read once for the call
+    (a call is one moment, as a single Submit is): the partners a marking may name, and the
+    key that signs, chosen when the first draft is signed (a rerun's call signs nothing)."""
+
+    partners: frozenset[str]
+    ring: Seals
+    _chosen: Seals | None = None
+
+    def signer(self) -> Seals:
+        if self._chosen is None:
+            self._chosen = self.ring.signer() if isinstance(self.ring, KeyRing) else self.ring
+        return self._chosen
 
 
 @dataclass
@@ -113,9 +129,10 @@ class SubmissionService:
                                      [s.reference for s in request.submissions])
         held_now = current_records(self.store, self.agency, record_ids.values())
         known = {reference: held_now.get(record_id) for reference, record_id in record_ids.items()}
+        now = _Call(self.manifest.active_agencies, self.signer)
         for i, submission in enumerate(request.submissions):
             try:
-                prepared = self._prepare(submission, caller, known)
+                prepared = self._prepare(submission, caller, known, now)
             except BULK_REFUSALS as exc:
                 results.append(submission_pb2.SubmitBulkResult(refusal=clip(str(exc), MAX_REFUSAL_CHARS)))
                 continue
@@ -188,7 +205,7 @@ class SubmissionService:
 
     def _prepare(
         self, request: submission_pb2.SubmitRequest, caller: Principal,
-        known: Mapping[str, StoredRecord | None] | None = None,
+        known: Mapping[str, StoredRecord | None] | None = None, call: _Call | None = None,
     ) -> submission_pb2.Receipt | LocalWrite:
         """The receipt of the record a known reference made, or the new record checked and signed;
         ``known``: the caller's references already looked up, each with the current version of
@@ -207,7 +224,7 @@ class SubmissionService:
                 return self._held_receipt(waiting, created=False)
         if not request.HasField("draft"):
             raise InvalidInput("draft", "missing")
-        self._check_draft(request.draft, caller)
+        self._check_draft(request.draft, caller, partners=call.partners if call is not None else None)
         now = now_us()
         record = records_pb2.Record(
             ref=records_pb2.RecordRef(originator=self.agency, record_id=str(uuid.uuid4())),
@@ -217,7 +234,7 @@ class SubmissionService:
             issued_at=timestamp_of(now),
             content=request.draft,
         )
-        envelope = self._sign(record)
+        envelope = self._sign(record, call.signer() if call is not None else None)
         return LocalWrite(record, envelope, actor=caller.identity.uri, action="submit",
                           audience=self._audience(record), submitter=handle, reference=request.reference)
 
@@ -249,9 +266,15 @@ class SubmissionService:
         ).allowed
 
     def _check_draft(
-        self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None
+        self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None,
+        partners: frozenset[str] | None = None,
     ) -> None:
-        validate_draft(draft, partners=self.manifest.active_agencies, limits=self.limits)  # none that left
+        """Validate a draft (``partners``: the agencies its marking may name, if read already)."""
+        if partners is None:
+            partners = self.manifest.active_agencies  # none that left
+        validate_draft(draft, partners=partners, limits=self.limits)
+        if not draft.related:
+            return
         marking = marking_of(draft.marking)
         for i, ref in enumerate(draft.related):
             field = f"draft.related[{i}]"
@@ -381,13 +404,14 @@ class SubmissionService:
         """The analyst who wrote a draft, as the checks at release see them."""
         return Principal(Identity(self.agency, row.author), Role.ANALYST, clearance)
 
-    def _sign(self, record: records_pb2.Record) -> records_pb2.Envelope:
+    def _sign(self, record: records_pb2.Record, signer: Seals | None = None) -> records_pb2.Envelope:
+        """``signer``: the key chosen for a whole call (else the key ring chooses, now)."""
         payload = record.SerializeToString()  # serialised once: these bytes are the record
         if len(payload) > self.limits.max_record_bytes:
             raise InvalidInput(
                 "draft", f"record is {len(payload)} bytes, over the limit of {self.limits.max_record_bytes}"
             )
-        return self.signer.seal(RECORD_TYPE, payload)
+        return (signer or self.signer).seal(RECORD_TYPE, payload)
 
     def _receipt(
         self, record: records_pb2.Record, envelope: records_pb2.Envelope, *, created: bool
