@@ -13,7 +13,8 @@ from exchange.node.server import Node
 from exchange.node.submission import MAX_BULK_SUBMISSIONS
 from exchange.records.envelope import RECORD_TYPE, Signer, content_hash, verify_envelope
 from exchange.store import audit
-from exchange.store.current import seal_problems
+from exchange.store.current import current_records, seal_problems
+from exchange.store.local import find_references
 from exchange.store.log import log_entries
 from exchange.store.schema import audit as audit_table
 from exchange.store.schema import observables, records, references
@@ -164,3 +165,20 @@ def test_a_known_reference_costs_no_checking_or_signing_and_answers_the_current_
     assert seals == [RECORD_TYPE, RECORD_TYPE]  # K-4 and its duplicate in the call (stored once), nothing else
     assert counts(node) == (records_before + 1, references_before + 1, audit_before + 1)
     assert audit.verify_store(node.store) == []
+
+
+def test_references_and_records_are_looked_up_by_key_in_chunks(federation: Federation, tmp_path: Path) -> None:
+    """find_references and current_records (SubmitBulk's two queries; on PostgreSQL one key
+    lookup per name) find exactly the names held, past one statement's 500 names."""
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    sato = analyst(federation, node)
+    held = [r.receipt for r in bulk(sato, *[(draft(title=f"件 {i}"), f"C-{i}") for i in range(3)])]
+    names = [f"C-{i}" for i in range(600)] + ["C-1"]  # C-0..C-2 held; a name twice
+    found = find_references(node.store, "sato", names)
+    assert found == {f"C-{i}": r.ref.record_id for i, r in enumerate(held)}
+    assert find_references(node.store, "suzuki", names) == {}  # another analyst's references are not theirs
+    ids = [r.ref.record_id for r in held] + [f"00000000-0000-4000-8000-{i:012d}" for i in range(600)]
+    records_held = current_records(node.store, "JPN-NPA", ids)
+    assert sorted(records_held) == sorted(r.ref.record_id for r in held)
+    assert {r.version for r in records_held.values()} == {1}
+    assert current_records(node.store, "USA-DTSF", ids) == {}
