@@ -206,13 +206,20 @@ def run(args: argparse.Namespace) -> int:
               f"{node_cpu / args.records * 1e6:,.0f} us/record; CLI CPU {cli_cpu:.1f} s = "
               f"{cli_cpu / args.records * 1e6:,.0f} us/record)", flush=True)
 
+        cpu_before = node.cpu_seconds()
+        cli_before = _children_cpu()
         seconds, summary = submit(cli, tmp / "submit-2.log")
+        cli_cpu = _children_cpu() - cli_before
+        node_cpu = node.cpu_seconds() - cpu_before
         expected = f"{args.records} submitted (0 new, {args.records} already submitted), 0 rejected"
         if summary != expected:
             raise RuntimeError(f"rerun: expected {expected!r}, got {summary!r}")
-        result.update(rerun_seconds=round(seconds, 2))
+        result.update(rerun_seconds=round(seconds, 2), rerun_lines_per_second=round(args.records / seconds, 1),
+                      rerun_node_cpu_seconds=round(node_cpu, 2), rerun_cli_cpu_seconds=round(cli_cpu, 2))
         print(f"rerun (idempotent): {args.records:,} already submitted in {seconds:.2f} s = "
-              f"{args.records / seconds:,.0f} lines/s", flush=True)
+              f"{args.records / seconds:,.0f} lines/s (node CPU {node_cpu:.1f} s = "
+              f"{node_cpu / args.records * 1e6:,.0f} us/line; CLI CPU {cli_cpu:.1f} s = "
+              f"{cli_cpu / args.records * 1e6:,.0f} us/line)", flush=True)
     finally:
         if node is not None:
             node.stop()

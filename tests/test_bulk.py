@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from exchange.cli.bulk import BulkResult, parse_line, read_lines
+from exchange.cli import bulk as cli_bulk
+from exchange.cli.bulk import BulkResult, Line, Outcome, parse_line, read_lines, submit_lines
 from exchange.cli.main import main
 from exchange.cli.progress import Bar
 from exchange.errors import InvalidInput
@@ -144,6 +147,7 @@ def test_a_node_going_away_mid_file_stops_the_run_and_a_rerun_finishes_it(
     bulk = tmp_path / "records.jsonl"
     bulk.write_text("".join(changed(i) + "\n" for i in range(300)), encoding="utf-8")
     command = ["submit", "--bulk", str(bulk), "--profile", profile(federation)]
+    monkeypatch.setattr(cli_bulk, "BATCH", 50)  # several calls, so that the run can stop between them
 
     # Stop the node once 100 lines are done, from inside the run (the bar is told of every line).
     update = Bar.update
@@ -163,7 +167,7 @@ def test_a_node_going_away_mid_file_stops_the_run_and_a_rerun_finishes_it(
     assert captured.err.startswith("exchange: stopped at line ")
     assert f": node at {address} " in captured.err
     assert "rerun the same file" in captured.err
-    monkeypatch.undo()
+    monkeypatch.setattr(Bar, "update", update)
 
     # Whatever reached the node before it went is kept (including a call cut off after the
     # node had stored it, which the first run could not know of); the rerun adds the rest.
@@ -175,6 +179,43 @@ def test_a_node_going_away_mid_file_stops_the_run_and_a_rerun_finishes_it(
     new, existing = int(match[1]), int(match[2])
     assert new + existing == 300 and 100 <= existing < 300
     assert stored(node) == (300, 300)
+
+
+def test_lines_are_read_as_calls_go_out_and_the_client_made_for_the_first_sent(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A large file is not parsed whole before the first call: with two calls in flight, the
+    lines of the third are read once the first is stored. The client is made when the first
+    well-formed line is reached, before any outcome is reported."""
+    from exchange.client import Client, load_profile
+
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    events: list[str] = []
+
+    def lines() -> Iterator[Line]:
+        for n in range(1, 41):
+            if n in (1, 3, 21, 31):
+                events.append(f"read {n}, {stored(node)[0]} stored")
+            yield parse_line(n, (changed(n) if n > 2 else "{oops").encode())
+
+    def connect() -> Client:
+        events.append("connect")
+        return stack.enter_context(Client(load_profile(Path(profile(federation))), timeout=30))
+
+    def emit(outcome: Outcome) -> None:
+        events.append(f"{outcome.status} {outcome.line}")
+
+    with ExitStack() as stack:
+        result = submit_lines(None, lines(), emit, parallel=2, batch=10, total=40, connect=connect)
+    assert (result.new, result.rejected, result.total) == (38, 2, 40)
+    assert events[:3] == ["read 1, 0 stored", "read 3, 0 stored", "connect"]
+    assert events.index("read 21, 0 stored") < events.index("rejected 1")  # calls 1 and 2 sent first
+    # Line 31 is read for the third call, once the first (lines 1-12, two refused here) is
+    # stored and reported; the second may be stored by then too.
+    [read_31] = [n for n, e in enumerate(events) if e.startswith("read 31, ")]
+    assert read_31 > events.index("new 12") and int(events[read_31].split()[2]) in (10, 20)
+    assert [e for e in events if e.split()[0] in ("new", "rejected")] == (
+        ["rejected 1", "rejected 2"] + [f"new {n}" for n in range(3, 41)])
 
 
 def test_a_file_of_only_bad_lines_needs_no_node(
@@ -286,7 +327,9 @@ def test_calls_are_bounded_by_lines_and_bytes_and_keep_line_order() -> None:
     """Lines go to the node at most BATCH, and at most BATCH_BYTES of drafts, to a call (one
     larger draft alone), far below the node's message limit; lines refused locally ride along."""
     from exchange.cli.bulk import BATCH, BATCH_BYTES, _chunks
+    from exchange.node.submission import MAX_BULK_SUBMISSIONS
 
+    assert BATCH <= MAX_BULK_SUBMISSIONS  # a full call is never refused whole
     small = [parse_line(n, changed(n).encode()) for n in range(1, 2 * BATCH + 2)]
     small[4] = parse_line(5, b"{oops")
     chunks = list(_chunks(small, BATCH))

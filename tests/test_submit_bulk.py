@@ -11,9 +11,10 @@ from sqlalchemy import func, select
 
 from exchange.node.server import Node
 from exchange.node.submission import MAX_BULK_SUBMISSIONS
-from exchange.records.envelope import content_hash, verify_envelope
+from exchange.records.envelope import RECORD_TYPE, Signer, content_hash, verify_envelope
 from exchange.store import audit
-from exchange.store.current import seal_problems
+from exchange.store.current import current_records, seal_problems
+from exchange.store.local import find_references
 from exchange.store.log import log_entries
 from exchange.store.schema import audit as audit_table
 from exchange.store.schema import observables, records, references
@@ -124,3 +125,60 @@ def test_a_call_written_table_by_table_is_sealed_indexed_and_chained_like_single
     assert all(len(p) == 1 for p in positions)  # one entry per record
     assert [p[0] for p in positions] == sorted(p[0] for p in positions)  # in submission order
     assert indexed == 41  # every draft has observables (tests.federation.draft)
+
+
+def test_a_known_reference_costs_no_checking_or_signing_and_answers_the_current_version(
+    federation: Federation, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun's lines are answered from the references and the records they made, read for
+    the whole call at once: the line's content is not checked again, nothing is signed, and
+    the receipt names the record's current version, as a mixed call's new lines are stored."""
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    sato = analyst(federation, node)
+    first = [r.receipt for r in bulk(sato, (draft(title="一"), "K-1"), (draft(title="二"), "K-2"),
+                                     (draft(title="三"), "K-3"))]
+    revised = sato.submission.Revise(submission_pb2.ReviseRequest(
+        ref=first[0].ref, base_version=1, draft=draft(title="一 改")), timeout=30).receipt
+    records_before, references_before, audit_before = counts(node)
+
+    seals: list[str] = []
+    seal = Signer.seal
+
+    def counted(signer: Signer, payload_type: str, payload: bytes) -> records_pb2.Envelope:
+        seals.append(payload_type)
+        return seal(signer, payload_type, payload)
+
+    monkeypatch.setattr(Signer, "seal", counted)  # every signature the node makes, with any key
+    results = bulk(sato, (draft(title="一"), "K-1"), (draft(confidence=150), "K-2"), (draft(title="四"), "K-4"),
+                   (draft(confidence=150), "K-5"), (draft(title="三"), "K-3"), (draft(title="四 again"), "K-4"))
+    assert [r.WhichOneof("outcome") for r in results] == ["receipt", "receipt", "receipt", "refusal", "receipt",
+                                                          "receipt"]
+    assert results[0].receipt == submission_pb2.Receipt(  # the current version: the revision
+        ref=first[0].ref, version=2, content_hash=revised.content_hash, created=False)
+    assert results[1].receipt == submission_pb2.Receipt(  # its content, not valid now, was not read
+        ref=first[1].ref, version=1, content_hash=first[1].content_hash, created=False)
+    assert results[4].receipt == submission_pb2.Receipt(
+        ref=first[2].ref, version=1, content_hash=first[2].content_hash, created=False)
+    assert results[2].receipt.created and results[2].receipt.version == 1
+    assert results[5].receipt.ref == results[2].receipt.ref and not results[5].receipt.created
+    assert results[3].refusal == "draft.confidence: expected 0..100, got 150"
+    assert seals == [RECORD_TYPE, RECORD_TYPE]  # K-4 and its duplicate in the call (stored once), nothing else
+    assert counts(node) == (records_before + 1, references_before + 1, audit_before + 1)
+    assert audit.verify_store(node.store) == []
+
+
+def test_references_and_records_are_looked_up_by_key_in_chunks(federation: Federation, tmp_path: Path) -> None:
+    """find_references and current_records (SubmitBulk's two queries; on PostgreSQL one key
+    lookup per name) find exactly the names held, past one statement's 500 names."""
+    node = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    sato = analyst(federation, node)
+    held = [r.receipt for r in bulk(sato, *[(draft(title=f"件 {i}"), f"C-{i}") for i in range(3)])]
+    names = [f"C-{i}" for i in range(600)] + ["C-1"]  # C-0..C-2 held; a name twice
+    found = find_references(node.store, "sato", names)
+    assert found == {f"C-{i}": r.ref.record_id for i, r in enumerate(held)}
+    assert find_references(node.store, "suzuki", names) == {}  # another analyst's references are not theirs
+    ids = [r.ref.record_id for r in held] + [f"00000000-0000-4000-8000-{i:012d}" for i in range(600)]
+    records_held = current_records(node.store, "JPN-NPA", ids)
+    assert sorted(records_held) == sorted(r.ref.record_id for r in held)
+    assert {r.version for r in records_held.values()} == {1}
+    assert current_records(node.store, "USA-DTSF", ids) == {}

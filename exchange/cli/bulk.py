@@ -3,8 +3,9 @@
 Every line must carry the analyst's own ``reference``: the node returns the
 existing record for a reference it already holds, so a rerun of the same file
 (after a rejection was fixed, or after the node went away mid-file) creates
-nothing twice. Lines are checked locally first (JSON, structure, reference);
-only well-formed lines are sent, a hundred to a SubmitBulk call; the node refuses
+nothing twice. Lines are checked locally (JSON, structure, reference) as the run
+reaches them, so the first call leaves at once and the node stores one call while the
+next lines are read; only well-formed lines are sent, 500 to a SubmitBulk call; the node refuses
 one line's content as that line's result, and outcomes are reported in line order.
 Any failure of a whole call (unreachable node, certificate refused, role not allowed)
 would fail every line alike, so the run stops at it.
@@ -16,7 +17,7 @@ import argparse
 import json
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -34,16 +35,18 @@ if TYPE_CHECKING:
     from exchange.client import Client
 
 __all__ = [
-    "BATCH", "DEFAULT_PARALLEL", "BulkResult", "Line", "Outcome", "parse_line", "read_lines", "run_bulk",
-    "submit_lines",
+    "BATCH", "DEFAULT_PARALLEL", "BulkFile", "BulkResult", "Line", "Outcome", "open_bulk", "parse_line", "read_lines",
+    "run_bulk", "submit_lines",
 ]
 
-# Drafts per SubmitBulk call: the node checks, signs and audits each on its own and commits
-# the call's records in one transaction, so the commit (an fsync) is paid once per call.
-# Past ~100 a larger call gains little, and a smaller one keeps the progress bar moving.
-BATCH = 100
+# Drafts per SubmitBulk call (the node's limit, MAX_BULK_SUBMISSIONS): the node checks, signs
+# and audits each on its own and commits the call's records in one transaction, so the commit
+# (an fsync) and the call's queries are paid once per call, and the index pages a call's
+# records share are written once: on the node, 500 to a call cost ~20% less CPU per record
+# than 100 (bench/bulk_bench.py). The progress bar still moves a few times a second.
+BATCH = 500
 # ...and at most this many bytes of drafts, far below the node's message limit (4 MiB by
-# default), which 100 drafts near the record limit (256 KiB) would pass.
+# default), which a few drafts near the record limit (256 KiB) would pass.
 BATCH_BYTES = 1024 * 1024
 # Calls in flight at once: the node stores one call while the next is sent and parsed, and
 # a network round trip is hidden. More only makes calls queue for the node's one writer.
@@ -144,8 +147,34 @@ def parse_line(number: int, raw: bytes) -> Line:
     return Line(number, reference, draft)
 
 
-def read_lines(name: str) -> list[Line]:
-    """Read and parse a bulk file; a file that cannot be used at all is a usage error."""
+@dataclass(frozen=True)
+class BulkFile:
+    """A bulk file read whole, its lines counted (for the progress bar) but not parsed yet."""
+
+    chunks: list[bytes]  # the file split at newlines: chunk i is line i + 1
+    total: int  # its non-blank lines
+
+    def lines(self) -> Iterator[Line]:
+        """Each non-blank line parsed, in order, as it is reached: parsing 100,000 lines takes
+        seconds, which the node spends storing the first calls instead of waiting for them."""
+        first_use: dict[str, int] = {}
+        for number, chunk in enumerate(self.chunks, start=1):
+            if not chunk.strip():
+                continue  # blank lines (a trailing newline, spacing) are not records
+            line = parse_line(number, chunk)
+            if line.reference is not None:
+                # Two lines with one reference would make the second an "already submitted"
+                # copy of the first, silently dropping its content: refuse it instead.
+                earlier = first_use.setdefault(line.reference, number)
+                if earlier != number and line.problem is None:
+                    line = Line(number, line.reference, None,
+                                f"reference: {line.reference!r} is also on line {earlier}")
+            yield line
+
+
+def open_bulk(name: str) -> BulkFile:
+    """Read a bulk file; a file that cannot be used at all (named otherwise, unreadable, without
+    a line) is a usage error, raised before anything is sent."""
     path = Path(name)
     if path.suffix.lower() != SUFFIX:
         raise InvalidInput(name, f"expected a JSON Lines file named *{SUFFIX}, one record draft per line")
@@ -153,22 +182,16 @@ def read_lines(name: str) -> list[Line]:
         raw = path.read_bytes()
     except OSError as exc:
         raise InvalidInput("", f"cannot read {name}: {exc.strerror or exc}") from None
-    lines: list[Line] = []
-    first_use: dict[str, int] = {}
-    for number, chunk in enumerate(raw.split(b"\n"), start=1):
-        if not chunk.strip():
-            continue  # blank lines (a trailing newline, spacing) are not records
-        line = parse_line(number, chunk)
-        if line.reference is not None:
-            # Two lines with one reference would make the second an "already submitted"
-            # copy of the first, silently dropping its content: refuse it instead.
-            earlier = first_use.setdefault(line.reference, number)
-            if earlier != number and line.problem is None:
-                line = Line(number, line.reference, None, f"reference: {line.reference!r} is also on line {earlier}")
-        lines.append(line)
-    if not lines:
+    chunks = raw.split(b"\n")
+    total = sum(1 for chunk in chunks if chunk.strip())
+    if not total:
         raise InvalidInput(name, "no records (the file is empty)")
-    return lines
+    return BulkFile(chunks, total)
+
+
+def read_lines(name: str) -> list[Line]:
+    """Read and parse a whole bulk file (:func:`open_bulk`, every line parsed)."""
+    return list(open_bulk(name).lines())
 
 
 # --- submitting -----------------------------------------------------------------------------
@@ -182,7 +205,7 @@ def _size(line: Line) -> int:
     return (line.draft.ByteSize() if line.draft is not None else 0) + len(line.reference or "")
 
 
-def _chunks(lines: list[Line], batch: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Line]]:
+def _chunks(lines: Iterable[Line], batch: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Line]]:
     """Consecutive lines holding at most ``batch`` sendable ones of at most ``max_bytes`` in
     all (one larger line goes alone); lines refused locally ride along unsent, so that
     outcomes stay in line order."""
@@ -202,25 +225,33 @@ def _chunks(lines: list[Line], batch: int, max_bytes: int = BATCH_BYTES) -> Iter
 
 def submit_lines(
     client: Client | None,
-    lines: list[Line],
+    lines: Sequence[Line] | Iterable[Line],
     emit: Callable[[Outcome], None],
     *,
     parallel: int = DEFAULT_PARALLEL,
     batch: int = BATCH,
+    total: int | None = None,
+    connect: Callable[[], Client] | None = None,
 ) -> BulkResult:
     """Send every well-formed line, ``batch`` to a SubmitBulk call and ``parallel`` calls at a
     time; ``emit`` gets outcomes in line order.
 
-    ``client`` may be None only if no line is well-formed (there is nothing to send).
+    ``lines`` may be an iterator, read as calls are sent (``total``: how many it holds, or
+    ``len(lines)``). ``client`` may be None if ``connect`` makes one, called once when the
+    first well-formed line is reached, or if no line is well-formed (nothing to send).
 
     A refusal of one line's content rejects that line; any other failure stops the run at
     the first line of the call it failed: nothing more is sent, calls already in flight are
     waited for and their outcomes kept (they may have been stored).
     """
-    result = BulkResult(total=len(lines))
+    if total is None:
+        if not isinstance(lines, Sequence):
+            raise InternalError("lines to submit from an iterator, and no total")
+        total = len(lines)
+    result = BulkResult(total=total)
 
     def submit(chunk: list[Line]) -> list[submission_pb2.SubmitBulkResult]:
-        if client is None:  # a client is required exactly when some line is sent
+        if client is None:  # made before the first call is sent (below)
             raise InternalError("a line to send, and no client to send it")
         request = submission_pb2.SubmitBulkRequest(submissions=[
             submission_pb2.SubmitRequest(draft=line.draft, reference=line.reference or "")
@@ -285,6 +316,8 @@ def submit_lines(
                 if all(line.problem is not None for line in chunk):
                     pending.append((chunk, None))
                 else:
+                    if client is None and connect is not None:
+                        client = connect()  # here, before any outcome is reported
                     pending.append((chunk, executor.submit(submit, chunk)))
                     in_flight += 1
             if not pending:
@@ -314,13 +347,13 @@ def _stopped_message(result: BulkResult) -> str:
 
 def run_bulk(args: argparse.Namespace) -> int:
     """Submit every line of ``args.bulk``; 0 if all were stored, 1 if any was rejected or the run stopped."""
-    lines = read_lines(args.bulk)  # usage errors first, before any profile or node is needed
+    bulk = open_bulk(args.bulk)  # usage errors first, before any profile or node is needed
     done = 0
     with ExitStack() as stack:
         report: IO[str] | None = None
         if args.report:
             report = stack.enter_context(open(args.report, "w", encoding="utf-8"))
-        bar = stack.enter_context(Bar("submitting", "lines", len(lines), force=args.progress))
+        bar = stack.enter_context(Bar("submitting", "lines", bulk.total, force=args.progress))
 
         def emit(outcome: Outcome) -> None:
             nonlocal done
@@ -331,10 +364,10 @@ def run_bulk(args: argparse.Namespace) -> int:
             done += 1
             bar.update(done)
 
-        # A file whose every line is refused locally needs no profile or node to say so.
-        sendable = any(line.problem is None for line in lines)
-        client = stack.enter_context(client_from(args)) if sendable else None
-        result = submit_lines(client, lines, emit, parallel=args.parallel)
+        # A file whose every line is refused locally needs no profile or node to say so: the
+        # client is made once a line is to be sent.
+        result = submit_lines(None, bulk.lines(), emit, parallel=args.parallel, batch=BATCH, total=bulk.total,
+                              connect=lambda: stack.enter_context(client_from(args)))
     print(result.summary(), flush=True)
     if result.error is not None:
         print(f"exchange: {' '.join(_stopped_message(result).split())}", file=sys.stderr)

@@ -8,6 +8,7 @@ the envelope verbatim.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,10 +22,10 @@ from exchange.core.trust import Trust
 from exchange.errors import Conflict, InvalidInput, NotFound, PermissionDenied, TooLarge, clip
 from exchange.node.rpc import Method
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE, content_hash
-from exchange.records.keyring import Seals
+from exchange.records.keyring import KeyRing, Seals
 from exchange.records.validate import validate_draft, validate_ref, validate_reference
 from exchange.store import Store, StoredRecord
-from exchange.store.current import current_record
+from exchange.store.current import current_record, current_records
 from exchange.store.local import LocalWrite, Withdrawal, find_reference, find_references, put_local, put_local_many
 from exchange.store.log import earlier_audience
 from exchange.store.review import DraftRow, HeldWrite, find_held, hold, hold_in
@@ -51,6 +52,22 @@ def _without_marking(content: records_pb2.RecordDraft) -> bytes:
     copy.ClearField("marking")
     return copy.SerializeToString(deterministic=True)
 
+
+
+@dataclass
+class _Call:
+    """What a SubmitBulk call's drafts are all checked and signed with, read once for the call
+    (a call is one moment, as a single Submit is): the partners a marking may name, and the
+    key that signs, chosen when the first draft is signed (a rerun's call signs nothing)."""
+
+    partners: frozenset[str]
+    ring: Seals
+    _chosen: Seals | None = None
+
+    def signer(self) -> Seals:
+        if self._chosen is None:
+            self._chosen = self.ring.signer() if isinstance(self.ring, KeyRing) else self.ring
+        return self._chosen
 
 
 @dataclass
@@ -105,12 +122,17 @@ class SubmissionService:
             raise TooLarge(f"submissions: {len(request.submissions)}, over the limit of {MAX_BULK_SUBMISSIONS} a call")
         results: list[submission_pb2.SubmitBulkResult] = []
         writes: list[tuple[int, LocalWrite]] = []
-        # The call's references already known, in one query (a rerun of a file is all of them).
-        known = find_references(self.store, caller.identity.handle or "",
-                                [s.reference for s in request.submissions])
+        # The call's references already known and the records they made, in two queries: a
+        # rerun of a file is all of them, and its lines then cost no checking or signing (a
+        # line's content is not even read: the reference names the record), nor a query each.
+        record_ids = find_references(self.store, caller.identity.handle or "",
+                                     [s.reference for s in request.submissions])
+        held_now = current_records(self.store, self.agency, record_ids.values())
+        known = {reference: held_now.get(record_id) for reference, record_id in record_ids.items()}
+        now = _Call(self.manifest.active_agencies, self.signer)
         for i, submission in enumerate(request.submissions):
             try:
-                prepared = self._prepare(submission, caller, known)
+                prepared = self._prepare(submission, caller, known, now)
             except BULK_REFUSALS as exc:
                 results.append(submission_pb2.SubmitBulkResult(refusal=clip(str(exc), MAX_REFUSAL_CHARS)))
                 continue
@@ -130,7 +152,9 @@ class SubmissionService:
         def hold_too(tx: Connection) -> None:
             held[:] = hold_in(tx, [item for _, item in holding], actor=caller.identity.uri)
 
-        stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
+        stored: list[str | None] = []
+        if writes or holding:  # a call of known references only (a rerun) writes nothing
+            stored = put_local_many(self.store, [write for _, write in writes], also=hold_too if holding else None)
         for (i, _), item in zip(holding, held, strict=True):
             results[i].receipt.CopyFrom(self._held_receipt(item, created=item.created))
         for (i, write), existing in zip(writes, stored, strict=True):
@@ -180,25 +204,27 @@ class SubmissionService:
     # --- steps ----------------------------------------------------------------------------
 
     def _prepare(
-        self, request: submission_pb2.SubmitRequest, caller: Principal, known: dict[str, str] | None = None,
+        self, request: submission_pb2.SubmitRequest, caller: Principal,
+        known: Mapping[str, StoredRecord | None] | None = None, call: _Call | None = None,
     ) -> submission_pb2.Receipt | LocalWrite:
         """The receipt of the record a known reference made, or the new record checked and signed;
-        ``known``: the caller's references already looked up (``find_references``)."""
+        ``known``: the caller's references already looked up, each with the current version of
+        the record it made (None: not held, or its row fails its seal), as SubmitBulk reads them."""
         validate_reference(request.reference)
         handle = caller.identity.handle or ""
         if request.reference:
             if known is None:
                 existing = find_reference(self.store, handle, request.reference)
-            else:
-                existing = known.get(request.reference)
-            if existing is not None:
-                return self._existing(existing, caller)
+                if existing is not None:
+                    return self._existing(existing, caller)
+            elif request.reference in known:
+                return self._receipt_of_current(known[request.reference], caller)
             waiting = find_held(self.store, handle, request.reference) if self.review is not None else None
             if waiting is not None:  # submitted again while held: the same draft, not another
                 return self._held_receipt(waiting, created=False)
         if not request.HasField("draft"):
             raise InvalidInput("draft", "missing")
-        self._check_draft(request.draft, caller)
+        self._check_draft(request.draft, caller, partners=call.partners if call is not None else None)
         now = now_us()
         record = records_pb2.Record(
             ref=records_pb2.RecordRef(originator=self.agency, record_id=str(uuid.uuid4())),
@@ -208,7 +234,7 @@ class SubmissionService:
             issued_at=timestamp_of(now),
             content=request.draft,
         )
-        envelope = self._sign(record)
+        envelope = self._sign(record, call.signer() if call is not None else None)
         return LocalWrite(record, envelope, actor=caller.identity.uri, action="submit",
                           audience=self._audience(record), submitter=handle, reference=request.reference)
 
@@ -240,9 +266,15 @@ class SubmissionService:
         ).allowed
 
     def _check_draft(
-        self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None
+        self, draft: records_pb2.RecordDraft, caller: Principal, own: records_pb2.RecordRef | None = None,
+        partners: frozenset[str] | None = None,
     ) -> None:
-        validate_draft(draft, partners=self.manifest.active_agencies, limits=self.limits)  # none that left
+        """Validate a draft (``partners``: the agencies its marking may name, if read already)."""
+        if partners is None:
+            partners = self.manifest.active_agencies  # none that left
+        validate_draft(draft, partners=partners, limits=self.limits)
+        if not draft.related:
+            return
         marking = marking_of(draft.marking)
         for i, ref in enumerate(draft.related):
             field = f"draft.related[{i}]"
@@ -372,13 +404,14 @@ class SubmissionService:
         """The analyst who wrote a draft, as the checks at release see them."""
         return Principal(Identity(self.agency, row.author), Role.ANALYST, clearance)
 
-    def _sign(self, record: records_pb2.Record) -> records_pb2.Envelope:
+    def _sign(self, record: records_pb2.Record, signer: Seals | None = None) -> records_pb2.Envelope:
+        """``signer``: the key chosen for a whole call (else the key ring chooses, now)."""
         payload = record.SerializeToString()  # serialised once: these bytes are the record
         if len(payload) > self.limits.max_record_bytes:
             raise InvalidInput(
                 "draft", f"record is {len(payload)} bytes, over the limit of {self.limits.max_record_bytes}"
             )
-        return self.signer.seal(RECORD_TYPE, payload)
+        return (signer or self.signer).seal(RECORD_TYPE, payload)
 
     def _receipt(
         self, record: records_pb2.Record, envelope: records_pb2.Envelope, *, created: bool
@@ -388,14 +421,17 @@ class SubmissionService:
         )
 
     def _existing(self, record_id: str, caller: Principal) -> submission_pb2.Receipt:
-        current = current_record(self.store, self.agency, record_id)
+        return self._receipt_of_current(current_record(self.store, self.agency, record_id), caller)
+
+    def _receipt_of_current(self, current: StoredRecord | None, caller: Principal) -> submission_pb2.Receipt:
+        """The receipt (created False) of the record a known reference made, as held now."""
         # A reference names a stored record, unless it was withdrawn since; and what the record
         # is now (another analyst may have raised its marking) goes through the decision too.
         if current is None or not self._visible(current, caller):
             raise NotFound()
         envelope = records_pb2.Envelope.FromString(current.envelope)
         return submission_pb2.Receipt(
-            ref=records_pb2.RecordRef(originator=self.agency, record_id=record_id),
+            ref=records_pb2.RecordRef(originator=self.agency, record_id=current.record_id),
             version=current.version,
             content_hash=content_hash(envelope.payload),
             created=False,

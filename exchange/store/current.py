@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, String, delete, func, insert, literal, select, true, update
+from sqlalchemy.types import ARRAY
 
 from exchange.core.marking import Marking
 from exchange.errors import Conflict
@@ -25,6 +26,7 @@ from exchange.v1 import records_pb2
 __all__ = [
     "StoredRecord",
     "current_record",
+    "current_records",
     "held_by_originator",
     "index_record",
     "insert_current",
@@ -116,6 +118,30 @@ def current_record(store: Store, originator: str, record_id: str) -> StoredRecor
     if row is None or not store.seal.served(originator, record_id, store.seal.current_problem(row)):
         return None  # integrity: an edited row is never served
     return to_record(row)
+
+
+def current_records(store: Store, originator: str, record_ids: Iterable[str]) -> dict[str, StoredRecord]:
+    """:func:`current_record` of many of one originator's records in one query a few hundred:
+    each one held and sealed as written, by record id (the others are left out)."""
+    wanted = sorted(set(record_ids))
+    found: dict[str, StoredRecord] = {}
+    with store.engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        for start in range(0, len(wanted), 500):  # bound the statement's parameters
+            chunk = wanted[start:start + 500]
+            if postgres:
+                # One lookup by key per record, as exchange.store.local._lookup_each says why:
+                # ``record_id IN (...)`` read every record of the originator while the
+                # statistics lagged a bulk load (41 ms a call at 100,000 instead of 3 ms).
+                ids = func.unnest(literal(chunk, ARRAY(String))).table_valued("id").render_derived(name="wanted")
+                one = select_current(store).where(records.c.originator == originator,
+                                                  records.c.record_id == ids.c.id).limit(1).lateral("one")
+                query = select(one).select_from(ids).join(one, true())
+            else:
+                query = select_current(store).where(records.c.originator == originator,
+                                                    records.c.record_id.in_(chunk))
+            found.update((record.record_id, record) for record in sealed(store, conn.execute(query)))
+    return found
 
 
 def sealed(store: Store, rows: Iterable[Any]) -> Iterator[StoredRecord]:
