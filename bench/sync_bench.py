@@ -908,12 +908,14 @@ def main_bench(args: argparse.Namespace) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from exchange.config import Limits
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000, help="records to pull (default 100,000)")
     parser.add_argument("--memory-check", action="store_true",
                         help="initial pull at 10,000 and at 100,000 records; compare the puller's peak RSS")
-    parser.add_argument("--batch", type=int, default=500,
-                        help="[limits] pull_batch_entries of both nodes (default 500, the default limit)")
+    parser.add_argument("--batch", type=int, default=Limits().pull_batch_entries,
+                        help="[limits] pull_batch_entries of both nodes (default: the default limit)")
     parser.add_argument("--profile", metavar="DIR",
                         help="write cProfile stats of the puller and the server to DIR and print the top")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (for debugging)")
