@@ -163,3 +163,43 @@ def test_a_revision_moves_the_record_in_observable_order(backend: Backend, tmp_p
         assert after[0] == first[0].ref.record_id and sorted(after) == sorted(before)
     finally:
         store.close()
+
+
+def test_the_index_rows_carry_the_current_classification_and_only_narrow(backend: Backend, tmp_path: Path) -> None:
+    rng = random.Random(5)
+    cleared = SearchFilter(observables=(("hs_code", "854231"),), classifications=("UNCLASSIFIED", "RESTRICTED"))
+    secret = _record(0, rng, issued_us=1_700_000_000_000_000)
+    secret.content.marking.classification = "SECRET"
+    store = _store(backend.migrated(tmp_path / "db"), [secret])
+    ref = secret.ref.record_id
+
+    def copies() -> set[str]:
+        with store.engine.connect() as conn:
+            return set(conn.execute(observables.select().with_only_columns(observables.c.classification)
+                                    .where(observables.c.value == "854231")).scalars())
+
+    try:
+        assert copies() == {"SECRET"} and [r.record_id for r in search(store, cleared)] == []
+        # A revision down to RESTRICTED rewrites the index rows: a RESTRICTED user's lookup finds it.
+        lowered = _record(0, rng, issued_us=1_700_000_001_000_000, record_id=ref, version=2)
+        lowered.content.marking.classification = "RESTRICTED"
+        payload = lowered.SerializeToString()
+        apply_batch(store, AGENCY, [Incoming(
+            records_pb2.Envelope(payload_type=RECORD_TYPE, payload=payload, key_id="k"),
+            content_hash(payload), frozenset({AGENCY}), record=lowered)], None)
+        assert copies() == {"RESTRICTED"} and [r.record_id for r in search(store, cleared)] == [ref]
+        # Up to SECRET again: gone from the lookup.
+        raised = _record(0, rng, issued_us=1_700_000_002_000_000, record_id=ref, version=3)
+        raised.content.marking.classification = "SECRET"
+        payload = raised.SerializeToString()
+        apply_batch(store, AGENCY, [Incoming(
+            records_pb2.Envelope(payload_type=RECORD_TYPE, payload=payload, key_id="k"),
+            content_hash(payload), frozenset({AGENCY}), record=raised)], None)
+        assert copies() == {"SECRET"} and [r.record_id for r in search(store, cleared)] == []
+        # The copy is not sealed and only narrows: lowered by a database writer, it shows nothing
+        # more (the record's own row, sealed, is still prefiltered and then decided on).
+        with store.engine.begin() as conn:
+            conn.execute(observables.update().values(classification="RESTRICTED"))
+        assert [r.record_id for r in search(store, cleared)] == []
+    finally:
+        store.close()

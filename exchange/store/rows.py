@@ -195,20 +195,20 @@ def write_index(
     ``prepared``: the ``index_of`` of some of them, by rid, computed already."""
     countries: list[tuple[int, str]] = []
     sectors: list[tuple[int, str]] = []
-    keys: list[tuple[int, str, str, int]] = []
+    keys: list[tuple[int, str, str, int, str]] = []
     words: list[tuple[int, str]] = []
     for rid, record in items:
         content = record.content
         countries += [(rid, c) for c in set(content.countries)]
         sectors += [(rid, s) for s in set(content.sectors)]
-        issued_at = timestamp_us(record.issued_at)
+        issued_at, classification = timestamp_us(record.issued_at), content.marking.classification
         found = prepared.get(rid) if prepared else None
         observed, terms = found if found is not None else index_of(content)
-        keys += [(rid, t, v, issued_at) for t, v in observed]
+        keys += [(rid, t, v, issued_at, classification) for t, v in observed]
         words.append((rid, terms))
     insert_many(conn, record_countries, ("rid", "country"), countries)
     insert_many(conn, record_sectors, ("rid", "sector"), sectors)
-    insert_many(conn, observables, ("rid", "type", "value", "issued_at"), keys)
+    insert_many(conn, observables, ("rid", "type", "value", "issued_at", "classification"), keys)
     textsearch.add(conn, words)
 
 

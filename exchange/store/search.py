@@ -108,6 +108,10 @@ def search(
         base = base.join(observables, observables.c.rid == records.c.rid).where(
             observables.c.type == obs_type, observables.c.value == value
         )
+        if criteria.classifications is not None:
+            # The clearance prefilter on the index row's copy, so the walk skips what the user
+            # may not see without looking its record up (records.classification is checked too).
+            base = base.where(observables.c.classification.in_(criteria.classifications))
         time_column, rid_column = observables.c.issued_at, observables.c.rid
     # Walks that follow an index already in answer order (one observable's entries; records
     # by issued_at, filtered by chunk or by nothing selective); PostgreSQL is told not to
