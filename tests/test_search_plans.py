@@ -178,23 +178,21 @@ def test_the_index_rows_carry_the_current_classification_and_only_narrow(backend
             return set(conn.execute(observables.select().with_only_columns(observables.c.classification)
                                     .where(observables.c.value == "854231")).scalars())
 
+    def revise(version: int, classification: str) -> None:
+        revised = _record(0, rng, issued_us=1_700_000_000_000_000 + version, record_id=ref, version=version)
+        revised.content.marking.classification = classification
+        payload = revised.SerializeToString()
+        apply_batch(store, AGENCY, [Incoming(
+            records_pb2.Envelope(payload_type=RECORD_TYPE, payload=payload, key_id="k"),
+            content_hash(payload), frozenset({AGENCY}), record=revised)], None)
+
     try:
         assert copies() == {"SECRET"} and [r.record_id for r in search(store, cleared)] == []
         # A revision down to RESTRICTED rewrites the index rows: a RESTRICTED user's lookup finds it.
-        lowered = _record(0, rng, issued_us=1_700_000_001_000_000, record_id=ref, version=2)
-        lowered.content.marking.classification = "RESTRICTED"
-        payload = lowered.SerializeToString()
-        apply_batch(store, AGENCY, [Incoming(
-            records_pb2.Envelope(payload_type=RECORD_TYPE, payload=payload, key_id="k"),
-            content_hash(payload), frozenset({AGENCY}), record=lowered)], None)
+        revise(2, "RESTRICTED")
         assert copies() == {"RESTRICTED"} and [r.record_id for r in search(store, cleared)] == [ref]
         # Up to SECRET again: gone from the lookup.
-        raised = _record(0, rng, issued_us=1_700_000_002_000_000, record_id=ref, version=3)
-        raised.content.marking.classification = "SECRET"
-        payload = raised.SerializeToString()
-        apply_batch(store, AGENCY, [Incoming(
-            records_pb2.Envelope(payload_type=RECORD_TYPE, payload=payload, key_id="k"),
-            content_hash(payload), frozenset({AGENCY}), record=raised)], None)
+        revise(3, "SECRET")
         assert copies() == {"SECRET"} and [r.record_id for r in search(store, cleared)] == []
         # The copy is not sealed and only narrows: lowered by a database writer, it shows nothing
         # more (the record's own row, sealed, is still prefiltered and then decided on).
