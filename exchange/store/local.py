@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import Connection, Select, String, func, insert, literal, select, true
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.types import ARRAY
 
 from exchange.errors import Conflict, InternalError
 from exchange.records.envelope import content_hash
@@ -20,6 +18,7 @@ from exchange.store import audit as audit_log
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
 from exchange.store.current import index_record, insert_current, replace_current
+from exchange.store.engine import lookup_each
 from exchange.store.log import append_log
 from exchange.store.rows import (
     CURRENT_COLUMNS,
@@ -219,7 +218,8 @@ def _references(tx: Connection, agency: str, wanted: set[tuple[str, str]]) -> di
         for start in range(0, len(names), 500):  # bound the statement's parameters
             chunk = names[start:start + 500]
             if postgres:
-                rows = tx.execute(_lookup_each(agency, submitter, chunk))
+                rows = tx.execute(lookup_each(chunk, select(references.c.reference, references.c.record_id).where(
+                    references.c.originator == agency, references.c.submitter == submitter), references.c.reference))
             else:
                 rows = tx.execute(select(references.c.reference, references.c.record_id).where(
                     references.c.originator == agency, references.c.submitter == submitter,
@@ -227,24 +227,6 @@ def _references(tx: Connection, agency: str, wanted: set[tuple[str, str]]) -> di
                 ))
             found.update(((submitter, row.reference), row.record_id) for row in rows)
     return found
-
-
-def _lookup_each(agency: str, submitter: str, names: Sequence[str]) -> Select[Any]:
-    """PostgreSQL: one primary key lookup per name, whatever the planner believes.
-
-    ``reference IN (...500 names)`` is planned from the table's statistics, and a bulk load
-    outruns them (autovacuum analyses a minute or more later): believing the table small,
-    PostgreSQL reads every reference the submitter has and filters them (measured at 100,000:
-    17 ms a call, 99,500 rows read for 500, instead of 1 ms once analysed), so each call of a
-    bulk submission costs more as the store grows. A LATERAL subquery with LIMIT is never
-    flattened into a join: it is run once per name, an index lookup each time.
-    """
-    wanted = func.unnest(literal(list(names), ARRAY(String))).table_valued("name").render_derived(name="wanted")
-    found = select(references.c.reference, references.c.record_id).where(
-        references.c.originator == agency, references.c.submitter == submitter,
-        references.c.reference == wanted.c.name,
-    ).limit(1).lateral("found")
-    return select(found.c.reference, found.c.record_id).select_from(wanted).join(found, true())
 
 
 def _write(
