@@ -258,14 +258,17 @@ def call(
 
 
 def _method(
-    channel: grpc.Channel, service: str, name: str, request: type[Req], response: type[Resp]
+    channel: grpc.Channel, service: str, name: str, request: type[Req], response: type[Resp],
+    file: Any = None,
 ) -> grpc.UnaryUnaryMultiCallable[Req, Resp]:
+    """``service``'s method ``name``, declared in ``file`` (a module's DESCRIPTOR; by default the
+    request's own .proto file)."""
     # The path comes from the descriptors, so it cannot drift from the .proto files.
-    file = request.DESCRIPTOR.file
-    method = file.services_by_name[service].methods_by_name[name]
+    method = (file or request.DESCRIPTOR.file).services_by_name[service].methods_by_name[name]
     if (method.input_type.full_name, method.output_type.full_name) != (
         request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
     ):
+        # A bug in this file, not a user's mistake: a traceback is right.
         raise InternalError(f"{method.full_name} does not take {request.DESCRIPTOR.full_name} "
                             f"and answer {response.DESCRIPTOR.full_name}")
     callable_: grpc.UnaryUnaryMultiCallable[Req, Resp] = channel.unary_unary(
@@ -325,19 +328,8 @@ class Client:
 
 def _liaison_method(channel: grpc.Channel, name: str, request: type[Req], response: type[Resp]
                     ) -> grpc.UnaryUnaryMultiCallable[Req, Resp]:
-    # The path comes from the descriptors, so it cannot drift from liaison.proto.
-    method = liaison_pb2.DESCRIPTOR.services_by_name["LiaisonService"].methods_by_name[name]
-    if (method.input_type.full_name, method.output_type.full_name) != (
-        request.DESCRIPTOR.full_name, response.DESCRIPTOR.full_name
-    ):
-        # A bug in this file, not a user's mistake: a traceback is right.
-        raise InternalError(f"Liaison.{name} does not take {request.__name__} and answer {response.__name__}")
-    callable_: grpc.UnaryUnaryMultiCallable[Req, Resp] = channel.unary_unary(
-        f"/{method.containing_service.full_name}/{method.name}",
-        request_serializer=request.SerializeToString,
-        response_deserializer=response.FromString,
-    )
-    return callable_
+    # Declared in liaison.proto, whatever file its messages come from.
+    return _method(channel, "LiaisonService", name, request, response, file=liaison_pb2.DESCRIPTOR)
 
 
 class LiaisonCalls:
