@@ -318,7 +318,9 @@ def test_notify_targets_in_node_toml(tmp_path: Path) -> None:
             load_node_config(path)
 
 
-def test_a_hit_owed_to_a_removed_watch_entry_is_not_pushed(federation: Federation, tmp_path: Path) -> None:
+def _pager_that_is_down(tmp_path: Path) -> tuple[NotifyTarget, Path, Path]:
+    """A command target that fails (exit 75) while the file ``down`` exists, and otherwise
+    appends each delivery's idempotency key to ``received``; it starts down."""
     script, received, down = tmp_path / "page.py", tmp_path / "paged.txt", tmp_path / "down"
     script.write_text(
         "import os, sys\n"
@@ -329,6 +331,11 @@ def test_a_hit_owed_to_a_removed_watch_entry_is_not_pushed(federation: Federatio
     down.touch()
     pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1,
                          max_retry_seconds=0.2)
+    return pager, received, down
+
+
+def test_a_hit_owed_to_a_removed_watch_entry_is_not_pushed(federation: Federation, tmp_path: Path) -> None:
+    pager, received, down = _pager_that_is_down(tmp_path)
     jpn = _start_jpn(federation, tmp_path / "jpn", pager)
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
@@ -476,16 +483,7 @@ def test_a_hit_owed_to_a_user_whose_role_no_longer_reads_watch_hits_is_not_pushe
 ) -> None:
     """A liaison officer made a disclosure officer (who may neither search nor read watch hits,
     nor so much as list or remove the watch entry) gets nothing more pushed in their name."""
-    script, received, down = tmp_path / "page.py", tmp_path / "paged.txt", tmp_path / "down"
-    script.write_text(
-        "import os, sys\n"
-        f"if os.path.exists({str(down)!r}):\n"
-        "    sys.exit(75)\n"
-        f"open({str(received)!r}, 'a').write(os.environ['EXCHANGE_IDEMPOTENCY_KEY'] + '\\n')\n",
-        encoding="utf-8")
-    down.touch()
-    pager = NotifyTarget(name="pager", command=(sys.executable, str(script)), retry_seconds=0.1,
-                         max_retry_seconds=0.2)
+    pager, received, down = _pager_that_is_down(tmp_path)
     jpn = _start_jpn(federation, tmp_path / "jpn", pager)
     usa = federation.start_node("USA-DTSF", tmp_path / "usa")
     suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
