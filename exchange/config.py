@@ -44,6 +44,9 @@ class Limits:
     partner_concurrent_calls: int = 4  # calls in progress at once from one partner node
     all_partners_concurrent_calls: int = 12  # from all partner nodes together; fewer than rpc_threads
     user_concurrent_calls: int = 8  # calls in progress at once from one user
+    # Searches running at once in this process; the others wait their turn in arrival order
+    # (exchange/node/lane.py: concurrent searches in one process slow each other down).
+    search_lanes: int = 1
     stream_max_seconds: int = 900  # a server stream (Pull, Watch, reflection) is cancelled after this
     stream_stall_seconds: int = 30  # a stream whose client has not taken the next message for this long
     digest_calls_per_minute: int = 120  # per partner, sustained
@@ -52,7 +55,9 @@ class Limits:
     empty_cursor_burst_pulls: int = 10  # per partner, at once
 
     def check(self) -> None:
-        """Refuse bounds that would let partners take every thread (ConfigError)."""
+        """Refuse bounds that would let partners take every thread, or no search run (ConfigError)."""
+        if self.search_lanes < 1:
+            raise ConfigError(f"search_lanes ({self.search_lanes}) must be at least 1")
         if self.all_partners_concurrent_calls >= self.rpc_threads:
             raise ConfigError(f"all_partners_concurrent_calls ({self.all_partners_concurrent_calls}) must be "
                               f"below rpc_threads ({self.rpc_threads}), or partners could leave users no thread")

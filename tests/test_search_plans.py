@@ -23,7 +23,7 @@ from exchange.store import SearchFilter, Store, StoredRecord, textsearch
 from exchange.store.integrity import Integrity
 from exchange.store.received import Incoming, apply_batch
 from exchange.store.schema import observables
-from exchange.store.search import search
+from exchange.store.search import SCAN_CHUNK, search
 from exchange.v1 import records_pb2
 from tests.backends import Backend
 
@@ -201,3 +201,26 @@ def test_the_index_rows_carry_the_current_classification_and_only_narrow(backend
         assert [r.record_id for r in search(store, cleared)] == []
     finally:
         store.close()
+
+
+def test_a_long_walk_pauses_between_chunks_and_a_short_one_never(store: Store) -> None:
+    """The node's search lane gives way at these pauses (exchange/node/lane.py)."""
+    criteria = SearchFilter(classifications=("UNCLASSIFIED", "RESTRICTED"))
+    pauses: list[int] = []
+    seen: list[int] = []
+
+    def pause() -> None:
+        pauses.append(len(seen))  # how many candidates had been yielded at the pause
+
+    for record in search(store, criteria, pause=pause):
+        seen.append(record.rid)
+    assert seen == _expected(store, lambda r: True)
+    assert len(seen) > SCAN_CHUNK and pauses  # several chunks: a pause before each but the first
+    assert pauses[0] == SCAN_CHUNK  # after the first chunk was yielded, before the next is read
+    assert len(pauses) == len(seen) // SCAN_CHUNK
+    short: list[int] = []
+    assert len(list(search(store, criteria, first_chunk=5, pause=lambda: short.append(1)))) == len(seen)
+    first = list(search(store, SearchFilter(observables=(("hs_code", "854231"),),
+                                            classifications=("RESTRICTED",)), first_chunk=1000,
+                        pause=lambda: short.append(2)))
+    assert first and 2 not in short  # one chunk held everything: no pause

@@ -8,7 +8,7 @@ answer is written to the audit log as a disclosure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
@@ -16,6 +16,7 @@ from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, clip
+from exchange.node.lane import Lane
 from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
@@ -48,6 +49,10 @@ class QueryService:
     trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     tokens: PageTokens
+    lane: Lane = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lane = Lane(self.limits.search_lanes)
 
     @property
     def manifest(self) -> Manifest:
@@ -75,13 +80,15 @@ class QueryService:
         size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
         context = token_context(b"search", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
-        candidates = search(self.store, criteria, after=after, first_chunk=size + 1)
-        page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
+        with self.lane:  # the search and the answer take turns; the audit commit does not
+            candidates = search(self.store, criteria, after=after, first_chunk=size + 1, pause=self.lane.give_way)
+            page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
         audit_disclosure(self.store, caller, "search", page)
-        return query_pb2.SearchResponse(
-            records=self._with_counts(page),
-            next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
-        )
+        with self.lane:
+            return query_pb2.SearchResponse(
+                records=self._with_counts(page),
+                next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
+            )
 
     def _with_counts(self, page: list[StoredRecord]) -> list[records_pb2.HeldRecord]:
         """The records as held, the own agency's with the sightings partners reported on them
