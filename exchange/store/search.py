@@ -176,7 +176,7 @@ def newest_first(
         query = query.order_by(time_column.desc(), order_rid.desc())
         with store.engine.connect() as conn:
             if keep is None:
-                with in_index_order(conn, walk):
+                with in_index_order(conn, walk, restore=False):  # the transaction ends next
                     rows = conn.execute(query.limit(chunk)).all()
                 shown = rows
             else:
