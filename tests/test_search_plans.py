@@ -224,3 +224,13 @@ def test_a_long_walk_pauses_between_chunks_and_a_short_one_never(store: Store) -
                                             classifications=("RESTRICTED",)), first_chunk=1000,
                         pause=lambda: short.append(2)))
     assert first and 2 not in short  # one chunk held everything: no pause
+
+
+def test_the_observables_key_holds_the_classification_on_postgresql(postgres: Backend, tmp_path: Path) -> None:
+    """Revision 0015: a lookup's walk reads the clearance prefilter's column from the key itself
+    (an index-only scan), not from the heap row of each entry it passes."""
+    url = postgres.migrated(tmp_path / "db")
+    definition = postgres.rows(tmp_path / "db", "SELECT indexdef FROM pg_indexes WHERE tablename = 'observables' "
+                                                "AND indexname = 'observables_pkey' AND schemaname = current_schema()")
+    assert url and len(definition) == 1
+    assert definition[0][0].endswith("(type, value, issued_at, rid) INCLUDE (classification)")

@@ -150,7 +150,10 @@ observables = Table(
     # record up first (at 1,000,000 records a user may see a tenth of them). Not sealed: it
     # only narrows what a search considers; the decision reads the sealed records row.
     Column("classification", String(32), nullable=False, server_default=""),
-    PrimaryKeyConstraint("type", "value", "issued_at", "rid", name="observables_pkey"),
+    # PostgreSQL keeps the classification in the key's leaf entries too (revision 0015), so
+    # the walk is an index-only scan; SQLite's table is the key's B-tree already.
+    PrimaryKeyConstraint("type", "value", "issued_at", "rid", name="observables_pkey",
+                         postgresql_include=["classification"]),
     sqlite_with_rowid=False,
 )
 # The text index is per dialect: exchange/store/textsearch.py.
