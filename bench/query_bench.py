@@ -71,6 +71,7 @@ DAY_US = 86_400 * 1_000_000
 EPOCH_US = 1_640_995_200 * 1_000_000  # 2022-01-01T00:00:00Z: the oldest records
 SPAN_US = 3 * 365 * DAY_US  # issued over three years
 STARTUP_TIMEOUT = 120.0
+SEARCH_PROCESSES_UP_SECONDS = 10.0  # spawning a search process imports the node: seconds on 2 busy cores
 
 
 # --- realistic content ---------------------------------------------------------------------
@@ -527,7 +528,8 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_url: str, metrics: str) -> None:
+def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_url: str, metrics: str,
+               search_processes: int = 0) -> None:
     from tests.federation import USERS
 
     users = "".join(
@@ -536,7 +538,8 @@ def _node_toml(path: Path, listen: str, pki_dir: Path, data_dir: Path, database_
     )
     path.write_text(
         f'agency = "{NODE}"\nlisten = "{listen}"\npki_dir = "{pki_dir}"\ndata_dir = "{data_dir}"\n'
-        f'database_url = "{database_url}"\nmetrics_listen = "{metrics}"\n{users}',
+        f'database_url = "{database_url}"\nmetrics_listen = "{metrics}"\n{users}'
+        f'\n[limits]\nsearch_processes = {search_processes}\n',
         encoding="utf-8",
     )
 
@@ -782,11 +785,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         port, metrics_port = _free_ports(2)
         toml = run_dir / "node.toml"
-        _node_toml(toml, f"127.0.0.1:{port}", pki_dir, folder, database_url, f"127.0.0.1:{metrics_port}")
+        _node_toml(toml, f"127.0.0.1:{port}", pki_dir, folder, database_url, f"127.0.0.1:{metrics_port}",
+                   args.search_processes)
         argv = [sys.executable, "-m", "exchange.cli.main", "node", "serve", str(toml)]
         started = time.perf_counter()
         server = Server(argv, run_dir / "node.log")
-        print(f"node started in {time.perf_counter() - started:.1f} s: {shlex.join(argv)}", flush=True)
+        print(f"node started in {time.perf_counter() - started:.1f} s: {shlex.join(argv)} "
+              f"(search_processes = {args.search_processes})", flush=True)
+        if args.search_processes:
+            time.sleep(SEARCH_PROCESSES_UP_SECONDS)  # until they are up, the node's process searches
         federation = Federation(pki_dir=pki_dir, manifest=load_manifest(pki_dir / "manifest.toml"))
         key, cert = federation.user_files(NODE, USER)
         channel = federation.channel(port, server_agency=NODE, key=key, cert=cert)
@@ -879,7 +886,8 @@ def run(args: argparse.Namespace) -> int:
         "command": command, "records": args.records, "concurrent": concurrent,
         "database": database_url.split(":", 1)[0],
         "store": str(folder), "load": built, "database_bytes": size, "matches": counts, "first_pages": checks,
-        "page_size": page, "results": results, "in_store": in_store, "targets_met": met,
+        "page_size": page, "search_processes": args.search_processes, "results": results, "in_store": in_store,
+        "targets_met": met,
     }
     print(json.dumps(summary, sort_keys=True, ensure_ascii=False))
     return 0
@@ -912,6 +920,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=30.0,
                         help="how long the concurrent clients run (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the node's run folder (its log)")
+    parser.add_argument("--search-processes", type=int, default=0,
+                        help="node.toml [limits] search_processes: processes filling search pages (default 0)")
     args = parser.parse_args(argv)
     if args.records <= 0:
         parser.error("--records must be positive")

@@ -47,6 +47,9 @@ class Limits:
     # Searches running at once in this process; the others wait their turn in arrival order
     # (exchange/node/lane.py: concurrent searches in one process slow each other down).
     search_lanes: int = 1
+    # Processes filling search pages beside the node's own (exchange/node/searchpool.py); 0:
+    # searches run in the node's process, in the lanes above. One per core the node may use.
+    search_processes: int = 0
     stream_max_seconds: int = 900  # a server stream (Pull, Watch, reflection) is cancelled after this
     stream_stall_seconds: int = 30  # a stream whose client has not taken the next message for this long
     digest_calls_per_minute: int = 120  # per partner, sustained
@@ -58,6 +61,8 @@ class Limits:
         """Refuse bounds that would let partners take every thread, or no search run (ConfigError)."""
         if self.search_lanes < 1:
             raise ConfigError(f"search_lanes ({self.search_lanes}) must be at least 1")
+        if self.search_processes < 0:
+            raise ConfigError(f"search_processes ({self.search_processes}) must be 0 or more")
         if self.all_partners_concurrent_calls >= self.rpc_threads:
             raise ConfigError(f"all_partners_concurrent_calls ({self.all_partners_concurrent_calls}) must be "
                               f"below rpc_threads ({self.rpc_threads}), or partners could leave users no thread")
@@ -204,6 +209,9 @@ def load_manifest(path: Path) -> Manifest:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+ZERO_ALLOWED = frozenset({"search_processes"})  # limits where 0 means "none" (the others are sizes)
+
+
 def _limits(data: object, where: str) -> Limits:
     if data is None:
         return Limits()
@@ -214,8 +222,10 @@ def _limits(data: object, where: str) -> Limits:
     for name, value in data.items():
         if not hasattr(defaults, name):
             raise ConfigError(f"{where}.{name}: unknown limit")
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{where}.{name}: expected a positive integer, got {value!r}")
+        least = 0 if name in ZERO_ALLOWED else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            expected = "an integer, 0 or more" if least == 0 else "a positive integer"
+            raise ConfigError(f"{where}.{name}: expected {expected}, got {value!r}")
         values[name] = value
     limits = Limits(**values)
     try:

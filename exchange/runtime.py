@@ -1,4 +1,4 @@
-"""Process-wide settings of the Python runtime for a node and its check processes.
+"""Process-wide settings of the Python runtime for a node and its helper processes.
 
 A node allocates many short-lived objects per record it receives, serves or stores
 (protobuf messages, row tuples, dicts), and CPython's default collector runs a
@@ -11,10 +11,13 @@ frozen out of every later collection.
 from __future__ import annotations
 
 import gc
+import os
+import time
 
 # Generation 0 collected every this many net allocations (CPython's default: 700). The
 # older generations keep their defaults: garbage in cycles is still collected, later.
 GEN0_THRESHOLD = 20_000
+PARENT_CHECK_SECONDS = 0.5
 
 
 def tune_collector() -> None:
@@ -23,3 +26,12 @@ def tune_collector() -> None:
     if first and first < GEN0_THRESHOLD:
         gc.set_threshold(GEN0_THRESHOLD, second, third)
     gc.freeze()
+
+
+def exit_with_parent(parent: int) -> None:
+    """In a helper process (check or search): end soon after the node's process ``parent`` is
+    gone (a kill -9 included), as an orphan would keep its node's pipes and database open,
+    waiting on a queue nobody writes to. Runs on a daemon thread of its own."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)

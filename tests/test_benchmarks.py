@@ -99,9 +99,12 @@ def test_sync_bench_into_a_filled_store(tmp_path: Path) -> None:
 
 
 def test_query_bench(backend: Backend, tmp_path: Path) -> None:
-    database = [] if backend.name == "sqlite" else ["--database-url", backend.url(tmp_path / "store")]
+    # On SQLite the node fills its pages in a search process (PostgreSQL: in its own process).
+    database = ["--search-processes", "1"] if backend.name == "sqlite" else [
+        "--database-url", backend.url(tmp_path / "store")]
     lines = run_bench("query_bench.py", "--records", "1000", "--calls", "10", "--warmup", "2", "--workers", "1",
                       "--clients", "2", "--seconds", "1", "--data-dir", str(tmp_path), *database)
+    assert summary(lines)["search_processes"] == (1 if backend.name == "sqlite" else 0)
     assert figure(lines, r"records: ([\d,]+) .*") == 1000
     for query in (r"observable lookup \(Zipf\)", r"shared HS code [\d.]+, first page",
                   r"Japanese text '技術', first page"):

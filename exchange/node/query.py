@@ -9,6 +9,7 @@ answer is written to the audit log as a disclosure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from exchange.config import Limits
 from exchange.core.identity import AGENCY_RE, Principal
@@ -17,8 +18,9 @@ from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, clip
 from exchange.node.lane import Lane
-from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
+from exchange.node.reads import audit_disclosure, page_size, token_context, visible
 from exchange.node.rpc import Method
+from exchange.node.searchpool import Searches
 from exchange.node.tokens import PageTokens
 from exchange.records import textindex
 from exchange.records.normalize import normalize, normalize_any
@@ -27,7 +29,6 @@ from exchange.store import SearchFilter, Store, StoredRecord
 from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
 from exchange.store.rows import kind_name, timestamp_of, timestamp_us
-from exchange.store.search import search
 from exchange.store.store import now_us
 from exchange.v1 import query_pb2, records_pb2
 
@@ -49,10 +50,15 @@ class QueryService:
     trust: Trust  # read at every call: the manifest may be replaced while the node runs
     limits: Limits
     tokens: PageTokens
+    database_url: str = ""  # what search processes open (limits.search_processes > 0)
+    pki_dir: Path = Path()
     lane: Lane = field(init=False)
+    searches: Searches = field(init=False)
 
     def __post_init__(self) -> None:
         self.lane = Lane(self.limits.search_lanes)
+        self.searches = Searches(self.store, self.lane, processes=self.limits.search_processes,
+                                 database_url=self.database_url, pki_dir=self.pki_dir)
 
     @property
     def manifest(self) -> Manifest:
@@ -80,11 +86,9 @@ class QueryService:
         size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
         context = token_context(b"search", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
-        with self.lane:  # the search and the answer take turns; the audit commit does not
-            candidates = search(self.store, criteria, after=after, first_chunk=size + 1, pause=self.lane.give_way)
-            page, more = fill_page(candidates, self.agency, self.manifest, caller, size)
+        page, more = self.searches.page(criteria, after, size, caller, self.manifest)
         audit_disclosure(self.store, caller, "search", page)
-        with self.lane:
+        with self.lane:  # the answer is built in turn too; the audit commit above is not
             return query_pb2.SearchResponse(
                 records=self._with_counts(page),
                 next_page_token=self.tokens.encode(page[-1].position, context) if more else "",

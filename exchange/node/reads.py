@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Protocol
 
 from google.protobuf.message import Message
 
 from exchange.core.identity import Principal
-from exchange.core.manifest import Manifest
 from exchange.core.policy import decide
 from exchange.errors import InvalidInput
 from exchange.store import Store, StoredRecord, audit
 
 
-def visible(agency: str, manifest: Manifest, record: StoredRecord, caller: Principal) -> bool:
+class Agencies(Protocol):
+    """What the decision reads of the manifest trusted now (a ``Manifest`` is one)."""
+
+    @property
+    def agencies(self) -> frozenset[str]: ...
+
+
+def visible(agency: str, manifest: Agencies, record: StoredRecord, caller: Principal) -> bool:
     return decide(
         holder=agency, principal=caller, originator=record.originator, marking=record.marking,
         known_agencies=manifest.agencies,
@@ -34,7 +41,7 @@ def page_size(requested: int, default: int, maximum: int) -> int:
 
 
 def fill_page(
-    candidates: Iterable[StoredRecord], agency: str, manifest: Manifest, caller: Principal, size: int
+    candidates: Iterable[StoredRecord], agency: str, manifest: Agencies, caller: Principal, size: int
 ) -> tuple[list[StoredRecord], bool]:
     """The first ``size`` candidates the caller may see, and whether one more exists."""
     page: list[StoredRecord] = []

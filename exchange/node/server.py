@@ -156,7 +156,9 @@ class Node:
         submission = SubmissionService(config.agency, self.store, self.signer, self.trust, limits, config.review)
         review = ReviewService(config.agency, submission, config.users)
         tokens = PageTokens(self.store.token_key())  # tokens are bound to the listing that issued them
-        query = QueryService(config.agency, self.store, self.trust, limits, tokens)
+        query = QueryService(config.agency, self.store, self.trust, limits, tokens,
+                             database_url=config.database_url, pki_dir=config.pki_dir)
+        self.searches = query.searches
         sightings = SightingService(config.agency, self.store, self.trust, limits, self.signer)
         sync = SyncService(config.agency, self.store, self.trust, limits)
         self._learning: dict[str, float] = {}  # partner -> time.monotonic() we last fetched its manifest
@@ -401,6 +403,7 @@ class Node:
             raise ConfigError(f"cannot listen on {address}") from None
         if self.port == 0:
             raise ConfigError(f"cannot listen on {address}")
+        self.searches.start()  # spawned beside the node, if configured; searches run here until one is up
         self.monitor.start()  # health tells the truth about the database from the first call
         self.admission.start()  # the watchdog that cancels stalled and overlong streams
         self.expiry_watch.start()
@@ -478,6 +481,7 @@ class Node:
         if self._executor is not None:
             self._executor.shutdown(wait=True)  # every handler has returned, its transaction ended
             self._executor = None
+        self.searches.close()
         self.admission.stop()
         self.expiry_watch.stop()
         if self._metrics_server is not None:

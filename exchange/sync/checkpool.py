@@ -24,7 +24,6 @@ import logging
 import multiprocessing
 import os
 import threading
-import time
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from exchange import runtime
@@ -42,7 +41,6 @@ log = logging.getLogger("exchange.sync")
 # A smaller batch is checked in the pulling process: a round trip to another process costs
 # more than checking a few entries, and most pulls (incremental ones) are small.
 POOL_MIN_ENTRIES = 64
-PARENT_CHECK_SECONDS = 0.5
 
 # What a check process answers for an accepted entry: (withdrawal?, content hash, audience,
 # index terms of a record). Small and picklable, unlike the parsed messages.
@@ -55,15 +53,7 @@ def _start(agency: str, manifest: Manifest, limits: Limits, parent: int) -> None
     global _verifier
     _verifier = Verifier(agency, Trust(manifest), limits)
     runtime.tune_collector()
-    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
-
-
-def _exit_with(parent: int) -> None:
-    """End this check process soon after its node's process is gone (a kill -9 included):
-    an orphan would keep its node's pipes open, and wait on a queue nobody writes to."""
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
+    threading.Thread(target=runtime.exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
 
 
 def _check(envelopes: list[bytes], served_by: str) -> list[Accepted | Refusal]:

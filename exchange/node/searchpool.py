@@ -1,0 +1,135 @@
+"""Filling a search's page: in the node's process, taking turns, or in search processes.
+
+A search is mostly Python (SQLAlchemy, the seal checks, the decision) around short steps
+of the database, so in one process searches take turns (exchange/node/lane.py) and use one
+core at most, however many wait. With ``search_processes`` > 0 (node.toml ``[limits]``),
+each search's page is filled in one of that many spawned processes, each with its own
+connections to the same database and its own copy of the node's integrity key; the node's
+process keeps gRPC, the audit entry of what was shown and the answer. Searches only read:
+a search process never writes, except the security event of a row whose seal fails, as the
+node's process would.
+
+Every call carries what the decision depends on at that moment (the caller, the criteria,
+the agencies of the manifest trusted now, the key ids it marks compromised), so a search
+process decides exactly as the node's process would. Processes are spawned, not forked (a
+fork of a process running gRPC's threads is unsafe); until one is up, and for good should
+one die, pages are filled in the node's process.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from exchange import runtime
+from exchange.core.identity import Principal
+from exchange.node.lane import Lane
+from exchange.node.reads import Agencies, fill_page
+from exchange.store import SearchFilter, Store, StoredRecord, integrity
+from exchange.store.search import search
+
+log = logging.getLogger("exchange.node")
+
+_store: Store | None = None  # in a search process: its own, opened once
+
+
+@dataclass(frozen=True)
+class _Known:
+    """The agencies of the manifest trusted now, as the decision reads them (``Agencies``)."""
+
+    agencies: frozenset[str]
+
+
+def _start(database_url: str, pki_dir: Path, agency: str, parent: int) -> None:
+    global _store
+    _store = Store.open(database_url, agency=agency, seal=integrity.for_node(pki_dir, agency, database_url))
+    runtime.tune_collector()
+    threading.Thread(target=runtime.exit_with_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _page(criteria: SearchFilter, after: tuple[int, int] | None, size: int, caller: Principal,
+          agencies: frozenset[str], distrusted: frozenset[str]) -> tuple[list[StoredRecord], bool]:
+    store = _store
+    if store is None:  # _start runs first in every process of the pool
+        raise RuntimeError("search process started without its store")
+    if store.distrusted_keys != distrusted:
+        store.distrust(distrusted)  # the node adopted a manifest marking keys compromised
+    candidates = search(store, criteria, after=after, first_chunk=size + 1)
+    return fill_page(candidates, store.agency, _Known(agencies), caller, size)
+
+
+class Searches:
+    """Fills pages of search results for the node's users (``page``)."""
+
+    def __init__(self, store: Store, lane: Lane, *, processes: int, database_url: str, pki_dir: Path) -> None:
+        self.store, self.lane = store, lane
+        self._processes = processes
+        self._database_url, self._pki_dir = database_url, pki_dir
+        self._pool: ProcessPoolExecutor | None = None
+        self._started: list[Future[int]] = []  # one per process: done once it can search
+        self._lock = threading.Lock()
+        self.pages_in_processes = 0  # how many pages search processes filled (the rest: this process)
+
+    def start(self) -> None:
+        """Spawn the search processes (if any are configured); pages are filled here until one is up."""
+        if self._processes <= 0:
+            return
+        with self._lock:
+            if self._pool is not None:
+                return
+            self._pool = ProcessPoolExecutor(
+                max_workers=self._processes, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_start, initargs=(self._database_url, self._pki_dir, self.store.agency, os.getpid()),
+            )
+            self._started = [self._pool.submit(os.getpid) for _ in range(self._processes)]
+
+    @property
+    def in_processes(self) -> bool:
+        """Whether pages are filled in search processes now (one is up, and none has died)."""
+        return self._pool is not None and any(f.done() and f.exception() is None for f in self._started)
+
+    def process_ids(self) -> list[int]:
+        """The pids of the search processes running now."""
+        with self._lock:
+            pool = self._pool
+        # ProcessPoolExecutor keeps its processes by pid; nothing public lists them.
+        return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+
+    def page(self, criteria: SearchFilter, after: tuple[int, int] | None, size: int, caller: Principal,
+             known: Agencies) -> tuple[list[StoredRecord], bool]:
+        """The first ``size`` records matching ``criteria`` after ``after`` that ``caller`` may
+        see, and whether one more exists (``reads.fill_page``)."""
+        pool = self._pool
+        if pool is not None and self.in_processes:
+            try:
+                filled = pool.submit(_page, criteria, after, size, caller, known.agencies,
+                                     self.store.distrusted_keys).result()
+                with self._lock:
+                    self.pages_in_processes += 1
+                return filled
+            except BrokenProcessPool as error:  # a search process died: fill pages here from now on
+                self._give_up(pool, error)
+        with self.lane:  # searches in this process take turns, and a long one gives way between chunks
+            candidates = search(self.store, criteria, after=after, first_chunk=size + 1, pause=self.lane.give_way)
+            return fill_page(candidates, self.store.agency, known, caller, size)
+
+    def _give_up(self, pool: ProcessPoolExecutor, error: BaseException) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        log.warning("a search process died (%s); searches run in the node's process from now on",
+                    type(error).__name__)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the search processes (the node's calls have ended: nothing is waiting on them)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
