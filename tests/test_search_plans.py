@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import inspect
 
 from exchange.records import textindex
 from exchange.records.envelope import RECORD_TYPE, content_hash
@@ -234,3 +235,15 @@ def test_the_observables_key_holds_the_classification_on_postgresql(postgres: Ba
                                                 "AND indexname = 'observables_pkey' AND schemaname = current_schema()")
     assert url and len(definition) == 1
     assert definition[0][0].endswith("(type, value, issued_at, rid) INCLUDE (classification)")
+
+
+def test_the_newest_first_index_holds_the_classification(backend: Backend, tmp_path: Path) -> None:
+    """Revision 0016: a walk of records newest first applies the clearance prefilter to the index
+    entry (SQLite reads the row only for entries that pass)."""
+    url = backend.migrated(tmp_path / "db")
+    store = Store.open(url, agency=AGENCY, seal=Integrity(b"\x01" * 32))
+    try:
+        indexes = {i["name"]: i["column_names"] for i in inspect(store.engine).get_indexes("records")}
+    finally:
+        store.close()
+    assert indexes["ix_records_issued"] == ["issued_at", "rid", "classification"]

@@ -14,11 +14,10 @@ import pytest
 from exchange.config import Limits
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import within_clearance
-from exchange.node.reads import fill_page
+from exchange.node.searchpool import Page, answer_page
 from exchange.node.server import Node
 from exchange.records import textindex
 from exchange.store import SearchFilter
-from exchange.store.search import search
 from exchange.v1 import query_pb2, records_pb2
 from tests.federation import Federation, UserClient
 from tests.fill import fill
@@ -44,10 +43,15 @@ def _criteria(clearance: str, **fields: object) -> SearchFilter:
 
 
 def _in_this_process(node: Node, criteria: SearchFilter, caller: Principal, size: int,
-                     after: tuple[int, int] | None = None) -> tuple[list[int], bool]:
-    page, more = fill_page(search(node.store, criteria, after=after, first_chunk=size + 1), AGENCY,
-                           node.manifest, caller, size)
-    return [r.rid for r in page], more
+                     after: tuple[int, int] | None = None) -> Page:
+    return answer_page(node.store, criteria, after, size, caller, node.manifest)
+
+
+def _refs(page: Page) -> list[tuple[str, str, int]]:
+    """The records of a rendered page, read back from its bytes (what the caller receives)."""
+    return [(h.envelope.key_id, records_pb2.Record.FromString(h.envelope.payload).ref.record_id,
+             records_pb2.Record.FromString(h.envelope.payload).version)
+            for h in query_pb2.SearchResponse.FromString(page.records).records]
 
 
 def test_pages_from_search_processes_are_the_pages_of_the_node(federation: Federation, tmp_path: Path) -> None:
@@ -62,16 +66,17 @@ def test_pages_from_search_processes_are_the_pages_of_the_node(federation: Feder
         ):
             for size in (1, 7, 50):
                 after = None
-                shown: list[int] = []
+                shown: list[tuple[str, str, int]] = []
                 while True:
                     before = node.searches.pages_in_processes
-                    page, more = node.searches.page(criteria, after, size, caller, node.manifest)
+                    page = node.searches.page(criteria, after, size, caller, node.manifest)
                     assert node.searches.pages_in_processes == before + 1  # filled in a search process
-                    assert ([r.rid for r in page], more) == _in_this_process(node, criteria, caller, size, after)
-                    shown += [r.rid for r in page]
-                    if not more:
+                    assert page == _in_this_process(node, criteria, caller, size, after)
+                    assert [ref[1:] for ref in page.shown] == [ref[1:] for ref in _refs(page)]
+                    shown += page.shown
+                    if not page.more:
                         break
-                    after = page[-1].position
+                    after = page.last
                 levels = {"RESTRICTED": 1, "CONFIDENTIAL": 2, "SECRET": 3}[clearance]
                 assert len(shown) == len(set(shown)) == 40 * levels
 
@@ -80,13 +85,14 @@ def test_a_key_marked_compromised_is_left_out_by_the_search_processes(federation
                                                                       tmp_path: Path) -> None:
     node = _node_with_processes(federation, tmp_path)
     caller = Principal(Identity(AGENCY, "someone"), Role.LIAISON, "SECRET")
-    page, _ = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
-    assert page
-    key_ids = {records_pb2.Envelope.FromString(r.envelope).key_id for r in page}
+    page = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
+    assert page.shown
+    key_ids = {key_id for key_id, _, _ in _refs(page)}
     node.store.distrust(key_ids)  # as adopting a manifest that marks the node's signing key compromised does
-    assert node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest) == ([], False)
+    hidden = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
+    assert (hidden.shown, hidden.more, _refs(hidden)) == ((), False, [])
     node.store.distrust(())
-    assert node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)[0]
+    assert node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest).shown
 
 
 def test_a_search_process_that_dies_costs_no_answer_and_they_end_with_the_node(

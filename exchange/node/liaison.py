@@ -24,8 +24,7 @@ from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, TooLarge, clip
-from exchange.node.query import held_record
-from exchange.node.reads import audit_disclosure, fill_page, page_size, token_context, visible
+from exchange.node.reads import audit_disclosure, fill_page, held_record, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any

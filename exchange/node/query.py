@@ -18,7 +18,7 @@ from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, clip
 from exchange.node.lane import Lane
-from exchange.node.reads import audit_disclosure, page_size, token_context, visible
+from exchange.node.reads import audit_disclosure, audit_shown, held_records, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.searchpool import Searches
 from exchange.node.tokens import PageTokens
@@ -26,21 +26,10 @@ from exchange.records import textindex
 from exchange.records.normalize import normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import SearchFilter, Store, StoredRecord
-from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
-from exchange.store.rows import kind_name, timestamp_of, timestamp_us
+from exchange.store.rows import kind_name, timestamp_us
 from exchange.store.store import now_us
 from exchange.v1 import query_pb2, records_pb2
-
-
-def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
-    received = timestamp_of(record.received_at)
-    return records_pb2.HeldRecord(
-        envelope=records_pb2.Envelope.FromString(record.envelope),
-        received_from=record.received_from,
-        received_at=received,
-        equivocated=record.equivocated,
-    )
 
 
 @dataclass
@@ -79,35 +68,20 @@ class QueryService:
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not releasable
         audit_disclosure(self.store, caller, "get", [record])
-        return query_pb2.GetResponse(record=self._with_counts([record])[0])
+        return query_pb2.GetResponse(record=held_records(self.store, self.agency, [record])[0])
 
-    def search(self, request: query_pb2.SearchRequest, caller: Principal) -> query_pb2.SearchResponse:
+    def search(self, request: query_pb2.SearchRequest, caller: Principal) -> bytes:
+        """The answer, serialised: its records come serialised from where the page was filled
+        (exchange/node/searchpool.py), and only the page token is added here."""
         criteria = self._criteria(request, caller)
         size = page_size(request.page_size, self.limits.default_page_size, self.limits.max_page_size)
         context = token_context(b"search", request, caller)
         after = self.tokens.decode(request.page_token, context) if request.page_token else None
-        page, more = self.searches.page(criteria, after, size, caller, self.manifest)
-        audit_disclosure(self.store, caller, "search", page)
-        with self.lane:  # the answer is built in turn too; the audit commit above is not
-            return query_pb2.SearchResponse(
-                records=self._with_counts(page),
-                next_page_token=self.tokens.encode(page[-1].position, context) if more else "",
-            )
-
-    def _with_counts(self, page: list[StoredRecord]) -> list[records_pb2.HeldRecord]:
-        """The records as held, the own agency's with the sightings partners reported on them
-        (the page has passed the decision; only the own node's users are ever served)."""
-        counts = stored_sightings.counts(self.store, [(r.originator, r.record_id) for r in page
-                                                      if r.originator == self.agency])
-        held = []
-        for record in page:
-            item = held_record(record)
-            found = counts.get((record.originator, record.record_id))
-            if found:
-                item.sightings.CopyFrom(records_pb2.SightingCounts(
-                    seen=found["seen"], confirmed=found["confirmed"], false_positive=found["false_positive"]))
-            held.append(item)
-        return held
+        page = self.searches.page(criteria, after, size, caller, self.manifest)
+        audit_shown(self.store, caller, "search", page.shown)  # committed before anything is answered
+        token = self.tokens.encode(page.last, context) if page.more and page.last is not None else ""
+        # Two serialised messages of one type, concatenated, are one message with both's fields.
+        return page.records + query_pb2.SearchResponse(next_page_token=token).SerializeToString()
 
     def _criteria(self, request: query_pb2.SearchRequest, caller: Principal) -> SearchFilter:
         kinds = []

@@ -8,7 +8,7 @@ a page, a token nor its absence says anything about records the caller may not s
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from google.protobuf.message import Message
@@ -17,6 +17,9 @@ from exchange.core.identity import Principal
 from exchange.core.policy import decide
 from exchange.errors import InvalidInput
 from exchange.store import Store, StoredRecord, audit
+from exchange.store import sightings as stored_sightings
+from exchange.store.rows import timestamp_of
+from exchange.v1 import records_pb2
 
 
 class Agencies(Protocol):
@@ -65,10 +68,36 @@ def token_context(kind: bytes, request: Message, caller: Principal) -> bytes:
 
 
 def audit_disclosure(store: Store, caller: Principal, action: str, shown: list[StoredRecord]) -> None:
+    audit_shown(store, caller, action, [(r.originator, r.record_id, r.version) for r in shown])
+
+
+def audit_shown(store: Store, caller: Principal, action: str, shown: Sequence[tuple[str, str, int]]) -> None:
+    """The disclosure of the records shown, each as (originator, record_id, version), to the audit chain."""
     if shown:
-        audit.record(
-            store,
-            actor=caller.identity.uri,
-            action=action,
-            detail={"records": [[r.originator, r.record_id, r.version] for r in shown]},
-        )
+        audit.record(store, actor=caller.identity.uri, action=action,
+                     detail={"records": [[originator, record_id, version] for originator, record_id, version in shown]})
+
+
+def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
+    received = timestamp_of(record.received_at)
+    return records_pb2.HeldRecord(
+        envelope=records_pb2.Envelope.FromString(record.envelope),
+        received_from=record.received_from,
+        received_at=received,
+        equivocated=record.equivocated,
+    )
+
+
+def held_records(store: Store, agency: str, page: list[StoredRecord]) -> list[records_pb2.HeldRecord]:
+    """The records as held, the own agency's with the sightings partners reported on them
+    (the page has passed the decision; only the own node's users are ever served)."""
+    counts = stored_sightings.counts(store, [(r.originator, r.record_id) for r in page if r.originator == agency])
+    held = []
+    for record in page:
+        item = held_record(record)
+        found = counts.get((record.originator, record.record_id))
+        if found:
+            item.sightings.CopyFrom(records_pb2.SightingCounts(
+                seen=found["seen"], confirmed=found["confirmed"], false_positive=found["false_positive"]))
+        held.append(item)
+    return held

@@ -1,11 +1,13 @@
-"""Filling a search's page: in the node's process, taking turns, or in search processes.
+"""Filling and rendering a search's page: in the node's process, taking turns, or in search processes.
 
 A search is mostly Python (SQLAlchemy, the seal checks, the decision) around short steps
 of the database, so in one process searches take turns (exchange/node/lane.py) and use one
 core at most, however many wait. With ``search_processes`` > 0 (node.toml ``[limits]``),
 each search's page is filled in one of that many spawned processes, each with its own
 connections to the same database and its own copy of the node's integrity key; the node's
-process keeps gRPC, the audit entry of what was shown and the answer. Searches only read:
+process keeps gRPC, the audit entry of what was shown and the page token. A page comes
+back rendered (the answer's records serialised, with what the audit entry names), so the
+node's process neither rebuilds records nor serialises them. Searches only read:
 a search process never writes, except the security event of a row whose seal fails, as the
 node's process would.
 
@@ -22,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -30,13 +33,35 @@ from pathlib import Path
 from exchange import runtime
 from exchange.core.identity import Principal
 from exchange.node.lane import Lane
-from exchange.node.reads import Agencies, fill_page
-from exchange.store import SearchFilter, Store, StoredRecord, integrity
+from exchange.node.reads import Agencies, fill_page, held_records
+from exchange.store import SearchFilter, Store, integrity
 from exchange.store.search import search
+from exchange.v1 import query_pb2
 
 log = logging.getLogger("exchange.node")
 
 _store: Store | None = None  # in a search process: its own, opened once
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of search results as the answer needs it."""
+
+    shown: tuple[tuple[str, str, int], ...]  # (originator, record_id, version) of each record shown
+    records: bytes  # a SearchResponse holding those records alone, serialised
+    last: tuple[int, int] | None  # the position of the last record shown (where a next page starts)
+    more: bool  # whether a record after it matches too (the caller may see it)
+
+
+def answer_page(store: Store, criteria: SearchFilter, after: tuple[int, int] | None, size: int,
+                caller: Principal, known: Agencies, pause: Callable[[], None] | None = None) -> Page:
+    """The first ``size`` records matching ``criteria`` after ``after`` that ``caller`` may see
+    (``reads.fill_page``), rendered as held (with sighting counts on the own agency's)."""
+    candidates = search(store, criteria, after=after, first_chunk=size + 1, pause=pause)
+    page, more = fill_page(candidates, store.agency, known, caller, size)
+    records = query_pb2.SearchResponse(records=held_records(store, store.agency, page)).SerializeToString()
+    return Page(tuple((r.originator, r.record_id, r.version) for r in page), records,
+                page[-1].position if page else None, more)
 
 
 @dataclass(frozen=True)
@@ -54,14 +79,13 @@ def _start(database_url: str, pki_dir: Path, agency: str, parent: int) -> None:
 
 
 def _page(criteria: SearchFilter, after: tuple[int, int] | None, size: int, caller: Principal,
-          agencies: frozenset[str], distrusted: frozenset[str]) -> tuple[list[StoredRecord], bool]:
+          agencies: frozenset[str], distrusted: frozenset[str]) -> Page:
     store = _store
     if store is None:  # _start runs first in every process of the pool
         raise RuntimeError("search process started without its store")
     if store.distrusted_keys != distrusted:
         store.distrust(distrusted)  # the node adopted a manifest marking keys compromised
-    candidates = search(store, criteria, after=after, first_chunk=size + 1)
-    return fill_page(candidates, store.agency, _Known(agencies), caller, size)
+    return answer_page(store, criteria, after, size, caller, _Known(agencies))
 
 
 class Searches:
@@ -102,9 +126,8 @@ class Searches:
         return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
 
     def page(self, criteria: SearchFilter, after: tuple[int, int] | None, size: int, caller: Principal,
-             known: Agencies) -> tuple[list[StoredRecord], bool]:
-        """The first ``size`` records matching ``criteria`` after ``after`` that ``caller`` may
-        see, and whether one more exists (``reads.fill_page``)."""
+             known: Agencies) -> Page:
+        """``answer_page``: in a search process if one is up, else here in turn."""
         pool = self._pool
         if pool is not None and self.in_processes:
             try:
@@ -116,8 +139,7 @@ class Searches:
             except BrokenProcessPool as error:  # a search process died: fill pages here from now on
                 self._give_up(pool, error)
         with self.lane:  # searches in this process take turns, and a long one gives way between chunks
-            candidates = search(self.store, criteria, after=after, first_chunk=size + 1, pause=self.lane.give_way)
-            return fill_page(candidates, self.store.agency, known, caller, size)
+            return answer_page(self.store, criteria, after, size, caller, known, pause=self.lane.give_way)
 
     def _give_up(self, pool: ProcessPoolExecutor, error: BaseException) -> None:
         with self._lock:

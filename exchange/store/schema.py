@@ -98,7 +98,9 @@ records = Table(
     Column("valid_until", BigInteger, nullable=True),  # microseconds; NULL: never expires
     UniqueConstraint("originator", "record_id", name="uq_records_ref"),
 )
-Index("ix_records_issued", records.c.issued_at, records.c.rid)
+# Newest first, with the classification, so a walk applies the clearance prefilter to the
+# index entry before reading the row (revision 0016).
+Index("ix_records_issued", records.c.issued_at, records.c.rid, records.c.classification)
 # TAXII pages current versions in log order ("date added", exchange/node/taxii; revision 0009).
 Index("ix_records_seq", records.c.seq)
 
