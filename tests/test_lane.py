@@ -48,13 +48,14 @@ def test_turns_are_taken_one_at_a_time_in_arrival_order() -> None:
     lane = Lane(1)
     order: list[str] = []
     lane.acquire()  # the test holds the only turn while the others queue
+    assert lane.busy
     threads = _queued(lane, ["a", "b", "c", "d"], order)
     assert order == []  # nobody ran beside the holder
     lane.release()
     for thread in threads:
         thread.join(WAIT)
     assert order == ["a", "b", "c", "d"]
-    assert lane.waiting == 0
+    assert lane.waiting == 0 and not lane.busy
     lane.acquire()  # every turn came back: the lane is free again
     lane.release()
 

@@ -1,6 +1,9 @@
 """Search pages filled in search processes (node.toml ``[limits] search_processes``) are the
 pages the node's own process fills: same records, same order, same decision, the same keys
-left out; a search process that dies costs no answer; the processes end with the node."""
+left out; a search process that dies costs no answer; the processes end with the node.
+
+A search alone in progress is answered in the node's process; the tests hold one of its
+search lanes (as a search in progress there would) to send theirs to the search processes."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ UP_SECONDS = 60.0  # spawning a search process imports the node: seconds on a bu
 
 
 def _node_with_processes(federation: Federation, tmp_path: Path) -> Node:
-    node = federation.start_node(AGENCY, tmp_path / "jpn", limits=Limits(search_processes=2))
+    node = federation.start_node(AGENCY, tmp_path / "jpn", limits=Limits(search_processes=2, search_lanes=2))
     for classification in ("RESTRICTED", "CONFIDENTIAL", "SECRET"):
         marking = records_pb2.Marking(classification=classification, releasable_to=["USA-DTSF"], tlp="GREEN")
         fill(node.store, federation.manifest, federation.pki_dir, AGENCY, 40, marking=marking)
@@ -69,7 +72,8 @@ def test_pages_from_search_processes_are_the_pages_of_the_node(federation: Feder
                 shown: list[tuple[str, str, int]] = []
                 while True:
                     before = node.searches.pages_in_processes
-                    page = node.searches.page(criteria, after, size, caller, node.manifest)
+                    with node.searches.lane:  # another search is in progress here
+                        page = node.searches.page(criteria, after, size, caller, node.manifest)
                     assert node.searches.pages_in_processes == before + 1  # filled in a search process
                     assert page == _in_this_process(node, criteria, caller, size, after)
                     assert [ref[1:] for ref in page.shown] == [ref[1:] for ref in _refs(page)]
@@ -85,14 +89,23 @@ def test_a_key_marked_compromised_is_left_out_by_the_search_processes(federation
                                                                       tmp_path: Path) -> None:
     node = _node_with_processes(federation, tmp_path)
     caller = Principal(Identity(AGENCY, "someone"), Role.LIAISON, "SECRET")
+    with node.searches.lane:  # another search is in progress here: these go to the search processes
+        page = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
+        assert page.shown
+        key_ids = {key_id for key_id, _, _ in _refs(page)}
+        node.store.distrust(key_ids)  # as adopting a manifest that marks the node's signing key compromised does
+        hidden = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
+        assert (hidden.shown, hidden.more, _refs(hidden)) == ((), False, [])
+        node.store.distrust(())
+        assert node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest).shown
+    assert node.searches.pages_in_processes == 3
+
+
+def test_a_search_alone_is_answered_in_the_node_process(federation: Federation, tmp_path: Path) -> None:
+    node = _node_with_processes(federation, tmp_path)
+    caller = Principal(Identity(AGENCY, "someone"), Role.LIAISON, "SECRET")
     page = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
-    assert page.shown
-    key_ids = {key_id for key_id, _, _ in _refs(page)}
-    node.store.distrust(key_ids)  # as adopting a manifest that marks the node's signing key compromised does
-    hidden = node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest)
-    assert (hidden.shown, hidden.more, _refs(hidden)) == ((), False, [])
-    node.store.distrust(())
-    assert node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest).shown
+    assert len(page.shown) == 50 and node.searches.pages_in_processes == 0
 
 
 def test_a_search_process_that_dies_costs_no_answer_and_they_end_with_the_node(
@@ -108,8 +121,9 @@ def test_a_search_process_that_dies_costs_no_answer_and_they_end_with_the_node(
     os.kill(pids[0], signal.SIGKILL)
     time.sleep(0.5)
     # The search that meets the dead process is answered from the node's process, as is every later one.
-    for _ in range(3):
-        assert len(client.query.Search(request, timeout=30).records) == 120
+    with node.searches.lane:  # another search is in progress here: the calls go to the search processes
+        for _ in range(3):
+            assert len(client.query.Search(request, timeout=30).records) == 120
     assert not node.searches.in_processes
     assert "a search process died" in caplog.text
     node.stop(grace=0)

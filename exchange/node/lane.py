@@ -58,6 +58,12 @@ class Lane:
         turn.wait()
 
     @property
+    def busy(self) -> bool:
+        """Whether a turn is held now."""
+        with self._lock:
+            return self._active > 0
+
+    @property
     def waiting(self) -> int:
         with self._lock:
             return len(self._waiting)

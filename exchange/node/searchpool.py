@@ -15,7 +15,9 @@ Every call carries what the decision depends on at that moment (the caller, the 
 the agencies of the manifest trusted now, the key ids it marks compromised), so a search
 process decides exactly as the node's process would. Processes are spawned, not forked (a
 fork of a process running gRPC's threads is unsafe); until one is up, and for good should
-one die, pages are filled in the node's process.
+one die, pages are filled in the node's process. So is a search that is the only one in
+progress: a round trip to another process would only add to its time (about a millisecond
+of a 5 ms lookup at 1,000,000 records), and nothing waits for the node's process meanwhile.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class Searches:
         self._started: list[Future[int]] = []  # one per process: done once it can search
         self._lock = threading.Lock()
         self.pages_in_processes = 0  # how many pages search processes filled (the rest: this process)
+        self._in_flight = 0  # searches being answered now, here or in search processes
 
     def start(self) -> None:
         """Spawn the search processes (if any are configured); pages are filled here until one is up."""
@@ -127,19 +130,27 @@ class Searches:
 
     def page(self, criteria: SearchFilter, after: tuple[int, int] | None, size: int, caller: Principal,
              known: Agencies) -> Page:
-        """``answer_page``: in a search process if one is up, else here in turn."""
-        pool = self._pool
-        if pool is not None and self.in_processes:
-            try:
-                filled = pool.submit(_page, criteria, after, size, caller, known.agencies,
-                                     self.store.distrusted_keys).result()
-                with self._lock:
-                    self.pages_in_processes += 1
-                return filled
-            except BrokenProcessPool as error:  # a search process died: fill pages here from now on
-                self._give_up(pool, error)
-        with self.lane:  # searches in this process take turns, and a long one gives way between chunks
-            return answer_page(self.store, criteria, after, size, caller, known, pause=self.lane.give_way)
+        """``answer_page``: here when it is the only search in progress (a round trip to a search
+        process would only add to its time) or no search process is up; else in a search process."""
+        with self._lock:
+            alone = self._in_flight == 0 and not self.lane.busy
+            self._in_flight += 1
+        try:
+            pool = self._pool
+            if not alone and pool is not None and self.in_processes:
+                try:
+                    filled = pool.submit(_page, criteria, after, size, caller, known.agencies,
+                                         self.store.distrusted_keys).result()
+                    with self._lock:
+                        self.pages_in_processes += 1
+                    return filled
+                except BrokenProcessPool as error:  # a search process died: fill pages here from now on
+                    self._give_up(pool, error)
+            with self.lane:  # searches here take turns, and a long one gives way between chunks
+                return answer_page(self.store, criteria, after, size, caller, known, pause=self.lane.give_way)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _give_up(self, pool: ProcessPoolExecutor, error: BaseException) -> None:
         with self._lock:
