@@ -17,10 +17,12 @@ import pytest
 from exchange.config import Limits
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import within_clearance
+from exchange.node.reads import fill_page, held_records
 from exchange.node.searchpool import Page, answer_page
 from exchange.node.server import Node
 from exchange.records import textindex
 from exchange.store import SearchFilter
+from exchange.store.search import search
 from exchange.v1 import query_pb2, records_pb2
 from tests.federation import Federation, UserClient
 from tests.fill import fill
@@ -99,6 +101,20 @@ def test_a_key_marked_compromised_is_left_out_by_the_search_processes(federation
         node.store.distrust(())
         assert node.searches.page(_criteria("SECRET"), None, 50, caller, node.manifest).shown
     assert node.searches.pages_in_processes == 3
+
+
+def test_a_page_is_sent_as_the_records_held(federation: Federation, tmp_path: Path) -> None:
+    """The rendered page (envelopes as stored, wrapped field by field) parses to exactly the
+    records ``held_records`` builds as messages."""
+    node = _node_with_processes(federation, tmp_path)
+    caller = Principal(Identity(AGENCY, "someone"), Role.LIAISON, "SECRET")
+    criteria = _criteria("SECRET")
+    records, _ = fill_page(search(node.store, criteria, first_chunk=51), AGENCY, node.manifest, caller, 50)
+    assert len(records) == 50
+    page = answer_page(node.store, criteria, None, 50, caller, node.manifest)
+    expected = query_pb2.SearchResponse(records=held_records(node.store, AGENCY, records))
+    assert query_pb2.SearchResponse.FromString(page.records) == expected
+    assert [h.envelope.SerializeToString() for h in expected.records] == [r.envelope for r in records]
 
 
 def test_a_search_alone_is_answered_in_the_node_process(federation: Federation, tmp_path: Path) -> None:

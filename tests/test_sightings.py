@@ -85,6 +85,10 @@ def test_a_sighting_reaches_the_originator_and_no_third_party(federation: Federa
     found = user.query.Search(query_pb2.SearchRequest(), timeout=10).records
     counts = next(r.sightings for r in found if records_pb2.Record.FromString(r.envelope.payload).ref == ref)
     assert (counts.seen, counts.confirmed, counts.false_positive) == (1, 1, 1)
+    # A search's records are sent as stored (exchange/node/reads.held_records_wire); Get builds
+    # the same record as a message: the two agree, counts included.
+    searched = next(r for r in found if records_pb2.Record.FromString(r.envelope.payload).ref == ref)
+    assert user.query.Get(query_pb2.GetRequest(ref=ref), timeout=10).record == searched
     # The one released wider reaches KOR-KNPA (which holds the record); the others do not.
     kor.puller.pull("USA-DTSF")
     assert [s.verdict for s in _held(kor, ref)] == [records_pb2.VERDICT_CONFIRMED]

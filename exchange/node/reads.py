@@ -8,10 +8,12 @@ a page, a token nor its absence says anything about records the caller may not s
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from google.protobuf.message import Message
+from google.protobuf.wrappers_pb2 import BytesValue
 
 from exchange.core.identity import Principal
 from exchange.core.policy import decide
@@ -91,13 +93,42 @@ def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
 def held_records(store: Store, agency: str, page: list[StoredRecord]) -> list[records_pb2.HeldRecord]:
     """The records as held, the own agency's with the sightings partners reported on them
     (the page has passed the decision; only the own node's users are ever served)."""
-    counts = stored_sightings.counts(store, [(r.originator, r.record_id) for r in page if r.originator == agency])
+    counts = _sighting_counts(store, agency, page)
     held = []
     for record in page:
         item = held_record(record)
         found = counts.get((record.originator, record.record_id))
         if found:
-            item.sightings.CopyFrom(records_pb2.SightingCounts(
-                seen=found["seen"], confirmed=found["confirmed"], false_positive=found["false_positive"]))
+            item.sightings.CopyFrom(_counts_message(found))
         held.append(item)
     return held
+
+
+def held_records_wire(store: Store, agency: str, page: list[StoredRecord]) -> bytes:
+    """``held_records`` as the ``records`` field of a serialised SearchResponse, each envelope
+    sent as the bytes stored (never parsed and serialised again: a page of 50 is 50 envelopes).
+
+    Field 1 of HeldRecord (``envelope``) and of SearchResponse (``records``) is length-delimited,
+    as is field 1 of BytesValue: so ``BytesValue(value=b)`` serialises to exactly that field
+    holding ``b``, and serialised messages concatenated are one message with all their fields.
+    """
+    counts = _sighting_counts(store, agency, page)
+    parts = []
+    for record in page:
+        rest = records_pb2.HeldRecord(received_from=record.received_from, equivocated=record.equivocated)
+        rest.received_at.FromMicroseconds(record.received_at)
+        found = counts.get((record.originator, record.record_id))
+        if found:
+            rest.sightings.CopyFrom(_counts_message(found))
+        held = BytesValue(value=record.envelope).SerializeToString() + rest.SerializeToString()
+        parts.append(BytesValue(value=held).SerializeToString())
+    return b"".join(parts)
+
+
+def _sighting_counts(store: Store, agency: str, page: list[StoredRecord]) -> dict[tuple[str, str], Counter[str]]:
+    return stored_sightings.counts(store, [(r.originator, r.record_id) for r in page if r.originator == agency])
+
+
+def _counts_message(found: Counter[str]) -> records_pb2.SightingCounts:
+    return records_pb2.SightingCounts(seen=found["seen"], confirmed=found["confirmed"],
+                                      false_positive=found["false_positive"])

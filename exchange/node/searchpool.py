@@ -35,10 +35,9 @@ from pathlib import Path
 from exchange import runtime
 from exchange.core.identity import Principal
 from exchange.node.lane import Lane
-from exchange.node.reads import Agencies, fill_page, held_records
+from exchange.node.reads import Agencies, fill_page, held_records_wire
 from exchange.store import SearchFilter, Store, integrity
 from exchange.store.search import search
-from exchange.v1 import query_pb2
 
 log = logging.getLogger("exchange.node")
 
@@ -61,7 +60,7 @@ def answer_page(store: Store, criteria: SearchFilter, after: tuple[int, int] | N
     (``reads.fill_page``), rendered as held (with sighting counts on the own agency's)."""
     candidates = search(store, criteria, after=after, first_chunk=size + 1, pause=pause)
     page, more = fill_page(candidates, store.agency, known, caller, size)
-    records = query_pb2.SearchResponse(records=held_records(store, store.agency, page)).SerializeToString()
+    records = held_records_wire(store, store.agency, page)
     return Page(tuple((r.originator, r.record_id, r.version) for r in page), records,
                 page[-1].position if page else None, more)
 
