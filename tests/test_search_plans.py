@@ -112,6 +112,9 @@ def test_both_text_plans_give_the_same_pages(store: Store, monkeypatch: pytest.M
             pages = _pages(store, criteria, size)
             assert [rid for page in pages for rid in page] == expected, (word, size)
             assert all(len(page) == size for page in pages[:-1])
+        # Read to the end with a small first chunk: the walk reads a few matches a round and
+        # resumes after the last one read, missing and repeating none.
+        assert [r.rid for r in search(store, criteria, first_chunk=3)] == expected, word
 
 
 def test_text_plan_follows_the_number_of_matches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
