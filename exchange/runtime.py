@@ -13,6 +13,8 @@ from __future__ import annotations
 import gc
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 
 # Generation 0 collected every this many net allocations (CPython's default: 700). The
 # older generations keep their defaults: garbage in cycles is still collected, later.
@@ -35,3 +37,24 @@ def exit_with_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
     os._exit(0)
+
+
+def pool_processes(pool: ProcessPoolExecutor) -> list[BaseProcess]:
+    """The processes of a pool running now (ProcessPoolExecutor keeps them by pid, privately,
+    and forgets them at ``shutdown``)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def end_processes(processes: list[BaseProcess], *, wait_seconds: float = 5.0) -> None:
+    """Terminate a shut-down pool's processes, when nothing waits on them any more (the node is
+    stopping), instead of letting them run on.
+
+    A pool shut down without waiting still has its processes joined when the interpreter
+    exits, and one still starting (importing the node: seconds on a busy machine) would
+    hold the node's exit until it came up just to be told to end.
+    """
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + wait_seconds
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))

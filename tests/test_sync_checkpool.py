@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 from exchange.node.server import Node, load_signer
@@ -93,3 +94,27 @@ def test_a_large_pull_through_the_check_processes_stores_everything(federation: 
             "SELECT count(DISTINCT rid) FROM observables WHERE type = 'hs_code' AND value = '854231'").scalar_one()
     assert held == {(r.originator, r.record_id) for r in refs}
     assert indexed == 300
+
+
+def test_the_check_processes_end_with_the_node_even_while_starting(federation: Federation, tmp_path: Path) -> None:
+    """A node stopped while its check processes are still starting (importing) does not wait for
+    them to come up: they are stopped with it (runtime.end_pool)."""
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    checks = _checks(usa)
+    checks.ready(timeout=0)  # spawned; not waited for
+    started = time.monotonic()
+    while not checks.process_ids():
+        assert time.monotonic() - started < 30, "no check process was spawned"
+        time.sleep(0.01)
+    pids = checks.process_ids()
+    usa.stop(grace=0)
+    federation.nodes.remove(usa)
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

@@ -124,8 +124,7 @@ class Searches:
         """The pids of the search processes running now."""
         with self._lock:
             pool = self._pool
-        # ProcessPoolExecutor keeps its processes by pid; nothing public lists them.
-        return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+        return [process.pid for process in runtime.pool_processes(pool) if process.pid is not None] if pool else []
 
     def page(self, criteria: SearchFilter, after: tuple[int, int] | None, size: int, caller: Principal,
              known: Agencies) -> Page:
@@ -164,4 +163,6 @@ class Searches:
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            processes = runtime.pool_processes(pool)  # shutdown forgets them
+            pool.shutdown(wait=False, cancel_futures=True)
+            runtime.end_processes(processes)

@@ -475,6 +475,7 @@ class Node:
             learner.join()
         if self.schedule is not None:
             self.schedule.stop()  # waits for that batch's commit
+        self.puller.checks.end()  # no pull is in flight now: the check processes are stopped
         if stopped is not None:
             stopped.wait()
             self._server = None

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 
 from exchange import runtime
 from exchange.config import Limits
@@ -82,6 +83,7 @@ class CheckPool:
         self._started: list[Future[int]] = []  # one per process: done once it can check
         self._broken = False
         self._closed = False
+        self._ended: list[BaseProcess] = []  # processes of the closed pool, not yet stopped
         self._lock = threading.Lock()
 
     @property
@@ -93,8 +95,7 @@ class CheckPool:
         """The pids of the check processes running now (none before the first large batch)."""
         with self._lock:
             pool = self._pool
-        # ProcessPoolExecutor keeps its processes by pid; nothing public lists them.
-        return list(getattr(pool, "_processes", None) or {}) if pool is not None else []
+        return [process.pid for process in runtime.pool_processes(pool) if process.pid is not None] if pool else []
 
     def ready(self, timeout: float) -> bool:
         """Start the check processes if need be; whether one is up within ``timeout`` seconds."""
@@ -168,11 +169,21 @@ class CheckPool:
         pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        """No more batches go to the check processes; those in flight finish (``end`` stops them)."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            if pool is not None:
+                self._ended += runtime.pool_processes(pool)  # shutdown forgets them
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def end(self) -> None:
+        """Once no pull is in flight (the node has stopped its schedule): stop the check processes."""
+        self.close()
+        with self._lock:
+            processes, self._ended = self._ended, []
+        runtime.end_processes(processes)
 
 
 def _incoming(envelope: records_pb2.Envelope, answer: Accepted | Refusal) -> Incoming | Refusal:
