@@ -17,8 +17,7 @@ from exchange.core.manifest import Manifest
 from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, clip
-from exchange.node.lane import Lane
-from exchange.node.reads import audit_disclosure, audit_shown, held_records, page_size, token_context, visible
+from exchange.node.reads import audit_disclosure, audit_shown, held_records_wire, page_size, token_context, visible
 from exchange.node.rpc import Method
 from exchange.node.searchpool import Searches
 from exchange.node.tokens import PageTokens
@@ -41,12 +40,10 @@ class QueryService:
     tokens: PageTokens
     database_url: str = ""  # what search processes open (limits.search_processes > 0)
     pki_dir: Path = Path()
-    lane: Lane = field(init=False)
     searches: Searches = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lane = Lane(self.limits.search_lanes)
-        self.searches = Searches(self.store, self.lane, processes=self.limits.search_processes,
+        self.searches = Searches(self.store, lanes=self.limits.search_lanes, processes=self.limits.search_processes,
                                  database_url=self.database_url, pki_dir=self.pki_dir)
 
     @property
@@ -62,13 +59,13 @@ class QueryService:
     def _allowed(self, record: StoredRecord, caller: Principal) -> bool:
         return visible(self.agency, self.manifest, record, caller)
 
-    def get(self, request: query_pb2.GetRequest, caller: Principal) -> query_pb2.GetResponse:
+    def get(self, request: query_pb2.GetRequest, caller: Principal) -> bytes:
         validate_ref(request.ref, "ref")
         record = current_record(self.store, request.ref.originator, request.ref.record_id)
         if record is None or not self._allowed(record, caller):
             raise NotFound()  # the same answer whether absent or not releasable
         audit_disclosure(self.store, caller, "get", [record])
-        return query_pb2.GetResponse(record=held_records(self.store, self.agency, [record])[0])
+        return held_records_wire(self.store, self.agency, [record])  # a GetResponse, serialised
 
     def search(self, request: query_pb2.SearchRequest, caller: Principal) -> bytes:
         """The answer, serialised: its records come serialised from where the page was filled

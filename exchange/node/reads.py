@@ -90,27 +90,16 @@ def held_record(record: StoredRecord) -> records_pb2.HeldRecord:
     )
 
 
-def held_records(store: Store, agency: str, page: list[StoredRecord]) -> list[records_pb2.HeldRecord]:
-    """The records as held, the own agency's with the sightings partners reported on them
-    (the page has passed the decision; only the own node's users are ever served)."""
-    counts = _sighting_counts(store, agency, page)
-    held = []
-    for record in page:
-        item = held_record(record)
-        found = counts.get((record.originator, record.record_id))
-        if found:
-            item.sightings.CopyFrom(_counts_message(found))
-        held.append(item)
-    return held
-
-
 def held_records_wire(store: Store, agency: str, page: list[StoredRecord]) -> bytes:
-    """``held_records`` as the ``records`` field of a serialised SearchResponse, each envelope
-    sent as the bytes stored (never parsed and serialised again: a page of 50 is 50 envelopes).
+    """The records as held (``held_record``), the own agency's with the sightings partners reported
+    on them, serialised as field 1 of the answer: SearchResponse's ``records``, GetResponse's
+    ``record``. Each envelope goes as the bytes stored (never parsed and serialised again: a
+    page of 50 is 50 envelopes). The page has passed the decision; only the own node's users
+    are ever served.
 
-    Field 1 of HeldRecord (``envelope``) and of SearchResponse (``records``) is length-delimited,
-    as is field 1 of BytesValue: so ``BytesValue(value=b)`` serialises to exactly that field
-    holding ``b``, and serialised messages concatenated are one message with all their fields.
+    Field 1 of HeldRecord (``envelope``) and of both answers is length-delimited, as is field 1
+    of BytesValue: so ``BytesValue(value=b)`` serialises to exactly that field holding ``b``,
+    and serialised messages concatenated are one message with all their fields.
     """
     counts = _sighting_counts(store, agency, page)
     parts = []

@@ -92,8 +92,9 @@ def _page(criteria: SearchFilter, after: tuple[int, int] | None, size: int, call
 class Searches:
     """Fills pages of search results for the node's users (``page``)."""
 
-    def __init__(self, store: Store, lane: Lane, *, processes: int, database_url: str, pki_dir: Path) -> None:
-        self.store, self.lane = store, lane
+    def __init__(self, store: Store, *, lanes: int, processes: int, database_url: str, pki_dir: Path) -> None:
+        self.store = store
+        self.lane = Lane(lanes)  # searches in the node's process take turns in it
         self._processes = processes
         self._database_url, self._pki_dir = database_url, pki_dir
         self._pool: ProcessPoolExecutor | None = None
