@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from exchange.config import Limits
 from exchange.core.identity import Identity, Principal, Role
 from exchange.core.marking import within_clearance
-from exchange.node.reads import fill_page, held_records
+from exchange.node.reads import fill_page, held_record
 from exchange.node.searchpool import Page, answer_page
 from exchange.node.server import Node
 from exchange.records import textindex
@@ -105,16 +106,36 @@ def test_a_key_marked_compromised_is_left_out_by_the_search_processes(federation
 
 def test_a_page_is_sent_as_the_records_held(federation: Federation, tmp_path: Path) -> None:
     """The rendered page (envelopes as stored, wrapped field by field) parses to exactly the
-    records ``held_records`` builds as messages."""
+    records ``held_record`` builds as messages."""
     node = _node_with_processes(federation, tmp_path)
     caller = Principal(Identity(AGENCY, "someone"), Role.LIAISON, "SECRET")
     criteria = _criteria("SECRET")
     records, _ = fill_page(search(node.store, criteria, first_chunk=51), AGENCY, node.manifest, caller, 50)
     assert len(records) == 50
     page = answer_page(node.store, criteria, None, 50, caller, node.manifest)
-    expected = query_pb2.SearchResponse(records=held_records(node.store, AGENCY, records))
+    expected = query_pb2.SearchResponse(records=[held_record(r) for r in records])  # no sightings here
     assert query_pb2.SearchResponse.FromString(page.records) == expected
     assert [h.envelope.SerializeToString() for h in expected.records] == [r.envelope for r in records]
+
+
+def test_a_row_edited_in_the_database_is_not_shown_by_a_search_process(federation: Federation,
+                                                                      tmp_path: Path) -> None:
+    """A database writer lowers a SECRET record to RESTRICTED: the search process checks the
+    row's seal with its own copy of the node's key, and a RESTRICTED user never sees it."""
+    node = _node_with_processes(federation, tmp_path)
+    caller = Principal(Identity(AGENCY, "someone"), Role.LIAISON, "RESTRICTED")
+    with node.store.engine.connect() as conn:
+        rid = conn.execute(text("SELECT rid FROM records WHERE classification = 'SECRET' LIMIT 1")).scalar_one()
+    with node.store.engine.begin() as conn:
+        conn.execute(text("UPDATE records SET classification = 'RESTRICTED' WHERE rid = :rid"), {"rid": rid})
+    with node.searches.lane:  # another search is in progress here: this one goes to a search process
+        before = node.searches.pages_in_processes
+        page = node.searches.page(_criteria("RESTRICTED"), None, 500, caller, node.manifest)
+        assert node.searches.pages_in_processes == before + 1
+    assert len(page.shown) == 40  # the 40 RESTRICTED records, not the edited one
+    with node.store.engine.connect() as conn:
+        edited = conn.execute(text("SELECT record_id FROM records WHERE rid = :rid"), {"rid": rid}).scalar_one()
+    assert edited not in {record_id for _, record_id, _ in page.shown}
 
 
 def test_a_search_alone_is_answered_in_the_node_process(federation: Federation, tmp_path: Path) -> None:
