@@ -156,6 +156,42 @@ def test_an_envelope_swapped_under_a_released_row_is_never_served(
     assert code == 1 and f"record JPN-NPA/{shared.record_id}" in out and "envelope" in out
 
 
+@pytest.mark.parametrize("edit", ["lowered", "swapped"])
+def test_a_row_served_before_it_was_edited_is_not_served_after(
+    federation: Federation, tmp_path: Path, edit: str
+) -> None:
+    """The node remembers rows that passed their check (integrity.PASSED_ROWS): a row served
+    before the insider's edit, and so remembered, is checked afresh once edited."""
+    data_dir = tmp_path / "jpn"
+    jpn = federation.start_node("JPN-NPA", data_dir)
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    secret = _submit(sato, "秘 迂回調達", _marking("SECRET", [], "GREEN"))
+    shared = _submit(sato, "共有 迂回調達", _marking("RESTRICTED", ["USA-DTSF"], "GREEN"))
+    suzuki = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "suzuki"))  # SECRET
+    ito = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "ito"))  # RESTRICTED
+    for ref in (secret, shared):  # both rows pass their check and are remembered
+        suzuki.query.Get(query_pb2.GetRequest(ref=ref), timeout=10)
+    assert len(suzuki.query.Search(query_pb2.SearchRequest(text="迂回調達"), timeout=10).records) == 2
+
+    where = "originator = 'JPN-NPA' AND record_id = :rid"
+    if edit == "lowered":  # the secret record's marking lowered in both tables, for ito to see
+        for table in ("records", "log"):
+            assert _sql(federation, data_dir, f"UPDATE {table} SET classification = 'RESTRICTED' WHERE {where}",
+                        rid=secret.record_id) == 1
+        hidden, reader = secret, ito
+    else:  # the secret record's signed bytes under the released record's intact columns
+        assert _sql(federation, data_dir, "UPDATE log SET envelope = (SELECT envelope FROM log WHERE "
+                    "record_id = :secret) WHERE record_id = :shared", secret=secret.record_id,
+                    shared=shared.record_id) == 1
+        hidden, reader = shared, suzuki
+    with pytest.raises(grpc.RpcError) as refused:
+        reader.query.Get(query_pb2.GetRequest(ref=hidden), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    found = reader.query.Search(query_pb2.SearchRequest(text="迂回調達"), timeout=10).records
+    assert hidden.record_id not in {open_record(r.envelope, federation.manifest).ref.record_id for r in found}
+    assert {e["record_id"] for e in _integrity_events(jpn)} == {hidden.record_id}
+
+
 def test_a_received_record_edited_on_the_holder_is_not_served(federation: Federation, tmp_path: Path) -> None:
     """The same on a node that holds a partner's record (received rows are sealed on receipt)."""
     jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exchange.errors import ConfigError
 from exchange.store.integrity import Integrity
@@ -66,3 +69,67 @@ def test_another_key_or_kind_of_row_never_matches() -> None:
 def test_a_key_of_the_wrong_length_is_refused(length: int) -> None:
     with pytest.raises(ConfigError, match="32 bytes"):
         Integrity(bytes(length))
+
+
+# --- current_problem remembers the rows that passed (integrity.PASSED_ROWS) -----------------
+
+_CHECKED = ("originator", "record_id", "version", "seq", "status", "kind", "classification", "releasable_to", "tlp",
+            "caveats", "mac", "log_payload_type", "log_key_id", "log_audience", "log_classification",
+            "log_releasable_to", "log_tlp", "log_caveats", "log_content_hash", "log_mac", "envelope")
+
+
+def _row(seal: Integrity, n: int = 0) -> SimpleNamespace:
+    """A sealed row of ``select_current``, as the read paths see it."""
+    from exchange.v1 import records_pb2
+
+    payload = f"record {n}".encode()
+    envelope = records_pb2.Envelope(payload=payload, payload_type=LOG[4], key_id=LOG[5]).SerializeToString()
+    originator, record_id, version, seq, status, kind, classification, releasable_to, tlp, caveats = RECORDS
+    row = SimpleNamespace(
+        originator=originator, record_id=f"{record_id[:-3]}{n:03d}", version=version, seq=seq + n, status=status,
+        kind=kind, classification=classification, releasable_to=releasable_to, tlp=tlp, caveats=caveats,
+        log_payload_type=LOG[4], log_key_id=LOG[5], log_audience=LOG[6], log_classification=classification,
+        log_releasable_to=releasable_to, log_tlp=tlp, log_caveats=caveats,
+        log_content_hash=hashlib.sha256(payload).digest(), envelope=envelope)
+    row.mac = seal.records_mac(row.originator, row.record_id, version, row.seq, status, kind, classification,
+                               releasable_to, tlp, caveats)
+    row.log_mac = seal.log_mac(row.seq, row.originator, row.record_id, version, LOG[4], LOG[5], LOG[6],
+                               classification, releasable_to, tlp, caveats, row.log_content_hash)
+    return row
+
+
+def _changed(value: object, junk: int) -> object:
+    if isinstance(value, bytes):
+        return bytes([value[0] ^ (junk % 255 + 1)]) + value[1:] if value else b"\x00"
+    if isinstance(value, int):
+        return value + 1 + junk
+    return f"{value}{chr(0x41 + junk % 26)}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(field=st.sampled_from(_CHECKED), junk=st.integers(min_value=0, max_value=1000))
+def test_a_remembered_row_changed_in_any_checked_value_is_checked_afresh(field: str, junk: int) -> None:
+    seal = Integrity(KEY)
+    row = _row(seal)
+    assert seal.current_problem(row) is None  # passed, and remembered
+    edited = SimpleNamespace(**{**vars(row), field: _changed(getattr(row, field), junk)})
+    assert seal.current_problem(edited) is not None
+    assert seal.current_problem(edited) == Integrity(KEY).current_problem(edited)  # what a fresh check says
+    assert seal.current_problem(row) is None
+
+
+def test_rows_that_failed_are_not_remembered_and_the_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchange.store import integrity
+
+    monkeypatch.setattr(integrity, "PASSED_ROWS", 3)
+    seal = Integrity(KEY)
+    bad = SimpleNamespace(**{**vars(_row(seal)), "classification": "UNCLASSIFIED"})
+    for _ in range(2):
+        assert seal.current_problem(bad) == "its current-version row (records) does not match its seal"
+    rows = [_row(seal, n) for n in range(5)]
+    for row in rows:
+        assert seal.current_problem(row) is None
+    assert len(seal._passed) == 3  # the oldest two forgotten
+    assert all(seal.current_problem(row) is None for row in rows)  # forgotten ones are checked again
+    # A key the seals were not made with: nothing passes, remembered or not.
+    assert all(Integrity(bytes(32)).current_problem(row) is not None for row in rows)
