@@ -96,3 +96,84 @@ def test_a_bad_entry_fails_alone_and_concurrent_ones_all_land(backend: Backend, 
         assert audit.verify_store(store) == []
     finally:
         store.close()
+
+
+def _statements(store: Store) -> list[str]:
+    seen: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(" ".join(statement.split())[:40])
+
+    return seen
+
+
+def test_a_disclosure_after_the_first_is_one_statement_on_postgresql(backend: Backend, tmp_path: Path) -> None:
+    """PostgreSQL: each statement is a round trip, so once the group knows the head it wrote
+    last, the next disclosure appends after it in one statement (lock, head, entries)."""
+    store = _store(backend, tmp_path)
+    try:
+        assert audit.record(store, actor="user", action="get", detail={"n": 0}) == 1  # reads the head
+        seen = _statements(store)
+        for n in range(1, 4):
+            assert audit.record(store, actor="user", action="search", detail={"n": n}) == n + 1
+        if backend.name == "postgresql":
+            assert len(seen) == 3 and all(s.startswith("WITH locked AS") for s in seen)
+        else:  # SQLite: no round trips to save; lock, head, entries and head as before
+            assert len(seen) >= 3 * 3
+        assert [e.detail["n"] for e in audit.read_entries(store)] == [0, 1, 2, 3]
+        assert audit.verify_store(store) == []
+    finally:
+        store.close()
+
+
+def test_a_head_another_writer_moved_is_read_again(backend: Backend, tmp_path: Path) -> None:
+    """Another replica's disclosure, or a submission's entry, moves the head this process wrote
+    last: the next disclosure finds it moved, writes nothing, and appends after the new head."""
+    url = backend.migrated(tmp_path / "db")
+    seal = Integrity(b"\x03" * 32)
+    first, second = (Store.open(url, agency="JPN-NPA", seal=seal) for _ in range(2))
+    try:
+        assert audit.record(first, actor="a", action="get", detail={"n": 1}) == 1
+        assert audit.record(second, actor="b", action="get", detail={"n": 2}) == 2  # another replica
+        assert audit.record(first, actor="a", action="get", detail={"n": 3}) == 3
+        with first.write() as tx:  # a submission's entry, in its own write transaction
+            audit.append_many(tx, at=1, entries=[("sato", "submit", {"n": 4})])
+        assert audit.record(first, actor="a", action="get", detail={"n": 5}) == 5
+        assert audit.record(second, actor="b", action="get", detail={"n": 6}) == 6
+        entries = audit.read_entries(first)
+        assert [(e.seq, e.detail["n"]) for e in entries] == [(n, n) for n in range(1, 7)]
+        assert audit.verify_store(first) == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_replicas_disclosing_at_once_keep_one_chain(backend: Backend, tmp_path: Path) -> None:
+    """Two stores on one database (replicas), each appending after the head it wrote last while
+    the other moves it: every entry lands once, in one chain that verifies."""
+    url = backend.migrated(tmp_path / "db")
+    seal = Integrity(b"\x03" * 32)
+    stores = [Store.open(url, agency="JPN-NPA", seal=seal) for _ in range(2)]
+    try:
+        done: list[int] = []
+        lock = threading.Lock()
+
+        def disclose(store: Store, n: int) -> None:
+            for i in range(15):
+                seq = audit.record(store, actor=f"user-{n}", action="search", detail={"n": n, "i": i})
+                with lock:
+                    done.append(seq)
+
+        threads = [threading.Thread(target=disclose, args=(stores[n % 2], n)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(done) == list(range(1, 6 * 15 + 1))
+        entries = audit.read_entries(stores[0])
+        assert sorted((e.detail["n"], e.detail["i"]) for e in entries) == [(n, i) for n in range(6) for i in range(15)]
+        assert audit.verify_store(stores[0]) == []
+    finally:
+        for store in stores:
+            store.close()

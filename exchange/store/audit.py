@@ -22,12 +22,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, text
 
 from exchange.errors import ConfigError
 from exchange.store import integrity
 from exchange.store.bulk import insert_many
-from exchange.store.engine import serialise_audit
+from exchange.store.engine import AUDIT_LOCK, serialise_audit
 from exchange.store.schema import audit, meta
 
 GENESIS = b"\x00" * 32
@@ -98,20 +98,25 @@ def _detail_text(detail: dict[str, Any]) -> str:
 
 def _append_texts(conn: Connection, entries: Sequence[tuple[int, str, str, str]]) -> int:
     """Append (at, actor, action, detail as text) entries in order; returns the first one's seq."""
+    return _append_read(conn, entries)[0]
+
+
+def _append_read(conn: Connection, entries: Sequence[tuple[int, str, str, str]]) -> tuple[int, tuple[int, bytes]]:
+    """``_append_texts``, which reads the head first; returns the first seq and the new head."""
     if not entries:
-        return 0
+        return 0, _read_head(conn)
     serialise_audit(conn)
     seal = integrity.of(conn)
     last_seq, last_hash = _read_head(conn)
     rows = []
     seq, digest = last_seq, last_hash
-    for at, actor, action, text in entries:
+    for at, actor, action, detail in entries:
         seq += 1
-        previous, digest = digest, entry_hash(seal, digest, seq, at, actor, action, text)
-        rows.append((seq, at, actor, action, text, previous, digest))
+        previous, digest = digest, entry_hash(seal, digest, seq, at, actor, action, detail)
+        rows.append((seq, at, actor, action, detail, previous, digest))
     insert_many(conn, audit, ("seq", "at", "actor", "action", "detail", "prev_hash", "hash"), rows)
     _extended(conn, seal, last_seq, last_hash, seq, digest)
-    return last_seq + 1
+    return last_seq + 1, (seq, digest)
 
 
 def _extended(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes, seq: int,
@@ -122,6 +127,61 @@ def _extended(conn: Connection, seal: integrity.Integrity, last_seq: int, last_h
         conn.execute(meta.insert().values(key=HEAD_KEY, value=head))
     else:
         conn.execute(meta.update().where(meta.c.key == HEAD_KEY).values(value=head))
+    _anchor_after(conn, seal, last_seq, last_hash, seq, digest)
+
+
+# PostgreSQL, where each statement is a round trip: a disclosure's entries appended in one
+# statement, from the head this process wrote last (``_append_after``). It takes the chain's
+# lock, moves the head only if it is still the one given (else nothing is written, and the
+# caller appends the usual way: lock, read the head, insert, move it), and inserts the entries
+# only if it moved. Under READ COMMITTED an UPDATE that found the row before the lock was
+# granted checks its condition again on the newest committed version before changing it, so a
+# head another writer moved meanwhile is seen as moved.
+_APPEND_AFTER = text("""
+WITH locked AS (SELECT pg_advisory_xact_lock(:lock, hashtext(current_schema()))),
+moved AS (
+    UPDATE meta SET value = :head WHERE key = :key AND value = :expected AND EXISTS (SELECT FROM locked)
+    RETURNING 1
+)
+INSERT INTO audit (seq, at, actor, action, detail, prev_hash, hash)
+SELECT * FROM unnest(CAST(:seqs AS bigint[]), CAST(:ats AS bigint[]), CAST(:actors AS text[]),
+                     CAST(:actions AS text[]), CAST(:details AS text[]), CAST(:prevs AS bytea[]),
+                     CAST(:hashes AS bytea[]))
+WHERE EXISTS (SELECT FROM moved)
+""")
+
+
+def _append_after(conn: Connection, head: tuple[int, bytes], entries: Sequence[tuple[int, str, str, str]]
+                  ) -> tuple[int, bytes] | None:
+    """Append (at, actor, action, detail as text) entries after ``head`` = (seq, hash) in one
+    statement (PostgreSQL); returns the new head, or None if ``head`` is no longer the chain's
+    (nothing was written)."""
+    seal = integrity.of(conn)
+    last_seq, last_hash = head
+    rows = []
+    seq, digest = last_seq, last_hash
+    for at, actor, action, detail in entries:
+        seq += 1
+        previous, digest = digest, entry_hash(seal, digest, seq, at, actor, action, detail)
+        rows.append((seq, at, actor, action, detail, previous, digest))
+    columns = list(zip(*rows, strict=True))
+    inserted = conn.execute(_APPEND_AFTER, {
+        "lock": AUDIT_LOCK, "key": HEAD_KEY, "expected": last_seq.to_bytes(8, "big") + last_hash,
+        "head": seq.to_bytes(8, "big") + digest, "seqs": list(columns[0]), "ats": list(columns[1]),
+        "actors": list(columns[2]), "actions": list(columns[3]), "details": list(columns[4]),
+        "prevs": list(columns[5]), "hashes": list(columns[6]),
+    }).rowcount
+    if inserted != len(rows):
+        if inserted:  # never: the head moved, or every entry went in (the same statement)
+            raise RuntimeError(f"{inserted} of {len(rows)} audit entries inserted")
+        return None
+    _anchor_after(conn, seal, last_seq, last_hash, seq, digest)
+    return seq, digest
+
+
+def _anchor_after(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes, seq: int,
+                  digest: bytes) -> None:
+    """The head moved from (last_seq, last_hash) to (seq, digest): anchor it once committed."""
     if _holds_anchor(conn, seal, last_seq, last_hash):
         seal.written_head(seq, digest)  # anchored once this transaction commits
     else:
@@ -266,6 +326,9 @@ class _Group:
     lock: threading.Lock = field(default_factory=threading.Lock)
     queue: list[_Pending] = field(default_factory=list)
     leading: bool = False  # a thread is writing (or about to write) the queue
+    # PostgreSQL: the head the last transaction of this group committed, as (seq, hash); the
+    # next one appends after it in one statement if it is still the chain's (``_append_after``).
+    head: tuple[int, bytes] | None = None
 
 
 _GROUPS: weakref.WeakKeyDictionary[Store, _Group] = weakref.WeakKeyDictionary()
@@ -285,11 +348,18 @@ def _lead(store: Store, group: _Group) -> None:
     the first caller queued meanwhile (so no caller waits beyond its own entry's commit)."""
     with group.lock:
         batch, group.queue = group.queue, []
+    head, group.head = group.head, None  # known again only once this transaction has committed
     try:
+        texts = [(p.at, p.actor, p.action, p.text) for p in batch]
         with store.write(audit_only=True) as tx:
-            first = _append_texts(tx, [(p.at, p.actor, p.action, p.text) for p in batch])
-        for offset, pending in enumerate(batch):
-            pending.seq = first + offset
+            moved = None
+            if head is not None and tx.dialect.name == "postgresql":
+                moved = _append_after(tx, head, texts)
+            if moved is None:
+                _, moved = _append_read(tx, texts)
+        group.head = moved
+        for offset, pending in enumerate(batch, start=1):
+            pending.seq = moved[0] - len(batch) + offset
     except BaseException as error:  # every entry of the failed transaction fails with it
         for pending in batch:
             pending.error = error
