@@ -423,8 +423,20 @@ class Node:
         if self.document is not None:
             self._watcher = threading.Thread(target=self._watch_manifest_file, name="manifest-file", daemon=True)
             self._watcher.start()
+        self._warn_if_not_vacuumed()
         log.info("node %s serving on %s", self.config.agency, address)
         return self.port
+
+    def _warn_if_not_vacuumed(self) -> None:
+        """PostgreSQL with autovacuum off: statistics and the visibility map go stale after large
+        changes (a catch-up pull), and searches slow down until someone vacuums: say so once."""
+        if self.store.engine.dialect.name != "postgresql":
+            return
+        with self.store.engine.connect() as conn:
+            setting = conn.exec_driver_sql("SHOW autovacuum").scalar_one()
+        if setting != "on":
+            log.warning("PostgreSQL runs with autovacuum off: run VACUUM (ANALYZE) on this node's database "
+                        "after every large change, or searches slow down (README, PostgreSQL)")
 
     def _watch_manifest_file(self) -> None:
         """An operator installs a new signed manifest by writing the file: adopted within
