@@ -301,7 +301,11 @@ def test_sigterm_during_a_pull_leaves_a_consistent_database(federation: Federati
                      "the schedule's first batch", 30)
             assert node.poll() is None, stderr.read_text()
             node.send_signal(signal.SIGTERM)
-            assert node.wait(timeout=20) == 0, stderr.read_text()
+            try:
+                code = node.wait(timeout=20)
+            except subprocess.TimeoutExpired:  # the node's log says how far its stop got
+                pytest.fail(f"the node did not exit within 20 s of SIGTERM; its log:\n{stderr.read_text()[-6000:]}")
+            assert code == 0, stderr.read_text()
         finally:
             if node.poll() is None:
                 node.kill()
