@@ -40,6 +40,7 @@ import secrets
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -154,7 +155,9 @@ class Integrity:
         # or rewritten chain never gets a fresh anchor that would hide it.
         self.last_anchored = self.anchored()
         self._broken_logged = False
-        self._passed: dict[tuple[Any, ...], None] = {}  # rows that passed current_problem (PASSED_ROWS)
+        # Rows that passed current_problem (PASSED_ROWS). An OrderedDict forgets its oldest in
+        # O(1); a dict's first key, after many deletions from its front, is found by a scan.
+        self._passed: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._passed_lock = threading.Lock()
 
     def _mac(self, tag: bytes, fields: tuple[Any, ...]) -> bytes:
@@ -225,7 +228,7 @@ class Integrity:
             with self._passed_lock:
                 self._passed[key] = None
                 while len(self._passed) > PASSED_ROWS:
-                    del self._passed[next(iter(self._passed))]  # the oldest first (dicts keep order)
+                    self._passed.popitem(last=False)  # the oldest first
         return problem
 
     def _current_problem(self, row: Any) -> str | None:
