@@ -250,3 +250,23 @@ def test_the_newest_first_index_holds_the_classification(backend: Backend, tmp_p
     finally:
         store.close()
     assert indexes["ix_records_issued"] == ["issued_at", "rid", "classification"]
+
+
+def test_searches_of_one_shape_share_a_statement_and_each_gets_its_own_answer(store: Store) -> None:
+    """The statement of a shape of criteria is built once (search._statement) and its values
+    go as parameters: a second search of the same shape with other values must answer for its
+    own values, never the first one's."""
+    from exchange.store import search as searching
+
+    searching._statement.cache_clear()
+    restricted = ("UNCLASSIFIED", "RESTRICTED")
+    for value in ("854231", "847101", "847102", "854231"):
+        for classifications in (restricted, ("UNCLASSIFIED",), ()):
+            criteria = SearchFilter(observables=(("hs_code", value),), classifications=classifications)
+            carriers = _carriers(store, value)
+            everything = list(search(store, SearchFilter(classifications=restricted)))
+            expected = [r.rid for r in everything if r.rid in carriers and r.marking.classification in classifications]
+            assert [rid for page in _pages(store, criteria, 7) for rid in page] == expected, (value, classifications)
+    # One shape (one observable, a clearance): one statement; the empty clearance is the same shape.
+    assert searching._statement.cache_info().currsize == 2  # that one, and _expected's
+    assert searching._statement.cache_info().hits >= 10

@@ -36,6 +36,7 @@ __all__ = [
     "sealed",
     "sealed_values",
     "select_current",
+    "select_current_of",
     "to_record",
     "unindex_record",
 ]
@@ -96,6 +97,12 @@ def select_current(store: Store) -> Select[Any]:
     The query the reads build on (search, watch hits): its rows become records through
     :func:`to_record`.
     """
+    return select_current_of(bool(store.distrusted_keys), store.distrusted_keys)
+
+
+def select_current_of(distrusted: bool, key_ids: Any) -> Select[Any]:
+    """``select_current``, leaving out the entries signed with ``key_ids`` if ``distrusted``:
+    a collection of key ids, or a bound parameter that will hold them (exchange/store/search.py)."""
     query = select(
         records,
         log.c.envelope,
@@ -106,8 +113,8 @@ def select_current(store: Store) -> Select[Any]:
             "payload_type", "key_id", "audience", "classification", "releasable_to", "tlp", "caveats",
             "content_hash", "mac")),
     ).join(log, log.c.seq == records.c.seq)
-    if store.distrusted_keys:
-        query = query.where(log.c.key_id.not_in(store.distrusted_keys))
+    if distrusted:
+        query = query.where(log.c.key_id.not_in(key_ids))
     return query
 
 

@@ -7,16 +7,17 @@ still judges each one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, or_, select, tuple_
 
 from exchange.records import textindex
 from exchange.records.translations import searchable_text
 from exchange.store import textsearch
-from exchange.store.current import StoredRecord, sealed, select_current
+from exchange.store.current import StoredRecord, sealed, select_current_of
 from exchange.store.engine import in_index_order
 from exchange.store.schema import observables, record_countries, record_sectors, records
 from exchange.store.store import Store
@@ -58,25 +59,31 @@ def user_prefilter(
 ) -> list[ColumnElement[bool]]:
     """Rules 1 and 2 as a coarse SQL prefilter for a user's read (never a replacement for
     the decision): the user's agency in the audience, the classification within clearance."""
+    return _user_prefilter(
+        None if audience_of is None else (audience_of, f"% {audience_of} %"), classifications)
+
+
+def _user_prefilter(audience: tuple[Any, Any] | None, classifications: Any) -> list[ColumnElement[bool]]:
+    """``user_prefilter`` of values, or of bound parameters: ``audience`` is the agency and the
+    LIKE pattern that finds it in the release list."""
     conditions: list[ColumnElement[bool]] = []
-    if audience_of is not None:
-        conditions.append(or_(
-            records.c.originator == audience_of,
-            (" " + records.c.releasable_to + " ").like(f"% {audience_of} %"),
-        ))
+    if audience is not None:
+        agency, pattern = audience
+        conditions.append(or_(records.c.originator == agency, (" " + records.c.releasable_to + " ").like(pattern)))
     if classifications is not None:
         conditions.append(records.c.classification.in_(classifications))
     return conditions
 
 
-def shown_prefilter(expired_before: int | None, min_confidence: int) -> list[ColumnElement[bool]]:
+def shown_prefilter(expired_before: Any, min_confidence: Any) -> list[ColumnElement[bool]]:
     """What a user asked to be shown, in SQL: not expired (a record without valid_until never
     expires), confidence at least ``min_confidence``. Not the disclosure decision: these
-    only narrow a page."""
+    only narrow a page. (Values, or bound parameters: a parameter for ``min_confidence``
+    always applies.)"""
     conditions: list[ColumnElement[bool]] = []
     if expired_before is not None:
         conditions.append(or_(records.c.valid_until.is_(None), records.c.valid_until >= expired_before))
-    if min_confidence > 0:
+    if not isinstance(min_confidence, int) or min_confidence > 0:
         conditions.append(records.c.confidence >= min_confidence)
     return conditions
 
@@ -92,29 +99,17 @@ def search(
     decision would refuse), so a first page costs what it shows. ``pause`` is called
     before each further chunk (a long walk lets other searches take their turn).
     """
-    base = select_current(store).where(*_conditions(criteria))
+    shape = _Shape.of(criteria, bool(store.distrusted_keys))
+    base, time_column, rid_column = _statement(shape)
+    params = shape.params(criteria, store.distrusted_keys)
     keep = None
+    reuse = True  # the statement is the shape's own, so the ones each chunk derives from it are kept too
     if criteria.text_terms:
         text_plan = textsearch.plan(store.engine, criteria.text_terms)
         if text_plan.condition is not None:
-            base = base.where(text_plan.condition)
+            base, reuse = base.where(text_plan.condition), False
         else:
             keep = text_plan.keep
-    time_column: ColumnElement[int] = records.c.issued_at
-    rid_column: ColumnElement[int] = records.c.rid
-    if len(criteria.observables) == 1:
-        # One observable (the usual lookup): walk its entries in the observables key
-        # (type, value, issued_at, rid), already in answer order, and stop when the page is full; a popular value
-        # (tens of thousands of records) then costs no more than a rare one.
-        obs_type, value = criteria.observables[0]
-        base = base.join(observables, observables.c.rid == records.c.rid).where(
-            observables.c.type == obs_type, observables.c.value == value
-        )
-        if criteria.classifications is not None:
-            # The clearance prefilter on the index row's copy, so the walk skips what the user
-            # may not see without looking its record up (records.classification is checked too).
-            base = base.where(observables.c.classification.in_(criteria.classifications))
-        time_column, rid_column = observables.c.issued_at, observables.c.rid
     # Walks that follow an index already in answer order (one observable's entries; records
     # by issued_at, filtered by chunk or by nothing selective); PostgreSQL is told not to
     # sort instead (see newest_first). A selective condition (countries, sectors, several
@@ -123,7 +118,7 @@ def search(
                      or (criteria.text_terms and keep is None))
     walk = keep is not None or len(criteria.observables) == 1 or not selective
     rows = newest_first(store, base, time_column, after, rid_column=rid_column, first_chunk=first_chunk,
-                        keep=keep, walk=walk, pause=pause)
+                        keep=keep, walk=walk, pause=pause, params=params, reuse=reuse)
     for row in rows:
         if criteria.text and not _text_matches(criteria.text, row):
             continue  # bigrams present but not as the words asked for
@@ -143,7 +138,7 @@ def newest_first(
     store: Store, base: Select[Any], time_column: ColumnElement[int], after: tuple[int, int] | None, *,
     rid_column: ColumnElement[int] | None = None, first_chunk: int = SCAN_CHUNK,
     keep: Callable[[Connection, Sequence[int]], set[int]] | None = None, walk: bool = False,
-    pause: Callable[[], None] | None = None,
+    pause: Callable[[], None] | None = None, params: Mapping[str, Any] | None = None, reuse: bool = False,
 ) -> Iterator[StoredRecord]:
     """Rows of ``base`` (a :func:`~exchange.store.current.select_current` query) by
     ``time_column`` then rid, descending, strictly after the position ``after`` = (time, rid).
@@ -164,26 +159,45 @@ def newest_first(
     is switched off for the statement (SET LOCAL, this transaction only).
 
     ``pause``, if given, is called before every chunk but the first, outside any transaction.
+
+    ``params``: the values of ``base``'s named parameters (``search`` builds it once per shape
+    of criteria); the position and the kept rids then go as parameters too, and with ``reuse``
+    (``base`` is kept, not made for this call) so are the statements derived from it per chunk.
     """
     order_rid: ColumnElement[int] = records.c.rid if rid_column is None else rid_column
     position = after
     chunk = SCAN_CHUNK if keep is not None else max(1, min(first_chunk, SCAN_CHUNK))
     while True:
-        query = base
-        if position is not None:
-            # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
-            query = query.where(tuple_(time_column, order_rid) < tuple_(*position))
-        query = query.order_by(time_column.desc(), order_rid.desc())
+        values: dict[str, Any] = {}
+        if params is None:
+            query = base
+            if position is not None:
+                # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
+                query = query.where(tuple_(time_column, order_rid) < tuple_(*position))
+            query = query.order_by(time_column.desc(), order_rid.desc())
+            walked = query if keep is None else query.with_only_columns(order_rid, time_column)
+            walked = walked.limit(chunk)
+        else:
+            derive = _derived if reuse else _derived.__wrapped__
+            query, walked = derive(base, time_column, order_rid, position is not None, chunk, keep is not None)
+            values = dict(params)
+            if position is not None:
+                values["after_time"], values["after_rid"] = position
         with store.engine.connect() as conn:
             if keep is None:
                 with in_index_order(conn, walk, restore=False):  # the transaction ends next
-                    rows = conn.execute(query.limit(chunk)).all()
+                    rows = conn.execute(walked, values).all()
                 shown = rows
             else:
                 with in_index_order(conn, walk):
-                    rows = conn.execute(query.with_only_columns(order_rid, time_column).limit(chunk)).all()
+                    rows = conn.execute(walked, values).all()
                 kept = keep(conn, [int(r.rid) for r in rows])
-                shown = conn.execute(query.where(order_rid.in_(kept))).all() if kept else []
+                if not kept:
+                    shown = []
+                elif params is None:
+                    shown = conn.execute(query.where(order_rid.in_(kept))).all()
+                else:
+                    shown = conn.execute(_kept(query, order_rid), {**values, "kept": sorted(kept)}).all()
         yield from sealed(store, shown)  # integrity: an edited row is never served
         if len(rows) < chunk:
             return
@@ -196,31 +210,118 @@ def newest_first(
             chunk = min(chunk * 2, 8 * SCAN_CHUNK)
 
 
-def _conditions(c: SearchFilter) -> list[ColumnElement[bool]]:
-    conditions = user_prefilter(c.audience_of, c.classifications)
-    if not c.include_retracted:
+@dataclass(frozen=True)
+class _Shape:
+    """Which criteria a search has (not their values): searches of one shape share one
+    statement, built once, its values bound as named parameters (``params``). Building and
+    keying a statement of this size costs SQLAlchemy about 0.5 ms of Python a search."""
+
+    distrusted: bool
+    audience: bool
+    classifications: bool
+    active_only: bool
+    expired: bool
+    min_confidence: bool
+    kinds: bool
+    originators: bool
+    exclude_originators: bool
+    issued_after: bool
+    issued_before: bool
+    countries: bool
+    sectors: bool
+    observables: int  # how many (one is walked in its index; several are any of them)
+
+    @classmethod
+    def of(cls, c: SearchFilter, distrusted: bool) -> _Shape:
+        return cls(
+            distrusted=distrusted, audience=c.audience_of is not None, classifications=c.classifications is not None,
+            active_only=not c.include_retracted, expired=c.expired_before is not None,
+            min_confidence=c.min_confidence > 0, kinds=bool(c.kinds), originators=bool(c.originators),
+            exclude_originators=bool(c.exclude_originators), issued_after=c.issued_after is not None,
+            issued_before=c.issued_before is not None, countries=bool(c.countries), sectors=bool(c.sectors),
+            observables=len(c.observables),
+        )
+
+    def params(self, c: SearchFilter, distrusted: frozenset[str]) -> dict[str, Any]:
+        """The values of the statement's parameters for criteria ``c`` (of this shape)."""
+        values: dict[str, Any] = {
+            "distrusted": sorted(distrusted), "audience": c.audience_of, "audience_like": f"% {c.audience_of} %",
+            "classifications": list(c.classifications or ()), "expired_before": c.expired_before,
+            "min_confidence": c.min_confidence, "kinds": list(c.kinds), "originators": list(c.originators),
+            "exclude_originators": list(c.exclude_originators), "issued_after": c.issued_after,
+            "issued_before": c.issued_before, "countries": list(c.countries), "sectors": list(c.sectors),
+        }
+        for i, (obs_type, value) in enumerate(c.observables):
+            values[f"obs_type_{i}"], values[f"obs_value_{i}"] = obs_type, value
+        return values
+
+
+@functools.lru_cache(maxsize=256)
+def _statement(shape: _Shape) -> tuple[Select[Any], ColumnElement[int], ColumnElement[int]]:
+    """The statement of searches of ``shape``: (select, its time column, its rid column)."""
+    base = select_current_of(shape.distrusted, bindparam("distrusted", expanding=True)).where(
+        *_conditions(shape))
+    if shape.observables == 1:
+        # One observable (the usual lookup): walk its entries in the observables key
+        # (type, value, issued_at, rid), already in answer order, and stop when the page is full; a popular value
+        # (tens of thousands of records) then costs no more than a rare one.
+        base = base.join(observables, observables.c.rid == records.c.rid).where(
+            observables.c.type == bindparam("obs_type_0"), observables.c.value == bindparam("obs_value_0"))
+        if shape.classifications:
+            # The clearance prefilter on the index row's copy, so the walk skips what the user
+            # may not see without looking its record up (records.classification is checked too).
+            base = base.where(observables.c.classification.in_(bindparam("classifications", expanding=True)))
+        return base, observables.c.issued_at, observables.c.rid
+    return base, records.c.issued_at, records.c.rid
+
+
+@functools.lru_cache(maxsize=1024)
+def _derived(base: Select[Any], time_column: ColumnElement[int], order_rid: ColumnElement[int], positioned: bool,
+             chunk: int, ids_only: bool) -> tuple[Select[Any], Select[Any]]:
+    """A chunk's statements from ``base``: the ordered query, and the one walked (its first
+    ``chunk`` rows; with ``ids_only``, their positions only), after (:after_time, :after_rid)."""
+    query = base
+    if positioned:
+        # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
+        query = query.where(tuple_(time_column, order_rid) < tuple_(bindparam("after_time"), bindparam("after_rid")))
+    query = query.order_by(time_column.desc(), order_rid.desc())
+    walked: Any = query.with_only_columns(order_rid, time_column) if ids_only else query
+    return query, walked.limit(chunk)
+
+
+def _kept(query: Select[Any], order_rid: ColumnElement[int]) -> Select[Any]:
+    return query.where(order_rid.in_(bindparam("kept", expanding=True)))
+
+
+def _conditions(c: _Shape) -> list[ColumnElement[bool]]:
+    """The conditions of a search of shape ``c``, as named parameters (``_Shape.params``)."""
+    conditions = _user_prefilter(
+        (bindparam("audience"), bindparam("audience_like")) if c.audience else None,
+        bindparam("classifications", expanding=True) if c.classifications else None)
+    if c.active_only:
         conditions.append(records.c.status == "active")
-    conditions += shown_prefilter(c.expired_before, c.min_confidence)
+    conditions += shown_prefilter(bindparam("expired_before") if c.expired else None,
+                                  bindparam("min_confidence") if c.min_confidence else 0)
     if c.kinds:
-        conditions.append(records.c.kind.in_(c.kinds))
+        conditions.append(records.c.kind.in_(bindparam("kinds", expanding=True)))
     if c.originators:
-        conditions.append(records.c.originator.in_(c.originators))
+        conditions.append(records.c.originator.in_(bindparam("originators", expanding=True)))
     if c.exclude_originators:
-        conditions.append(records.c.originator.not_in(c.exclude_originators))
-    if c.issued_after is not None:
-        conditions.append(records.c.issued_at >= c.issued_after)
-    if c.issued_before is not None:
-        conditions.append(records.c.issued_at < c.issued_before)
+        conditions.append(records.c.originator.not_in(bindparam("exclude_originators", expanding=True)))
+    if c.issued_after:
+        conditions.append(records.c.issued_at >= bindparam("issued_after"))
+    if c.issued_before:
+        conditions.append(records.c.issued_at < bindparam("issued_before"))
     if c.countries:
-        conditions.append(
-            records.c.rid.in_(select(record_countries.c.rid).where(record_countries.c.country.in_(c.countries)))
-        )
+        countries: Any = bindparam("countries", expanding=True)
+        conditions.append(records.c.rid.in_(select(record_countries.c.rid).where(
+            record_countries.c.country.in_(countries))))
     if c.sectors:
-        conditions.append(
-            records.c.rid.in_(select(record_sectors.c.rid).where(record_sectors.c.sector.in_(c.sectors)))
-        )
-    if len(c.observables) > 1:  # one is joined by search() instead
-        pairs = [and_(observables.c.type == t, observables.c.value == v) for t, v in c.observables]
+        sectors: Any = bindparam("sectors", expanding=True)
+        conditions.append(records.c.rid.in_(select(record_sectors.c.rid).where(record_sectors.c.sector.in_(sectors))))
+    if c.observables > 1:  # one is joined by _statement instead
+        pairs = [and_(observables.c.type == bindparam(f"obs_type_{i}"),
+                      observables.c.value == bindparam(f"obs_value_{i}")) for i in range(c.observables)]
         conditions.append(records.c.rid.in_(select(observables.c.rid).where(or_(*pairs))))
-    # c.text_terms: search() plans them (textsearch.plan).
+    # Text terms: search() plans them (textsearch.plan).
     return conditions
