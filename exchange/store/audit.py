@@ -108,15 +108,24 @@ def _append_read(conn: Connection, entries: Sequence[tuple[int, str, str, str]])
     serialise_audit(conn)
     seal = integrity.of(conn)
     last_seq, last_hash = _read_head(conn)
-    rows = []
+    rows = _chained(seal, last_seq, last_hash, entries)
+    insert_many(conn, audit, ("seq", "at", "actor", "action", "detail", "prev_hash", "hash"), rows)
+    seq, digest = rows[-1][0], rows[-1][-1]
+    _extended(conn, seal, last_seq, last_hash, seq, digest)
+    return last_seq + 1, (seq, digest)
+
+
+def _chained(seal: integrity.Integrity, last_seq: int, last_hash: bytes,
+             entries: Sequence[tuple[int, str, str, str]]) -> list[tuple[Any, ...]]:
+    """The audit rows of (at, actor, action, detail as text) entries after (last_seq, last_hash):
+    (seq, at, actor, action, detail, prev_hash, hash), each hash chained to the one before."""
+    rows: list[tuple[Any, ...]] = []
     seq, digest = last_seq, last_hash
     for at, actor, action, detail in entries:
         seq += 1
         previous, digest = digest, entry_hash(seal, digest, seq, at, actor, action, detail)
         rows.append((seq, at, actor, action, detail, previous, digest))
-    insert_many(conn, audit, ("seq", "at", "actor", "action", "detail", "prev_hash", "hash"), rows)
-    _extended(conn, seal, last_seq, last_hash, seq, digest)
-    return last_seq + 1, (seq, digest)
+    return rows
 
 
 def _extended(conn: Connection, seal: integrity.Integrity, last_seq: int, last_hash: bytes, seq: int,
@@ -156,14 +165,12 @@ def _append_after(conn: Connection, head: tuple[int, bytes], entries: Sequence[t
     """Append (at, actor, action, detail as text) entries after ``head`` = (seq, hash) in one
     statement (PostgreSQL); returns the new head, or None if ``head`` is no longer the chain's
     (nothing was written)."""
+    if not entries:
+        return head
     seal = integrity.of(conn)
     last_seq, last_hash = head
-    rows = []
-    seq, digest = last_seq, last_hash
-    for at, actor, action, detail in entries:
-        seq += 1
-        previous, digest = digest, entry_hash(seal, digest, seq, at, actor, action, detail)
-        rows.append((seq, at, actor, action, detail, previous, digest))
+    rows = _chained(seal, last_seq, last_hash, entries)
+    seq, digest = rows[-1][0], rows[-1][-1]
     columns = list(zip(*rows, strict=True))
     inserted = conn.execute(_APPEND_AFTER, {
         "lock": AUDIT_LOCK, "key": HEAD_KEY, "expected": last_seq.to_bytes(8, "big") + last_hash,
