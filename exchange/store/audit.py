@@ -98,13 +98,14 @@ def _detail_text(detail: dict[str, Any]) -> str:
 
 def _append_texts(conn: Connection, entries: Sequence[tuple[int, str, str, str]]) -> int:
     """Append (at, actor, action, detail as text) entries in order; returns the first one's seq."""
-    return _append_read(conn, entries)[0]
-
-
-def _append_read(conn: Connection, entries: Sequence[tuple[int, str, str, str]]) -> tuple[int, tuple[int, bytes]]:
-    """``_append_texts``, which reads the head first; returns the first seq and the new head."""
     if not entries:
-        return 0, _read_head(conn)
+        return 0
+    return _append_read(conn, entries)[0] - len(entries) + 1
+
+
+def _append_read(conn: Connection, entries: Sequence[tuple[int, str, str, str]]) -> tuple[int, bytes]:
+    """Append (at, actor, action, detail as text) entries, at least one, after the head read
+    under the chain's lock; returns the new head (seq, hash)."""
     serialise_audit(conn)
     seal = integrity.of(conn)
     last_seq, last_hash = _read_head(conn)
@@ -112,7 +113,7 @@ def _append_read(conn: Connection, entries: Sequence[tuple[int, str, str, str]])
     insert_many(conn, audit, ("seq", "at", "actor", "action", "detail", "prev_hash", "hash"), rows)
     seq, digest = rows[-1][0], rows[-1][-1]
     _extended(conn, seal, last_seq, last_hash, seq, digest)
-    return last_seq + 1, (seq, digest)
+    return seq, digest
 
 
 def _chained(seal: integrity.Integrity, last_seq: int, last_hash: bytes,
@@ -162,11 +163,9 @@ WHERE EXISTS (SELECT FROM moved)
 
 def _append_after(conn: Connection, head: tuple[int, bytes], entries: Sequence[tuple[int, str, str, str]]
                   ) -> tuple[int, bytes] | None:
-    """Append (at, actor, action, detail as text) entries after ``head`` = (seq, hash) in one
-    statement (PostgreSQL); returns the new head, or None if ``head`` is no longer the chain's
-    (nothing was written)."""
-    if not entries:
-        return head
+    """Append (at, actor, action, detail as text) entries, at least one, after ``head`` = (seq,
+    hash) in one statement (PostgreSQL); returns the new head, or None if ``head`` is no longer
+    the chain's (nothing was written)."""
     seal = integrity.of(conn)
     last_seq, last_hash = head
     rows = _chained(seal, last_seq, last_hash, entries)
@@ -363,7 +362,7 @@ def _lead(store: Store, group: _Group) -> None:
             if head is not None and tx.dialect.name == "postgresql":
                 moved = _append_after(tx, head, texts)
             if moved is None:
-                _, moved = _append_read(tx, texts)
+                moved = _append_read(tx, texts)
         group.head = moved
         for offset, pending in enumerate(batch, start=1):
             pending.seq = moved[0] - len(batch) + offset
