@@ -75,15 +75,19 @@ def _user_prefilter(audience: tuple[Any, Any] | None, classifications: Any) -> l
     return conditions
 
 
-def shown_prefilter(expired_before: Any, min_confidence: Any) -> list[ColumnElement[bool]]:
+def shown_prefilter(expired_before: int | None, min_confidence: int) -> list[ColumnElement[bool]]:
     """What a user asked to be shown, in SQL: not expired (a record without valid_until never
     expires), confidence at least ``min_confidence``. Not the disclosure decision: these
-    only narrow a page. (Values, or bound parameters: a parameter for ``min_confidence``
-    always applies.)"""
+    only narrow a page."""
+    return _shown_prefilter(expired_before, min_confidence if min_confidence > 0 else None)
+
+
+def _shown_prefilter(expired_before: Any, min_confidence: Any) -> list[ColumnElement[bool]]:
+    """``shown_prefilter`` of values, or of bound parameters; None leaves a condition out."""
     conditions: list[ColumnElement[bool]] = []
     if expired_before is not None:
         conditions.append(or_(records.c.valid_until.is_(None), records.c.valid_until >= expired_before))
-    if not isinstance(min_confidence, int) or min_confidence > 0:
+    if min_confidence is not None:
         conditions.append(records.c.confidence >= min_confidence)
     return conditions
 
@@ -160,29 +164,20 @@ def newest_first(
 
     ``pause``, if given, is called before every chunk but the first, outside any transaction.
 
-    ``params``: the values of ``base``'s named parameters (``search`` builds it once per shape
-    of criteria); the position and the kept rids then go as parameters too, and with ``reuse``
-    (``base`` is kept, not made for this call) so are the statements derived from it per chunk.
+    ``params``: the values of ``base``'s named parameters, if it has any (``search`` builds it
+    once per shape of criteria). The position and the kept rids go as parameters too; with
+    ``reuse`` (``base`` is kept, not made for this call) the statements each chunk derives from
+    it are kept as well.
     """
     order_rid: ColumnElement[int] = records.c.rid if rid_column is None else rid_column
     position = after
     chunk = SCAN_CHUNK if keep is not None else max(1, min(first_chunk, SCAN_CHUNK))
+    derive = _derived if reuse else _derived.__wrapped__
     while True:
-        values: dict[str, Any] = {}
-        if params is None:
-            query = base
-            if position is not None:
-                # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
-                query = query.where(tuple_(time_column, order_rid) < tuple_(*position))
-            query = query.order_by(time_column.desc(), order_rid.desc())
-            walked = query if keep is None else query.with_only_columns(order_rid, time_column)
-            walked = walked.limit(chunk)
-        else:
-            derive = _derived if reuse else _derived.__wrapped__
-            query, walked = derive(base, time_column, order_rid, position is not None, chunk, keep is not None)
-            values = dict(params)
-            if position is not None:
-                values["after_time"], values["after_rid"] = position
+        walked, of_kept = derive(base, time_column, order_rid, position is not None, chunk, keep is not None)
+        values = dict(params or {})
+        if position is not None:
+            values["after_time"], values["after_rid"] = position
         with store.engine.connect() as conn:
             if keep is None:
                 with in_index_order(conn, walk, restore=False):  # the transaction ends next
@@ -192,12 +187,7 @@ def newest_first(
                 with in_index_order(conn, walk):
                     rows = conn.execute(walked, values).all()
                 kept = keep(conn, [int(r.rid) for r in rows])
-                if not kept:
-                    shown = []
-                elif params is None:
-                    shown = conn.execute(query.where(order_rid.in_(kept))).all()
-                else:
-                    shown = conn.execute(_kept(query, order_rid), {**values, "kept": sorted(kept)}).all()
+                shown = conn.execute(of_kept, {**values, "kept": sorted(kept)}).all() if kept else []
         yield from sealed(store, shown)  # integrity: an edited row is never served
         if len(rows) < chunk:
             return
@@ -278,19 +268,16 @@ def _statement(shape: _Shape) -> tuple[Select[Any], ColumnElement[int], ColumnEl
 @functools.lru_cache(maxsize=1024)
 def _derived(base: Select[Any], time_column: ColumnElement[int], order_rid: ColumnElement[int], positioned: bool,
              chunk: int, ids_only: bool) -> tuple[Select[Any], Select[Any]]:
-    """A chunk's statements from ``base``: the ordered query, and the one walked (its first
-    ``chunk`` rows; with ``ids_only``, their positions only), after (:after_time, :after_rid)."""
+    """A chunk's statements from ``base``, after (:after_time, :after_rid) if ``positioned``, newest
+    first: the one walked (its first ``chunk`` rows; with ``ids_only``, their positions only), and
+    the one that reads the whole rows of the rids in :kept (after an ``ids_only`` walk)."""
     query = base
     if positioned:
         # A row-value comparison, so both SQLite and PostgreSQL seek the index to it.
         query = query.where(tuple_(time_column, order_rid) < tuple_(bindparam("after_time"), bindparam("after_rid")))
     query = query.order_by(time_column.desc(), order_rid.desc())
     walked: Any = query.with_only_columns(order_rid, time_column) if ids_only else query
-    return query, walked.limit(chunk)
-
-
-def _kept(query: Select[Any], order_rid: ColumnElement[int]) -> Select[Any]:
-    return query.where(order_rid.in_(bindparam("kept", expanding=True)))
+    return walked.limit(chunk), query.where(order_rid.in_(bindparam("kept", expanding=True)))
 
 
 def _conditions(c: _Shape) -> list[ColumnElement[bool]]:
@@ -300,8 +287,8 @@ def _conditions(c: _Shape) -> list[ColumnElement[bool]]:
         bindparam("classifications", expanding=True) if c.classifications else None)
     if c.active_only:
         conditions.append(records.c.status == "active")
-    conditions += shown_prefilter(bindparam("expired_before") if c.expired else None,
-                                  bindparam("min_confidence") if c.min_confidence else 0)
+    conditions += _shown_prefilter(bindparam("expired_before") if c.expired else None,
+                                   bindparam("min_confidence") if c.min_confidence else None)
     if c.kinds:
         conditions.append(records.c.kind.in_(bindparam("kinds", expanding=True)))
     if c.originators:
