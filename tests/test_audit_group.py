@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import delete, event, select, update
 
 from exchange.store import Store, audit
 from exchange.store.engine import serialise_audit
 from exchange.store.integrity import Integrity
+from exchange.store.schema import audit as audit_table
+from exchange.store.schema import meta
 from tests.backends import Backend
 
 THREADS = 8
@@ -177,3 +179,36 @@ def test_two_replicas_disclosing_at_once_keep_one_chain(backend: Backend, tmp_pa
     finally:
         for store in stores:
             store.close()
+
+
+@pytest.mark.parametrize("insider", ["head moved back", "entries deleted, head left"])
+def test_a_chain_cut_while_the_node_runs_is_never_extended_as_if_intact(
+    backend: Backend, tmp_path: Path, insider: str
+) -> None:
+    """The group remembers the head it wrote last (on PostgreSQL it appends after it in one
+    statement). An insider who cuts the chain between two disclosures gains nothing from that:
+    a head moved back is read again (the anchor, ahead of it, says the chain was cut), and
+    entries deleted under an unchanged head leave a gap that verification names."""
+    url = backend.migrated(tmp_path / "db")
+    store = Store.open(url, agency="JPN-NPA", seal=Integrity(b"\x03" * 32, anchor=tmp_path / "anchor"))
+    try:
+        for n in range(1, 4):
+            assert audit.record(store, actor="user", action="get", detail={"n": n}) == n
+        first = audit.read_entries(store)[0]
+        with store.engine.begin() as conn:  # the insider, with write access to the database
+            conn.execute(delete(audit_table).where(audit_table.c.seq > 1))
+            if insider == "head moved back":
+                head = (1).to_bytes(8, "big") + bytes(conn.execute(
+                    select(audit_table.c.hash).where(audit_table.c.seq == 1)).scalar_one())
+                conn.execute(update(meta).where(meta.c.key == audit.HEAD_KEY).values(value=head))
+        seq = audit.record(store, actor="user", action="get", detail={"n": 4})
+        entries = audit.read_entries(store)
+        if insider == "head moved back":
+            # Chained after the head the database holds, not the one remembered (entry 3, gone).
+            assert seq == 2 and [e.seq for e in entries] == [1, 2] and entries[0] == first
+            assert any("does not reach the anchored head" in p for p in audit.verify_store(store))
+        else:
+            assert seq == 4 and [e.seq for e in entries] == [1, 4]
+            assert "entry 2 is missing (next is 4)" in audit.verify_store(store)
+    finally:
+        store.close()
