@@ -70,7 +70,8 @@ MAX_REPORTED = 1000  # records reported individually per process; beyond, one su
 # is checked afresh. About 1.5 KB an entry (the envelope is most of it).
 PASSED_ROWS = 10_000
 
-# The values of a ``select_current`` row that ``current_problem`` reads, as one tuple.
+# The values of a ``select_current`` row that ``current_problem`` reads, as one tuple: its check
+# (``_current_problem``) takes this tuple and nothing else, so what is remembered is what it read.
 _current_checked = operator.attrgetter(
     "originator", "record_id", "version", "seq", "status", "kind", "classification", "releasable_to", "tlp",
     "caveats", "mac", "log_payload_type", "log_key_id", "log_audience", "log_classification",
@@ -222,8 +223,8 @@ class Integrity:
             if key in self._passed:
                 return None
         except TypeError:  # a value that is not hashable (a driver's memoryview): checked, not remembered
-            return self._current_problem(row)
-        problem = self._current_problem(row)
+            return self._current_problem(key)
+        problem = self._current_problem(key)
         if problem is None:
             with self._passed_lock:
                 self._passed[key] = None
@@ -231,19 +232,23 @@ class Integrity:
                     self._passed.popitem(last=False)  # the oldest first
         return problem
 
-    def _current_problem(self, row: Any) -> str | None:
-        expected = self.records_mac(row.originator, row.record_id, row.version, row.seq, row.status, row.kind,
-                                    row.classification, row.releasable_to, row.tlp, row.caveats)
-        if row.mac is None or not hmac.compare_digest(expected, bytes(row.mac)):
+    def _current_problem(self, values: tuple[Any, ...]) -> str | None:
+        """``current_problem`` of a row's ``_current_checked`` values: the check reads nothing
+        else, so the values it remembers are all it depends on."""
+        (originator, record_id, version, seq, status, kind, classification, releasable_to, tlp, caveats, mac,
+         log_payload_type, log_key_id, log_audience, log_classification, log_releasable_to, log_tlp, log_caveats,
+         log_content_hash, log_mac, envelope) = values
+        expected = self.records_mac(originator, record_id, version, seq, status, kind, classification, releasable_to,
+                                    tlp, caveats)
+        if mac is None or not hmac.compare_digest(expected, bytes(mac)):
             return "its current-version row (records) does not match its seal"
         # The envelope served is the log entry's at records.seq: that entry must be this
         # record's sealed version, and the envelope its payload.
-        expected = self.log_mac(row.seq, row.originator, row.record_id, row.version, row.log_payload_type,
-                                row.log_key_id, row.log_audience, row.log_classification, row.log_releasable_to,
-                                row.log_tlp, row.log_caveats, row.log_content_hash)
-        if row.log_mac is None or not hmac.compare_digest(expected, bytes(row.log_mac)):
-            return f"its log entry {row.seq} does not match its seal"
-        return self._envelope_problem(row.seq, row.envelope, row.log_content_hash)
+        expected = self.log_mac(seq, originator, record_id, version, log_payload_type, log_key_id, log_audience,
+                                log_classification, log_releasable_to, log_tlp, log_caveats, log_content_hash)
+        if log_mac is None or not hmac.compare_digest(expected, bytes(log_mac)):
+            return f"its log entry {seq} does not match its seal"
+        return self._envelope_problem(seq, envelope, log_content_hash)
 
     def entry_problem(self, row: Any) -> str | None:
         """What is wrong with a row of ``Store.log_after`` (None: sealed as written)."""
