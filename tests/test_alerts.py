@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gc
 import hashlib
 import hmac
 import http.server
 import ipaddress
 import json
+import socket
 import ssl
+import struct
 import sys
 import textwrap
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from exchange.cli.main import main
 from exchange.config import NotifyTarget, UserEntry, load_node_config
 from exchange.core.identity import Role
 from exchange.errors import ConfigError
+from exchange.node.notify import _close_abandoned_sockets
 from exchange.node.server import Node
 from exchange.store import audit
 from exchange.store.outbox import NOTIFY_ACTION
@@ -507,3 +512,29 @@ def test_a_hit_owed_to_a_user_whose_role_no_longer_reads_watch_hits_is_not_pushe
     time.sleep(0.5)  # several more rounds: the second record is not queued for them either
     assert not received.exists()
     assert not [e for e in audit.read_entries(jpn.store, NOTIFY_ACTION) if e.detail["sent"]]
+
+
+def test_a_webhook_connection_reset_before_its_handshake_leaves_no_socket_open(tmp_path: Path) -> None:
+    """A webhook that resets the connection between the TCP connect and the TLS wrap (one
+    stopping, as in the redirect test's teardown) makes CPython 3.11's ``wrap_socket`` raise
+    without closing the SSLSocket it made: the descriptor stays open until the collector finds
+    it, and the collector's ResourceWarning then fails whichever test it lands in. The notifier
+    closes the half-made socket where the error is caught."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+    accepted.close()
+    listener.close()
+    time.sleep(0.1)  # the reset has arrived before the wrap
+    cert, _ = _self_signed(tmp_path)
+    context = ssl.create_default_context(cafile=str(cert))
+    with pytest.raises(OSError) as raised:
+        context.wrap_socket(client, server_hostname="127.0.0.1")
+    half_made = [frame.f_locals["self"] for frame, _ in traceback.walk_tb(raised.value.__traceback__)
+                 if isinstance(frame.f_locals.get("self"), ssl.SSLSocket)]
+    assert half_made and all(s.fileno() != -1 for s in half_made)  # the leak this guards against
+    _close_abandoned_sockets(raised.value)
+    assert all(s.fileno() == -1 for s in half_made)
+    del raised, half_made
+    gc.collect()  # nothing left for the collector to warn about (warnings are errors here)

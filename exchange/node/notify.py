@@ -34,6 +34,7 @@ import os
 import ssl
 import subprocess
 import threading
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -67,6 +68,31 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
                          headers: object, newurl: str) -> None:
         return None  # urllib then raises HTTPError with the 3xx status
+
+
+def _close_abandoned_sockets(error: BaseException) -> None:
+    """Close the TLS sockets a failed attempt made and could not hand back.
+
+    CPython 3.11's ``SSLContext.wrap_socket``, given a socket the peer reset between the TCP
+    connect and the wrap (a webhook stopping, a load balancer refusing), raises from its
+    pre-handshake probe (``SSLSocket._create``: ``recv(1)`` gets ECONNRESET) without closing the
+    ``SSLSocket`` it has already made. The descriptor then stays open until the collector finds
+    the traceback, at no predictable time and with a ResourceWarning. The half-made socket is
+    reachable only as ``self`` in the frames of the error's traceback (or of the error it
+    wraps): close every one there, now. Closing a closed socket does nothing."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for frame, _ in traceback.walk_tb(current.__traceback__):
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, ssl.SSLSocket):
+                owner.close()
+        pending.extend(e for e in (current.__cause__, current.__context__, getattr(current, "reason", None))
+                       if isinstance(e, BaseException))
 
 
 class Notifier:
@@ -224,5 +250,6 @@ class Notifier:
                 return f"HTTP {exc.code}: the webhook redirects, and redirects are not followed"
             return f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
+            _close_abandoned_sockets(exc)
             return f"unreachable: {getattr(exc, 'reason', exc)}"
         return "" if 200 <= status < 300 else f"HTTP {status}"
