@@ -10,7 +10,10 @@
     │   ├── PermissionDenied      the caller's role may not do this
     │   ├── NotFound              not held, or not the caller's to see (never distinguished)
     │   ├── Conflict              optimistic concurrency lost (a newer version exists)
-    │   └── StaleCursor           a sync cursor the server no longer recognises
+    │   ├── StaleCursor           a sync cursor the server no longer recognises
+    │   ├── ManifestBehind        the caller trusts an older manifest: adopt the newer one first
+    │   ├── ManifestChanged       the manifest changed during a Pull: pull again under the new one
+    │   └── ManifestRefused       a manifest that may not replace the one trusted
     ├── ConfigError               configuration, manifest or key material is unusable
     ├── TransportError            could not reach or talk to a node
     └── InternalError             an invariant of Exchange's own code broke: a bug, never the input
@@ -29,6 +32,7 @@ __all__ = [
     "InternalError",
     "InvalidInput",
     "ManifestBehind",
+    "ManifestChanged",
     "ManifestRefused",
     "NotFound",
     "Overloaded",
@@ -97,6 +101,13 @@ class StaleCursor(RefusedError):
 class ManifestBehind(RefusedError):
     """The caller trusts an older manifest than this node: it must fetch and adopt the newer
     one before it is served (FAILED_PRECONDITION; the message starts "newer manifest:")."""
+
+
+class ManifestChanged(RefusedError):
+    """The node adopted another manifest while serving a Pull: what the stream would send next
+    was decided for an accreditation, a partner list or keys that no longer hold, so it ends
+    (ABORTED; the message starts "manifest changed:"). The batches sent before came with their
+    cursors: the partner pulls again from the last one and is decided for afresh."""
 
 
 class ManifestRefused(RefusedError):

@@ -30,6 +30,7 @@ from exchange.errors import (
     IdentityError,
     InvalidInput,
     ManifestBehind,
+    ManifestChanged,
     NotFound,
     Overloaded,
     PermissionDenied,
@@ -102,6 +103,7 @@ _STATUS: tuple[tuple[type[ExchangeError], grpc.StatusCode], ...] = (
     (Conflict, grpc.StatusCode.ABORTED),
     (StaleCursor, grpc.StatusCode.FAILED_PRECONDITION),
     (ManifestBehind, grpc.StatusCode.FAILED_PRECONDITION),
+    (ManifestChanged, grpc.StatusCode.ABORTED),
 )
 
 

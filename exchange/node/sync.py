@@ -19,7 +19,7 @@ from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
 from exchange.core.policy import decide_entry
 from exchange.core.trust import Trust
-from exchange.errors import InvalidInput, ManifestBehind, StaleCursor
+from exchange.errors import InvalidInput, ManifestBehind, ManifestChanged, StaleCursor
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
 from exchange.records import digest as digests
@@ -137,6 +137,9 @@ class SyncService:
     def pull(self, request: sync_pb2.PullRequest, caller: Principal) -> Iterator[bytes]:
         """Serialised ``PullResponse`` messages (``rpc`` passes bytes through as they are)."""
         self._require_current_manifest(request, caller)
+        # The caller's accreditation (in ``caller``), the agencies and the keys the decisions
+        # below read are this manifest's: a stream never outlives it (``_serving_under``).
+        manifest = self.manifest
         after = self._position(request.cursor, caller)
         if len(request.only) > self.limits.max_digest_entries:
             raise InvalidInput("only", f"at most {self.limits.max_digest_entries} buckets")
@@ -150,6 +153,7 @@ class SyncService:
         # the rest skipped (most of them already in SQL), so the final cursor is ``end``.
         end = log_end(self.store)
         if end <= after:
+            self._serving_under(manifest, request, caller)
             if not request.cursor:
                 # An empty log still gives a cursor: the partner's next pulls resume from it
                 # instead of counting as pulls from an empty cursor (rate-limited per partner).
@@ -160,6 +164,7 @@ class SyncService:
         for entry in log_after(self.store, after, upto=end, audience_of=caller.agency):
             if buckets.wanted(entry) and self._releasable_cached(entry, caller, decided):
                 if batch and (len(batch) >= limit or size + len(entry.envelope) > budget):
+                    self._serving_under(manifest, request, caller)
                     yield self._batch(batch, caller, last)
                     batch, size = [], 0
                 batch.append(entry)
@@ -167,7 +172,20 @@ class SyncService:
             last = entry.seq
         # Sent even when empty, so the caller's cursor moves past entries it cannot
         # see and they are not scanned again on its next pull.
+        self._serving_under(manifest, request, caller)
         yield self._batch(batch, caller, end)
+
+    def _serving_under(self, manifest: Manifest, request: sync_pb2.PullRequest, caller: Principal) -> None:
+        """Before a batch is audited and sent: the manifest its decisions were made under must
+        still be the one trusted. A partner whose accreditation was lowered, or that was removed,
+        while its stream ran (a long initial pull takes minutes) would otherwise go on being
+        served by the old one until the stream ended. A puller that states an older version is
+        told to catch up, as at the start of a call; any other is told to pull again."""
+        if self.manifest is manifest:
+            return
+        self._require_current_manifest(request, caller)
+        raise ManifestChanged(f"manifest changed: version {self.manifest.version} was adopted during this pull "
+                              f"(it began under version {manifest.version}); pull again from the last cursor")
 
     def _batch(self, batch: list[LogEntry], caller: Principal, upto: int) -> bytes:
         """One ``PullResponse``, serialised: the stored envelopes go out verbatim (the bytes
