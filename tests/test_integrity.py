@@ -156,6 +156,40 @@ def test_an_envelope_swapped_under_a_released_row_is_never_served(
     assert code == 1 and f"record JPN-NPA/{shared.record_id}" in out and "envelope" in out
 
 
+@pytest.mark.parametrize("field", ["key_id", "payload_type"])
+def test_an_envelope_naming_another_key_or_type_than_sealed_is_never_served(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str
+) -> None:
+    """The sealed payload in an envelope that names another signing key (a compromised key's
+    signature over the same payload, say) or payload type than the sealed columns, which the
+    decision and the distrust of keys read: not the envelope sealed, so never served."""
+    from sqlalchemy import text
+
+    data_dir = tmp_path / "jpn"
+    jpn = federation.start_node("JPN-NPA", data_dir)
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    shared = _submit(sato, "共有", _marking("RESTRICTED", ["USA-DTSF"], "GREEN"))
+    engine = federation.backend.engine(data_dir)
+    try:
+        with engine.connect() as conn:
+            held = records_pb2.Envelope.FromString(bytes(conn.execute(
+                text("SELECT envelope FROM log WHERE record_id = :rid"), {"rid": shared.record_id}).scalar_one()))
+    finally:
+        engine.dispose()
+    setattr(held, field, getattr(held, field) + "-other")
+    assert _sql(federation, data_dir, "UPDATE log SET envelope = :envelope WHERE record_id = :rid",
+                envelope=held.SerializeToString(), rid=shared.record_id) == 1
+    ito = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "ito"))
+    with pytest.raises(grpc.RpcError) as refused:
+        ito.query.Get(query_pb2.GetRequest(ref=shared), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert _pulled(federation, _partner(federation, jpn, "USA-DTSF")) == set()
+    assert {e["record_id"] for e in _integrity_events(jpn)} == {shared.record_id}
+    federation.stop()
+    code, out = _verify(_config(federation, tmp_path, data_dir), capsys)
+    assert code == 1 and f"record JPN-NPA/{shared.record_id}" in out and "envelope" in out
+
+
 @pytest.mark.parametrize("edit", ["lowered", "swapped"])
 def test_a_row_served_before_it_was_edited_is_not_served_after(
     federation: Federation, tmp_path: Path, edit: str

@@ -135,9 +135,6 @@ def _encode(tag: bytes, fields: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-def payload_hash(envelope: bytes) -> bytes:
-    """SHA-256 of a stored envelope's payload: its content hash, if the envelope is the one sealed."""
-    return hashlib.sha256(records_pb2.Envelope.FromString(envelope).payload).digest()
 
 
 class Integrity:
@@ -248,7 +245,7 @@ class Integrity:
                                 log_classification, log_releasable_to, log_tlp, log_caveats, log_content_hash)
         if log_mac is None or not hmac.compare_digest(expected, bytes(log_mac)):
             return f"its log entry {seq} does not match its seal"
-        return self._envelope_problem(seq, envelope, log_content_hash)
+        return self._envelope_problem(seq, envelope, log_content_hash, log_key_id, log_payload_type)
 
     def entry_problem(self, row: Any) -> str | None:
         """What is wrong with a row of ``Store.log_after`` (None: sealed as written)."""
@@ -264,7 +261,7 @@ class Integrity:
                 return "its current-version row (records) does not match its seal"
         if row.purged:
             return None  # nothing left to serve (its envelope is gone)
-        return self._envelope_problem(row.seq, row.envelope, row.content_hash)
+        return self._envelope_problem(row.seq, row.envelope, row.content_hash, row.key_id, row.payload_type)
 
     def log_row_problem(self, row: Any) -> str | None:
         """What is wrong with a bare ``log`` row (its own columns: seq, ``LOG_SEALED``, mac)."""
@@ -274,9 +271,16 @@ class Integrity:
         return None
 
     @staticmethod
-    def _envelope_problem(seq: int, envelope: bytes, content_hash: bytes) -> str | None:
+    def _envelope_problem(seq: int, envelope: bytes, content_hash: bytes, key_id: str,
+                          payload_type: str) -> str | None:
+        """The envelope served must be the one the sealed columns describe: its payload hashes
+        to the sealed content hash, and it names the sealed signing key and payload type (the
+        columns the decision and the distrust of a compromised key read). Another envelope of
+        the same payload, signed with another key, is not the one sealed."""
         try:
-            if hmac.compare_digest(payload_hash(bytes(envelope)), bytes(content_hash)):
+            parsed = records_pb2.Envelope.FromString(bytes(envelope))
+            if (hmac.compare_digest(hashlib.sha256(parsed.payload).digest(), bytes(content_hash))
+                    and parsed.key_id == key_id and parsed.payload_type == payload_type):
                 return None
         except Exception:  # protobuf's DecodeError: not an envelope at all
             pass
