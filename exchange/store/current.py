@@ -8,6 +8,8 @@ transaction; the reads leave out every entry signed with a key the store distrus
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -71,24 +73,35 @@ def _split(value: str) -> frozenset[str]:
     return frozenset(value.split())
 
 
+# The columns of a select_current row a StoredRecord is made of, in _record's order.
+_RECORD_COLUMNS = (
+    "rid", "originator", "record_id", "version", "status", "kind", "classification", "releasable_to", "tlp",
+    "caveats", "title", "summary", "issued_at", "envelope", "received_from", "received_at", "equivocated",
+)
+Getter = Callable[[Any], tuple[Any, ...]]
+
+
+@functools.lru_cache(maxsize=64)
+def _getters(fields: tuple[str, ...]) -> tuple[Getter, Getter]:
+    """For rows with these column names: (the values ``_record`` takes, the values the seal
+    check reads: integrity.CURRENT_CHECKED), each read by position. A row's attributes are
+    looked up by name, about 0.4 µs each: 38 of them were a fifth of a lookup's time in the store."""
+    at = {name: i for i, name in enumerate(fields)}
+    return (operator.itemgetter(*(at[name] for name in _RECORD_COLUMNS)),
+            operator.itemgetter(*(at[name] for name in integrity.CURRENT_CHECKED)))
+
+
+def _record(values: tuple[Any, ...]) -> StoredRecord:
+    (rid, originator, record_id, version, status, kind, classification, releasable_to, tlp, caveats, title, summary,
+     issued_at, envelope, received_from, received_at, equivocated) = values
+    return StoredRecord(rid, originator, record_id, version, status, kind,
+                        Marking(classification, _split(releasable_to), tlp, _split(caveats)), title, summary,
+                        issued_at, envelope, received_from, received_at, bool(equivocated))
+
+
 def to_record(row: Any) -> StoredRecord:
     """A row of a :func:`select_current` query as the record it holds."""
-    return StoredRecord(
-        rid=row.rid,
-        originator=row.originator,
-        record_id=row.record_id,
-        version=row.version,
-        status=row.status,
-        kind=row.kind,
-        marking=Marking(row.classification, _split(row.releasable_to), row.tlp, _split(row.caveats)),
-        title=row.title,
-        summary=row.summary,
-        issued_at=row.issued_at,
-        envelope=row.envelope,
-        received_from=row.received_from,
-        received_at=row.received_at,
-        equivocated=bool(row.equivocated),
-    )
+    return _record(_getters(tuple(row._fields))[0](row))
 
 
 def select_current(store: Store) -> Select[Any]:
@@ -149,10 +162,15 @@ def current_records(store: Store, originator: str, record_ids: Iterable[str]) ->
 
 def sealed(store: Store, rows: Iterable[Any]) -> Iterator[StoredRecord]:
     """The rows of a :func:`select_current` query whose seals match, as records; an edited
-    row is never served (and is reported once: integrity.Integrity.served)."""
+    row is never served (and is reported once: integrity.Integrity.served). ``rows`` are of
+    one query (their values are read by the positions of the first row's columns)."""
+    getters: tuple[Getter, Getter] | None = None
     for row in rows:
-        if store.seal.served(row.originator, row.record_id, store.seal.current_problem(row)):
-            yield to_record(row)
+        if getters is None:  # the rows of one query share their columns
+            getters = _getters(tuple(row._fields))
+        checked = getters[1](row)
+        if store.seal.served(checked[0], checked[1], store.seal.checked_problem(checked)):
+            yield _record(getters[0](row))
 
 
 def sealed_values(tx: Connection, record: records_pb2.Record, seq: int) -> dict[str, Any]:

@@ -72,11 +72,12 @@ PASSED_ROWS = 10_000
 
 # The values of a ``select_current`` row that ``current_problem`` reads, as one tuple: its check
 # (``_current_problem``) takes this tuple and nothing else, so what is remembered is what it read.
-_current_checked = operator.attrgetter(
+CURRENT_CHECKED = (
     "originator", "record_id", "version", "seq", "status", "kind", "classification", "releasable_to", "tlp",
     "caveats", "mac", "log_payload_type", "log_key_id", "log_audience", "log_classification",
     "log_releasable_to", "log_tlp", "log_caveats", "log_content_hash", "log_mac", "envelope",
 )
+_current_checked = operator.attrgetter(*CURRENT_CHECKED)
 
 
 def key_path(pki_dir: Path, agency: str) -> Path:
@@ -215,7 +216,11 @@ class Integrity:
         """What is wrong with a row of ``Store.select_current`` (None: sealed as written).
 
         A row equal in every value it reads to one that passed before passes (``PASSED_ROWS``)."""
-        key = _current_checked(row)
+        return self.checked_problem(_current_checked(row))
+
+    def checked_problem(self, key: tuple[Any, ...]) -> str | None:
+        """``current_problem`` of a row's ``CURRENT_CHECKED`` values, in that order (a caller
+        reading many rows takes them by position: exchange/store/current.py ``sealed``)."""
         try:
             if key in self._passed:
                 return None
