@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select
 
 from exchange.store.events import security_event
 from exchange.store.schema import audit, sighting_peers, sightings
@@ -137,6 +137,16 @@ def sightings_on(store: Store, originator: str, record_id: str, *, relayed: bool
         return [_stored(r) for r in conn.execute(query.order_by(sightings.c.seq))]
 
 
+# One statement for every page (the values bound): built per call, SQLAlchemy's statement
+# construction and cache key were most of the counts' time on a page of search results.
+_COUNTS = (
+    select(sightings.c.record_id, sightings.c.verdict, func.count())
+    .where(sightings.c.originator == bindparam("originator"),
+           sightings.c.record_id.in_(bindparam("ids", expanding=True)), sightings.c.verdict != "relayed")
+    .group_by(sightings.c.record_id, sightings.c.verdict)
+)
+
+
 def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Counter[str]]:
     """Per record, how many sightings of each verdict this node holds (relay reports aside)."""
     wanted = sorted(set(refs))
@@ -148,13 +158,7 @@ def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str
         by_originator.setdefault(originator, []).append(record_id)
     with store.engine.connect() as conn:
         for originator, ids in by_originator.items():
-            rows = conn.execute(
-                select(sightings.c.record_id, sightings.c.verdict, func.count())
-                .where(sightings.c.originator == originator, sightings.c.record_id.in_(ids),
-                       sightings.c.verdict != "relayed")
-                .group_by(sightings.c.record_id, sightings.c.verdict)
-            )
-            for record_id, verdict, n in rows:
+            for record_id, verdict, n in conn.execute(_COUNTS, {"originator": originator, "ids": ids}):
                 found.setdefault((originator, record_id), Counter())[verdict] = int(n)
     return found
 
