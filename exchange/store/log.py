@@ -163,9 +163,15 @@ def log_after(
         with store.engine.connect() as conn, in_index_order(conn, walk=True):
             rows = conn.execute(page).all()
         for row in rows:
+            # By position, in the select's order above (a row's attribute is looked up by name).
             (seq, originator, record_id, version, digest, envelope, payload_type, audience, classification,
-             releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp, v_caveats) = row[:16]
-            if not store.seal.served(originator, record_id, store.seal.entry_problem(row)):
+             releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp, v_caveats, key_id, purged, mac,
+             r_version, r_seq, r_status, r_kind, r_mac) = row
+            problem = store.seal.entry_checked_problem((
+                seq, originator, record_id, version, payload_type, key_id, audience, v_classification,
+                v_releasable_to, v_tlp, v_caveats, digest, mac, classification, r_version, r_seq, r_status, r_kind,
+                releasable_to, tlp, caveats, r_mac, purged, envelope))  # integrity.ENTRY_CHECKED
+            if not store.seal.served(originator, record_id, problem):
                 continue  # integrity: an edited row is never served
             withdrawal = payload_type == WITHDRAWAL_TYPE
             yield LogEntry(
