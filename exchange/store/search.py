@@ -186,7 +186,7 @@ def newest_first(
             else:
                 with in_index_order(conn, walk):
                     rows = conn.execute(walked, values).all()
-                kept = keep(conn, [int(r.rid) for r in rows])
+                kept = keep(conn, [int(r[0]) for r in rows])  # rows of (rid, time): ids_only
                 shown = conn.execute(of_kept, {**values, "kept": sorted(kept)}).all() if kept else []
         yield from sealed(store, shown)  # integrity: an edited row is never served
         if len(rows) < chunk:
