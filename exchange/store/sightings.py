@@ -24,7 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Row, String, any_, bindparam, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from exchange.store.events import security_event
 from exchange.store.schema import audit, sighting_peers, sightings
@@ -139,12 +140,15 @@ def sightings_on(store: Store, originator: str, record_id: str, *, relayed: bool
 
 # One statement for every page (the values bound): built per call, SQLAlchemy's statement
 # construction and cache key were most of the counts' time on a page of search results.
-_COUNTS = (
-    select(sightings.c.record_id, sightings.c.verdict, func.count())
-    .where(sightings.c.originator == bindparam("originator"),
-           sightings.c.record_id.in_(bindparam("ids", expanding=True)), sightings.c.verdict != "relayed")
-    .group_by(sightings.c.record_id, sightings.c.verdict)
-)
+# PostgreSQL takes the ids as one array, so the statement's text is the same for every page
+# and the driver prepares it once (an IN list of each length is another statement to plan).
+_COUNTED = select(sightings.c.record_id, sightings.c.verdict, func.count()).group_by(
+    sightings.c.record_id, sightings.c.verdict)
+_COUNTS = _COUNTED.where(sightings.c.originator == bindparam("originator"),
+                         sightings.c.record_id.in_(bindparam("ids", expanding=True)), sightings.c.verdict != "relayed")
+_COUNTS_PG = _COUNTED.where(sightings.c.originator == bindparam("originator"),
+                            sightings.c.record_id == any_(bindparam("ids", type_=ARRAY(String))),
+                            sightings.c.verdict != "relayed")
 
 
 def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Counter[str]]:
@@ -158,7 +162,8 @@ def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str
         by_originator.setdefault(originator, []).append(record_id)
     with store.engine.connect() as conn:
         for originator, ids in by_originator.items():
-            for record_id, verdict, n in conn.execute(_COUNTS, {"originator": originator, "ids": ids}):
+            statement = _COUNTS_PG if conn.dialect.name == "postgresql" else _COUNTS
+            for record_id, verdict, n in conn.execute(statement, {"originator": originator, "ids": ids}):
                 found.setdefault((originator, record_id), Counter())[verdict] = int(n)
     return found
 
