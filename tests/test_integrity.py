@@ -133,6 +133,21 @@ def test_a_lowered_marking_is_never_served(
     assert shared.record_id not in out
 
 
+def _envelope_never_served(federation: Federation, jpn: Node, shared: records_pb2.RecordRef, tmp_path: Path,
+                           data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A released record whose stored envelope is not the one sealed: a user cleared for it
+    gets NOT_FOUND, a partner's pull gets nothing, one integrity event, and verify names it."""
+    ito = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "ito"))
+    with pytest.raises(grpc.RpcError) as refused:
+        ito.query.Get(query_pb2.GetRequest(ref=shared), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert _pulled(federation, _partner(federation, jpn, "USA-DTSF")) == set()
+    assert {e["record_id"] for e in _integrity_events(jpn)} == {shared.record_id}
+    federation.stop()
+    code, out = _verify(_config(federation, tmp_path, data_dir), capsys)
+    assert code == 1 and f"record JPN-NPA/{shared.record_id}" in out and "envelope" in out
+
+
 def test_an_envelope_swapped_under_a_released_row_is_never_served(
     federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,15 +160,7 @@ def test_an_envelope_swapped_under_a_released_row_is_never_served(
     assert _sql(federation, data_dir,
                 "UPDATE log SET envelope = (SELECT envelope FROM log WHERE record_id = :secret) "
                 "WHERE record_id = :shared", secret=secret.record_id, shared=shared.record_id) == 1
-    ito = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "ito"))
-    with pytest.raises(grpc.RpcError) as refused:
-        ito.query.Get(query_pb2.GetRequest(ref=shared), timeout=10)
-    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
-    assert _pulled(federation, _partner(federation, jpn, "USA-DTSF")) == set()
-    assert {e["record_id"] for e in _integrity_events(jpn)} == {shared.record_id}
-    federation.stop()
-    code, out = _verify(_config(federation, tmp_path, data_dir), capsys)
-    assert code == 1 and f"record JPN-NPA/{shared.record_id}" in out and "envelope" in out
+    _envelope_never_served(federation, jpn, shared, tmp_path, data_dir, capsys)
 
 
 @pytest.mark.parametrize("field", ["key_id", "payload_type"])
@@ -179,15 +186,7 @@ def test_an_envelope_naming_another_key_or_type_than_sealed_is_never_served(
     setattr(held, field, getattr(held, field) + "-other")
     assert _sql(federation, data_dir, "UPDATE log SET envelope = :envelope WHERE record_id = :rid",
                 envelope=held.SerializeToString(), rid=shared.record_id) == 1
-    ito = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "ito"))
-    with pytest.raises(grpc.RpcError) as refused:
-        ito.query.Get(query_pb2.GetRequest(ref=shared), timeout=10)
-    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
-    assert _pulled(federation, _partner(federation, jpn, "USA-DTSF")) == set()
-    assert {e["record_id"] for e in _integrity_events(jpn)} == {shared.record_id}
-    federation.stop()
-    code, out = _verify(_config(federation, tmp_path, data_dir), capsys)
-    assert code == 1 and f"record JPN-NPA/{shared.record_id}" in out and "envelope" in out
+    _envelope_never_served(federation, jpn, shared, tmp_path, data_dir, capsys)
 
 
 @pytest.mark.parametrize("edit", ["lowered", "swapped"])
