@@ -8,8 +8,6 @@ transaction; the reads leave out every entry signed with a key the store distrus
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,7 @@ from exchange.core.marking import Marking
 from exchange.errors import Conflict
 from exchange.store import integrity, sealcheck
 from exchange.store.engine import lookup_each
-from exchange.store.rows import clear_index, current_values, next_id, raise_seq_floor, write_index
+from exchange.store.rows import by_position, clear_index, current_values, next_id, raise_seq_floor, write_index
 from exchange.store.schema import log, records
 from exchange.store.store import Store
 from exchange.v1 import records_pb2
@@ -78,17 +76,6 @@ _RECORD_COLUMNS = (
     "rid", "originator", "record_id", "version", "status", "kind", "classification", "releasable_to", "tlp",
     "caveats", "title", "summary", "issued_at", "envelope", "received_from", "received_at", "equivocated",
 )
-Getter = Callable[[Any], tuple[Any, ...]]
-
-
-@functools.lru_cache(maxsize=64)
-def _getters(fields: tuple[str, ...]) -> tuple[Getter, Getter]:
-    """For rows with these column names: (the values ``_record`` takes, the values the seal
-    check reads: integrity.CURRENT_CHECKED), each read by position. A row's attributes are
-    looked up by name, about 0.4 µs each: 38 of them were a fifth of a lookup's time in the store."""
-    at = {name: i for i, name in enumerate(fields)}
-    return (operator.itemgetter(*(at[name] for name in _RECORD_COLUMNS)),
-            operator.itemgetter(*(at[name] for name in integrity.CURRENT_CHECKED)))
 
 
 def _record(values: tuple[Any, ...]) -> StoredRecord:
@@ -101,7 +88,7 @@ def _record(values: tuple[Any, ...]) -> StoredRecord:
 
 def to_record(row: Any) -> StoredRecord:
     """A row of a :func:`select_current` query as the record it holds."""
-    return _record(_getters(tuple(row._fields))[0](row))
+    return _record(by_position(tuple(row._fields), _RECORD_COLUMNS)(row))
 
 
 def select_current(store: Store) -> Select[Any]:
@@ -164,13 +151,15 @@ def sealed(store: Store, rows: Iterable[Any]) -> Iterator[StoredRecord]:
     """The rows of a :func:`select_current` query whose seals match, as records; an edited
     row is never served (and is reported once: integrity.Integrity.served). ``rows`` are of
     one query (their values are read by the positions of the first row's columns)."""
-    getters: tuple[Getter, Getter] | None = None
+    fields: tuple[str, ...] = ()
     for row in rows:
-        if getters is None:  # the rows of one query share their columns
-            getters = _getters(tuple(row._fields))
-        checked = getters[1](row)
-        if store.seal.served(checked[0], checked[1], store.seal.checked_problem(checked)):
-            yield _record(getters[0](row))
+        if not fields:  # the rows of one query share their columns
+            fields = tuple(row._fields)
+            values = by_position(fields, _RECORD_COLUMNS)
+            checked_values = by_position(fields, integrity.CURRENT_CHECKED)
+        checked = checked_values(row)
+        if store.seal.served(checked[0], checked[1], store.seal.current_checked_problem(checked)):
+            yield _record(values(row))
 
 
 def sealed_values(tx: Connection, record: records_pb2.Record, seq: int) -> dict[str, Any]:

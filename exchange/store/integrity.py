@@ -143,8 +143,6 @@ def _encode(tag: bytes, fields: tuple[Any, ...]) -> bytes:
     return b"".join(parts)
 
 
-
-
 class Integrity:
     """One node's seals: computes and checks them, keys the audit chain, anchors its head."""
 
@@ -223,11 +221,11 @@ class Integrity:
         """What is wrong with a row of ``Store.select_current`` (None: sealed as written).
 
         A row equal in every value it reads to one that passed before passes (``PASSED_ROWS``)."""
-        return self.checked_problem(_current_checked(row))
+        return self.current_checked_problem(_current_checked(row))
 
-    def checked_problem(self, key: tuple[Any, ...]) -> str | None:
+    def current_checked_problem(self, key: tuple[Any, ...]) -> str | None:
         """``current_problem`` of a row's ``CURRENT_CHECKED`` values, in that order (a caller
-        reading many rows takes them by position: exchange/store/current.py ``sealed``)."""
+        reading many rows takes them by position: ``rows.by_position``)."""
         try:
             if key in self._passed:
                 return None
@@ -265,7 +263,7 @@ class Integrity:
 
     def entry_checked_problem(self, values: tuple[Any, ...]) -> str | None:
         """``entry_problem`` of a row's ``ENTRY_CHECKED`` values, in that order (``log_after``
-        reads them by position: a row's attribute is looked up by name, 0.4 µs each)."""
+        reads them by position: ``rows.by_position``)."""
         (seq, originator, record_id, version, payload_type, key_id, audience, v_classification, v_releasable_to,
          v_tlp, v_caveats, content_hash, mac, classification, r_version, r_seq, r_status, r_kind, releasable_to, tlp,
          caveats, r_mac, purged, envelope) = values

@@ -20,7 +20,7 @@ from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
 from exchange.store.engine import in_index_order
 from exchange.store.integrity import LOG_SEALED
-from exchange.store.rows import log_values, next_received_at, next_seq
+from exchange.store.rows import by_position, log_values, next_received_at, next_seq
 from exchange.store.schema import log, records
 from exchange.store.store import Store, now_us
 from exchange.v1 import records_pb2
@@ -162,16 +162,12 @@ def log_after(
         # every chunk, quadratic on the server (80 ms a chunk at 50,000 entries).
         with store.engine.connect() as conn, in_index_order(conn, walk=True):
             rows = conn.execute(page).all()
+        if rows:  # the rows of one query share their columns
+            checked = by_position(tuple(rows[0]._fields), integrity.ENTRY_CHECKED)
         for row in rows:
-            # By position, in the select's order above (a row's attribute is looked up by name).
             (seq, originator, record_id, version, digest, envelope, payload_type, audience, classification,
-             releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp, v_caveats, key_id, purged, mac,
-             r_version, r_seq, r_status, r_kind, r_mac) = row
-            problem = store.seal.entry_checked_problem((
-                seq, originator, record_id, version, payload_type, key_id, audience, v_classification,
-                v_releasable_to, v_tlp, v_caveats, digest, mac, classification, r_version, r_seq, r_status, r_kind,
-                releasable_to, tlp, caveats, r_mac, purged, envelope))  # integrity.ENTRY_CHECKED
-            if not store.seal.served(originator, record_id, problem):
+             releasable_to, tlp, caveats, v_classification, v_releasable_to, v_tlp, v_caveats) = row[:16]
+            if not store.seal.served(originator, record_id, store.seal.entry_checked_problem(checked(row))):
                 continue  # integrity: an edited row is never served
             withdrawal = payload_type == WITHDRAWAL_TYPE
             yield LogEntry(

@@ -6,7 +6,8 @@ Shared by the node's own writes (``store.local.put_local``) and received batches
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -84,6 +85,15 @@ def marking_columns(marking: records_pb2.Marking | None) -> MarkingColumns:
         return ("", "", "", "")
     return (marking.classification, " ".join(sorted(marking.releasable_to)), marking.tlp,
             " ".join(sorted(marking.caveats)))
+
+
+@functools.lru_cache(maxsize=64)
+def by_position(fields: tuple[str, ...], names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """Reads ``names`` (two or more) of a result row with these column names (``row._fields``),
+    by position, as a tuple in the order of ``names``. A SQLAlchemy Row looks an attribute up
+    by name in about 0.4 µs: for every row a read checks and converts, a fifth of a lookup."""
+    at = {name: i for i, name in enumerate(fields)}
+    return itemgetter(*(at[name] for name in names))
 
 
 def log_row(
