@@ -79,6 +79,7 @@ class _Stream:
     context: Cancellable
     started: float
     cert: bytes = b""  # the caller's certificate, re-checked while the stream runs
+    principal: Principal | None = None  # as admitted: a stream ends if it would be another now
     waiting_since: float | None = None  # a message was handed to gRPC and not yet taken
     cancelled: bool = False
 
@@ -105,12 +106,12 @@ class Ticket:
 
     def watch(self, messages: Iterator[T]) -> Iterator[T]:
         """``messages``, passed on while the watchdog times each send (rule 3)."""
-        stream = self._admission._track(self._method, self._principal.identity.uri, self._context, self._cert)
+        stream = self._admission._track(self._method, self._principal, self._context, self._cert)
         clock = self._admission.clock
         try:
             for message in messages:
                 why = self._admission.refused(stream)
-                if why is not None:  # revoked (or gone from the manifest) since the stream began
+                if why is not None:  # revoked, gone or re-accredited since the stream began
                     raise IdentityError(why)
                 stream.waiting_since = clock()
                 yield message  # gRPC sends it before asking for the next one
@@ -123,10 +124,11 @@ class Admission:
     """The bounds of the module docstring, for one node; ``start`` runs the watchdog."""
 
     def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic,
-                 recheck: Callable[[bytes], str | None] | None = None) -> None:
+                 recheck: Callable[[bytes, Principal | None], str | None] | None = None) -> None:
         limits.check()
         # Why a stream's caller may no longer be served (exchange/node/auth.py's recheck): a
-        # certificate revoked by a manifest adopted while the stream runs ends the stream.
+        # certificate revoked, an agency removed or re-accredited, a user's role or clearance
+        # changed, by a manifest or configuration adopted while the stream runs, ends it.
         self.recheck = recheck
         self.limits = limits
         self.clock = clock
@@ -218,10 +220,10 @@ class Admission:
         """Why the stream's caller may no longer be served, if it may not."""
         if self.recheck is None or not stream.cert:
             return None
-        return self.recheck(stream.cert)
+        return self.recheck(stream.cert, stream.principal)
 
-    def _track(self, method: str, who: str, context: Cancellable, cert: bytes = b"") -> _Stream:
-        stream = _Stream(method, who, context, self.clock(), cert)
+    def _track(self, method: str, principal: Principal, context: Cancellable, cert: bytes = b"") -> _Stream:
+        stream = _Stream(method, principal.identity.uri, context, self.clock(), cert, principal)
         with self._lock:
             self._streams.add(stream)
         return stream

@@ -115,14 +115,19 @@ class Authenticator:
                                 + (f" ({clip(revoked.reason, 80)})" if revoked.reason else ""))
         return identity, cert.not_valid_before_utc, cert.not_valid_after_utc
 
-    def recheck(self, cert_pem: bytes) -> str | None:
+    def recheck(self, cert_pem: bytes, admitted: Principal | None = None) -> str | None:
         """Why a caller admitted earlier may no longer be served (None: it still may): its
         certificate revoked, expired, or its agency or user gone from the current manifest
-        or configuration. Asked of open streams, at each message and by the watchdog."""
+        or configuration; or, given the principal it was ``admitted`` as, another role or
+        clearance now (a partner's accreditation lowered: what the stream decided by the old one
+        must not go on). Asked of open streams, at each message and by the watchdog."""
         try:
-            self.principal(cert_pem)
+            now = self.principal(cert_pem)
         except (IdentityError, PermissionDenied) as error:
             return str(error)
+        if admitted is not None and (now.role, now.clearance) != (admitted.role, admitted.clearance):
+            return (f"{now.identity.uri} is now {now.role.value} at {now.clearance}, not "
+                    f"{admitted.role.value} at {admitted.clearance} as when the call began")
         return None
 
     def principal(self, cert_pem: bytes | None) -> Principal:

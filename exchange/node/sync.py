@@ -177,10 +177,11 @@ class SyncService:
 
     def _serving_under(self, manifest: Manifest, request: sync_pb2.PullRequest, caller: Principal) -> None:
         """Before a batch is audited and sent: the manifest its decisions were made under must
-        still be the one trusted. A partner whose accreditation was lowered, or that was removed,
-        while its stream ran (a long initial pull takes minutes) would otherwise go on being
-        served by the old one until the stream ended. A puller that states an older version is
-        told to catch up, as at the start of a call; any other is told to pull again."""
+        still be the one trusted. The admission's recheck (exchange/node/auth.py) ends any stream
+        whose caller is now another principal (revoked, removed, re-accredited); this also
+        covers what else the decisions of this call read from the manifest and cached (the
+        federation's agencies). A puller that states an older version is told to catch up, as
+        at the start of a call; any other is told to pull again."""
         if self.manifest is manifest:
             return
         self._require_current_manifest(request, caller)
