@@ -115,3 +115,89 @@ def test_a_write_that_need_not_be_durable_relaxes_sqlite_sync_for_itself_only(tm
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == SYNCHRONOUS_FULL
     finally:
         store.close()
+
+
+PAGE = 4096
+
+
+def _write_pages(store: Store, pages: int) -> None:
+    """About ``pages`` WAL frames, in commits of 64 pages each (durable ones, as an audit entry's)."""
+    for i in range(pages // 64):
+        with store.write() as tx:
+            tx.execute(insert(meta).values(key=f"filler-{i}", value=bytes([i % 251]) * (64 * PAGE - 512)))
+
+
+def _wal_frames(data_dir: Path) -> int:
+    wal = data_dir / "node.db-wal"
+    return wal.stat().st_size // (PAGE + 24) if wal.exists() else 0
+
+
+def test_a_node_store_copies_its_wal_in_the_background_never_in_a_commit(tmp_path: Path) -> None:
+    """SQLite: a commit past 1,000 WAL pages would copy them all into the database before it
+    returns (a search's audit entry, a pull's batch); in a node's store none does, its
+    checkpointer thread does (exchange/store/checkpoint.py)."""
+    data_dir = tmp_path / "db"
+    store = Store.open(Backend("sqlite").migrated(data_dir), agency=AGENCY, seal=Integrity(b"\x01" * 32),
+                       checkpoint_in_background=True)
+    try:
+        assert store.checkpointer is not None
+        store.checkpointer.stop()  # held still, so what the commits leave is seen
+        _write_pages(store, 3000)
+        assert _wal_frames(data_dir) >= 2900  # no commit checkpointed (SQLite's default is 1,000)
+        copied = store.checkpointer.checkpoint()
+        assert copied >= 2900
+        assert len(_fillers(store)) == 3000 // 64  # nothing lost by copying
+    finally:
+        store.close()
+
+
+def test_a_store_without_a_checkpointer_checkpoints_in_its_commits(tmp_path: Path) -> None:
+    """The same writes in a store opened by a tool (no thread): SQLite's own checkpoints keep
+    the WAL near 1,000 pages, as before."""
+    data_dir = tmp_path / "db"
+    store = Store.open(Backend("sqlite").migrated(data_dir), agency=AGENCY, seal=Integrity(b"\x01" * 32))
+    try:
+        assert store.checkpointer is None
+        _write_pages(store, 3000)
+        assert _wal_frames(data_dir) < 1200
+    finally:
+        store.close()
+
+
+def test_the_checkpointer_thread_empties_the_wal_and_stops_with_its_store(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from exchange.store.checkpoint import WalCheckpointer
+
+    data_dir = tmp_path / "db"
+    store = Store.open(Backend("sqlite").migrated(data_dir), agency=AGENCY, seal=Integrity(b"\x01" * 32),
+                       checkpoint_in_background=True)
+    assert store.checkpointer is not None
+    store.checkpointer.stop()
+    store.checkpointer = checkpointer = WalCheckpointer(store._base_engine, interval=0.05)
+    checkpointer.start()
+    try:
+        _write_pages(store, 1500)
+        deadline = time.monotonic() + 30
+        while checkpointer.pages_copied < 1400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpointer.pages_copied >= 1400
+    finally:
+        store.close()
+    assert not any(t.name == "wal-checkpoint" and t.is_alive() for t in threading.enumerate())
+
+
+def test_postgresql_has_no_checkpointer_to_run(backend: Backend, tmp_path: Path) -> None:
+    """PostgreSQL checkpoints in its own background processes: the option changes nothing there."""
+    store = Store.open(backend.migrated(tmp_path / "db"), agency=AGENCY, seal=Integrity(b"\x01" * 32),
+                       checkpoint_in_background=True)
+    try:
+        assert (store.checkpointer is not None) is (backend.name == "sqlite")
+    finally:
+        store.close()
+
+
+def _fillers(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return [k for k in conn.execute(select(meta.c.key)).scalars() if k.startswith("filler-")]

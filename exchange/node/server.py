@@ -133,8 +133,10 @@ class Node:
             config.data_dir.mkdir(mode=files.PRIVATE_DIR, parents=True, exist_ok=True)
         files.check_private(config.database_url)  # every record and the sealing key: never group-readable
         seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
+        # A node runs for months: its WAL is copied into the database by a thread of its own,
+        # never inside a request's commit (exchange/store/checkpoint.py).
         self.store = Store.open(config.database_url, agency=config.agency, seal=seal,
-                                distrusted_keys=self.manifest.compromised_keys)
+                                distrusted_keys=self.manifest.compromised_keys, checkpoint_in_background=True)
         if manifest is None:
             try:
                 self._trust_signed_chain()

@@ -53,9 +53,11 @@ AUDIT_LOCK = 0x45584303  # held from an audit entry's append to its transaction'
 SCHEDULE_LOCK = 0x45584302  # held by the replica that runs the pull schedule (exchange/sync/leader.py)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, wal_autocheckpoint: int | None = None) -> Engine:
+    """``wal_autocheckpoint``: SQLite, the WAL size in pages past which a commit checkpoints
+    (None: SQLite's default, 1,000; exchange/store/checkpoint.py says when it is raised)."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, wal_autocheckpoint)
     return _postgresql_engine(url)
 
 
@@ -153,7 +155,7 @@ def in_index_order(conn: Connection, walk: bool, *, restore: bool = True) -> Ite
             conn.exec_driver_sql("SET LOCAL enable_sort = on")
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, wal_autocheckpoint: int | None = None) -> Engine:
     engine = create_engine(url, pool_size=8, max_overflow=16, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
@@ -170,6 +172,8 @@ def _sqlite_engine(url: str) -> Engine:
         # from the OS cache, which halves the time of a first page at 1,000,000 records.
         # Pages are allocated as used, so an idle connection stays small.
         cursor.execute("PRAGMA cache_size=-16384")
+        if wal_autocheckpoint is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

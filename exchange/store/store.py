@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, select
 
 from exchange.core.marking import Marking
 from exchange.store import integrity, migrate
+from exchange.store.checkpoint import FOREGROUND_CHECKPOINT_PAGES, WalCheckpointer
 from exchange.store.engine import WRITE, make_engine, serialise_writers
 from exchange.store.schema import meta
 from exchange.v1 import records_pb2
@@ -57,9 +58,11 @@ class Store:
     """An open database at this software's schema, for one agency's node."""
 
     def __init__(
-        self, engine: Engine, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = ()
+        self, engine: Engine, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = (),
+        checkpointer: WalCheckpointer | None = None,
     ) -> None:
         self._base_engine = engine
+        self.checkpointer = checkpointer  # SQLite, a node's store: copies the WAL in the background
         # Every connection carries the node's seal (integrity.of): rows are sealed where
         # written and checked where read, whichever module does either.
         self._engine = engine.execution_options(**{integrity.OPTION: seal})
@@ -74,7 +77,8 @@ class Store:
 
     @classmethod
     def open(
-        cls, url: str, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = ()
+        cls, url: str, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = (),
+        checkpoint_in_background: bool = False,
     ) -> Store:
         """Open a database whose schema is at this software's head revision (else ConfigError).
 
@@ -84,18 +88,28 @@ class Store:
         ``distrusted_keys``: the signing key ids the manifest marks compromised. Every
         signature they made is void, so entries signed with them are neither shown nor
         served by this store (docs/design.md "Signing"), whoever opened it.
+
+        ``checkpoint_in_background``: SQLite, a long-running process (the node): no commit
+        copies the WAL into the database, a thread does (exchange/store/checkpoint.py).
         """
         migrate.refuse_missing_sqlite(url)  # connecting would create an empty file
+        background = checkpoint_in_background and url.startswith("sqlite")
         with migrate.database_errors(url):
-            engine = make_engine(url)
+            engine = make_engine(url, wal_autocheckpoint=FOREGROUND_CHECKPOINT_PAGES if background else None)
             try:
                 migrate.check(engine)
             except BaseException:
                 engine.dispose()
                 raise
-        return cls(engine, agency=agency, seal=seal, distrusted_keys=distrusted_keys)
+        checkpointer = WalCheckpointer(engine) if background else None
+        store = cls(engine, agency=agency, seal=seal, distrusted_keys=distrusted_keys, checkpointer=checkpointer)
+        if checkpointer is not None:
+            checkpointer.start()
+        return store
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # copies what is left, before the connections go
         self._base_engine.dispose()
 
     @property
