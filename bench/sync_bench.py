@@ -102,6 +102,15 @@ def _children_hwm_kib() -> list[int]:
     return [peak for peak in peaks if peak is not None]
 
 
+def _children_cpu_seconds() -> float:
+    """CPU time the processes this one started and still runs have used so far (the check
+    processes: they start with the first large batch, so their start-up counts too)."""
+    import multiprocessing
+
+    used = [_cpu_seconds(child.pid) for child in multiprocessing.active_children() if child.pid is not None]
+    return sum(seconds for seconds in used if seconds is not None)
+
+
 def _cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system, all threads) another process has used so far."""
     try:
@@ -386,13 +395,13 @@ def role_pull(args: argparse.Namespace) -> int:
 
     def one_pull() -> dict[str, Any]:
         split.reset()
-        cpu = time.process_time()
+        cpu, checks = time.process_time(), _children_cpu_seconds()
         started = time.perf_counter()
         report = node.puller.pull(SERVER)
         wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+        cpu, checks = time.process_time() - cpu, _children_cpu_seconds() - checks
         return {
-            "split": {**split.snapshot(), "process_cpu": round(cpu, 4)},
+            "split": {**split.snapshot(), "process_cpu": round(cpu, 4), "check_processes_cpu": round(checks, 4)},
             "wall_seconds": wall, "report_seconds": report.seconds, "received": report.received,
             "stored": report.applied.stored, "duplicates": report.applied.duplicates,
             "refused": report.applied.refused, "batches": report.batches, "error": report.error,
@@ -623,6 +632,7 @@ def _describe_split(pull: dict[str, Any]) -> str:
         part("verification thread busy", split.get("verify_thread_busy")),
         f"process CPU {split.get('process_cpu', 0):.2f} s = {split.get('process_cpu', 0) / wall:.2f} cores "
         f"({split.get('process_cpu', 0) / n * 1e6:.0f} us/record)",
+        part("check processes' CPU", split.get("check_processes_cpu")),
         part("serving process CPU (all its threads)", split.get("server_cpu")),
     ])
 
