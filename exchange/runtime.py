@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.process import BaseProcess
 
@@ -58,3 +60,48 @@ def end_processes(processes: list[BaseProcess], *, wait_seconds: float = 5.0) ->
     deadline = time.monotonic() + wait_seconds
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
+
+
+class Periodic:
+    """A daemon thread calling ``tick`` every ``interval`` seconds until ``stop``: the node's
+    background duties (the store monitor, expiry warnings, the stream watchdog, the notifier,
+    SQLite's WAL checkpoints) each run on one.
+
+    ``at_start``: tick once as soon as the thread starts, then every ``interval``.
+    ``join_seconds``: how long ``stop`` waits for a tick in progress (None: as long as it takes).
+    Started again after ``stop``, it runs again.
+    """
+
+    def __init__(self, name: str, interval: float, tick: Callable[[], object], *, at_start: bool = False,
+                 join_seconds: float | None = None) -> None:
+        self.name = name
+        self._interval = interval
+        self._tick = tick
+        self._at_start = at_start
+        self._join_seconds = join_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called: a long tick checks it between its steps."""
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """No tick starts after this; returns once the one in progress (if any) has ended."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(self._join_seconds)
+
+    def _run(self) -> None:
+        if self._at_start:
+            self._tick()
+        while not self._stop.wait(self._interval):
+            self._tick()

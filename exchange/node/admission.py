@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 from exchange.config import Limits
 from exchange.core.identity import Principal, Role
 from exchange.errors import IdentityError, Overloaded
+from exchange.runtime import Periodic
 
 log = logging.getLogger("exchange.node")
 
@@ -137,8 +138,7 @@ class Admission:
         self._partner_calls = 0
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._streams: set[_Stream] = set()
-        self._stop = threading.Event()
-        self._watchdog: threading.Thread | None = None
+        self._watchdog = Periodic("stream-watchdog", WATCHDOG_TICK_SECONDS, self.sweep)
 
     # --- admission (rules 1, 2, 4) -------------------------------------------------------------
 
@@ -233,20 +233,10 @@ class Admission:
             self._streams.discard(stream)
 
     def start(self) -> None:
-        if self._watchdog is None:
-            self._stop.clear()
-            self._watchdog = threading.Thread(target=self._watch, name="stream-watchdog", daemon=True)
-            self._watchdog.start()
+        self._watchdog.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._watchdog is not None:
-            self._watchdog.join()
-            self._watchdog = None
-
-    def _watch(self) -> None:
-        while not self._stop.wait(WATCHDOG_TICK_SECONDS):
-            self.sweep()
+        self._watchdog.stop()
 
     def sweep(self) -> None:
         """Cancel every stream past a bound (one pass of the watchdog)."""

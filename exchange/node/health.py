@@ -18,6 +18,7 @@ from exchange.core.identity import Principal, Role
 from exchange.errors import NotFound, TooLarge, clip
 from exchange.node.rpc import Method, call_active
 from exchange.pki import Expiry
+from exchange.runtime import Periodic
 from exchange.store import Store
 from exchange.store.schema import meta
 
@@ -135,9 +136,7 @@ class StoreMonitor:
     def __init__(self, health: Health, probe: Probe, interval: float) -> None:
         self._health = health
         self._probe = probe
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Periodic("store-monitor", interval, self.check, join_seconds=interval + 10.0)
         self._up = True
         self._problem = ""
 
@@ -164,18 +163,10 @@ class StoreMonitor:
 
     def start(self) -> None:
         self.check()  # the first Check after start already tells the truth
-        self._thread = threading.Thread(target=self._run, name="store-monitor", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(self._interval + 10.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self.check()
+        self._thread.stop()
 
 
 # --- expiry warnings ------------------------------------------------------------------------
@@ -207,9 +198,7 @@ class ExpiryWatch:
 
     def __init__(self, expiries: Callable[[], list[Expiry]], interval: float = EXPIRY_LOG_SECONDS) -> None:
         self._expiries = expiries
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Periodic("expiry-watch", interval, self.check, at_start=True, join_seconds=5.0)
 
     def check(self) -> list[str]:
         lines = expiry_warnings(self._expiries(), dt.datetime.now(dt.UTC))
@@ -218,16 +207,7 @@ class ExpiryWatch:
         return lines
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="expiry-watch", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        self.check()
-        while not self._stop.wait(self._interval):
-            self.check()
+        self._thread.stop()

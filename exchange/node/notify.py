@@ -33,7 +33,6 @@ import logging
 import os
 import ssl
 import subprocess
-import threading
 import traceback
 import urllib.error
 import urllib.request
@@ -45,6 +44,7 @@ from exchange.core.marking import within_clearance
 from exchange.core.trust import Trust
 from exchange.node.reads import visible
 from exchange.node.rpc import ROLES
+from exchange.runtime import Periodic
 from exchange.store import Store, outbox, watch
 from exchange.store.current import current_record
 from exchange.store.store import now_us
@@ -110,32 +110,26 @@ class Notifier:
         self.may_run = may_run  # of replicas sharing a database, only the schedule's leader pushes
         self.keep_delivered_us = int(keep_delivered_seconds * 1_000_000)
         self.rows_read = 0  # record rows the last round's search for hits read (what tests measure)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Periodic(f"{self.agency}-notify", interval, self._round)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"{self.agency}-notify", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._thread.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            if not self.may_run():
-                continue
-            try:
-                self.run_once()
-            except Exception:  # a failure never stops the notifier; the outbox keeps what is owed
-                log.exception("notifier round failed")
+    def _round(self) -> None:
+        if not self.may_run():
+            return
+        try:
+            self.run_once()
+        except Exception:  # a failure never stops the notifier; the outbox keeps what is owed
+            log.exception("notifier round failed")
 
     def run_once(self) -> None:
         self.enqueue()
         for pending in outbox.due(self.store, limit=BATCH):
-            if self._stop.is_set():
+            if self._thread.stopping:
                 return
             self.deliver(pending)
         outbox.prune(self.store, delivered_before=now_us() - self.keep_delivered_us)

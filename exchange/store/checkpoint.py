@@ -19,10 +19,11 @@ says when); a checkpoint only moves committed pages into the database file.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from sqlalchemy import Engine
+
+from exchange.runtime import Periodic
 
 log = logging.getLogger("exchange.store")
 
@@ -37,28 +38,21 @@ class WalCheckpointer:
 
     def __init__(self, engine: Engine, *, interval: float = INTERVAL_SECONDS) -> None:
         self._engine = engine
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = Periodic("wal-checkpoint", interval, self.checkpoint)
+        self._running = False
         self._failing = False  # logged once per run of failures, not every second
         self.checkpoints = 0  # PASSIVE checkpoints run (tests and metrics read it)
         self.pages_copied = 0  # WAL frames copied into the database by them
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
-            self._thread.start()
+        self._thread.start()
+        self._running = True
 
     def stop(self) -> None:
         """Stop the thread, then copy what the WAL still holds (the store is closing: no writer)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-            self.checkpoint()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        self._thread.stop()
+        if self._running:
+            self._running = False
             self.checkpoint()
 
     def checkpoint(self) -> int:
