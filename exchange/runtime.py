@@ -93,12 +93,14 @@ class Periodic:
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
 
-    def stop(self) -> None:
-        """No tick starts after this; returns once the one in progress (if any) has ended."""
+    def stop(self) -> bool:
+        """No tick starts after this; returns once the one in progress (if any) has ended.
+        Whether the thread was running."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(self._join_seconds)
+        return thread is not None
 
     def _run(self) -> None:
         if self._at_start:

@@ -134,7 +134,7 @@ class Node:
         files.check_private(config.database_url)  # every record and the sealing key: never group-readable
         seal = integrity.for_node(config.pki_dir, config.agency, config.database_url)
         # A node runs for months: its WAL is copied into the database by a thread of its own,
-        # never inside a request's commit (exchange/store/checkpoint.py).
+        # not inside a request's commit (exchange/store/checkpoint.py).
         self.store = Store.open(config.database_url, agency=config.agency, seal=seal,
                                 distrusted_keys=self.manifest.compromised_keys, checkpoint_in_background=True)
         if manifest is None:

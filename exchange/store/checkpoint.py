@@ -50,20 +50,15 @@ class WalCheckpointer:
         # the end of a 100,000-record pull, measured).
         self._connection: Any = None
         self._lock = threading.Lock()  # the tick and the final checkpoint at stop
-        self._running = False
         self._failing = False  # logged once per run of failures, not every second
-        self.checkpoints = 0  # PASSIVE checkpoints run (tests and metrics read it)
-        self.pages_copied = 0  # WAL frames copied into the database by them
+        self.pages_copied = 0  # WAL frames the checkpoints copied into the database (tests read it)
 
     def start(self) -> None:
         self._thread.start()
-        self._running = True
 
     def stop(self) -> None:
         """Stop the thread, then copy what the WAL still holds (the store is closing: no writer)."""
-        self._thread.stop()
-        if self._running:
-            self._running = False
+        if self._thread.stop():
             self.checkpoint()
         with self._lock:
             connection, self._connection = self._connection, None
@@ -92,7 +87,6 @@ class WalCheckpointer:
         if self._failing:
             log.info("background WAL checkpoint works again")
             self._failing = False
-        self.checkpoints += 1
         copied = max(0, int(copied))
         self.pages_copied += copied
         if copied:

@@ -89,8 +89,9 @@ class Store:
         signature they made is void, so entries signed with them are neither shown nor
         served by this store (docs/design.md "Signing"), whoever opened it.
 
-        ``checkpoint_in_background``: SQLite, a long-running process (the node): no commit
-        copies the WAL into the database, a thread does (exchange/store/checkpoint.py).
+        ``checkpoint_in_background``: SQLite, a long-running process (the node): a thread copies
+        the WAL into the database, so no commit does but a writer's that never pauses
+        (exchange/store/checkpoint.py).
         """
         migrate.refuse_missing_sqlite(url)  # connecting would create an empty file
         background = checkpoint_in_background and url.startswith("sqlite")
