@@ -103,7 +103,8 @@ def store(backend: Backend, tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_both_text_plans_give_the_same_pages(store: Store, monkeypatch: pytest.MonkeyPatch,
                                              collect_limit: int) -> None:
     monkeypatch.setattr(textsearch, "COLLECT_LIMIT", collect_limit)
-    for word in ("技術", "반도체", "procurement", "流出"):
+    # One term, and several (every one must be in a row's terms: a CJK run's bigrams, two words).
+    for word in ("技術", "반도체", "procurement", "流出", "技術の流出", "front procurement"):
         criteria = SearchFilter(text=word, text_terms=tuple(textindex.query_terms(word)),
                                 classifications=("UNCLASSIFIED", "RESTRICTED"))
         expected = _expected(store, lambda r, w=word: textindex.matches(w, r.title + "\n" + r.summary))

@@ -115,21 +115,24 @@ class TextPlan:
     def keep(self, conn: Connection, rids: Sequence[int]) -> set[int]:
         """Which of ``rids`` the index holds every word for, in one query.
 
-        SQLite: one FTS5 query over the chunk's range of rowids (a few seeks in each
-        segment, where a probe per rid would seek every segment once per record).
-        PostgreSQL: the chunk's rows of ``record_terms`` (primary key lookups), by containment.
+        SQLite: the rows' terms by rowid, matched here (a probe of FTS5 per rid would seek
+        every segment of its index once per record). PostgreSQL: the chunk's rows of
+        ``record_terms`` (primary key lookups), by containment.
         """
         if not rids:
             return set()
         if is_sqlite(conn):
-            # FTS5 reads the range; "rowid + 0 IN" is checked by SQLite on what it returns
-            # (a plain "rowid IN" would be handed to FTS5 as one lookup per value).
-            query = select(_record_text.c.rowid).where(
-                _match(_expression(self.words)), _record_text.c.rowid.between(min(rids), max(rids)),
-                (_record_text.c.rowid + 0).in_(rids),
-            )
-        else:
-            query = _all_words(self.words).where(record_terms.c.rid.in_(rids))
+            # Each row's terms, read by rowid from the FTS5 table's content (its documented
+            # shadow table ``record_text_content``: a plain rowid B-tree), and the words
+            # looked for here: a term is a whole space-separated token, and index and query
+            # make their terms alike (exchange.records.textindex). A MATCH over the chunk's
+            # range of rowids read every match in that range instead (for a common word,
+            # thousands per chunk: 2.3 ms of a 4 ms search at 1,000,000 records, this 1.3).
+            marks = [f" {word} " for word in self.words]
+            found = conn.exec_driver_sql(
+                f"SELECT id, c0 FROM record_text_content WHERE id IN ({', '.join('?' * len(rids))})", tuple(rids))
+            return {int(rid) for rid, terms in found if all(mark in f" {terms} " for mark in marks)}
+        query = _all_words(self.words).where(record_terms.c.rid.in_(rids))
         return set(conn.execute(query).scalars())
 
 
