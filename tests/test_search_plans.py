@@ -141,6 +141,31 @@ def test_one_observable_walks_newest_first_and_pages(store: Store) -> None:
     assert [r.rid for r in search(store, both)] == _expected(store, lambda r: r.rid in either)
 
 
+def test_a_walk_runs_prepared_where_nothing_sorts(store: Store) -> None:
+    """PostgreSQL: a walk runs on a connection of the walks' own, in a session that plans without
+    sorting, prepared on a generic plan (planning the search statement cost three times its
+    execution, at every search) and in autocommit (psycopg drops what it prepared at a ROLLBACK).
+    Other reads (``Store.read``) sort, and are in autocommit too. SQLite: one pool for all."""
+    criteria = SearchFilter(observables=(("hs_code", "854231"),), classifications=("UNCLASSIFIED", "RESTRICTED"))
+    for _ in range(3):
+        assert list(search(store, criteria))
+    with store.walk() as walker, store.walk(False) as other:
+        if store.engine.dialect.name == "sqlite":
+            assert walker.engine.pool is other.engine.pool is store.engine.pool
+            return
+        prepared = walker.exec_driver_sql(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements").all()
+        walks = [row for row in prepared if "JOIN observables" in row.statement]
+        assert len(walks) == 1, [r.statement[:200] for r in prepared]  # one statement, prepared once, run three times
+        assert walks[0].generic_plans == 3 and walks[0].custom_plans == 0
+        assert walker.exec_driver_sql("SHOW enable_sort").scalar() == "off"
+        assert other.exec_driver_sql("SHOW enable_sort").scalar() == "on"
+        # Both in autocommit: no BEGIN and ROLLBACK round trips around a read.
+        assert walker.connection.driver_connection.autocommit  # type: ignore[union-attr]
+        assert other.connection.driver_connection.autocommit  # type: ignore[union-attr]
+        assert not other.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar()
+
+
 def _carriers(store: Store, value: str) -> set[int]:
     with store.engine.connect() as conn:
         return set(conn.execute(observables.select().where(observables.c.value == value)

@@ -18,7 +18,6 @@ from sqlalchemy import Connection, Select, and_, func, insert, or_, select
 from exchange.core.marking import Marking
 from exchange.records.envelope import RECORD_TYPE, WITHDRAWAL_TYPE
 from exchange.store import integrity
-from exchange.store.engine import in_index_order
 from exchange.store.integrity import LOG_SEALED
 from exchange.store.rows import by_position, log_values, next_received_at, next_seq
 from exchange.store.schema import log, records
@@ -160,7 +159,7 @@ def log_after(
         # Walk the log in seq order and stop at ``chunk``: misled by the audience LIKE,
         # PostgreSQL fetched, joined and sorted every entry after the position instead, for
         # every chunk, quadratic on the server (80 ms a chunk at 50,000 entries).
-        with store.engine.connect() as conn, in_index_order(conn, walk=True):
+        with store.walk() as conn:
             rows = conn.execute(page).all()
         if rows:  # the rows of one query share their columns
             checked = by_position(tuple(rows[0]._fields), integrity.ENTRY_CHECKED)

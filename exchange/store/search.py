@@ -18,7 +18,6 @@ from exchange.records import textindex
 from exchange.records.translations import searchable_text
 from exchange.store import textsearch
 from exchange.store.current import StoredRecord, sealed, select_current_of
-from exchange.store.engine import in_index_order
 from exchange.store.schema import observables, record_countries, record_sectors, records
 from exchange.store.store import Store
 from exchange.v1 import records_pb2
@@ -159,8 +158,8 @@ def newest_first(
     ``walk``: an index in exactly this order exists and is the plan to use. PostgreSQL's
     planner, misled by estimates of the user prefilter (a LIKE over the release list),
     would otherwise fetch every candidate and sort them (60 ms for the 10,000 records of
-    one HS code at 1,000,000 records, where the walk stops after a page: 2 ms); so sorting
-    is switched off for the statement (SET LOCAL, this transaction only).
+    one HS code at 1,000,000 records, where the walk stops after a page: 2 ms); so the
+    statement runs where sorting is switched off (``Store.walk``, a prepared generic plan).
 
     ``pause``, if given, is called before every chunk but the first, outside any transaction.
 
@@ -178,14 +177,11 @@ def newest_first(
         values = dict(params or {})
         if position is not None:
             values["after_time"], values["after_rid"] = position
-        with store.engine.connect() as conn:
-            if keep is None:
-                with in_index_order(conn, walk, restore=False):  # the transaction ends next
-                    rows = conn.execute(walked, values).all()
-                shown = rows
-            else:
-                with in_index_order(conn, walk):
-                    rows = conn.execute(walked, values).all()
+        with store.walk(walk) as conn:
+            rows = conn.execute(walked, values).all()
+        shown = rows
+        if keep is not None:
+            with store.read() as conn:  # left to the planner: a walk's session would not sort
                 kept = keep(conn, [int(r[0]) for r in rows])  # rows of (rid, time): ids_only
                 shown = conn.execute(of_kept, {**values, "kept": sorted(kept)}).all() if kept else []
         yield from sealed(store, shown)  # integrity: an edited row is never served

@@ -141,7 +141,7 @@ def sightings_on(store: Store, originator: str, record_id: str, *, relayed: bool
 # One statement for every page (the values bound): built per call, SQLAlchemy's statement
 # construction and cache key were most of the counts' time on a page of search results.
 # PostgreSQL takes the ids as one array, so the statement's text is the same for every page
-# and the driver prepares it once (an IN list of each length is another statement to plan).
+# (an IN list of each length is another statement for SQLAlchemy to compile and cache).
 _COUNTED = select(sightings.c.record_id, sightings.c.verdict, func.count()).group_by(
     sightings.c.record_id, sightings.c.verdict)
 _COUNTS = _COUNTED.where(sightings.c.originator == bindparam("originator"),
@@ -160,7 +160,7 @@ def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str
     by_originator: dict[str, list[str]] = {}
     for originator, record_id in wanted:
         by_originator.setdefault(originator, []).append(record_id)
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         for originator, ids in by_originator.items():
             statement = _COUNTS_PG if conn.dialect.name == "postgresql" else _COUNTS
             for record_id, verdict, n in conn.execute(statement, {"originator": originator, "ids": ids}):

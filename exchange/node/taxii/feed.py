@@ -42,7 +42,6 @@ from exchange.stix.common import TLP_IDS, StixObject, shared_objects
 from exchange.stix.mapping import main_id, record_objects
 from exchange.store import Store, StoredRecord
 from exchange.store.current import current_record, select_current, to_record
-from exchange.store.engine import in_index_order
 from exchange.store.schema import log, records
 from exchange.store.search import user_prefilter
 from exchange.v1 import records_pb2
@@ -290,7 +289,7 @@ class Feed:
         while True:
             chunk = CHUNK if budget is None else max(1, min(CHUNK, budget - read))
             query = base.where(records.c.seq >= position).order_by(records.c.seq).limit(chunk)
-            with self.store.engine.connect() as conn, in_index_order(conn, True):
+            with self.store.walk() as conn:
                 rows = conn.execute(query).all()
             read += len(rows)
             for row in rows:
