@@ -122,10 +122,12 @@ def test_text_plan_follows_the_number_of_matches(store: Store, monkeypatch: pyte
     if store.engine.dialect.name == "postgresql":  # the plan follows the planner's statistics there
         with store.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE record_terms")
-    assert textsearch.plan(store.engine, ["技術"]).condition is not None  # fewer than COLLECT_LIMIT
+    assert textsearch.plan(store.engine, ["技術"]).few  # fewer than COLLECT_LIMIT: the index names them
     monkeypatch.setattr(textsearch, "COLLECT_LIMIT", 5)
-    assert textsearch.plan(store.engine, ["技術"]).condition is None  # many: chunks are filtered
-    assert textsearch.plan(store.engine, ["zzzz"]).condition is not None
+    many = textsearch.plan(store.engine, ["技術"])
+    assert not many.few  # many: the records walked are judged (PostgreSQL in SQL, SQLite by chunk)
+    assert (many.condition is None) == (store.engine.dialect.name == "sqlite")
+    assert textsearch.plan(store.engine, ["zzzz"]).few
 
 
 def test_one_observable_walks_newest_first_and_pages(store: Store) -> None:

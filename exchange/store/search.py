@@ -107,8 +107,10 @@ def search(
     params = shape.params(criteria, store.distrusted_keys)
     keep = None
     reuse = True  # the statement is the shape's own, so the ones each chunk derives from it are kept too
+    rare_text = False
     if criteria.text_terms:
         text_plan = textsearch.plan(store.engine, criteria.text_terms)
+        rare_text = text_plan.few
         if text_plan.condition is not None:
             base, reuse = base.where(text_plan.condition), False
         else:
@@ -117,8 +119,7 @@ def search(
     # by issued_at, filtered by chunk or by nothing selective); PostgreSQL is told not to
     # sort instead (see newest_first). A selective condition (countries, sectors, several
     # observables, a rare word) is left to the planner: it reads few rows, then sorts them.
-    selective = bool(criteria.countries or criteria.sectors or len(criteria.observables) > 1
-                     or (criteria.text_terms and keep is None))
+    selective = bool(criteria.countries or criteria.sectors or len(criteria.observables) > 1 or rare_text)
     walk = keep is not None or len(criteria.observables) == 1 or not selective
     rows = newest_first(store, base, time_column, after, rid_column=rid_column, first_chunk=first_chunk,
                         keep=keep, walk=walk, pause=pause, params=params, reuse=reuse)

@@ -38,6 +38,7 @@ from sqlalchemy import (
     bindparam,
     column,
     delete,
+    exists,
     func,
     literal_column,
     select,
@@ -109,31 +110,30 @@ _record_text = table("record_text", column("rowid", Integer))
 class TextPlan:
     """How a search applies its text condition: in SQL, or to each chunk of rows it walks."""
 
-    condition: ColumnElement[bool] | None  # a WHERE condition, or None: use ``keep``
+    condition: ColumnElement[bool] | None  # a WHERE condition, or None: use ``keep`` (SQLite)
     words: tuple[str, ...] = ()
+    # Whether few records match: the condition then names them, and the search reads those
+    # and sorts them. Otherwise the search walks records newest first, and the condition
+    # (PostgreSQL) or ``keep`` (SQLite) judges each row walked.
+    few: bool = True
 
     def keep(self, conn: Connection, rids: Sequence[int]) -> set[int]:
-        """Which of ``rids`` the index holds every word for, in one query.
+        """Which of ``rids`` the index holds every word for, in one query (SQLite).
 
-        SQLite: the rows' terms by rowid, matched here (a probe of FTS5 per rid would seek
-        every segment of its index once per record). PostgreSQL: the chunk's rows of
-        ``record_terms`` (primary key lookups), by containment.
+        Each row's terms, read by rowid from the FTS5 table's content (its documented shadow
+        table ``record_text_content``: a plain rowid B-tree), and the words looked for here: a
+        term is a whole space-separated token, and index and query make their terms alike
+        (exchange.records.textindex). A MATCH over the chunk's range of rowids read every match
+        in that range instead (for a common word, thousands per chunk: 2.3 ms of a 4 ms search
+        at 1,000,000 records, this 0.6); a probe of FTS5 per rid would seek every segment of
+        its index once per record.
         """
         if not rids:
             return set()
-        if is_sqlite(conn):
-            # Each row's terms, read by rowid from the FTS5 table's content (its documented
-            # shadow table ``record_text_content``: a plain rowid B-tree), and the words
-            # looked for here: a term is a whole space-separated token, and index and query
-            # make their terms alike (exchange.records.textindex). A MATCH over the chunk's
-            # range of rowids read every match in that range instead (for a common word,
-            # thousands per chunk: 2.3 ms of a 4 ms search at 1,000,000 records, this 1.3).
-            marks = [f" {word} " for word in self.words]
-            found = conn.exec_driver_sql(
-                f"SELECT id, c0 FROM record_text_content WHERE id IN ({', '.join('?' * len(rids))})", tuple(rids))
-            return {int(rid) for rid, terms in found if all(mark in f" {terms} " for mark in marks)}
-        query = _all_words(self.words).where(record_terms.c.rid.in_(rids))
-        return set(conn.execute(query).scalars())
+        marks = [f" {word} " for word in self.words]
+        found = conn.exec_driver_sql(
+            f"SELECT id, c0 FROM record_text_content WHERE id IN ({', '.join('?' * len(rids))})", tuple(rids))
+        return {int(rid) for rid, terms in found if all(mark in f" {terms} " for mark in marks)}
 
 
 def _expression(words: Sequence[str]) -> str:
@@ -172,10 +172,12 @@ def plan(bind: Engine | Connection, words: Sequence[str]) -> TextPlan:
       search reads only those records and sorts them;
     * many (a common word such as 技術, in a third of the records): reading and sorting
       them all would cost far more than a page is worth, so the search walks records
-      newest first (ix_records_issued, the cheap conditions in SQL) and asks the index,
-      once per chunk of rows, which of them match (``TextPlan.keep``). On SQLite a
-      correlated FTS5 probe per row would do the same in SQL but costs one FTS5 query
-      per record, each seeking every segment of the index.
+      newest first (ix_records_issued, the cheap conditions in SQL) and stops when its page
+      is full. PostgreSQL judges each row walked in the same statement: does its
+      ``record_terms`` row (a primary key lookup) hold every word (``EXISTS``)? SQLite asks,
+      once per chunk of rows, which of them match (``TextPlan.keep``): a correlated FTS5
+      probe per row would cost one FTS5 query per record, each seeking every segment of
+      the index.
 
     The answer to "few or many" is kept for ``PLAN_SECONDS`` per set of words: counting
     a common word's first 20,000 matches was an eighth of its search (about 1 ms at
@@ -188,7 +190,10 @@ def plan(bind: Engine | Connection, words: Sequence[str]) -> TextPlan:
         if is_sqlite(bind):
             return TextPlan(records.c.rid.in_(select(_record_text.c.rowid).where(_match(_expression(words)))))
         return TextPlan(records.c.rid.in_(_all_words(words)))
-    return TextPlan(None, words)
+    if is_sqlite(bind):
+        return TextPlan(None, words, few=False)
+    return TextPlan(exists().where(record_terms.c.rid == records.c.rid,
+                                   record_terms.c.terms.contains(sorted(set(words)))), words, few=False)
 
 
 def _few(bind: Engine | Connection, words: tuple[str, ...]) -> bool:
