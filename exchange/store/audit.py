@@ -279,7 +279,8 @@ class Store(Protocol):
     @property
     def engine(self) -> Engine: ...
 
-    def write(self, *, durable: bool = True, audit_only: bool = False) -> AbstractContextManager[Connection]: ...
+    def write(self, *, durable: bool = True, audit_only: bool = False, one_statement: bool = False
+              ) -> AbstractContextManager[Connection]: ...
 
 
 def now_us() -> int:
@@ -357,11 +358,14 @@ def _lead(store: Store, group: _Group) -> None:
     head, group.head = group.head, None  # known again only once this transaction has committed
     try:
         texts = [(p.at, p.actor, p.action, p.text) for p in batch]
-        with store.write(audit_only=True) as tx:
-            moved = None
-            if head is not None and tx.dialect.name == "postgresql":
-                moved = _append_after(tx, head, texts)
-            if moved is None:
+        moved = None
+        if head is not None and store.engine.dialect.name == "postgresql":
+            # One statement, its own transaction (it writes every entry or none): no BEGIN and
+            # COMMIT round trips, a third of an append's time.
+            with store.write(audit_only=True, one_statement=True) as conn:
+                moved = _append_after(conn, head, texts)
+        if moved is None:
+            with store.write(audit_only=True) as tx:
                 moved = _append_read(tx, texts)
         group.head = moved
         for offset, pending in enumerate(batch, start=1):

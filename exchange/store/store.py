@@ -153,7 +153,8 @@ class Store:
         self._distrusted_keys = frozenset(key_ids)
 
     @contextmanager
-    def write(self, *, durable: bool = True, audit_only: bool = False) -> Iterator[Connection]:
+    def write(self, *, durable: bool = True, audit_only: bool = False, one_statement: bool = False
+              ) -> Iterator[Connection]:
         """The write transaction: ``with store.write() as tx:`` commits at the end of the block,
         or rolls back if it raises.
 
@@ -170,11 +171,14 @@ class Store:
         does), not the writers' lock nor this process's: serving a query or a pull never
         waits for a writer that is slow or idle in its transaction. On SQLite, one write
         lock serves all, so it is an ordinary write transaction there.
+
+        ``one_statement`` (with ``audit_only``, PostgreSQL): the block runs one statement, which
+        is then its own transaction (autocommit): no BEGIN and COMMIT round trips around it.
         """
         # seal.anchoring: once the transaction commits, the audit head it wrote is anchored
         # outside the database (exchange/store/integrity.py).
         if audit_only and self._engine.dialect.name != "sqlite":
-            with self.seal.anchoring(), self._writer.begin() as conn:
+            with self.seal.anchoring(), (self._reader if one_statement else self._writer).begin() as conn:
                 yield conn
             return
         with self._write_lock, self.seal.anchoring(), self._writer.connect() as conn, \
