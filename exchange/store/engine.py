@@ -61,7 +61,7 @@ def make_engine(url: str, *, wal_autocheckpoint: int | None = None) -> Engine:
 
 
 def make_walk_engine(url: str) -> Engine | None:
-    """PostgreSQL: the engine of walks (:func:`walking`); None on SQLite, whose planner needs no such help.
+    """PostgreSQL: the engine of walks (``Store.walk``); None on SQLite, whose planner needs no such help.
 
     A walk is one statement that follows an index already in the order asked for (a search's
     chunk newest first, a pull's log in seq order) and stops at its LIMIT. PostgreSQL's planner,
@@ -163,8 +163,6 @@ def serialise_audit(conn: Connection) -> None:
     """Take the audit chain's lock for the rest of this transaction (PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, hashtext(current_schema()))"), {"key": AUDIT_LOCK})
-
-
 
 
 def _sqlite_engine(url: str, wal_autocheckpoint: int | None = None) -> Engine:
