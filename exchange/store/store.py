@@ -59,7 +59,7 @@ class Store:
 
     def __init__(
         self, engine: Engine, *, agency: str, seal: integrity.Integrity, distrusted_keys: Iterable[str] = (),
-        checkpointer: WalCheckpointer | None = None, walk_engine: Engine | None = None,
+        checkpointer: WalCheckpointer | None = None,
     ) -> None:
         self._base_engine = engine
         self.checkpointer = checkpointer  # SQLite, a node's store: copies the WAL in the background
@@ -70,8 +70,8 @@ class Store:
         # connections of their own (engine.make_walk_engine).
         postgresql = engine.dialect.name == "postgresql"
         self._reader = self._engine.execution_options(isolation_level="AUTOCOMMIT") if postgresql else self._engine
-        self._walk_engine = walk_engine
-        self._walker = (walk_engine or engine).execution_options(**{integrity.OPTION: seal})
+        self._walk_engine = make_walk_engine(engine.url.render_as_string(hide_password=False))
+        self._walker = (self._walk_engine or engine).execution_options(**{integrity.OPTION: seal})
         self._writer = self._engine.execution_options(**WRITE)
         self.seal = seal
         seal.reporter = integrity.Reporter(self.write, agency)
@@ -109,8 +109,7 @@ class Store:
                 engine.dispose()
                 raise
         checkpointer = WalCheckpointer(engine) if background else None
-        store = cls(engine, agency=agency, seal=seal, distrusted_keys=distrusted_keys, checkpointer=checkpointer,
-                    walk_engine=make_walk_engine(url))
+        store = cls(engine, agency=agency, seal=seal, distrusted_keys=distrusted_keys, checkpointer=checkpointer)
         if checkpointer is not None:
             checkpointer.start()
         return store
