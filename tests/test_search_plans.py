@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from exchange.records import textindex
 from exchange.records.envelope import RECORD_TYPE, content_hash
@@ -116,6 +116,31 @@ def test_both_text_plans_give_the_same_pages(store: Store, monkeypatch: pytest.M
         # Read to the end with a small first chunk: the walk reads a few matches a round and
         # resumes after the last one read, missing and repeating none.
         assert [r.rid for r in search(store, criteria, first_chunk=3)] == expected, word
+
+
+@pytest.mark.parametrize("collect_limit", [1, 10_000])
+def test_a_row_whose_marking_was_lowered_is_found_by_no_plan(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                                             collect_limit: int) -> None:
+    """An insider lowers a SECRET record's classification in ``records``: neither text plan (on
+    PostgreSQL the common word's walk runs prepared in a session of its own; on SQLite its chunk
+    filter reads the FTS5 content), nor an observable's walk, ever yields it."""
+    monkeypatch.setattr(textsearch, "COLLECT_LIMIT", collect_limit)
+    cleared = ("UNCLASSIFIED", "RESTRICTED")
+    word = SearchFilter(text="技術", text_terms=tuple(textindex.query_terms("技術")), classifications=cleared)
+    before = [r.rid for r in search(store, word)]
+    with store.engine.connect() as conn:
+        secret = conn.execute(text(
+            "SELECT rid, observables.value FROM records JOIN observables USING (rid) "
+            "WHERE records.classification = 'SECRET' AND (title LIKE '%技術%' OR summary LIKE '%技術%') "
+            "ORDER BY rid LIMIT 1")).one()
+    hs = SearchFilter(observables=(("hs_code", secret.value),), classifications=cleared)
+    hs_before = [r.rid for r in search(store, hs)]
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE records SET classification = 'RESTRICTED' WHERE rid = :rid"), {"rid": secret.rid})
+    for _ in range(2):  # the second time from the prepared statement, on PostgreSQL
+        assert [r.rid for r in search(store, word)] == before
+        assert [r.rid for r in search(store, hs)] == hs_before
+    assert secret.rid not in before and secret.rid not in hs_before
 
 
 def test_text_plan_follows_the_number_of_matches(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
