@@ -411,10 +411,12 @@ def schema_fingerprint() -> str:
 
 def upgrade(database_url: str, folder: Path) -> float:
     """Bring the store's schema to this software's revision (`exchange db upgrade`)."""
-    from exchange.store import migrate
+    from exchange.store import integrity, migrate
 
     started = time.perf_counter()
-    migrate.upgrade_url(database_url, data_dir=folder)
+    # With the node's key, as `exchange db upgrade --config` passes it: a revision may renew seals.
+    seal = integrity.for_node(folder / "federation" / "pki", NODE, database_url)
+    migrate.upgrade_url(database_url, data_dir=folder, seal=seal)
     return time.perf_counter() - started
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -68,10 +69,10 @@ def _sql(federation: Federation, data_dir: Path, statement: str, **params: objec
         engine.dispose()
 
 
-def _config(federation: Federation, tmp_path: Path, data_dir: Path) -> Path:
-    config = tmp_path / "node.toml"
+def _config(federation: Federation, tmp_path: Path, data_dir: Path, agency: str = "JPN-NPA") -> Path:
+    config = tmp_path / f"{agency}.toml"
     config.write_text(
-        f'agency = "JPN-NPA"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
+        f'agency = "{agency}"\nlisten = "127.0.0.1:0"\npki_dir = "{federation.pki_dir}"\n'
         f'data_dir = "{data_dir}"\n{federation.backend.config_line(data_dir)}',
         encoding="utf-8",
     )
@@ -88,7 +89,7 @@ def _integrity_events(node: Node) -> list[dict[str, str]]:
     return [json.loads(e.detail) for e in security_events(node.store) if e.kind == "integrity"]
 
 
-def _set(columns: dict[str, str]) -> str:
+def _set(columns: Mapping[str, object]) -> str:
     return ", ".join(f"{name} = :{name}" for name in columns)
 
 
@@ -242,6 +243,33 @@ def test_a_received_record_edited_on_the_holder_is_not_served(federation: Federa
     with pytest.raises(grpc.RpcError):
         rchen.query.Get(query_pb2.GetRequest(ref=ref), timeout=10)
     assert {e["record_id"] for e in _integrity_events(usa)} == {ref.record_id}
+
+
+@pytest.mark.parametrize("receipt", [{"received_from": "KOR-KNPA"}, {"received_at": 1}])
+def test_a_received_record_whose_receipt_was_edited_is_not_served(
+    federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], receipt: dict[str, object],
+) -> None:
+    """Where an entry came from, and when, is sealed (revision 0017): users are shown it as the
+    record's provenance, TAXII dates entries by it, and re-signing after a key leak trusts only
+    the entries a node wrote itself. An insider who rewrites it breaks the seal."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    ref = _submit(sato, "出所", _marking("SECRET", ["USA-DTSF"], "AMBER"))
+    kept = _submit(sato, "無傷", _marking("SECRET", ["USA-DTSF"], "AMBER"))
+    assert usa.puller.pull("JPN-NPA").applied.stored == 2
+    rchen = UserClient.of(federation.user_channel(usa, "USA-DTSF", "rchen"))
+    held = rchen.query.Get(query_pb2.GetRequest(ref=ref), timeout=10).record
+    assert held.received_from == "JPN-NPA"
+    assert _sql(federation, tmp_path / "usa", f"UPDATE log SET {_set(receipt)} WHERE record_id = :rid",
+                rid=ref.record_id, **receipt) == 1
+    with pytest.raises(grpc.RpcError) as caught:
+        rchen.query.Get(query_pb2.GetRequest(ref=ref), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # as if it were not there
+    assert rchen.query.Get(query_pb2.GetRequest(ref=kept), timeout=10).record.received_from == "JPN-NPA"
+    assert {e["record_id"] for e in _integrity_events(usa)} == {ref.record_id}
+    code, out = _verify(_config(federation, tmp_path, tmp_path / "usa", "USA-DTSF"), capsys)
+    assert code != 0 and ref.record_id in out and kept.record_id not in out
 
 
 def _entries(stub: sync_pb2_grpc.SyncServiceStub) -> list[str]:

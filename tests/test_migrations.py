@@ -166,6 +166,55 @@ def test_a_database_made_by_the_first_migration_upgrades_to_head_with_nothing_lo
         store.close()
 
 
+def _named(problems: list[str]) -> set[str]:
+    """The record ids that seal problems name ("record KOR-KNPA/<id>...")."""
+    return {p.split("/", 1)[1].split(":")[0].split(" ")[0] for p in problems}
+
+
+def _seal_as_before_0017(engine: Engine) -> None:
+    """Every log entry's seal as revisions 0003 to 0016 made it (no receipt), and the schema at 0016."""
+    with engine.begin() as conn:
+        rows = conn.execute(text("SELECT seq, originator, record_id, version, payload_type, key_id, audience, "
+                                 "classification, releasable_to, tlp, caveats, content_hash FROM log")).all()
+        for row in rows:
+            conn.execute(text("UPDATE log SET mac = :mac WHERE seq = :seq"),
+                         {"mac": SEAL.log_mac_before_0017(*row), "seq": row.seq})
+        conn.execute(text("UPDATE alembic_version SET version_num = '0016'"))
+
+
+def test_log_seals_made_before_0017_are_renewed_to_cover_the_receipt(
+    federation: Federation, tmp_path: Path
+) -> None:
+    backend, data_dir = federation.backend, tmp_path / "db"
+    url = backend.migrated(data_dir)
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
+    refs = fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 12)
+    store.close()
+    engine = make_engine(url)
+    try:
+        _seal_as_before_0017(engine)
+        with engine.begin() as conn:  # an insider's edit before the upgrade: it must not be blessed
+            conn.execute(text("UPDATE log SET classification = 'UNCLASSIFIED' WHERE record_id = :r"),
+                         {"r": refs[0].record_id})
+        with pytest.raises(ConfigError, match=r"0017 seals where each log entry came from.*exchange db upgrade"):
+            migrate.upgrade(engine)  # the key is needed
+        assert migrate.current(engine) == "0016"  # and nothing changed
+        assert migrate.upgrade(engine, seal=SEAL) == ("0016", migrate.head())
+    finally:
+        engine.dispose()
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
+    try:
+        assert _named(seal_problems(store)) == {refs[0].record_id}  # still reported
+        assert len(list(search(store, SearchFilter(originators=("KOR-KNPA",))))) == 11  # the rest renewed
+        # From now on the receipt is sealed: rewriting where an entry came from is detected.
+        with store.engine.begin() as conn:
+            conn.execute(text("UPDATE log SET received_from = 'USA-DTSF' WHERE record_id = :r"),
+                         {"r": refs[1].record_id})
+        assert _named(seal_problems(store)) == {refs[0].record_id, refs[1].record_id}
+    finally:
+        store.close()
+
+
 def test_a_node_refuses_a_database_without_the_schema(backend: Backend, tmp_path: Path) -> None:
     url = backend.url(tmp_path / "empty")
     (tmp_path / "empty").mkdir()

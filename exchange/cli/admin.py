@@ -274,7 +274,8 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
     from exchange.store import integrity, migrate
 
     config = node_config(args)
-    # Only rows written before revision 0003 need the key (to be sealed); migrate says so if missing.
+    # Rows written before revision 0003, and log entries before 0017, need the key (to be sealed);
+    # migrate says so if it is missing.
     has_key = integrity.key_path(config.pki_dir, config.agency).exists()
     seal = integrity.for_node(config.pki_dir, config.agency, config.database_url) if has_key else None
     before, after = migrate.upgrade_url(config.database_url, data_dir=config.data_dir, seal=seal)

@@ -75,14 +75,15 @@ PASSED_ROWS = 10_000
 CURRENT_CHECKED = (
     "originator", "record_id", "version", "seq", "status", "kind", "classification", "releasable_to", "tlp",
     "caveats", "mac", "log_payload_type", "log_key_id", "log_audience", "log_classification",
-    "log_releasable_to", "log_tlp", "log_caveats", "log_content_hash", "log_mac", "envelope",
+    "log_releasable_to", "log_tlp", "log_caveats", "log_content_hash", "received_from", "received_at", "log_mac",
+    "envelope",
 )
 _current_checked = operator.attrgetter(*CURRENT_CHECKED)
 # The values of a ``log_after`` row that ``entry_problem`` reads, in the order it takes them.
 ENTRY_CHECKED = (
     "seq", "originator", "record_id", "version", "payload_type", "key_id", "audience", "v_classification",
-    "v_releasable_to", "v_tlp", "v_caveats", "content_hash", "mac", "classification", "r_version", "r_seq",
-    "r_status", "r_kind", "releasable_to", "tlp", "caveats", "r_mac", "purged", "envelope",
+    "v_releasable_to", "v_tlp", "v_caveats", "content_hash", "received_from", "received_at", "mac", "classification",
+    "r_version", "r_seq", "r_status", "r_kind", "releasable_to", "tlp", "caveats", "r_mac", "purged", "envelope",
 )
 _entry_checked = operator.attrgetter(*ENTRY_CHECKED)
 
@@ -197,7 +198,20 @@ class Integrity:
 
     def log_mac(self, seq: int, originator: str, record_id: str, version: int, payload_type: str, key_id: str,
                 audience: str, classification: str, releasable_to: str, tlp: str, caveats: str,
-                content_hash: bytes) -> bytes:
+                content_hash: bytes, received_from: str, received_at: int) -> bytes:
+        """A log entry's seal. Its receipt (the partner it came from, when) is covered since
+        revision 0017: what a user is shown as a record's provenance, what TAXII dates an
+        entry by, and what tells this node's own entries from a partner's when it re-signs
+        them (exchange/store/resign.py)."""
+        return self._mac(b"log\x00", (seq, originator, record_id, version, payload_type, key_id, audience,
+                                      classification, releasable_to, tlp, caveats, bytes(content_hash),
+                                      received_from, int(received_at)))
+
+    def log_mac_before_0017(self, seq: int, originator: str, record_id: str, version: int, payload_type: str,
+                            key_id: str, audience: str, classification: str, releasable_to: str, tlp: str,
+                            caveats: str, content_hash: bytes) -> bytes:
+        """A log entry's seal as revisions 0003 to 0016 made it (no receipt): only for the
+        upgrade to 0017, which checks each entry's seal under it before sealing it anew."""
         return self._mac(b"log\x00", (seq, originator, record_id, version, payload_type, key_id, audience,
                                       classification, releasable_to, tlp, caveats, bytes(content_hash)))
 
@@ -270,7 +284,7 @@ class Integrity:
         else, so the values it remembers are all it depends on."""
         (originator, record_id, version, seq, status, kind, classification, releasable_to, tlp, caveats, mac,
          log_payload_type, log_key_id, log_audience, log_classification, log_releasable_to, log_tlp, log_caveats,
-         log_content_hash, log_mac, envelope) = values
+         log_content_hash, received_from, received_at, log_mac, envelope) = values
         expected = self.records_mac(originator, record_id, version, seq, status, kind, classification, releasable_to,
                                     tlp, caveats)
         if mac is None or not hmac.compare_digest(expected, bytes(mac)):
@@ -278,7 +292,8 @@ class Integrity:
         # The envelope served is the log entry's at records.seq: that entry must be this
         # record's sealed version, and the envelope its payload.
         expected = self.log_mac(seq, originator, record_id, version, log_payload_type, log_key_id, log_audience,
-                                log_classification, log_releasable_to, log_tlp, log_caveats, log_content_hash)
+                                log_classification, log_releasable_to, log_tlp, log_caveats, log_content_hash,
+                                received_from, received_at)
         if log_mac is None or not hmac.compare_digest(expected, bytes(log_mac)):
             return f"its log entry {seq} does not match its seal"
         return self._envelope_problem(seq, envelope, log_content_hash, log_key_id, log_payload_type)
@@ -291,10 +306,10 @@ class Integrity:
         """``entry_problem`` of a row's ``ENTRY_CHECKED`` values, in that order (``log_after``
         reads them by position: ``rows.by_position``)."""
         (seq, originator, record_id, version, payload_type, key_id, audience, v_classification, v_releasable_to,
-         v_tlp, v_caveats, content_hash, mac, classification, r_version, r_seq, r_status, r_kind, releasable_to, tlp,
-         caveats, r_mac, purged, envelope) = values
+         v_tlp, v_caveats, content_hash, received_from, received_at, mac, classification, r_version, r_seq, r_status,
+         r_kind, releasable_to, tlp, caveats, r_mac, purged, envelope) = values
         expected = self.log_mac(seq, originator, record_id, version, payload_type, key_id, audience, v_classification,
-                                v_releasable_to, v_tlp, v_caveats, content_hash)
+                                v_releasable_to, v_tlp, v_caveats, content_hash, received_from, received_at)
         if mac is None or not hmac.compare_digest(expected, bytes(mac)):
             return f"its log entry {seq} does not match its seal"
         if classification is not None:  # the current version's marking, joined from records
@@ -424,7 +439,7 @@ ANCHOR_MAGIC = b"EXAUDIT1"
 # The columns of a log row and of a current-version row that their seals cover, after
 # seq (log) and after originator and record_id (records), in the order the MACs take them.
 LOG_SEALED = ("originator", "record_id", "version", "payload_type", "key_id", "audience", "classification",
-              "releasable_to", "tlp", "caveats", "content_hash")
+              "releasable_to", "tlp", "caveats", "content_hash", "received_from", "received_at")
 RECORDS_SEALED = ("version", "seq", "status", "kind", "classification", "releasable_to", "tlp", "caveats")
 
 

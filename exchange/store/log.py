@@ -116,7 +116,8 @@ def log_after(
             log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
             log.c.tlp.label("v_tlp"), log.c.caveats.label("v_caveats"),
             # What the seals cover besides (integrity.Integrity.entry_problem).
-            log.c.key_id, log.c.purged, log.c.mac, records.c.version.label("r_version"),
+            log.c.key_id, log.c.received_from, log.c.received_at, log.c.purged, log.c.mac,
+            records.c.version.label("r_version"),
             records.c.seq.label("r_seq"), records.c.status.label("r_status"), records.c.kind.label("r_kind"),
             records.c.mac.label("r_mac"),
         )

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 SCRIPTS = "exchange.store:migrations"
 FIRST_REVISION = "0001"
 UNSEALED = {"0001", "0002"}  # revisions whose rows 0003 seals (exchange/store/sealcheck.py)
+RECEIPTS = "0017"  # log seals cover the receipt from this revision on (sealcheck.seal_receipts)
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -66,7 +67,8 @@ def upgrade(engine: Engine, revision: str = "head", *, seal: Integrity | None = 
     One transaction, so a failure leaves the schema as it was; on PostgreSQL the
     writers' lock is taken first, so replicas upgrading at once run one after another.
     Rows written before revision 0003 are sealed with ``seal`` (the node's integrity key),
-    in the same transaction.
+    in the same transaction; so are, anew, log entries sealed before 0017 (which covers where
+    and when each came from). Either needs the key once the database holds rows.
     """
     before = current(engine)
     if before is not None and before not in known_revisions():
@@ -78,10 +80,30 @@ def upgrade(engine: Engine, revision: str = "head", *, seal: Integrity | None = 
         if before is None and "log" in inspect(conn).get_table_names():
             _adopt(conn)
             unsealed = True
+        receipts_unsealed = before is not None and not unsealed and _earlier(before, RECEIPTS)
         command.upgrade(_config(conn), revision)
         if unsealed and revision == "head":
             _seal(conn, seal)
+        elif receipts_unsealed and revision == "head":
+            _seal_receipts(conn, seal)
     return before, current(engine) or ""
+
+
+def _earlier(revision: str, than: str) -> bool:
+    """Whether ``revision`` comes before ``than`` (this software's revisions are numbered in order)."""
+    return int(revision) < int(than)
+
+
+def _seal_receipts(conn: Connection, seal: Integrity | None) -> None:
+    from exchange.store import sealcheck
+
+    if seal is not None:
+        sealcheck.seal_receipts(conn, seal)
+        return
+    if conn.exec_driver_sql("SELECT 1 FROM log LIMIT 1").first() is not None:
+        raise ConfigError("revision 0017 seals where each log entry came from: the log's seals must be renewed "
+                          "with the node's integrity key: run `exchange db upgrade --config node.toml` where "
+                          "the key is")
 
 
 def _seal(conn: Connection, seal: Integrity | None) -> None:

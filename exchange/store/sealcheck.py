@@ -1,4 +1,4 @@
-"""Every seal at once: what ``exchange audit verify`` reports, and sealing at revision 0003.
+"""Every seal at once: what ``exchange audit verify`` reports, and sealing at revisions 0003 and 0017.
 
 The read paths check the rows they are about to serve (exchange/store/integrity.py);
 this walks all of them, so an operator learns of an edit before anyone asks for the
@@ -8,6 +8,8 @@ a row deleted, added or edited there is named.
 
 from __future__ import annotations
 
+import hmac
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,9 @@ from exchange.store import audit as audit_log
 from exchange.store.integrity import LOG_SEALED, RECORDS_SEALED, Integrity
 from exchange.store.schema import disclosure_index, log, records
 
-__all__ = ["problems", "seal_existing"]
+__all__ = ["problems", "seal_existing", "seal_receipts"]
+
+log_ = logging.getLogger("exchange.store")
 
 MAX_LISTED = 1000  # problems named one by one; beyond, a count
 
@@ -26,8 +30,8 @@ def _entries(conn: Connection) -> Iterator[Any]:
     """Every log row with the current-version row of its record, labelled as ``Store.log_after`` does."""
     query = select(
         log.c.seq, log.c.originator, log.c.record_id, log.c.version, log.c.content_hash, log.c.envelope,
-        log.c.payload_type, log.c.audience, log.c.key_id, log.c.purged, log.c.mac,
-        log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
+        log.c.payload_type, log.c.audience, log.c.key_id, log.c.received_from, log.c.received_at, log.c.purged,
+        log.c.mac, log.c.classification.label("v_classification"), log.c.releasable_to.label("v_releasable_to"),
         log.c.tlp.label("v_tlp"), log.c.caveats.label("v_caveats"),
         records.c.classification, records.c.releasable_to, records.c.tlp, records.c.caveats,
         records.c.version.label("r_version"), records.c.seq.label("r_seq"), records.c.status.label("r_status"),
@@ -114,3 +118,42 @@ def seal_existing(conn: Connection, seal: Integrity) -> None:
               "sealed": seal.disclosure_mac(*r)} for r in rows],
         )
 
+
+
+RESEAL_CHUNK = 5000  # log entries read and sealed anew at a time (revision 0017)
+
+
+def seal_receipts(conn: Connection, seal: Integrity) -> int:
+    """Revision 0017, in the upgrade's transaction: seal every log entry anew, its receipt
+    (``received_from``, ``received_at``) included; returns how many entries were left as
+    they were because their seal did not match before either.
+
+    Each entry's seal is checked first as revisions 0003 to 0016 made it: an entry edited
+    before the upgrade keeps a seal that matches under neither format, so it is still never
+    served and still reported (``exchange audit verify``), never sealed as if it were
+    genuine. The receipt itself was never sealed: what it says now is what gets sealed.
+    """
+    columns = (log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac)
+    before = len(LOG_SEALED) - 2  # the sealed columns up to the receipt
+    position, left = 0, 0
+    while True:
+        rows = conn.execute(select(*columns).where(log.c.seq > position).order_by(log.c.seq)
+                            .limit(RESEAL_CHUNK)).all()
+        renewed = []
+        for row in rows:
+            seq, values, mac = row[0], tuple(row[1:-1]), row[-1]
+            old = seal.log_mac_before_0017(seq, *values[:before])
+            if mac is None or not hmac.compare_digest(old, bytes(mac)):
+                left += 1
+                continue
+            renewed.append({"target": seq, "sealed": seal.log_mac(seq, *values)})
+        if renewed:
+            conn.execute(update(log).where(log.c.seq == bindparam("target")).values(mac=bindparam("sealed")),
+                         renewed)
+        if len(rows) < RESEAL_CHUNK:
+            break
+        position = rows[-1][0]
+    if left:
+        log_.warning("%d log entries did not match their seal before the upgrade either: left as they were "
+                     "(exchange audit verify names them)", left)
+    return left
