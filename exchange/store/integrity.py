@@ -154,9 +154,7 @@ class _Hmac:
     call. Every row a pull writes or serves is sealed or checked (``Integrity``)."""
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _SHA256_BLOCK:
-            key = hashlib.sha256(key).digest()
-        padded = key.ljust(_SHA256_BLOCK, b"\x00")
+        padded = key.ljust(_SHA256_BLOCK, b"\x00")  # an integrity key (KEY_BYTES) is shorter than a block
         self._inner = hashlib.sha256(padded.translate(_IPAD))
         self._outer = hashlib.sha256(padded.translate(_OPAD))
 
@@ -175,7 +173,6 @@ class Integrity:
     def __init__(self, key: bytes, *, anchor: Path | None = None) -> None:
         if len(key) != KEY_BYTES:
             raise ConfigError(f"an integrity key is {KEY_BYTES} bytes, not {len(key)}")
-        self._key = key
         self._hmac = _Hmac(key)
         self.anchor = anchor
         self.reporter: Reporter | None = None
