@@ -189,6 +189,7 @@ def test_log_seals_made_before_0017_are_renewed_to_cover_the_receipt(
     url = backend.migrated(data_dir)
     store = Store.open(url, agency="JPN-NPA", seal=SEAL)
     refs = fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 12)
+    audit.record(store, actor="urn:exchange:JPN-NPA:user:ito", action="search", detail={"page": 1})
     store.close()
     engine = make_engine(url)
     try:
@@ -199,6 +200,9 @@ def test_log_seals_made_before_0017_are_renewed_to_cover_the_receipt(
         with pytest.raises(ConfigError, match=r"0017 seals where each log entry came from.*exchange db upgrade"):
             migrate.upgrade(engine)  # the key is needed
         assert migrate.current(engine) == "0016"  # and nothing changed
+        with pytest.raises(ConfigError, match="does not open this database's seals"):
+            migrate.upgrade(engine, seal=Integrity(b"\x09" * 32))  # another node's key
+        assert migrate.current(engine) == "0016"
         assert migrate.upgrade(engine, seal=SEAL) == ("0016", migrate.head())
     finally:
         engine.dispose()
@@ -211,6 +215,53 @@ def test_log_seals_made_before_0017_are_renewed_to_cover_the_receipt(
             conn.execute(text("UPDATE log SET received_from = 'USA-DTSF' WHERE record_id = :r"),
                          {"r": refs[1].record_id})
         assert _named(seal_problems(store)) == {refs[0].record_id, refs[1].record_id}
+    finally:
+        store.close()
+
+
+def test_the_0017_upgrade_refuses_a_key_that_opens_no_seal(federation: Federation, tmp_path: Path) -> None:
+    """No audit chain to try the key on: a key under which not one log entry's seal matches is
+    refused too, and the database is left as it was (its seals, at 0016)."""
+    backend, data_dir = federation.backend, tmp_path / "db"
+    url = backend.migrated(data_dir)
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
+    fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 3)
+    store.close()
+    engine = make_engine(url)
+    try:
+        _seal_as_before_0017(engine)
+        macs = backend.rows(data_dir, "SELECT seq, mac FROM log ORDER BY seq")
+        assert backend.rows(data_dir, "SELECT count(*) FROM audit") == [(0,)]
+        with pytest.raises(ConfigError, match="does not open this database's seals"):
+            migrate.upgrade(engine, seal=Integrity(b"\x09" * 32))
+        assert migrate.current(engine) == "0016"
+        assert backend.rows(data_dir, "SELECT seq, mac FROM log ORDER BY seq") == macs
+    finally:
+        engine.dispose()
+
+
+def test_the_0017_upgrade_under_the_right_key_goes_on_over_edited_entries(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """With an audit chain that opens under the key, entries whose seals all fail are edits, not a
+    wrong key: the upgrade completes and every one of them stays reported."""
+    backend, data_dir = federation.backend, tmp_path / "db"
+    url = backend.migrated(data_dir)
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
+    refs = fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 3)
+    audit.record(store, actor="urn:exchange:JPN-NPA:user:ito", action="search", detail={"page": 1})
+    store.close()
+    engine = make_engine(url)
+    try:
+        _seal_as_before_0017(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE log SET tlp = 'CLEAR'"))
+        assert migrate.upgrade(engine, seal=SEAL) == ("0016", migrate.head())
+    finally:
+        engine.dispose()
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
+    try:
+        assert _named(seal_problems(store)) == {ref.record_id for ref in refs}
     finally:
         store.close()
 

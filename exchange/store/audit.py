@@ -237,6 +237,17 @@ def verify(conn: Connection) -> list[str]:
     return problems
 
 
+def keyed_by(conn: Connection, seal: integrity.Integrity) -> bool | None:
+    """Whether the chain's last entry was hashed under ``seal``'s key (None: the chain is empty).
+    An upgrade that seals rows anew asks it first: under another key, every row would read as
+    edited."""
+    row = conn.execute(select(audit).order_by(audit.c.seq.desc()).limit(1)).first()
+    if row is None:
+        return None
+    return hmac.compare_digest(entry_hash(seal, bytes(row.prev_hash), row.seq, row.at, row.actor, row.action,
+                                          row.detail), bytes(row.hash))
+
+
 def rekey(conn: Connection, seal: integrity.Integrity) -> None:
     """Revision 0003: check the unkeyed chain, then key it (every hash recomputed under the key).
 

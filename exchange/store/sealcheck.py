@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
+from exchange.errors import ConfigError
 from exchange.store import audit as audit_log
 from exchange.store.integrity import LOG_SEALED, RECORDS_SEALED, Integrity
 from exchange.store.schema import disclosure_index, log, records
@@ -123,19 +124,26 @@ def seal_existing(conn: Connection, seal: Integrity) -> None:
 RESEAL_CHUNK = 5000  # log entries read and sealed anew at a time (revision 0017)
 
 
-def seal_receipts(conn: Connection, seal: Integrity) -> int:
+def seal_receipts(conn: Connection, seal: Integrity) -> None:
     """Revision 0017, in the upgrade's transaction: seal every log entry anew, its receipt
-    (``received_from``, ``received_at``) included; returns how many entries were left as
-    they were because their seal did not match before either.
+    (``received_from``, ``received_at``) included.
 
     Each entry's seal is checked first as revisions 0003 to 0016 made it: an entry edited
     before the upgrade keeps a seal that matches under neither format, so it is still never
     served and still reported (``exchange audit verify``), never sealed as if it were
     genuine. The receipt itself was never sealed: what it says now is what gets sealed.
+
+    Refused (ConfigError, and the transaction rolls back) under a key that is not the one the
+    database was sealed with: the audit chain's last entry does not open under it, or, with
+    no chain yet, not one log entry does. Every row would otherwise be left reading as edited;
+    under the right key, an entry that fails is one edited before the upgrade.
     """
+    keyed = audit_log.keyed_by(conn, seal)
+    if keyed is False:
+        raise ConfigError(_WRONG_KEY)
     columns = (log.c.seq, *(log.c[name] for name in LOG_SEALED), log.c.mac)
     before = len(LOG_SEALED) - 2  # the sealed columns up to the receipt
-    position, left = 0, 0
+    position, left, matched = 0, 0, 0
     while True:
         rows = conn.execute(select(*columns).where(log.c.seq > position).order_by(log.c.seq)
                             .limit(RESEAL_CHUNK)).all()
@@ -147,13 +155,19 @@ def seal_receipts(conn: Connection, seal: Integrity) -> int:
                 left += 1
                 continue
             renewed.append({"target": seq, "sealed": seal.log_mac(seq, *values)})
+        matched += len(renewed)
         if renewed:
             conn.execute(update(log).where(log.c.seq == bindparam("target")).values(mac=bindparam("sealed")),
                          renewed)
         if len(rows) < RESEAL_CHUNK:
             break
         position = rows[-1][0]
+    if keyed is None and left and not matched:  # with a chain to try the key on, every entry may be edited
+        raise ConfigError(_WRONG_KEY)
     if left:
         log_.warning("%d log entries did not match their seal before the upgrade either: left as they were "
                      "(exchange audit verify names them)", left)
-    return left
+
+
+_WRONG_KEY = ("the integrity key does not open this database's seals: is it this node's key "
+              "(certs/out/<AGENCY>/integrity.key)? Nothing was changed")
