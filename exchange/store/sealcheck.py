@@ -22,7 +22,7 @@ from exchange.store.schema import disclosure_index, log, records
 
 __all__ = ["problems", "seal_existing", "seal_receipts"]
 
-log_ = logging.getLogger("exchange.store")
+logger = logging.getLogger("exchange.store")
 
 MAX_LISTED = 1000  # problems named one by one; beyond, a count
 
@@ -165,7 +165,7 @@ def seal_receipts(conn: Connection, seal: Integrity) -> None:
     if keyed is None and left and not matched:  # with a chain to try the key on, every entry may be edited
         raise ConfigError(_WRONG_KEY)
     if left:
-        log_.warning("%d log entries did not match their seal before the upgrade either: left as they were "
+        logger.warning("%d log entries did not match their seal before the upgrade either: left as they were "
                      "(exchange audit verify names them)", left)
 
 
