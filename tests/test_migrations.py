@@ -20,6 +20,7 @@ from exchange.store.engine import make_engine
 from exchange.store.integrity import Integrity
 from exchange.store.schema import metadata
 from exchange.store.search import SearchFilter, search
+from exchange.v1 import records_pb2
 from tests.backends import Backend
 from tests.federation import Federation
 from tests.fill import fill
@@ -171,6 +172,25 @@ def _named(problems: list[str]) -> set[str]:
     return {p.split("/", 1)[1].split(":")[0].split(" ")[0] for p in problems}
 
 
+def _store_at_0016(federation: Federation, data_dir: Path, count: int, *, audited: bool = True,
+                   ) -> tuple[str, list[records_pb2.RecordRef]]:
+    """A database holding ``count`` of KOR-KNPA's records as revision 0016 left it: every log
+    seal without the receipt (and, if ``audited``, one entry in the audit chain); its URL and
+    the records' refs."""
+    url = federation.backend.migrated(data_dir)
+    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
+    refs = fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", count)
+    if audited:
+        audit.record(store, actor="urn:exchange:JPN-NPA:user:ito", action="search", detail={"page": 1})
+    store.close()
+    engine = make_engine(url)
+    try:
+        _seal_as_before_0017(engine)
+    finally:
+        engine.dispose()
+    return url, refs
+
+
 def _seal_as_before_0017(engine: Engine) -> None:
     """Every log entry's seal as revisions 0003 to 0016 made it (no receipt), and the schema at 0016."""
     with engine.begin() as conn:
@@ -185,15 +205,9 @@ def _seal_as_before_0017(engine: Engine) -> None:
 def test_log_seals_made_before_0017_are_renewed_to_cover_the_receipt(
     federation: Federation, tmp_path: Path
 ) -> None:
-    backend, data_dir = federation.backend, tmp_path / "db"
-    url = backend.migrated(data_dir)
-    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
-    refs = fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 12)
-    audit.record(store, actor="urn:exchange:JPN-NPA:user:ito", action="search", detail={"page": 1})
-    store.close()
+    url, refs = _store_at_0016(federation, tmp_path / "db", 12)
     engine = make_engine(url)
     try:
-        _seal_as_before_0017(engine)
         with engine.begin() as conn:  # an insider's edit before the upgrade: it must not be blessed
             conn.execute(text("UPDATE log SET classification = 'UNCLASSIFIED' WHERE record_id = :r"),
                          {"r": refs[0].record_id})
@@ -223,13 +237,9 @@ def test_the_0017_upgrade_refuses_a_key_that_opens_no_seal(federation: Federatio
     """No audit chain to try the key on: a key under which not one log entry's seal matches is
     refused too, and the database is left as it was (its seals, at 0016)."""
     backend, data_dir = federation.backend, tmp_path / "db"
-    url = backend.migrated(data_dir)
-    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
-    fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 3)
-    store.close()
+    url, _ = _store_at_0016(federation, data_dir, 3, audited=False)
     engine = make_engine(url)
     try:
-        _seal_as_before_0017(engine)
         macs = backend.rows(data_dir, "SELECT seq, mac FROM log ORDER BY seq")
         assert backend.rows(data_dir, "SELECT count(*) FROM audit") == [(0,)]
         with pytest.raises(ConfigError, match="does not open this database's seals"):
@@ -245,15 +255,9 @@ def test_the_0017_upgrade_under_the_right_key_goes_on_over_edited_entries(
 ) -> None:
     """With an audit chain that opens under the key, entries whose seals all fail are edits, not a
     wrong key: the upgrade completes and every one of them stays reported."""
-    backend, data_dir = federation.backend, tmp_path / "db"
-    url = backend.migrated(data_dir)
-    store = Store.open(url, agency="JPN-NPA", seal=SEAL)
-    refs = fill(store, federation.manifest, federation.pki_dir, "KOR-KNPA", 3)
-    audit.record(store, actor="urn:exchange:JPN-NPA:user:ito", action="search", detail={"page": 1})
-    store.close()
+    url, refs = _store_at_0016(federation, tmp_path / "db", 3)
     engine = make_engine(url)
     try:
-        _seal_as_before_0017(engine)
         with engine.begin() as conn:
             conn.execute(text("UPDATE log SET tlp = 'CLEAR'"))
         assert migrate.upgrade(engine, seal=SEAL) == ("0016", migrate.head())
