@@ -7,7 +7,7 @@ from pathlib import Path
 from exchange.node.server import Node
 from exchange.store.peers import peer_cursor
 from exchange.store.received import apply_batch
-from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2
+from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
 
 
@@ -115,3 +115,69 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
         delays = [next_delay(5.0, failures, rng) for _ in range(200)]
         assert all(base * (1 - JITTER) <= d <= base * (1 + JITTER) for d in delays)
         assert max(delays) - min(delays) > base * JITTER  # jittered, not constant
+
+
+def test_stubs_taken_while_another_thread_closes_the_channels_never_crash(
+    federation: Federation, tmp_path: Path,
+) -> None:
+    """gRPC registers a stub's methods on the channel's core object; registering on a channel
+    another thread just closed is a use after free that takes the process down (grpcio 1.85).
+    A renewal of the node certificate (or the node stopping) closes the puller's channels
+    while the schedule and the manifest fetch take stubs: they must never interleave."""
+    import sys
+    import threading
+    import time
+
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    ref = _submit(federation, jpn, "after the renewals", ["USA-DTSF"])
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.is_set():
+            usa.puller.use_certificate(usa.tls.key, usa.tls.cert)
+
+    renewing = threading.Thread(target=renew, daemon=True)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads change hands as often as CPython allows: the race is likely
+    renewing.start()
+    try:
+        deadline = time.monotonic() + 3
+        taken = 0
+        while time.monotonic() < deadline:
+            usa.puller.stub("JPN-NPA")
+            taken += 1
+    finally:
+        done.set()
+        renewing.join(timeout=10)
+        sys.setswitchinterval(interval)
+    assert taken > 100 and not renewing.is_alive()
+    report = usa.puller.pull("JPN-NPA")
+    assert report.error == "" and ("JPN-NPA", ref.record_id) in _held(usa)
+
+
+def test_a_channel_closed_as_a_call_starts_is_a_pull_error_not_a_crash(
+    federation: Federation, tmp_path: Path,
+) -> None:
+    """The other thread wins the race just after a stub was taken: gRPC refuses the call with a
+    ValueError, which the pull reports as its error (the schedule tries again), and the next pull,
+    on a fresh channel, brings the record."""
+    from exchange.sync.puller import Puller
+
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    ref = _submit(federation, jpn, "pulled the second time", ["USA-DTSF"])
+    puller = usa.puller
+
+    def stub_then_renewal(peer: str) -> sync_pb2_grpc.SyncServiceStub:
+        stub = Puller.stub(puller, peer)
+        puller.use_certificate(usa.tls.key, usa.tls.cert)  # closes the channel under the stub
+        return stub
+
+    puller.stub = stub_then_renewal  # type: ignore[method-assign]
+    report = puller.pull("JPN-NPA")
+    assert report.error.startswith("the connection was closed as a call started")
+    assert ("JPN-NPA", ref.record_id) not in _held(usa)
+    del puller.stub  # the class's own again
+    again = puller.pull("JPN-NPA")
+    assert again.error == "" and ("JPN-NPA", ref.record_id) in _held(usa)

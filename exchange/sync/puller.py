@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import NamedTuple
 
 import grpc
 
@@ -46,6 +47,21 @@ SWITCH_INTERVAL_SECONDS = 0.0005
 
 NEWER_MANIFEST = "newer manifest:"  # how a partner's FAILED_PRECONDITION says ours is older
 
+_CLOSED_UNDER_CALL = ("the connection was closed as a call started (the node is stopping, its certificate "
+                      "was renewed or the partner's entry changed); the next pull connects afresh")
+
+
+def _closed_under_call(error: ValueError) -> bool:
+    """gRPC's refusal to start a call on a channel closed since its stub was taken (``stub``):
+    "Cannot invoke RPC on closed channel!" or "Cannot invoke RPC: Channel closed!"."""
+    return str(error).startswith("Cannot invoke RPC")
+
+
+class _Link(NamedTuple):
+    channel: grpc.Channel
+    stub: sync_pb2_grpc.SyncServiceStub
+    source: tuple[str, str]  # the peer's (address, CA certificate) in the manifest they were made from
+
 
 class _Closed(grpc.RpcError):
     """Raised instead of starting a call once the puller is closed: the node is stopping."""
@@ -72,8 +88,8 @@ class Puller:
         if sys.getswitchinterval() > SWITCH_INTERVAL_SECONDS:
             sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         self._key, self._cert = node_key, node_cert
-        # peer -> (channel, the peer's (address, CA) in the manifest it was made from)
-        self._channels: dict[str, tuple[grpc.Channel, tuple[str, str]]] = {}
+        # peer -> its channel and stub, and the peer's (address, CA) in the manifest they were made from
+        self._links: dict[str, _Link] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._repaired_at: dict[str, float] = {}  # peer -> time.monotonic() of its last repair
@@ -91,25 +107,31 @@ class Puller:
         channels made with the old ones are closed and made again when next needed."""
         with self._lock:
             self._key, self._cert = key, cert
-            for channel, _ in self._channels.values():
-                channel.close()
-            self._channels.clear()
+            for link in self._links.values():
+                link.channel.close()
+            self._links.clear()
 
-    def channel(self, peer: str) -> grpc.Channel:
-        """A channel that trusts only ``peer``'s CA and checks the server is ``peer``'s node."""
+    def stub(self, peer: str) -> sync_pb2_grpc.SyncServiceStub:
+        """The stub of a channel that trusts only ``peer``'s CA and checks the server is
+        ``peer``'s node.
+
+        The stub is made with its channel, under the lock that closing takes: gRPC registers
+        a stub's methods on the channel's core object, and registering on a channel another
+        thread has closed is a use after free (a segfault, grpcio 1.85). A call through a stub
+        whose channel was closed since is refused by gRPC with a ValueError (``_start``)."""
         if peer == self.agency:
             raise ConfigError(f"{peer} is this node's own agency")
         with self._lock:
             if self._closed:
                 raise _Closed()
             partner = self.manifest.partner(peer)
-            made = self._channels.get(peer)
-            if made is not None and made[1] == (partner.address, partner.ca_cert_pem):
-                return made[0]
+            made = self._links.get(peer)
+            if made is not None and made.source == (partner.address, partner.ca_cert_pem):
+                return made.stub
             # None yet, or the manifest changed the peer's CA or address: a channel made from
             # the old entry would trust the old CA, so it is replaced (the old one closed).
             if made is not None:
-                made[0].close()
+                made.channel.close()
             # The node's own key and certificate as read at start (a renewed node certificate
             # is picked up here when it is passed in afresh: exchange/node/tls.py).
             credentials = grpc.ssl_channel_credentials(
@@ -124,31 +146,30 @@ class Puller:
                 ("grpc.max_receive_message_length", self.limits.max_message_bytes),
                 ("grpc.max_send_message_length", self.limits.max_message_bytes),
             ])
-            self._channels[peer] = (channel, (partner.address, partner.ca_cert_pem))
-            return channel
+            link = _Link(channel, sync_pb2_grpc.SyncServiceStub(channel),  # type: ignore[no-untyped-call]
+                         (partner.address, partner.ca_cert_pem))
+            self._links[peer] = link
+            return link.stub
 
     def _forget(self, peer: str) -> None:
         with self._lock:
-            made = self._channels.pop(peer, None)
-        if made is not None:
-            made[0].close()
+            made = self._links.pop(peer, None)
+            if made is not None:
+                made.channel.close()
 
     def close(self) -> None:
         """Stop pulling: calls in flight are cancelled (a pull applies the batches it has fully
         received, each with its cursor, and ends), and no new call starts."""
         with self._lock:
             self._closed = True
-            for channel, _ in self._channels.values():
-                channel.close()
-            self._channels.clear()
+            for link in self._links.values():
+                link.channel.close()
+            self._links.clear()
         self.checks.close()
 
     @property
     def manifest(self) -> Manifest:
         return self.trust.manifest
-
-    def stub(self, peer: str) -> sync_pb2_grpc.SyncServiceStub:
-        return sync_pb2_grpc.SyncServiceStub(self.channel(peer))  # type: ignore[no-untyped-call]
 
     def pull(self, peer: str, *, progress: Progress | None = None) -> PullReport:
         """Pull everything new from ``peer`` once.
@@ -157,17 +178,22 @@ class Puller:
         refused as stale, when it was lost while we already hold records, or
         after a manifest change flagged the peer.
         """
+        report = PullReport(peer, tally=RefusalTally(self.limits))
         with logs.bound(peer=peer):  # every line logged during the pull names the partner
-            report = self._pull_once(peer, progress)
+            try:
+                self._pull_once(peer, progress, report)
+            except ValueError as error:
+                if not _closed_under_call(error):
+                    raise
+                report.error = report.error or _CLOSED_UNDER_CALL
         self.metrics.pull_finished(peer, ok=not report.error, at=time.time())
         return report
 
-    def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
+    def _pull_once(self, peer: str, progress: Progress | None, report: PullReport) -> None:
         started = time.monotonic()
-        report = PullReport(peer, tally=RefusalTally(self.limits))
         if peer not in self.manifest.active_agencies:  # removed by a manifest adopted since it was scheduled
             report.error = f"{peer} is not in the federation manifest (version {self.manifest.version})"
-            return report
+            return
         cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)
         if needs_repair or (not cursor and received_from(self.store, peer)):
             self._repair(peer, report, progress)
@@ -182,7 +208,6 @@ class Puller:
         log.info("pull from %s: received %d, stored %d, refused %d, %.0f ms%s", peer, report.received,
                  report.applied.stored, report.applied.refused, report.seconds * 1000,
                  f"; error: {report.error}" if report.error else "", extra=report.fields())
-        return report
 
     def _pull_sightings(self, peer: str, report: PullReport) -> None:
         """The partner's sightings (exchange/sync/sightings.py), after its log: a sighting is
@@ -236,6 +261,11 @@ class Puller:
                                                    timeout=self.limits.pull_deadline_seconds)
         except grpc.RpcError as error:
             report.error = f"GetManifest: {error.code().name}: {clip(error.details(), 300)}"
+            return False
+        except ValueError as error:
+            if not _closed_under_call(error):
+                raise
+            report.error = f"GetManifest: {_CLOSED_UNDER_CALL}"
             return False
         adopted = self.adopt_manifests(peer, list(response.documents))
         if not adopted:
