@@ -30,7 +30,7 @@ test: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python scripts/buf_check.py
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --max-worker-restart=0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
