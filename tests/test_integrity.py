@@ -272,6 +272,82 @@ def test_a_received_record_whose_receipt_was_edited_is_not_served(
     assert code != 0 and ref.record_id in out and kept.record_id not in out
 
 
+def _sightings(stub: liaison_pb2_grpc.LiaisonServiceStub, ref: records_pb2.RecordRef) -> list[str]:
+    return [s.note for s in stub.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings]
+
+
+def _forged_envelope(federation: Federation, data_dir: Path, sighting_id: str) -> bytes:
+    """The stored envelope of one sighting with its note rewritten, the signature left as it was."""
+    from sqlalchemy import text
+
+    engine = federation.backend.engine(data_dir)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT envelope FROM sightings WHERE sighting_id = :sid"),
+                                  {"sid": sighting_id}).scalar_one()
+    finally:
+        engine.dispose()
+    envelope = records_pb2.Envelope.FromString(bytes(stored))
+    payload = records_pb2.Sighting.FromString(envelope.payload)
+    payload.note = "the insider's words"
+    envelope.payload = payload.SerializeToString()
+    return envelope.SerializeToString()
+
+
+@pytest.mark.parametrize("edit", ["moved to another record", "verdict", "note rewritten"])
+def test_a_sighting_edited_in_the_database_is_not_shown(federation: Federation, tmp_path: Path, edit: str) -> None:
+    """The sightings table has no seal: what users are shown is the signed envelope, verified
+    again as it is read, which must name the record asked about and the row's verdict. An insider
+    who moves a sighting to another record (whose readers may not see the first), changes its
+    verdict or rewrites its note gets it left out, with an integrity event for the record."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    ref = _submit(sato, "見た", _marking("SECRET", ["USA-DTSF"], "AMBER"))
+    other = _submit(sato, "別件", _marking("SECRET", ["USA-DTSF"], "AMBER"))
+    assert usa.puller.pull("JPN-NPA").applied.stored == 2
+    rchen = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(usa, "USA-DTSF", "rchen"))
+    edited, _ = (rchen.ReportSighting(liaison_pb2.ReportSightingRequest(
+        ref=ref, verdict=records_pb2.VERDICT_SEEN, note=note), timeout=10).sighting for note in ("edited", "kept"))
+    assert _sightings(rchen, ref) == ["edited", "kept"] and _sightings(rchen, other) == []
+    edits: dict[str, tuple[str, dict[str, object], records_pb2.RecordRef]] = {
+        "moved to another record": ("UPDATE sightings SET record_id = :rid WHERE sighting_id = :sid",
+                                    {"rid": other.record_id}, other),
+        "verdict": ("UPDATE sightings SET verdict = 'confirmed' WHERE sighting_id = :sid", {}, ref),
+        "note rewritten": ("UPDATE sightings SET envelope = :envelope WHERE sighting_id = :sid",
+                           {"envelope": _forged_envelope(federation, tmp_path / "usa", edited.sighting_id)}, ref),
+    }
+    statement, params, looked_up = edits[edit]
+    assert _sql(federation, tmp_path / "usa", statement, sid=edited.sighting_id, **params) == 1
+    assert _sightings(rchen, ref) == ["kept"] and _sightings(rchen, other) == []
+    assert _integrity_events(usa) == [{"originator": "JPN-NPA", "record_id": looked_up.record_id,
+                                       "problem": "a sighting stored on this record is not the one its reporter "
+                                                  "signed"}]
+
+
+def test_a_relay_report_edited_in_the_database_is_not_shown(federation: Federation, tmp_path: Path) -> None:
+    """A partner's signed report that it relayed a record ("GBR-NPSA via USA-DTSF" in the
+    originator's Disclosures) is read from its envelope too: a holder written over is left out."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    gbr = federation.start_node("GBR-NPSA", tmp_path / "gbr")
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    ref = _submit(sato, "転送", _marking("CONFIDENTIAL", ["USA-DTSF", "GBR-NPSA"], "GREEN"))
+    usa.puller.pull("JPN-NPA")
+    assert gbr.puller.pull("USA-DTSF").applied.stored == 1
+    jpn.puller.pull("USA-DTSF")
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "JPN-NPA", "suzuki"))
+
+    def relayed() -> list[tuple[str, str, str]]:
+        answer = suzuki.Disclosures(liaison_pb2.DisclosuresRequest(ref=ref), timeout=10)
+        return [(r.holder, r.via, r.source) for r in answer.relayed]
+
+    assert relayed() == [("GBR-NPSA", "USA-DTSF", "reported")]
+    assert _sql(federation, tmp_path / "jpn", "UPDATE sightings SET holder = 'KOR-KNPA' WHERE verdict = 'relayed'") == 1
+    assert relayed() == []
+    assert [e["record_id"] for e in _integrity_events(jpn)] == [ref.record_id]
+
+
 def _entries(stub: sync_pb2_grpc.SyncServiceStub) -> list[str]:
     """The payload types of every entry a partner's pull from the start streams."""
     return [e.payload_type for batch in stub.Pull(sync_pb2.PullRequest(), timeout=10) for e in batch.entries]

@@ -754,3 +754,35 @@ def test_partners_that_applied_a_thiefs_withdrawal_or_version_recover_when_the_o
     titles = sorted(records_pb2.Record.FromString(r.envelope.payload).content.title for r in found.records)
     assert titles == ["rewritten by the thief", "withdrawn by the thief"]  # a retracted record is not found
     assert {r.envelope.key_id for r in found.records} == {new_key}
+
+
+def test_a_sighting_signed_with_a_key_since_compromised_is_hidden_without_an_integrity_event(
+    fed: Federation, tmp_path: Path,
+) -> None:
+    """Sightings are verified again as users read them (exchange/node/sightings.held_on): one
+    signed with a key marked compromised since is left out, as the records that key signed are,
+    and is not reported as an edited row: nothing in the database changed."""
+    from exchange.store.events import security_events
+    from exchange.v1 import liaison_pb2, liaison_pb2_grpc
+
+    jpn, usa = fed.start_node(J, tmp_path / J), fed.start_node(U, tmp_path / U)
+    jmiller = UserClient.of(fed.user_channel(usa, U, "jmiller"))
+    marking = records_pb2.Marking(classification="RESTRICTED", releasable_to=[J], tlp="GREEN")
+    ref = jmiller.submission.Submit(submission_pb2.SubmitRequest(
+        draft=draft(title="a US record JPN-NPA saw too", marking=marking)), timeout=10).receipt.ref
+    pull_along({J: jpn, U: usa}, [(J, U)])
+    suzuki = liaison_pb2_grpc.LiaisonServiceStub(fed.user_channel(jpn, J, "suzuki"))
+    rchen = liaison_pb2_grpc.LiaisonServiceStub(fed.user_channel(usa, U, "rchen"))
+    suzuki.ReportSighting(liaison_pb2.ReportSightingRequest(ref=ref, verdict=records_pb2.VERDICT_SEEN), timeout=10)
+    pull_along({J: jpn, U: usa}, [(J, U)])
+
+    def shown(stub: liaison_pb2_grpc.LiaisonServiceStub) -> list[str]:
+        return [s.reporter for s in stub.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings]
+
+    assert shown(suzuki) == [J] and shown(rchen) == [J]
+    proposed, _, old_key = rotate(fed, J)
+    leaked = compromised(proposed, old_key, proposed.version + 1)
+    for node in (jpn, usa):
+        node.adopt(leaked)
+    assert shown(suzuki) == [] and shown(rchen) == []
+    assert [e for node in (jpn, usa) for e in security_events(node.store) if e.kind == "integrity"] == []

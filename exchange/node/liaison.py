@@ -26,11 +26,11 @@ from exchange.core.trust import Trust
 from exchange.errors import InvalidInput, NotFound, TooLarge, clip
 from exchange.node.reads import audit_disclosure, fill_page, held_record, page_size, token_context, visible
 from exchange.node.rpc import Method
+from exchange.node.sightings import held_on
 from exchange.node.tokens import PageTokens
 from exchange.records.normalize import OBSERVABLE_TYPES, normalize, normalize_any
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, StoredRecord, watch
-from exchange.store import sightings as stored_sightings
 from exchange.store.current import current_record
 from exchange.store.rows import timestamp_of, timestamp_us
 from exchange.store.store import now_us
@@ -116,9 +116,12 @@ class LiaisonService:
         "reported" (the relaying partner's signed report, exchange/node/sightings.py) or "audit"
         (this node relayed a partner's record itself; its own pull disclosures say to whom)."""
         first: dict[tuple[str, str, str], int] = {}
-        for report in stored_sightings.relayed_reported(self.store, record.originator, record.record_id):
+        for row, report in held_on(self.store, self.manifest, record.originator, record.record_id, relayed=True):
+            if row.received_from == self.agency:
+                continue  # this node's own relay reports are derived from its audit log below
+            at = report.reported_at.ToMicroseconds()
             key = (report.holder, report.reporter, "reported")
-            first[key] = min(first.get(key, report.reported_at), report.reported_at)
+            first[key] = min(first.get(key, at), at)
         if record.originator != self.agency:
             for d in found:
                 if not d.withdrawal and d.partner != record.originator:

@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from exchange.config import Limits
 from exchange.core.identity import Principal
 from exchange.core.manifest import Manifest
@@ -45,7 +47,7 @@ from exchange.store.rows import timestamp_of
 from exchange.store.store import now_us
 from exchange.v1 import liaison_pb2, records_pb2, sync_pb2
 
-__all__ = ["MAX_NOTE_CHARS", "PULL_SIGHTINGS_ACTION", "SightingService"]
+__all__ = ["MAX_NOTE_CHARS", "PULL_SIGHTINGS_ACTION", "SightingService", "held_on"]
 
 log = logging.getLogger("exchange.node")
 
@@ -57,7 +59,39 @@ MAX_NOTE_CHARS = 2000
 _CURSOR = ">16sqq36sI8s8s"
 _RELAY_IDS = uuid.UUID("5b0c8f0e-3d6a-5a8e-9c53-7e1f2a4b6c8d")  # namespace of relay reports' ids
 _PEOPLES = {records_pb2.VERDICT_SEEN, records_pb2.VERDICT_CONFIRMED, records_pb2.VERDICT_FALSE_POSITIVE}
+# The integrity event's problem for a sightings row that is not what its signed envelope says.
+EDITED_SIGHTING = "a sighting stored on this record is not the one its reporter signed"
 
+
+def held_on(
+    store: Store, manifest: Manifest, originator: str, record_id: str, *, relayed: bool,
+) -> list[tuple[stored.StoredSighting, records_pb2.Sighting]]:
+    """The sightings held on one record (people's, or relay reports), oldest first, each with
+    what its reporter signed, which is what users are shown.
+
+    The row is only where to look: the sightings table has no seal, so each envelope is verified
+    again (its reporter's key, as when it was accepted) and must name this record, the verdict,
+    holder and reporter its row claims. One edited in the database (moved to another record, made
+    up, its columns changed) is left out and raises one ``integrity`` event for the record, as a
+    record row that fails its seal does. One signed with a key since marked compromised is left
+    out quietly, as the records that key signed are."""
+    shown = []
+    for row in stored.sightings_on(store, originator, record_id, relayed=relayed):
+        try:
+            envelope = records_pb2.Envelope.FromString(row.envelope)
+            key = manifest.signing_key(row.reporter, envelope.key_id)
+            if key is not None and key.compromised:
+                continue
+            sighting = open_sighting(envelope, manifest)
+        except (DecodeError, VerificationError):
+            sighting = None
+        if sighting is None or (sighting.ref.originator, sighting.ref.record_id) != (originator, record_id) \
+                or (sighting.reporter, stored.VERDICTS.get(sighting.verdict, "unknown"), sighting.holder) \
+                != (row.reporter, row.verdict, row.holder):
+            store.seal.served(originator, record_id, EDITED_SIGHTING)
+            continue
+        shown.append((row, sighting))
+    return shown
 
 
 @dataclass
@@ -133,11 +167,8 @@ class SightingService:
                            marking=record.marking, known_agencies=self.manifest.agencies)
         if not sighting_visible(holder=self.agency, principal=caller, record=on_record).allowed:
             raise NotFound()  # the same answer whether absent or not the caller's to see
-        found = stored.sightings_on(self.store, record.originator, record.record_id)
-        return liaison_pb2.SightingsResponse(
-            sightings=[records_pb2.Sighting.FromString(records_pb2.Envelope.FromString(s.envelope).payload)
-                       for s in found]
-        )
+        found = held_on(self.store, self.manifest, record.originator, record.record_id, relayed=False)
+        return liaison_pb2.SightingsResponse(sightings=[sighting for _, sighting in found])
 
     # --- partners ---------------------------------------------------------------------------
 

@@ -42,7 +42,6 @@ __all__ = [
     "fingerprints",
     "own_after",
     "own_end",
-    "relayed_reported",
     "reset_cursor",
     "sighting_cursor",
     "sightings_on",
@@ -166,11 +165,6 @@ def counts(store: Store, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str
             for record_id, verdict, n in conn.execute(statement, {"originator": originator, "ids": ids}):
                 found.setdefault((originator, record_id), Counter())[verdict] = int(n)
     return found
-
-
-def relayed_reported(store: Store, originator: str, record_id: str) -> list[StoredSighting]:
-    """Partners' reports that they relayed this record, oldest first."""
-    return [s for s in sightings_on(store, originator, record_id, relayed=True) if s.received_from != store.agency]
 
 
 def sighting_cursor(store: Store, peer: str) -> bytes:
