@@ -245,6 +245,18 @@ def test_a_received_record_edited_on_the_holder_is_not_served(federation: Federa
     assert {e["record_id"] for e in _integrity_events(usa)} == {ref.record_id}
 
 
+def _two_received(
+    federation: Federation, tmp_path: Path, *titles: str,
+) -> tuple[Node, records_pb2.RecordRef, records_pb2.RecordRef]:
+    """USA-DTSF's node, holding two SECRET records of JPN-NPA's (their refs), pulled from its node."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
+    first, second = (_submit(sato, title, _marking("SECRET", ["USA-DTSF"], "AMBER")) for title in titles)
+    assert usa.puller.pull("JPN-NPA").applied.stored == 2
+    return usa, first, second
+
+
 @pytest.mark.parametrize("receipt", [{"received_from": "KOR-KNPA"}, {"received_at": 1}])
 def test_a_received_record_whose_receipt_was_edited_is_not_served(
     federation: Federation, tmp_path: Path, capsys: pytest.CaptureFixture[str], receipt: dict[str, object],
@@ -252,12 +264,7 @@ def test_a_received_record_whose_receipt_was_edited_is_not_served(
     """Where an entry came from, and when, is sealed (revision 0017): users are shown it as the
     record's provenance, TAXII dates entries by it, and re-signing after a key leak trusts only
     the entries a node wrote itself. An insider who rewrites it breaks the seal."""
-    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
-    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
-    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
-    ref = _submit(sato, "出所", _marking("SECRET", ["USA-DTSF"], "AMBER"))
-    kept = _submit(sato, "無傷", _marking("SECRET", ["USA-DTSF"], "AMBER"))
-    assert usa.puller.pull("JPN-NPA").applied.stored == 2
+    usa, ref, kept = _two_received(federation, tmp_path, "出所", "無傷")
     rchen = UserClient.of(federation.user_channel(usa, "USA-DTSF", "rchen"))
     held = rchen.query.Get(query_pb2.GetRequest(ref=ref), timeout=10).record
     assert held.received_from == "JPN-NPA"
@@ -300,12 +307,7 @@ def test_a_sighting_edited_in_the_database_is_not_shown(federation: Federation, 
     again as it is read, which must name the record asked about and the row's verdict. An insider
     who moves a sighting to another record (whose readers may not see the first), changes its
     verdict or rewrites its note gets it left out, with an integrity event for the record."""
-    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
-    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
-    sato = UserClient.of(federation.user_channel(jpn, "JPN-NPA", "sato"))
-    ref = _submit(sato, "見た", _marking("SECRET", ["USA-DTSF"], "AMBER"))
-    other = _submit(sato, "別件", _marking("SECRET", ["USA-DTSF"], "AMBER"))
-    assert usa.puller.pull("JPN-NPA").applied.stored == 2
+    usa, ref, other = _two_received(federation, tmp_path, "見た", "別件")
     rchen = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(usa, "USA-DTSF", "rchen"))
     edited, _ = (rchen.ReportSighting(liaison_pb2.ReportSightingRequest(
         ref=ref, verdict=records_pb2.VERDICT_SEEN, note=note), timeout=10).sighting for note in ("edited", "kept"))
