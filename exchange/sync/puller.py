@@ -118,7 +118,8 @@ class Puller:
         The stub is made with its channel, under the lock that closing takes: gRPC registers
         a stub's methods on the channel's core object, and registering on a channel another
         thread has closed is a use after free (a segfault, grpcio 1.85). A call through a stub
-        whose channel was closed since is refused by gRPC with a ValueError (``_start``)."""
+        whose channel was closed since is refused by gRPC with a ValueError, which ``pull`` and
+        ``catch_up`` report as their error (``_closed_under_call``)."""
         if peer == self.agency:
             raise ConfigError(f"{peer} is this node's own agency")
         with self._lock:
