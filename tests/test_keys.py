@@ -756,12 +756,21 @@ def test_partners_that_applied_a_thiefs_withdrawal_or_version_recover_when_the_o
     assert {r.envelope.key_id for r in found.records} == {new_key}
 
 
-def test_a_sighting_signed_with_a_key_since_compromised_is_hidden_without_an_integrity_event(
-    fed: Federation, tmp_path: Path,
+def unpublished(manifest: Manifest, key_id: str, version: int) -> Manifest:
+    """``manifest`` at ``version`` without the signing key ``key_id`` (no longer published)."""
+    partner = manifest.partner(key_id.partition("/")[0])
+    keys = tuple(k for k in partner.keys if k.key_id != key_id)
+    return dataclasses.replace(manifest, version=version,
+                               partners={**manifest.partners, partner.code: dataclasses.replace(partner, keys=keys)})
+
+
+@pytest.mark.parametrize("change", ["compromised", "no longer published"])
+def test_a_sighting_whose_key_is_compromised_or_dropped_is_hidden_without_an_integrity_event(
+    fed: Federation, tmp_path: Path, change: str,
 ) -> None:
     """Sightings are verified again as users read them (exchange/node/sightings.held_on): one
-    signed with a key marked compromised since is left out, as the records that key signed are,
-    and is not reported as an edited row: nothing in the database changed."""
+    whose key was marked compromised, or is no longer in the manifest, cannot be verified and is
+    left out, and is not reported as an edited row: nothing in the database changed."""
     from exchange.store.events import security_events
     from exchange.v1 import liaison_pb2, liaison_pb2_grpc
 
@@ -781,8 +790,9 @@ def test_a_sighting_signed_with_a_key_since_compromised_is_hidden_without_an_int
 
     assert shown(suzuki) == [J] and shown(rchen) == [J]
     proposed, _, old_key = rotate(fed, J)
-    leaked = compromised(proposed, old_key, proposed.version + 1)
+    changed = (compromised if change == "compromised" else unpublished)(proposed, old_key, proposed.version + 1)
+    assert old_key not in {k.key_id for k in changed.partner(J).keys if not k.compromised}
     for node in (jpn, usa):
-        node.adopt(leaked)
+        node.adopt(changed)
     assert shown(suzuki) == [] and shown(rchen) == []
     assert [e for node in (jpn, usa) for e in security_events(node.store) if e.kind == "integrity"] == []

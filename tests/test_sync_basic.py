@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exchange.node.server import Node
-from exchange.store.peers import peer_cursor
+from exchange.store.peers import peer_cursor, peer_states
 from exchange.store.received import apply_batch
 from exchange.v1 import query_pb2, records_pb2, submission_pb2, sync_pb2, sync_pb2_grpc
 from tests.federation import Federation, UserClient, draft
@@ -178,6 +178,8 @@ def test_a_channel_closed_as_a_call_starts_is_a_pull_error_not_a_crash(
     report = puller.pull("JPN-NPA")
     assert report.error.startswith("the connection was closed as a call started")
     assert ("JPN-NPA", ref.record_id) not in _held(usa)
+    noted = {state.agency: state.last_error for state in peer_states(usa.store)}
+    assert noted["JPN-NPA"] == report.error  # what `exchange sync status` shows of the partner
     del puller.stub  # the class's own again
     again = puller.pull("JPN-NPA")
     assert again.error == "" and ("JPN-NPA", ref.record_id) in _held(usa)

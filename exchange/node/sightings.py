@@ -37,7 +37,7 @@ from exchange.errors import InvalidInput, NotFound, StaleCursor, VerificationErr
 from exchange.node.reads import visible
 from exchange.node.rpc import Method
 from exchange.node.tokens import Sealer
-from exchange.records.envelope import SIGHTING_TYPE, open_sighting
+from exchange.records.envelope import SIGHTING_TYPE, claimed_originator, open_sighting
 from exchange.records.keyring import Seals
 from exchange.records.validate import validate_ref, validate_timestamp
 from exchange.store import Store, audit, watch
@@ -73,15 +73,16 @@ def held_on(
     again (its reporter's key, as when it was accepted) and must name this record, the verdict,
     holder and reporter its row claims. One edited in the database (moved to another record, made
     up, its columns changed) is left out and raises one ``integrity`` event for the record, as a
-    record row that fails its seal does. One signed with a key since marked compromised is left
-    out quietly, as the records that key signed are."""
+    record row that fails its seal does. One whose key the manifest no longer publishes, or marks
+    compromised since, cannot be verified: it is left out quietly (nothing says it was edited;
+    a record that key signed is hidden too once it is compromised)."""
     shown = []
     for row in stored.sightings_on(store, originator, record_id, relayed=relayed):
         try:
             envelope = records_pb2.Envelope.FromString(row.envelope)
-            key = manifest.signing_key(row.reporter, envelope.key_id)
-            if key is not None and key.compromised:
-                continue
+            key = manifest.signing_key(claimed_originator(envelope), envelope.key_id)
+            if key is None or key.compromised:
+                continue  # no longer published, or leaked: unverifiable, not evidence of an edit
             sighting = open_sighting(envelope, manifest)
         except (DecodeError, VerificationError):
             sighting = None

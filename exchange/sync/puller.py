@@ -179,36 +179,37 @@ class Puller:
         refused as stale, when it was lost while we already hold records, or
         after a manifest change flagged the peer.
         """
-        report = PullReport(peer, tally=RefusalTally(self.limits))
         with logs.bound(peer=peer):  # every line logged during the pull names the partner
-            try:
-                self._pull_once(peer, progress, report)
-            except ValueError as error:
-                if not _closed_under_call(error):
-                    raise
-                report.error = report.error or _CLOSED_UNDER_CALL
+            report = self._pull_once(peer, progress)
         self.metrics.pull_finished(peer, ok=not report.error, at=time.time())
         return report
 
-    def _pull_once(self, peer: str, progress: Progress | None, report: PullReport) -> None:
+    def _pull_once(self, peer: str, progress: Progress | None) -> PullReport:
         started = time.monotonic()
+        report = PullReport(peer, tally=RefusalTally(self.limits))
         if peer not in self.manifest.active_agencies:  # removed by a manifest adopted since it was scheduled
             report.error = f"{peer} is not in the federation manifest (version {self.manifest.version})"
-            return
-        cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)
-        if needs_repair or (not cursor and received_from(self.store, peer)):
-            self._repair(peer, report, progress)
-        else:
-            self._pull(peer, cursor, report, progress)
-            if report.stale_cursor:
+            return report
+        try:
+            cursor, needs_repair = peer_cursor(self.store, peer), peer_needs_repair(self.store, peer)
+            if needs_repair or (not cursor and received_from(self.store, peer)):
                 self._repair(peer, report, progress)
-        if not report.error and not self._closed:
-            self._pull_sightings(peer, report)
+            else:
+                self._pull(peer, cursor, report, progress)
+                if report.stale_cursor:
+                    self._repair(peer, report, progress)
+            if not report.error and not self._closed:
+                self._pull_sightings(peer, report)
+        except ValueError as error:
+            if not _closed_under_call(error):
+                raise
+            report.error = report.error or _CLOSED_UNDER_CALL  # what was applied before stays, with its cursor
         note_pull(self.store, peer, report.error or None)
         report.seconds = time.monotonic() - started
         log.info("pull from %s: received %d, stored %d, refused %d, %.0f ms%s", peer, report.received,
                  report.applied.stored, report.applied.refused, report.seconds * 1000,
                  f"; error: {report.error}" if report.error else "", extra=report.fields())
+        return report
 
     def _pull_sightings(self, peer: str, report: PullReport) -> None:
         """The partner's sightings (exchange/sync/sightings.py), after its log: a sighting is
