@@ -285,15 +285,8 @@ def _sightings(stub: liaison_pb2_grpc.LiaisonServiceStub, ref: records_pb2.Recor
 
 def _forged_envelope(federation: Federation, data_dir: Path, sighting_id: str) -> bytes:
     """The stored envelope of one sighting with its note rewritten, the signature left as it was."""
-    from sqlalchemy import text
-
-    engine = federation.backend.engine(data_dir)
-    try:
-        with engine.connect() as conn:
-            stored = conn.execute(text("SELECT envelope FROM sightings WHERE sighting_id = :sid"),
-                                  {"sid": sighting_id}).scalar_one()
-    finally:
-        engine.dispose()
+    [(stored,)] = federation.backend.rows(data_dir, "SELECT envelope FROM sightings WHERE sighting_id = :sid",
+                                          sid=sighting_id)
     envelope = records_pb2.Envelope.FromString(bytes(stored))
     payload = records_pb2.Sighting.FromString(envelope.payload)
     payload.note = "the insider's words"
@@ -301,26 +294,24 @@ def _forged_envelope(federation: Federation, data_dir: Path, sighting_id: str) -
     return envelope.SerializeToString()
 
 
-@pytest.mark.parametrize("edit", ["moved to another record", "verdict", "note rewritten"])
+@pytest.mark.parametrize("edit", ["moved to another record", "verdict", "reporter", "note rewritten"])
 def test_a_sighting_edited_in_the_database_is_not_shown(federation: Federation, tmp_path: Path, edit: str) -> None:
     """The sightings table has no seal: what users are shown is the signed envelope, verified
-    again as it is read, which must name the record asked about and the row's verdict. An insider
-    who moves a sighting to another record (whose readers may not see the first), changes its
-    verdict or rewrites its note gets it left out, with an integrity event for the record."""
+    again as it is read, which must name the record asked about and the row's reporter and
+    verdict. An insider who moves a sighting to another record (whose readers may not see the
+    first), changes its verdict, credits it to another agency or rewrites its note gets it left
+    out, with an integrity event for the record."""
     usa, ref, other = _two_received(federation, tmp_path, "見た", "別件")
     rchen = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(usa, "USA-DTSF", "rchen"))
     edited, _ = (rchen.ReportSighting(liaison_pb2.ReportSightingRequest(
         ref=ref, verdict=records_pb2.VERDICT_SEEN, note=note), timeout=10).sighting for note in ("edited", "kept"))
     assert _sightings(rchen, ref) == ["edited", "kept"] and _sightings(rchen, other) == []
-    edits: dict[str, tuple[str, dict[str, object], records_pb2.RecordRef]] = {
-        "moved to another record": ("UPDATE sightings SET record_id = :rid WHERE sighting_id = :sid",
-                                    {"rid": other.record_id}, other),
-        "verdict": ("UPDATE sightings SET verdict = 'confirmed' WHERE sighting_id = :sid", {}, ref),
-        "note rewritten": ("UPDATE sightings SET envelope = :envelope WHERE sighting_id = :sid",
-                           {"envelope": _forged_envelope(federation, tmp_path / "usa", edited.sighting_id)}, ref),
-    }
-    statement, params, looked_up = edits[edit]
-    assert _sql(federation, tmp_path / "usa", statement, sid=edited.sighting_id, **params) == 1
+    column, looked_up = {"moved to another record": ("record_id", other), "verdict": ("verdict", ref),
+                         "reporter": ("reporter", ref), "note rewritten": ("envelope", ref)}[edit]
+    value: object = (_forged_envelope(federation, tmp_path / "usa", edited.sighting_id) if column == "envelope"
+                     else {"record_id": other.record_id, "verdict": "confirmed", "reporter": "KOR-KNPA"}[column])
+    assert _sql(federation, tmp_path / "usa", f"UPDATE sightings SET {column} = :value WHERE sighting_id = :sid",
+                value=value, sid=edited.sighting_id) == 1
     assert _sightings(rchen, ref) == ["kept"] and _sightings(rchen, other) == []
     assert _integrity_events(usa) == [{"originator": "JPN-NPA", "record_id": looked_up.record_id,
                                        "problem": "a sighting stored on this record is not the one its reporter "

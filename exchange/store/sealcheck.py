@@ -166,7 +166,7 @@ def seal_receipts(conn: Connection, seal: Integrity) -> None:
         raise ConfigError(_WRONG_KEY)
     if left:
         logger.warning("%d log entries did not match their seal before the upgrade either: left as they were "
-                     "(exchange audit verify names them)", left)
+                       "(exchange audit verify names them)", left)
 
 
 _WRONG_KEY = ("the integrity key does not open this database's seals: is it this node's key "
