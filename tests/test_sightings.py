@@ -356,3 +356,37 @@ def test_a_reporter_restored_from_an_older_backup_loses_no_sighting_to_the_origi
     assert jpn.puller.pull("USA-DTSF").sightings == 0
     report("six")
     assert jpn.puller.pull("USA-DTSF").sightings == 1 and len(_held(jpn, ref)) == 6
+
+
+def test_sightings_of_a_record_the_caller_may_not_see_answer_as_if_it_were_absent(
+    federation: Federation, tmp_path: Path,
+) -> None:
+    """The Sightings list of a SECRET record: NOT_FOUND for a user not cleared for it, word for word
+    as for a record that does not exist; refused for a user of another agency, whose own node
+    alone serves them; INVALID_ARGUMENT, naming the field, for a malformed ref."""
+    jpn = federation.start_node("JPN-NPA", tmp_path / "jpn")
+    usa = federation.start_node("USA-DTSF", tmp_path / "usa")
+    jmiller = UserClient.of(federation.user_channel(usa, "USA-DTSF", "jmiller"))
+    marking = records_pb2.Marking(classification="SECRET", releasable_to=["JPN-NPA"], tlp="AMBER")
+    ref = jmiller.submission.Submit(submission_pb2.SubmitRequest(draft=draft(marking=marking)), timeout=10).receipt.ref
+    assert jpn.puller.pull("USA-DTSF").applied.stored == 1
+    suzuki = _liaison(federation, jpn, "suzuki")  # cleared to SECRET
+    _report(suzuki, ref, records_pb2.VERDICT_CONFIRMED, "the same shell company")
+    assert [s.note for s in suzuki.Sightings(liaison_pb2.SightingsRequest(ref=ref), timeout=10).sightings] == [
+        "the same shell company"]
+
+    def refused(stub: liaison_pb2_grpc.LiaisonServiceStub, asked: records_pb2.RecordRef) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Sightings(liaison_pb2.SightingsRequest(ref=asked), timeout=10)
+        return caught.value
+
+    hidden = refused(_liaison(federation, jpn, "ito"), ref)  # cleared to RESTRICTED only
+    absent = refused(suzuki, records_pb2.RecordRef(originator="USA-DTSF",
+                                                   record_id="00000000-0000-4000-8000-000000000000"))
+    assert hidden.code() == absent.code() == grpc.StatusCode.NOT_FOUND
+    assert hidden.details() == absent.details()
+    rchen_at_jpn = liaison_pb2_grpc.LiaisonServiceStub(federation.user_channel(jpn, "USA-DTSF", "rchen"))
+    foreign = refused(rchen_at_jpn, ref)  # a US officer's certificate presented to JPN-NPA's node
+    assert foreign.code() == grpc.StatusCode.PERMISSION_DENIED
+    malformed = refused(suzuki, records_pb2.RecordRef(originator="USA-DTSF"))
+    assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT and (malformed.details() or "").startswith("ref")
